@@ -1,0 +1,234 @@
+//! The audit record: who did what, when, with what outcome — never a secret. Entries
+//! form a hash chain (each hash covers the previous one), so an edited, removed or
+//! reordered entry is detected by [`verify_chain`].
+
+use sha2::{Digest, Sha256};
+
+use crate::domain::credential::Timestamp;
+use crate::domain::identity::Principal;
+
+/// The hash that the first entry chains from.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Denied,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Denied => "denied",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// An entry to append. `detail` is a JSON object of non-secret facts (a type, a
+/// registry host, an error code); callers must never put secret material in it.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: &'static str,
+    pub workspace: Option<String>,
+    pub workspace_id: Option<String>,
+    pub target: Option<String>,
+    pub outcome: Outcome,
+    pub detail: serde_json::Value,
+}
+
+impl AuditRecord {
+    pub fn new(at: Timestamp, principal: Option<&Principal>, action: &'static str) -> Self {
+        Self {
+            at,
+            actor: principal.map_or_else(|| "system".to_owned(), |p| p.user_name.clone()),
+            action,
+            workspace: None,
+            workspace_id: None,
+            target: None,
+            outcome: Outcome::Success,
+            detail: serde_json::json!({}),
+        }
+    }
+
+    pub fn workspace(mut self, id: Option<&str>, name: &str) -> Self {
+        self.workspace_id = id.map(str::to_owned);
+        self.workspace = Some(name.to_owned());
+        self
+    }
+
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+}
+
+/// An entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub workspace: Option<String>,
+    pub workspace_id: Option<String>,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRow {
+    /// Builds the next row of the chain after `previous` (`None` for the first).
+    pub fn chained(record: AuditRecord, previous: Option<(i64, String)>) -> Self {
+        let (seq, prev_hash) = match previous {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, GENESIS_HASH.to_owned()),
+        };
+        let mut row = Self {
+            seq,
+            at: record.at,
+            actor: record.actor,
+            action: record.action.to_owned(),
+            workspace: record.workspace,
+            workspace_id: record.workspace_id,
+            target: record.target,
+            outcome: record.outcome.as_str().to_owned(),
+            detail: record.detail.to_string(),
+            prev_hash,
+            hash: String::new(),
+        };
+        row.hash = row.compute_hash();
+        row
+    }
+
+    /// SHA-256 over the previous hash and every field, as one JSON array so that no
+    /// two different entries can serialise alike.
+    pub fn compute_hash(&self) -> String {
+        let fields = serde_json::json!([
+            self.seq,
+            self.at,
+            self.actor,
+            self.action,
+            self.workspace,
+            self.workspace_id,
+            self.target,
+            self.outcome,
+            self.detail,
+        ]);
+        let mut hasher = Sha256::new();
+        hasher.update(self.prev_hash.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(fields.to_string().as_bytes());
+        hex::encode(hasher.finalize())
+    }
+}
+
+/// An entry's `seq` and `hash`: what the next entry must link to.
+pub type ChainLink = (i64, String);
+
+/// Where the chain first breaks and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    pub seq: i64,
+    pub problem: String,
+}
+
+/// Walks the rows in `seq` order and checks numbering, links and hashes. `previous`
+/// is the last verified (seq, hash) before these rows, to verify in pages.
+pub fn verify_chain<'a>(
+    rows: impl IntoIterator<Item = &'a AuditRow>,
+    previous: Option<ChainLink>,
+) -> Result<(i64, Option<ChainLink>), ChainBreak> {
+    let mut last = previous;
+    let mut checked = 0;
+    for row in rows {
+        let (expected_seq, expected_prev) = match &last {
+            Some((seq, hash)) => (seq + 1, hash.as_str()),
+            None => (1, GENESIS_HASH),
+        };
+        if row.seq != expected_seq {
+            return Err(ChainBreak {
+                seq: row.seq,
+                problem: format!("entry {expected_seq} is missing (found {} next)", row.seq),
+            });
+        }
+        if row.prev_hash != expected_prev {
+            return Err(ChainBreak {
+                seq: row.seq,
+                problem: format!("entry {} does not link to entry {}", row.seq, row.seq - 1),
+            });
+        }
+        if row.compute_hash() != row.hash {
+            return Err(ChainBreak {
+                seq: row.seq,
+                problem: format!("entry {} was altered after it was written", row.seq),
+            });
+        }
+        checked += 1;
+        last = Some((row.seq, row.hash.clone()));
+    }
+    Ok((checked, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(length: usize) -> Vec<AuditRow> {
+        let mut rows: Vec<AuditRow> = Vec::new();
+        for index in 0..length {
+            let record = AuditRecord::new(1_000 + index as i64, None, "credential.create")
+                .workspace(Some("ws-1"), "acme/ci")
+                .target(format!("cred-{index}"));
+            let previous = rows.last().map(|row| (row.seq, row.hash.clone()));
+            rows.push(AuditRow::chained(record, previous));
+        }
+        rows
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let rows = chain(5);
+        assert_eq!(verify_chain(&rows, None).unwrap().0, 5);
+        // In pages, continuing from the last verified entry.
+        let (_, last) = verify_chain(&rows[..2], None).unwrap();
+        assert_eq!(verify_chain(&rows[2..], last).unwrap().0, 3);
+    }
+
+    #[test]
+    fn edits_removals_and_reordering_are_detected() {
+        let mut altered = chain(5);
+        altered[2].actor = "mallory".into();
+        assert_eq!(verify_chain(&altered, None).unwrap_err().seq, 3);
+
+        let mut removed = chain(5);
+        removed.remove(1);
+        assert_eq!(verify_chain(&removed, None).unwrap_err().seq, 3);
+
+        let mut reordered = chain(5);
+        reordered.swap(1, 2);
+        assert!(verify_chain(&reordered, None).is_err());
+
+        // Re-hashing an edited entry still breaks the link to the next one.
+        let mut rehashed = chain(5);
+        rehashed[2].outcome = "denied".into();
+        rehashed[2].hash = rehashed[2].compute_hash();
+        assert_eq!(verify_chain(&rehashed, None).unwrap_err().seq, 4);
+    }
+}

@@ -1,0 +1,349 @@
+//! The command line: `regkeeper serve` runs the server; every other command is a
+//! client of its REST API (`REGKEEPER_URL`, `REGKEEPER_TOKEN`). Secrets are read from
+//! stdin, an environment variable or a file — never from an argument.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "regkeeper",
+    version,
+    about = "Container-registry credentials broker"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage registry credentials.
+    #[command(subcommand)]
+    Credentials(Box<CredentialsCommand>),
+    /// Manage users (site administrators).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage workspaces.
+    #[command(subcommand)]
+    Workspaces(WorkspacesCommand),
+    /// Manage workspace members and their roles.
+    #[command(subcommand)]
+    Members(MembersCommand),
+    /// Manage your API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Master key status and online rotation (site administrators).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A TOML file with settings; environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:7070).
+    #[arg(long)]
+    listen: Option<String>,
+    /// postgres://… to use PostgreSQL instead of the embedded SQLite database.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Address of the pull-through proxy listener.
+    #[arg(long)]
+    proxy_listen: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Args, Clone, Copy)]
+struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+}
+
+#[derive(Args, Clone)]
+struct WorkspaceArg {
+    /// Workspace (`ORG/NAME` or `~USER`); defaults to your personal workspace.
+    #[arg(long)]
+    workspace: Option<String>,
+}
+
+#[derive(Args, Clone, Default)]
+#[group(multiple = false)]
+struct PasswordSource {
+    /// Read the password (or secret key, token, JSON key) from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Read the password from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    password_env: Option<String>,
+    /// Read the password from this file (e.g. a Google service-account JSON key).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Default)]
+#[group(multiple = false)]
+struct SessionTokenSource {
+    /// Read an AWS session token from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    session_token_env: Option<String>,
+    /// Read an AWS session token from this file.
+    #[arg(long, value_name = "FILE")]
+    session_token_file: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Default)]
+struct CredentialFields {
+    /// Registry server, e.g. ghcr.io, 123456789012.dkr.ecr.us-east-1.amazonaws.com.
+    #[arg(long)]
+    registry: Option<String>,
+    /// User name; for ECR the access key id, for GCR `_json_key` or `oauth2accesstoken`.
+    #[arg(long)]
+    username: Option<String>,
+    #[command(flatten)]
+    password: PasswordSource,
+    #[command(flatten)]
+    session_token: SessionTokenSource,
+    /// Credential type; `auto` guesses it from the registry host.
+    #[arg(long = "type", value_name = "TYPE", value_parser = ["auto", "docker", "ecr", "acr", "gcr"])]
+    kind: Option<String>,
+    /// Repository path prefix this credential serves (the longest matching prefix wins).
+    #[arg(long)]
+    path_prefix: Option<String>,
+    /// ECR: an IAM role to assume.
+    #[arg(long)]
+    role_arn: Option<String>,
+    /// ECR: the external id the role's trust policy requires.
+    #[arg(long, requires = "role_arn")]
+    external_id: Option<String>,
+    /// ECR: use the server's own AWS identity (if the server allows it).
+    #[arg(long)]
+    ambient: bool,
+    /// ECR: the region, for a registry host that does not name it (e.g. a VPC endpoint).
+    #[arg(long)]
+    aws_region: Option<String>,
+    /// ACR: the Azure AD tenant of a service principal (user name = client id).
+    #[arg(long)]
+    azure_tenant_id: Option<String>,
+    /// Store without logging in to the registry first.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+#[derive(Subcommand)]
+enum CredentialsCommand {
+    /// Store a credential.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        fields: CredentialFields,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List credentials (never their secrets).
+    List {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show one credential (never its secret).
+    Show {
+        name: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Change a credential; only the given fields change.
+    Update {
+        name: String,
+        /// A new name.
+        #[arg(long = "name", value_name = "NEW_NAME")]
+        new_name: Option<String>,
+        #[command(flatten)]
+        fields: CredentialFields,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete a credential.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a user and print their API token once.
+    Create {
+        name: String,
+        /// Make the user a site administrator.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkspacesCommand {
+    /// Create an organisation workspace; you become its owner.
+    Create {
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List the workspaces you are a member of.
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum MembersCommand {
+    /// Add a member to a workspace, or change their role.
+    Add {
+        workspace: String,
+        user: String,
+        #[arg(long, value_parser = ["owner", "admin", "maintain", "launch", "view"])]
+        role: String,
+    },
+    /// List a workspace's members.
+    List {
+        workspace: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Remove a member from a workspace.
+    Remove { workspace: String, user: String },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Issue a new API token for yourself and print it once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Lifetime such as 3600s, 90m, 12h, 30d; default: no expiry.
+        #[arg(long, value_parser = commands::parse_duration)]
+        expires_in: Option<u64>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List your API tokens.
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Revoke one of your API tokens.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Show whether the master key is loaded and its version.
+    Status {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Add a master key version and re-wrap every data key, while the server serves.
+    Rotate {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Show recent audit entries, newest first.
+    List {
+        /// Only this workspace (you need admin there); default: all (site administrators).
+        #[arg(long)]
+        workspace: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Check the audit log's hash chain.
+    Verify {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        other => commands::run(other),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+        .replace('\n', " ")
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        database_url: args.database_url,
+        proxy_listen: args.proxy_listen,
+    };
+    let config = Config::load(
+        args.config.as_deref(),
+        &|name| std::env::var(name).ok(),
+        &overrides,
+    )?;
+    crate::serve::init_logging(config.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(crate::serve::run(config))
+}

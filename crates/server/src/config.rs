@@ -1,0 +1,426 @@
+//! One typed configuration, loaded once at start from defaults, then an optional TOML
+//! file, then `REGKEEPER_*` environment variables, then command-line flags, and
+//! validated with errors that name the offending key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+pub const DEFAULT_DATA_DIR: &str = "./regkeeper-data";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Where the database is: an SQLite file, or a URL (which may hold a password, so it
+/// is never printed whole).
+#[derive(Clone)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Url(SecretString),
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(formatter, "Sqlite({})", path.display()),
+            Self::Url(_) => formatter.write_str("Url([REDACTED])"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OutboundConfig {
+    /// Private networks that outbound requests may reach anyway.
+    pub allow_networks: Vec<IpNet>,
+    /// Extra CA certificates (PEM) trusted for outbound TLS.
+    pub ca_file: Option<PathBuf>,
+    /// `host:port`s that may be reached over plain http.
+    pub http_registries: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database: Database,
+    pub listen: SocketAddr,
+    pub proxy_listen: Option<SocketAddr>,
+    pub bootstrap_token: Option<SecretString>,
+    pub master_key_file: PathBuf,
+    pub outbound: OutboundConfig,
+    pub allow_ambient_aws_credentials: bool,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database", &self.database)
+            .field("listen", &self.listen)
+            .field("proxy_listen", &self.proxy_listen)
+            .field(
+                "bootstrap_token",
+                &self.bootstrap_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("master_key_file", &self.master_key_file)
+            .field("outbound", &self.outbound)
+            .field(
+                "allow_ambient_aws_credentials",
+                &self.allow_ambient_aws_credentials,
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// The settings as they may appear in the file; every one optional.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    listen: Option<String>,
+    proxy_listen: Option<String>,
+    bootstrap_token: Option<String>,
+    master_key_file: Option<PathBuf>,
+    outbound_allow_networks: Option<Vec<String>>,
+    outbound_ca_file: Option<PathBuf>,
+    outbound_http_registries: Option<Vec<String>>,
+    allow_ambient_aws_credentials: Option<bool>,
+    max_body_bytes: Option<usize>,
+    log_format: Option<String>,
+}
+
+/// Values given on the command line, which win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub proxy_listen: Option<String>,
+}
+
+impl Config {
+    /// Loads the configuration. `environment` looks up a variable; production passes
+    /// `std::env::var`, tests pass a map.
+    pub fn load(
+        file: Option<&Path>,
+        environment: &dyn Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let settings = match file {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let env = |name: &str| environment(name).filter(|value| !value.is_empty());
+        let data_dir = env("REGKEEPER_DATA_DIR")
+            .map(PathBuf::from)
+            .or(settings.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let database_url = overrides
+            .database_url
+            .clone()
+            .or_else(|| env("REGKEEPER_DATABASE_URL"))
+            .or(settings.database_url);
+        let database = match database_url {
+            None => Database::Sqlite(data_dir.join("regkeeper.db")),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Database::Url(SecretString::from(url))
+            }
+            Some(url) if url.starts_with("sqlite://") => {
+                Database::Sqlite(PathBuf::from(url.trim_start_matches("sqlite://")))
+            }
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    key: "REGKEEPER_DATABASE_URL",
+                    message: "expected postgres://USER@HOST/DB or sqlite://PATH".into(),
+                })
+            }
+        };
+        let listen = parse_address(
+            "REGKEEPER_LISTEN",
+            overrides
+                .listen
+                .clone()
+                .or_else(|| env("REGKEEPER_LISTEN"))
+                .or(settings.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+        )?;
+        let proxy_listen = overrides
+            .proxy_listen
+            .clone()
+            .or_else(|| env("REGKEEPER_PROXY_LISTEN"))
+            .or(settings.proxy_listen)
+            .map(|value| parse_address("REGKEEPER_PROXY_LISTEN", value))
+            .transpose()?;
+        let bootstrap_token = env("REGKEEPER_BOOTSTRAP_TOKEN")
+            .or(settings.bootstrap_token)
+            .map(|token| validate_bootstrap_token(token.trim().to_owned()))
+            .transpose()?;
+        let master_key_file = env("REGKEEPER_MASTER_KEY_FILE")
+            .map(PathBuf::from)
+            .or(settings.master_key_file)
+            .unwrap_or_else(|| data_dir.join("master.key"));
+        let allow_networks = list(env("REGKEEPER_OUTBOUND_ALLOW_NETWORKS"))
+            .or(settings.outbound_allow_networks)
+            .unwrap_or_default()
+            .iter()
+            .map(|network| parse_network(network))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ca_file = env("REGKEEPER_OUTBOUND_CA_FILE")
+            .map(PathBuf::from)
+            .or(settings.outbound_ca_file);
+        if let Some(path) = &ca_file {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid {
+                    key: "REGKEEPER_OUTBOUND_CA_FILE",
+                    message: format!("{} is not a readable file", path.display()),
+                });
+            }
+        }
+        let http_registries = list(env("REGKEEPER_OUTBOUND_HTTP_REGISTRIES"))
+            .or(settings.outbound_http_registries)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|registry| validate_host_port(registry.to_ascii_lowercase()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let allow_ambient_aws_credentials = match env("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS") {
+            Some(value) => parse_bool("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", &value)?,
+            None => settings.allow_ambient_aws_credentials.unwrap_or(false),
+        };
+        let max_body_bytes = match env("REGKEEPER_MAX_BODY_BYTES") {
+            Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
+                key: "REGKEEPER_MAX_BODY_BYTES",
+                message: format!("`{value}` is not a number of bytes"),
+            })?,
+            None => settings.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        };
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(ConfigError::Invalid {
+                key: "REGKEEPER_MAX_BODY_BYTES",
+                message: "must be between 1024 and 67108864".into(),
+            });
+        }
+        let log_format = match env("REGKEEPER_LOG_FORMAT")
+            .or(settings.log_format)
+            .as_deref()
+        {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "REGKEEPER_LOG_FORMAT",
+                    message: format!("`{other}` is not text or json"),
+                })
+            }
+        };
+        Ok(Self {
+            data_dir,
+            database,
+            listen,
+            proxy_listen,
+            bootstrap_token,
+            master_key_file,
+            outbound: OutboundConfig {
+                allow_networks,
+                ca_file,
+                http_registries,
+            },
+            allow_ambient_aws_credentials,
+            max_body_bytes,
+            log_format,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.to_owned(),
+        message: error.message().to_owned(),
+    })
+}
+
+fn list(value: Option<String>) -> Option<Vec<String>> {
+    value.map(|value| {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+fn parse_address(key: &'static str, value: String) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Invalid {
+        key,
+        message: format!("`{value}` is not an address such as 127.0.0.1:7070"),
+    })
+}
+
+fn parse_network(value: &str) -> Result<IpNet, ConfigError> {
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| ConfigError::Invalid {
+            key: "REGKEEPER_OUTBOUND_ALLOW_NETWORKS",
+            message: format!("`{value}` is not a CIDR such as 127.0.0.0/8"),
+        })
+}
+
+fn validate_host_port(value: String) -> Result<String, ConfigError> {
+    let valid = value.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+    });
+    if valid {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            key: "REGKEEPER_OUTBOUND_HTTP_REGISTRIES",
+            message: format!("`{value}` is not host:port"),
+        })
+    }
+}
+
+fn parse_bool(key: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            key,
+            message: format!("`{value}` is not true or false"),
+        }),
+    }
+}
+
+fn validate_bootstrap_token(token: String) -> Result<SecretString, ConfigError> {
+    if token.len() < 16 || token.chars().any(char::is_whitespace) {
+        return Err(ConfigError::Invalid {
+            key: "REGKEEPER_BOOTSTRAP_TOKEN",
+            message: "must be at least 16 characters without spaces".into(),
+        });
+    }
+    Ok(SecretString::from(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(variables: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = variables
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
+        Config::load(None, &|name| map.get(name).cloned(), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_are_local_and_embedded() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert!(
+            matches!(&config.database, Database::Sqlite(path) if path.ends_with("regkeeper.db"))
+        );
+        assert_eq!(
+            config.master_key_file,
+            PathBuf::from(DEFAULT_DATA_DIR).join("master.key")
+        );
+        assert!(!config.allow_ambient_aws_credentials);
+        assert!(config.outbound.allow_networks.is_empty());
+    }
+
+    #[test]
+    fn environment_names_are_the_documented_ones() {
+        let config = load(&[
+            ("REGKEEPER_DATA_DIR", "/tmp/rk"),
+            ("REGKEEPER_DATABASE_URL", "postgres://u:pw@db/x"),
+            ("REGKEEPER_LISTEN", "0.0.0.0:8080"),
+            ("REGKEEPER_PROXY_LISTEN", "127.0.0.1:7071"),
+            ("REGKEEPER_BOOTSTRAP_TOKEN", "rk_bootstrap_token_for_tests"),
+            ("REGKEEPER_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8, ::1"),
+            ("REGKEEPER_OUTBOUND_HTTP_REGISTRIES", "localhost:5000"),
+            ("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", "true"),
+        ])
+        .unwrap();
+        assert_eq!(config.master_key_file, PathBuf::from("/tmp/rk/master.key"));
+        assert_eq!(config.listen.port(), 8080);
+        assert_eq!(config.proxy_listen.unwrap().port(), 7071);
+        assert_eq!(config.outbound.allow_networks.len(), 2);
+        assert_eq!(config.outbound.http_registries, vec!["localhost:5000"]);
+        assert!(config.allow_ambient_aws_credentials);
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("pw@"), "{printed}");
+        assert!(!printed.contains("rk_bootstrap"), "{printed}");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let error = load(&[("REGKEEPER_OUTBOUND_ALLOW_NETWORKS", "10.0.0.0/33")]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("REGKEEPER_OUTBOUND_ALLOW_NETWORKS"),
+            "{error}"
+        );
+        let error = load(&[("REGKEEPER_LISTEN", "nowhere")]).unwrap_err();
+        assert!(error.to_string().starts_with("REGKEEPER_LISTEN"), "{error}");
+        let error = load(&[("REGKEEPER_DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("REGKEEPER_DATABASE_URL"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("regkeeper.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/rk\"\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&path),
+            &|name| (name == "REGKEEPER_LISTEN").then(|| "127.0.0.1:9001".to_owned()),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.data_dir, PathBuf::from("/srv/rk"));
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let error = Config::load(Some(&path), &|_| None, &Overrides::default()).unwrap_err();
+        assert!(error.to_string().contains("lisen"), "{error}");
+    }
+}

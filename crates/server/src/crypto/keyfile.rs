@@ -1,0 +1,239 @@
+//! The master key file: every key version, created with mode 0600 and replaced only by
+//! an atomic rename to a file that still holds every earlier version.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{Key, MasterKeys};
+
+const FORMAT: &str = "regkeeper-master-keys/v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("master key file {path} is missing")]
+    Missing { path: PathBuf },
+    #[error("cannot read master key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("master key file {path} is malformed: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    #[error("cannot write master key file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("master key file {path} already exists; refusing to overwrite it")]
+    Exists { path: PathBuf },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileContents {
+    format: String,
+    current: u32,
+    keys: Vec<FileKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKey {
+    version: u32,
+    key: String,
+}
+
+pub fn load(path: &Path) -> Result<MasterKeys, KeyFileError> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => Zeroizing::new(bytes),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KeyFileError::Missing {
+                path: path.to_owned(),
+            })
+        }
+        Err(source) => {
+            return Err(KeyFileError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let malformed = |reason: String| KeyFileError::Malformed {
+        path: path.to_owned(),
+        reason,
+    };
+    let contents: FileContents = serde_json::from_slice(&text)
+        // Position only: the contents are key material and must not reach a log.
+        .map_err(|error| {
+            malformed(format!(
+                "not valid JSON (line {} column {})",
+                error.line(),
+                error.column()
+            ))
+        })?;
+    if contents.format != FORMAT {
+        return Err(malformed(format!("unknown format `{}`", contents.format)));
+    }
+    let mut keys = BTreeMap::new();
+    for entry in &contents.keys {
+        let bytes = Zeroizing::new(
+            BASE64
+                .decode(entry.key.as_bytes())
+                .map_err(|_| malformed(format!("key version {} is not base64", entry.version)))?,
+        );
+        let key = Key::from_bytes(&bytes)
+            .ok_or_else(|| malformed(format!("key version {} is not 32 bytes", entry.version)))?;
+        if keys.insert(entry.version, key).is_some() {
+            return Err(malformed(format!(
+                "key version {} appears twice",
+                entry.version
+            )));
+        }
+    }
+    MasterKeys::from_parts(contents.current, keys)
+        .ok_or_else(|| malformed(format!("current version {} has no key", contents.current)))
+}
+
+/// Whether the file can be read by anyone but its owner.
+pub fn too_permissive(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|metadata| metadata.permissions().mode() & 0o077 != 0)
+}
+
+/// Writes a new key file; fails if one exists, so a key is never silently replaced.
+pub fn create(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
+    if path.exists() {
+        return Err(KeyFileError::Exists {
+            path: path.to_owned(),
+        });
+    }
+    write_atomically(path, keys)
+}
+
+/// Replaces the key file with `keys`, which must hold every version of the old file.
+pub fn replace(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
+    if let Ok(old) = load(path) {
+        if let Some((version, _)) = old
+            .versions()
+            .find(|(version, _)| keys.get(*version).is_none())
+        {
+            return Err(KeyFileError::Malformed {
+                path: path.to_owned(),
+                reason: format!("refusing to drop key version {version}"),
+            });
+        }
+    }
+    write_atomically(path, keys)
+}
+
+fn write_atomically(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
+    let write_error = |source| KeyFileError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let contents = FileContents {
+        format: FORMAT.to_owned(),
+        current: keys.current_version(),
+        keys: keys
+            .versions()
+            .map(|(version, key)| FileKey {
+                version,
+                key: BASE64.encode(key.expose_bytes()),
+            })
+            .collect(),
+    };
+    let text =
+        Zeroizing::new(serde_json::to_vec_pretty(&contents).expect("key file contents serialize"));
+    for key in contents.keys {
+        drop(Zeroizing::new(key.key));
+    }
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(write_error)?;
+    }
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(write_error)?;
+    let result = file
+        .write_all(&text)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(error) = result {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(write_error(error));
+    }
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        if let Ok(directory) = std::fs::File::open(parent) {
+            let _ = directory.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_with_owner_only_permissions_and_never_overwritten() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("master.key");
+        let keys = MasterKeys::generate();
+        create(&path, &keys).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!too_permissive(&path));
+        assert!(matches!(
+            create(&path, &MasterKeys::generate()),
+            Err(KeyFileError::Exists { .. })
+        ));
+        let loaded = load(&path).unwrap();
+        assert_eq!(
+            loaded.get(1).unwrap().expose_bytes(),
+            keys.get(1).unwrap().expose_bytes()
+        );
+    }
+
+    #[test]
+    fn replace_keeps_every_version() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("master.key");
+        let keys = MasterKeys::generate();
+        create(&path, &keys).unwrap();
+        let rotated = keys.with_new_version();
+        replace(&path, &rotated).unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded.current_version(), 2);
+        assert!(loaded.get(1).is_some());
+        assert!(replace(&path, &MasterKeys::generate()).is_err());
+    }
+
+    #[test]
+    fn malformed_files_are_reported_without_their_contents() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("master.key");
+        std::fs::write(&path, "canary-key-material").unwrap();
+        let error = load(&path).unwrap_err().to_string();
+        assert!(error.contains("malformed"), "{error}");
+        assert!(!error.contains("canary"));
+        assert!(matches!(
+            load(&directory.path().join("absent")),
+            Err(KeyFileError::Missing { .. })
+        ));
+    }
+}

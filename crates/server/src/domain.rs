@@ -1,0 +1,8 @@
+//! Domain types and errors: what regkeeper talks about, with no HTTP and no SQL in it.
+
+pub mod credential;
+pub mod error;
+pub mod identity;
+pub mod registry;
+
+pub use error::{Error, Result};

@@ -1,0 +1,659 @@
+//! Credentials: a named registry login in one workspace, its type, how its secret is
+//! used, and the validation rules that keep stored credentials well-formed.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::identity::truncate;
+use super::registry::{self, RegistryKind};
+use super::{Error, Result};
+
+/// Unix time in milliseconds.
+pub type Timestamp = i64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    Docker,
+    Ecr,
+    Acr,
+    Gcr,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Ecr => "ecr",
+            Self::Acr => "acr",
+            Self::Gcr => "gcr",
+        }
+    }
+
+    /// Parses a requested type; `None` means "guess from the host" (`auto`).
+    pub fn parse_requested(value: &str) -> Result<Option<Self>> {
+        match value {
+            "auto" => Ok(None),
+            "docker" => Ok(Some(Self::Docker)),
+            "ecr" => Ok(Some(Self::Ecr)),
+            "acr" => Ok(Some(Self::Acr)),
+            "gcr" => Ok(Some(Self::Gcr)),
+            other => Err(Error::invalid(
+                "invalid_type",
+                format!(
+                    "unknown credential type `{}`: expected auto, docker, ecr, acr or gcr",
+                    truncate(other)
+                ),
+            )),
+        }
+    }
+
+    pub fn parse_stored(value: &str) -> Result<Self> {
+        Self::parse_requested(value)?
+            .ok_or_else(|| Error::internal("stored credential type is `auto`"))
+    }
+
+    pub fn guess(kind: &RegistryKind) -> Self {
+        match kind {
+            RegistryKind::Docker => Self::Docker,
+            RegistryKind::Ecr(_) => Self::Ecr,
+            RegistryKind::Acr => Self::Acr,
+            RegistryKind::Gcr => Self::Gcr,
+        }
+    }
+}
+
+impl fmt::Display for CredentialKind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// How the stored secret becomes registry auth; derived from the type and fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Password,
+    AwsKeys,
+    AwsRole,
+    AwsAmbient,
+    AcrToken,
+    AzureServicePrincipal,
+    GcpJsonKey,
+    GcpAccessToken,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::AwsKeys => "aws_keys",
+            Self::AwsRole => "aws_role",
+            Self::AwsAmbient => "aws_ambient",
+            Self::AcrToken => "acr_token",
+            Self::AzureServicePrincipal => "azure_service_principal",
+            Self::GcpJsonKey => "gcp_json_key",
+            Self::GcpAccessToken => "gcp_access_token",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Self> {
+        [
+            Self::Password,
+            Self::AwsKeys,
+            Self::AwsRole,
+            Self::AwsAmbient,
+            Self::AcrToken,
+            Self::AzureServicePrincipal,
+            Self::GcpJsonKey,
+            Self::GcpAccessToken,
+        ]
+        .into_iter()
+        .find(|method| method.as_str() == value)
+        .ok_or_else(|| Error::internal(format!("unknown stored auth method {value}")))
+    }
+
+    /// Whether this method needs a stored secret at all (ambient identities do not).
+    pub fn needs_secret(self) -> bool {
+        self != Self::AwsAmbient
+    }
+}
+
+/// Non-secret, type-specific settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialSettings {
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    /// Use the server's own AWS identity as the source (alone or to assume `role_arn`).
+    pub ambient: bool,
+    pub aws_region: Option<String>,
+    pub azure_tenant_id: Option<String>,
+}
+
+/// The secret fields of a credential, in memory only between parsing and sealing (or
+/// between opening and use). Never `Debug`-printed; zeroized on drop by `SecretString`.
+#[derive(Clone, Default)]
+pub struct CredentialSecret {
+    pub password: Option<SecretString>,
+    pub session_token: Option<SecretString>,
+}
+
+impl fmt::Debug for CredentialSecret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("CredentialSecret([REDACTED])")
+    }
+}
+
+/// A secret as stored: ciphertext sealed with its own data key, that key wrapped by a
+/// master key version. Opaque bytes outside `crypto`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub ciphertext: Vec<u8>,
+    pub wrapped_key: Vec<u8>,
+    pub key_version: u32,
+}
+
+impl fmt::Debug for SealedSecret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "SealedSecret(key_version={})", self.key_version)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerificationStatus {
+    Unverified,
+    Skipped,
+    Ok,
+    Failed,
+}
+
+impl VerificationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unverified => "unverified",
+            Self::Skipped => "skipped",
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Self> {
+        match value {
+            "unverified" => Ok(Self::Unverified),
+            "skipped" => Ok(Self::Skipped),
+            "ok" => Ok(Self::Ok),
+            "failed" => Ok(Self::Failed),
+            other => Err(Error::internal(format!(
+                "unknown verification status {other}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub status: VerificationStatus,
+    pub checked_at: Option<Timestamp>,
+    pub message: Option<String>,
+}
+
+/// A stored credential. `id` is immutable: a credential deleted and re-created under the
+/// same name is a different credential. `revision` guards concurrent updates;
+/// `secret_version` binds the sealed secret to this version of it.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub id: String,
+    pub workspace_id: String,
+    pub workspace_name: String,
+    pub name: String,
+    pub kind: CredentialKind,
+    pub auth_method: AuthMethod,
+    pub registry_host: String,
+    pub path_prefix: String,
+    pub username: Option<String>,
+    pub settings: CredentialSettings,
+    pub sealed: Option<SealedSecret>,
+    pub secret_version: i64,
+    pub revision: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub created_by: String,
+    pub verification: Verification,
+}
+
+static NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_-]{1,100}$").expect("valid regex"));
+static ACCESS_KEY_ID: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Z0-9]{16,128}$").expect("valid regex"));
+static ROLE_ARN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+        .expect("valid regex")
+});
+static EXTERNAL_ID: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[\w+=,.@:/-]{2,1224}$").expect("valid regex"));
+static AWS_REGION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$").expect("valid regex"));
+static AZURE_TENANT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[a-z0-9-]+(\.[a-z0-9-]+)+)$")
+        .expect("valid regex")
+});
+
+pub fn validate_name(name: &str) -> Result<()> {
+    if NAME.is_match(name) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "invalid_name",
+            format!(
+                "invalid credential name `{}`: use 1-100 characters of A-Z, a-z, 0-9, `_` and `-`",
+                truncate(name)
+            ),
+        ))
+    }
+}
+
+/// Everything a credential is made of before it is stored, already validated.
+#[derive(Debug)]
+pub struct CredentialDraft {
+    pub name: String,
+    pub kind: CredentialKind,
+    pub auth_method: AuthMethod,
+    pub registry_host: String,
+    pub path_prefix: String,
+    pub username: Option<String>,
+    pub settings: CredentialSettings,
+    pub secret: CredentialSecret,
+}
+
+/// The unvalidated parts of a credential, as gathered from a create request or from a
+/// stored credential overlaid with an update.
+pub struct CredentialParts {
+    pub name: String,
+    pub registry: String,
+    pub requested_kind: Option<CredentialKind>,
+    pub path_prefix: Option<String>,
+    pub username: Option<String>,
+    pub settings: CredentialSettings,
+    pub secret: CredentialSecret,
+    /// Whether `secret` holds the secret (false on an update that keeps the stored one).
+    pub secret_given: bool,
+}
+
+/// Server settings that limit which credentials may be stored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CredentialPolicy {
+    pub allow_ambient_aws: bool,
+}
+
+impl CredentialDraft {
+    /// Validates `parts` into a draft: name, registry, type (guessed from the host when
+    /// not given), and the fields each type and auth method needs.
+    pub fn build(parts: CredentialParts, policy: CredentialPolicy) -> Result<Self> {
+        validate_name(&parts.name)?;
+        let address = registry::normalize(&parts.registry)
+            .map_err(|error| Error::invalid("invalid_registry", error.to_string()))?;
+        let path_prefix = match parts.path_prefix.as_deref() {
+            Some(prefix) => registry::normalize_path_prefix(prefix)
+                .map_err(|error| Error::invalid("invalid_path_prefix", error.to_string()))?,
+            None => address.path_prefix.clone(),
+        };
+        if parts.path_prefix.is_some()
+            && !address.path_prefix.is_empty()
+            && address.path_prefix != path_prefix
+        {
+            return Err(Error::invalid(
+                "invalid_path_prefix",
+                format!(
+                    "the registry server already names path `{}`; give the prefix in one place only",
+                    address.path_prefix
+                ),
+            ));
+        }
+        let classified = registry::classify(&address.host);
+        let kind = parts
+            .requested_kind
+            .unwrap_or_else(|| CredentialKind::guess(&classified));
+        let mut settings = parts.settings;
+        let username = parts.username.filter(|name| !name.is_empty());
+        if kind != CredentialKind::Ecr
+            && (settings.role_arn.is_some()
+                || settings.external_id.is_some()
+                || settings.ambient
+                || settings.aws_region.is_some())
+        {
+            return Err(Error::unprocessable(
+                    "invalid_for_type",
+                    format!("--role-arn, --external-id, --ambient and --aws-region apply to ecr credentials, not {kind}"),
+            ));
+        }
+        if kind != CredentialKind::Acr && settings.azure_tenant_id.is_some() {
+            return Err(Error::unprocessable(
+                "invalid_for_type",
+                format!("--azure-tenant-id applies to acr credentials, not {kind}"),
+            ));
+        }
+        let auth_method = match kind {
+            CredentialKind::Docker => AuthMethod::Password,
+            CredentialKind::Ecr => {
+                settings.aws_region = Some(ecr_region(&classified, settings.aws_region.take())?);
+                validate_ecr(&settings, username.as_deref(), policy)?
+            }
+            CredentialKind::Acr => match &settings.azure_tenant_id {
+                Some(tenant) => {
+                    if !AZURE_TENANT.is_match(tenant) {
+                        return Err(Error::invalid(
+                            "invalid_azure_tenant_id",
+                            "the Azure tenant id must be a GUID or a domain such as contoso.onmicrosoft.com",
+                        ));
+                    }
+                    AuthMethod::AzureServicePrincipal
+                }
+                None => AuthMethod::AcrToken,
+            },
+            CredentialKind::Gcr => match username.as_deref() {
+                Some("_json_key") | None => AuthMethod::GcpJsonKey,
+                Some("oauth2accesstoken") => AuthMethod::GcpAccessToken,
+                Some(other) => {
+                    return Err(Error::invalid(
+                        "invalid_username",
+                        format!("gcr credentials use user name `_json_key` (send the key) or `oauth2accesstoken` (mint access tokens from it), not `{}`", truncate(other)),
+                    ))
+                }
+            },
+        };
+        let username = match auth_method {
+            AuthMethod::GcpJsonKey if username.is_none() => Some("_json_key".to_owned()),
+            AuthMethod::AwsAmbient => None,
+            _ => username,
+        };
+        if auth_method.needs_secret() && username.is_none() {
+            return Err(Error::invalid(
+                "missing_username",
+                format!("a {kind} credential needs a user name (--username)"),
+            ));
+        }
+        if parts.secret_given {
+            check_secret(auth_method, &parts.secret)?;
+        }
+        Ok(Self {
+            name: parts.name,
+            kind,
+            auth_method,
+            registry_host: address.host,
+            path_prefix,
+            username,
+            settings,
+            secret: parts.secret,
+        })
+    }
+}
+
+fn ecr_region(classified: &RegistryKind, given: Option<String>) -> Result<String> {
+    let host_region = match classified {
+        RegistryKind::Ecr(host) => Some(host.region.clone()),
+        _ => None,
+    };
+    match (host_region, given) {
+        (Some(host), Some(given)) if host != given => Err(Error::unprocessable(
+            "region_mismatch",
+            format!("--aws-region {given} does not match the registry host's region {host}"),
+        )),
+        (Some(host), _) => Ok(host),
+        (None, Some(given)) if AWS_REGION.is_match(&given) => Ok(given),
+        (None, Some(given)) => Err(Error::invalid(
+            "invalid_aws_region",
+            format!(
+                "`{}` is not an AWS region name such as us-east-1",
+                truncate(&given)
+            ),
+        )),
+        (None, None) => Err(Error::unprocessable(
+            "missing_aws_region",
+            "the registry host is not an ECR host name, so give its region with --aws-region",
+        )),
+    }
+}
+
+fn validate_ecr(
+    settings: &CredentialSettings,
+    username: Option<&str>,
+    policy: CredentialPolicy,
+) -> Result<AuthMethod> {
+    if let Some(arn) = &settings.role_arn {
+        if !ROLE_ARN.is_match(arn) {
+            return Err(Error::invalid(
+                "invalid_role_arn",
+                format!(
+                    "`{}` is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)",
+                    truncate(arn)
+                ),
+            ));
+        }
+    }
+    if let Some(external_id) = &settings.external_id {
+        if settings.role_arn.is_none() {
+            return Err(Error::unprocessable(
+                "invalid_for_type",
+                "--external-id only applies together with --role-arn",
+            ));
+        }
+        if !EXTERNAL_ID.is_match(external_id) {
+            return Err(Error::invalid(
+                "invalid_external_id",
+                "the external id must be 2-1224 characters of letters, digits and +=,.@:/-",
+            ));
+        }
+    }
+    if settings.ambient {
+        if !policy.allow_ambient_aws {
+            return Err(Error::unprocessable(
+                "ambient_credentials_disabled",
+                "this server does not allow credentials that use its own AWS identity; an operator can enable it with REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS=true",
+            ));
+        }
+        return Ok(if settings.role_arn.is_some() {
+            AuthMethod::AwsRole
+        } else {
+            AuthMethod::AwsAmbient
+        });
+    }
+    if let Some(key_id) = username {
+        if !ACCESS_KEY_ID.is_match(key_id) {
+            return Err(Error::invalid(
+                "invalid_access_key_id",
+                "for ecr credentials the user name is the AWS access key id (16-128 upper-case letters and digits, e.g. AKIA…)",
+            ));
+        }
+    }
+    Ok(if settings.role_arn.is_some() {
+        AuthMethod::AwsRole
+    } else {
+        AuthMethod::AwsKeys
+    })
+}
+
+/// Checks the shape of a secret for its auth method without ever echoing it.
+fn check_secret(method: AuthMethod, secret: &CredentialSecret) -> Result<()> {
+    if !method.needs_secret() {
+        if secret.password.is_some() || secret.session_token.is_some() {
+            return Err(Error::unprocessable(
+                "invalid_for_type",
+                "ambient AWS credentials take no password or session token",
+            ));
+        }
+        return Ok(());
+    }
+    let password = secret
+        .password
+        .as_ref()
+        .map(ExposeSecret::expose_secret)
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| {
+            Error::invalid(
+                "missing_password",
+                "a password is required: give it with --password-stdin, --password-env or --password-file",
+            )
+        })?;
+    if secret.session_token.is_some()
+        && method != AuthMethod::AwsKeys
+        && method != AuthMethod::AwsRole
+    {
+        return Err(Error::unprocessable(
+            "invalid_for_type",
+            "a session token only applies to AWS access keys",
+        ));
+    }
+    if matches!(method, AuthMethod::GcpJsonKey | AuthMethod::GcpAccessToken) {
+        check_service_account_key(password)?;
+    }
+    Ok(())
+}
+
+fn check_service_account_key(key: &str) -> Result<()> {
+    let invalid = |what: &str| {
+        Error::invalid(
+            "invalid_service_account_key",
+            format!("the password is not a Google service-account JSON key: {what}; pass the downloaded key file with --password-file"),
+        )
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(key).map_err(|_| invalid("it is not valid JSON"))?;
+    if value.get("type").and_then(|kind| kind.as_str()) != Some("service_account") {
+        return Err(invalid("its \"type\" is not \"service_account\""));
+    }
+    for field in ["client_email", "private_key"] {
+        if value.get(field).and_then(|field| field.as_str()).is_none() {
+            return Err(invalid(&format!("it has no \"{field}\"")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(registry: &str, username: Option<&str>, password: Option<&str>) -> CredentialParts {
+        CredentialParts {
+            name: "cred".into(),
+            registry: registry.into(),
+            requested_kind: None,
+            path_prefix: None,
+            username: username.map(Into::into),
+            settings: CredentialSettings::default(),
+            secret: CredentialSecret {
+                password: password.map(|value| SecretString::from(value.to_owned())),
+                session_token: None,
+            },
+            secret_given: true,
+        }
+    }
+
+    fn build(parts: CredentialParts) -> Result<CredentialDraft> {
+        CredentialDraft::build(parts, CredentialPolicy::default())
+    }
+
+    #[test]
+    fn names_follow_the_documented_pattern() {
+        assert!(validate_name("prod_ECR-1").is_ok());
+        assert!(validate_name(&"a".repeat(100)).is_ok());
+        for bad in ["", "a b", "a/b", "ä", &"a".repeat(101)] {
+            assert_eq!(validate_name(bad).unwrap_err().code(), "invalid_name");
+        }
+    }
+
+    #[test]
+    fn type_is_guessed_from_the_host() {
+        let draft = build(parts(
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            Some("AKIAIOSFODNN7EXAMPLE"),
+            Some("secret"),
+        ))
+        .unwrap();
+        assert_eq!(draft.kind, CredentialKind::Ecr);
+        assert_eq!(draft.auth_method, AuthMethod::AwsKeys);
+        assert_eq!(draft.settings.aws_region.as_deref(), Some("eu-west-1"));
+        let draft = build(parts("x.azurecr.io.evil.com", Some("u"), Some("p"))).unwrap();
+        assert_eq!(draft.kind, CredentialKind::Docker);
+    }
+
+    #[test]
+    fn ecr_on_a_custom_host_needs_a_region() {
+        let mut input = parts("127.0.0.1:5000", Some("AKIAIOSFODNN7EXAMPLE"), Some("s"));
+        input.requested_kind = Some(CredentialKind::Ecr);
+        assert_eq!(build(input).unwrap_err().code(), "missing_aws_region");
+        let mut input = parts("127.0.0.1:5000", Some("AKIAIOSFODNN7EXAMPLE"), Some("s"));
+        input.requested_kind = Some(CredentialKind::Ecr);
+        input.settings.aws_region = Some("us-east-1".into());
+        assert_eq!(
+            build(input).unwrap().settings.aws_region.as_deref(),
+            Some("us-east-1")
+        );
+    }
+
+    #[test]
+    fn ambient_is_refused_unless_enabled() {
+        let mut input = parts("123456789012.dkr.ecr.us-east-1.amazonaws.com", None, None);
+        input.settings.ambient = true;
+        assert_eq!(
+            build(input).unwrap_err().code(),
+            "ambient_credentials_disabled"
+        );
+        let mut input = parts("123456789012.dkr.ecr.us-east-1.amazonaws.com", None, None);
+        input.settings.ambient = true;
+        let draft = CredentialDraft::build(
+            input,
+            CredentialPolicy {
+                allow_ambient_aws: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(draft.auth_method, AuthMethod::AwsAmbient);
+        assert!(draft.username.is_none());
+    }
+
+    #[test]
+    fn gcr_keys_are_checked_without_echoing_them() {
+        let error = build(parts("gcr.io", Some("_json_key"), Some("not-json-canary"))).unwrap_err();
+        assert_eq!(error.code(), "invalid_service_account_key");
+        assert!(!error.to_string().contains("canary"));
+        let key = r#"{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_key":"k"}"#;
+        let draft = build(parts("europe-docker.pkg.dev", None, Some(key))).unwrap();
+        assert_eq!(draft.auth_method, AuthMethod::GcpJsonKey);
+        assert_eq!(draft.username.as_deref(), Some("_json_key"));
+    }
+
+    #[test]
+    fn acr_service_principal_needs_a_valid_tenant() {
+        let mut input = parts("myreg.azurecr.io", Some("client-id"), Some("secret"));
+        input.settings.azure_tenant_id = Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into());
+        assert_eq!(
+            build(input).unwrap().auth_method,
+            AuthMethod::AzureServicePrincipal
+        );
+        assert_eq!(
+            build(parts("myreg.azurecr.io", Some("tok"), Some("p")))
+                .unwrap()
+                .auth_method,
+            AuthMethod::AcrToken
+        );
+    }
+
+    #[test]
+    fn aws_fields_are_refused_for_other_types() {
+        let mut input = parts("ghcr.io", Some("u"), Some("p"));
+        input.settings.role_arn = Some("arn:aws:iam::123456789012:role/x".into());
+        assert_eq!(build(input).unwrap_err().code(), "invalid_for_type");
+    }
+
+    #[test]
+    fn the_secret_never_appears_in_debug_output() {
+        let secret = CredentialSecret {
+            password: Some(SecretString::from("canary-password".to_owned())),
+            session_token: Some(SecretString::from("canary-session".to_owned())),
+        };
+        let printed = format!("{secret:?}");
+        assert!(!printed.contains("canary"));
+    }
+}

@@ -1,0 +1,83 @@
+//! The one error type of the domain and service layers. It knows nothing of HTTP: the
+//! `http` module alone turns it into a status code and a client message.
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or a field is invalid. `code` is a stable snake_case
+    /// identifier; the message names the field and what would be valid.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// Well-formed but not acceptable in this combination or server configuration.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    #[error("authentication required: {0}")]
+    Unauthenticated(&'static str),
+    /// The caller can see the object but lacks the role for this action.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Missing, or invisible to the caller: the two are indistinguishable on purpose.
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("{0}")]
+    RateLimited(String),
+    /// A dependency the operation needs is unavailable (e.g. the master key).
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    /// Anything unexpected. The detail is logged at the HTTP boundary, never returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::Internal(detail.to_string())
+    }
+
+    /// Whether trying the same operation again later may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::RateLimited(_) | Self::Internal(_)
+        )
+    }
+
+    /// A stable snake_case code for clients and the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid { code, .. }
+            | Self::Unprocessable { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Unavailable { code, .. } => code,
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Internal(_) => "internal",
+        }
+    }
+}

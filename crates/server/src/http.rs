@@ -1,0 +1,145 @@
+//! The REST API: routing, authentication, request limits, and the one place where
+//! domain errors become HTTP status codes (`error`). Handlers are thin: they parse,
+//! call `service`, and shape the response with `views`.
+
+mod admin;
+mod auth;
+mod credentials;
+pub mod error;
+mod identity;
+mod ops;
+mod views;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use utoipa::OpenApi;
+
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::service::App;
+
+pub use auth::AuthLimiter;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct ApiState {
+    pub app: Arc<App>,
+    pub limiter: Arc<AuthLimiter>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "regkeeper", description = "Container-registry credentials broker: REST API."),
+    paths(
+        ops::healthz, ops::readyz,
+        identity::me, identity::list_users, identity::create_user,
+        identity::list_workspaces, identity::create_workspace,
+        identity::list_members, identity::put_member, identity::remove_member,
+        identity::list_tokens, identity::create_token, identity::revoke_token,
+        credentials::list, credentials::create, credentials::show, credentials::update, credentials::delete,
+        admin::audit_list, admin::audit_verify, admin::key_status, admin::key_rotate,
+    ),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "api_token",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    let max_body = state.app.config.max_body_bytes;
+    let api = Router::new()
+        .route("/me", get(identity::me))
+        .route(
+            "/users",
+            get(identity::list_users).post(identity::create_user),
+        )
+        .route(
+            "/workspaces",
+            get(identity::list_workspaces).post(identity::create_workspace),
+        )
+        .route(
+            "/workspaces/{workspace}/members",
+            get(identity::list_members),
+        )
+        .route(
+            "/workspaces/{workspace}/members/{user}",
+            put(identity::put_member).delete(identity::remove_member),
+        )
+        .route(
+            "/tokens",
+            get(identity::list_tokens).post(identity::create_token),
+        )
+        .route("/tokens/{id}", delete(identity::revoke_token))
+        .route(
+            "/workspaces/{workspace}/credentials",
+            get(credentials::list).post(credentials::create),
+        )
+        .route(
+            "/workspaces/{workspace}/credentials/{name}",
+            get(credentials::show)
+                .patch(credentials::update)
+                .delete(credentials::delete),
+        )
+        .route("/audit", get(admin::audit_list))
+        .route("/audit/verify", get(admin::audit_verify))
+        .route("/admin/master-key", get(admin::key_status))
+        .route("/admin/master-key/rotate", post(admin::key_rotate))
+        .route("/openapi.json", get(ops::openapi));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .with_state(state)
+}
+
+async fn record_metrics(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let metrics = &state.app.metrics;
+    metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels { method, route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,118 @@
+//! Authenticating requests by API token, and limiting how fast one address may fail.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::domain::identity::Principal;
+use crate::domain::Error;
+use crate::service::identity;
+
+use super::error::{error_response, ApiError};
+use super::ApiState;
+
+const WINDOW_MS: i64 = 60_000;
+const FAILURES_PER_WINDOW: u32 = 30;
+const TRACKED_ADDRESSES: usize = 10_000;
+
+/// Counts authentication failures per client address in fixed one-minute windows.
+#[derive(Default)]
+pub struct AuthLimiter {
+    failures: Mutex<HashMap<IpAddr, (i64, u32)>>,
+}
+
+impl AuthLimiter {
+    fn blocked(&self, address: IpAddr, now: i64) -> bool {
+        let failures = self.failures.lock().expect("limiter lock poisoned");
+        failures
+            .get(&address)
+            .is_some_and(|(start, count)| now - start < WINDOW_MS && *count >= FAILURES_PER_WINDOW)
+    }
+
+    fn record_failure(&self, address: IpAddr, now: i64) {
+        let mut failures = self.failures.lock().expect("limiter lock poisoned");
+        if failures.len() >= TRACKED_ADDRESSES {
+            failures.retain(|_, (start, _)| now - *start < WINDOW_MS);
+        }
+        let entry = failures.entry(address).or_insert((now, 0));
+        if now - entry.0 >= WINDOW_MS {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// The authenticated caller of a request.
+pub struct Caller(pub Principal);
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        let now = state.app.now();
+        if state.limiter.blocked(address, now) {
+            return Err(error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_auth_failures",
+                "too many failed authentications from this address; wait a minute",
+            ));
+        }
+        let Some(token) = bearer(parts) else {
+            state.app.metrics.auth_failures.inc();
+            return Err(ApiError(Error::Unauthenticated(
+                "send an API token as `Authorization: Bearer rk_…`",
+            ))
+            .into_response());
+        };
+        match identity::authenticate(&state.app, token).await {
+            Ok(principal) => Ok(Self(principal)),
+            Err(error @ Error::Unauthenticated(_)) => {
+                state.app.metrics.auth_failures.inc();
+                state.limiter.record_failure(address, now);
+                tracing::info!(client.address = %address, reason = %error, "auth.failed");
+                Err(ApiError(error).into_response())
+            }
+            Err(error) => Err(ApiError(error).into_response()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_after_the_limit_until_the_window_ends() {
+        let limiter = AuthLimiter::default();
+        let address = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        for _ in 0..FAILURES_PER_WINDOW {
+            assert!(!limiter.blocked(address, 1_000));
+            limiter.record_failure(address, 1_000);
+        }
+        assert!(limiter.blocked(address, 1_000));
+        assert!(!limiter.blocked(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 1_000));
+        assert!(!limiter.blocked(address, 1_000 + WINDOW_MS));
+    }
+}

@@ -1,0 +1,88 @@
+//! Credential endpoints: `/api/v1/workspaces/{workspace}/credentials[/{name}]`. The
+//! workspace is one path segment, so `acme/ci` travels as `acme%2Fci`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use regkeeper_wire as wire;
+
+use crate::service::credentials;
+
+use super::auth::Caller;
+use super::error::{ApiJson, ApiResult};
+use super::{views, ApiState};
+
+/// List a workspace's credentials (metadata only).
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/credentials", tag = "credentials",
+    params(("workspace" = String, Path, description = "`ORG/NAME` or `~USER`, URL-encoded")),
+    responses((status = 200, body = wire::CredentialList), (status = 404, body = wire::ErrorBody)))]
+pub async fn list(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path(workspace): Path<String>,
+) -> ApiResult<Json<wire::CredentialList>> {
+    let found = credentials::list(&state.app, &principal, Some(&workspace)).await?;
+    Ok(Json(wire::CredentialList {
+        credentials: found.iter().map(views::credential).collect(),
+    }))
+}
+
+/// Store a credential. Needs the maintain role.
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/credentials", tag = "credentials",
+    params(("workspace" = String, Path, description = "`ORG/NAME` or `~USER`, URL-encoded")),
+    request_body = wire::CredentialInput,
+    responses((status = 201, body = wire::Credential), (status = 400, body = wire::ErrorBody),
+        (status = 403, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody),
+        (status = 422, body = wire::ErrorBody), (status = 503, body = wire::ErrorBody)))]
+pub async fn create(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path(workspace): Path<String>,
+    ApiJson(input): ApiJson<wire::CredentialInput>,
+) -> ApiResult<(StatusCode, Json<wire::Credential>)> {
+    let created = credentials::create(&state.app, &principal, Some(&workspace), input).await?;
+    Ok((StatusCode::CREATED, Json(views::credential(&created))))
+}
+
+/// Show one credential (metadata only).
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/credentials/{name}", tag = "credentials",
+    params(("workspace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = wire::Credential), (status = 404, body = wire::ErrorBody)))]
+pub async fn show(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path((workspace, name)): Path<(String, String)>,
+) -> ApiResult<Json<wire::Credential>> {
+    let found = credentials::show(&state.app, &principal, Some(&workspace), &name).await?;
+    Ok(Json(views::credential(&found)))
+}
+
+/// Change some fields of a credential; a given password replaces the secret.
+#[utoipa::path(patch, path = "/api/v1/workspaces/{workspace}/credentials/{name}", tag = "credentials",
+    params(("workspace" = String, Path), ("name" = String, Path)),
+    request_body = wire::CredentialInput,
+    responses((status = 200, body = wire::Credential), (status = 404, body = wire::ErrorBody),
+        (status = 409, body = wire::ErrorBody)))]
+pub async fn update(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path((workspace, name)): Path<(String, String)>,
+    ApiJson(input): ApiJson<wire::CredentialInput>,
+) -> ApiResult<Json<wire::Credential>> {
+    let updated =
+        credentials::update(&state.app, &principal, Some(&workspace), &name, input).await?;
+    Ok(Json(views::credential(&updated)))
+}
+
+/// Delete a credential.
+#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/credentials/{name}", tag = "credentials",
+    params(("workspace" = String, Path), ("name" = String, Path)),
+    responses((status = 204), (status = 404, body = wire::ErrorBody)))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path((workspace, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    credentials::delete(&state.app, &principal, Some(&workspace), &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

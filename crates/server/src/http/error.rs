@@ -1,0 +1,166 @@
+//! The single mapping from domain errors to HTTP: status, stable code and a client
+//! message. Internal detail is logged here, once, and never sent to the client.
+
+use std::sync::LazyLock;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use regex::Regex;
+use regkeeper_wire::{ErrorBody, ErrorDetail};
+use serde::de::DeserializeOwned;
+
+use crate::domain::Error;
+
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+pub fn status_of(error: &Error) -> StatusCode {
+    match error {
+        Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+        Error::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Conflict { .. } => StatusCode::CONFLICT,
+        Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.into(),
+        },
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"regkeeper\""),
+        );
+    }
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_of(&self.0);
+        let message = match &self.0 {
+            Error::Internal(detail) => {
+                tracing::error!(error.detail = %detail, "request.internal_error");
+                "internal error; the server log has the details".to_owned()
+            }
+            Error::Unavailable { code, message } => {
+                tracing::warn!(error.code = code, "request.unavailable");
+                message.clone()
+            }
+            other => other.to_string(),
+        };
+        error_response(status, self.0.code(), message)
+    }
+}
+
+/// A JSON request body whose rejections answer in the API's error shape, with serde's
+/// message stripped of any quoted input (a misplaced secret must not be echoed).
+pub struct ApiJson<T>(pub T);
+
+static QUOTED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""(?:[^"\\]|\\.)*""#).expect("valid regex"));
+
+fn redact_quoted(message: &str) -> String {
+    QUOTED.replace_all(message, "\"…\"").into_owned()
+}
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> Response {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ),
+        JsonRejection::JsonDataError(error) => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!(
+                "invalid request body: {}",
+                redact_quoted(&error.body_text())
+            ),
+        ),
+        JsonRejection::JsonSyntaxError(error) => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("malformed JSON: {}", redact_quoted(&error.body_text())),
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body exceeds the server's size limit",
+        ),
+        other => error_response(
+            other.status(),
+            "invalid_body",
+            redact_quoted(&other.body_text()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_input_is_redacted_but_field_names_stay() {
+        let message = r#"Failed to deserialize the JSON body into the target type: ambient: invalid type: string "canary-secret", expected a boolean at line 1 column 30"#;
+        let redacted = redact_quoted(message);
+        assert!(!redacted.contains("canary"), "{redacted}");
+        assert!(redacted.contains("ambient"));
+        let unknown = "unknown field `pasword`, expected one of `name`, `registry`";
+        assert_eq!(redact_quoted(unknown), unknown);
+    }
+
+    #[test]
+    fn every_error_kind_has_a_status() {
+        assert_eq!(
+            status_of(&Error::NotFound("x".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status_of(&Error::conflict("credential_exists", "x")),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status_of(&Error::Unavailable {
+                code: "master_key_unavailable",
+                message: String::new()
+            }),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

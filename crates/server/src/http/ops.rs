@@ -1,0 +1,78 @@
+//! Health, readiness, metrics, the OpenAPI document and the error answers for unknown
+//! routes.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use utoipa::OpenApi;
+
+use super::error::error_response;
+use super::{ApiDoc, ApiState};
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(), responses((status = 200)))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready to serve: the database answers and the master key is loaded.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(),
+    responses((status = 200), (status = 503)))]
+pub async fn readyz(State(state): State<ApiState>) -> Response {
+    let database = state.app.store.ping().await;
+    let master_key = state.app.keyring.status();
+    state
+        .app
+        .metrics
+        .master_key_available
+        .set(i64::from(master_key.is_ok()));
+    let ready = database.is_ok() && master_key.is_ok();
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "database": if database.is_ok() { "ok" } else { "unavailable" },
+        "masterKey": match &master_key { Ok(_) => "ok".to_owned(), Err(reason) => reason.clone() },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics(State(state): State<ApiState>) -> Response {
+    state
+        .app
+        .metrics
+        .master_key_available
+        .set(i64::from(state.app.keyring.status().is_ok()));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.app.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+pub async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /api/v1/openapi.json",
+    )
+}
+
+pub async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method; see /api/v1/openapi.json",
+    )
+}

@@ -1,0 +1,88 @@
+//! Domain values shaped as wire types. The secret has no field here to go into.
+
+use regkeeper_wire as wire;
+
+use crate::audit::AuditRow;
+use crate::clock::format_timestamp;
+use crate::domain::credential::Credential;
+use crate::domain::identity::{personal_workspace_name, Role};
+use crate::store::{ApiTokenRow, MemberRow, UserRow, WorkspaceRow};
+
+pub fn credential(credential: &Credential) -> wire::Credential {
+    wire::Credential {
+        id: credential.id.clone(),
+        name: credential.name.clone(),
+        workspace: credential.workspace_name.clone(),
+        kind: credential.kind.as_str().to_owned(),
+        auth_method: credential.auth_method.as_str().to_owned(),
+        registry: credential.registry_host.clone(),
+        path_prefix: credential.path_prefix.clone(),
+        username: credential.username.clone(),
+        role_arn: credential.settings.role_arn.clone(),
+        external_id: credential.settings.external_id.clone(),
+        aws_region: credential.settings.aws_region.clone(),
+        azure_tenant_id: credential.settings.azure_tenant_id.clone(),
+        has_secret: credential.sealed.is_some(),
+        secret_version: credential.secret_version,
+        verification: wire::Verification {
+            status: credential.verification.status.as_str().to_owned(),
+            checked_at: credential.verification.checked_at.map(format_timestamp),
+            message: credential.verification.message.clone(),
+        },
+        created_at: format_timestamp(credential.created_at),
+        updated_at: format_timestamp(credential.updated_at),
+        created_by: credential.created_by.clone(),
+    }
+}
+
+pub fn user(user: &UserRow) -> wire::User {
+    wire::User {
+        name: user.name.clone(),
+        admin: user.admin,
+        personal_workspace: personal_workspace_name(&user.name),
+        created_at: format_timestamp(user.created_at),
+    }
+}
+
+pub fn workspace(workspace: &WorkspaceRow, role: Role) -> wire::Workspace {
+    wire::Workspace {
+        name: workspace.name.clone(),
+        kind: workspace.kind.as_str().to_owned(),
+        role: role.as_str().to_owned(),
+        created_at: format_timestamp(workspace.created_at),
+    }
+}
+
+pub fn member(member: &MemberRow) -> wire::Member {
+    wire::Member {
+        user: member.user_name.clone(),
+        role: member.role.as_str().to_owned(),
+        added_at: format_timestamp(member.created_at),
+    }
+}
+
+pub fn api_token(token: &ApiTokenRow) -> wire::ApiToken {
+    wire::ApiToken {
+        id: token.id.clone(),
+        name: token.name.clone(),
+        prefix: token.display_prefix.clone(),
+        created_at: format_timestamp(token.created_at),
+        expires_at: token.expires_at.map(format_timestamp),
+        last_used_at: token.last_used_at.map(format_timestamp),
+        revoked_at: token.revoked_at.map(format_timestamp),
+    }
+}
+
+pub fn audit_entry(row: &AuditRow) -> wire::AuditEntry {
+    wire::AuditEntry {
+        seq: row.seq,
+        at: format_timestamp(row.at),
+        actor: row.actor.clone(),
+        action: row.action.clone(),
+        workspace: row.workspace.clone(),
+        target: row.target.clone(),
+        outcome: row.outcome.clone(),
+        detail: serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::Null),
+        hash: row.hash.clone(),
+    }
+}

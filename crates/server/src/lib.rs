@@ -1,0 +1,14 @@
+//! regkeeper: a container-registry credentials broker. See `ARCHITECTURE.md` for the
+//! code map; `cli` is the entry point of the `regkeeper` binary.
+
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod serve;
+pub mod service;
+pub mod store;

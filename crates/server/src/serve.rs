@@ -1,0 +1,119 @@
+//! Starting the server: configuration, logging, store, keyring, bootstrap, listener,
+//! and graceful shutdown on SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Database, LogFormat};
+use crate::http::{router, ApiState, AuthLimiter};
+use crate::metrics::Metrics;
+use crate::service::{identity, keys, App};
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGKEEPER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Builds the application on `config`: opens and migrates the store, loads the keyring
+/// and creates the first user if the database is empty.
+pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
+    let store = match &config.database {
+        Database::Sqlite(path) => crate::store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .with_context(|| format!("opening SQLite database {}", path.display()))?,
+        Database::Url(url) => crate::store::connect(url.expose_secret())
+            .await
+            .context("connecting to PostgreSQL (REGKEEPER_DATABASE_URL)")?,
+    };
+    let keyring = keys::load_keyring(store.as_ref(), &config.master_key_file, clock.now()).await;
+    let metrics = Arc::new(Metrics::new());
+    metrics
+        .master_key_available
+        .set(i64::from(keyring.status().is_ok()));
+    Ok(Arc::new(App {
+        config: Arc::new(config),
+        store,
+        keyring,
+        clock,
+        metrics,
+        rotation: tokio::sync::Mutex::new(()),
+    }))
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if config.proxy_listen.is_some() {
+        anyhow::bail!(
+            "REGKEEPER_PROXY_LISTEN / --proxy-listen: the pull-through proxy is not part of this build yet; remove the setting"
+        );
+    }
+    let listen = config.listen;
+    tracing::info!(database = ?config.database, data_dir = %config.data_dir.display(), "server.starting");
+    let app = build_app(config, Arc::new(SystemClock)).await?;
+    if let Some((token, generated)) = identity::bootstrap(&app).await? {
+        announce_bootstrap(&token, generated);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen} (REGKEEPER_LISTEN)"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(listen.address = %address, backend = app.store.backend(), "server.listening");
+    println!("regkeeper listening on http://{address}");
+    std::io::stdout().flush().ok();
+    let state = ApiState {
+        app,
+        limiter: Arc::new(AuthLimiter::default()),
+    };
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("server.stopped");
+    Ok(())
+}
+
+/// The first admin's token is shown on stdout only, once, and only if the server made
+/// it up; it never reaches the log.
+fn announce_bootstrap(token: &secrecy::SecretString, generated: bool) {
+    if generated {
+        println!(
+            "Created user `admin` (workspace ~admin). Its API token is shown only now:\n\n    export REGKEEPER_TOKEN={}\n",
+            token.expose_secret()
+        );
+    } else {
+        println!("Created user `admin` (workspace ~admin) with the token from REGKEEPER_BOOTSTRAP_TOKEN.");
+    }
+    tracing::info!(generated, "bootstrap.admin_created");
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("server.shutting_down");
+}

@@ -1,0 +1,73 @@
+//! The application: authorisation and business rules for every action, composed of
+//! the store, the keyring and the clock. HTTP-agnostic — the REST handlers (and later
+//! the console and proxy) call these functions with an authenticated [`Principal`].
+
+pub mod access;
+pub mod audit_log;
+pub mod credentials;
+pub mod identity;
+pub mod keys;
+
+use std::sync::Arc;
+
+use crate::audit::{AuditRecord, Outcome};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::crypto::Keyring;
+use crate::domain::identity::Principal;
+use crate::domain::{Error, Result};
+use crate::metrics::Metrics;
+use crate::store::SharedStore;
+
+/// Everything a request needs, shared by reference across the server.
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub keyring: Keyring,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    /// Serialises master-key rotations within this process.
+    pub rotation: tokio::sync::Mutex<()>,
+}
+
+impl App {
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn record(&self, principal: Option<&Principal>, action: &'static str) -> AuditRecord {
+        AuditRecord::new(self.now(), principal, action)
+    }
+
+    /// Records a failed or denied action. Best effort: the action has failed already,
+    /// and the caller returns that failure whatever happens here.
+    pub async fn record_failure(&self, record: AuditRecord, error: &Error) {
+        let outcome = match error {
+            Error::Forbidden(_) | Error::NotFound(_) | Error::Unauthenticated(_) => Outcome::Denied,
+            _ => Outcome::Failed,
+        };
+        let record = record
+            .outcome(outcome)
+            .detail(serde_json::json!({ "error": error.code() }));
+        if let Err(audit_error) = self.store.append_audit(record).await {
+            tracing::error!(error.code = audit_error.code(), "audit.append_failed");
+        }
+    }
+
+    /// Runs an audited action: on failure, records the outcome and returns the error.
+    pub async fn audited<T>(
+        &self,
+        record: AuditRecord,
+        action: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let result = action.await;
+        if let Err(error) = &result {
+            self.record_failure(record, error).await;
+        }
+        result
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,390 @@
+//! Creating, reading, updating and deleting credentials: validation, sealing of the
+//! secret, authorisation and audit.
+
+use regkeeper_wire::CredentialInput;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::crypto::Binding;
+use crate::domain::credential::{
+    Credential, CredentialDraft, CredentialKind, CredentialParts, CredentialPolicy,
+    CredentialSecret, CredentialSettings, SealedSecret, Verification, VerificationStatus,
+};
+use crate::domain::identity::{Principal, Role};
+use crate::domain::{Error, Result};
+
+use super::access::require;
+use super::App;
+
+const SECRET_PURPOSE: &str = "credential-secret";
+
+fn binding(credential: &Credential) -> Binding<'_> {
+    Binding {
+        purpose: SECRET_PURPOSE,
+        workspace_id: &credential.workspace_id,
+        owner_id: &credential.id,
+        version: credential.secret_version,
+    }
+}
+
+/// The sealed plaintext: the secret fields as JSON, only ever held in zeroized buffers.
+#[derive(Serialize, Deserialize)]
+struct SecretFields<'a> {
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    password: Option<&'a str>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    session_token: Option<&'a str>,
+}
+
+fn seal(app: &App, credential: &Credential, secret: &CredentialSecret) -> Result<SealedSecret> {
+    let keys = app.keyring.keys()?;
+    let plaintext = Zeroizing::new(
+        serde_json::to_vec(&SecretFields {
+            password: secret.password.as_ref().map(ExposeSecret::expose_secret),
+            session_token: secret
+                .session_token
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
+        })
+        .map_err(Error::internal)?,
+    );
+    Ok(keys.seal(&plaintext, binding(credential)))
+}
+
+/// Opens a credential's secret. Only the resolve path and verification may call this.
+pub fn open_secret(app: &App, credential: &Credential) -> Result<CredentialSecret> {
+    let Some(sealed) = &credential.sealed else {
+        return Ok(CredentialSecret::default());
+    };
+    let keys = app.keyring.keys()?;
+    let plaintext = keys.open(sealed, binding(credential)).map_err(|error| {
+        tracing::error!(credential.id = %credential.id, error = %error, "credential.open_failed");
+        Error::Unavailable {
+            code: "secret_unreadable",
+            message: format!(
+                "the stored secret of credential {} cannot be decrypted ({error}); re-enter it with `regkeeper credentials update`",
+                credential.name
+            ),
+        }
+    })?;
+    let fields: SecretFields<'_> = serde_json::from_slice(&plaintext)
+        .map_err(|_| Error::internal("sealed secret is not the expected JSON"))?;
+    Ok(CredentialSecret {
+        password: fields
+            .password
+            .map(|value| SecretString::from(value.to_owned())),
+        session_token: fields
+            .session_token
+            .map(|value| SecretString::from(value.to_owned())),
+    })
+}
+
+fn policy(app: &App) -> CredentialPolicy {
+    CredentialPolicy {
+        allow_ambient_aws: app.config.allow_ambient_aws_credentials,
+    }
+}
+
+fn requested_kind(input: &CredentialInput) -> Result<Option<CredentialKind>> {
+    input
+        .kind
+        .as_deref()
+        .map_or(Ok(None), CredentialKind::parse_requested)
+}
+
+fn secret_from(input: &CredentialInput) -> CredentialSecret {
+    CredentialSecret {
+        password: input
+            .password
+            .as_ref()
+            .map(|value| SecretString::from(value.expose().to_owned())),
+        session_token: input
+            .session_token
+            .as_ref()
+            .map(|value| SecretString::from(value.expose().to_owned())),
+    }
+}
+
+fn verification(input: &CredentialInput, at: i64) -> Verification {
+    // Registry logins arrive with the providers; until then a stored credential is
+    // honestly "unverified", or "skipped" when the caller asked not to verify.
+    if input.verify == Some(false) {
+        Verification {
+            status: VerificationStatus::Skipped,
+            checked_at: Some(at),
+            message: Some("verification skipped on request (--no-verify)".into()),
+        }
+    } else {
+        Verification {
+            status: VerificationStatus::Unverified,
+            checked_at: None,
+            message: None,
+        }
+    }
+}
+
+fn audit_detail(credential: &Credential) -> serde_json::Value {
+    serde_json::json!({
+        "id": credential.id,
+        "type": credential.kind.as_str(),
+        "authMethod": credential.auth_method.as_str(),
+        "registry": credential.registry_host,
+        "pathPrefix": credential.path_prefix,
+        "secretVersion": credential.secret_version,
+    })
+}
+
+pub async fn create(
+    app: &App,
+    principal: &Principal,
+    workspace: Option<&str>,
+    input: CredentialInput,
+) -> Result<Credential> {
+    let workspace_name = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
+    let record = app
+        .record(Some(principal), "credential.create")
+        .workspace(None, &workspace_name)
+        .target(input.name.clone().unwrap_or_default());
+    app.audited(record.clone(), async {
+        let access = require(
+            app,
+            principal,
+            Some(&workspace_name),
+            Role::Maintain,
+            "adding credentials",
+        )
+        .await?;
+        let required = |value: Option<String>, flag: &str| {
+            value.ok_or_else(|| Error::invalid("missing_field", format!("{flag} is required")))
+        };
+        let parts = CredentialParts {
+            name: required(input.name.clone(), "--name")?,
+            registry: required(input.registry.clone(), "--registry")?,
+            requested_kind: requested_kind(&input)?,
+            path_prefix: input.path_prefix.clone(),
+            username: input.username.clone(),
+            settings: CredentialSettings {
+                role_arn: input.role_arn.clone(),
+                external_id: input.external_id.clone(),
+                ambient: input.ambient.unwrap_or(false),
+                aws_region: input.aws_region.clone(),
+                azure_tenant_id: input.azure_tenant_id.clone(),
+            },
+            secret: secret_from(&input),
+            secret_given: true,
+        };
+        let draft = CredentialDraft::build(parts, policy(app))?;
+        let now = app.now();
+        let mut credential = Credential {
+            id: super::new_id(),
+            workspace_id: access.workspace.id.clone(),
+            workspace_name: access.workspace.name.clone(),
+            name: draft.name,
+            kind: draft.kind,
+            auth_method: draft.auth_method,
+            registry_host: draft.registry_host,
+            path_prefix: draft.path_prefix,
+            username: draft.username,
+            settings: draft.settings,
+            sealed: None,
+            secret_version: 1,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+            created_by: principal.user_name.clone(),
+            verification: verification(&input, now),
+        };
+        if credential.auth_method.needs_secret() {
+            credential.sealed = Some(seal(app, &credential, &draft.secret)?);
+        }
+        let record = record
+            .clone()
+            .workspace(Some(&credential.workspace_id), &credential.workspace_name)
+            .detail(audit_detail(&credential));
+        app.store.insert_credential(&credential, record).await?;
+        tracing::info!(
+            credential.id = %credential.id,
+            credential.name = %credential.name,
+            workspace.name = %credential.workspace_name,
+            registry.host = %credential.registry_host,
+            "credential.created"
+        );
+        Ok(credential)
+    })
+    .await
+}
+
+pub async fn list(
+    app: &App,
+    principal: &Principal,
+    workspace: Option<&str>,
+) -> Result<Vec<Credential>> {
+    let access = require(app, principal, workspace, Role::View, "listing credentials").await?;
+    app.store.credentials(&access.workspace.id).await
+}
+
+pub async fn show(
+    app: &App,
+    principal: &Principal,
+    workspace: Option<&str>,
+    name: &str,
+) -> Result<Credential> {
+    let access = require(app, principal, workspace, Role::View, "reading credentials").await?;
+    find(app, &access.workspace.id, &access.workspace.name, name).await
+}
+
+async fn find(
+    app: &App,
+    workspace_id: &str,
+    workspace_name: &str,
+    name: &str,
+) -> Result<Credential> {
+    app.store
+        .credential(workspace_id, name)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("credential {name} in {workspace_name}")))
+}
+
+pub async fn update(
+    app: &App,
+    principal: &Principal,
+    workspace: Option<&str>,
+    name: &str,
+    input: CredentialInput,
+) -> Result<Credential> {
+    let workspace_name = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
+    let record = app
+        .record(Some(principal), "credential.update")
+        .workspace(None, &workspace_name)
+        .target(name);
+    app.audited(record.clone(), async {
+        let access = require(app, principal, Some(&workspace_name), Role::Maintain, "updating credentials").await?;
+        let existing = find(app, &access.workspace.id, &access.workspace.name, name).await?;
+        let secret_given = input.password.is_some() || input.session_token.is_some();
+        if input.session_token.is_some() && input.password.is_none() {
+            return Err(Error::invalid(
+                "missing_password",
+                "a new session token needs the secret access key it belongs to as the password",
+            ));
+        }
+        let registry = match &input.registry {
+            Some(registry) => registry.clone(),
+            None => existing.registry_host.clone(),
+        };
+        let path_prefix = input
+            .path_prefix
+            .clone()
+            .or_else(|| input.registry.is_none().then(|| existing.path_prefix.clone()));
+        let old = &existing.settings;
+        let parts = CredentialParts {
+            name: input.name.clone().unwrap_or_else(|| existing.name.clone()),
+            registry,
+            requested_kind: match requested_kind(&input)? {
+                Some(kind) => Some(kind),
+                None if input.kind.is_some() => None,
+                None => Some(existing.kind),
+            },
+            path_prefix,
+            username: input.username.clone().or_else(|| existing.username.clone()),
+            settings: CredentialSettings {
+                role_arn: input.role_arn.clone().or_else(|| old.role_arn.clone()),
+                external_id: input.external_id.clone().or_else(|| old.external_id.clone()),
+                ambient: input.ambient.unwrap_or(old.ambient),
+                aws_region: input.aws_region.clone().or_else(|| {
+                    (input.registry.is_none()).then(|| old.aws_region.clone()).flatten()
+                }),
+                azure_tenant_id: input.azure_tenant_id.clone().or_else(|| old.azure_tenant_id.clone()),
+            },
+            secret: secret_from(&input),
+            secret_given,
+        };
+        let draft = CredentialDraft::build(parts, policy(app))?;
+        if draft.auth_method != existing.auth_method && draft.auth_method.needs_secret() && !secret_given {
+            return Err(Error::invalid(
+                "missing_password",
+                format!(
+                    "changing the credential from {} to {} needs its new secret (--password-stdin, --password-env or --password-file)",
+                    existing.auth_method.as_str(),
+                    draft.auth_method.as_str()
+                ),
+            ));
+        }
+        let now = app.now();
+        let mut updated = Credential {
+            name: draft.name,
+            kind: draft.kind,
+            auth_method: draft.auth_method,
+            registry_host: draft.registry_host,
+            path_prefix: draft.path_prefix,
+            username: draft.username,
+            settings: draft.settings,
+            revision: existing.revision + 1,
+            updated_at: now,
+            verification: verification(&input, now),
+            ..existing.clone()
+        };
+        if !updated.auth_method.needs_secret() {
+            updated.sealed = None;
+        } else if secret_given {
+            updated.secret_version = existing.secret_version + 1;
+            updated.sealed = Some(seal(app, &updated, &draft.secret)?);
+        }
+        let mut detail = audit_detail(&updated);
+        detail["secretChanged"] = serde_json::Value::Bool(secret_given);
+        if updated.name != existing.name {
+            detail["previousName"] = serde_json::Value::String(existing.name.clone());
+        }
+        let record = record
+            .clone()
+            .workspace(Some(&updated.workspace_id), &updated.workspace_name)
+            .detail(detail);
+        app.store
+            .update_credential(&updated, existing.revision, record)
+            .await?;
+        tracing::info!(
+            credential.id = %updated.id,
+            credential.name = %updated.name,
+            workspace.name = %updated.workspace_name,
+            "credential.updated"
+        );
+        Ok(updated)
+    })
+    .await
+}
+
+pub async fn delete(
+    app: &App,
+    principal: &Principal,
+    workspace: Option<&str>,
+    name: &str,
+) -> Result<()> {
+    let workspace_name = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
+    let record = app
+        .record(Some(principal), "credential.delete")
+        .workspace(None, &workspace_name)
+        .target(name);
+    app.audited(record.clone(), async {
+        let access = require(
+            app,
+            principal,
+            Some(&workspace_name),
+            Role::Maintain,
+            "deleting credentials",
+        )
+        .await?;
+        let existing = find(app, &access.workspace.id, &access.workspace.name, name).await?;
+        let record = record
+            .clone()
+            .workspace(Some(&existing.workspace_id), &existing.workspace_name)
+            .detail(audit_detail(&existing));
+        if !app.store.delete_credential(&existing.id, record).await? {
+            return Err(Error::NotFound(format!(
+                "credential {name} in {workspace_name}"
+            )));
+        }
+        tracing::info!(credential.id = %existing.id, credential.name = %name, "credential.deleted");
+        Ok(())
+    })
+    .await
+}

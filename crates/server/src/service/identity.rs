@@ -1,0 +1,407 @@
+//! Users, API tokens, workspaces and memberships.
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::domain::identity::{
+    parse_workspace_name, personal_workspace_name, validate_user_name, Principal, Role,
+    WorkspaceKind,
+};
+use crate::domain::{Error, Result};
+use crate::store::{ApiTokenRow, MemberRow, NewUser, UserRow, WorkspaceRow};
+
+use super::access::{require, require_site_admin};
+use super::{new_id, App};
+
+/// Tokens carry this prefix so secret scanners can recognise them.
+pub const TOKEN_PREFIX: &str = "rk_";
+const TOKEN_RANDOM_CHARS: usize = 40;
+const DISPLAY_PREFIX_CHARS: usize = 10;
+/// How often a token's last-use time is written at most.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+const MAX_TOKEN_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+/// A fresh API token: `rk_` and 40 alphanumeric characters (about 238 bits).
+pub fn generate_token() -> SecretString {
+    let random: String = rand::rngs::OsRng
+        .sample_iter(&Alphanumeric)
+        .take(TOKEN_RANDOM_CHARS)
+        .map(char::from)
+        .collect();
+    SecretString::from(format!("{TOKEN_PREFIX}{random}"))
+}
+
+/// Tokens are high-entropy random strings, so a fast unsalted hash is enough to make
+/// the stored value useless to a reader of the database, and it allows lookup by hash.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn token_row(
+    user_id: &str,
+    name: &str,
+    token: &SecretString,
+    at: i64,
+    expires_at: Option<i64>,
+) -> ApiTokenRow {
+    ApiTokenRow {
+        id: new_id(),
+        user_id: user_id.to_owned(),
+        name: name.to_owned(),
+        token_hash: hash_token(token.expose_secret()),
+        display_prefix: token
+            .expose_secret()
+            .chars()
+            .take(DISPLAY_PREFIX_CHARS)
+            .collect(),
+        created_at: at,
+        expires_at,
+        revoked_at: None,
+        last_used_at: None,
+    }
+}
+
+/// Establishes who presents `token`.
+pub async fn authenticate(app: &App, token: &str) -> Result<Principal> {
+    let hash = hash_token(token);
+    let (row, user) = app
+        .store
+        .api_token_by_hash(&hash)
+        .await?
+        .ok_or(Error::Unauthenticated("the API token is not valid"))?;
+    let now = app.now();
+    if row.revoked_at.is_some() {
+        return Err(Error::Unauthenticated("the API token has been revoked"));
+    }
+    if row.expires_at.is_some_and(|expires_at| expires_at <= now) {
+        return Err(Error::Unauthenticated("the API token has expired"));
+    }
+    if row
+        .last_used_at
+        .is_none_or(|last_used| now - last_used >= TOUCH_INTERVAL_MS)
+    {
+        if let Err(error) = app.store.touch_api_token(&row.id, now).await {
+            tracing::warn!(error.code = error.code(), "api_token.touch_failed");
+        }
+    }
+    Ok(Principal {
+        user_id: user.id,
+        user_name: user.name,
+        admin: user.admin,
+        token_id: row.id,
+    })
+}
+
+pub struct CreatedUser {
+    pub user: UserRow,
+    pub token: SecretString,
+}
+
+fn new_user(name: &str, admin: bool, token: &SecretString, at: i64) -> NewUser {
+    let user = UserRow {
+        id: new_id(),
+        name: name.to_owned(),
+        admin,
+        created_at: at,
+    };
+    let token = token_row(&user.id, "initial", token, at, None);
+    NewUser {
+        workspace: WorkspaceRow {
+            id: new_id(),
+            name: personal_workspace_name(name),
+            kind: WorkspaceKind::Personal,
+            created_at: at,
+        },
+        token: Some(token),
+        user,
+    }
+}
+
+/// Creates the first user, `admin`, when the database has none. The token is the
+/// configured bootstrap token or a generated one, returned so it can be shown once.
+pub async fn bootstrap(app: &App) -> Result<Option<(SecretString, bool)>> {
+    if app.store.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let (token, generated) = match &app.config.bootstrap_token {
+        Some(token) => (token.clone(), false),
+        None => (generate_token(), true),
+    };
+    let new = new_user("admin", true, &token, app.now());
+    let record = app
+        .record(None, "user.bootstrap")
+        .target("admin")
+        .workspace(Some(&new.workspace.id), &new.workspace.name);
+    match app.store.create_user(&new, record).await {
+        Ok(()) => Ok(Some((token, generated))),
+        // Another replica bootstrapped first.
+        Err(Error::Conflict { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+pub async fn create_user(
+    app: &App,
+    principal: &Principal,
+    name: &str,
+    admin: bool,
+) -> Result<CreatedUser> {
+    let record = app.record(Some(principal), "user.create").target(name);
+    app.audited(record.clone(), async {
+        require_site_admin(principal, "creating users")?;
+        validate_user_name(name)?;
+        let token = generate_token();
+        let new = new_user(name, admin, &token, app.now());
+        let record = record
+            .clone()
+            .workspace(Some(&new.workspace.id), &new.workspace.name)
+            .detail(serde_json::json!({ "admin": admin }));
+        app.store.create_user(&new, record).await?;
+        Ok(CreatedUser {
+            user: new.user,
+            token,
+        })
+    })
+    .await
+}
+
+pub async fn list_users(app: &App, principal: &Principal) -> Result<Vec<UserRow>> {
+    require_site_admin(principal, "listing users")?;
+    app.store.list_users().await
+}
+
+pub async fn create_token(
+    app: &App,
+    principal: &Principal,
+    name: &str,
+    expires_in_seconds: Option<u64>,
+) -> Result<(ApiTokenRow, SecretString)> {
+    let record = app.record(Some(principal), "api_token.create").target(name);
+    app.audited(record.clone(), async {
+        if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "invalid_token_name",
+                "a token name is 1-100 printable characters",
+            ));
+        }
+        let now = app.now();
+        let expires_at = match expires_in_seconds {
+            Some(0) => {
+                return Err(Error::invalid(
+                    "invalid_expiry",
+                    "expiresInSeconds must be positive",
+                ))
+            }
+            Some(seconds) if seconds > MAX_TOKEN_LIFETIME_SECONDS => {
+                return Err(Error::invalid(
+                    "invalid_expiry",
+                    "expiresInSeconds must be at most ten years",
+                ))
+            }
+            Some(seconds) => Some(now + i64::try_from(seconds).unwrap_or(i64::MAX) * 1000),
+            None => None,
+        };
+        let token = generate_token();
+        let row = token_row(&principal.user_id, name, &token, now, expires_at);
+        let record = record
+            .clone()
+            .detail(serde_json::json!({ "id": row.id, "prefix": row.display_prefix }));
+        app.store.insert_api_token(&row, record).await?;
+        Ok((row, token))
+    })
+    .await
+}
+
+pub async fn list_tokens(app: &App, principal: &Principal) -> Result<Vec<ApiTokenRow>> {
+    app.store.list_api_tokens(&principal.user_id).await
+}
+
+pub async fn revoke_token(app: &App, principal: &Principal, token_id: &str) -> Result<()> {
+    let record = app
+        .record(Some(principal), "api_token.revoke")
+        .target(token_id);
+    app.audited(record.clone(), async {
+        if !app
+            .store
+            .revoke_api_token(&principal.user_id, token_id, app.now(), record.clone())
+            .await?
+        {
+            return Err(Error::NotFound(format!("active API token {token_id}")));
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub async fn create_workspace(
+    app: &App,
+    principal: &Principal,
+    name: &str,
+) -> Result<WorkspaceRow> {
+    let record = app
+        .record(Some(principal), "workspace.create")
+        .workspace(None, name);
+    app.audited(record.clone(), async {
+        if parse_workspace_name(name)? == WorkspaceKind::Personal {
+            return Err(Error::invalid(
+                "invalid_workspace_name",
+                "personal workspaces (~USER) come with their user; create an organisation workspace as ORG/NAME",
+            ));
+        }
+        let workspace = WorkspaceRow {
+            id: new_id(),
+            name: name.to_owned(),
+            kind: WorkspaceKind::Organization,
+            created_at: app.now(),
+        };
+        let record = record.clone().workspace(Some(&workspace.id), name);
+        app.store.create_workspace(&workspace, &principal.user_id, record).await?;
+        Ok(workspace)
+    })
+    .await
+}
+
+pub async fn list_workspaces(
+    app: &App,
+    principal: &Principal,
+) -> Result<Vec<(WorkspaceRow, Role)>> {
+    app.store.workspaces_of(&principal.user_id).await
+}
+
+/// The only owner of a workspace cannot be demoted or removed, so no workspace is
+/// ever left without someone who can manage it.
+async fn ensure_not_last_owner(app: &App, workspace: &WorkspaceRow, user: &str) -> Result<()> {
+    let members = app.store.members(&workspace.id).await?;
+    let owners: Vec<&MemberRow> = members
+        .iter()
+        .filter(|member| member.role == Role::Owner)
+        .collect();
+    if owners.len() == 1 && owners[0].user_name == user {
+        return Err(Error::conflict(
+            "last_owner",
+            format!(
+                "{user} is the only owner of {}; make someone else owner first",
+                workspace.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn put_member(
+    app: &App,
+    principal: &Principal,
+    workspace: &str,
+    user: &str,
+    role: Role,
+) -> Result<()> {
+    let record = app
+        .record(Some(principal), "member.put")
+        .workspace(None, workspace)
+        .target(user);
+    app.audited(record.clone(), async {
+        let access = require(app, principal, Some(workspace), Role::Admin, "managing members").await?;
+        let target = app
+            .store
+            .user_by_name(user)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user {user}")))?;
+        let current = app.store.role_of(&access.workspace.id, &target.id).await?;
+        if (role == Role::Owner || current == Some(Role::Owner)) && access.role != Role::Owner {
+            return Err(Error::Forbidden(format!(
+                "only an owner of {workspace} can grant or change the owner role"
+            )));
+        }
+        if current == Some(Role::Owner) && role != Role::Owner {
+            ensure_not_last_owner(app, &access.workspace, user).await?;
+        }
+        let record = record
+            .clone()
+            .workspace(Some(&access.workspace.id), workspace)
+            .detail(serde_json::json!({ "role": role.as_str(), "previousRole": current.map(Role::as_str) }));
+        app.store
+            .put_member(&access.workspace.id, &target.id, role, app.now(), record)
+            .await
+    })
+    .await
+}
+
+pub async fn remove_member(
+    app: &App,
+    principal: &Principal,
+    workspace: &str,
+    user: &str,
+) -> Result<()> {
+    let record = app
+        .record(Some(principal), "member.remove")
+        .workspace(None, workspace)
+        .target(user);
+    app.audited(record.clone(), async {
+        let access = require(
+            app,
+            principal,
+            Some(workspace),
+            Role::Admin,
+            "managing members",
+        )
+        .await?;
+        let not_member = || Error::NotFound(format!("member {user} of {workspace}"));
+        let target = app.store.user_by_name(user).await?.ok_or_else(not_member)?;
+        let current = app
+            .store
+            .role_of(&access.workspace.id, &target.id)
+            .await?
+            .ok_or_else(not_member)?;
+        if current == Role::Owner {
+            if access.role != Role::Owner {
+                return Err(Error::Forbidden(format!(
+                    "only an owner of {workspace} can remove an owner"
+                )));
+            }
+            ensure_not_last_owner(app, &access.workspace, user).await?;
+        }
+        let record = record
+            .clone()
+            .workspace(Some(&access.workspace.id), workspace);
+        if !app
+            .store
+            .remove_member(&access.workspace.id, &target.id, record)
+            .await?
+        {
+            return Err(not_member());
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub async fn members(app: &App, principal: &Principal, workspace: &str) -> Result<Vec<MemberRow>> {
+    let access = require(
+        app,
+        principal,
+        Some(workspace),
+        Role::View,
+        "listing members",
+    )
+    .await?;
+    app.store.members(&access.workspace.id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_prefixed_random_and_hashed() {
+        let first = generate_token();
+        let second = generate_token();
+        assert!(first.expose_secret().starts_with("rk_"));
+        assert_eq!(first.expose_secret().len(), 43);
+        assert_ne!(first.expose_secret(), second.expose_secret());
+        let hash = hash_token(first.expose_secret());
+        assert_eq!(hash.len(), 64);
+        assert!(!hash.contains(&first.expose_secret()[3..]));
+    }
+}

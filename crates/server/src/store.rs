@@ -1,0 +1,190 @@
+//! Persistence behind one narrow trait, with an SQLite and a PostgreSQL implementation.
+//! Every mutation that must be audited takes its [`AuditRecord`] and writes it in the
+//! same transaction, so an action and its audit entry succeed or fail together.
+
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditRecord, AuditRow};
+use crate::domain::credential::{Credential, SealedSecret, Timestamp};
+use crate::domain::identity::{Role, WorkspaceKind};
+use crate::domain::Result;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub name: String,
+    pub admin: bool,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceRow {
+    pub id: String,
+    pub name: String,
+    pub kind: WorkspaceKind,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    pub user_name: String,
+    pub role: Role,
+    pub created_at: Timestamp,
+}
+
+/// An API token as stored: only the SHA-256 of the token, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub token_hash: String,
+    pub display_prefix: String,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCheck {
+    pub version: u32,
+    pub check_value: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+/// What a master-key rotation needs of a sealed secret to re-wrap it.
+#[derive(Debug, Clone)]
+pub struct SealedRef {
+    pub credential_id: String,
+    pub workspace_id: String,
+    pub secret_version: i64,
+    pub sealed: SealedSecret,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only entries of this workspace; `None` for every entry.
+    pub workspace_id: Option<String>,
+    /// Entries with `seq` greater than this.
+    pub after_seq: i64,
+    pub limit: i64,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
+/// A new user with their personal workspace (of which they are owner) and, optionally,
+/// their first API token.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub user: UserRow,
+    pub workspace: WorkspaceRow,
+    pub token: Option<ApiTokenRow>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> Result<()>;
+
+    async fn key_checks(&self) -> Result<Vec<KeyCheck>>;
+    /// Inserts the check for a version unless one exists; returns the stored one.
+    async fn ensure_key_check(&self, check: &KeyCheck) -> Result<KeyCheck>;
+
+    async fn count_users(&self) -> Result<i64>;
+    /// Fails with `Conflict` if the user or workspace name is taken.
+    async fn create_user(&self, new: &NewUser, audit: AuditRecord) -> Result<()>;
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRow>>;
+    async fn list_users(&self) -> Result<Vec<UserRow>>;
+
+    async fn insert_api_token(&self, token: &ApiTokenRow, audit: AuditRecord) -> Result<()>;
+    /// The token and its user for a token hash, whatever its state (the caller checks
+    /// expiry and revocation, so it can say which).
+    async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<(ApiTokenRow, UserRow)>>;
+    async fn touch_api_token(&self, token_id: &str, at: Timestamp) -> Result<()>;
+    async fn list_api_tokens(&self, user_id: &str) -> Result<Vec<ApiTokenRow>>;
+    /// Returns false if the user has no such unrevoked token.
+    async fn revoke_api_token(
+        &self,
+        user_id: &str,
+        token_id: &str,
+        at: Timestamp,
+        audit: AuditRecord,
+    ) -> Result<bool>;
+
+    /// Creates the workspace with `owner_id` as owner; `Conflict` if the name is taken.
+    async fn create_workspace(
+        &self,
+        workspace: &WorkspaceRow,
+        owner_id: &str,
+        audit: AuditRecord,
+    ) -> Result<()>;
+    async fn workspace_by_name(&self, name: &str) -> Result<Option<WorkspaceRow>>;
+    async fn role_of(&self, workspace_id: &str, user_id: &str) -> Result<Option<Role>>;
+    async fn workspaces_of(&self, user_id: &str) -> Result<Vec<(WorkspaceRow, Role)>>;
+    async fn put_member(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+        role: Role,
+        at: Timestamp,
+        audit: AuditRecord,
+    ) -> Result<()>;
+    async fn remove_member(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+        audit: AuditRecord,
+    ) -> Result<bool>;
+    async fn members(&self, workspace_id: &str) -> Result<Vec<MemberRow>>;
+
+    /// `Conflict` if the workspace already has a credential of that name.
+    async fn insert_credential(&self, credential: &Credential, audit: AuditRecord) -> Result<()>;
+    async fn credential(&self, workspace_id: &str, name: &str) -> Result<Option<Credential>>;
+    async fn credentials(&self, workspace_id: &str) -> Result<Vec<Credential>>;
+    /// Replaces the stored credential with the same id if its revision is still
+    /// `expected_revision`; `Conflict` otherwise (a concurrent update won).
+    async fn update_credential(
+        &self,
+        credential: &Credential,
+        expected_revision: i64,
+        audit: AuditRecord,
+    ) -> Result<()>;
+    async fn delete_credential(&self, credential_id: &str, audit: AuditRecord) -> Result<bool>;
+
+    /// Sealed secrets whose data key is wrapped by another master key version.
+    async fn sealed_not_under(&self, key_version: u32, limit: i64) -> Result<Vec<SealedRef>>;
+    /// Swaps in a re-wrapped data key if the row still holds `old`; false otherwise.
+    async fn replace_wrapped_key(
+        &self,
+        credential_id: &str,
+        old: &SealedSecret,
+        new: &SealedSecret,
+    ) -> Result<bool>;
+
+    /// Appends an entry on its own (for outcomes with no other write).
+    async fn append_audit(&self, audit: AuditRecord) -> Result<()>;
+    async fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditRow>>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store a URL names: `sqlite://PATH` or `postgres://…`, and migrates it.
+pub async fn connect(url: &str) -> anyhow::Result<SharedStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::connect(url).await?))
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    } else {
+        anyhow::bail!("unsupported database URL scheme: use sqlite://PATH or postgres://HOST/DB")
+    }
+}

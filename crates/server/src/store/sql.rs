@@ -1,0 +1,841 @@
+//! The SQL both backends share. SQLite and PostgreSQL speak the same subset here
+//! (`$N` parameters, `ON CONFLICT`, `RETURNING`-free statements), so the statements
+//! are written once in a macro that each backend instantiates with its own pool type
+//! and its own way of starting a serialised write transaction. sqlx's `Any` driver was
+//! the alternative; it loses type information (bools, blobs) that both drivers keep.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::credential::CredentialSettings;
+use crate::domain::Error;
+
+/// Type-specific settings as stored in the `settings` column (JSON text).
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StoredSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ambient: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aws_region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    azure_tenant_id: Option<String>,
+}
+
+pub(super) fn settings_to_text(settings: &CredentialSettings) -> String {
+    serde_json::to_string(&StoredSettings {
+        role_arn: settings.role_arn.clone(),
+        external_id: settings.external_id.clone(),
+        ambient: settings.ambient,
+        aws_region: settings.aws_region.clone(),
+        azure_tenant_id: settings.azure_tenant_id.clone(),
+    })
+    .expect("settings serialize")
+}
+
+pub(super) fn settings_from_text(text: &str) -> Result<CredentialSettings, Error> {
+    let stored: StoredSettings = serde_json::from_str(text)
+        .map_err(|error| Error::internal(format!("stored credential settings: {error}")))?;
+    Ok(CredentialSettings {
+        role_arn: stored.role_arn,
+        external_id: stored.external_id,
+        ambient: stored.ambient,
+        aws_region: stored.aws_region,
+        azure_tenant_id: stored.azure_tenant_id,
+    })
+}
+
+pub(super) fn database_error(error: sqlx::Error) -> Error {
+    Error::internal(format!("database: {error}"))
+}
+
+pub(super) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.is_unique_violation())
+}
+
+pub(super) const CREDENTIAL_COLUMNS: &str = "c.id, c.workspace_id, w.name AS workspace_name, \
+    c.name, c.kind, c.auth_method, c.registry_host, c.path_prefix, c.username, c.settings, \
+    c.secret_ciphertext, c.secret_wrapped_key, c.secret_key_version, c.secret_version, \
+    c.revision, c.created_at, c.updated_at, c.created_by, c.verify_status, c.verify_message, \
+    c.verified_at";
+
+/// Implements [`super::Store`] for `$store`, whose `pool` field is a `$pool` and which
+/// has `async fn begin_write(&self) -> Result<Transaction<'static, $database>>`.
+macro_rules! impl_store {
+    ($store:ty, $database:ty, $backend:literal) => {
+        use async_trait::async_trait;
+        use sqlx::Row as _;
+
+        use crate::audit::{AuditRecord, AuditRow};
+        use crate::domain::credential::{
+            AuthMethod, Credential, CredentialKind, SealedSecret, Timestamp, Verification,
+            VerificationStatus,
+        };
+        use crate::domain::identity::{Role, WorkspaceKind};
+        use crate::domain::{Error, Result};
+        use crate::store::sql::{
+            database_error, is_unique_violation, settings_from_text, settings_to_text,
+            CREDENTIAL_COLUMNS,
+        };
+        use crate::store::{
+            ApiTokenRow, AuditQuery, KeyCheck, MemberRow, NewUser, SealedRef, Store, UserRow,
+            WorkspaceRow,
+        };
+
+        type Row = <$database as sqlx::Database>::Row;
+        type Transaction = sqlx::Transaction<'static, $database>;
+
+        fn user_from(row: &Row) -> Result<UserRow> {
+            Ok(UserRow {
+                id: row.try_get("id").map_err(database_error)?,
+                name: row.try_get("name").map_err(database_error)?,
+                admin: row.try_get("is_admin").map_err(database_error)?,
+                created_at: row.try_get("created_at").map_err(database_error)?,
+            })
+        }
+
+        fn workspace_from(row: &Row) -> Result<WorkspaceRow> {
+            let kind: String = row.try_get("kind").map_err(database_error)?;
+            Ok(WorkspaceRow {
+                id: row.try_get("id").map_err(database_error)?,
+                name: row.try_get("name").map_err(database_error)?,
+                kind: WorkspaceKind::parse(&kind)?,
+                created_at: row.try_get("created_at").map_err(database_error)?,
+            })
+        }
+
+        fn role_from(row: &Row) -> Result<Role> {
+            let role: String = row.try_get("role").map_err(database_error)?;
+            role.parse()
+                .map_err(|_| Error::internal(format!("stored role {role} is unknown")))
+        }
+
+        fn token_from(row: &Row) -> Result<ApiTokenRow> {
+            Ok(ApiTokenRow {
+                id: row.try_get("id").map_err(database_error)?,
+                user_id: row.try_get("user_id").map_err(database_error)?,
+                name: row.try_get("name").map_err(database_error)?,
+                token_hash: row.try_get("token_hash").map_err(database_error)?,
+                display_prefix: row.try_get("display_prefix").map_err(database_error)?,
+                created_at: row.try_get("created_at").map_err(database_error)?,
+                expires_at: row.try_get("expires_at").map_err(database_error)?,
+                revoked_at: row.try_get("revoked_at").map_err(database_error)?,
+                last_used_at: row.try_get("last_used_at").map_err(database_error)?,
+            })
+        }
+
+        fn sealed_from(row: &Row) -> Result<Option<SealedSecret>> {
+            let ciphertext: Option<Vec<u8>> =
+                row.try_get("secret_ciphertext").map_err(database_error)?;
+            let wrapped_key: Option<Vec<u8>> =
+                row.try_get("secret_wrapped_key").map_err(database_error)?;
+            let key_version: Option<i64> =
+                row.try_get("secret_key_version").map_err(database_error)?;
+            Ok(match (ciphertext, wrapped_key, key_version) {
+                (Some(ciphertext), Some(wrapped_key), Some(key_version)) => Some(SealedSecret {
+                    ciphertext,
+                    wrapped_key,
+                    key_version: u32::try_from(key_version)
+                        .map_err(|_| Error::internal("stored key version out of range"))?,
+                }),
+                _ => None,
+            })
+        }
+
+        fn credential_from(row: &Row) -> Result<Credential> {
+            let kind: String = row.try_get("kind").map_err(database_error)?;
+            let auth_method: String = row.try_get("auth_method").map_err(database_error)?;
+            let settings: String = row.try_get("settings").map_err(database_error)?;
+            let verify_status: String = row.try_get("verify_status").map_err(database_error)?;
+            Ok(Credential {
+                id: row.try_get("id").map_err(database_error)?,
+                workspace_id: row.try_get("workspace_id").map_err(database_error)?,
+                workspace_name: row.try_get("workspace_name").map_err(database_error)?,
+                name: row.try_get("name").map_err(database_error)?,
+                kind: CredentialKind::parse_stored(&kind)?,
+                auth_method: AuthMethod::parse(&auth_method)?,
+                registry_host: row.try_get("registry_host").map_err(database_error)?,
+                path_prefix: row.try_get("path_prefix").map_err(database_error)?,
+                username: row.try_get("username").map_err(database_error)?,
+                settings: settings_from_text(&settings)?,
+                sealed: sealed_from(row)?,
+                secret_version: row.try_get("secret_version").map_err(database_error)?,
+                revision: row.try_get("revision").map_err(database_error)?,
+                created_at: row.try_get("created_at").map_err(database_error)?,
+                updated_at: row.try_get("updated_at").map_err(database_error)?,
+                created_by: row.try_get("created_by").map_err(database_error)?,
+                verification: Verification {
+                    status: VerificationStatus::parse(&verify_status)?,
+                    checked_at: row.try_get("verified_at").map_err(database_error)?,
+                    message: row.try_get("verify_message").map_err(database_error)?,
+                },
+            })
+        }
+
+        fn audit_from(row: &Row) -> Result<AuditRow> {
+            Ok(AuditRow {
+                seq: row.try_get("seq").map_err(database_error)?,
+                at: row.try_get("at").map_err(database_error)?,
+                actor: row.try_get("actor").map_err(database_error)?,
+                action: row.try_get("action").map_err(database_error)?,
+                workspace: row.try_get("workspace").map_err(database_error)?,
+                workspace_id: row.try_get("workspace_id").map_err(database_error)?,
+                target: row.try_get("target").map_err(database_error)?,
+                outcome: row.try_get("outcome").map_err(database_error)?,
+                detail: row.try_get("detail").map_err(database_error)?,
+                prev_hash: row.try_get("prev_hash").map_err(database_error)?,
+                hash: row.try_get("hash").map_err(database_error)?,
+            })
+        }
+
+        /// Appends `record` to the chain inside `transaction`, which the backend has
+        /// already serialised against other writers.
+        async fn append_in(transaction: &mut Transaction, record: AuditRecord) -> Result<()> {
+            let previous = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **transaction)
+                .await
+                .map_err(database_error)?
+                .map(|row| -> Result<(i64, String)> {
+                    Ok((
+                        row.try_get("seq").map_err(database_error)?,
+                        row.try_get("hash").map_err(database_error)?,
+                    ))
+                })
+                .transpose()?;
+            let row = AuditRow::chained(record, previous);
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at, actor, action, workspace, workspace_id, target, \
+                 outcome, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(row.seq)
+            .bind(row.at)
+            .bind(&row.actor)
+            .bind(&row.action)
+            .bind(&row.workspace)
+            .bind(&row.workspace_id)
+            .bind(&row.target)
+            .bind(&row.outcome)
+            .bind(&row.detail)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .execute(&mut **transaction)
+            .await
+            .map_err(|error| Error::internal(format!("audit log write failed: {error}")))?;
+            Ok(())
+        }
+
+        async fn commit(transaction: Transaction) -> Result<()> {
+            transaction.commit().await.map_err(database_error)
+        }
+
+        fn conflict_or(error: sqlx::Error, code: &'static str, message: String) -> Error {
+            if is_unique_violation(&error) {
+                Error::conflict(code, message)
+            } else {
+                database_error(error)
+            }
+        }
+
+        async fn insert_workspace_with_owner(
+            transaction: &mut Transaction,
+            workspace: &WorkspaceRow,
+            owner_id: &str,
+        ) -> Result<()> {
+            sqlx::query("INSERT INTO workspaces (id, name, kind, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(&workspace.id)
+                .bind(&workspace.name)
+                .bind(workspace.kind.as_str())
+                .bind(workspace.created_at)
+                .execute(&mut **transaction)
+                .await
+                .map_err(|error| {
+                    conflict_or(
+                        error,
+                        "workspace_exists",
+                        format!("workspace {} already exists", workspace.name),
+                    )
+                })?;
+            sqlx::query(
+                "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&workspace.id)
+            .bind(owner_id)
+            .bind(Role::Owner.as_str())
+            .bind(workspace.created_at)
+            .execute(&mut **transaction)
+            .await
+            .map_err(database_error)?;
+            Ok(())
+        }
+
+        async fn insert_token_in(transaction: &mut Transaction, token: &ApiTokenRow) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO api_tokens (id, user_id, name, token_hash, display_prefix, created_at, \
+                 expires_at, revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&token.id)
+            .bind(&token.user_id)
+            .bind(&token.name)
+            .bind(&token.token_hash)
+            .bind(&token.display_prefix)
+            .bind(token.created_at)
+            .bind(token.expires_at)
+            .bind(token.revoked_at)
+            .bind(token.last_used_at)
+            .execute(&mut **transaction)
+            .await
+            .map_err(|error| {
+                conflict_or(error, "token_exists", "an identical API token already exists".to_owned())
+            })?;
+            Ok(())
+        }
+
+        fn sealed_columns(sealed: Option<&SealedSecret>) -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>) {
+            match sealed {
+                Some(sealed) => (
+                    Some(sealed.ciphertext.clone()),
+                    Some(sealed.wrapped_key.clone()),
+                    Some(i64::from(sealed.key_version)),
+                ),
+                None => (None, None, None),
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(database_error)
+            }
+
+            async fn key_checks(&self) -> Result<Vec<KeyCheck>> {
+                let rows = sqlx::query(
+                    "SELECT version, check_value, created_at FROM master_key_checks ORDER BY version",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database_error)?;
+                rows.iter()
+                    .map(|row| {
+                        let version: i64 = row.try_get("version").map_err(database_error)?;
+                        Ok(KeyCheck {
+                            version: u32::try_from(version)
+                                .map_err(|_| Error::internal("key check version out of range"))?,
+                            check_value: row.try_get("check_value").map_err(database_error)?,
+                            created_at: row.try_get("created_at").map_err(database_error)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn ensure_key_check(&self, check: &KeyCheck) -> Result<KeyCheck> {
+                let mut transaction = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO master_key_checks (version, check_value, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (version) DO NOTHING",
+                )
+                .bind(i64::from(check.version))
+                .bind(&check.check_value)
+                .bind(check.created_at)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database_error)?;
+                let row = sqlx::query(
+                    "SELECT check_value, created_at FROM master_key_checks WHERE version = $1",
+                )
+                .bind(i64::from(check.version))
+                .fetch_one(&mut *transaction)
+                .await
+                .map_err(database_error)?;
+                commit(transaction).await?;
+                Ok(KeyCheck {
+                    version: check.version,
+                    check_value: row.try_get("check_value").map_err(database_error)?,
+                    created_at: row.try_get("created_at").map_err(database_error)?,
+                })
+            }
+
+            async fn count_users(&self) -> Result<i64> {
+                sqlx::query("SELECT COUNT(*) AS users FROM users")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .try_get("users")
+                    .map_err(database_error)
+            }
+
+            async fn create_user(&self, new: &NewUser, audit: AuditRecord) -> Result<()> {
+                let mut transaction = self.begin_write().await?;
+                sqlx::query("INSERT INTO users (id, name, is_admin, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&new.user.id)
+                    .bind(&new.user.name)
+                    .bind(new.user.admin)
+                    .bind(new.user.created_at)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(|error| {
+                        conflict_or(error, "user_exists", format!("user {} already exists", new.user.name))
+                    })?;
+                insert_workspace_with_owner(&mut transaction, &new.workspace, &new.user.id).await?;
+                if let Some(token) = &new.token {
+                    insert_token_in(&mut transaction, token).await?;
+                }
+                append_in(&mut transaction, audit).await?;
+                commit(transaction).await
+            }
+
+            async fn user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
+                sqlx::query("SELECT id, name, is_admin, created_at FROM users WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .as_ref()
+                    .map(user_from)
+                    .transpose()
+            }
+
+            async fn list_users(&self) -> Result<Vec<UserRow>> {
+                sqlx::query("SELECT id, name, is_admin, created_at FROM users ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .iter()
+                    .map(user_from)
+                    .collect()
+            }
+
+            async fn insert_api_token(&self, token: &ApiTokenRow, audit: AuditRecord) -> Result<()> {
+                let mut transaction = self.begin_write().await?;
+                insert_token_in(&mut transaction, token).await?;
+                append_in(&mut transaction, audit).await?;
+                commit(transaction).await
+            }
+
+            async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<(ApiTokenRow, UserRow)>> {
+                let Some(row) = sqlx::query(
+                    "SELECT t.id, t.user_id, t.name, t.token_hash, t.display_prefix, t.created_at, \
+                     t.expires_at, t.revoked_at, t.last_used_at, u.name AS user_name, u.is_admin, \
+                     u.created_at AS user_created_at \
+                     FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database_error)?
+                else {
+                    return Ok(None);
+                };
+                let token = token_from(&row)?;
+                let user = UserRow {
+                    id: token.user_id.clone(),
+                    name: row.try_get("user_name").map_err(database_error)?,
+                    admin: row.try_get("is_admin").map_err(database_error)?,
+                    created_at: row.try_get("user_created_at").map_err(database_error)?,
+                };
+                Ok(Some((token, user)))
+            }
+
+            async fn touch_api_token(&self, token_id: &str, at: Timestamp) -> Result<()> {
+                sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                    .bind(at)
+                    .bind(token_id)
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(database_error)
+            }
+
+            async fn list_api_tokens(&self, user_id: &str) -> Result<Vec<ApiTokenRow>> {
+                sqlx::query(
+                    "SELECT id, user_id, name, token_hash, display_prefix, created_at, expires_at, \
+                     revoked_at, last_used_at FROM api_tokens WHERE user_id = $1 ORDER BY created_at, id",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database_error)?
+                .iter()
+                .map(token_from)
+                .collect()
+            }
+
+            async fn revoke_api_token(
+                &self,
+                user_id: &str,
+                token_id: &str,
+                at: Timestamp,
+                audit: AuditRecord,
+            ) -> Result<bool> {
+                let mut transaction = self.begin_write().await?;
+                let revoked = sqlx::query(
+                    "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                )
+                .bind(at)
+                .bind(token_id)
+                .bind(user_id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database_error)?
+                .rows_affected()
+                    == 1;
+                if revoked {
+                    append_in(&mut transaction, audit).await?;
+                }
+                commit(transaction).await?;
+                Ok(revoked)
+            }
+
+            async fn create_workspace(
+                &self,
+                workspace: &WorkspaceRow,
+                owner_id: &str,
+                audit: AuditRecord,
+            ) -> Result<()> {
+                let mut transaction = self.begin_write().await?;
+                insert_workspace_with_owner(&mut transaction, workspace, owner_id).await?;
+                append_in(&mut transaction, audit).await?;
+                commit(transaction).await
+            }
+
+            async fn workspace_by_name(&self, name: &str) -> Result<Option<WorkspaceRow>> {
+                sqlx::query("SELECT id, name, kind, created_at FROM workspaces WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .as_ref()
+                    .map(workspace_from)
+                    .transpose()
+            }
+
+            async fn role_of(&self, workspace_id: &str, user_id: &str) -> Result<Option<Role>> {
+                sqlx::query("SELECT role FROM memberships WHERE workspace_id = $1 AND user_id = $2")
+                    .bind(workspace_id)
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .as_ref()
+                    .map(role_from)
+                    .transpose()
+            }
+
+            async fn workspaces_of(&self, user_id: &str) -> Result<Vec<(WorkspaceRow, Role)>> {
+                sqlx::query(
+                    "SELECT w.id, w.name, w.kind, w.created_at, m.role FROM workspaces w \
+                     JOIN memberships m ON m.workspace_id = w.id WHERE m.user_id = $1 ORDER BY w.name",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database_error)?
+                .iter()
+                .map(|row| Ok((workspace_from(row)?, role_from(row)?)))
+                .collect()
+            }
+
+            async fn put_member(
+                &self,
+                workspace_id: &str,
+                user_id: &str,
+                role: Role,
+                at: Timestamp,
+                audit: AuditRecord,
+            ) -> Result<()> {
+                let mut transaction = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+                )
+                .bind(workspace_id)
+                .bind(user_id)
+                .bind(role.as_str())
+                .bind(at)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database_error)?;
+                append_in(&mut transaction, audit).await?;
+                commit(transaction).await
+            }
+
+            async fn remove_member(
+                &self,
+                workspace_id: &str,
+                user_id: &str,
+                audit: AuditRecord,
+            ) -> Result<bool> {
+                let mut transaction = self.begin_write().await?;
+                let removed = sqlx::query("DELETE FROM memberships WHERE workspace_id = $1 AND user_id = $2")
+                    .bind(workspace_id)
+                    .bind(user_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(database_error)?
+                    .rows_affected()
+                    == 1;
+                if removed {
+                    append_in(&mut transaction, audit).await?;
+                }
+                commit(transaction).await?;
+                Ok(removed)
+            }
+
+            async fn members(&self, workspace_id: &str) -> Result<Vec<MemberRow>> {
+                sqlx::query(
+                    "SELECT u.name, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id \
+                     WHERE m.workspace_id = $1 ORDER BY u.name",
+                )
+                .bind(workspace_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database_error)?
+                .iter()
+                .map(|row| {
+                    Ok(MemberRow {
+                        user_name: row.try_get("name").map_err(database_error)?,
+                        role: role_from(row)?,
+                        created_at: row.try_get("created_at").map_err(database_error)?,
+                    })
+                })
+                .collect()
+            }
+
+            async fn insert_credential(&self, credential: &Credential, audit: AuditRecord) -> Result<()> {
+                let (ciphertext, wrapped_key, key_version) = sealed_columns(credential.sealed.as_ref());
+                let mut transaction = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO credentials (id, workspace_id, name, kind, auth_method, registry_host, \
+                     path_prefix, username, settings, secret_ciphertext, secret_wrapped_key, \
+                     secret_key_version, secret_version, revision, created_at, updated_at, created_by, \
+                     verify_status, verify_message, verified_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+                     $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                )
+                .bind(&credential.id)
+                .bind(&credential.workspace_id)
+                .bind(&credential.name)
+                .bind(credential.kind.as_str())
+                .bind(credential.auth_method.as_str())
+                .bind(&credential.registry_host)
+                .bind(&credential.path_prefix)
+                .bind(&credential.username)
+                .bind(settings_to_text(&credential.settings))
+                .bind(ciphertext)
+                .bind(wrapped_key)
+                .bind(key_version)
+                .bind(credential.secret_version)
+                .bind(credential.revision)
+                .bind(credential.created_at)
+                .bind(credential.updated_at)
+                .bind(&credential.created_by)
+                .bind(credential.verification.status.as_str())
+                .bind(&credential.verification.message)
+                .bind(credential.verification.checked_at)
+                .execute(&mut *transaction)
+                .await
+                .map_err(|error| {
+                    conflict_or(
+                        error,
+                        "credential_exists",
+                        format!(
+                            "a credential named {} already exists in {}",
+                            credential.name, credential.workspace_name
+                        ),
+                    )
+                })?;
+                append_in(&mut transaction, audit).await?;
+                commit(transaction).await
+            }
+
+            async fn credential(&self, workspace_id: &str, name: &str) -> Result<Option<Credential>> {
+                sqlx::query(&format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials c JOIN workspaces w ON w.id = c.workspace_id \
+                     WHERE c.workspace_id = $1 AND c.name = $2"
+                ))
+                .bind(workspace_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database_error)?
+                .as_ref()
+                .map(credential_from)
+                .transpose()
+            }
+
+            async fn credentials(&self, workspace_id: &str) -> Result<Vec<Credential>> {
+                sqlx::query(&format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials c JOIN workspaces w ON w.id = c.workspace_id \
+                     WHERE c.workspace_id = $1 ORDER BY c.name"
+                ))
+                .bind(workspace_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database_error)?
+                .iter()
+                .map(credential_from)
+                .collect()
+            }
+
+            async fn update_credential(
+                &self,
+                credential: &Credential,
+                expected_revision: i64,
+                audit: AuditRecord,
+            ) -> Result<()> {
+                let (ciphertext, wrapped_key, key_version) = sealed_columns(credential.sealed.as_ref());
+                let mut transaction = self.begin_write().await?;
+                let updated = sqlx::query(
+                    "UPDATE credentials SET name = $1, kind = $2, auth_method = $3, registry_host = $4, \
+                     path_prefix = $5, username = $6, settings = $7, secret_ciphertext = $8, \
+                     secret_wrapped_key = $9, secret_key_version = $10, secret_version = $11, \
+                     revision = $12, updated_at = $13, verify_status = $14, verify_message = $15, \
+                     verified_at = $16 WHERE id = $17 AND revision = $18",
+                )
+                .bind(&credential.name)
+                .bind(credential.kind.as_str())
+                .bind(credential.auth_method.as_str())
+                .bind(&credential.registry_host)
+                .bind(&credential.path_prefix)
+                .bind(&credential.username)
+                .bind(settings_to_text(&credential.settings))
+                .bind(ciphertext)
+                .bind(wrapped_key)
+                .bind(key_version)
+                .bind(credential.secret_version)
+                .bind(credential.revision)
+                .bind(credential.updated_at)
+                .bind(credential.verification.status.as_str())
+                .bind(&credential.verification.message)
+                .bind(credential.verification.checked_at)
+                .bind(&credential.id)
+                .bind(expected_revision)
+                .execute(&mut *transaction)
+                .await
+                .map_err(|error| {
+                    conflict_or(
+                        error,
+                        "credential_exists",
+                        format!(
+                            "a credential named {} already exists in {}",
+                            credential.name, credential.workspace_name
+                        ),
+                    )
+                })?
+                .rows_affected();
+                if updated != 1 {
+                    return Err(Error::conflict(
+                        "concurrent_update",
+                        format!(
+                            "credential {} was changed or deleted by another request; read it again and retry",
+                            credential.name
+                        ),
+                    ));
+                }
+                append_in(&mut transaction, audit).await?;
+                commit(transaction).await
+            }
+
+            async fn delete_credential(&self, credential_id: &str, audit: AuditRecord) -> Result<bool> {
+                let mut transaction = self.begin_write().await?;
+                let deleted = sqlx::query("DELETE FROM credentials WHERE id = $1")
+                    .bind(credential_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(database_error)?
+                    .rows_affected()
+                    == 1;
+                if deleted {
+                    append_in(&mut transaction, audit).await?;
+                }
+                commit(transaction).await?;
+                Ok(deleted)
+            }
+
+            async fn sealed_not_under(&self, key_version: u32, limit: i64) -> Result<Vec<SealedRef>> {
+                sqlx::query(
+                    "SELECT id, workspace_id, secret_version, secret_ciphertext, secret_wrapped_key, \
+                     secret_key_version FROM credentials WHERE secret_key_version IS NOT NULL \
+                     AND secret_key_version <> $1 ORDER BY id LIMIT $2",
+                )
+                .bind(i64::from(key_version))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database_error)?
+                .iter()
+                .map(|row| {
+                    Ok(SealedRef {
+                        credential_id: row.try_get("id").map_err(database_error)?,
+                        workspace_id: row.try_get("workspace_id").map_err(database_error)?,
+                        secret_version: row.try_get("secret_version").map_err(database_error)?,
+                        sealed: sealed_from(row)?
+                            .ok_or_else(|| Error::internal("sealed secret row is incomplete"))?,
+                    })
+                })
+                .collect()
+            }
+
+            async fn replace_wrapped_key(
+                &self,
+                credential_id: &str,
+                old: &SealedSecret,
+                new: &SealedSecret,
+            ) -> Result<bool> {
+                let mut transaction = self.begin_write().await?;
+                let replaced = sqlx::query(
+                    "UPDATE credentials SET secret_wrapped_key = $1, secret_key_version = $2 \
+                     WHERE id = $3 AND secret_wrapped_key = $4 AND secret_key_version = $5",
+                )
+                .bind(&new.wrapped_key)
+                .bind(i64::from(new.key_version))
+                .bind(credential_id)
+                .bind(&old.wrapped_key)
+                .bind(i64::from(old.key_version))
+                .execute(&mut *transaction)
+                .await
+                .map_err(database_error)?
+                .rows_affected()
+                    == 1;
+                commit(transaction).await?;
+                Ok(replaced)
+            }
+
+            async fn append_audit(&self, audit: AuditRecord) -> Result<()> {
+                let mut transaction = self.begin_write().await?;
+                append_in(&mut transaction, audit).await?;
+                commit(transaction).await
+            }
+
+            async fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditRow>> {
+                let order = if query.newest_first { "DESC" } else { "ASC" };
+                let statement = format!(
+                    "SELECT seq, at, actor, action, workspace, workspace_id, target, outcome, detail, \
+                     prev_hash, hash FROM audit_log WHERE seq > $1 AND ($2 IS NULL OR workspace_id = $2) \
+                     ORDER BY seq {order} LIMIT $3"
+                );
+                sqlx::query(&statement)
+                    .bind(query.after_seq)
+                    .bind(&query.workspace_id)
+                    .bind(query.limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .iter()
+                    .map(audit_from)
+                    .collect()
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;

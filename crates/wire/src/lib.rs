@@ -1,0 +1,327 @@
+//! The JSON bodies that cross process boundaries: the REST API, shared by the server and
+//! the thin clients. Serde only (plus optional OpenAPI schemas), so the node-side binaries
+//! stay small.
+//!
+//! Timestamps are RFC 3339 strings in UTC. Request bodies reject unknown fields, so a
+//! misspelt field is an error rather than a silently ignored setting.
+
+mod sensitive;
+
+pub use sensitive::Sensitive;
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// The error body of every non-2xx response: `{"error":{"code":"…","message":"…"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorDetail {
+    /// A stable snake_case code, e.g. `credential_exists`.
+    pub code: String,
+    /// A human-readable, actionable message. Never contains a secret.
+    pub message: String,
+}
+
+/// Fields of a credential that may be given on create and update.
+///
+/// On create, `name`, `registry` and (unless `ambient`) `username` and `password` are
+/// required. On update, every field is optional and only the given ones change;
+/// `password` replaces the stored secret.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CredentialInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Registry server: a host with an optional port and path, e.g. `ghcr.io/acme`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// `auto` (the default), `docker`, `ecr`, `acr` or `gcr`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The secret: a password or token, an AWS secret access key, an Azure client
+    /// secret, or a Google service-account JSON key. Write-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, write_only))]
+    pub password: Option<Sensitive>,
+    /// An AWS session token to go with temporary access keys. Write-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, write_only))]
+    pub session_token: Option<Sensitive>,
+    /// Repository path prefix this credential serves, e.g. `team/app`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Use the server's own AWS identity (only when the server allows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ambient: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_region: Option<String>,
+    /// Azure AD tenant of a service principal (ACR); absent for repository-scoped tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_tenant_id: Option<String>,
+    /// Log in to the registry before storing (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+}
+
+/// A credential as the API shows it: metadata only, never the secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Credential {
+    /// Immutable id; a credential re-created under the same name gets a new one.
+    pub id: String,
+    pub name: String,
+    pub workspace: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// How the secret is used, e.g. `password`, `aws_keys`, `aws_role`, `aws_ambient`,
+    /// `acr_token`, `azure_service_principal`, `gcp_json_key`, `gcp_access_token`.
+    pub auth_method: String,
+    pub registry: String,
+    pub path_prefix: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azure_tenant_id: Option<String>,
+    /// Whether a secret is stored (never the secret itself).
+    pub has_secret: bool,
+    /// Increments whenever the secret is replaced.
+    pub secret_version: i64,
+    pub verification: Verification,
+    pub created_at: String,
+    pub updated_at: String,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// `unverified`, `skipped`, `ok` or `failed`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CredentialList {
+    pub credentials: Vec<Credential>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UserInput {
+    pub name: String,
+    /// Site administrators may create users and read the whole audit log.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub name: String,
+    pub admin: bool,
+    pub personal_workspace: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UserList {
+    pub users: Vec<User>,
+}
+
+/// A new user together with their first API token, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UserCreated {
+    pub user: User,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub token: Sensitive,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceInput {
+    /// `ORG/NAME`.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Workspace {
+    pub name: String,
+    /// `personal` or `organization`.
+    pub kind: String,
+    /// The caller's role in it.
+    pub role: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WorkspaceList {
+    pub workspaces: Vec<Workspace>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MemberInput {
+    /// `owner`, `admin`, `maintain`, `launch` or `view`.
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub user: String,
+    pub role: String,
+    pub added_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MemberList {
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiTokenInput {
+    pub name: String,
+    /// Lifetime in seconds; absent for a token that does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the token, enough to recognise it, e.g. `rk_Ab12Cd`.
+    pub prefix: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ApiTokenList {
+    pub tokens: Vec<ApiToken>,
+}
+
+/// A new API token, whose secret is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ApiTokenCreated {
+    #[serde(flatten)]
+    pub token: ApiToken,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub secret: Sensitive,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub user: String,
+    pub admin: bool,
+    pub personal_workspace: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// `success`, `denied` or `failed`.
+    pub outcome: String,
+    /// Non-secret details (JSON object).
+    pub detail: serde_json::Value,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AuditVerification {
+    pub ok: bool,
+    pub entries_checked: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bad_seq: Option<i64>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotation {
+    pub previous_version: u32,
+    pub current_version: u32,
+    /// Data keys re-wrapped under the new master key version.
+    pub rewrapped: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatus {
+    /// `available` or `unavailable`.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
