@@ -18,6 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 
 use crate::metrics::{RequestLabels, RouteLabels};
@@ -113,6 +114,16 @@ pub fn router(state: ApiState) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("request.panicked");
+                error::error_response(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; the server log has the details",
+                )
+            },
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,

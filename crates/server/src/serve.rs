@@ -49,6 +49,7 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
         clock,
         metrics,
         rotation: tokio::sync::Mutex::new(()),
+        seal_gate: tokio::sync::RwLock::new(()),
     }))
 }
 

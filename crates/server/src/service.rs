@@ -28,6 +28,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Serialises master-key rotations within this process.
     pub rotation: tokio::sync::Mutex<()>,
+    /// Held shared from sealing a secret until it is stored, and exclusively by a
+    /// rotation while it swaps the current key: once the swap is done, no write sealed
+    /// under the old key is still in flight, so the re-wrap pass sees every such row.
+    pub seal_gate: tokio::sync::RwLock<()>,
 }
 
 impl App {

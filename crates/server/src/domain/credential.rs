@@ -225,13 +225,13 @@ pub struct Credential {
 static NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_-]{1,100}$").expect("valid regex"));
 static ACCESS_KEY_ID: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Z0-9]{16,128}$").expect("valid regex"));
+    LazyLock::new(|| Regex::new(r"^[A-Z0-9]+$").expect("valid regex"));
 static ROLE_ARN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+    Regex::new(r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$")
         .expect("valid regex")
 });
 static EXTERNAL_ID: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[\w+=,.@:/-]{2,1224}$").expect("valid regex"));
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_+=,.@:/-]+$").expect("valid regex"));
 static AWS_REGION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$").expect("valid regex"));
 static AZURE_TENANT: LazyLock<Regex> = LazyLock::new(|| {
@@ -421,7 +421,7 @@ fn validate_ecr(
     policy: CredentialPolicy,
 ) -> Result<AuthMethod> {
     if let Some(arn) = &settings.role_arn {
-        if !ROLE_ARN.is_match(arn) {
+        if arn.len() > 2048 || !ROLE_ARN.is_match(arn) {
             return Err(Error::invalid(
                 "invalid_role_arn",
                 format!(
@@ -438,7 +438,7 @@ fn validate_ecr(
                 "--external-id only applies together with --role-arn",
             ));
         }
-        if !EXTERNAL_ID.is_match(external_id) {
+        if !(2..=1224).contains(&external_id.len()) || !EXTERNAL_ID.is_match(external_id) {
             return Err(Error::invalid(
                 "invalid_external_id",
                 "the external id must be 2-1224 characters of letters, digits and +=,.@:/-",
@@ -459,7 +459,7 @@ fn validate_ecr(
         });
     }
     if let Some(key_id) = username {
-        if !ACCESS_KEY_ID.is_match(key_id) {
+        if !(16..=128).contains(&key_id.len()) || !ACCESS_KEY_ID.is_match(key_id) {
             return Err(Error::invalid(
                 "invalid_access_key_id",
                 "for ecr credentials the user name is the AWS access key id (16-128 upper-case letters and digits, e.g. AKIA…)",
@@ -637,6 +637,37 @@ mod tests {
                 .unwrap()
                 .auth_method,
             AuthMethod::AcrToken
+        );
+    }
+
+    #[test]
+    fn role_arns_and_external_ids() {
+        let mut input = parts(
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+            Some("AKIAIOSFODNN7EXAMPLE"),
+            Some("secret"),
+        );
+        input.settings.role_arn = Some("arn:aws:iam::123456789012:role/team/pull".into());
+        input.settings.external_id = Some("ext-42".into());
+        assert_eq!(build(input).unwrap().auth_method, AuthMethod::AwsRole);
+        for (arn, external_id) in [
+            ("arn:aws:iam::123:role/x", "ext-42"),
+            ("arn:aws:iam::123456789012:user/x", "ext-42"),
+            ("arn:aws:iam::123456789012:role/x", "e"),
+        ] {
+            let mut input = parts(
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                Some("AKIAIOSFODNN7EXAMPLE"),
+                Some("secret"),
+            );
+            input.settings.role_arn = Some(arn.into());
+            input.settings.external_id = Some(external_id.into());
+            assert!(build(input).is_err(), "{arn} {external_id}");
+        }
+        let short_key = parts("public.ecr.aws", Some("AKIA"), Some("secret"));
+        assert_eq!(
+            build(short_key).unwrap_err().code(),
+            "invalid_access_key_id"
         );
     }
 

@@ -195,6 +195,7 @@ pub async fn create(
             created_by: principal.user_name.clone(),
             verification: verification(&input, now),
         };
+        let _sealing = app.seal_gate.read().await;
         if credential.auth_method.needs_secret() {
             credential.sealed = Some(seal(app, &credential, &draft.secret)?);
         }
@@ -324,6 +325,7 @@ pub async fn update(
             verification: verification(&input, now),
             ..existing.clone()
         };
+        let _sealing = app.seal_gate.read().await;
         if !updated.auth_method.needs_secret() {
             updated.sealed = None;
         } else if secret_given {

@@ -143,7 +143,10 @@ pub async fn rotate(app: &App, principal: &Principal) -> Result<Rotation> {
                 message: format!("rotation did not start: {error}"),
             }
         })?;
-        app.keyring.replace(rotated.clone());
+        {
+            let _swap = app.seal_gate.write().await;
+            app.keyring.replace(rotated.clone());
+        }
         let rewrapped = rewrap_all(app, &rotated).await?;
         let record = record.clone().detail(serde_json::json!({
             "previousVersion": keys.current_version(),

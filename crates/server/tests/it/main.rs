@@ -1,0 +1,10 @@
+//! Integration tests, built as one binary: real SQLite and PostgreSQL, and the real
+//! `regkeeper` binary started on 127.0.0.1:0 and driven over HTTP and through its CLI.
+
+mod api;
+mod authorization;
+mod canary;
+mod cli;
+mod master_key;
+mod store_contract;
+mod support;

@@ -1,0 +1,351 @@
+//! Starting real servers and databases for the tests.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use regkeeper_client::Client;
+use regkeeper_wire::Sensitive;
+
+pub const ADMIN_TOKEN: &str = "rk_test_bootstrap_admin_token_0123456789";
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_regkeeper")
+}
+
+/// A PostgreSQL database made for one test and dropped after it.
+pub struct PostgresDatabase {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+impl PostgresDatabase {
+    /// A fresh database, or `None` when PostgreSQL is unreachable outside CI. With
+    /// `CI=true` an unreachable server fails the test instead of skipping it.
+    pub fn create() -> Option<Self> {
+        let admin_url = std::env::var("REGKEEPER_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let name = format!("regkeeper_test_{}", uuid::Uuid::new_v4().simple());
+        let result = runtime().block_on(async {
+            use sqlx::Connection;
+            let mut connection = sqlx::PgConnection::connect(&admin_url).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut connection)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        });
+        match result {
+            Ok(()) => {
+                let (base, _) = admin_url
+                    .rsplit_once('/')
+                    .expect("REGKEEPER_TEST_POSTGRES_URL ends with /DATABASE");
+                let url = format!("{base}/{name}");
+                Some(Self {
+                    admin_url,
+                    name,
+                    url,
+                })
+            }
+            Err(error) if !ci() => {
+                eprintln!("skipping: PostgreSQL at REGKEEPER_TEST_POSTGRES_URL is unreachable ({error}); CI=true makes this a failure");
+                None
+            }
+            Err(error) => panic!("PostgreSQL is required in CI but unreachable: {error}"),
+        }
+    }
+
+    /// `pg_dump` of the whole database as plain SQL.
+    pub fn dump(&self) -> Vec<u8> {
+        let output = Command::new("pg_dump")
+            .arg("--dbname")
+            .arg(&self.url)
+            .output()
+            .expect("pg_dump runs (package postgresql-client)");
+        assert!(
+            output.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // A thread of its own, since the test may be dropping this inside a runtime.
+        let dropper = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                use sqlx::Connection;
+                let mut connection = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut connection)
+                    .await
+            })
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// A server's data directory, kept (with its temporary parent) while this lives.
+pub struct DataDir {
+    pub path: PathBuf,
+    _temporary: Option<tempfile::TempDir>,
+}
+
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    /// A PostgreSQL URL; the embedded SQLite database when absent.
+    pub database_url: Option<String>,
+    /// Reuse this data directory (to restart a server on the same data).
+    pub data_dir: Option<PathBuf>,
+    pub environment: Vec<(String, String)>,
+}
+
+/// A `regkeeper serve` process on 127.0.0.1:0, killed on drop.
+pub struct TestServer {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub stdout: String,
+    _temporary: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(ServerOptions::default())
+    }
+
+    pub fn start_with(options: ServerOptions) -> Self {
+        let (temporary, data_dir) = match &options.data_dir {
+            Some(directory) => (None, directory.clone()),
+            None => {
+                let temporary = tempfile::tempdir().expect("temporary directory");
+                let directory = temporary.path().join("data");
+                (Some(temporary), directory)
+            }
+        };
+        std::fs::create_dir_all(&data_dir).expect("data directory");
+        let log_path = data_dir.with_extension(format!("log-{}", uuid::Uuid::new_v4().simple()));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("REGKEEPER_DATA_DIR", &data_dir)
+            .env("REGKEEPER_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
+            .env("REGKEEPER_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if let Some(url) = &options.database_url {
+            command.args(["--database-url", url]);
+        }
+        for (name, value) in &options.environment {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("regkeeper serve starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut printed = String::new();
+        let url = loop {
+            match receiver.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    printed.push_str(&line);
+                    printed.push('\n');
+                    if let Some(url) = line.strip_prefix("regkeeper listening on ") {
+                        break url.trim().to_owned();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "server did not start; stdout: {printed}\nlog: {}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+            }
+        };
+        Self {
+            child,
+            url,
+            data_dir,
+            log_path,
+            stdout: printed,
+            _temporary: temporary,
+        }
+    }
+
+    pub fn client(&self, token: &str) -> Client {
+        Client::new(&self.url, Some(Sensitive::new(token)))
+    }
+
+    pub fn admin(&self) -> Client {
+        self.client(ADMIN_TOKEN)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Runs the CLI against this server with `token`, feeding `stdin`.
+    pub fn cli(&self, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        run_cli(&self.url, token, args, stdin, &[])
+    }
+
+    /// Stops the server with SIGTERM and waits for it, as an operator would, handing
+    /// back its data directory.
+    pub fn stop(mut self) -> DataDir {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().expect("server exits");
+        assert!(status.success(), "server exited with {status} on SIGTERM");
+        DataDir {
+            path: self.data_dir.clone(),
+            _temporary: self._temporary.take(),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run_cli(
+    url: &str,
+    token: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    environment: &[(&str, &str)],
+) -> Output {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("REGKEEPER_URL", url)
+        .env("REGKEEPER_TOKEN", token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in environment {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("regkeeper CLI runs");
+    let mut input = child.stdin.take().expect("stdin piped");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("CLI finishes")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+pub fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed ({}): stdout: {} stderr: {}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
+    stdout(output)
+}
+
+/// Every file under `directory`, recursively, as (path, bytes).
+pub fn files_under(directory: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut pending = vec![directory.to_owned()];
+    while let Some(path) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                found.push((path, bytes));
+            }
+        }
+    }
+    found
+}
+
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+/// A raw HTTP call, for what the typed client cannot send (bad bodies, odd headers).
+pub fn raw(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Option<&[u8]>,
+) -> (u16, String) {
+    let agent = ureq::AgentBuilder::new().build();
+    let mut request = agent.request(method, &format!("{}{}", server.url, path));
+    if let Some(token) = token {
+        request = request.set("Authorization", &format!("Bearer {token}"));
+    }
+    if let Some(content_type) = content_type {
+        request = request.set("Content-Type", content_type);
+    }
+    let result = match body {
+        Some(body) => request.send_bytes(body),
+        None => request.call(),
+    };
+    match result {
+        Ok(response) => (
+            response.status(),
+            response.into_string().unwrap_or_default(),
+        ),
+        Err(ureq::Error::Status(status, response)) => {
+            (status, response.into_string().unwrap_or_default())
+        }
+        Err(error) => panic!("request failed: {error}"),
+    }
+}
