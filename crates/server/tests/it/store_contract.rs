@@ -597,6 +597,63 @@ async fn audit_log_is_append_only(subject: Subject) {
     assert_eq!(audit_count(&subject.store).await, 1);
 }
 
+/// If the audit entry cannot be written, the action it records does not happen.
+async fn no_audit_no_action(subject: Subject) {
+    let alice = new_user("alice");
+    subject
+        .store
+        .create_user(&alice, record("user.create"))
+        .await
+        .unwrap();
+    if subject.raw_url.starts_with("sqlite://") {
+        use sqlx::Connection;
+        let mut connection = sqlx::SqliteConnection::connect(&subject.raw_url)
+            .await
+            .unwrap();
+        sqlx::query(
+            "CREATE TRIGGER audit_log_broken BEFORE INSERT ON audit_log \
+             BEGIN SELECT RAISE(ABORT, 'audit storage unavailable'); END",
+        )
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    } else {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect(&subject.raw_url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE FUNCTION audit_log_broken() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'audit storage unavailable'; END; $$; \
+             CREATE TRIGGER audit_log_broken BEFORE INSERT ON audit_log \
+             FOR EACH ROW EXECUTE FUNCTION audit_log_broken();",
+        )
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    }
+    let store = &subject.store;
+    let first = credential(&alice.workspace, "prod");
+    let error = store
+        .insert_credential(&first, record("credential.create"))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("audit log write failed"),
+        "{error}"
+    );
+    assert!(store
+        .credential(&alice.workspace.id, "prod")
+        .await
+        .unwrap()
+        .is_none());
+    let bob = new_user("bob");
+    assert!(store
+        .create_user(&bob, record("user.create"))
+        .await
+        .is_err());
+    assert!(store.user_by_name("bob").await.unwrap().is_none());
+    assert!(store.workspace_by_name("~bob").await.unwrap().is_none());
+}
+
 macro_rules! contract {
     ($backend:ident) => {
         mod $backend {
@@ -617,6 +674,7 @@ macro_rules! contract {
             case!(key_checks_and_rewrapping);
             case!(audit_chain_under_concurrency);
             case!(audit_log_is_append_only);
+            case!(no_audit_no_action);
         }
     };
 }
