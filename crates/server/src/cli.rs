@@ -48,6 +48,17 @@ enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print working credentials for an image as JSON:
+    /// {"username","secret","expiresAt","registry"}.
+    Resolve {
+        /// An image reference, e.g. ghcr.io/acme/app:1.
+        image: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        /// Use this credential instead of the best match.
+        #[arg(long)]
+        reference: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -145,7 +156,8 @@ struct CredentialFields {
     /// ACR: the Azure AD tenant of a service principal (user name = client id).
     #[arg(long)]
     azure_tenant_id: Option<String>,
-    /// Store without logging in to the registry first.
+    /// Do not verify the credential against the registry before storing it (it is
+    /// then marked `skipped` rather than `unverified`).
     #[arg(long)]
     no_verify: bool,
 }
@@ -196,6 +208,17 @@ enum CredentialsCommand {
         name: String,
         #[command(flatten)]
         workspace: WorkspaceArg,
+    },
+    /// Log in to the registry with a stored credential and record the result.
+    Verify {
+        name: String,
+        /// Also check pull access to this repository.
+        #[arg(long)]
+        repository: Option<String>,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -341,7 +364,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &|name| std::env::var(name).ok(),
         &overrides,
     )?;
-    crate::serve::init_logging(config.log_format);
+    crate::serve::init_logging(config.log_format)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

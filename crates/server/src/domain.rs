@@ -3,6 +3,7 @@
 pub mod credential;
 pub mod error;
 pub mod identity;
+pub mod reference;
 pub mod registry;
 
 pub use error::{Error, Result};

@@ -13,6 +13,7 @@ mod views;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -43,6 +44,7 @@ pub struct ApiState {
         identity::list_members, identity::put_member, identity::remove_member,
         identity::list_tokens, identity::create_token, identity::revoke_token,
         credentials::list, credentials::create, credentials::show, credentials::update, credentials::delete,
+        credentials::verify, credentials::resolve,
         admin::audit_list, admin::audit_verify, admin::key_status, admin::key_rotate,
     ),
     modifiers(&BearerAuth),
@@ -63,6 +65,28 @@ impl utoipa::Modify for BearerAuth {
             "api_token",
             Vec::<String>::new(),
         )]);
+    }
+}
+
+/// Bounds on every request: a slow database or client cannot pile requests up
+/// without limit.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+async fn overloaded(error: tower::BoxError) -> Response {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        error::error_response(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long and was abandoned; retry",
+        )
+    } else {
+        tracing::error!(error = %error, "request.middleware_failed");
+        error::error_response(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the server log has the details",
+        )
     }
 }
 
@@ -101,6 +125,14 @@ pub fn router(state: ApiState) -> Router {
                 .patch(credentials::update)
                 .delete(credentials::delete),
         )
+        .route(
+            "/workspaces/{workspace}/credentials/{name}/verify",
+            post(credentials::verify),
+        )
+        .route(
+            "/workspaces/{workspace}/resolve",
+            post(credentials::resolve),
+        )
         .route("/audit", get(admin::audit_list))
         .route("/audit/verify", get(admin::audit_verify))
         .route("/admin/master-key", get(admin::key_status))
@@ -114,6 +146,14 @@ pub fn router(state: ApiState) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT))
+                .layer(tower::limit::ConcurrencyLimitLayer::new(
+                    MAX_CONCURRENT_REQUESTS,
+                )),
+        )
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 tracing::error!("request.panicked");

@@ -12,23 +12,58 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Database, LogFormat};
 use crate::http::{router, ApiState, AuthLimiter};
 use crate::metrics::Metrics;
+use crate::outbound::OutboundClient;
+use crate::providers::ecr::EcrProvider;
+use crate::providers::Providers;
 use crate::service::{identity, keys, App};
+use crate::tokens::TokenCache;
 
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REGKEEPER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
+    let filter = match std::env::var("REGKEEPER_LOG") {
+        Ok(directives) if !directives.is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&directives)
+                .map_err(|error| anyhow::anyhow!("REGKEEPER_LOG: {error}"))?
+        }
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    Ok(())
+}
+
+/// The data directory holds the database and the master key: only its owner may
+/// enter it.
+fn prepare_data_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .with_context(|| {
+                format!(
+                    "creating data directory {} (REGKEEPER_DATA_DIR)",
+                    path.display()
+                )
+            })?;
+    } else if std::fs::metadata(path)
+        .is_ok_and(|metadata| metadata.permissions().mode() & 0o077 != 0)
+    {
+        tracing::warn!(path = %path.display(), "data_dir.permissions_too_open");
+    }
+    Ok(())
 }
 
 /// Builds the application on `config`: opens and migrates the store, loads the keyring
 /// and creates the first user if the database is empty.
 pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
+    prepare_data_dir(&config.data_dir)?;
     let store = match &config.database {
         Database::Sqlite(path) => crate::store::connect(&format!("sqlite://{}", path.display()))
             .await
@@ -42,7 +77,16 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
     metrics
         .master_key_available
         .set(i64::from(keyring.status().is_ok()));
+    let outbound =
+        OutboundClient::new(&config.outbound).context("setting up the outbound HTTP client")?;
+    let providers = Providers {
+        ecr: EcrProvider::new(config.allow_ambient_aws_credentials),
+    };
+    let tokens = TokenCache::new(Arc::clone(&clock));
     Ok(Arc::new(App {
+        outbound,
+        providers,
+        tokens,
         config: Arc::new(config),
         store,
         keyring,
@@ -72,6 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(listen.address = %address, backend = app.store.backend(), "server.listening");
     println!("regkeeper listening on http://{address}");
     std::io::stdout().flush().ok();
+    tokio::spawn(reload_keys_periodically(Arc::clone(&app)));
     let state = ApiState {
         app,
         limiter: Arc::new(AuthLimiter::default()),
@@ -98,6 +143,17 @@ fn announce_bootstrap(token: &secrecy::SecretString, generated: bool) {
         println!("Created user `admin` (workspace ~admin) with the token from REGKEEPER_BOOTSTRAP_TOKEN.");
     }
     tracing::info!(generated, "bootstrap.admin_created");
+}
+
+/// Picks up a master key version another replica rotated to, so this one both opens
+/// re-wrapped data and seals new data under the newest key.
+async fn reload_keys_periodically(app: Arc<App>) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(10));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        keys::reload_if_changed(&app).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -7,6 +7,8 @@ pub mod audit_log;
 pub mod credentials;
 pub mod identity;
 pub mod keys;
+pub mod resolve;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -17,7 +19,10 @@ use crate::crypto::Keyring;
 use crate::domain::identity::Principal;
 use crate::domain::{Error, Result};
 use crate::metrics::Metrics;
+use crate::outbound::OutboundClient;
+use crate::providers::Providers;
 use crate::store::SharedStore;
+use crate::tokens::TokenCache;
 
 /// Everything a request needs, shared by reference across the server.
 pub struct App {
@@ -26,6 +31,10 @@ pub struct App {
     pub keyring: Keyring,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// The only client that reaches registries and token realms.
+    pub outbound: OutboundClient,
+    pub providers: Providers,
+    pub tokens: TokenCache,
     /// Serialises master-key rotations within this process.
     pub rotation: tokio::sync::Mutex<()>,
     /// Held shared from sealing a secret until it is stored, and exclusively by a
@@ -50,12 +59,32 @@ impl App {
             Error::Forbidden(_) | Error::NotFound(_) | Error::Unauthenticated(_) => Outcome::Denied,
             _ => Outcome::Failed,
         };
-        let record = record
+        let mut record = record
             .outcome(outcome)
             .detail(serde_json::json!({ "error": error.code() }));
+        if record.workspace_id.is_none() {
+            record.workspace_id = self.visible_workspace_id(&record).await;
+        }
         if let Err(audit_error) = self.store.append_audit(record).await {
             tracing::error!(error.code = audit_error.code(), "audit.append_failed");
         }
+    }
+
+    /// The id of the record's workspace if its actor is a member, so the workspace's
+    /// admins see failed and denied attempts there; a workspace the actor cannot see
+    /// stays unlinked, so the entry reveals nothing about it to anyone else.
+    async fn visible_workspace_id(&self, record: &AuditRecord) -> Option<String> {
+        let workspace = self
+            .store
+            .workspace_by_name(record.workspace.as_deref()?)
+            .await
+            .ok()??;
+        let actor = self.store.user_by_name(&record.actor).await.ok()??;
+        self.store
+            .role_of(&workspace.id, &actor.id)
+            .await
+            .ok()?
+            .map(|_| workspace.id)
     }
 
     /// Runs an audited action: on failure, records the outcome and returns the error.

@@ -37,7 +37,7 @@ pub struct ErrorDetail {
 /// `password` replaces the stored secret.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CredentialInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -324,4 +324,41 @@ pub struct KeyStatus {
     pub current_version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// Ask for working registry credentials for an image.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResolveInput {
+    /// An image reference such as `ghcr.io/acme/app:1` or `alpine`.
+    pub image: String,
+    /// A credential to use instead of the best match: a bare name in the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// Working registry credentials, as `regkeeper resolve` prints them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Resolved {
+    pub username: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub secret: Sensitive,
+    /// When the secret stops working; absent for one that does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// The registry host the credentials are for.
+    pub registry: String,
+}
+
+/// Verify a stored credential against its registry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerifyInput {
+    /// Also check pull access to this repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }

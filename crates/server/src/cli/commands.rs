@@ -26,6 +26,18 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
         Command::Tokens(command) => tokens(&client, command),
         Command::Key(command) => key(&client, command),
         Command::Audit(command) => audit(&client, command),
+        Command::Resolve {
+            image,
+            workspace,
+            reference,
+        } => {
+            let workspace = workspace_or_personal(&client, workspace.workspace)?;
+            let resolved: wire::Resolved = client.post(
+                &format!("/api/v1/workspaces/{}/resolve", segment(&workspace)),
+                &wire::ResolveInput { image, reference },
+            )?;
+            output::json(&resolved)
+        }
     }
 }
 
@@ -136,8 +148,8 @@ fn credentials(client: &Client, command: CredentialsCommand) -> anyhow::Result<(
             let has_password = fields.password.password_stdin
                 || fields.password.password_env.is_some()
                 || fields.password.password_file.is_some();
-            if !fields.ambient && (fields.username.is_none() || !has_password) {
-                bail!("--username and one of --password-stdin, --password-env or --password-file are required (unless --ambient)");
+            if !fields.ambient && !has_password {
+                bail!("one of --password-stdin, --password-env or --password-file is required (unless --ambient)");
             }
             let workspace = workspace_or_personal(client, workspace.workspace)?;
             let input = credential_input(fields, Some(name))?;
@@ -199,6 +211,30 @@ fn credentials(client: &Client, command: CredentialsCommand) -> anyhow::Result<(
                 &input,
             )?;
             print_credential(&updated, output.output)
+        }
+        CredentialsCommand::Verify {
+            name,
+            repository,
+            workspace,
+            output,
+        } => {
+            let workspace = workspace_or_personal(client, workspace.workspace)?;
+            let verified: wire::Credential = client.post(
+                &format!("{}/{}/verify", credentials_path(&workspace), segment(&name)),
+                &wire::VerifyInput { repository },
+            )?;
+            print_credential(&verified, output.output)?;
+            if verified.verification.status != "ok" {
+                bail!(
+                    "{}",
+                    verified
+                        .verification
+                        .message
+                        .as_deref()
+                        .unwrap_or("verification failed")
+                );
+            }
+            Ok(())
         }
         CredentialsCommand::Delete { name, workspace } => {
             let workspace = workspace_or_personal(client, workspace.workspace)?;

@@ -106,33 +106,60 @@ pub fn too_permissive(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|metadata| metadata.permissions().mode() & 0o077 != 0)
 }
 
-/// Writes a new key file; fails if one exists, so a key is never silently replaced.
+/// Writes a new key file; fails if one exists (checked atomically by the final link),
+/// so a key is never silently replaced.
 pub fn create(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
-    if path.exists() {
-        return Err(KeyFileError::Exists {
+    write_atomically(path, keys, Placement::NoClobber)
+}
+
+/// Replaces the key file with `keys`, which must hold every version of the old file;
+/// an unreadable or malformed old file is never replaced.
+pub fn replace(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
+    let old = load(path)?;
+    if let Some((version, _)) = old
+        .versions()
+        .find(|(version, _)| keys.get(*version).is_none())
+    {
+        return Err(KeyFileError::Malformed {
             path: path.to_owned(),
+            reason: format!("refusing to drop key version {version}"),
         });
     }
-    write_atomically(path, keys)
+    write_atomically(path, keys, Placement::Replace)
 }
 
-/// Replaces the key file with `keys`, which must hold every version of the old file.
-pub fn replace(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
-    if let Ok(old) = load(path) {
-        if let Some((version, _)) = old
-            .versions()
-            .find(|(version, _)| keys.get(*version).is_none())
-        {
-            return Err(KeyFileError::Malformed {
-                path: path.to_owned(),
-                reason: format!("refusing to drop key version {version}"),
-            });
-        }
+/// Puts back `keys` after a rotation that did not complete: the current file may hold
+/// one version more than `keys`, and only that one is dropped.
+pub fn restore(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
+    let current = load(path)?;
+    let extra: Vec<u32> = current
+        .versions()
+        .map(|(version, _)| version)
+        .filter(|version| keys.get(*version).is_none())
+        .collect();
+    if extra.len() > 1
+        || extra
+            .first()
+            .is_some_and(|version| *version <= keys.current_version())
+    {
+        return Err(KeyFileError::Malformed {
+            path: path.to_owned(),
+            reason: "the file changed in an unexpected way; not restoring it".into(),
+        });
     }
-    write_atomically(path, keys)
+    write_atomically(path, keys, Placement::Replace)
 }
 
-fn write_atomically(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
+enum Placement {
+    NoClobber,
+    Replace,
+}
+
+fn write_atomically(
+    path: &Path,
+    keys: &MasterKeys,
+    placement: Placement,
+) -> Result<(), KeyFileError> {
     let write_error = |source| KeyFileError::Write {
         path: path.to_owned(),
         source,
@@ -166,12 +193,19 @@ fn write_atomically(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> 
         .mode(0o600)
         .open(&temporary)
         .map_err(write_error)?;
-    let result = file
-        .write_all(&text)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&temporary, path));
-    if let Err(error) = result {
-        let _ = std::fs::remove_file(&temporary);
+    let written = file.write_all(&text).and_then(|()| file.sync_all());
+    let placed = written.and_then(|()| match placement {
+        // A hard link fails if the target exists, unlike rename.
+        Placement::NoClobber => std::fs::hard_link(&temporary, path),
+        Placement::Replace => std::fs::rename(&temporary, path),
+    });
+    let _ = std::fs::remove_file(&temporary);
+    if let Err(error) = placed {
+        if error.kind() == std::io::ErrorKind::AlreadyExists {
+            return Err(KeyFileError::Exists {
+                path: path.to_owned(),
+            });
+        }
         return Err(write_error(error));
     }
     if let Some(parent) = path
@@ -221,6 +255,14 @@ mod tests {
         assert_eq!(loaded.current_version(), 2);
         assert!(loaded.get(1).is_some());
         assert!(replace(&path, &MasterKeys::generate()).is_err());
+        restore(&path, &keys).unwrap();
+        assert_eq!(load(&path).unwrap().current_version(), 1);
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(
+            replace(&path, &rotated).is_err(),
+            "a malformed file is never replaced"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "garbage");
     }
 
     #[test]

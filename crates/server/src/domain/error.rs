@@ -24,6 +24,9 @@ pub enum Error {
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
     RateLimited(String),
+    /// A registry or cloud service answered badly or could not be reached.
+    #[error("{message}")]
+    Upstream { code: &'static str, message: String },
     /// A dependency the operation needs is unavailable (e.g. the master key).
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
@@ -62,7 +65,10 @@ impl Error {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable { .. } | Self::RateLimited(_) | Self::Internal(_)
+            Self::Unavailable { .. }
+                | Self::Upstream { .. }
+                | Self::RateLimited(_)
+                | Self::Internal(_)
         )
     }
 
@@ -72,6 +78,7 @@ impl Error {
             Self::Invalid { code, .. }
             | Self::Unprocessable { code, .. }
             | Self::Conflict { code, .. }
+            | Self::Upstream { code, .. }
             | Self::Unavailable { code, .. } => code,
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden(_) => "forbidden",

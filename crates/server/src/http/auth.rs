@@ -6,14 +6,13 @@ use std::sync::Mutex;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::domain::identity::Principal;
 use crate::domain::Error;
 use crate::service::identity;
 
-use super::error::{error_response, ApiError};
+use super::error::ApiError;
 use super::ApiState;
 
 const WINDOW_MS: i64 = 60_000;
@@ -73,11 +72,10 @@ impl FromRequestParts<ApiState> for Caller {
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
         let now = state.app.now();
         if state.limiter.blocked(address, now) {
-            return Err(error_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_auth_failures",
-                "too many failed authentications from this address; wait a minute",
-            ));
+            return Err(ApiError(Error::RateLimited(
+                "too many failed authentications from this address; wait a minute".into(),
+            ))
+            .into_response());
         }
         let Some(token) = bearer(parts) else {
             state.app.metrics.auth_failures.inc();

@@ -86,3 +86,60 @@ pub async fn delete(
     credentials::delete(&state.app, &principal, Some(&workspace), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Log in to the registry with a stored credential and record the result.
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/credentials/{name}/verify", tag = "credentials",
+    params(("workspace" = String, Path), ("name" = String, Path)),
+    request_body = wire::VerifyInput,
+    responses((status = 200, body = wire::Credential), (status = 404, body = wire::ErrorBody),
+        (status = 503, body = wire::ErrorBody)))]
+pub async fn verify(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path((workspace, name)): Path<(String, String)>,
+    ApiJson(input): ApiJson<wire::VerifyInput>,
+) -> ApiResult<Json<wire::Credential>> {
+    let verified = crate::service::verify::verify(
+        &state.app,
+        &principal,
+        Some(&workspace),
+        &name,
+        input.repository.as_deref(),
+    )
+    .await?;
+    Ok(Json(views::credential(&verified)))
+}
+
+/// Working registry credentials for an image, from the best-matching credential
+/// (registry host, then longest path prefix). Needs the launch role.
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/resolve", tag = "credentials",
+    params(("workspace" = String, Path)),
+    request_body = wire::ResolveInput,
+    responses((status = 200, body = wire::Resolved), (status = 404, body = wire::ErrorBody),
+        (status = 502, body = wire::ErrorBody)))]
+pub async fn resolve(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path(workspace): Path<String>,
+    ApiJson(input): ApiJson<wire::ResolveInput>,
+) -> ApiResult<Json<wire::Resolved>> {
+    let resolution = crate::service::resolve::resolve(
+        &state.app,
+        &principal,
+        Some(&workspace),
+        &input.image,
+        input.reference.as_deref(),
+    )
+    .await?;
+    Ok(Json(wire::Resolved {
+        username: resolution.login.username.clone(),
+        secret: wire::Sensitive::new(secrecy::ExposeSecret::expose_secret(
+            &resolution.login.secret,
+        )),
+        expires_at: resolution
+            .login
+            .expires_at
+            .map(crate::clock::format_timestamp),
+        registry: resolution.credential.registry_host.clone(),
+    }))
+}

@@ -31,7 +31,7 @@ pub async fn readyz(State(state): State<ApiState>) -> Response {
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "database": if database.is_ok() { "ok" } else { "unavailable" },
-        "masterKey": match &master_key { Ok(_) => "ok".to_owned(), Err(reason) => reason.clone() },
+        "masterKey": if master_key.is_ok() { "ok" } else { "unavailable (see `regkeeper key status` or the server log)" },
     });
     let status = if ready {
         StatusCode::OK

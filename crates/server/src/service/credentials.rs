@@ -106,9 +106,9 @@ fn secret_from(input: &CredentialInput) -> CredentialSecret {
     }
 }
 
+/// The verification state before any login: `skipped` when the caller asked not to
+/// verify, else `unverified` until [`super::verify::check`] runs.
 fn verification(input: &CredentialInput, at: i64) -> Verification {
-    // Registry logins arrive with the providers; until then a stored credential is
-    // honestly "unverified", or "skipped" when the caller asked not to verify.
     if input.verify == Some(false) {
         Verification {
             status: VerificationStatus::Skipped,
@@ -195,6 +195,10 @@ pub async fn create(
             created_by: principal.user_name.clone(),
             verification: verification(&input, now),
         };
+        if input.verify != Some(false) {
+            credential.verification =
+                super::verify::check(app, &credential, &draft.secret, None).await?;
+        }
         let _sealing = app.seal_gate.read().await;
         if credential.auth_method.needs_secret() {
             credential.sealed = Some(seal(app, &credential, &draft.secret)?);
@@ -325,6 +329,10 @@ pub async fn update(
             verification: verification(&input, now),
             ..existing.clone()
         };
+        if input.verify != Some(false) {
+            let secret = if secret_given { draft.secret.clone() } else { open_secret(app, &existing)? };
+            updated.verification = super::verify::check(app, &updated, &secret, None).await?;
+        }
         let _sealing = app.seal_gate.read().await;
         if !updated.auth_method.needs_secret() {
             updated.sealed = None;

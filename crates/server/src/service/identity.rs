@@ -18,7 +18,9 @@ use super::{new_id, App};
 /// Tokens carry this prefix so secret scanners can recognise them.
 pub const TOKEN_PREFIX: &str = "rk_";
 const TOKEN_RANDOM_CHARS: usize = 40;
-const DISPLAY_PREFIX_CHARS: usize = 10;
+/// `rk_` and six random characters: enough to tell tokens apart, far too little to
+/// guess the rest.
+const DISPLAY_PREFIX_CHARS: usize = 9;
 /// How often a token's last-use time is written at most.
 const TOUCH_INTERVAL_MS: i64 = 60_000;
 const MAX_TOKEN_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 3600;
@@ -51,15 +53,21 @@ fn token_row(
         user_id: user_id.to_owned(),
         name: name.to_owned(),
         token_hash: hash_token(token.expose_secret()),
-        display_prefix: token
-            .expose_secret()
-            .chars()
-            .take(DISPLAY_PREFIX_CHARS)
-            .collect(),
+        display_prefix: display_prefix(token.expose_secret()),
         created_at: at,
         expires_at,
         revoked_at: None,
         last_used_at: None,
+    }
+}
+
+/// What may be shown of a token. A generated token shows its first characters; an
+/// operator-chosen bootstrap token may be short, so none of it is shown.
+fn display_prefix(token: &str) -> String {
+    if token.starts_with(TOKEN_PREFIX) && token.len() == TOKEN_PREFIX.len() + TOKEN_RANDOM_CHARS {
+        token.chars().take(DISPLAY_PREFIX_CHARS).collect()
+    } else {
+        "(configured)".to_owned()
     }
 }
 
@@ -403,5 +411,7 @@ mod tests {
         let hash = hash_token(first.expose_secret());
         assert_eq!(hash.len(), 64);
         assert!(!hash.contains(&first.expose_secret()[3..]));
+        assert_eq!(display_prefix(first.expose_secret()).len(), 9);
+        assert_eq!(display_prefix("rk_my_own_bootstrap_token"), "(configured)");
     }
 }

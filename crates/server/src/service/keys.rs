@@ -119,46 +119,76 @@ pub struct Rotation {
 }
 
 /// Adds a master key version, makes it current and re-wraps every data key under it,
-/// in batches while the server keeps serving. Old versions stay in the file, so a
-/// replica that has not reloaded yet can still open everything.
+/// in batches while the server keeps serving. The audit entry is written first (no
+/// entry, no rotation); then the key file, so that a crash leaves at worst an unused
+/// version in the file, never a database that names a key the file lacks. Old versions
+/// stay in the file; other replicas pick the new version up when they next reload it
+/// (see [`reload_if_changed`]).
 pub async fn rotate(app: &App, principal: &Principal) -> Result<Rotation> {
     let record = app.record(Some(principal), "master_key.rotate");
     app.audited(record.clone(), async {
         require_site_admin(principal, "rotating the master key")?;
         let _rotation = app.rotation.lock().await;
         let keys = app.keyring.keys()?;
+        let newest_known = app
+            .store
+            .key_checks()
+            .await?
+            .iter()
+            .map(|check| check.version)
+            .max()
+            .unwrap_or(0);
+        if newest_known > keys.current_version() {
+            return Err(Error::conflict(
+                "rotation_in_progress",
+                format!(
+                    "the database already knows master key version {newest_known}, newer than this server's {}; another replica rotated — wait for it to finish, then retry",
+                    keys.current_version()
+                ),
+            ));
+        }
         let rotated = keys.with_new_version();
         let version = rotated.current_version();
-        let new_key = rotated.get(version).expect("the new version exists");
         app.store
+            .append_audit(record.clone().detail(serde_json::json!({
+                "previousVersion": keys.current_version(),
+                "currentVersion": version,
+                "stage": "started",
+            })))
+            .await?;
+        let path = &app.config.master_key_file;
+        keyfile::replace(path, &rotated).map_err(|error| Error::Unavailable {
+            code: "master_key_write_failed",
+            message: format!("rotation did not happen: {error}"),
+        })?;
+        let new_key = rotated.get(version).expect("the new version exists");
+        let stored = app
+            .store
             .ensure_key_check(&KeyCheck {
                 version,
                 check_value: key_check(new_key, version),
                 created_at: app.now(),
             })
-            .await?;
-        keyfile::replace(&app.config.master_key_file, &rotated).map_err(|error| {
-            Error::Unavailable {
-                code: "master_key_write_failed",
-                message: format!("rotation did not start: {error}"),
+            .await;
+        let recorded = stored.as_ref().is_ok_and(|stored| key_check_matches(new_key, version, &stored.check_value));
+        if !recorded {
+            // Another replica claimed this version first (or the database failed):
+            // put the previous file back, so file and database agree again.
+            if let Err(error) = keyfile::restore(path, &keys) {
+                tracing::error!(error = %error, "master_key.restore_failed");
             }
-        })?;
+            stored?;
+            return Err(Error::conflict(
+                "rotation_in_progress",
+                format!("another replica rotated to master key version {version} at the same time; retry"),
+            ));
+        }
         {
             let _swap = app.seal_gate.write().await;
             app.keyring.replace(rotated.clone());
         }
         let rewrapped = rewrap_all(app, &rotated).await?;
-        let record = record.clone().detail(serde_json::json!({
-            "previousVersion": keys.current_version(),
-            "currentVersion": version,
-            "rewrapped": rewrapped,
-        }));
-        app.store.append_audit(record).await?;
-        tracing::info!(
-            master_key.version = version,
-            rewrapped,
-            "master_key.rotated"
-        );
+        tracing::info!(master_key.version = version, rewrapped, "master_key.rotated");
         Ok(Rotation {
             previous_version: keys.current_version(),
             current_version: version,
@@ -166,6 +196,46 @@ pub async fn rotate(app: &App, principal: &Principal) -> Result<Rotation> {
         })
     })
     .await
+}
+
+/// Reloads the key file if it holds a newer version than the keyring (another replica
+/// rotated, or an operator restored a file), checking it against the database first.
+pub async fn reload_if_changed(app: &App) {
+    let Ok(current) = app.keyring.status() else {
+        return;
+    };
+    let Ok(keys) = keyfile::load(&app.config.master_key_file) else {
+        return;
+    };
+    if keys.current_version() <= current {
+        return;
+    }
+    let checks = match app.store.key_checks().await {
+        Ok(checks) => checks,
+        Err(error) => {
+            tracing::warn!(error.code = error.code(), "master_key.reload_failed");
+            return;
+        }
+    };
+    match verify_against(
+        app.store.as_ref(),
+        &keys,
+        checks,
+        &app.config.master_key_file,
+        app.now(),
+    )
+    .await
+    {
+        Ok(()) => {
+            let _swap = app.seal_gate.write().await;
+            tracing::info!(
+                master_key.version = keys.current_version(),
+                "master_key.reloaded"
+            );
+            app.keyring.replace(keys);
+        }
+        Err(reason) => tracing::error!(reason = %reason, "master_key.reload_refused"),
+    }
 }
 
 async fn rewrap_all(app: &App, keys: &MasterKeys) -> Result<u64> {
@@ -178,7 +248,6 @@ async fn rewrap_all(app: &App, keys: &MasterKeys) -> Result<u64> {
         if batch.is_empty() {
             return Ok(rewrapped);
         }
-        let mut progressed = false;
         for row in batch {
             let binding = Binding {
                 purpose: "credential-secret",
@@ -201,10 +270,6 @@ async fn rewrap_all(app: &App, keys: &MasterKeys) -> Result<u64> {
             {
                 rewrapped += 1;
             }
-            progressed = true;
-        }
-        if !progressed {
-            return Ok(rewrapped);
         }
     }
 }

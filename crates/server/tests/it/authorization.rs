@@ -35,6 +35,7 @@ fn credential_input(name: &str) -> wire::CredentialInput {
         registry: Some("registry.example.com".into()),
         username: Some("robot".into()),
         password: Some(wire::Sensitive::new("matrix-secret")),
+        verify: Some(false),
         ..Default::default()
     }
 }
@@ -120,6 +121,7 @@ fn five_roles_across_two_workspaces() {
             );
             let patch = wire::CredentialInput {
                 path_prefix: Some(format!("team-{role}")),
+                verify: Some(false),
                 ..Default::default()
             };
             assert_eq!(

@@ -28,6 +28,7 @@ fn exercise(server: &TestServer, first: &str, second: &str) -> Transcript {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "canary",
             "--registry",
@@ -42,6 +43,7 @@ fn exercise(server: &TestServer, first: &str, second: &str) -> Transcript {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "canary-ecr",
             "--registry",
@@ -59,6 +61,7 @@ fn exercise(server: &TestServer, first: &str, second: &str) -> Transcript {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "canary",
             "--registry",
@@ -73,6 +76,7 @@ fn exercise(server: &TestServer, first: &str, second: &str) -> Transcript {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "canary-gcr",
             "--registry",
@@ -84,7 +88,13 @@ fn exercise(server: &TestServer, first: &str, second: &str) -> Transcript {
         Some(first),
     );
     ok(&cli(
-        &["credentials", "update", "canary", "--password-stdin"],
+        &[
+            "credentials",
+            "update",
+            "--no-verify",
+            "canary",
+            "--password-stdin",
+        ],
         Some(second),
     ));
     ok(&cli(&["credentials", "list"], None));

@@ -16,6 +16,7 @@ fn add_list_restart(options: ServerOptions, secret: &str) {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "ghcr",
             "--registry",
@@ -108,6 +109,7 @@ fn identity_administration_and_visibility() {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "hub",
             "--registry",
@@ -116,7 +118,6 @@ fn identity_administration_and_visibility() {
             "admin",
             "--password-env",
             "HUB_PASSWORD",
-            "--no-verify",
         ],
         None,
         &[("HUB_PASSWORD", "hub-password")],
@@ -156,6 +157,7 @@ fn identity_administration_and_visibility() {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--workspace",
             "~admin",
             "--name",
@@ -202,6 +204,7 @@ fn secrets_come_from_stdin_env_or_file_never_arguments() {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "gar",
             "--registry",
@@ -227,6 +230,7 @@ fn secrets_come_from_stdin_env_or_file_never_arguments() {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "ecr",
             "--registry",
@@ -257,6 +261,7 @@ fn secrets_come_from_stdin_env_or_file_never_arguments() {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "x",
             "--registry",
@@ -279,6 +284,7 @@ fn secrets_come_from_stdin_env_or_file_never_arguments() {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "x",
             "--registry",
@@ -305,6 +311,7 @@ fn update_show_delete_and_clear_errors() {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "quay",
             "--registry",
@@ -320,6 +327,7 @@ fn update_show_delete_and_clear_errors() {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "quay",
             "--registry",
@@ -340,6 +348,7 @@ fn update_show_delete_and_clear_errors() {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "bad name",
             "--registry",
@@ -361,6 +370,7 @@ fn update_show_delete_and_clear_errors() {
         &[
             "credentials",
             "update",
+            "--no-verify",
             "quay",
             "--password-stdin",
             "--path-prefix",
@@ -383,6 +393,7 @@ fn update_show_delete_and_clear_errors() {
         &[
             "credentials",
             "update",
+            "--no-verify",
             "quay",
             "--name",
             "quay-robot",
@@ -461,6 +472,7 @@ fn api_tokens_audit_and_key_rotation() {
         &[
             "credentials",
             "add",
+            "--no-verify",
             "--name",
             "a",
             "--registry",

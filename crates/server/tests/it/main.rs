@@ -6,5 +6,7 @@ mod authorization;
 mod canary;
 mod cli;
 mod master_key;
+mod outbound;
+mod peers;
 mod store_contract;
 mod support;

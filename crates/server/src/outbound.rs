@@ -1,0 +1,577 @@
+//! The one HTTP client that may reach user-supplied hosts: registries, their token
+//! realms and whatever they redirect to. Anyone who can store a credential chooses a
+//! URL regkeeper will fetch, so every request is guarded against server-side request
+//! forgery here, once, instead of in each provider:
+//!
+//! - the URL is checked before any packet is sent ([`OutboundClient::check_url`]): https
+//!   only, plain http only for `host:port`s the operator listed, IP literals judged by
+//!   [`forbidden_rule`] (the `url` crate has already turned `2130706433`, `0x7f000001`
+//!   and `127.1` into `127.0.0.1`);
+//! - host names are resolved by our own resolver, which drops forbidden answers, so the
+//!   address checked is the address connected to (no DNS rebinding window);
+//! - every redirect is checked again by the redirect policy, at most
+//!   [`MAX_REDIRECTS`] of them;
+//! - proxies from the environment are ignored, since a proxy would make the checked
+//!   address the proxy's rather than the destination's;
+//! - connect and whole-request time-outs, and [`OutboundClient::read_capped`] for
+//!   bodies that are read into memory.
+//!
+//! Credentials on redirects: reqwest removes `Authorization`, `Cookie`,
+//! `Proxy-Authorization` and `WWW-Authenticate` when a redirect changes host or port
+//! (`reqwest::redirect::remove_sensitive_headers`), and its `Referer` (which could
+//! carry a query string) is turned off here. The integration test
+//! `outbound_redirect_to_another_host_drops_authorization` holds reqwest to that, so
+//! credentials must travel in `Authorization`, never in a custom header or the URL.
+//!
+//! Errors never quote URLs, query strings or headers: only host names, addresses and
+//! the lower layers' own descriptions, which carry none of them.
+//!
+//! Architecture invariant: nothing else in regkeeper opens connections to
+//! user-supplied hosts.
+
+mod policy;
+mod resolver;
+
+use std::error::Error as StdError;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ipnet::IpNet;
+use url::{Host, Url};
+
+pub use policy::{forbidden_rule, rule};
+
+use crate::config::OutboundConfig;
+
+/// The most redirects one request follows.
+pub const MAX_REDIRECTS: usize = 5;
+/// How long establishing a connection (DNS, TCP and TLS) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a whole request may take, reading the response body included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OutboundError {
+    #[error("{}", forbidden_message(host, address, rule))]
+    DestinationForbidden {
+        host: String,
+        address: Option<IpAddr>,
+        rule: &'static str,
+    },
+    #[error(
+        "plain http to {host_port} is not allowed: use https, or an operator can allow this \
+         registry with REGKEEPER_OUTBOUND_HTTP_REGISTRIES"
+    )]
+    PlainHttpForbidden { host_port: String },
+    #[error("cannot resolve {host}: {message}")]
+    Dns { host: String, message: String },
+    #[error("TLS with {host} failed: {message}")]
+    Tls { host: String, message: String },
+    #[error("cannot connect to {host}: {message}")]
+    Connect { host: String, message: String },
+    #[error("request to {host} timed out")]
+    Timeout { host: String },
+    #[error("too many redirects (more than {MAX_REDIRECTS})")]
+    TooManyRedirects,
+    #[error("response body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn forbidden_message(host: &str, address: &Option<IpAddr>, rule: &str) -> String {
+    let destination = match address {
+        Some(address) if address.to_string() == host.trim_matches(['[', ']']) => {
+            address.to_string()
+        }
+        Some(address) => format!("{address} (host {host})"),
+        None => host.to_owned(),
+    };
+    format!(
+        "destination {destination} is forbidden: {rule} addresses are not allowed; an \
+         operator can allow the network with REGKEEPER_OUTBOUND_ALLOW_NETWORKS"
+    )
+}
+
+impl OutboundError {
+    /// A stable snake_case code for API error bodies and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::DestinationForbidden { .. } => "destination_forbidden",
+            Self::PlainHttpForbidden { .. } => "plain_http_forbidden",
+            Self::Dns { .. } => "dns_failed",
+            Self::Tls { .. } => "tls_failed",
+            Self::Connect { .. } => "connect_failed",
+            Self::Timeout { .. } => "timeout",
+            Self::TooManyRedirects => "too_many_redirects",
+            Self::TooLarge { .. } => "response_too_large",
+            Self::Other(_) => "outbound_failed",
+        }
+    }
+
+    /// Whether trying again later may succeed without anyone changing configuration.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Dns { .. } | Self::Connect { .. } | Self::Timeout { .. }
+        )
+    }
+}
+
+/// What the checks need, shared by the client, its resolver and its redirect policy.
+struct Policy {
+    allow_networks: Vec<IpNet>,
+    /// Lower-case `host:port`, IPv6 hosts in brackets (as `Url::host_str` gives them).
+    http_registries: Vec<String>,
+}
+
+impl Policy {
+    fn forbidden_rule(&self, address: IpAddr) -> Option<&'static str> {
+        forbidden_rule(address, &self.allow_networks)
+    }
+
+    fn check_url(&self, url: &Url) -> Result<(), OutboundError> {
+        let (Some(host), Some(host_text)) = (url.host(), url.host_str()) else {
+            return Err(OutboundError::Other("the URL has no host".to_owned()));
+        };
+        // Destination before scheme: `http://169.254.169.254/` is refused for where it
+        // goes, which is the more useful thing to tell.
+        let address = match host {
+            Host::Ipv4(address) => Some(IpAddr::V4(address)),
+            Host::Ipv6(address) => Some(IpAddr::V6(address)),
+            // Names are judged by what they resolve to, in the resolver.
+            Host::Domain(_) => None,
+        };
+        if let Some(address) = address {
+            if let Some(rule) = self.forbidden_rule(address) {
+                return Err(OutboundError::DestinationForbidden {
+                    host: host_text.to_owned(),
+                    address: Some(address),
+                    rule,
+                });
+            }
+        }
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" => {
+                let port = url.port_or_known_default().unwrap_or(80);
+                let host_port = format!("{}:{port}", host_text.to_ascii_lowercase());
+                if self.http_registries.contains(&host_port) {
+                    Ok(())
+                } else {
+                    Err(OutboundError::PlainHttpForbidden { host_port })
+                }
+            }
+            other => Err(OutboundError::Other(format!(
+                "URL scheme `{other}` is not allowed: only https, and http for \
+                 REGKEEPER_OUTBOUND_HTTP_REGISTRIES"
+            ))),
+        }
+    }
+}
+
+/// The guarded client. Cheap to clone: clones share the connection pool.
+#[derive(Clone)]
+pub struct OutboundClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    policy: Arc<Policy>,
+}
+
+impl std::fmt::Debug for OutboundClient {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("OutboundClient")
+            .field("allow_networks", &self.inner.policy.allow_networks)
+            .field("http_registries", &self.inner.policy.http_registries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutboundClient {
+    /// A client with the standard time-outs ([`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`]),
+    /// trusting the webpki roots plus the certificates of `config.ca_file`.
+    pub fn new(config: &OutboundConfig) -> Result<Self, OutboundError> {
+        Self::with_timeouts(config, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+    }
+
+    /// As [`OutboundClient::new`], with other time-outs (tests use short ones).
+    pub fn with_timeouts(
+        config: &OutboundConfig,
+        connect: Duration,
+        request: Duration,
+    ) -> Result<Self, OutboundError> {
+        let policy = Arc::new(Policy {
+            allow_networks: config.allow_networks.clone(),
+            http_registries: config
+                .http_registries
+                .iter()
+                .map(|registry| registry.to_ascii_lowercase())
+                .collect(),
+        });
+        let redirect_policy = {
+            let policy = Arc::clone(&policy);
+            reqwest::redirect::Policy::custom(move |attempt| {
+                // `previous` holds the original URL and every redirect followed so far.
+                if attempt.previous().len() > MAX_REDIRECTS {
+                    return attempt.error(OutboundError::TooManyRedirects);
+                }
+                match policy.check_url(attempt.url()) {
+                    Ok(()) => attempt.follow(),
+                    Err(error) => attempt.error(error),
+                }
+            })
+        };
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(true)
+            // Environment proxies would be connected to instead of the checked address.
+            .no_proxy()
+            .dns_resolver(Arc::new(resolver::FilteringResolver {
+                policy: Arc::clone(&policy),
+            }))
+            .redirect(redirect_policy)
+            // The previous URL may carry a token in its query; the next host gets nothing.
+            .referer(false)
+            .connect_timeout(connect)
+            .timeout(request)
+            .user_agent(concat!("regkeeper/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.ca_file {
+            let unreadable = |message: String| {
+                OutboundError::Other(format!(
+                    "REGKEEPER_OUTBOUND_CA_FILE {}: {message}",
+                    path.display()
+                ))
+            };
+            let pem = std::fs::read(path).map_err(|error| unreadable(error.to_string()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|error| unreadable(describe(&error)))?;
+            if certificates.is_empty() {
+                return Err(unreadable("no PEM certificates found".to_owned()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder.build().map_err(|error| {
+            OutboundError::Other(format!(
+                "cannot build the outbound HTTP client: {}",
+                describe(&error)
+            ))
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner { client, policy }),
+        })
+    }
+
+    /// Checks a URL before any packet is sent: https (http only for a `host:port` in
+    /// `http_registries`), and an IP-literal host against the address policy. Host
+    /// names are checked when they are resolved, inside [`OutboundClient::send`].
+    pub fn check_url(&self, url: &Url) -> Result<(), OutboundError> {
+        self.inner.policy.check_url(url)
+    }
+
+    /// Starts a request; send it with [`OutboundClient::send`], not `RequestBuilder::send`,
+    /// so that the URL is checked before anything is sent.
+    pub fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        self.inner.client.request(method, url)
+    }
+
+    /// Checks the URL, then sends the request through the guarded client (whichever
+    /// client the builder came from). Any HTTP status is a response, not an error.
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, OutboundError> {
+        let (_, request) = request.build_split();
+        let request = request.map_err(|error| {
+            OutboundError::Other(format!("invalid request: {}", describe(&error)))
+        })?;
+        self.check_url(request.url())?;
+        let host = request.url().host_str().unwrap_or_default().to_owned();
+        self.inner
+            .client
+            .execute(request)
+            .await
+            .map_err(|error| classify(&error, &host))
+    }
+
+    /// Reads a whole body, refusing one larger than `limit` bytes as soon as that is
+    /// known (from `Content-Length`, or once the bytes read pass it), so a hostile
+    /// server cannot make regkeeper buffer without bound.
+    pub async fn read_capped(
+        mut response: reqwest::Response,
+        limit: usize,
+    ) -> Result<Bytes, OutboundError> {
+        let too_large = OutboundError::TooLarge { limit };
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit as u64)
+        {
+            return Err(too_large);
+        }
+        let host = response.url().host_str().unwrap_or_default().to_owned();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| classify(&error, &host))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+}
+
+/// Turns a reqwest error into ours by looking for what caused it: our own refusal (from
+/// the resolver or the redirect policy), a TLS error, a time-out, an I/O error.
+fn classify(error: &reqwest::Error, fallback_host: &str) -> OutboundError {
+    let host = error
+        .url()
+        .and_then(Url::host_str)
+        .unwrap_or(fallback_host)
+        .to_owned();
+    let mut io_message = None;
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(found) = recognise(current, &host) {
+            return found;
+        }
+        // An I/O error's `source()` skips the error it wraps, and the connector wraps
+        // TLS errors in I/O errors, twice (tokio-rustls, then reqwest): look inside.
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            let mut wrapped = io.get_ref();
+            while let Some(inner) = wrapped {
+                let inner: &(dyn StdError + 'static) = inner;
+                if let Some(found) = recognise(inner, &host) {
+                    return found;
+                }
+                wrapped = inner
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(std::io::Error::get_ref);
+            }
+            io_message.get_or_insert_with(|| io.to_string());
+        }
+        source = current.source();
+    }
+    if error.is_timeout() {
+        return OutboundError::Timeout { host };
+    }
+    if let Some(message) = io_message {
+        return OutboundError::Connect { host, message };
+    }
+    if error.is_connect() {
+        return OutboundError::Connect {
+            host,
+            message: describe(error),
+        };
+    }
+    OutboundError::Other(format!("request to {host} failed: {}", describe(error)))
+}
+
+fn recognise(error: &(dyn StdError + 'static), host: &str) -> Option<OutboundError> {
+    if let Some(own) = error.downcast_ref::<OutboundError>() {
+        return Some(own.clone());
+    }
+    let tls = error.downcast_ref::<rustls::Error>()?;
+    let message = match tls {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            format!(
+                "{tls}; if the registry's certificate comes from a private CA, an operator \
+                 can trust that CA with REGKEEPER_OUTBOUND_CA_FILE"
+            )
+        }
+        other => other.to_string(),
+    };
+    Some(OutboundError::Tls {
+        host: host.to_owned(),
+        message,
+    })
+}
+
+/// The causes of an error, without reqwest's own top line, which quotes the whole URL
+/// (query string included).
+fn describe(error: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = error.source();
+    while let Some(current) = source {
+        let text = current.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = current.source();
+    }
+    if parts.is_empty() {
+        // Safe to show once the URL is gone: the rest is reqwest's fixed kind text.
+        let mut error_text = error.to_string();
+        if let Some(position) = error_text.find(" for url (") {
+            error_text.truncate(position);
+        }
+        parts.push(error_text);
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(config: OutboundConfig) -> OutboundClient {
+        OutboundClient::new(&config).unwrap()
+    }
+
+    fn check(client: &OutboundClient, url: &str) -> Result<(), OutboundError> {
+        client.check_url(&Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn ip_literals_in_every_spelling_are_checked() {
+        let client = client(OutboundConfig::default());
+        for url in [
+            "https://127.0.0.1/",
+            "https://2130706433/",
+            "https://0x7f000001/",
+            "https://127.1/",
+            "https://0177.0.0.1/",
+            "https://[::1]/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://[::ffff:7f00:1]/",
+            "https://169.254.169.254/",
+            "http://169.254.169.254/latest/meta-data/",
+            "https://[fd00:ec2::254]/",
+            "https://0.0.0.0/",
+        ] {
+            let error = check(&client, url).unwrap_err();
+            assert_eq!(error.code(), "destination_forbidden", "{url}: {error}");
+        }
+        assert!(check(&client, "https://93.184.216.34/v2/").is_ok());
+        assert!(check(&client, "https://registry.example.com/v2/").is_ok());
+    }
+
+    #[test]
+    fn plain_http_needs_the_exact_host_and_port() {
+        let client = client(OutboundConfig {
+            allow_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            http_registries: vec!["localhost:5000".into(), "[::1]:5001".into()],
+            ..OutboundConfig::default()
+        });
+        assert!(check(&client, "http://LOCALHOST:5000/v2/").is_ok());
+        assert!(check(&client, "http://[::1]:5001/v2/").is_ok());
+        for url in [
+            "http://localhost:5001/",
+            "http://localhost/",
+            "http://127.0.0.1:5000/",
+        ] {
+            let error = check(&client, url).unwrap_err();
+            assert_eq!(error.code(), "plain_http_forbidden", "{url}");
+            assert!(error
+                .to_string()
+                .contains("REGKEEPER_OUTBOUND_HTTP_REGISTRIES"));
+        }
+        let error = check(&client, "ftp://localhost:5000/").unwrap_err();
+        assert_eq!(error.code(), "outbound_failed");
+        let error = check(&client, "file:///etc/passwd").unwrap_err();
+        assert_eq!(error.code(), "outbound_failed");
+    }
+
+    #[test]
+    fn forbidden_message_names_the_rule_and_the_setting() {
+        let error = OutboundError::DestinationForbidden {
+            host: "localhost".into(),
+            address: Some("127.0.0.1".parse().unwrap()),
+            rule: rule::LOOPBACK,
+        };
+        assert_eq!(
+            error.to_string(),
+            "destination 127.0.0.1 (host localhost) is forbidden: loopback addresses are not \
+             allowed; an operator can allow the network with REGKEEPER_OUTBOUND_ALLOW_NETWORKS"
+        );
+        let literal = check(&client(OutboundConfig::default()), "https://[::1]:8/").unwrap_err();
+        assert!(
+            literal
+                .to_string()
+                .starts_with("destination ::1 is forbidden"),
+            "{literal}"
+        );
+    }
+
+    #[test]
+    fn codes_and_retryability() {
+        let host = || "registry.example".to_owned();
+        let cases = [
+            (
+                OutboundError::PlainHttpForbidden {
+                    host_port: "a:1".into(),
+                },
+                "plain_http_forbidden",
+                false,
+            ),
+            (
+                OutboundError::Dns {
+                    host: host(),
+                    message: String::new(),
+                },
+                "dns_failed",
+                true,
+            ),
+            (
+                OutboundError::Tls {
+                    host: host(),
+                    message: String::new(),
+                },
+                "tls_failed",
+                false,
+            ),
+            (
+                OutboundError::Connect {
+                    host: host(),
+                    message: String::new(),
+                },
+                "connect_failed",
+                true,
+            ),
+            (OutboundError::Timeout { host: host() }, "timeout", true),
+            (OutboundError::TooManyRedirects, "too_many_redirects", false),
+            (
+                OutboundError::TooLarge { limit: 1 },
+                "response_too_large",
+                false,
+            ),
+            (
+                OutboundError::Other(String::new()),
+                "outbound_failed",
+                false,
+            ),
+        ];
+        for (error, code, retryable) in cases {
+            assert_eq!(error.code(), code);
+            assert_eq!(error.retryable(), retryable, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_refused_naming_the_setting() {
+        let directory = tempfile::tempdir().unwrap();
+        let empty = directory.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        for path in [directory.path().join("missing.pem"), empty] {
+            let error = OutboundClient::new(&OutboundConfig {
+                ca_file: Some(path),
+                ..OutboundConfig::default()
+            })
+            .unwrap_err();
+            assert!(
+                error.to_string().contains("REGKEEPER_OUTBOUND_CA_FILE"),
+                "{error}"
+            );
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Amazon ECR: GetAuthorizationToken with static keys, an assumed role (with external
+//! id) or — only when the operator allows it — the server's own identity. Endpoints
+//! follow the AWS SDK's own settings (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_ECR`, …),
+//! so a local emulator can stand in.
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use aws_sdk_ecr::config::Region;
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::credential::{AuthMethod, Credential, CredentialSecret, Timestamp};
+use crate::domain::registry::{classify, RegistryKind};
+
+use super::{ProviderError, RegistryLogin};
+
+/// ECR's documented token lifetime, used when the answer's expiry is already past.
+pub const TOKEN_LIFETIME_MS: i64 = 12 * 3600 * 1000;
+
+pub struct EcrProvider {
+    allow_ambient: bool,
+}
+
+/// Whether a host uses the FIPS or dual-stack endpoints, which share no tokens with
+/// the standard ones.
+pub fn endpoint_variant(host: &str) -> String {
+    match classify(host) {
+        RegistryKind::Ecr(ecr) => {
+            format!("{}:{}:{}", ecr.partition.as_str(), ecr.fips, ecr.dual_stack)
+        }
+        _ => "custom".to_owned(),
+    }
+}
+
+impl EcrProvider {
+    pub fn new(allow_ambient: bool) -> Self {
+        Self { allow_ambient }
+    }
+
+    async fn sdk_config(
+        &self,
+        credential: &Credential,
+        secret: &CredentialSecret,
+    ) -> Result<aws_config::SdkConfig, ProviderError> {
+        let region =
+            credential.settings.aws_region.clone().ok_or_else(|| {
+                ProviderError::Unsupported("the ECR credential has no region".into())
+            })?;
+        let (fips, dual_stack) = match classify(&credential.registry_host) {
+            RegistryKind::Ecr(ecr) => (ecr.fips, ecr.dual_stack),
+            _ => (false, false),
+        };
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .use_fips(fips)
+            .use_dual_stack(dual_stack);
+        let ambient = credential.settings.ambient;
+        if ambient {
+            if !self.allow_ambient {
+                return Err(ProviderError::Unsupported(
+                    "this server no longer allows credentials that use its own AWS identity (REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS)".into(),
+                ));
+            }
+        } else {
+            let key_id = credential
+                .username
+                .clone()
+                .ok_or(ProviderError::MissingSecret)?;
+            let secret_key = secret
+                .password
+                .as_ref()
+                .ok_or(ProviderError::MissingSecret)?;
+            let keys = Credentials::new(
+                key_id,
+                secret_key.expose_secret().to_owned(),
+                secret
+                    .session_token
+                    .as_ref()
+                    .map(|token| token.expose_secret().to_owned()),
+                None,
+                "regkeeper",
+            );
+            loader = loader.credentials_provider(SharedCredentialsProvider::new(keys));
+        }
+        let base = loader.load().await;
+        let Some(role_arn) = credential.settings.role_arn.clone() else {
+            return Ok(base);
+        };
+        let mut role = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name("regkeeper")
+            .configure(&base);
+        if let Some(external_id) = &credential.settings.external_id {
+            role = role.external_id(external_id);
+        }
+        let role = role.build().await;
+        Ok(base
+            .into_builder()
+            .credentials_provider(SharedCredentialsProvider::new(role))
+            .build())
+    }
+
+    /// Mints a 12-hour ECR login. An expiry that is already past on receipt (clock
+    /// skew; emulators answer 2015-01-01) is logged and replaced by the documented
+    /// lifetime counted from now, so it is never refreshed in a loop.
+    pub async fn login(
+        &self,
+        credential: &Credential,
+        secret: &CredentialSecret,
+        now: Timestamp,
+    ) -> Result<RegistryLogin, ProviderError> {
+        debug_assert!(matches!(
+            credential.auth_method,
+            AuthMethod::AwsKeys | AuthMethod::AwsRole | AuthMethod::AwsAmbient
+        ));
+        let config = self.sdk_config(credential, secret).await?;
+        let client = aws_sdk_ecr::Client::new(&config);
+        let answer = client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(aws_error)?;
+        let data = answer.authorization_data().first().ok_or_else(|| {
+            ProviderError::AwsOther("GetAuthorizationToken returned no authorization data".into())
+        })?;
+        let encoded = data.authorization_token().ok_or_else(|| {
+            ProviderError::AwsOther("GetAuthorizationToken returned no token".into())
+        })?;
+        let decoded = zeroize::Zeroizing::new(
+            BASE64
+                .decode(encoded)
+                .map_err(|_| ProviderError::AwsOther("the ECR token is not base64".into()))?,
+        );
+        let text = std::str::from_utf8(&decoded)
+            .map_err(|_| ProviderError::AwsOther("the ECR token is not text".into()))?;
+        let (username, password) = text
+            .split_once(':')
+            .ok_or_else(|| ProviderError::AwsOther("the ECR token is not USER:PASSWORD".into()))?;
+        let reported = data.expires_at().map(|time| time.secs() * 1000);
+        let expires_at = match reported {
+            Some(expires_at) if expires_at > now + 60_000 => expires_at,
+            reported => {
+                tracing::warn!(
+                    credential.id = %credential.id,
+                    reported_expiry = ?reported,
+                    "ecr.expiry_already_past"
+                );
+                now + TOKEN_LIFETIME_MS
+            }
+        };
+        Ok(RegistryLogin {
+            username: username.to_owned(),
+            secret: SecretString::from(password.to_owned()),
+            issued_at: now,
+            expires_at: Some(expires_at),
+        })
+    }
+
+    /// The caller identity's ARN, to warn about root-account keys.
+    pub async fn caller_arn(
+        &self,
+        credential: &Credential,
+        secret: &CredentialSecret,
+    ) -> Result<String, ProviderError> {
+        let config = self.sdk_config(credential, secret).await?;
+        let answer = aws_sdk_sts::Client::new(&config)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(answer.arn().unwrap_or_default().to_owned())
+    }
+}
+
+fn aws_error<E: ProvideErrorMetadata + std::error::Error + 'static, R>(
+    error: SdkError<E, R>,
+) -> ProviderError {
+    match &error {
+        SdkError::DispatchFailure(failure) => {
+            return ProviderError::AwsUnreachable(
+                failure
+                    .as_connector_error()
+                    .map_or_else(|| "connection failed".to_owned(), ToString::to_string),
+            )
+        }
+        SdkError::TimeoutError(_) => {
+            return ProviderError::AwsUnreachable("the request timed out".into())
+        }
+        _ => {}
+    }
+    let code = error.code().unwrap_or("Unknown").to_owned();
+    let message = error.message().unwrap_or_default().to_owned();
+    match code.as_str() {
+        "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "InvalidSignatureException"
+        | "IncompleteSignature" => ProviderError::AwsInvalidKeys { code },
+        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => {
+            ProviderError::AwsExpired { code }
+        }
+        "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
+            ProviderError::AwsDenied { code, message }
+        }
+        "Throttling" | "ThrottlingException" | "TooManyRequestsException" => {
+            ProviderError::AwsThrottled { code }
+        }
+        _ if code == "Unknown" => ProviderError::AwsOther(error.to_string()),
+        _ => ProviderError::AwsOther(format!("{code}: {message}")),
+    }
+}

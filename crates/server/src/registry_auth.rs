@@ -1,0 +1,526 @@
+//! Docker Registry HTTP API v2 authentication: the `/v2/` ping, the `WWW-Authenticate`
+//! challenge, and Basic or Bearer login with per-repository scopes. Used to verify
+//! credentials and to mint Bearer tokens; every request goes through `outbound`.
+
+pub mod challenge;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64_URL};
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::registry::DOCKER_HUB;
+use crate::outbound::{OutboundClient, OutboundError};
+
+use challenge::{Challenge, Scheme};
+
+/// Token endpoints answer with small JSON documents; anything bigger is refused.
+const TOKEN_RESPONSE_LIMIT: usize = 256 * 1024;
+/// The lifetime the distribution token spec prescribes when `expires_in` is absent.
+pub const DEFAULT_TOKEN_SECONDS: u64 = 60;
+
+/// What a registry login is made of: a user name and a password or token.
+pub struct Login<'a> {
+    pub username: &'a str,
+    pub password: &'a SecretString,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
+    #[error("{host} rejected the user name or password (HTTP 401); check them, or whether the token or key has expired or been revoked")]
+    Unauthorized { host: String },
+    #[error("{host} refused pull access to repository {repository}; the credential is valid but not allowed to read it")]
+    ScopeDenied { host: String, repository: String },
+    #[error("{host} answered HTTP {status} at {path}; is this a container registry (Docker Registry API v2)?")]
+    UnexpectedStatus {
+        host: String,
+        path: &'static str,
+        status: u16,
+    },
+    #[error("{host} sent an authentication challenge regkeeper cannot use: {reason}")]
+    BadChallenge { host: String, reason: String },
+    #[error("the token service of {host} answered badly: {reason}")]
+    TokenService { host: String, reason: String },
+}
+
+impl RegistryError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Outbound(error) => error.code(),
+            Self::Unauthorized { .. } => "registry_unauthorized",
+            Self::ScopeDenied { .. } => "registry_scope_denied",
+            Self::UnexpectedStatus { .. } => "registry_unexpected_status",
+            Self::BadChallenge { .. } => "registry_bad_challenge",
+            Self::TokenService { .. } => "registry_token_service_failed",
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Outbound(error) => error.retryable(),
+            Self::UnexpectedStatus { status, .. } => *status >= 500 || *status == 429,
+            Self::TokenService { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// How a registry authenticated a login, and what the verification learnt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginReport {
+    /// `none` (anonymous registry), `basic` or `bearer`.
+    pub scheme: &'static str,
+    /// Actions a Bearer token granted beyond pull, when the token says so.
+    pub extra_actions: Vec<String>,
+}
+
+/// A Bearer token from a registry's token service.
+pub struct BearerToken {
+    pub token: SecretString,
+    pub expires_in: Duration,
+    /// Actions granted, read from the token's `access` claim when it is a JWT.
+    pub granted: Vec<(String, Vec<String>)>,
+}
+
+/// The host to send API requests to: Docker Hub's API is not at `docker.io`.
+pub fn api_host(registry_host: &str) -> &str {
+    if registry_host == DOCKER_HUB {
+        "registry-1.docker.io"
+    } else {
+        registry_host
+    }
+}
+
+/// Docker Hub keeps official images under `library/`.
+pub fn repository_path<'a>(registry_host: &str, repository: &'a str) -> std::borrow::Cow<'a, str> {
+    if registry_host == DOCKER_HUB && !repository.contains('/') {
+        std::borrow::Cow::Owned(format!("library/{repository}"))
+    } else {
+        std::borrow::Cow::Borrowed(repository)
+    }
+}
+
+pub struct RegistryClient<'a> {
+    outbound: &'a OutboundClient,
+    /// `host:port`s that may be reached over plain http (the operator's list).
+    http_registries: &'a [String],
+}
+
+impl<'a> RegistryClient<'a> {
+    pub fn new(outbound: &'a OutboundClient, http_registries: &'a [String]) -> Self {
+        Self {
+            outbound,
+            http_registries,
+        }
+    }
+
+    fn base_url(&self, host: &str) -> Result<url::Url, RegistryError> {
+        let scheme = if self.http_registries.iter().any(|allowed| allowed == host) {
+            "http"
+        } else {
+            "https"
+        };
+        url::Url::parse(&format!("{scheme}://{host}/")).map_err(|_| RegistryError::BadChallenge {
+            host: host.to_owned(),
+            reason: "the registry host is not a valid URL host".into(),
+        })
+    }
+
+    /// Logs in to `registry_host` as a client would: `GET /v2/`, then the challenge.
+    /// Given a repository, asks for pull access to it and checks it is granted.
+    pub async fn verify(
+        &self,
+        registry_host: &str,
+        login: &Login<'_>,
+        repository: Option<&str>,
+    ) -> Result<LoginReport, RegistryError> {
+        let host = api_host(registry_host);
+        let base = self.base_url(host)?;
+        let ping = base.join("v2/").expect("static path joins");
+        let response = self
+            .outbound
+            .send(self.outbound.request(Method::GET, ping.clone()))
+            .await?;
+        let challenges = challenges_of(&response);
+        match response.status() {
+            status if status.is_success() => {
+                return Ok(LoginReport {
+                    scheme: "none",
+                    extra_actions: Vec::new(),
+                })
+            }
+            StatusCode::UNAUTHORIZED => {}
+            status => {
+                return Err(RegistryError::UnexpectedStatus {
+                    host: host.to_owned(),
+                    path: "/v2/",
+                    status: status.as_u16(),
+                })
+            }
+        }
+        let challenge =
+            challenge::preferred(&challenges).ok_or_else(|| RegistryError::BadChallenge {
+                host: host.to_owned(),
+                reason: "HTTP 401 without a WWW-Authenticate challenge".into(),
+            })?;
+        match &challenge.scheme {
+            Scheme::Basic => {
+                let status = self.basic_get(&ping, login).await?;
+                if status == StatusCode::UNAUTHORIZED {
+                    return Err(RegistryError::Unauthorized {
+                        host: host.to_owned(),
+                    });
+                }
+                if !status.is_success() {
+                    return Err(RegistryError::UnexpectedStatus {
+                        host: host.to_owned(),
+                        path: "/v2/",
+                        status: status.as_u16(),
+                    });
+                }
+                if let Some(repository) = repository {
+                    self.check_pull_basic(&base, host, registry_host, repository, login)
+                        .await?;
+                }
+                Ok(LoginReport {
+                    scheme: "basic",
+                    extra_actions: Vec::new(),
+                })
+            }
+            Scheme::Bearer => {
+                let scope = repository.map(|repository| {
+                    format!(
+                        "repository:{}:pull",
+                        repository_path(registry_host, repository)
+                    )
+                });
+                let token = self
+                    .bearer_token(host, challenge, login, scope.as_deref())
+                    .await?;
+                let mut extra_actions = Vec::new();
+                if let Some(repository) = repository {
+                    let name = repository_path(registry_host, repository);
+                    let actions: Vec<&String> = token
+                        .granted
+                        .iter()
+                        .filter(|(granted, _)| granted == name.as_ref())
+                        .flat_map(|(_, actions)| actions)
+                        .collect();
+                    if !token.granted.is_empty()
+                        && !actions
+                            .iter()
+                            .any(|action| *action == "pull" || *action == "*")
+                    {
+                        return Err(RegistryError::ScopeDenied {
+                            host: host.to_owned(),
+                            repository: name.into_owned(),
+                        });
+                    }
+                    extra_actions = actions
+                        .into_iter()
+                        .filter(|action| *action != "pull")
+                        .cloned()
+                        .collect();
+                    self.check_pull_bearer(&base, host, &name, &token).await?;
+                }
+                Ok(LoginReport {
+                    scheme: "bearer",
+                    extra_actions,
+                })
+            }
+            Scheme::Other(name) => Err(RegistryError::BadChallenge {
+                host: host.to_owned(),
+                reason: format!("unsupported authentication scheme `{name}`"),
+            }),
+        }
+    }
+
+    async fn basic_get(
+        &self,
+        url: &url::Url,
+        login: &Login<'_>,
+    ) -> Result<StatusCode, RegistryError> {
+        let request = self
+            .outbound
+            .request(Method::GET, url.clone())
+            .header(reqwest::header::AUTHORIZATION, basic_header(login));
+        Ok(self.outbound.send(request).await?.status())
+    }
+
+    /// Pull access over Basic auth: the tags list answers 200 only to a reader.
+    async fn check_pull_basic(
+        &self,
+        base: &url::Url,
+        host: &str,
+        registry_host: &str,
+        repository: &str,
+        login: &Login<'_>,
+    ) -> Result<(), RegistryError> {
+        let name = repository_path(registry_host, repository);
+        let url =
+            base.join(&format!("v2/{name}/tags/list"))
+                .map_err(|_| RegistryError::ScopeDenied {
+                    host: host.to_owned(),
+                    repository: name.to_string(),
+                })?;
+        match self.basic_get(&url, login).await? {
+            status if status.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
+                Err(RegistryError::ScopeDenied {
+                    host: host.to_owned(),
+                    repository: name.into_owned(),
+                })
+            }
+            status => Err(RegistryError::UnexpectedStatus {
+                host: host.to_owned(),
+                path: "/v2/<name>/tags/list",
+                status: status.as_u16(),
+            }),
+        }
+    }
+
+    async fn check_pull_bearer(
+        &self,
+        base: &url::Url,
+        host: &str,
+        repository: &str,
+        token: &BearerToken,
+    ) -> Result<(), RegistryError> {
+        let url = base
+            .join(&format!("v2/{repository}/tags/list"))
+            .map_err(|_| RegistryError::ScopeDenied {
+                host: host.to_owned(),
+                repository: repository.to_owned(),
+            })?;
+        let request = self
+            .outbound
+            .request(Method::GET, url)
+            .bearer_auth(token.token.expose_secret());
+        match self.outbound.send(request).await?.status() {
+            status if status.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
+                Err(RegistryError::ScopeDenied {
+                    host: host.to_owned(),
+                    repository: repository.to_owned(),
+                })
+            }
+            status => Err(RegistryError::UnexpectedStatus {
+                host: host.to_owned(),
+                path: "/v2/<name>/tags/list",
+                status: status.as_u16(),
+            }),
+        }
+    }
+
+    /// Fetches a Bearer token from the challenge's realm: the OAuth2 password grant by
+    /// POST first (what Docker does when it has a password), then the classic GET
+    /// with Basic auth when the service does not support it. Credentials go to the
+    /// realm only over https (or to an operator-allowed plain-http registry).
+    pub async fn bearer_token(
+        &self,
+        host: &str,
+        challenge: &Challenge,
+        login: &Login<'_>,
+        scope: Option<&str>,
+    ) -> Result<BearerToken, RegistryError> {
+        let realm = challenge
+            .realm()
+            .ok_or_else(|| RegistryError::BadChallenge {
+                host: host.to_owned(),
+                reason: "the Bearer challenge has no realm".into(),
+            })?;
+        let realm = url::Url::parse(realm).map_err(|_| RegistryError::BadChallenge {
+            host: host.to_owned(),
+            reason: "the Bearer realm is not a URL".into(),
+        })?;
+        let realm_host_port = match realm.port() {
+            Some(port) => format!("{}:{port}", realm.host_str().unwrap_or_default()),
+            None => realm.host_str().unwrap_or_default().to_owned(),
+        };
+        if realm.scheme() != "https" && !self.http_registries.contains(&realm_host_port) {
+            return Err(RegistryError::BadChallenge {
+                host: host.to_owned(),
+                reason: format!("the token realm {realm_host_port} is not https; credentials are only sent over https"),
+            });
+        }
+        let service = challenge.service().unwrap_or_default();
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "password"),
+            ("client_id", "regkeeper"),
+            ("username", login.username),
+            ("password", login.password.expose_secret()),
+            ("service", service),
+        ];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        let post = self
+            .outbound
+            .request(Method::POST, realm.clone())
+            .form(&form);
+        let response = self.outbound.send(post).await?;
+        let status = response.status();
+        if status.is_success() {
+            return parse_token_response(host, response).await;
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(RegistryError::Unauthorized {
+                host: host.to_owned(),
+            });
+        }
+        // 404/405/400: the service does not do OAuth2; fall back to GET with Basic.
+        let mut get_url = realm;
+        {
+            let mut query = get_url.query_pairs_mut();
+            query.append_pair("service", service);
+            if let Some(scope) = scope {
+                query.append_pair("scope", scope);
+            }
+        }
+        let get = self
+            .outbound
+            .request(Method::GET, get_url)
+            .header(reqwest::header::AUTHORIZATION, basic_header(login));
+        let response = self.outbound.send(get).await?;
+        match response.status() {
+            status if status.is_success() => parse_token_response(host, response).await,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(RegistryError::Unauthorized {
+                host: host.to_owned(),
+            }),
+            status => Err(RegistryError::TokenService {
+                host: host.to_owned(),
+                reason: format!("HTTP {status}"),
+            }),
+        }
+    }
+}
+
+fn basic_header(login: &Login<'_>) -> String {
+    format!(
+        "Basic {}",
+        BASE64.encode(format!(
+            "{}:{}",
+            login.username,
+            login.password.expose_secret()
+        ))
+    )
+}
+
+fn challenges_of(response: &reqwest::Response) -> Vec<Challenge> {
+    response
+        .headers()
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(challenge::parse)
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+async fn parse_token_response(
+    host: &str,
+    response: reqwest::Response,
+) -> Result<BearerToken, RegistryError> {
+    let body = OutboundClient::read_capped(response, TOKEN_RESPONSE_LIMIT).await?;
+    let parsed: TokenResponse =
+        serde_json::from_slice(&body).map_err(|_| RegistryError::TokenService {
+            host: host.to_owned(),
+            reason: "the answer is not the token JSON".into(),
+        })?;
+    let token = parsed
+        .token
+        .or(parsed.access_token)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| RegistryError::TokenService {
+            host: host.to_owned(),
+            reason: "the answer holds no token".into(),
+        })?;
+    let granted = granted_access(&token);
+    Ok(BearerToken {
+        token: SecretString::from(token),
+        expires_in: Duration::from_secs(
+            parsed
+                .expires_in
+                .filter(|seconds| *seconds > 0)
+                .unwrap_or(DEFAULT_TOKEN_SECONDS),
+        ),
+        granted,
+    })
+}
+
+/// Reads the `access` claim of a JWT Bearer token without checking its signature: the
+/// registry checks that; here it only tells what the token claims to grant.
+pub fn granted_access(token: &str) -> Vec<(String, Vec<String>)> {
+    #[derive(Deserialize)]
+    struct Claims {
+        #[serde(default)]
+        access: Vec<AccessEntry>,
+    }
+    #[derive(Deserialize)]
+    struct AccessEntry {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        actions: Vec<String>,
+    }
+    let Some(payload) = token.split('.').nth(1) else {
+        return Vec::new();
+    };
+    let Ok(bytes) = BASE64_URL.decode(payload.trim_end_matches('=')) else {
+        return Vec::new();
+    };
+    serde_json::from_slice::<Claims>(&bytes)
+        .map(|claims| {
+            claims
+                .access
+                .into_iter()
+                .map(|entry| (entry.name, entry.actions))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_is_reached_at_its_api_host_with_library_names() {
+        assert_eq!(api_host("docker.io"), "registry-1.docker.io");
+        assert_eq!(api_host("ghcr.io"), "ghcr.io");
+        assert_eq!(repository_path("docker.io", "alpine"), "library/alpine");
+        assert_eq!(
+            repository_path("docker.io", "bitnami/redis"),
+            "bitnami/redis"
+        );
+        assert_eq!(repository_path("ghcr.io", "alpine"), "alpine");
+    }
+
+    #[test]
+    fn access_claims_are_read_from_jwt_payloads() {
+        let payload = BASE64_URL.encode(
+            r#"{"access":[{"type":"repository","name":"team/app","actions":["pull","push"]}]}"#,
+        );
+        let token = format!("eyJhbGciOiJub25lIn0.{payload}.sig");
+        assert_eq!(
+            granted_access(&token),
+            vec![(
+                "team/app".to_owned(),
+                vec!["pull".to_owned(), "push".to_owned()]
+            )]
+        );
+        assert!(granted_access("opaque-token").is_empty());
+        assert!(granted_access("a.!!!.c").is_empty());
+    }
+}

@@ -1,0 +1,217 @@
+//! The cache of minted registry logins. A login is refreshed ahead of its expiry (at
+//! about two thirds of its lifetime, with jitter); until the refresh succeeds, the last
+//! good login is served — but never past its real expiry. One mint per shared
+//! identity at a time (single flight), whatever the number of callers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use rand::Rng;
+
+use crate::clock::Clock;
+use crate::domain::credential::Timestamp;
+use crate::providers::{ProviderError, RegistryLogin};
+
+/// Fraction of a token's lifetime after which it is refreshed.
+const REFRESH_NUMERATOR: i64 = 2;
+const REFRESH_DENOMINATOR: i64 = 3;
+/// Jitter around the refresh point, as a fraction of the lifetime (±5 %), so that
+/// tokens minted together are not all refreshed together.
+const JITTER_PERMILLE: i64 = 50;
+/// A login is not handed out for less than this: a client needs time to use it.
+pub const MINIMUM_REMAINING_MS: i64 = 30_000;
+
+/// When a token issued at `issued_at` and expiring at `expires_at` should be
+/// refreshed, given a jitter draw in `[-1000, 1000]` (per mille of ±JITTER).
+pub fn refresh_at(issued_at: Timestamp, expires_at: Timestamp, jitter_draw: i64) -> Timestamp {
+    let lifetime = (expires_at - issued_at).max(0);
+    let base = issued_at + lifetime * REFRESH_NUMERATOR / REFRESH_DENOMINATOR;
+    let jitter = lifetime * JITTER_PERMILLE / 1000 * jitter_draw.clamp(-1000, 1000) / 1000;
+    (base + jitter).clamp(
+        issued_at,
+        expires_at - MINIMUM_REMAINING_MS.min(lifetime / 4),
+    )
+}
+
+#[derive(Clone)]
+struct Cached {
+    login: RegistryLogin,
+    refresh_at: Timestamp,
+}
+
+/// What a lookup found, for status reporting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStatus {
+    Fresh,
+    /// Past its refresh point and the refresh failed; still valid.
+    Stale,
+    Expired,
+}
+
+pub struct TokenCache {
+    clock: Arc<dyn Clock>,
+    entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
+}
+
+impl TokenCache {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, key: &str) -> Arc<tokio::sync::Mutex<Option<Cached>>> {
+        let mut entries = self.entries.lock().expect("token cache lock poisoned");
+        Arc::clone(entries.entry(key.to_owned()).or_default())
+    }
+
+    /// The cached login for `key` if it is fresh; otherwise mints one with `mint`.
+    /// When minting fails, a login that is stale but unexpired is served instead.
+    pub async fn get_or_mint<F, Fut>(
+        &self,
+        key: &str,
+        mint: F,
+    ) -> Result<(RegistryLogin, TokenStatus), ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<RegistryLogin, ProviderError>>,
+    {
+        let slot = self.slot(key);
+        let mut cached = slot.lock().await;
+        let now = self.clock.now();
+        if let Some(entry) = cached.as_ref() {
+            if now < entry.refresh_at {
+                return Ok((entry.login.clone(), TokenStatus::Fresh));
+            }
+        }
+        match mint().await {
+            Ok(login) => {
+                let refresh_at = match login.expires_at {
+                    Some(expires_at) => {
+                        let draw = rand::thread_rng().gen_range(-1000..=1000);
+                        refresh_at(login.issued_at, expires_at, draw)
+                    }
+                    None => Timestamp::MAX,
+                };
+                *cached = Some(Cached {
+                    login: login.clone(),
+                    refresh_at,
+                });
+                Ok((login, TokenStatus::Fresh))
+            }
+            Err(error) => match cached.as_ref() {
+                Some(entry)
+                    if entry
+                        .login
+                        .expires_at
+                        .is_none_or(|expires_at| now + MINIMUM_REMAINING_MS < expires_at) =>
+                {
+                    tracing::warn!(
+                        error.code = error.code(),
+                        "token.refresh_failed_serving_stale"
+                    );
+                    Ok((entry.login.clone(), TokenStatus::Stale))
+                }
+                _ => {
+                    *cached = None;
+                    Err(error)
+                }
+            },
+        }
+    }
+
+    /// Drops a login the registry refused, so the next lookup mints a new one.
+    pub async fn invalidate(&self, key: &str) {
+        *self.slot(key).lock().await = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const HOUR: i64 = 3_600_000;
+
+    fn login(issued_at: Timestamp, lifetime: i64, value: &str) -> RegistryLogin {
+        RegistryLogin {
+            username: "AWS".into(),
+            secret: SecretString::from(value.to_owned()),
+            issued_at,
+            expires_at: Some(issued_at + lifetime),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn refresh_happens_inside_the_lifetime(issued in 0i64..1_000_000_000_000, lifetime in 1i64..(48 * HOUR), draw in -1000i64..=1000) {
+            let at = refresh_at(issued, issued + lifetime, draw);
+            prop_assert!(at >= issued);
+            prop_assert!(at <= issued + lifetime);
+            if lifetime >= 4 * MINIMUM_REMAINING_MS {
+                prop_assert!(at <= issued + lifetime - MINIMUM_REMAINING_MS);
+                let ideal = issued + lifetime * 2 / 3;
+                prop_assert!((at - ideal).abs() <= lifetime / 20 + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn twelve_hour_tokens_refresh_near_eight_hours() {
+        assert_eq!(refresh_at(0, 12 * HOUR, 0), 8 * HOUR);
+        assert_eq!(refresh_at(0, 12 * HOUR, 1000), 8 * HOUR + 12 * HOUR / 20);
+        assert_eq!(refresh_at(0, 12 * HOUR, -1000), 8 * HOUR - 12 * HOUR / 20);
+    }
+
+    #[tokio::test]
+    async fn serves_fresh_then_refreshes_then_serves_stale_until_expiry() {
+        let clock = Arc::new(ManualClock::new(0));
+        let cache = TokenCache::new(clock.clone());
+        let (first, status) = cache
+            .get_or_mint("id", || async { Ok(login(0, 12 * HOUR, "one")) })
+            .await
+            .unwrap();
+        assert_eq!(status, TokenStatus::Fresh);
+        // Fresh: no mint happens.
+        let (again, _) = cache
+            .get_or_mint("id", || async { panic!("minted while fresh") })
+            .await
+            .unwrap();
+        assert_eq!(again.expires_at, first.expires_at);
+        // Past the refresh point the mint fails: the last good login is served.
+        clock.advance(9 * HOUR);
+        let (stale, status) = cache
+            .get_or_mint("id", || async {
+                Err(ProviderError::AwsThrottled {
+                    code: "Throttling".into(),
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(status, TokenStatus::Stale);
+        assert_eq!(stale.expires_at, first.expires_at);
+        // Never past its real expiry.
+        clock.advance(3 * HOUR);
+        let error = cache
+            .get_or_mint("id", || async {
+                Err(ProviderError::AwsThrottled {
+                    code: "Throttling".into(),
+                })
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), "aws_throttled");
+        let now = clock.now();
+        let (renewed, status) = cache
+            .get_or_mint("id", || async move { Ok(login(now, 12 * HOUR, "two")) })
+            .await
+            .unwrap();
+        assert_eq!(status, TokenStatus::Fresh);
+        assert_eq!(renewed.issued_at, now);
+    }
+}

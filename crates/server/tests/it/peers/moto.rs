@@ -1,0 +1,153 @@
+//! `moto_server` from `.venv-test` as the AWS the tests talk to (ECR, STS, Secrets
+//! Manager), since the real one is out of reach and a hand-written fake would only
+//! agree with our own reading of the APIs.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::process::{available, PeerProcess};
+
+/// The account moto reports for any credentials.
+pub const ACCOUNT_ID: &str = "123456789012";
+pub const REGION: &str = "us-east-1";
+/// Moto accepts any signature; these only have to look like keys.
+pub const ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+pub const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+/// A `moto_server` process on 127.0.0.1, killed on drop.
+pub struct Moto {
+    process: PeerProcess,
+    endpoint_url: String,
+}
+
+/// `.venv-test/bin/moto_server` at the workspace root, where `scripts/test` puts it.
+pub fn moto_server_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-test/bin/moto_server")
+}
+
+impl Moto {
+    /// `None` (skip) when `.venv-test` has no moto_server, outside CI.
+    pub fn start() -> Option<Self> {
+        let binary = moto_server_binary();
+        if !available(&binary, "pip package moto[server] in .venv-test") {
+            return None;
+        }
+        let home = std::env::temp_dir();
+        let mut command = Command::new(&binary);
+        command
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            // No AWS_* settings of the caller should change what moto does.
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("PYTHONUNBUFFERED", "1");
+        let mut process = PeerProcess::spawn("moto_server", &mut command);
+        // Werkzeug binds port 0 and prints the port it got before serving; the socket
+        // is listening by then.
+        let endpoint_url = process.wait_for(|line| {
+            let rest = line.split("Running on ").nth(1)?;
+            Some(
+                rest.split_whitespace()
+                    .next()?
+                    .trim_end_matches('/')
+                    .to_owned(),
+            )
+        });
+        let moto = Self {
+            process,
+            endpoint_url,
+        };
+        let (status, _) = moto.get("/moto-api/");
+        assert_eq!(
+            status,
+            200,
+            "moto_server does not answer /moto-api/: {}",
+            moto.process.output()
+        );
+        Some(moto)
+    }
+
+    /// `http://127.0.0.1:PORT`, for an AWS SDK's endpoint override.
+    pub fn endpoint_url(&self) -> &str {
+        &self.endpoint_url
+    }
+
+    /// Forgets every resource moto holds (`POST /moto-api/reset`).
+    pub fn reset(&self) {
+        let response = ureq::post(&format!("{}/moto-api/reset", self.endpoint_url))
+            .send_bytes(b"")
+            .expect("moto reset");
+        assert_eq!(response.status(), 200, "moto reset");
+    }
+
+    /// A plain GET on moto, returning status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        match ureq::get(&format!("{}{path}", self.endpoint_url)).call() {
+            Ok(response) => (
+                response.status(),
+                response.into_string().unwrap_or_default(),
+            ),
+            Err(ureq::Error::Status(status, response)) => {
+                (status, response.into_string().unwrap_or_default())
+            }
+            Err(error) => panic!("moto request failed: {error}"),
+        }
+    }
+
+    /// Calls an AWS JSON-1.1 API (`X-Amz-Target`) on moto.
+    pub fn call_json_api(
+        &self,
+        service: &str,
+        target: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let result = ureq::post(&format!("{}/", self.endpoint_url))
+            .set("Content-Type", "application/x-amz-json-1.1")
+            .set("X-Amz-Target", target)
+            .set("Authorization", &authorization(service))
+            .send_string(&body.to_string());
+        let (status, text) = match result {
+            Ok(response) => (
+                response.status(),
+                response.into_string().unwrap_or_default(),
+            ),
+            Err(ureq::Error::Status(status, response)) => {
+                (status, response.into_string().unwrap_or_default())
+            }
+            Err(error) => panic!("moto request failed: {error}"),
+        };
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, value)
+    }
+
+    /// Calls an AWS query-protocol API (STS) on moto with a form POST; the body is
+    /// returned as text (XML).
+    pub fn call_query_api(&self, service: &str, parameters: &[(&str, &str)]) -> (u16, String) {
+        let result = ureq::post(&format!("{}/", self.endpoint_url))
+            .set("Authorization", &authorization(service))
+            .send_form(parameters);
+        match result {
+            Ok(response) => (
+                response.status(),
+                response.into_string().unwrap_or_default(),
+            ),
+            Err(ureq::Error::Status(status, response)) => {
+                (status, response.into_string().unwrap_or_default())
+            }
+            Err(error) => panic!("moto request failed: {error}"),
+        }
+    }
+
+    /// What moto_server has printed so far, for failure messages.
+    pub fn log(&self) -> String {
+        self.process.output()
+    }
+}
+
+/// An unsigned SigV4-shaped header: moto routes a request by the service and region it
+/// names, and checks no signature.
+fn authorization(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    )
+}
