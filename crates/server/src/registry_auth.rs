@@ -193,15 +193,28 @@ impl<'a> RegistryClient<'a> {
                 })
             }
             Scheme::Bearer => {
-                let scope = repository.map(|repository| {
-                    format!(
-                        "repository:{}:pull",
-                        repository_path(registry_host, repository)
-                    )
-                });
-                let token = self
-                    .bearer_token(host, challenge, login, scope.as_deref())
-                    .await?;
+                // Token services grant the intersection of what is asked and what the
+                // user may do, so asking for push as well reveals an over-privileged
+                // credential. Services that refuse the wider request get pull alone.
+                let token = match repository {
+                    Some(repository) => {
+                        let name = repository_path(registry_host, repository);
+                        let wide = format!("repository:{name}:pull,push");
+                        match self.bearer_token(host, challenge, login, Some(&wide)).await {
+                            Ok(token) => token,
+                            Err(
+                                RegistryError::Unauthorized { .. }
+                                | RegistryError::TokenService { .. },
+                            ) => {
+                                let narrow = format!("repository:{name}:pull");
+                                self.bearer_token(host, challenge, login, Some(&narrow))
+                                    .await?
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    None => self.bearer_token(host, challenge, login, None).await?,
+                };
                 let mut extra_actions = Vec::new();
                 if let Some(repository) = repository {
                     let name = repository_path(registry_host, repository);

@@ -8,5 +8,6 @@ mod cli;
 mod master_key;
 mod outbound;
 mod peers;
+mod registry_logins;
 mod store_contract;
 mod support;

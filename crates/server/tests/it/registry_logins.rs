@@ -1,0 +1,399 @@
+//! Registry logins end to end with real peers: distribution with htpasswd over TLS,
+//! distribution with token auth, and ECR through moto_server standing in for AWS, each
+//! verified on add and resolved into credentials that skopeo then pulls with.
+
+use base64::Engine;
+use regkeeper_wire as wire;
+
+use super::peers::moto::{self, Moto};
+use super::peers::registry::{Registry, SkopeoAuth};
+use super::peers::token_issuer::{TokenIssuer, PULLER, PULLER_PASSWORD, PUSHER, PUSHER_PASSWORD};
+use super::support::{ok, run_cli, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
+
+/// A server allowed to reach the loopback registry and trusting its test CA.
+fn server_for(registry: &Registry, extra: &[(&str, &str)]) -> TestServer {
+    let mut environment = vec![
+        (
+            "REGKEEPER_OUTBOUND_ALLOW_NETWORKS".to_owned(),
+            "127.0.0.0/8".to_owned(),
+        ),
+        (
+            "REGKEEPER_OUTBOUND_CA_FILE".to_owned(),
+            registry.ca_file().display().to_string(),
+        ),
+    ];
+    environment.extend(
+        extra
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    );
+    TestServer::start_with(ServerOptions {
+        environment,
+        ..ServerOptions::default()
+    })
+}
+
+fn add(server: &TestServer, args: &[&str], password: &str) -> std::process::Output {
+    let mut full = vec!["credentials", "add", "--password-stdin", "--output", "json"];
+    full.extend_from_slice(args);
+    server.cli(ADMIN_TOKEN, &full, Some(password))
+}
+
+fn resolve(server: &TestServer, image: &str) -> wire::Resolved {
+    serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &["resolve", image], None))).unwrap()
+}
+
+#[test]
+fn htpasswd_registry_verify_resolve_and_pull() {
+    let Some(registry) = Registry::htpasswd(&[("robot", "robot-password")]) else {
+        return;
+    };
+    registry.push_test_image("team/app", "1", "robot", "robot-password");
+    let host = registry.host_port().to_owned();
+
+    // Without the operator's allowance, loopback is refused before any connection.
+    let guarded = TestServer::start();
+    let refused = add(
+        &guarded,
+        &[
+            "--name",
+            "local",
+            "--registry",
+            &host,
+            "--username",
+            "robot",
+        ],
+        "robot-password",
+    );
+    assert!(
+        stderr(&refused).contains("destination_forbidden"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let server = server_for(&registry, &[]);
+    let wrong = add(
+        &server,
+        &[
+            "--name",
+            "local",
+            "--registry",
+            &host,
+            "--username",
+            "robot",
+        ],
+        "not-the-password",
+    );
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("rejected the user name or password"),
+        "{}",
+        stderr(&wrong)
+    );
+    let listed: wire::CredentialList = serde_json::from_str(&ok(&server.cli(
+        ADMIN_TOKEN,
+        &["credentials", "list", "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    assert!(
+        listed.credentials.is_empty(),
+        "a credential that failed verification is not stored"
+    );
+
+    let added: wire::Credential = serde_json::from_str(&ok(&add(
+        &server,
+        &[
+            "--name",
+            "local",
+            "--registry",
+            &format!("https://{host}"),
+            "--username",
+            "robot",
+        ],
+        "robot-password",
+    )))
+    .unwrap();
+    assert_eq!(added.verification.status, "ok");
+    assert!(added
+        .verification
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("basic"));
+    ok(&server.cli(
+        ADMIN_TOKEN,
+        &["credentials", "verify", "local", "--repository", "team/app"],
+        None,
+    ));
+    let missing = server.cli(
+        ADMIN_TOKEN,
+        &[
+            "credentials",
+            "verify",
+            "local",
+            "--repository",
+            "team/nothing",
+        ],
+        None,
+    );
+    assert!(
+        stderr(&missing).contains("refused pull access"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let resolved = resolve(&server, &format!("{host}/team/app:1"));
+    assert_eq!(
+        (
+            resolved.username.as_str(),
+            resolved.secret.expose(),
+            resolved.expires_at.as_deref()
+        ),
+        ("robot", "robot-password", None)
+    );
+    let pulled = registry.skopeo_pull(
+        &registry.image("team/app:1"),
+        &SkopeoAuth::Basic {
+            username: &resolved.username,
+            password: resolved.secret.expose(),
+        },
+    );
+    assert!(
+        pulled.status.success(),
+        "skopeo pull: {}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let audit = ok(&server.cli(ADMIN_TOKEN, &["audit", "list", "--limit", "100"], None));
+    assert!(
+        audit.contains("credential.resolve") && audit.contains("credential.verify"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn token_registry_bearer_login_and_push_warning() {
+    let issuer = TokenIssuer::start();
+    let Some(registry) = Registry::token_auth(&issuer) else {
+        return;
+    };
+    registry.push_test_image("team/app", "1", PUSHER, PUSHER_PASSWORD);
+    let host = registry.host_port().to_owned();
+    let server = server_for(&registry, &[]);
+    let puller: wire::Credential = serde_json::from_str(&ok(&add(
+        &server,
+        &[
+            "--name",
+            "puller",
+            "--registry",
+            &host,
+            "--username",
+            PULLER,
+        ],
+        PULLER_PASSWORD,
+    )))
+    .unwrap();
+    assert!(
+        puller
+            .verification
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("bearer"),
+        "{:?}",
+        puller.verification
+    );
+    let verified: wire::Credential = serde_json::from_str(&ok(&server.cli(
+        ADMIN_TOKEN,
+        &[
+            "credentials",
+            "verify",
+            "puller",
+            "--repository",
+            "team/app",
+            "--output",
+            "json",
+        ],
+        None,
+    )))
+    .unwrap();
+    assert!(!verified.verification.message.unwrap().contains("warning"));
+
+    ok(&add(
+        &server,
+        &[
+            "--name",
+            "pusher",
+            "--registry",
+            &host,
+            "--username",
+            PUSHER,
+            "--path-prefix",
+            "team",
+        ],
+        PUSHER_PASSWORD,
+    ));
+    let verified: wire::Credential = serde_json::from_str(&ok(&server.cli(
+        ADMIN_TOKEN,
+        &[
+            "credentials",
+            "verify",
+            "pusher",
+            "--repository",
+            "team/app",
+            "--output",
+            "json",
+        ],
+        None,
+    )))
+    .unwrap();
+    let message = verified.verification.message.unwrap();
+    assert!(
+        message.contains("warning") && message.contains("push"),
+        "{message}"
+    );
+
+    // The longest path prefix wins: team/app goes to the pusher credential.
+    assert_eq!(
+        resolve(&server, &format!("{host}/team/app:1")).username,
+        PUSHER
+    );
+    assert_eq!(
+        resolve(&server, &format!("{host}/other/app:1")).username,
+        PULLER
+    );
+    let wrong = add(
+        &server,
+        &["--name", "bad", "--registry", &host, "--username", PULLER],
+        "wrong",
+    );
+    assert!(
+        stderr(&wrong).contains("rejected the user name or password"),
+        "{}",
+        stderr(&wrong)
+    );
+}
+
+#[test]
+fn ecr_through_moto_keys_and_role() {
+    let Some(moto) = Moto::start() else { return };
+    // moto's ECR token stands in for the registry password, so the whole path is real.
+    let (status, body) = moto.call_json_api(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let encoded = body["authorizationData"][0]["authorizationToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let decoded = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap(),
+    )
+    .unwrap();
+    let (user, token) = decoded.split_once(':').unwrap();
+    let Some(registry) = Registry::htpasswd(&[(user, token)]) else {
+        return;
+    };
+    registry.push_test_image("team/app", "1", user, token);
+    let host = registry.host_port().to_owned();
+    let server = server_for(&registry, &[("AWS_ENDPOINT_URL", moto.endpoint_url())]);
+
+    let added: wire::Credential = serde_json::from_str(&ok(&run_cli(
+        &server.url,
+        ADMIN_TOKEN,
+        &[
+            "credentials",
+            "add",
+            "--name",
+            "ecr",
+            "--type",
+            "ecr",
+            "--registry",
+            &host,
+            "--aws-region",
+            moto::REGION,
+            "--username",
+            moto::ACCESS_KEY_ID,
+            "--password-env",
+            "AWS_SECRET",
+            "--output",
+            "json",
+        ],
+        None,
+        &[("AWS_SECRET", moto::SECRET_ACCESS_KEY)],
+    )))
+    .unwrap();
+    assert_eq!(
+        (
+            added.kind.as_str(),
+            added.auth_method.as_str(),
+            added.verification.status.as_str()
+        ),
+        ("ecr", "aws_keys", "ok")
+    );
+
+    let resolved = resolve(&server, &format!("{host}/team/app:1"));
+    assert_eq!(
+        (resolved.username.as_str(), resolved.secret.expose()),
+        (user, token)
+    );
+    // moto reports an expiry in 2015; it is replaced by the documented 12 hours.
+    let expires_at = resolved.expires_at.clone().expect("ECR logins expire");
+    assert!(expires_at.as_str() > "2026-01-01", "{expires_at}");
+    assert!(server.log().contains("ecr.expiry_already_past"));
+    let pulled = registry.skopeo_pull(
+        &registry.image("team/app:1"),
+        &SkopeoAuth::Basic {
+            username: &resolved.username,
+            password: resolved.secret.expose(),
+        },
+    );
+    assert!(
+        pulled.status.success(),
+        "skopeo pull: {}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+
+    // The same through an assumed role with an external id.
+    let role: wire::Credential = serde_json::from_str(&ok(&run_cli(
+        &server.url,
+        ADMIN_TOKEN,
+        &[
+            "credentials",
+            "add",
+            "--name",
+            "ecr-role",
+            "--type",
+            "ecr",
+            "--registry",
+            &host,
+            "--aws-region",
+            moto::REGION,
+            "--path-prefix",
+            "team",
+            "--username",
+            moto::ACCESS_KEY_ID,
+            "--password-env",
+            "AWS_SECRET",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/regkeeper-pull",
+            "--external-id",
+            "ext-42",
+            "--output",
+            "json",
+        ],
+        None,
+        &[("AWS_SECRET", moto::SECRET_ACCESS_KEY)],
+    )))
+    .unwrap();
+    assert_eq!(
+        (role.auth_method.as_str(), role.verification.status.as_str()),
+        ("aws_role", "ok")
+    );
+    let resolved = resolve(&server, &format!("{host}/team/app:1"));
+    assert_eq!(resolved.secret.expose(), token);
+}
