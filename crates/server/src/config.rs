@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::Deserialize;
+use url::{Host, Url};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = "./regkeeper-data";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_AZURE_AUTHORITY_URL: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -70,6 +73,12 @@ pub struct Config {
     pub master_key_file: PathBuf,
     pub outbound: OutboundConfig,
     pub allow_ambient_aws_credentials: bool,
+    /// Azure AD, where ACR service principals get their tokens
+    /// (`{authority}/{tenant}/oauth2/v2.0/token`).
+    pub azure_authority_url: Url,
+    /// Google's OAuth 2.0 token endpoint, where service-account keys become access
+    /// tokens.
+    pub google_token_url: Url,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
 }
@@ -92,6 +101,8 @@ impl fmt::Debug for Config {
                 "allow_ambient_aws_credentials",
                 &self.allow_ambient_aws_credentials,
             )
+            .field("azure_authority_url", &self.azure_authority_url.as_str())
+            .field("google_token_url", &self.google_token_url.as_str())
             .field("max_body_bytes", &self.max_body_bytes)
             .field("log_format", &self.log_format)
             .finish()
@@ -112,6 +123,8 @@ struct FileSettings {
     outbound_ca_file: Option<PathBuf>,
     outbound_http_registries: Option<Vec<String>>,
     allow_ambient_aws_credentials: Option<bool>,
+    azure_authority_url: Option<String>,
+    google_token_url: Option<String>,
     max_body_bytes: Option<usize>,
     log_format: Option<String>,
 }
@@ -212,6 +225,20 @@ impl Config {
             Some(value) => parse_bool("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", &value)?,
             None => settings.allow_ambient_aws_credentials.unwrap_or(false),
         };
+        let azure_authority_url = parse_endpoint(
+            "REGKEEPER_AZURE_AUTHORITY_URL",
+            env("REGKEEPER_AZURE_AUTHORITY_URL")
+                .or(settings.azure_authority_url)
+                .as_deref()
+                .unwrap_or(DEFAULT_AZURE_AUTHORITY_URL),
+        )?;
+        let google_token_url = parse_endpoint(
+            "REGKEEPER_GOOGLE_TOKEN_URL",
+            env("REGKEEPER_GOOGLE_TOKEN_URL")
+                .or(settings.google_token_url)
+                .as_deref()
+                .unwrap_or(DEFAULT_GOOGLE_TOKEN_URL),
+        )?;
         let max_body_bytes = match env("REGKEEPER_MAX_BODY_BYTES") {
             Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
                 key: "REGKEEPER_MAX_BODY_BYTES",
@@ -251,6 +278,8 @@ impl Config {
                 http_registries,
             },
             allow_ambient_aws_credentials,
+            azure_authority_url,
+            google_token_url,
             max_body_bytes,
             log_format,
         })
@@ -294,6 +323,43 @@ fn parse_network(value: &str) -> Result<IpNet, ConfigError> {
             key: "REGKEEPER_OUTBOUND_ALLOW_NETWORKS",
             message: format!("`{value}` is not a CIDR such as 127.0.0.0/8"),
         })
+}
+
+/// A cloud identity endpoint: https, with no user info, query or fragment. Plain http
+/// is accepted only for 127.0.0.1, localhost and ::1, so that the hand-written
+/// `fake_*` Azure AD and Google OAuth servers of the tests can stand in without a TLS
+/// set-up; nothing on a network is ever reached in clear text.
+fn parse_endpoint(key: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let invalid = |message: &str| ConfigError::Invalid {
+        key,
+        message: format!("`{value}` {message}"),
+    };
+    let url = Url::parse(value).map_err(|_| invalid("is not a URL"))?;
+    let loopback = match url.host() {
+        Some(Host::Domain(name)) => name == "localhost",
+        Some(Host::Ipv4(address)) => address == std::net::Ipv4Addr::LOCALHOST,
+        Some(Host::Ipv6(address)) => address == std::net::Ipv6Addr::LOCALHOST,
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(invalid(
+                "must be an https URL (http only for 127.0.0.1 or localhost)",
+            ))
+        }
+    }
+    if url.host().is_none() {
+        return Err(invalid("has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must not hold user info"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("must not have a query or fragment"));
+    }
+    Ok(url)
 }
 
 fn validate_host_port(value: String) -> Result<String, ConfigError> {
@@ -399,6 +465,60 @@ mod tests {
         assert!(
             error.to_string().starts_with("REGKEEPER_DATABASE_URL"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn cloud_endpoints_default_to_the_real_services_and_must_be_https() {
+        let config = load(&[]).unwrap();
+        assert_eq!(
+            config.azure_authority_url.as_str(),
+            "https://login.microsoftonline.com/"
+        );
+        assert_eq!(
+            config.google_token_url.as_str(),
+            "https://oauth2.googleapis.com/token"
+        );
+        let config = load(&[
+            ("REGKEEPER_AZURE_AUTHORITY_URL", "http://127.0.0.1:8443"),
+            ("REGKEEPER_GOOGLE_TOKEN_URL", "http://localhost:9/token"),
+        ])
+        .unwrap();
+        assert_eq!(config.azure_authority_url.port(), Some(8443));
+        assert_eq!(config.google_token_url.path(), "/token");
+        for (key, value) in [
+            ("REGKEEPER_AZURE_AUTHORITY_URL", "http://login.example.com"),
+            ("REGKEEPER_AZURE_AUTHORITY_URL", "http://127.0.0.2"),
+            ("REGKEEPER_AZURE_AUTHORITY_URL", "not a url"),
+            ("REGKEEPER_GOOGLE_TOKEN_URL", "ftp://localhost/token"),
+            (
+                "REGKEEPER_GOOGLE_TOKEN_URL",
+                "https://user:pw@oauth2.example/token",
+            ),
+            (
+                "REGKEEPER_GOOGLE_TOKEN_URL",
+                "https://oauth2.example/token?x=1",
+            ),
+        ] {
+            let error = load(&[(key, value)]).unwrap_err();
+            assert!(error.to_string().starts_with(key), "{value}: {error}");
+        }
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("regkeeper.toml");
+        std::fs::write(
+            &path,
+            "azure_authority_url = \"https://login.microsoftonline.us\"\n\
+             google_token_url = \"https://oauth2.example/token\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), &|_| None, &Overrides::default()).unwrap();
+        assert_eq!(
+            config.azure_authority_url.host_str(),
+            Some("login.microsoftonline.us")
+        );
+        assert_eq!(
+            config.google_token_url.as_str(),
+            "https://oauth2.example/token"
         );
     }
 

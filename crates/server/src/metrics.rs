@@ -23,12 +23,18 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_duration: Family<RouteLabels, Histogram>,
     pub auth_failures: Counter,
     pub master_key_available: Gauge<i64, AtomicI64>,
+    pub token_refreshes: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -60,7 +66,14 @@ impl Metrics {
             "1 when the master key is loaded and matches the database, else 0",
             master_key_available.clone(),
         );
+        let token_refreshes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "token_refreshes",
+            "Registry token mints and refreshes, by outcome",
+            token_refreshes.clone(),
+        );
         Self {
+            token_refreshes,
             registry,
             http_requests,
             http_duration,

@@ -2,7 +2,9 @@
 //! how (a stored password as is; ECR keys or roles through AWS; …). One entry point,
 //! [`Providers::login`], so callers never branch on the type.
 
+pub mod acr;
 pub mod ecr;
+pub mod gcr;
 
 use std::fmt;
 
@@ -12,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::credential::{
     AuthMethod, Credential, CredentialKind, CredentialSecret, Timestamp,
 };
+use crate::outbound::OutboundError;
 
 /// A working registry login: what `docker login` would be given.
 #[derive(Clone)]
@@ -49,6 +52,40 @@ pub enum ProviderError {
     AwsUnreachable(String),
     #[error("AWS answered unexpectedly: {0}")]
     AwsOther(String),
+    #[error("Azure AD rejected the client id or secret ({code}); check the service principal's application (client) id and that its secret is current")]
+    AzureInvalidClient { code: String },
+    #[error("the service principal's client secret has expired (AADSTS7000222); create a new secret and update the credential")]
+    AzureSecretExpired,
+    #[error("Azure AD does not know tenant {tenant} (AADSTS90002); check --azure-tenant-id")]
+    AzureTenantNotFound { tenant: String },
+    #[error("Azure AD is unavailable ({0}); regkeeper will retry")]
+    AzureUnavailable(String),
+    #[error("cannot reach Azure AD: {0}")]
+    AzureUnreachable(String),
+    #[error("Azure AD refused the token request ({0})")]
+    AzureFailed(String),
+    #[error("{host} refused the Azure AD token at /oauth2/exchange (HTTP {status}); check that the registry belongs to tenant {tenant} and that the service principal has a role on it, such as AcrPull")]
+    AcrExchangeRejected {
+        host: String,
+        tenant: String,
+        status: u16,
+    },
+    #[error("{host} cannot exchange the Azure AD token now (HTTP {status}); regkeeper will retry")]
+    AcrExchangeUnavailable { host: String, status: u16 },
+    #[error("the ACR token exchange at {host} failed: {reason}")]
+    AcrExchangeFailed { host: String, reason: String },
+    #[error("the ACR token exchange cannot reach the registry: {0}")]
+    Registry(OutboundError),
+    #[error("the service-account key cannot be used: {0}")]
+    GcpInvalidKey(String),
+    #[error("Google rejected the service-account key ({0}); the key may have been deleted or disabled, or its service account removed: create a new key and update the credential")]
+    GcpKeyRejected(String),
+    #[error("Google's token endpoint is unavailable ({0}); regkeeper will retry")]
+    GcpUnavailable(String),
+    #[error("cannot reach Google's token endpoint: {0}")]
+    GcpUnreachable(String),
+    #[error("Google's token endpoint refused the request ({0})")]
+    GcpFailed(String),
     #[error("{0}")]
     Unsupported(String),
     #[error("the credential has no stored secret")]
@@ -64,21 +101,48 @@ impl ProviderError {
             Self::AwsThrottled { .. } => "aws_throttled",
             Self::AwsUnreachable(_) => "aws_unreachable",
             Self::AwsOther(_) => "aws_failed",
+            Self::AzureInvalidClient { .. } => "azure_invalid_client",
+            Self::AzureSecretExpired => "azure_client_secret_expired",
+            Self::AzureTenantNotFound { .. } => "azure_tenant_not_found",
+            Self::AzureUnavailable(_) => "azure_unavailable",
+            Self::AzureUnreachable(_) => "azure_unreachable",
+            Self::AzureFailed(_) => "azure_failed",
+            Self::AcrExchangeRejected { .. } => "acr_exchange_rejected",
+            Self::AcrExchangeUnavailable { .. } => "acr_exchange_unavailable",
+            Self::AcrExchangeFailed { .. } => "acr_exchange_failed",
+            Self::Registry(error) => error.code(),
+            Self::GcpInvalidKey(_) => "gcp_invalid_key",
+            Self::GcpKeyRejected(_) => "gcp_key_rejected",
+            Self::GcpUnavailable(_) => "gcp_unavailable",
+            Self::GcpUnreachable(_) => "gcp_unreachable",
+            Self::GcpFailed(_) => "gcp_failed",
             Self::Unsupported(_) => "unsupported_credential",
             Self::MissingSecret => "missing_secret",
         }
     }
 
     pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::AwsThrottled { .. } | Self::AwsUnreachable(_) | Self::AwsOther(_)
-        )
+        match self {
+            Self::Registry(error) => error.retryable(),
+            _ => matches!(
+                self,
+                Self::AwsThrottled { .. }
+                    | Self::AwsUnreachable(_)
+                    | Self::AwsOther(_)
+                    | Self::AzureUnavailable(_)
+                    | Self::AzureUnreachable(_)
+                    | Self::AcrExchangeUnavailable { .. }
+                    | Self::GcpUnavailable(_)
+                    | Self::GcpUnreachable(_)
+            ),
+        }
     }
 }
 
 pub struct Providers {
     pub ecr: ecr::EcrProvider,
+    pub acr: acr::AcrProvider,
+    pub gcr: gcr::GcrProvider,
 }
 
 impl Providers {
@@ -91,7 +155,10 @@ impl Providers {
     ) -> Result<RegistryLogin, ProviderError> {
         match credential.auth_method {
             AuthMethod::Password | AuthMethod::AcrToken | AuthMethod::GcpJsonKey => {
-                let password = secret.password.clone().ok_or(ProviderError::MissingSecret)?;
+                let password = secret
+                    .password
+                    .clone()
+                    .ok_or(ProviderError::MissingSecret)?;
                 Ok(RegistryLogin {
                     username: credential.username.clone().unwrap_or_default(),
                     secret: password,
@@ -102,12 +169,8 @@ impl Providers {
             AuthMethod::AwsKeys | AuthMethod::AwsRole | AuthMethod::AwsAmbient => {
                 self.ecr.login(credential, secret, now).await
             }
-            AuthMethod::AzureServicePrincipal => Err(ProviderError::Unsupported(
-                "Azure service principals cannot be exchanged for ACR tokens yet; use an ACR repository-scoped token".into(),
-            )),
-            AuthMethod::GcpAccessToken => Err(ProviderError::Unsupported(
-                "minting Google access tokens (oauth2accesstoken) is not available yet; use the user name _json_key".into(),
-            )),
+            AuthMethod::AzureServicePrincipal => self.acr.login(credential, secret, now).await,
+            AuthMethod::GcpAccessToken => self.gcr.login(credential, secret, now).await,
         }
     }
 }

@@ -13,7 +13,9 @@ use crate::config::{Config, Database, LogFormat};
 use crate::http::{router, ApiState, AuthLimiter};
 use crate::metrics::Metrics;
 use crate::outbound::OutboundClient;
+use crate::providers::acr::AcrProvider;
 use crate::providers::ecr::EcrProvider;
+use crate::providers::gcr::GcrProvider;
 use crate::providers::Providers;
 use crate::service::{identity, keys, App};
 use crate::tokens::TokenCache;
@@ -81,6 +83,14 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
         OutboundClient::new(&config.outbound).context("setting up the outbound HTTP client")?;
     let providers = Providers {
         ecr: EcrProvider::new(config.allow_ambient_aws_credentials),
+        acr: AcrProvider::new(
+            config.azure_authority_url.clone(),
+            outbound.clone(),
+            config.outbound.http_registries.clone(),
+        )
+        .context("setting up the Azure AD client")?,
+        gcr: GcrProvider::new(config.google_token_url.clone())
+            .context("setting up the Google OAuth client")?,
     };
     let tokens = TokenCache::new(Arc::clone(&clock));
     Ok(Arc::new(App {
@@ -117,6 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("regkeeper listening on http://{address}");
     std::io::stdout().flush().ok();
     tokio::spawn(reload_keys_periodically(Arc::clone(&app)));
+    tokio::spawn(refresh_tokens_periodically(Arc::clone(&app)));
     let state = ApiState {
         app,
         limiter: Arc::new(AuthLimiter::default()),
@@ -153,6 +164,28 @@ async fn reload_keys_periodically(app: Arc<App>) {
     loop {
         interval.tick().await;
         keys::reload_if_changed(&app).await;
+    }
+}
+
+/// The background refresher: every few seconds, lease the tokens that are due and
+/// refresh them, so resolves find fresh tokens waiting.
+async fn refresh_tokens_periodically(app: Arc<App>) {
+    let owner = format!("replica-{}", uuid::Uuid::new_v4());
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(5));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match crate::service::tokens::refresh_cycle(&app, &owner).await {
+            Ok(report) if report.leased > 0 => tracing::info!(
+                leased = report.leased,
+                refreshed = report.refreshed,
+                failed = report.failed,
+                dropped = report.dropped,
+                "token.refresh_cycle"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error.code = error.code(), "token.refresh_cycle_failed"),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod identity;
 pub mod keys;
 pub mod resolve;
+pub mod tokens;
 pub mod verify;
 
 use std::sync::Arc;

@@ -68,6 +68,24 @@ pub struct SealedRef {
     pub sealed: SealedSecret,
 }
 
+/// A minted registry token as stored: sealed like a secret, shared by every
+/// credential with the same cloud identity, and by every replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub identity: String,
+    pub username: String,
+    pub sealed: SealedSecret,
+    pub issued_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub refresh_at: Timestamp,
+    /// `fresh`, `stale`, `failing` or `expired` (`refreshing` is shown while leased).
+    pub status: String,
+    pub failures: i64,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     /// Only entries of this workspace; `None` for every entry.
@@ -168,6 +186,27 @@ pub trait Store: Send + Sync {
         old: &SealedSecret,
         new: &SealedSecret,
     ) -> Result<bool>;
+
+    async fn registry_token(&self, identity: &str) -> Result<Option<StoredToken>>;
+    /// Inserts or replaces a token, releasing any lease on it.
+    async fn put_registry_token(&self, token: &StoredToken) -> Result<()>;
+    /// Leases up to `limit` tokens due for an attempt (`next_attempt_at <= now`) that no
+    /// live lease holds, to `owner` until `lease_until`: at most one replica refreshes
+    /// a token at a time, and a dead replica's lease simply runs out.
+    async fn claim_due_tokens(
+        &self,
+        now: Timestamp,
+        owner: &str,
+        lease_until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<StoredToken>>;
+    /// Writes a refresh result if `owner` still holds the lease; false otherwise.
+    async fn finish_registry_token(&self, token: &StoredToken, owner: &str) -> Result<bool>;
+    async fn delete_registry_token(&self, identity: &str) -> Result<()>;
+    /// Records which token a credential uses.
+    async fn link_token_identity(&self, credential_id: &str, identity: &str) -> Result<()>;
+    /// Any credential that uses the token (to mint it again).
+    async fn credential_by_token_identity(&self, identity: &str) -> Result<Option<Credential>>;
 
     /// Appends an entry on its own (for outcomes with no other write).
     async fn append_audit(&self, audit: AuditRecord) -> Result<()>;

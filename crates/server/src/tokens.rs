@@ -34,6 +34,17 @@ pub fn refresh_at(issued_at: Timestamp, expires_at: Timestamp, jitter_draw: i64)
     )
 }
 
+/// The refresh point of a fresh login, with a random jitter draw.
+pub fn jittered_refresh_at(login: &RegistryLogin) -> Timestamp {
+    match login.expires_at {
+        Some(expires_at) => {
+            let draw = rand::thread_rng().gen_range(-1000..=1000);
+            refresh_at(login.issued_at, expires_at, draw)
+        }
+        None => Timestamp::MAX,
+    }
+}
+
 #[derive(Clone)]
 struct Cached {
     login: RegistryLogin,
@@ -88,13 +99,7 @@ impl TokenCache {
         }
         match mint().await {
             Ok(login) => {
-                let refresh_at = match login.expires_at {
-                    Some(expires_at) => {
-                        let draw = rand::thread_rng().gen_range(-1000..=1000);
-                        refresh_at(login.issued_at, expires_at, draw)
-                    }
-                    None => Timestamp::MAX,
-                };
+                let refresh_at = jittered_refresh_at(&login);
                 *cached = Some(Cached {
                     login: login.clone(),
                     refresh_at,
@@ -120,6 +125,11 @@ impl TokenCache {
                 }
             },
         }
+    }
+
+    /// Replaces what is cached for `key` (after a background refresh).
+    pub async fn put(&self, key: &str, login: RegistryLogin, refresh_at: Timestamp) {
+        *self.slot(key).lock().await = Some(Cached { login, refresh_at });
     }
 
     /// Drops a login the registry refused, so the next lookup mints a new one.
@@ -213,5 +223,42 @@ mod tests {
             .unwrap();
         assert_eq!(status, TokenStatus::Fresh);
         assert_eq!(renewed.issued_at, now);
+    }
+}
+
+/// The first retry after a failed refresh waits this long, doubling per failure.
+pub const BACKOFF_BASE_MS: i64 = 5_000;
+/// Retries never wait longer than this, so service resumes soon after an outage.
+pub const BACKOFF_CAP_MS: i64 = 15 * 60_000;
+
+/// How long to wait before the next attempt after `failures` consecutive failures.
+pub fn backoff(failures: i64) -> i64 {
+    let exponent = u32::try_from((failures - 1).clamp(0, 30)).unwrap_or(30);
+    BACKOFF_BASE_MS
+        .saturating_mul(1_i64 << exponent)
+        .min(BACKOFF_CAP_MS)
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn doubles_from_five_seconds_up_to_fifteen_minutes() {
+        assert_eq!(backoff(1), 5_000);
+        assert_eq!(backoff(2), 10_000);
+        assert_eq!(backoff(5), 80_000);
+        assert_eq!(backoff(100), BACKOFF_CAP_MS);
+    }
+
+    proptest! {
+        #[test]
+        fn is_monotonic_and_capped(failures in 1i64..10_000) {
+            prop_assert!(backoff(failures) <= BACKOFF_CAP_MS);
+            prop_assert!(backoff(failures) >= BACKOFF_BASE_MS);
+            prop_assert!(backoff(failures + 1) >= backoff(failures));
+        }
     }
 }

@@ -109,9 +109,25 @@ pub struct Credential {
     /// Increments whenever the secret is replaced.
     pub secret_version: i64,
     pub verification: Verification,
+    /// The minted token in use, for types that mint one (never the token itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenStatus>,
     pub created_at: String,
     pub updated_at: String,
     pub created_by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TokenStatus {
+    /// `fresh`, `stale` (a refresh failed; still valid), `failing` or `expired`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    pub refresh_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -172,13 +172,20 @@ fn credentials(client: &Client, command: CredentialsCommand) -> anyhow::Result<(
                         registry_with_prefix(credential),
                         or_dash(credential.username.as_deref()),
                         credential.verification.status.clone(),
+                        credential.token.as_ref().map_or_else(
+                            || "-".to_owned(),
+                            |token| match &token.expires_at {
+                                Some(expires_at) => format!("{} until {expires_at}", token.status),
+                                None => token.status.clone(),
+                            },
+                        ),
                         credential.updated_at.clone(),
                     ]
                 })
                 .collect();
             output::table(
                 &[
-                    "NAME", "TYPE", "REGISTRY", "USERNAME", "VERIFIED", "UPDATED",
+                    "NAME", "TYPE", "REGISTRY", "USERNAME", "VERIFIED", "TOKEN", "UPDATED",
                 ],
                 &rows,
             );

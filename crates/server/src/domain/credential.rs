@@ -220,6 +220,19 @@ pub struct Credential {
     pub updated_at: Timestamp,
     pub created_by: String,
     pub verification: Verification,
+    /// The minted token this credential currently uses, if any (read-only here:
+    /// written by the token service, joined in by the store).
+    pub token: Option<TokenState>,
+}
+
+/// What is known of a credential's minted token, without the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenState {
+    /// `fresh`, `refreshing`, `stale`, `failing` or `expired`.
+    pub status: String,
+    pub expires_at: Option<Timestamp>,
+    pub refresh_at: Timestamp,
+    pub last_error: Option<String>,
 }
 
 static NAME: LazyLock<Regex> =

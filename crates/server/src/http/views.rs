@@ -29,6 +29,12 @@ pub fn credential(credential: &Credential) -> wire::Credential {
             checked_at: credential.verification.checked_at.map(format_timestamp),
             message: credential.verification.message.clone(),
         },
+        token: credential.token.as_ref().map(|token| wire::TokenStatus {
+            status: token.status.clone(),
+            expires_at: token.expires_at.map(format_timestamp),
+            refresh_at: format_timestamp(token.refresh_at),
+            last_error: token.last_error.clone(),
+        }),
         created_at: format_timestamp(credential.created_at),
         updated_at: format_timestamp(credential.updated_at),
         created_by: credential.created_by.clone(),

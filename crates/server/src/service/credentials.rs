@@ -194,6 +194,7 @@ pub async fn create(
             updated_at: now,
             created_by: principal.user_name.clone(),
             verification: verification(&input, now),
+            token: None,
         };
         if input.verify != Some(false) {
             credential.verification =

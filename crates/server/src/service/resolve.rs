@@ -6,10 +6,9 @@ use crate::domain::credential::{Credential, Timestamp};
 use crate::domain::identity::{Principal, Role};
 use crate::domain::reference::{self, ImageReference};
 use crate::domain::{Error, Result};
-use crate::providers::{shared_identity, RegistryLogin};
+use crate::providers::RegistryLogin;
 
 use super::access::require;
-use super::credentials::open_secret;
 use super::App;
 
 /// Whether `prefix` (no leading or trailing slash; empty for "everything") covers
@@ -37,36 +36,6 @@ pub fn best_match<'a>(
 pub struct Resolution {
     pub credential: Credential,
     pub login: RegistryLogin,
-}
-
-/// Mints (or takes from the cache) a login for `credential`.
-pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLogin> {
-    let secret = open_secret(app, credential)?;
-    let now = app.now();
-    let mint = || async { app.providers.login(credential, &secret, now).await };
-    let result = match shared_identity(credential, &secret) {
-        Some(identity) => app
-            .tokens
-            .get_or_mint(&identity, mint)
-            .await
-            .map(|(login, _)| login),
-        None => mint().await,
-    };
-    result.map_err(|error| {
-        let retryable = error.retryable();
-        let message = format!("credential {} could not log in: {error}", credential.name);
-        if retryable {
-            Error::Unavailable {
-                code: error.code(),
-                message,
-            }
-        } else {
-            Error::Upstream {
-                code: error.code(),
-                message,
-            }
-        }
-    })
 }
 
 pub async fn resolve(
@@ -106,7 +75,7 @@ pub async fn resolve(
             })?,
         }
         .clone();
-        let login = login_for(app, &credential).await?;
+        let login = super::tokens::login_for(app, &credential).await?;
         // The secret leaves only once its audit entry is written.
         app.store
             .append_audit(

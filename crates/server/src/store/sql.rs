@@ -60,7 +60,17 @@ pub(super) const CREDENTIAL_COLUMNS: &str = "c.id, c.workspace_id, w.name AS wor
     c.name, c.kind, c.auth_method, c.registry_host, c.path_prefix, c.username, c.settings, \
     c.secret_ciphertext, c.secret_wrapped_key, c.secret_key_version, c.secret_version, \
     c.revision, c.created_at, c.updated_at, c.created_by, c.verify_status, c.verify_message, \
-    c.verified_at";
+    c.verified_at, t.status AS token_status, t.expires_at AS token_expires_at, \
+    t.refresh_at AS token_refresh_at, t.last_error AS token_last_error";
+
+/// The credential tables as the credential queries read them.
+pub(super) const CREDENTIAL_FROM: &str =
+    "credentials c JOIN workspaces w ON w.id = c.workspace_id \
+    LEFT JOIN registry_tokens t ON t.identity = c.token_identity";
+
+pub(super) const TOKEN_COLUMNS: &str = "identity, username, token_ciphertext, token_wrapped_key, \
+    token_key_version, issued_at, expires_at, refresh_at, status, failures, last_error, \
+    next_attempt_at, updated_at";
 
 /// Implements [`super::Store`] for `$store`, whose `pool` field is a `$pool` and which
 /// has `async fn begin_write(&self) -> Result<Transaction<'static, $database>>`.
@@ -78,12 +88,13 @@ macro_rules! impl_store {
         use crate::domain::{Error, Result};
         use crate::store::sql::{
             database_error, is_unique_violation, settings_from_text, settings_to_text,
-            CREDENTIAL_COLUMNS,
+            CREDENTIAL_COLUMNS, CREDENTIAL_FROM, TOKEN_COLUMNS,
         };
         use crate::store::{
-            ApiTokenRow, AuditQuery, KeyCheck, MemberRow, NewUser, SealedRef, Store, UserRow,
-            WorkspaceRow,
+            ApiTokenRow, AuditQuery, KeyCheck, MemberRow, NewUser, SealedRef, Store, StoredToken,
+            UserRow, WorkspaceRow,
         };
+        use crate::domain::credential::TokenState;
 
         type Row = <$database as sqlx::Database>::Row;
         type Transaction = sqlx::Transaction<'static, $database>;
@@ -113,7 +124,7 @@ macro_rules! impl_store {
                 .map_err(|_| Error::internal(format!("stored role {role} is unknown")))
         }
 
-        fn token_from(row: &Row) -> Result<ApiTokenRow> {
+        fn api_token_from(row: &Row) -> Result<ApiTokenRow> {
             Ok(ApiTokenRow {
                 id: row.try_get("id").map_err(database_error)?,
                 user_id: row.try_get("user_id").map_err(database_error)?,
@@ -172,6 +183,37 @@ macro_rules! impl_store {
                     checked_at: row.try_get("verified_at").map_err(database_error)?,
                     message: row.try_get("verify_message").map_err(database_error)?,
                 },
+                token: match row.try_get::<Option<String>, _>("token_status").map_err(database_error)? {
+                    Some(status) => Some(TokenState {
+                        status,
+                        expires_at: row.try_get("token_expires_at").map_err(database_error)?,
+                        refresh_at: row.try_get("token_refresh_at").map_err(database_error)?,
+                        last_error: row.try_get("token_last_error").map_err(database_error)?,
+                    }),
+                    None => None,
+                },
+            })
+        }
+
+        fn token_from(row: &Row) -> Result<StoredToken> {
+            let key_version: i64 = row.try_get("token_key_version").map_err(database_error)?;
+            Ok(StoredToken {
+                identity: row.try_get("identity").map_err(database_error)?,
+                username: row.try_get("username").map_err(database_error)?,
+                sealed: SealedSecret {
+                    ciphertext: row.try_get("token_ciphertext").map_err(database_error)?,
+                    wrapped_key: row.try_get("token_wrapped_key").map_err(database_error)?,
+                    key_version: u32::try_from(key_version)
+                        .map_err(|_| Error::internal("stored key version out of range"))?,
+                },
+                issued_at: row.try_get("issued_at").map_err(database_error)?,
+                expires_at: row.try_get("expires_at").map_err(database_error)?,
+                refresh_at: row.try_get("refresh_at").map_err(database_error)?,
+                status: row.try_get("status").map_err(database_error)?,
+                failures: row.try_get("failures").map_err(database_error)?,
+                last_error: row.try_get("last_error").map_err(database_error)?,
+                next_attempt_at: row.try_get("next_attempt_at").map_err(database_error)?,
+                updated_at: row.try_get("updated_at").map_err(database_error)?,
             })
         }
 
@@ -436,7 +478,7 @@ macro_rules! impl_store {
                 else {
                     return Ok(None);
                 };
-                let token = token_from(&row)?;
+                let token = api_token_from(&row)?;
                 let user = UserRow {
                     id: token.user_id.clone(),
                     name: row.try_get("user_name").map_err(database_error)?,
@@ -466,7 +508,7 @@ macro_rules! impl_store {
                 .await
                 .map_err(database_error)?
                 .iter()
-                .map(token_from)
+                .map(api_token_from)
                 .collect()
             }
 
@@ -659,8 +701,7 @@ macro_rules! impl_store {
 
             async fn credential(&self, workspace_id: &str, name: &str) -> Result<Option<Credential>> {
                 sqlx::query(&format!(
-                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials c JOIN workspaces w ON w.id = c.workspace_id \
-                     WHERE c.workspace_id = $1 AND c.name = $2"
+                    "SELECT {CREDENTIAL_COLUMNS} FROM {CREDENTIAL_FROM} WHERE c.workspace_id = $1 AND c.name = $2"
                 ))
                 .bind(workspace_id)
                 .bind(name)
@@ -674,8 +715,7 @@ macro_rules! impl_store {
 
             async fn credentials(&self, workspace_id: &str) -> Result<Vec<Credential>> {
                 sqlx::query(&format!(
-                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials c JOIN workspaces w ON w.id = c.workspace_id \
-                     WHERE c.workspace_id = $1 ORDER BY c.name"
+                    "SELECT {CREDENTIAL_COLUMNS} FROM {CREDENTIAL_FROM} WHERE c.workspace_id = $1 ORDER BY c.name"
                 ))
                 .bind(workspace_id)
                 .fetch_all(&self.pool)
@@ -808,6 +848,151 @@ macro_rules! impl_store {
                     == 1;
                 commit(transaction).await?;
                 Ok(replaced)
+            }
+
+            async fn registry_token(&self, identity: &str) -> Result<Option<StoredToken>> {
+                sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE identity = $1"))
+                    .bind(identity)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .as_ref()
+                    .map(token_from)
+                    .transpose()
+            }
+
+            async fn put_registry_token(&self, token: &StoredToken) -> Result<()> {
+                let mut transaction = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO registry_tokens (identity, username, token_ciphertext, token_wrapped_key, \
+                     token_key_version, issued_at, expires_at, refresh_at, status, failures, last_error, \
+                     next_attempt_at, lease_owner, lease_until, updated_at) VALUES ($1, $2, $3, $4, $5, $6, \
+                     $7, $8, $9, $10, $11, $12, NULL, NULL, $13) ON CONFLICT (identity) DO UPDATE SET \
+                     username = excluded.username, token_ciphertext = excluded.token_ciphertext, \
+                     token_wrapped_key = excluded.token_wrapped_key, token_key_version = excluded.token_key_version, \
+                     issued_at = excluded.issued_at, expires_at = excluded.expires_at, \
+                     refresh_at = excluded.refresh_at, status = excluded.status, failures = excluded.failures, \
+                     last_error = excluded.last_error, next_attempt_at = excluded.next_attempt_at, \
+                     lease_owner = NULL, lease_until = NULL, updated_at = excluded.updated_at",
+                )
+                .bind(&token.identity)
+                .bind(&token.username)
+                .bind(&token.sealed.ciphertext)
+                .bind(&token.sealed.wrapped_key)
+                .bind(i64::from(token.sealed.key_version))
+                .bind(token.issued_at)
+                .bind(token.expires_at)
+                .bind(token.refresh_at)
+                .bind(&token.status)
+                .bind(token.failures)
+                .bind(&token.last_error)
+                .bind(token.next_attempt_at)
+                .bind(token.updated_at)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database_error)?;
+                commit(transaction).await
+            }
+
+            async fn claim_due_tokens(
+                &self,
+                now: Timestamp,
+                owner: &str,
+                lease_until: Timestamp,
+                limit: i64,
+            ) -> Result<Vec<StoredToken>> {
+                // The write transaction is serialised (IMMEDIATE / advisory lock), so the
+                // select-then-lease below cannot hand one token to two replicas.
+                let mut transaction = self.begin_write().await?;
+                let due: Vec<StoredToken> = sqlx::query(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE next_attempt_at <= $1 \
+                     AND (lease_until IS NULL OR lease_until < $1) ORDER BY next_attempt_at LIMIT $2"
+                ))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *transaction)
+                .await
+                .map_err(database_error)?
+                .iter()
+                .map(token_from)
+                .collect::<Result<_>>()?;
+                for token in &due {
+                    sqlx::query("UPDATE registry_tokens SET lease_owner = $1, lease_until = $2 WHERE identity = $3")
+                        .bind(owner)
+                        .bind(lease_until)
+                        .bind(&token.identity)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(database_error)?;
+                }
+                commit(transaction).await?;
+                Ok(due)
+            }
+
+            async fn finish_registry_token(&self, token: &StoredToken, owner: &str) -> Result<bool> {
+                let mut transaction = self.begin_write().await?;
+                let updated = sqlx::query(
+                    "UPDATE registry_tokens SET username = $1, token_ciphertext = $2, token_wrapped_key = $3, \
+                     token_key_version = $4, issued_at = $5, expires_at = $6, refresh_at = $7, status = $8, \
+                     failures = $9, last_error = $10, next_attempt_at = $11, updated_at = $12, \
+                     lease_owner = NULL, lease_until = NULL WHERE identity = $13 AND lease_owner = $14",
+                )
+                .bind(&token.username)
+                .bind(&token.sealed.ciphertext)
+                .bind(&token.sealed.wrapped_key)
+                .bind(i64::from(token.sealed.key_version))
+                .bind(token.issued_at)
+                .bind(token.expires_at)
+                .bind(token.refresh_at)
+                .bind(&token.status)
+                .bind(token.failures)
+                .bind(&token.last_error)
+                .bind(token.next_attempt_at)
+                .bind(token.updated_at)
+                .bind(&token.identity)
+                .bind(owner)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database_error)?
+                .rows_affected()
+                    == 1;
+                commit(transaction).await?;
+                Ok(updated)
+            }
+
+            async fn delete_registry_token(&self, identity: &str) -> Result<()> {
+                let mut transaction = self.begin_write().await?;
+                sqlx::query("DELETE FROM registry_tokens WHERE identity = $1")
+                    .bind(identity)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(database_error)?;
+                commit(transaction).await
+            }
+
+            async fn link_token_identity(&self, credential_id: &str, identity: &str) -> Result<()> {
+                let mut transaction = self.begin_write().await?;
+                sqlx::query("UPDATE credentials SET token_identity = $1 WHERE id = $2")
+                    .bind(identity)
+                    .bind(credential_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(database_error)?;
+                commit(transaction).await
+            }
+
+            async fn credential_by_token_identity(&self, identity: &str) -> Result<Option<Credential>> {
+                sqlx::query(&format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM {CREDENTIAL_FROM} WHERE c.token_identity = $1 \
+                     ORDER BY c.created_at LIMIT 1"
+                ))
+                .bind(identity)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database_error)?
+                .as_ref()
+                .map(credential_from)
+                .transpose()
             }
 
             async fn append_audit(&self, audit: AuditRecord) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use regkeeper_wire as wire;
 
-use super::support::{raw, TestServer, ADMIN_TOKEN};
+use super::support::{raw, ServerOptions, TestServer, ADMIN_TOKEN};
 
 fn error_of(body: &str) -> wire::ErrorDetail {
     serde_json::from_str::<wire::ErrorBody>(body)
@@ -15,10 +15,15 @@ const CREDENTIALS: &str = "/api/v1/workspaces/%7Eadmin/credentials";
 
 #[test]
 fn bodies_are_bounded_and_strict() {
-    let server = TestServer::start();
+    // A small limit, so the oversized body fits in the socket buffers and the client
+    // reads the 413 instead of failing to write a body the server will not read.
+    let server = TestServer::start_with(ServerOptions {
+        environment: vec![("REGKEEPER_MAX_BODY_BYTES".into(), "2048".into())],
+        ..ServerOptions::default()
+    });
     let big = format!(
         r#"{{"name":"x","registry":"quay.io","username":"u","password":"{}"}}"#,
-        "a".repeat(2 * 1024 * 1024)
+        "a".repeat(8 * 1024)
     );
     let (status, body) = raw(
         &server,

@@ -123,6 +123,7 @@ fn credential(workspace: &WorkspaceRow, name: &str) -> Credential {
             checked_at: None,
             message: None,
         },
+        token: None,
     }
 }
 

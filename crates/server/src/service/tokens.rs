@@ -1,0 +1,282 @@
+//! Minted registry tokens across replicas: one token per shared cloud identity, sealed
+//! in the database so every replica can serve it, refreshed ahead of expiry by
+//! whichever replica holds its lease, and served from memory on the hot path.
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::crypto::Binding;
+use crate::domain::credential::{Credential, Timestamp};
+use crate::domain::{Error, Result};
+use crate::providers::{shared_identity, ProviderError, RegistryLogin};
+use crate::store::StoredToken;
+use crate::tokens::{backoff, jittered_refresh_at, MINIMUM_REMAINING_MS};
+
+use super::credentials::open_secret;
+use super::App;
+
+const TOKEN_PURPOSE: &str = "registry-token";
+/// A replica that dies mid-refresh blocks nobody for longer than this.
+const LEASE_MS: i64 = 60_000;
+/// Tokens leased per cycle and refreshed at once, bounding load on providers.
+pub const CYCLE_BATCH: i64 = 256;
+pub const CONCURRENCY: usize = 8;
+
+fn binding(identity: &str, issued_at: Timestamp) -> Binding<'_> {
+    Binding {
+        purpose: TOKEN_PURPOSE,
+        workspace_id: "",
+        owner_id: identity,
+        version: issued_at,
+    }
+}
+
+fn provider_error(credential: &Credential, error: &ProviderError) -> Error {
+    let message = format!("credential {} could not log in: {error}", credential.name);
+    if error.retryable() {
+        Error::Unavailable {
+            code: error.code(),
+            message,
+        }
+    } else {
+        Error::Upstream {
+            code: error.code(),
+            message,
+        }
+    }
+}
+
+fn open_token(app: &App, token: &StoredToken) -> Result<RegistryLogin> {
+    let keys = app.keyring.keys()?;
+    let secret = keys
+        .open(&token.sealed, binding(&token.identity, token.issued_at))
+        .map_err(|error| Error::internal(format!("stored token cannot be opened: {error}")))?;
+    let secret =
+        std::str::from_utf8(&secret).map_err(|_| Error::internal("stored token is not text"))?;
+    Ok(RegistryLogin {
+        username: token.username.clone(),
+        secret: SecretString::from(secret.to_owned()),
+        issued_at: token.issued_at,
+        expires_at: token.expires_at,
+    })
+}
+
+fn seal_token(
+    app: &App,
+    identity: &str,
+    login: &RegistryLogin,
+    now: Timestamp,
+) -> Result<StoredToken> {
+    let keys = app.keyring.keys()?;
+    let sealed = keys.seal(
+        login.secret.expose_secret().as_bytes(),
+        binding(identity, login.issued_at),
+    );
+    let refresh_at = jittered_refresh_at(login);
+    Ok(StoredToken {
+        identity: identity.to_owned(),
+        username: login.username.clone(),
+        sealed,
+        issued_at: login.issued_at,
+        expires_at: login.expires_at,
+        refresh_at,
+        status: "fresh".into(),
+        failures: 0,
+        last_error: None,
+        next_attempt_at: refresh_at,
+        updated_at: now,
+    })
+}
+
+fn usable(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
+    expires_at.is_none_or(|expires_at| now + MINIMUM_REMAINING_MS < expires_at)
+}
+
+/// A login for `credential`: the stored password, or its identity's minted token
+/// (from memory, else the database, else minted now).
+pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLogin> {
+    let secret = open_secret(app, credential)?;
+    let Some(identity) = shared_identity(credential, &secret) else {
+        return app
+            .providers
+            .login(credential, &secret, app.now())
+            .await
+            .map_err(|error| provider_error(credential, &error));
+    };
+    let mint = || async {
+        let now = app.now();
+        let stored = app
+            .store
+            .registry_token(&identity)
+            .await
+            .map_err(|error| ProviderError::AwsOther(error.to_string()))?;
+        if let Some(stored) = &stored {
+            if now < stored.refresh_at && usable(stored.expires_at, now) {
+                if let Ok(login) = open_token(app, stored) {
+                    return Ok(login);
+                }
+            }
+        }
+        match app.providers.login(credential, &secret, now).await {
+            Ok(login) => {
+                if let Ok(token) = seal_token(app, &identity, &login, now) {
+                    let stored = async {
+                        app.store.put_registry_token(&token).await?;
+                        app.store
+                            .link_token_identity(&credential.id, &identity)
+                            .await
+                    };
+                    if let Err(error) = stored.await {
+                        tracing::warn!(error.code = error.code(), "token.store_failed");
+                    }
+                }
+                app.metrics
+                    .token_refreshes
+                    .get_or_create(&outcome("success"))
+                    .inc();
+                Ok(login)
+            }
+            Err(error) => {
+                app.metrics
+                    .token_refreshes
+                    .get_or_create(&outcome("failure"))
+                    .inc();
+                // Another replica's last good token still works: serve it.
+                match stored
+                    .as_ref()
+                    .filter(|stored| usable(stored.expires_at, now))
+                {
+                    Some(stored) => open_token(app, stored).map_err(|_| error),
+                    None => Err(error),
+                }
+            }
+        }
+    };
+    let (login, _) = app
+        .tokens
+        .get_or_mint(&identity, mint)
+        .await
+        .map_err(|error| provider_error(credential, &error))?;
+    if credential.token.is_none() {
+        app.store
+            .link_token_identity(&credential.id, &identity)
+            .await?;
+    }
+    Ok(login)
+}
+
+fn outcome(result: &str) -> crate::metrics::OutcomeLabels {
+    crate::metrics::OutcomeLabels {
+        outcome: result.to_owned(),
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CycleReport {
+    pub leased: usize,
+    pub refreshed: usize,
+    pub failed: usize,
+    pub dropped: usize,
+}
+
+/// One pass of the background refresher: lease the tokens that are due, refresh them
+/// with bounded concurrency, and record each result (with backoff on failure).
+pub async fn refresh_cycle(app: &Arc<App>, owner: &str) -> Result<CycleReport> {
+    let now = app.now();
+    let due = app
+        .store
+        .claim_due_tokens(now, owner, now + LEASE_MS, CYCLE_BATCH)
+        .await?;
+    let mut report = CycleReport {
+        leased: due.len(),
+        ..CycleReport::default()
+    };
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for token in due {
+        let app = Arc::clone(app);
+        let owner = owner.to_owned();
+        let permit = Arc::clone(&semaphore)
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        tasks.spawn(async move {
+            let result = refresh_one(&app, token, &owner).await;
+            drop(permit);
+            result
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        match result.map_err(Error::internal)? {
+            Ok(Refreshed::Yes) => report.refreshed += 1,
+            Ok(Refreshed::Failed) => report.failed += 1,
+            Ok(Refreshed::Dropped) => report.dropped += 1,
+            Err(error) => {
+                tracing::warn!(error.code = error.code(), "token.refresh_error");
+                report.failed += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+enum Refreshed {
+    Yes,
+    Failed,
+    Dropped,
+}
+
+async fn refresh_one(app: &App, token: StoredToken, owner: &str) -> Result<Refreshed> {
+    let Some(credential) = app
+        .store
+        .credential_by_token_identity(&token.identity)
+        .await?
+    else {
+        // No credential uses this identity any more (deleted, or its secret changed).
+        app.store.delete_registry_token(&token.identity).await?;
+        return Ok(Refreshed::Dropped);
+    };
+    let secret = open_secret(app, &credential)?;
+    let now = app.now();
+    match app.providers.login(&credential, &secret, now).await {
+        Ok(login) => {
+            let fresh = seal_token(app, &token.identity, &login, now)?;
+            if app.store.finish_registry_token(&fresh, owner).await? {
+                app.tokens
+                    .put(&token.identity, login, fresh.refresh_at)
+                    .await;
+            }
+            app.metrics
+                .token_refreshes
+                .get_or_create(&outcome("success"))
+                .inc();
+            tracing::debug!(credential.id = %credential.id, "token.refreshed");
+            Ok(Refreshed::Yes)
+        }
+        Err(error) => {
+            let failures = token.failures + 1;
+            let still_valid = usable(token.expires_at, now);
+            let failed = StoredToken {
+                status: if still_valid { "stale" } else { "expired" }.into(),
+                failures,
+                last_error: Some(error.to_string()),
+                next_attempt_at: now + backoff(failures),
+                updated_at: now,
+                ..token
+            };
+            app.store.finish_registry_token(&failed, owner).await?;
+            app.metrics
+                .token_refreshes
+                .get_or_create(&outcome("failure"))
+                .inc();
+            tracing::warn!(
+                credential.id = %credential.id,
+                error.code = error.code(),
+                failures,
+                "token.refresh_failed"
+            );
+            Ok(Refreshed::Failed)
+        }
+    }
+}
