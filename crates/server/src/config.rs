@@ -73,6 +73,9 @@ pub struct Config {
     pub master_key_file: PathBuf,
     pub outbound: OutboundConfig,
     pub allow_ambient_aws_credentials: bool,
+    /// `AWS_ENDPOINT_URL`, read like every other setting so tests need not touch the
+    /// process environment; the SDK still honours its own service-specific variables.
+    pub aws_endpoint_url: Option<String>,
     /// Azure AD, where ACR service principals get their tokens
     /// (`{authority}/{tenant}/oauth2/v2.0/token`).
     pub azure_authority_url: Url,
@@ -101,6 +104,7 @@ impl fmt::Debug for Config {
                 "allow_ambient_aws_credentials",
                 &self.allow_ambient_aws_credentials,
             )
+            .field("aws_endpoint_url", &self.aws_endpoint_url)
             .field("azure_authority_url", &self.azure_authority_url.as_str())
             .field("google_token_url", &self.google_token_url.as_str())
             .field("max_body_bytes", &self.max_body_bytes)
@@ -265,7 +269,9 @@ impl Config {
                 })
             }
         };
+        let aws_endpoint_url = env("AWS_ENDPOINT_URL");
         Ok(Self {
+            aws_endpoint_url,
             data_dir,
             database,
             listen,

@@ -82,7 +82,10 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
     let outbound =
         OutboundClient::new(&config.outbound).context("setting up the outbound HTTP client")?;
     let providers = Providers {
-        ecr: EcrProvider::new(config.allow_ambient_aws_credentials),
+        ecr: EcrProvider::new(
+            config.allow_ambient_aws_credentials,
+            config.aws_endpoint_url.clone(),
+        ),
         acr: AcrProvider::new(
             config.azure_authority_url.clone(),
             outbound.clone(),

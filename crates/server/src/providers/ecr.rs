@@ -22,6 +22,7 @@ pub const TOKEN_LIFETIME_MS: i64 = 12 * 3600 * 1000;
 
 pub struct EcrProvider {
     allow_ambient: bool,
+    endpoint_url: Option<String>,
 }
 
 /// Whether a host uses the FIPS or dual-stack endpoints, which share no tokens with
@@ -36,8 +37,11 @@ pub fn endpoint_variant(host: &str) -> String {
 }
 
 impl EcrProvider {
-    pub fn new(allow_ambient: bool) -> Self {
-        Self { allow_ambient }
+    pub fn new(allow_ambient: bool, endpoint_url: Option<String>) -> Self {
+        Self {
+            allow_ambient,
+            endpoint_url,
+        }
     }
 
     async fn sdk_config(
@@ -56,7 +60,19 @@ impl EcrProvider {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region))
             .use_fips(fips)
-            .use_dual_stack(dual_stack);
+            .use_dual_stack(dual_stack)
+            // The refresher retries with its own backoff; SDK retries would only
+            // stretch each attempt.
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .operation_timeout(std::time::Duration::from_secs(30))
+                    .build(),
+            );
+        if let Some(endpoint) = &self.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
         let ambient = credential.settings.ambient;
         if ambient {
             if !self.allow_ambient {

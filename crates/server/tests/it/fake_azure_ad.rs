@@ -52,8 +52,7 @@ pub fn jwt_shaped(claims: &serde_json::Value) -> String {
         "{}.{}.{}",
         encode(&serde_json::json!({"typ": "JWT", "alg": "RS256"})),
         encode(claims),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(uuid::Uuid::new_v4().as_bytes())
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
     )
 }
 
@@ -642,7 +641,10 @@ mod tests {
             assert_eq!(status, 400, "{body}");
             assert_eq!(body["error"], "invalid_client");
             assert_eq!(body["error_codes"][0], 7000215);
-            let unknown = format!("{}/contoso.example/oauth2/v2.0/token", azure_ad.authority_url());
+            let unknown = format!(
+                "{}/contoso.example/oauth2/v2.0/token",
+                azure_ad.authority_url()
+            );
             let (status, body) = post(&plain, &unknown, &grant(CLIENT_SECRET)).await;
             assert_eq!((status, &body["error_codes"][0]), (400, &90002.into()));
             let (status, body) = post(&plain, &token_url, &grant(CLIENT_SECRET)).await;

@@ -147,7 +147,11 @@ struct Claims {
 
 fn refuse(status: StatusCode, error: &str, description: &str) -> (StatusCode, String, Response) {
     let body = serde_json::json!({"error": error, "error_description": description});
-    (status, description.to_owned(), (status, Json(body)).into_response())
+    (
+        status,
+        description.to_owned(),
+        (status, Json(body)).into_response(),
+    )
 }
 
 /// The unverified claims, to find the account whose key must have signed them.
@@ -282,7 +286,10 @@ mod tests {
                         .await
                         .expect("POST");
                     let status = response.status().as_u16();
-                    (status, response.json::<serde_json::Value>().await.expect("JSON"))
+                    (
+                        status,
+                        response.json::<serde_json::Value>().await.expect("JSON"),
+                    )
                 })
         };
         let (status, body) = exchange(assertion(registered_key(), &audience, 3600));
