@@ -205,3 +205,21 @@ pub fn shared_identity(credential: &Credential, secret: &CredentialSecret) -> Op
     }
     Some(format!("ecr:{}", hex::encode(hasher.finalize())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_never_print_their_secret() {
+        let login = RegistryLogin {
+            username: "AWS".into(),
+            secret: SecretString::from("canary-token".to_owned()),
+            issued_at: 1,
+            expires_at: Some(2),
+        };
+        let printed = format!("{login:?}");
+        assert!(printed.contains("AWS") && printed.contains("[REDACTED]"));
+        assert!(!printed.contains("canary"));
+    }
+}

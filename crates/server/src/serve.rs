@@ -28,6 +28,25 @@ pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
         }
         _ => tracing_subscriber::EnvFilter::new("info"),
     };
+    // Client libraries log request and response bodies at debug and trace, and an
+    // ECR or registry token is such a body: they stay at info whatever is asked for.
+    let filter = [
+        "aws_smithy_runtime=info",
+        "aws_smithy_runtime_api=info",
+        "aws_sdk_ecr=info",
+        "aws_sdk_sts=info",
+        "aws_config=info",
+        "hyper=info",
+        "hyper_util=info",
+        "reqwest=info",
+        "h2=info",
+        "rustls=info",
+        "sqlx=warn",
+    ]
+    .into_iter()
+    .fold(filter, |filter, directive| {
+        filter.add_directive(directive.parse().expect("static directive"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -64,7 +64,11 @@ impl IntoResponse for ApiError {
                 "internal error; the server log has the details".to_owned()
             }
             Error::Unavailable { code, message } => {
-                tracing::warn!(error.code = code, "request.unavailable");
+                tracing::warn!(error.code = code, error.message = %message, "request.unavailable");
+                message.clone()
+            }
+            Error::Upstream { code, message } => {
+                tracing::warn!(error.code = code, error.message = %message, "request.upstream_failed");
                 message.clone()
             }
             other => other.to_string(),

@@ -29,12 +29,21 @@ fn binding(credential: &Credential) -> Binding<'_> {
 }
 
 /// The sealed plaintext: the secret fields as JSON, only ever held in zeroized buffers.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct SecretFields<'a> {
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     password: Option<&'a str>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     session_token: Option<&'a str>,
+}
+
+/// The same fields read back. Owned strings, because a JSON string with escapes (a
+/// service-account key's `\n`s) cannot be borrowed; each moves straight into a
+/// `SecretString`, which zeroizes it.
+#[derive(Deserialize)]
+struct OpenedFields {
+    password: Option<String>,
+    session_token: Option<String>,
 }
 
 fn seal(app: &App, credential: &Credential, secret: &CredentialSecret) -> Result<SealedSecret> {
@@ -68,15 +77,11 @@ pub fn open_secret(app: &App, credential: &Credential) -> Result<CredentialSecre
             ),
         }
     })?;
-    let fields: SecretFields<'_> = serde_json::from_slice(&plaintext)
+    let fields: OpenedFields = serde_json::from_slice(&plaintext)
         .map_err(|_| Error::internal("sealed secret is not the expected JSON"))?;
     Ok(CredentialSecret {
-        password: fields
-            .password
-            .map(|value| SecretString::from(value.to_owned())),
-        session_token: fields
-            .session_token
-            .map(|value| SecretString::from(value.to_owned())),
+        password: fields.password.map(SecretString::from),
+        session_token: fields.session_token.map(SecretString::from),
     })
 }
 

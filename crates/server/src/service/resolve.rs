@@ -63,10 +63,26 @@ pub async fn resolve(
             .map_err(|error| Error::invalid("invalid_image", error.to_string()))?;
         let credentials = app.store.credentials(&access.workspace.id).await?;
         let credential = match name {
-            Some(name) => credentials
-                .iter()
-                .find(|credential| credential.name == name)
-                .ok_or_else(|| Error::NotFound(format!("credential {name} in {workspace_name}")))?,
+            Some(name) => {
+                let named = credentials
+                    .iter()
+                    .find(|credential| credential.name == name)
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("credential {name} in {workspace_name}"))
+                    })?;
+                // A named credential must still serve the image's registry, so a
+                // reference cannot hand one registry's secret out for another.
+                if named.registry_host != parsed.registry {
+                    return Err(Error::unprocessable(
+                        "registry_mismatch",
+                        format!(
+                            "credential {name} serves {}, not {}",
+                            named.registry_host, parsed.registry
+                        ),
+                    ));
+                }
+                named
+            }
             None => best_match(&credentials, &parsed).ok_or_else(|| {
                 Error::NotFound(format!(
                     "credential for {}/{} in {workspace_name}",

@@ -110,6 +110,15 @@ fn exercise(server: &TestServer, first: &str, second: &str) -> Transcript {
         None,
     ));
     ok(&cli(&["audit", "verify"], None));
+    // Verification fails here (no network): its error must not carry the secret.
+    let _ = cli(&["credentials", "verify", "canary"], None);
+    // The one place a secret is meant to appear: the resolve answer to its caller. It
+    // proves the search would find the secret, and stays out of the transcript.
+    let resolved = server.cli(ADMIN_TOKEN, &["resolve", "quay.io/team/app:1"], None);
+    assert!(
+        stdout(&resolved).contains(second),
+        "resolve hands out the current secret"
+    );
     let body = format!(r#"{{"name":"canary-x","registry":"quay.io","ambient":"{first}"}}"#);
     let (_, response) = raw(
         server,
