@@ -11,9 +11,7 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-use crate::domain::credential::{
-    AuthMethod, Credential, CredentialKind, CredentialSecret, Timestamp,
-};
+use crate::domain::credential::{AuthMethod, Credential, CredentialSecret, Timestamp};
 use crate::outbound::OutboundError;
 
 /// A working registry login: what `docker login` would be given.
@@ -176,13 +174,20 @@ impl Providers {
 }
 
 /// Which minted token a credential can share with others: credentials with the same
-/// cloud identity, region and partition get the same token (one AWS call, not one per
-/// credential). `None` when nothing is minted.
+/// cloud identity get the same token — for ECR the same keys or role, region and
+/// endpoint variant (one AWS call, not one per credential); for ACR service principals
+/// and Google access tokens the same principal or key (ACR also the same registry,
+/// whose exchange scopes the token). `None` when nothing is minted.
 pub fn shared_identity(credential: &Credential, secret: &CredentialSecret) -> Option<String> {
-    if credential.kind != CredentialKind::Ecr {
-        return None;
-    }
     let settings = &credential.settings;
+    let (kind, scope) = match credential.auth_method {
+        AuthMethod::AwsKeys | AuthMethod::AwsRole | AuthMethod::AwsAmbient => {
+            ("ecr", ecr::endpoint_variant(&credential.registry_host))
+        }
+        AuthMethod::AzureServicePrincipal => ("acr", credential.registry_host.clone()),
+        AuthMethod::GcpAccessToken => ("gcr", String::new()),
+        AuthMethod::Password | AuthMethod::AcrToken | AuthMethod::GcpJsonKey => return None,
+    };
     let mut hasher = Sha256::new();
     for part in [
         credential.auth_method.as_str(),
@@ -198,12 +203,13 @@ pub fn shared_identity(credential: &Credential, secret: &CredentialSecret) -> Op
         settings.role_arn.as_deref().unwrap_or_default(),
         settings.external_id.as_deref().unwrap_or_default(),
         settings.aws_region.as_deref().unwrap_or_default(),
-        &ecr::endpoint_variant(&credential.registry_host),
+        settings.azure_tenant_id.as_deref().unwrap_or_default(),
+        &scope,
     ] {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
-    Some(format!("ecr:{}", hex::encode(hasher.finalize())))
+    Some(format!("{kind}:{}", hex::encode(hasher.finalize())))
 }
 
 #[cfg(test)]
