@@ -81,6 +81,11 @@ fn prepare_data_dir(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The refresher's ceiling per cloud provider: well under the AWS GetAuthorizationToken
+/// quota (20 per second per account and region) even with several replicas.
+const PROVIDER_CALLS_PER_SECOND: f64 = 10.0;
+const PROVIDER_CALL_BURST: f64 = 50.0;
+
 /// Builds the application on `config`: opens and migrates the store, loads the keyring
 /// and creates the first user if the database is empty.
 pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
@@ -116,6 +121,10 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
     };
     let tokens = TokenCache::new(Arc::clone(&clock));
     Ok(Arc::new(App {
+        provider_rate_limit: crate::tokens::ProviderRateLimit::new(
+            PROVIDER_CALLS_PER_SECOND,
+            PROVIDER_CALL_BURST,
+        ),
         outbound,
         providers,
         tokens,

@@ -36,6 +36,8 @@ pub struct App {
     pub outbound: OutboundClient,
     pub providers: Providers,
     pub tokens: TokenCache,
+    /// Calls per second each cloud provider receives from the refresher, at most.
+    pub provider_rate_limit: crate::tokens::ProviderRateLimit,
     /// Serialises master-key rotations within this process.
     pub rotation: tokio::sync::Mutex<()>,
     /// Held shared from sealing a secret until it is stored, and exclusively by a

@@ -262,3 +262,57 @@ mod backoff_tests {
         }
     }
 }
+
+/// A token bucket per provider, on the injected clock, so a refresh storm (a fleet of
+/// tokens minted together, a recovery after an outage) cannot hammer one cloud API.
+pub struct ProviderRateLimit {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<&'static str, (f64, Timestamp)>>,
+}
+
+impl ProviderRateLimit {
+    pub fn new(per_second: f64, burst: f64) -> Self {
+        Self {
+            per_second,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one call's allowance for `provider` at `now`, if there is one.
+    pub fn try_acquire(&self, provider: &'static str, now: Timestamp) -> bool {
+        let mut buckets = self.buckets.lock().expect("rate limit lock poisoned");
+        let (tokens, last) = buckets.entry(provider).or_insert((self.burst, now));
+        let elapsed_seconds = (now - *last).max(0) as f64 / 1000.0;
+        *tokens = (*tokens + elapsed_seconds * self.per_second).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use super::*;
+
+    #[test]
+    fn allows_a_burst_then_the_steady_rate_per_provider() {
+        let limit = ProviderRateLimit::new(2.0, 3.0);
+        let granted = (0..10).filter(|_| limit.try_acquire("ecr", 0)).count();
+        assert_eq!(granted, 3, "the burst");
+        assert!(
+            limit.try_acquire("acr", 0),
+            "providers have separate buckets"
+        );
+        assert!(!limit.try_acquire("ecr", 400));
+        assert!(limit.try_acquire("ecr", 500), "two per second");
+        assert!(!limit.try_acquire("ecr", 500));
+        let granted = (0..10).filter(|_| limit.try_acquire("ecr", 60_000)).count();
+        assert_eq!(granted, 3, "never more than the burst after a pause");
+    }
+}

@@ -178,6 +178,21 @@ pub struct CycleReport {
     pub refreshed: usize,
     pub failed: usize,
     pub dropped: usize,
+    /// Put off to a later cycle by the provider's rate limit.
+    pub deferred: usize,
+}
+
+/// How soon a token put off by the rate limit is tried again.
+const RATE_LIMITED_RETRY_MS: i64 = 1_000;
+
+/// The provider a token identity belongs to (its prefix, see `shared_identity`).
+fn provider_of(identity: &str) -> &'static str {
+    match identity.split_once(':').map(|(kind, _)| kind) {
+        Some("ecr") => "ecr",
+        Some("acr") => "acr",
+        Some("gcr") => "gcr",
+        _ => "other",
+    }
 }
 
 /// One pass of the background refresher: lease the tokens that are due, refresh them
@@ -195,6 +210,17 @@ pub async fn refresh_cycle(app: &Arc<App>, owner: &str) -> Result<CycleReport> {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
     for token in due {
+        let provider = provider_of(&token.identity);
+        if !app.provider_rate_limit.try_acquire(provider, now) {
+            // Over this provider's rate: give the lease back and try again shortly.
+            let deferred = StoredToken {
+                next_attempt_at: now + RATE_LIMITED_RETRY_MS,
+                ..token
+            };
+            app.store.finish_registry_token(&deferred, owner).await?;
+            report.deferred += 1;
+            continue;
+        }
         let app = Arc::clone(app);
         let owner = owner.to_owned();
         let permit = Arc::clone(&semaphore)
