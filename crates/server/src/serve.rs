@@ -35,6 +35,7 @@ pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
         "aws_smithy_runtime_api=info",
         "aws_sdk_ecr=info",
         "aws_sdk_sts=info",
+        "aws_sdk_ecrpublic=info",
         "aws_config=info",
         "hyper=info",
         "hyper_util=info",
@@ -81,8 +82,9 @@ fn prepare_data_dir(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The refresher's ceiling per cloud provider: well under the AWS GetAuthorizationToken
-/// quota (20 per second per account and region) even with several replicas.
+/// The refresher's ceiling per cloud provider and replica: half the AWS
+/// GetAuthorizationToken quota (20 per second per account and region), so two
+/// replicas refreshing the same account at full speed still stay within it.
 const PROVIDER_CALLS_PER_SECOND: f64 = 10.0;
 const PROVIDER_CALL_BURST: f64 = 50.0;
 

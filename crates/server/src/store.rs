@@ -188,7 +188,8 @@ pub trait Store: Send + Sync {
     ) -> Result<bool>;
 
     async fn registry_token(&self, identity: &str) -> Result<Option<StoredToken>>;
-    /// Inserts or replaces a token, releasing any lease on it.
+    /// Inserts or replaces a token. A lease on it stays: its holder's result, written
+    /// later, is the newer one.
     async fn put_registry_token(&self, token: &StoredToken) -> Result<()>;
     /// Leases up to `limit` tokens due for an attempt (`next_attempt_at <= now`) that no
     /// live lease holds, to `owner` until `lease_until`: at most one replica refreshes
@@ -203,8 +204,8 @@ pub trait Store: Send + Sync {
     /// Writes a refresh result if `owner` still holds the lease; false otherwise.
     async fn finish_registry_token(&self, token: &StoredToken, owner: &str) -> Result<bool>;
     async fn delete_registry_token(&self, identity: &str) -> Result<()>;
-    /// Records which token a credential uses.
-    async fn link_token_identity(&self, credential_id: &str, identity: &str) -> Result<()>;
+    /// Records which token a credential uses (`None` after its secret changed).
+    async fn link_token_identity(&self, credential_id: &str, identity: Option<&str>) -> Result<()>;
     /// Any credential that uses the token (to mint it again).
     async fn credential_by_token_identity(&self, identity: &str) -> Result<Option<Credential>>;
 

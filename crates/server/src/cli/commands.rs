@@ -304,6 +304,17 @@ fn print_credential(credential: &wire::Credential, format: OutputFormat) -> anyh
             _ => verification.status.clone(),
         },
     ));
+    if let Some(token) = &credential.token {
+        let mut line = token.status.clone();
+        if let Some(expires_at) = &token.expires_at {
+            line.push_str(&format!(", expires {expires_at}"));
+        }
+        line.push_str(&format!(", refresh at {}", token.refresh_at));
+        if let Some(error) = &token.last_error {
+            line.push_str(&format!("; last error: {error}"));
+        }
+        pairs.push(("Token", line));
+    }
     pairs.push((
         "Created",
         format!("{} by {}", credential.created_at, credential.created_by),

@@ -132,21 +132,50 @@ impl EcrProvider {
             AuthMethod::AwsKeys | AuthMethod::AwsRole | AuthMethod::AwsAmbient
         ));
         let config = self.sdk_config(credential, secret).await?;
-        let client = aws_sdk_ecr::Client::new(&config);
-        let answer = client
-            .get_authorization_token()
-            .send()
-            .await
-            .map_err(aws_error)?;
-        let data = answer.authorization_data().first().ok_or_else(|| {
-            ProviderError::AwsOther("GetAuthorizationToken returned no authorization data".into())
-        })?;
-        let encoded = data.authorization_token().ok_or_else(|| {
+        let public =
+            matches!(classify(&credential.registry_host), RegistryKind::Ecr(ecr) if ecr.public);
+        // ECR Public has its own API (and lives in us-east-1 whatever the region).
+        let (encoded, reported) = if public {
+            let config = config
+                .into_builder()
+                .region(Region::new("us-east-1"))
+                .build();
+            let answer = aws_sdk_ecrpublic::Client::new(&config)
+                .get_authorization_token()
+                .send()
+                .await
+                .map_err(aws_error)?;
+            let data = answer.authorization_data().ok_or_else(|| {
+                ProviderError::AwsOther(
+                    "GetAuthorizationToken returned no authorization data".into(),
+                )
+            })?;
+            (
+                data.authorization_token().map(str::to_owned),
+                data.expires_at().map(|time| time.secs() * 1000),
+            )
+        } else {
+            let answer = aws_sdk_ecr::Client::new(&config)
+                .get_authorization_token()
+                .send()
+                .await
+                .map_err(aws_error)?;
+            let data = answer.authorization_data().first().ok_or_else(|| {
+                ProviderError::AwsOther(
+                    "GetAuthorizationToken returned no authorization data".into(),
+                )
+            })?;
+            (
+                data.authorization_token().map(str::to_owned),
+                data.expires_at().map(|time| time.secs() * 1000),
+            )
+        };
+        let encoded = zeroize::Zeroizing::new(encoded.ok_or_else(|| {
             ProviderError::AwsOther("GetAuthorizationToken returned no token".into())
-        })?;
+        })?);
         let decoded = zeroize::Zeroizing::new(
             BASE64
-                .decode(encoded)
+                .decode(encoded.as_bytes())
                 .map_err(|_| ProviderError::AwsOther("the ECR token is not base64".into()))?,
         );
         let text = std::str::from_utf8(&decoded)
@@ -154,7 +183,6 @@ impl EcrProvider {
         let (username, password) = text
             .split_once(':')
             .ok_or_else(|| ProviderError::AwsOther("the ECR token is not USER:PASSWORD".into()))?;
-        let reported = data.expires_at().map(|time| time.secs() * 1000);
         let expires_at = match reported {
             Some(expires_at) if expires_at > now + 60_000 => expires_at,
             reported => {

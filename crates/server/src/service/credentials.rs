@@ -358,6 +358,11 @@ pub async fn update(
         app.store
             .update_credential(&updated, existing.revision, record)
             .await?;
+        if secret_given {
+            // A new secret is a new identity: the next resolve mints and links its own
+            // token, and the refresher drops the old one once nothing uses it.
+            app.store.link_token_identity(&updated.id, None).await?;
+        }
         tracing::info!(
             credential.id = %updated.id,
             credential.name = %updated.name,

@@ -124,7 +124,7 @@ pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLog
                     let stored = async {
                         app.store.put_registry_token(&token).await?;
                         app.store
-                            .link_token_identity(&credential.id, &identity)
+                            .link_token_identity(&credential.id, Some(&identity))
                             .await
                     };
                     if let Err(error) = stored.await {
@@ -160,7 +160,7 @@ pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLog
         .map_err(|error| provider_error(credential, &error))?;
     if credential.token.is_none() {
         app.store
-            .link_token_identity(&credential.id, &identity)
+            .link_token_identity(&credential.id, Some(&identity))
             .await?;
     }
     Ok(login)
@@ -259,7 +259,8 @@ async fn refresh_one(app: &App, token: StoredToken, owner: &str) -> Result<Refre
         .credential_by_token_identity(&token.identity)
         .await?
     else {
-        // No credential uses this identity any more (deleted, or its secret changed).
+        // No credential uses this identity any more (deleted, or its secret changed,
+        // which unlinks it).
         app.store.delete_registry_token(&token.identity).await?;
         return Ok(Refreshed::Dropped);
     };
@@ -268,15 +269,18 @@ async fn refresh_one(app: &App, token: StoredToken, owner: &str) -> Result<Refre
     match app.providers.login(&credential, &secret, now).await {
         Ok(login) => {
             let fresh = seal_token(app, &token.identity, &login, now)?;
-            if app.store.finish_registry_token(&fresh, owner).await? {
-                app.tokens
-                    .put(&token.identity, login, fresh.refresh_at)
-                    .await;
-            }
             app.metrics
                 .token_refreshes
                 .get_or_create(&outcome("success"))
                 .inc();
+            if !app.store.finish_registry_token(&fresh, owner).await? {
+                // The lease ran out and another replica took the token over.
+                tracing::info!(credential.id = %credential.id, "token.refresh_lease_lost");
+                return Ok(Refreshed::Failed);
+            }
+            app.tokens
+                .put(&token.identity, login, fresh.refresh_at)
+                .await;
             tracing::debug!(credential.id = %credential.id, "token.refreshed");
             Ok(Refreshed::Yes)
         }

@@ -873,7 +873,7 @@ macro_rules! impl_store {
                      issued_at = excluded.issued_at, expires_at = excluded.expires_at, \
                      refresh_at = excluded.refresh_at, status = excluded.status, failures = excluded.failures, \
                      last_error = excluded.last_error, next_attempt_at = excluded.next_attempt_at, \
-                     lease_owner = NULL, lease_until = NULL, updated_at = excluded.updated_at",
+                     updated_at = excluded.updated_at",
                 )
                 .bind(&token.identity)
                 .bind(&token.username)
@@ -970,7 +970,7 @@ macro_rules! impl_store {
                 commit(transaction).await
             }
 
-            async fn link_token_identity(&self, credential_id: &str, identity: &str) -> Result<()> {
+            async fn link_token_identity(&self, credential_id: &str, identity: Option<&str>) -> Result<()> {
                 let mut transaction = self.begin_write().await?;
                 sqlx::query("UPDATE credentials SET token_identity = $1 WHERE id = $2")
                     .bind(identity)

@@ -7,6 +7,7 @@ mod canary;
 mod cli;
 mod cloud_logins;
 mod fake_azure_ad;
+mod fake_ecr_public;
 mod fake_google_oauth;
 mod master_key;
 mod outbound;
