@@ -397,3 +397,154 @@ fn ecr_through_moto_keys_and_role() {
     let resolved = resolve(&server, &format!("{host}/team/app:1"));
     assert_eq!(resolved.secret.expose(), token);
 }
+
+#[test]
+fn ambient_aws_identity_only_when_the_operator_allows_it() {
+    let Some(moto) = Moto::start() else { return };
+    let (_, body) = moto.call_json_api(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",
+        &serde_json::json!({}),
+    );
+    let encoded = body["authorizationData"][0]["authorizationToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let decoded = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap(),
+    )
+    .unwrap();
+    let (user, token) = decoded.split_once(':').unwrap();
+    let Some(registry) = Registry::htpasswd(&[(user, token)]) else {
+        return;
+    };
+    let host = registry.host_port().to_owned();
+    // The server's own identity, as an instance role would provide it.
+    let identity = [
+        ("AWS_ENDPOINT_URL", moto.endpoint_url()),
+        ("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", moto::SECRET_ACCESS_KEY),
+    ];
+    let args = [
+        "credentials",
+        "add",
+        "--name",
+        "ambient",
+        "--type",
+        "ecr",
+        "--registry",
+        &host,
+        "--aws-region",
+        moto::REGION,
+        "--ambient",
+        "--output",
+        "json",
+    ];
+    let refusing = server_for(&registry, &identity);
+    let refused = refusing.cli(ADMIN_TOKEN, &args, None);
+    assert!(
+        stderr(&refused).contains("ambient_credentials_disabled"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let mut allowing_environment = identity.to_vec();
+    allowing_environment.push(("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", "true"));
+    let allowing = server_for(&registry, &allowing_environment);
+    let added: wire::Credential =
+        serde_json::from_str(&ok(&allowing.cli(ADMIN_TOKEN, &args, None))).unwrap();
+    assert_eq!(
+        (
+            added.auth_method.as_str(),
+            added.has_secret,
+            added.verification.status.as_str()
+        ),
+        ("aws_ambient", false, "ok")
+    );
+    assert_eq!(
+        resolve(&allowing, &format!("{host}/team/app:1"))
+            .secret
+            .expose(),
+        token
+    );
+}
+
+/// A registry that is allowed but announces a token realm on a forbidden address: the
+/// credentials are never sent there, and no connection is made.
+#[test]
+fn a_token_realm_on_a_forbidden_address_is_refused() {
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let trap = TcpListener::bind("127.0.0.2:0").unwrap();
+    let trap_port = trap.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&connections);
+    std::thread::spawn(move || {
+        for _ in trap.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let registry_host = listener.local_addr().unwrap().to_string();
+    let challenge = format!("Bearer realm=\"http://127.0.0.2:{trap_port}/token\",service=\"trap\"");
+    let app = axum::Router::new().route(
+        "/v2/",
+        axum::routing::get(move || {
+            let challenge = challenge.clone();
+            async move {
+                (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    [("www-authenticate", challenge)],
+                    "",
+                )
+            }
+        }),
+    );
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    let server = TestServer::start_with(ServerOptions {
+        environment: vec![
+            (
+                "REGKEEPER_OUTBOUND_ALLOW_NETWORKS".into(),
+                "127.0.0.1/32".into(),
+            ),
+            (
+                "REGKEEPER_OUTBOUND_HTTP_REGISTRIES".into(),
+                format!("{registry_host},127.0.0.2:{trap_port}"),
+            ),
+        ],
+        ..ServerOptions::default()
+    });
+    let refused = add(
+        &server,
+        &[
+            "--name",
+            "trap",
+            "--registry",
+            &registry_host,
+            "--username",
+            "robot",
+        ],
+        "robot-password",
+    );
+    assert!(
+        stderr(&refused).contains("destination_forbidden"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "no connection reached the realm"
+    );
+}
