@@ -186,7 +186,7 @@ impl AcrProvider {
             .form(&form)
             .send()
             .await
-            .map_err(|error| ProviderError::AzureUnreachable(describe(&error)))?;
+            .map_err(|error| ProviderError::AzureUnreachable(super::describe(&error)))?;
         let status = response.status();
         let body = OutboundClient::read_capped(response, RESPONSE_LIMIT)
             .await
@@ -353,24 +353,6 @@ fn token_expiry(token: &str) -> Option<Timestamp> {
     let bytes = BASE64_URL.decode(payload.trim_end_matches('=')).ok()?;
     let claims: Claims = serde_json::from_slice(&bytes).ok()?;
     claims.exp.checked_mul(1000)
-}
-
-/// A reqwest error's causes, without its top line (which quotes the URL).
-fn describe(error: &reqwest::Error) -> String {
-    let mut message = if error.is_timeout() {
-        "the request timed out".to_owned()
-    } else if error.is_connect() {
-        "connection failed".to_owned()
-    } else {
-        "the request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

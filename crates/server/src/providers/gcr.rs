@@ -190,7 +190,7 @@ impl GcrProvider {
             .form(&form)
             .send()
             .await
-            .map_err(|error| ProviderError::GcpUnreachable(describe(&error)))?;
+            .map_err(|error| ProviderError::GcpUnreachable(super::describe(&error)))?;
         let status = response.status();
         let body = OutboundClient::read_capped(response, RESPONSE_LIMIT)
             .await
@@ -248,24 +248,6 @@ fn google_error(status: StatusCode, body: &[u8]) -> ProviderError {
         "" => ProviderError::GcpFailed(format!("HTTP {}", status.as_u16())),
         _ => ProviderError::GcpFailed(format!("HTTP {}, {detail}", status.as_u16())),
     }
-}
-
-/// A reqwest error's causes, without its top line (which quotes the URL).
-fn describe(error: &reqwest::Error) -> String {
-    let mut message = if error.is_timeout() {
-        "the request timed out".to_owned()
-    } else if error.is_connect() {
-        "connection failed".to_owned()
-    } else {
-        "the request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

@@ -43,6 +43,27 @@ fn resolve(server: &TestServer, image: &str) -> wire::Resolved {
     serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &["resolve", image], None))).unwrap()
 }
 
+/// The user name and password in moto's ECR token, for a registry to accept.
+fn moto_ecr_login(moto: &Moto) -> (String, String) {
+    let (status, body) = moto.call_json_api(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let encoded = body["authorizationData"][0]["authorizationToken"]
+        .as_str()
+        .unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let (user, token) = std::str::from_utf8(&decoded)
+        .unwrap()
+        .split_once(':')
+        .unwrap();
+    (user.to_owned(), token.to_owned())
+}
+
 #[test]
 fn htpasswd_registry_verify_resolve_and_pull() {
     let Some(registry) = Registry::htpasswd(&[("robot", "robot-password")]) else {
@@ -278,23 +299,8 @@ fn token_registry_bearer_login_and_push_warning() {
 fn ecr_through_moto_keys_and_role() {
     let Some(moto) = Moto::start() else { return };
     // moto's ECR token stands in for the registry password, so the whole path is real.
-    let (status, body) = moto.call_json_api(
-        "ecr",
-        "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",
-        &serde_json::json!({}),
-    );
-    assert_eq!(status, 200, "{body}");
-    let encoded = body["authorizationData"][0]["authorizationToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let decoded = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .unwrap(),
-    )
-    .unwrap();
-    let (user, token) = decoded.split_once(':').unwrap();
+    let (user, token) = moto_ecr_login(&moto);
+    let (user, token) = (user.as_str(), token.as_str());
     let Some(registry) = Registry::htpasswd(&[(user, token)]) else {
         return;
     };
@@ -401,22 +407,8 @@ fn ecr_through_moto_keys_and_role() {
 #[test]
 fn ambient_aws_identity_only_when_the_operator_allows_it() {
     let Some(moto) = Moto::start() else { return };
-    let (_, body) = moto.call_json_api(
-        "ecr",
-        "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",
-        &serde_json::json!({}),
-    );
-    let encoded = body["authorizationData"][0]["authorizationToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let decoded = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .unwrap(),
-    )
-    .unwrap();
-    let (user, token) = decoded.split_once(':').unwrap();
+    let (user, token) = moto_ecr_login(&moto);
+    let (user, token) = (user.as_str(), token.as_str());
     let Some(registry) = Registry::htpasswd(&[(user, token)]) else {
         return;
     };
