@@ -2,12 +2,15 @@
 //! against moto_server, beside a plain aws-sdk-ecr client making the same calls.
 //!
 //!   ecr-refresh-bench regkeeper --endpoint URL [--credentials 10000] [--identities 100]
-//!                               [--initial resolve|login]
+//!                               [--initial login|resolve] [--resolve-sample N]
 //!   ecr-refresh-bench plain     --endpoint URL [--calls 100] [--concurrency 8]
 //!                               [--identities 100]
+//!   ecr-refresh-bench relay     --target MOTO_URL
 //!
 //! Each run prints one JSON object on stdout. Provider calls are counted by a relay
-//! in front of moto (see `Relay`); peak RSS is the kernel's VmHWM of this process.
+//! in front of moto (see `Relay`): with `--counter HOST:PORT` the relay is a `relay`
+//! process whose data port is `--endpoint`; without it, a thread in this process in
+//! front of `--endpoint`. Peak RSS is the kernel's VmHWM of this process.
 //! `bench/ecr-refresh.sh` runs every mode in fresh processes and prints the table.
 
 use std::collections::HashMap;
@@ -22,7 +25,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use aws_sdk_ecr::config::Region;
 use base64::Engine;
-use regkeeper::clock::{Clock, ManualClock};
+use regkeeper::clock::ManualClock;
 use regkeeper::config::{Config, Overrides};
 use regkeeper::service::tokens::{self, CycleReport};
 use regkeeper::service::{credentials, identity, resolve};
@@ -35,8 +38,11 @@ const REGION: &str = "us-east-1";
 const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 const ADMIN_TOKEN: &str = "rk_bench_bootstrap_admin_token_0123456789";
 const HOUR_MS: i64 = 3_600_000;
+/// The background refresher's period (`refresh_tokens_periodically` in serve.rs).
+const REFRESHER_INTERVAL_MS: i64 = 5_000;
 /// The X-Amz-Target of GetAuthorizationToken, as it appears in each request's headers.
-const GET_AUTHORIZATION_TOKEN: &[u8] = b"AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
+const GET_AUTHORIZATION_TOKEN: &[u8] =
+    b"AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
 /// Every HTTP/1.1 request line ends so (request bodies here are `{}`).
 const REQUEST_LINE_END: &[u8] = b" HTTP/1.1\r\n";
 
@@ -77,8 +83,7 @@ impl std::ops::Sub for Snapshot {
         Snapshot {
             connections: self.connections - before.connections,
             requests: self.requests - before.requests,
-            get_authorization_token: self.get_authorization_token
-                - before.get_authorization_token,
+            get_authorization_token: self.get_authorization_token - before.get_authorization_token,
         }
     }
 }
@@ -196,6 +201,82 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, counts: Option<Arc<Counts>>) {
     });
 }
 
+/// Where the counts come from: a relay process of its own (`relay` mode, so its
+/// threads' CPU time and memory are not charged to the process measured), or, when no
+/// `--counter` is given, a relay thread in this process in front of `--endpoint`.
+enum Counter {
+    InProcess(Relay),
+    Process { url: String, control: String },
+}
+
+impl Counter {
+    fn new(endpoint: &str, control: Option<&str>) -> Self {
+        match control {
+            Some(control) => Self::Process {
+                url: endpoint.trim_end_matches('/').to_owned(),
+                control: control.to_owned(),
+            },
+            None => Self::InProcess(Relay::start(
+                endpoint
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned(),
+            )),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::InProcess(relay) => relay.url(),
+            Self::Process { url, .. } => url.clone(),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        match self {
+            Self::InProcess(relay) => relay.counts.snapshot(),
+            Self::Process { control, .. } => {
+                let mut text = String::new();
+                TcpStream::connect(control)
+                    .and_then(|mut stream| stream.read_to_string(&mut text))
+                    .expect("reading the relay's counts");
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).expect("relay counts are JSON");
+                let field = |name: &str| value[name].as_u64().expect("relay count");
+                Snapshot {
+                    connections: field("connections"),
+                    requests: field("http_requests"),
+                    get_authorization_token: field("get_authorization_token"),
+                }
+            }
+        }
+    }
+}
+
+/// `relay` mode: a counting relay in front of `target`, and a control port that
+/// answers every connection with the counts so far (JSON) and closes.
+fn run_relay(target: &str) -> ! {
+    let relay = Relay::start(
+        target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+    );
+    let control = TcpListener::bind("127.0.0.1:0").expect("control bind");
+    println!(
+        "{}",
+        json!({
+            "endpoint": relay.url(),
+            "control": control.local_addr().expect("control address").to_string(),
+        })
+    );
+    std::io::stdout().flush().ok();
+    for mut stream in control.incoming().flatten() {
+        let _ = stream.write_all(relay.counts.snapshot().json().to_string().as_bytes());
+    }
+    std::process::exit(1)
+}
+
 // --- Memory ----------------------------------------------------------------------
 
 /// A `/proc/self/status` field in KiB (VmHWM: peak resident set; VmRSS: current).
@@ -211,6 +292,25 @@ fn status_kib(field: &str) -> u64 {
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0), so the peak of one phase can be read.
 fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// CPU time (user + system) this process has used, in ms, from `/proc/self/stat`
+/// (USER_HZ is 100 on Linux, so 10 ms resolution). It includes the relay's threads,
+/// the same in every mode.
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) * 10.0
 }
 
 fn millis(duration: Duration) -> f64 {
@@ -233,19 +333,18 @@ fn ecr_input(index: usize, identities: usize) -> wire::CredentialInput {
 
 async fn run_regkeeper(
     endpoint: &str,
+    counter: Option<&str>,
     count: usize,
     identities: usize,
     initial_by_resolve: bool,
+    resolve_sample: usize,
 ) -> Result<serde_json::Value, String> {
     let run_started = Instant::now();
-    let relay = Relay::start(
-        endpoint
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    );
-    let directory =
-        std::env::temp_dir().join(format!("regkeeper-ecr-refresh-bench-{}", std::process::id()));
+    let relay = Counter::new(endpoint, counter);
+    let directory = std::env::temp_dir().join(format!(
+        "regkeeper-ecr-refresh-bench-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&directory);
     let variables: HashMap<&str, String> = HashMap::from([
         (
@@ -286,8 +385,11 @@ async fn run_regkeeper(
     let create_ms = millis(phase.elapsed());
 
     // Initial cycle: each credential is used once, which mints one token per identity
-    // and links every credential to its identity's token.
-    let before = relay.counts.snapshot();
+    // and links every credential to its identity's token. By default through
+    // `tokens::login_for`, which is what a resolve calls once it has picked the
+    // credential: a resolve itself reads every credential of the workspace to pick
+    // one, so 10,000 resolves in one workspace take quadratic time (see README).
+    let before = relay.snapshot();
     let phase = Instant::now();
     for (index, credential) in created.iter().enumerate() {
         let login = if initial_by_resolve {
@@ -302,21 +404,26 @@ async fn run_regkeeper(
                 .map_err(|error| format!("login for {}: {error}", credential.name))?
         };
         if login.issued_at != start {
-            return Err(format!("{}: token not minted at the start", credential.name));
+            return Err(format!(
+                "{}: token not minted at the start",
+                credential.name
+            ));
         }
     }
     let initial_ms = millis(phase.elapsed());
-    let initial_calls = relay.counts.snapshot() - before;
+    let initial_calls = relay.snapshot() - before;
 
     // The refresh cycle, past every refresh point (8 h ± 36 min of a 12 h token).
     clock.advance(9 * HOUR_MS);
     let setup_peak_kib = status_kib("VmHWM");
     let phase_peak_reset = reset_peak_rss();
     let rss_before_refresh_kib = status_kib("VmRSS");
-    let before = relay.counts.snapshot();
+    let before = relay.snapshot();
+    let cpu_before = cpu_ms();
     let phase = Instant::now();
     let mut total = CycleReport::default();
     let mut cycles = 0;
+    let mut refresher_clock_ms = 0;
     loop {
         let report = tokens::refresh_cycle(&app, "bench-replica")
             .await
@@ -329,34 +436,73 @@ async fn run_regkeeper(
         total.refreshed += report.refreshed;
         total.failed += report.failed;
         total.dropped += report.dropped;
+        total.deferred += report.deferred;
+        if report.deferred > 0 {
+            // The provider rate limit (a token bucket on the injected clock) put some
+            // off: the background refresher runs its next cycle one interval later.
+            clock.advance(REFRESHER_INTERVAL_MS);
+            refresher_clock_ms += REFRESHER_INTERVAL_MS;
+        }
     }
     let refresh_ms = millis(phase.elapsed());
-    let refresh_calls = relay.counts.snapshot() - before;
+    let refresh_cpu_ms = cpu_ms() - cpu_before;
+    let refresh_calls = relay.snapshot() - before;
     let refresh_peak_kib = status_kib("VmHWM");
 
     // Check: one refreshed token per identity, and every identity's credentials are
     // served the refreshed token from memory without another provider call.
-    let before = relay.counts.snapshot();
-    let refreshed_at = clock.now();
+    let before = relay.snapshot();
+    let refresh_started_at = start + 9 * HOUR_MS;
     for credential in created.iter().take(identities) {
         let login = tokens::login_for(&app, credential)
             .await
             .map_err(|error| format!("login for {} after refresh: {error}", credential.name))?;
-        if login.issued_at != refreshed_at {
+        if login.issued_at < refresh_started_at {
             return Err(format!("{} was not refreshed", credential.name));
         }
     }
-    let after_calls = relay.counts.snapshot() - before;
+    let after_calls = relay.snapshot() - before;
     if total.refreshed != identities || total.failed != 0 || total.dropped != 0 {
         return Err(format!(
-            "refresh cycle: leased {}, refreshed {}, failed {}, dropped {} (expected {identities} refreshed)",
-            total.leased, total.refreshed, total.failed, total.dropped
+            "refresh cycles: leased {}, refreshed {}, failed {}, dropped {}, deferred {} (expected {identities} refreshed)",
+            total.leased, total.refreshed, total.failed, total.dropped, total.deferred
         ));
     }
     if after_calls.get_authorization_token != 0 {
         return Err("serving refreshed tokens called the provider again".into());
     }
     let whole_ms = millis(run_started.elapsed());
+
+    // Not part of the cycle: what one resolve costs with this many credentials in the
+    // workspace (tokens are cached, so no provider call), on a spread sample.
+    let resolve_sample = if resolve_sample > 0 {
+        let before = relay.snapshot();
+        let peak_reset = reset_peak_rss();
+        let phase = Instant::now();
+        for k in 0..resolve_sample {
+            let index = k * count / resolve_sample;
+            let image = format!("{REGISTRY}/team-{index:05}/app:1");
+            let resolution = resolve::resolve(&app, &admin, None, &image, None)
+                .await
+                .map_err(|error| format!("resolving {image}: {error}"))?;
+            if resolution.credential.name != format!("ecr-{index:05}") {
+                return Err(format!(
+                    "{image} resolved to {}",
+                    resolution.credential.name
+                ));
+            }
+        }
+        let elapsed = millis(phase.elapsed());
+        let calls = relay.snapshot() - before;
+        json!({
+            "resolves": resolve_sample,
+            "ms_per_resolve": elapsed / resolve_sample as f64,
+            "calls": calls.json(),
+            "peak_rss_kib": if peak_reset { serde_json::Value::from(status_kib("VmHWM")) } else { serde_json::Value::Null },
+        })
+    } else {
+        serde_json::Value::Null
+    };
     let _ = std::fs::remove_dir_all(&directory);
     Ok(json!({
         "mode": "regkeeper",
@@ -369,19 +515,23 @@ async fn run_regkeeper(
         "initial_ms": initial_ms,
         "initial_calls": initial_calls.json(),
         "refresh_ms": refresh_ms,
+        "refresh_cpu_ms": refresh_cpu_ms,
         "refresh_cycles": cycles,
         "refresh_report": {
             "leased": total.leased,
             "refreshed": total.refreshed,
             "failed": total.failed,
             "dropped": total.dropped,
+            "deferred_by_rate_limit": total.deferred,
         },
+        "refresher_clock_ms": refresher_clock_ms,
         "refresh_calls": refresh_calls.json(),
         "whole_ms": whole_ms,
         "setup_peak_rss_kib": setup_peak_kib,
         "rss_before_refresh_kib": rss_before_refresh_kib,
         "refresh_peak_rss_kib": if phase_peak_reset { serde_json::Value::from(refresh_peak_kib) } else { serde_json::Value::Null },
         "peak_rss_kib": setup_peak_kib.max(refresh_peak_kib),
+        "resolve_sample": resolve_sample,
     }))
 }
 
@@ -389,18 +539,15 @@ async fn run_regkeeper(
 
 async fn run_plain(
     endpoint: &str,
+    counter: Option<&str>,
     calls: usize,
     concurrency: usize,
     identities: usize,
 ) -> Result<serde_json::Value, String> {
     let run_started = Instant::now();
-    let relay = Relay::start(
-        endpoint
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    );
-    let before = relay.counts.snapshot();
+    let relay = Counter::new(endpoint, counter);
+    let before = relay.snapshot();
+    let cpu_before = cpu_ms();
     let phase = Instant::now();
     // One SDK configuration (so one HTTP client and connection pool), with the same
     // retry and timeout settings as regkeeper's ECR provider, and one ECR client per
@@ -444,6 +591,10 @@ async fn run_plain(
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for call in 0..calls {
+        // Reap finished calls as we go, so 10,000 results are not held at once.
+        while let Some(result) = tasks.try_join_next() {
+            result.map_err(|error| error.to_string())??;
+        }
         let clients = Arc::clone(&clients);
         let permit = Arc::clone(&semaphore)
             .acquire_owned()
@@ -475,7 +626,8 @@ async fn run_plain(
         result.map_err(|error| error.to_string())??;
     }
     let calls_ms = millis(phase.elapsed());
-    let made = relay.counts.snapshot() - before;
+    let calls_cpu_ms = cpu_ms() - cpu_before;
+    let made = relay.snapshot() - before;
     if made.get_authorization_token != calls as u64 {
         return Err(format!(
             "the relay counted {} GetAuthorizationToken calls, expected {calls}",
@@ -488,6 +640,7 @@ async fn run_plain(
         "identities": identities,
         "concurrency": concurrency,
         "calls_ms": calls_ms,
+        "calls_cpu_ms": calls_cpu_ms,
         "calls": made.json(),
         "whole_ms": millis(run_started.elapsed()),
         "peak_rss_kib": status_kib("VmHWM"),
@@ -498,7 +651,7 @@ async fn run_plain(
 
 fn usage() -> ! {
     eprintln!(
-        "usage: ecr-refresh-bench regkeeper --endpoint URL [--credentials N] [--identities N] [--initial resolve|login]\n       ecr-refresh-bench plain --endpoint URL [--calls N] [--concurrency N] [--identities N]"
+        "usage: ecr-refresh-bench regkeeper --endpoint URL [--credentials N] [--identities N] [--initial login|resolve] [--resolve-sample N]\n       ecr-refresh-bench plain --endpoint URL [--calls N] [--concurrency N] [--identities N]\n       ecr-refresh-bench relay --target MOTO_URL\n(regkeeper and plain take --counter HOST:PORT, a relay's control port; without it they run a relay in-process in front of --endpoint)"
     );
     std::process::exit(2)
 }
@@ -525,9 +678,16 @@ fn main() {
             })
         })
     };
+    if mode == "relay" {
+        let Some(target) = options.get("target") else {
+            usage()
+        };
+        run_relay(target)
+    }
     let Some(endpoint) = options.get("endpoint").cloned() else {
         usage()
     };
+    let counter = options.get("counter").cloned();
     let identities = number("identities", 100);
     // Two workers, as in tests/it/token_refresh.rs and as many as this machine has.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -538,19 +698,22 @@ fn main() {
     let result = match mode.as_str() {
         "regkeeper" => {
             let by_resolve = match options.get("initial").map(String::as_str) {
-                None | Some("resolve") => true,
-                Some("login") => false,
+                Some("resolve") => true,
+                None | Some("login") => false,
                 Some(_) => usage(),
             };
             runtime.block_on(run_regkeeper(
                 &endpoint,
+                counter.as_deref(),
                 number("credentials", 10_000),
                 identities,
                 by_resolve,
+                number("resolve-sample", 0),
             ))
         }
         "plain" => runtime.block_on(run_plain(
             &endpoint,
+            counter.as_deref(),
             number("calls", 100),
             number("concurrency", 8),
             identities,

@@ -167,6 +167,14 @@ pub trait Store: Send + Sync {
     async fn insert_credential(&self, credential: &Credential, audit: AuditRecord) -> Result<()>;
     async fn credential(&self, workspace_id: &str, name: &str) -> Result<Option<Credential>>;
     async fn credentials(&self, workspace_id: &str) -> Result<Vec<Credential>>;
+    /// The credential that serves `repository` at `host` in the workspace: same host,
+    /// the longest path prefix that covers the repository on whole components.
+    async fn best_credential_for(
+        &self,
+        workspace_id: &str,
+        host: &str,
+        repository: &str,
+    ) -> Result<Option<Credential>>;
     /// Replaces the stored credential with the same id if its revision is still
     /// `expected_revision`; `Conflict` otherwise (a concurrent update won).
     async fn update_credential(

@@ -4,34 +4,12 @@
 
 use crate::domain::credential::{Credential, Timestamp};
 use crate::domain::identity::{Principal, Role};
-use crate::domain::reference::{self, ImageReference};
+use crate::domain::reference;
 use crate::domain::{Error, Result};
 use crate::providers::RegistryLogin;
 
 use super::access::require;
 use super::App;
-
-/// Whether `prefix` (no leading or trailing slash; empty for "everything") covers
-/// `repository` on whole path components.
-pub fn prefix_covers(prefix: &str, repository: &str) -> bool {
-    prefix.is_empty()
-        || repository == prefix
-        || repository
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// The credential for `image` among `candidates`: same host, longest covering prefix.
-pub fn best_match<'a>(
-    candidates: &'a [Credential],
-    image: &ImageReference,
-) -> Option<&'a Credential> {
-    candidates
-        .iter()
-        .filter(|credential| credential.registry_host == image.registry)
-        .filter(|credential| prefix_covers(&credential.path_prefix, &image.repository))
-        .max_by_key(|credential| credential.path_prefix.len())
-}
 
 pub struct Resolution {
     pub credential: Credential,
@@ -61,12 +39,12 @@ pub async fn resolve(
         .await?;
         let parsed = reference::parse(image)
             .map_err(|error| Error::invalid("invalid_image", error.to_string()))?;
-        let credentials = app.store.credentials(&access.workspace.id).await?;
         let credential = match name {
             Some(name) => {
-                let named = credentials
-                    .iter()
-                    .find(|credential| credential.name == name)
+                let named = app
+                    .store
+                    .credential(&access.workspace.id, name)
+                    .await?
                     .ok_or_else(|| {
                         Error::NotFound(format!("credential {name} in {workspace_name}"))
                     })?;
@@ -83,14 +61,20 @@ pub async fn resolve(
                 }
                 named
             }
-            None => best_match(&credentials, &parsed).ok_or_else(|| {
-                Error::NotFound(format!(
-                    "credential for {}/{} in {workspace_name}",
-                    parsed.registry, parsed.repository
-                ))
-            })?,
-        }
-        .clone();
+            None => {
+                // One row is read, so a resolve costs the same with ten credentials in
+                // the workspace or a hundred thousand.
+                app.store
+                    .best_credential_for(&access.workspace.id, &parsed.registry, &parsed.repository)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "credential for {}/{} in {workspace_name}",
+                            parsed.registry, parsed.repository
+                        ))
+                    })?
+            }
+        };
         let login = super::tokens::login_for(app, &credential).await?;
         // The secret leaves only once its audit entry is written.
         app.store
@@ -114,18 +98,4 @@ pub async fn resolve(
 /// Milliseconds left before `expires_at`, for callers that need a cache duration.
 pub fn remaining(expires_at: Option<Timestamp>, now: Timestamp) -> Option<i64> {
     expires_at.map(|expires_at| (expires_at - now).max(0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_match_whole_components() {
-        assert!(prefix_covers("", "a/b"));
-        assert!(prefix_covers("team", "team/app"));
-        assert!(prefix_covers("team/app", "team/app"));
-        assert!(!prefix_covers("team", "teamwork/app"));
-        assert!(!prefix_covers("team/app", "team"));
-    }
 }

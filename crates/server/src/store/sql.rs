@@ -726,6 +726,31 @@ macro_rules! impl_store {
                 .collect()
             }
 
+            async fn best_credential_for(
+                &self,
+                workspace_id: &str,
+                host: &str,
+                repository: &str,
+            ) -> Result<Option<Credential>> {
+                // The prefix test runs in the database, so a resolve reads one row
+                // however many credentials the host has.
+                sqlx::query(&format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM {CREDENTIAL_FROM} WHERE c.workspace_id = $1 \
+                     AND c.registry_host = $2 AND (c.path_prefix = '' OR c.path_prefix = $3 \
+                     OR substr($3, 1, length(c.path_prefix) + 1) = c.path_prefix || '/') \
+                     ORDER BY length(c.path_prefix) DESC, c.name LIMIT 1"
+                ))
+                .bind(workspace_id)
+                .bind(host)
+                .bind(repository)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database_error)?
+                .as_ref()
+                .map(credential_from)
+                .transpose()
+            }
+
             async fn update_credential(
                 &self,
                 credential: &Credential,

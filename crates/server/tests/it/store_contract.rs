@@ -655,6 +655,66 @@ async fn no_audit_no_action(subject: Subject) {
     assert!(store.workspace_by_name("~bob").await.unwrap().is_none());
 }
 
+/// Resolve's choice: same host, then the longest prefix covering whole components.
+async fn best_credential_by_prefix(subject: Subject) {
+    let store = &subject.store;
+    let alice = new_user("alice");
+    store
+        .create_user(&alice, record("user.create"))
+        .await
+        .unwrap();
+    let host = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    for (name, prefix) in [
+        ("root", ""),
+        ("team", "team"),
+        ("app", "team/app"),
+        ("teamwork", "teamwork"),
+    ] {
+        let mut entry = credential(&alice.workspace, name);
+        entry.path_prefix = prefix.into();
+        store
+            .insert_credential(&entry, record("credential.create"))
+            .await
+            .unwrap();
+    }
+    let mut elsewhere = credential(&alice.workspace, "elsewhere");
+    elsewhere.registry_host = "ghcr.io".into();
+    elsewhere.path_prefix = "team".into();
+    store
+        .insert_credential(&elsewhere, record("credential.create"))
+        .await
+        .unwrap();
+    for (repository, expected) in [
+        ("team/app/x", "app"),
+        ("team/app", "app"),
+        ("team/application", "team"),
+        ("team/other", "team"),
+        ("teamwork/x", "teamwork"),
+        ("teams/x", "root"),
+        ("other", "root"),
+    ] {
+        let found = store
+            .best_credential_for(&alice.workspace.id, host, repository)
+            .await
+            .unwrap();
+        assert_eq!(
+            found.map(|found| found.name).as_deref(),
+            Some(expected),
+            "{repository}"
+        );
+    }
+    let found = store
+        .best_credential_for(&alice.workspace.id, "ghcr.io", "other/x")
+        .await
+        .unwrap();
+    assert!(found.is_none(), "a prefix never covers another path");
+    let found = store
+        .best_credential_for(&alice.workspace.id, "quay.io", "team/app")
+        .await
+        .unwrap();
+    assert!(found.is_none(), "another host never matches");
+}
+
 macro_rules! contract {
     ($backend:ident) => {
         mod $backend {
@@ -676,6 +736,7 @@ macro_rules! contract {
             case!(audit_chain_under_concurrency);
             case!(audit_log_is_append_only);
             case!(no_audit_no_action);
+            case!(best_credential_by_prefix);
         }
     };
 }
