@@ -35,6 +35,12 @@ pub struct Metrics {
     pub auth_failures: Counter,
     pub master_key_available: Gauge<i64, AtomicI64>,
     pub token_refreshes: Family<OutcomeLabels, Counter>,
+    pub tokens: Family<StatusLabels, Gauge<i64, AtomicI64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
 }
 
 impl Metrics {
@@ -72,7 +78,14 @@ impl Metrics {
             "Registry token mints and refreshes, by outcome",
             token_refreshes.clone(),
         );
+        let tokens = Family::<StatusLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "tokens",
+            "Minted registry tokens by status (fresh, stale, expired), as of the scrape",
+            tokens.clone(),
+        );
         Self {
+            tokens,
             token_refreshes,
             registry,
             http_requests,

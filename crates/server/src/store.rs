@@ -212,6 +212,9 @@ pub trait Store: Send + Sync {
     /// Writes a refresh result if `owner` still holds the lease; false otherwise.
     async fn finish_registry_token(&self, token: &StoredToken, owner: &str) -> Result<bool>;
     async fn delete_registry_token(&self, identity: &str) -> Result<()>;
+    /// How many tokens are in each state at `now` (an expired one counts as `expired`
+    /// whatever its stored status), for the metrics.
+    async fn token_status_counts(&self, now: Timestamp) -> Result<Vec<(String, i64)>>;
     /// Records which token a credential uses (`None` after its secret changed).
     async fn link_token_identity(&self, credential_id: &str, identity: Option<&str>) -> Result<()>;
     /// Any credential that uses the token (to mint it again).

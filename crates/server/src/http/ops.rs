@@ -47,6 +47,25 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         .metrics
         .master_key_available
         .set(i64::from(state.app.keyring.status().is_ok()));
+    match state.app.store.token_status_counts(state.app.now()).await {
+        Ok(counts) => {
+            for status in ["fresh", "stale", "expired"] {
+                let count = counts
+                    .iter()
+                    .find(|(state, _)| state == status)
+                    .map_or(0, |(_, count)| *count);
+                state
+                    .app
+                    .metrics
+                    .tokens
+                    .get_or_create(&crate::metrics::StatusLabels {
+                        status: status.to_owned(),
+                    })
+                    .set(count);
+            }
+        }
+        Err(error) => tracing::warn!(error.code = error.code(), "metrics.token_counts_failed"),
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -985,6 +985,25 @@ macro_rules! impl_store {
                 Ok(updated)
             }
 
+            async fn token_status_counts(&self, now: Timestamp) -> Result<Vec<(String, i64)>> {
+                sqlx::query(
+                    "SELECT CASE WHEN expires_at IS NOT NULL AND expires_at <= $1 THEN 'expired' \
+                     ELSE status END AS state, COUNT(*) AS tokens FROM registry_tokens GROUP BY 1 ORDER BY 1",
+                )
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database_error)?
+                .iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get("state").map_err(database_error)?,
+                        row.try_get("tokens").map_err(database_error)?,
+                    ))
+                })
+                .collect()
+            }
+
             async fn delete_registry_token(&self, identity: &str) -> Result<()> {
                 let mut transaction = self.begin_write().await?;
                 sqlx::query("DELETE FROM registry_tokens WHERE identity = $1")

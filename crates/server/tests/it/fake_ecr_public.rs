@@ -126,4 +126,13 @@ fn ecr_public_tokens_come_from_the_public_api_and_are_shared() {
         shown.token.map(|token| token.status),
         Some("fresh".to_owned())
     );
+    let (_, metrics) = super::support::raw(&server, "GET", "/metrics", None, None, None);
+    assert!(
+        metrics.contains("regkeeper_tokens{status=\"fresh\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("regkeeper_token_refreshes_total{outcome=\"success\"} 1"),
+        "{metrics}"
+    );
 }
