@@ -16,7 +16,7 @@ use super::fake_google_oauth::{
     EXPIRES_IN,
 };
 use super::peers::registry::{Registry, SkopeoAuth};
-use super::support::{ok, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{add, ok, resolve, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
 
 /// A server that may reach loopback registries, trusts `ca_file`, and uses the fakes'
 /// endpoints for the settings in `extra`.
@@ -40,16 +40,6 @@ fn server(ca_file: &std::path::Path, extra: &[(&str, String)]) -> TestServer {
         environment,
         ..ServerOptions::default()
     })
-}
-
-fn add(server: &TestServer, args: &[&str], password: &str) -> std::process::Output {
-    let mut full = vec!["credentials", "add", "--password-stdin", "--output", "json"];
-    full.extend_from_slice(args);
-    server.cli(ADMIN_TOKEN, &full, Some(password))
-}
-
-fn resolve(server: &TestServer, image: &str) -> wire::Resolved {
-    serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &["resolve", image], None))).unwrap()
 }
 
 /// Seconds from now until an `expiresAt` the CLI printed.

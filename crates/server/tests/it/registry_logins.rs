@@ -8,7 +8,7 @@ use regkeeper_wire as wire;
 use super::peers::moto::{self, Moto};
 use super::peers::registry::{Registry, SkopeoAuth};
 use super::peers::token_issuer::{TokenIssuer, PULLER, PULLER_PASSWORD, PUSHER, PUSHER_PASSWORD};
-use super::support::{ok, run_cli, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{add, ok, resolve, run_cli, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
 
 /// A server allowed to reach the loopback registry and trusting its test CA.
 fn server_for(registry: &Registry, extra: &[(&str, &str)]) -> TestServer {
@@ -31,16 +31,6 @@ fn server_for(registry: &Registry, extra: &[(&str, &str)]) -> TestServer {
         environment,
         ..ServerOptions::default()
     })
-}
-
-fn add(server: &TestServer, args: &[&str], password: &str) -> std::process::Output {
-    let mut full = vec!["credentials", "add", "--password-stdin", "--output", "json"];
-    full.extend_from_slice(args);
-    server.cli(ADMIN_TOKEN, &full, Some(password))
-}
-
-fn resolve(server: &TestServer, image: &str) -> wire::Resolved {
-    serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &["resolve", image], None))).unwrap()
 }
 
 /// The user name and password in moto's ECR token, for a registry to accept.

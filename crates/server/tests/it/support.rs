@@ -349,3 +349,15 @@ pub fn raw(
         Err(error) => panic!("request failed: {error}"),
     }
 }
+
+/// `credentials add` as the admin, password on stdin, answer as JSON.
+pub fn add(server: &TestServer, args: &[&str], password: &str) -> Output {
+    let mut full = vec!["credentials", "add", "--password-stdin", "--output", "json"];
+    full.extend_from_slice(args);
+    server.cli(ADMIN_TOKEN, &full, Some(password))
+}
+
+/// `regkeeper resolve IMAGE` as the admin, parsed.
+pub fn resolve(server: &TestServer, image: &str) -> regkeeper_wire::Resolved {
+    serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &["resolve", image], None))).unwrap()
+}
