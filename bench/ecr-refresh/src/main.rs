@@ -394,7 +394,15 @@ async fn run_regkeeper(
     for (index, credential) in created.iter().enumerate() {
         let login = if initial_by_resolve {
             let image = format!("{REGISTRY}/team-{index:05}/app:1");
-            resolve::resolve(&app, &admin, None, &image, None)
+            resolve::resolve(
+                &app,
+                &admin,
+                None,
+                resolve::Request {
+                    image: Some(&image),
+                    ..Default::default()
+                },
+            )
                 .await
                 .map_err(|error| format!("resolving {image}: {error}"))?
                 .login
@@ -482,7 +490,15 @@ async fn run_regkeeper(
         for k in 0..resolve_sample {
             let index = k * count / resolve_sample;
             let image = format!("{REGISTRY}/team-{index:05}/app:1");
-            let resolution = resolve::resolve(&app, &admin, None, &image, None)
+            let resolution = resolve::resolve(
+                &app,
+                &admin,
+                None,
+                resolve::Request {
+                    image: Some(&image),
+                    ..Default::default()
+                },
+            )
                 .await
                 .map_err(|error| format!("resolving {image}: {error}"))?;
             if resolution.credential.name != format!("ecr-{index:05}") {

@@ -2,10 +2,11 @@
 //! node-side helpers. It deliberately avoids the server's dependencies (sqlx, axum,
 //! cloud SDKs) so the binaries built on it start in milliseconds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regkeeper_wire::{ErrorBody, Sensitive};
+use secrecy::zeroize::Zeroizing;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -73,8 +74,9 @@ impl Client {
         }
     }
 
-    /// Settings from `REGKEEPER_URL` and `REGKEEPER_TOKEN`, falling back to the
-    /// settings file. `environment` looks a variable up (tests pass a map).
+    /// Settings from `REGKEEPER_URL` and `REGKEEPER_TOKEN` (else `REGKEEPER_TOKEN_FILE`,
+    /// a file holding the token, as a node mounts a Kubernetes secret), falling back to
+    /// the settings file. `environment` looks a variable up (tests pass a map).
     pub fn from_environment(
         environment: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ClientError> {
@@ -98,9 +100,13 @@ impl Client {
                 "REGKEEPER_URL must start with http:// or https://, not `{url}`"
             )));
         }
-        let token = non_empty("REGKEEPER_TOKEN")
-            .map(|token| Sensitive::new(token.trim()))
-            .or(file.token);
+        let token = match non_empty("REGKEEPER_TOKEN") {
+            Some(token) => Some(Sensitive::new(token.trim())),
+            None => match non_empty("REGKEEPER_TOKEN_FILE") {
+                Some(path) => Some(read_token_file(Path::new(&path))?),
+                None => file.token,
+            },
+        };
         Ok(Self::new(&url, token))
     }
 
@@ -197,6 +203,25 @@ fn parse_error(status: u16, response: ureq::Response) -> ClientError {
     }
 }
 
+/// The token in `REGKEEPER_TOKEN_FILE`, surrounding white space dropped. Errors name
+/// the variable and the path, never the contents.
+fn read_token_file(path: &Path) -> Result<Sensitive, ClientError> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|error| {
+        ClientError::Config(format!(
+            "REGKEEPER_TOKEN_FILE: cannot read {}: {error}",
+            path.display()
+        ))
+    })?);
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ClientError::Config(format!(
+            "REGKEEPER_TOKEN_FILE: {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Sensitive::new(token))
+}
+
 fn settings_path(environment: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     if let Some(directory) = environment("XDG_CONFIG_HOME").filter(|value| !value.is_empty()) {
         return Some(PathBuf::from(directory).join("regkeeper/config.toml"));
@@ -249,6 +274,55 @@ mod tests {
         })
         .unwrap();
         assert_eq!(from_env.base_url(), "http://env:2");
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn the_token_can_come_from_a_file_and_the_variable_wins_over_it() {
+        let directory = std::env::temp_dir().join(format!(
+            "regkeeper-client-token-file-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&directory).unwrap();
+        let token_file = directory.join("token");
+        std::fs::write(&token_file, "  rk_from_file\n").unwrap();
+        let path = token_file.to_string_lossy().into_owned();
+        let from_file = Client::from_environment(&|name| {
+            (name == "REGKEEPER_TOKEN_FILE").then(|| path.clone())
+        })
+        .unwrap();
+        assert_eq!(from_file.token.as_ref().unwrap().expose(), "rk_from_file");
+        let from_variable = Client::from_environment(&|name| match name {
+            "REGKEEPER_TOKEN_FILE" => Some(path.clone()),
+            "REGKEEPER_TOKEN" => Some("rk_variable".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            from_variable.token.as_ref().unwrap().expose(),
+            "rk_variable"
+        );
+
+        std::fs::write(&token_file, "\n").unwrap();
+        let empty = Client::from_environment(&|name| {
+            (name == "REGKEEPER_TOKEN_FILE").then(|| path.clone())
+        })
+        .err()
+        .unwrap();
+        assert!(
+            empty.to_string().contains("REGKEEPER_TOKEN_FILE"),
+            "{empty}"
+        );
+        let missing = directory.join("absent").to_string_lossy().into_owned();
+        let unreadable = Client::from_environment(&|name| {
+            (name == "REGKEEPER_TOKEN_FILE").then(|| missing.clone())
+        })
+        .err()
+        .unwrap();
+        assert!(
+            unreadable.to_string().contains("cannot read"),
+            "{unreadable}"
+        );
         std::fs::remove_dir_all(&directory).unwrap();
     }
 

@@ -4,6 +4,8 @@
 
 mod commands;
 mod output;
+mod roles;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,17 +50,29 @@ enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Push a credential's login to files, Kubernetes Secrets or webhooks after every
+    /// refresh.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
     /// Print working credentials for an image as JSON:
-    /// {"username","secret","expiresAt","registry"}.
+    /// {"username","secret","expiresAt","registry",...}.
     Resolve {
-        /// An image reference, e.g. ghcr.io/acme/app:1.
-        image: String,
+        /// An image reference, e.g. ghcr.io/acme/app:1 (optional with --reference).
+        #[arg(required_unless_present = "reference")]
+        image: Option<String>,
         #[command(flatten)]
         workspace: WorkspaceArg,
-        /// Use this credential instead of the best match.
+        /// Use this credential instead of the best match: a name in the workspace, or
+        /// rk:WS:credential/NAME where a policy grants it.
         #[arg(long)]
         reference: Option<String>,
     },
+    /// Manage workload roles, their policies and their API tokens (workspace admins).
+    #[command(subcommand)]
+    Roles(RolesCommand),
+    /// Kubelet image credential provider: reads a credentialprovider.kubelet.k8s.io/v1
+    /// CredentialProviderRequest on stdin, prints the CredentialProviderResponse.
+    KubeletCredentialProvider,
 }
 
 #[derive(Args)]
@@ -325,6 +339,109 @@ enum AuditCommand {
     Verify {
         #[command(flatten)]
         output: OutputArgs,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+struct PolicyFields {
+    /// The policy document (JSON), or `-` for standard input.
+    #[arg(long, value_name = "FILE")]
+    policy_file: Option<PathBuf>,
+    #[arg(long)]
+    description: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum RolesCommand {
+    /// Create a workload role with an IAM-like policy.
+    Create {
+        name: String,
+        #[command(flatten)]
+        policy: PolicyFields,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List a workspace's roles.
+    List {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show a role with its policy and the credentials its exact grants are bound to.
+    Show {
+        name: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Replace a role's policy or description.
+    Update {
+        name: String,
+        #[command(flatten)]
+        policy: PolicyFields,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete a role and every token issued to it.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// How the role's policy decides an action on a credential, without doing it.
+    Simulate {
+        name: String,
+        /// credentials:Resolve or credentials:Describe.
+        #[arg(long, default_value = "credentials:Resolve")]
+        action: String,
+        /// A credential name in the role's workspace, or rk:WS:credential/NAME.
+        #[arg(long)]
+        reference: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Manage the API tokens of a role.
+    #[command(subcommand)]
+    Tokens(RoleTokensCommand),
+}
+
+#[derive(Subcommand)]
+enum RoleTokensCommand {
+    /// Issue an API token to a role and print it once.
+    Create {
+        role: String,
+        #[arg(long)]
+        name: String,
+        /// Lifetime such as 3600s, 90m, 12h, 30d; default: no expiry.
+        #[arg(long, value_parser = commands::parse_duration)]
+        expires_in: Option<u64>,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List a role's API tokens.
+    List {
+        role: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Revoke a role's API token.
+    Revoke {
+        role: String,
+        id: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
     },
 }
 

@@ -57,6 +57,33 @@ pub struct OutboundConfig {
     pub http_registries: Vec<String>,
 }
 
+/// Where sync targets may deliver: operator choices, never a tenant's.
+#[derive(Debug, Clone, Default)]
+pub struct SyncConfig {
+    /// File targets write below `ROOT/WORKSPACE/`; they are refused without a root.
+    pub file_root: Option<PathBuf>,
+    /// How to reach a Kubernetes cluster; Kubernetes targets are refused without it.
+    pub kubernetes: Option<KubernetesAccess>,
+    /// Namespaces Kubernetes targets may name; `*` allows any.
+    pub kubernetes_namespaces: Vec<String>,
+}
+
+impl SyncConfig {
+    pub fn namespace_allowed(&self, namespace: &str) -> bool {
+        self.kubernetes_namespaces
+            .iter()
+            .any(|allowed| allowed == "*" || allowed == namespace)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubernetesAccess {
+    /// The pod's service account (`KUBERNETES_SERVICE_HOST`, the mounted token and CA).
+    InCluster,
+    /// A kubeconfig file (its current context).
+    Kubeconfig(PathBuf),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -84,6 +111,7 @@ pub struct Config {
     pub google_token_url: Url,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
+    pub sync: SyncConfig,
 }
 
 impl fmt::Debug for Config {
@@ -109,6 +137,7 @@ impl fmt::Debug for Config {
             .field("google_token_url", &self.google_token_url.as_str())
             .field("max_body_bytes", &self.max_body_bytes)
             .field("log_format", &self.log_format)
+            .field("sync", &self.sync)
             .finish()
     }
 }
@@ -131,6 +160,9 @@ struct FileSettings {
     google_token_url: Option<String>,
     max_body_bytes: Option<usize>,
     log_format: Option<String>,
+    sync_file_root: Option<PathBuf>,
+    sync_kubeconfig: Option<String>,
+    sync_kubernetes_namespaces: Option<Vec<String>>,
 }
 
 /// Values given on the command line, which win over everything else.
@@ -270,7 +302,17 @@ impl Config {
             }
         };
         let aws_endpoint_url = env("AWS_ENDPOINT_URL");
+        let sync = load_sync(
+            env("REGKEEPER_SYNC_FILE_ROOT")
+                .map(PathBuf::from)
+                .or(settings.sync_file_root),
+            env("REGKEEPER_SYNC_KUBECONFIG").or(settings.sync_kubeconfig),
+            list(env("REGKEEPER_SYNC_KUBERNETES_NAMESPACES"))
+                .or(settings.sync_kubernetes_namespaces)
+                .unwrap_or_default(),
+        )?;
         Ok(Self {
+            sync,
             aws_endpoint_url,
             data_dir,
             database,
@@ -290,6 +332,61 @@ impl Config {
             log_format,
         })
     }
+}
+
+fn load_sync(
+    file_root: Option<PathBuf>,
+    kubeconfig: Option<String>,
+    kubernetes_namespaces: Vec<String>,
+) -> Result<SyncConfig, ConfigError> {
+    // Canonical, so a later change of working directory or a symlinked root cannot
+    // move where files land.
+    let file_root = file_root
+        .map(|root| {
+            std::fs::canonicalize(&root)
+                .ok()
+                .filter(|root| root.is_dir())
+                .ok_or_else(|| ConfigError::Invalid {
+                    key: "REGKEEPER_SYNC_FILE_ROOT",
+                    message: format!("{} is not an existing directory", root.display()),
+                })
+        })
+        .transpose()?;
+    let kubernetes = match kubeconfig.as_deref() {
+        None => None,
+        Some("in-cluster") => Some(KubernetesAccess::InCluster),
+        Some(path) if Path::new(path).is_file() => {
+            Some(KubernetesAccess::Kubeconfig(PathBuf::from(path)))
+        }
+        Some(path) => {
+            return Err(ConfigError::Invalid {
+                key: "REGKEEPER_SYNC_KUBECONFIG",
+                message: format!("{path} is not a readable kubeconfig file (or `in-cluster`)"),
+            })
+        }
+    };
+    for namespace in &kubernetes_namespaces {
+        if namespace != "*" && crate::domain::sync_target::validate_namespace(namespace).is_err()
+        {
+            return Err(ConfigError::Invalid {
+                key: "REGKEEPER_SYNC_KUBERNETES_NAMESPACES",
+                message: format!("`{namespace}` is not a namespace name (or `*` for any)"),
+            });
+        }
+    }
+    if kubernetes.is_some() && kubernetes_namespaces.is_empty() {
+        return Err(ConfigError::Invalid {
+            key: "REGKEEPER_SYNC_KUBERNETES_NAMESPACES",
+            message: "required with REGKEEPER_SYNC_KUBECONFIG: the namespaces sync targets may \
+                      write Secrets to, comma-separated, or `*` for any"
+                .into(),
+        });
+    }
+    Ok(SyncConfig {
+        file_root,
+        kubernetes,
+        kubernetes_namespaces,
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
@@ -526,6 +623,45 @@ mod tests {
             config.google_token_url.as_str(),
             "https://oauth2.example/token"
         );
+    }
+
+    #[test]
+    fn sync_destinations_are_operator_settings() {
+        let config = load(&[]).unwrap();
+        assert!(config.sync.file_root.is_none() && config.sync.kubernetes.is_none());
+        let directory = tempfile::tempdir().unwrap();
+        let kubeconfig = directory.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, "apiVersion: v1\n").unwrap();
+        let root = directory.path().display().to_string();
+        let kubeconfig = kubeconfig.display().to_string();
+        let config = load(&[
+            ("REGKEEPER_SYNC_FILE_ROOT", &root),
+            ("REGKEEPER_SYNC_KUBECONFIG", &kubeconfig),
+            ("REGKEEPER_SYNC_KUBERNETES_NAMESPACES", "ci, build"),
+        ])
+        .unwrap();
+        assert!(config.sync.file_root.as_ref().unwrap().is_absolute());
+        assert!(config.sync.namespace_allowed("build") && !config.sync.namespace_allowed("kube-system"));
+        for (variables, key) in [
+            (
+                vec![("REGKEEPER_SYNC_FILE_ROOT", "/nonexistent/regkeeper-sync")],
+                "REGKEEPER_SYNC_FILE_ROOT",
+            ),
+            (
+                vec![("REGKEEPER_SYNC_KUBECONFIG", kubeconfig.as_str())],
+                "REGKEEPER_SYNC_KUBERNETES_NAMESPACES",
+            ),
+            (
+                vec![
+                    ("REGKEEPER_SYNC_KUBECONFIG", "in-cluster"),
+                    ("REGKEEPER_SYNC_KUBERNETES_NAMESPACES", "Bad_Name"),
+                ],
+                "REGKEEPER_SYNC_KUBERNETES_NAMESPACES",
+            ),
+        ] {
+            let error = load(&variables).unwrap_err();
+            assert!(error.to_string().starts_with(key), "{error}");
+        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 pub mod credential;
 pub mod error;
 pub mod identity;
+pub mod policy;
 pub mod reference;
 pub mod registry;
+pub mod sync_target;
 
 pub use error::{Error, Result};

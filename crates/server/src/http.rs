@@ -8,6 +8,8 @@ mod credentials;
 pub mod error;
 mod identity;
 mod ops;
+mod roles;
+mod sync;
 mod views;
 
 use std::sync::Arc;
@@ -44,8 +46,11 @@ pub struct ApiState {
         identity::list_members, identity::put_member, identity::remove_member,
         identity::list_tokens, identity::create_token, identity::revoke_token,
         credentials::list, credentials::create, credentials::show, credentials::update, credentials::delete,
-        credentials::verify, credentials::resolve,
+        credentials::verify, credentials::resolve, credentials::resolve_default,
+        roles::list, roles::create, roles::show, roles::update, roles::delete,
+        roles::list_tokens, roles::create_token, roles::revoke_token, roles::simulate,
         admin::audit_list, admin::audit_verify, admin::key_status, admin::key_rotate,
+        sync::list, sync::create, sync::delete, sync::run,
     ),
     modifiers(&BearerAuth),
 )]
@@ -132,6 +137,39 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/workspaces/{workspace}/resolve",
             post(credentials::resolve),
+        )
+        .route("/resolve", post(credentials::resolve_default))
+        .route(
+            "/workspaces/{workspace}/roles",
+            get(roles::list).post(roles::create),
+        )
+        .route(
+            "/workspaces/{workspace}/roles/{name}",
+            get(roles::show).patch(roles::update).delete(roles::delete),
+        )
+        .route(
+            "/workspaces/{workspace}/roles/{name}/tokens",
+            get(roles::list_tokens).post(roles::create_token),
+        )
+        .route(
+            "/workspaces/{workspace}/roles/{name}/tokens/{id}",
+            delete(roles::revoke_token),
+        )
+        .route(
+            "/workspaces/{workspace}/roles/{name}/simulate",
+            post(roles::simulate),
+        )
+        .route(
+            "/workspaces/{workspace}/credentials/{name}/sync-targets",
+            get(sync::list).post(sync::create),
+        )
+        .route(
+            "/workspaces/{workspace}/credentials/{name}/sync-targets/{id}",
+            delete(sync::delete),
+        )
+        .route(
+            "/workspaces/{workspace}/credentials/{name}/sync-targets/{id}/sync",
+            post(sync::run),
         )
         .route("/audit", get(admin::audit_list))
         .route("/audit/verify", get(admin::audit_verify))

@@ -15,4 +15,5 @@ pub mod registry_auth;
 pub mod serve;
 pub mod service;
 pub mod store;
+pub mod sync;
 pub mod tokens;

@@ -36,6 +36,15 @@ pub struct Metrics {
     pub master_key_available: Gauge<i64, AtomicI64>,
     pub token_refreshes: Family<OutcomeLabels, Counter>,
     pub tokens: Family<StatusLabels, Gauge<i64, AtomicI64>>,
+    pub sync_pushes: Family<SyncPushLabels, Counter>,
+    pub sync_targets: Family<StatusLabels, Gauge<i64, AtomicI64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncPushLabels {
+    /// `file`, `kubernetes` or `webhook`.
+    pub kind: String,
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,7 +93,21 @@ impl Metrics {
             "Minted registry tokens by status (fresh, stale, expired), as of the scrape",
             tokens.clone(),
         );
+        let sync_pushes = Family::<SyncPushLabels, Counter>::default();
+        registry.register(
+            "sync_pushes",
+            "Pushes to sync targets, by target type and outcome",
+            sync_pushes.clone(),
+        );
+        let sync_targets = Family::<StatusLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "sync_targets",
+            "Sync targets by status (pending, ok, failing), as of the scrape",
+            sync_targets.clone(),
+        );
         Self {
+            sync_pushes,
+            sync_targets,
             tokens,
             token_refreshes,
             registry,

@@ -180,6 +180,9 @@ pub struct OutboundClient {
 
 struct Inner {
     client: reqwest::Client,
+    /// The same client, answering redirects instead of following them: for requests
+    /// whose body carries a secret (sync webhooks), which a 307/308 would re-send.
+    without_redirects: reqwest::Client,
     policy: Arc<Policy>,
 }
 
@@ -227,20 +230,23 @@ impl OutboundClient {
                 }
             })
         };
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(true)
-            // Environment proxies would be connected to instead of the checked address.
-            .no_proxy()
-            .dns_resolver(Arc::new(resolver::FilteringResolver {
-                policy: Arc::clone(&policy),
-            }))
-            .redirect(redirect_policy)
-            // The previous URL may carry a token in its query; the next host gets nothing.
-            .referer(false)
-            .connect_timeout(connect)
-            .timeout(request)
-            .user_agent(concat!("regkeeper/", env!("CARGO_PKG_VERSION")));
+        let builder = |redirect: reqwest::redirect::Policy| {
+            reqwest::Client::builder()
+                .use_rustls_tls()
+                .tls_built_in_root_certs(true)
+                // Environment proxies would be connected to instead of the checked address.
+                .no_proxy()
+                .dns_resolver(Arc::new(resolver::FilteringResolver {
+                    policy: Arc::clone(&policy),
+                }))
+                .redirect(redirect)
+                // The previous URL may carry a token in its query; the next host gets nothing.
+                .referer(false)
+                .connect_timeout(connect)
+                .timeout(request)
+                .user_agent(concat!("regkeeper/", env!("CARGO_PKG_VERSION")))
+        };
+        let mut roots = Vec::new();
         if let Some(path) = &config.ca_file {
             let unreadable = |message: String| {
                 OutboundError::Other(format!(
@@ -254,18 +260,30 @@ impl OutboundClient {
             if certificates.is_empty() {
                 return Err(unreadable("no PEM certificates found".to_owned()));
             }
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
+            roots = certificates;
         }
-        let client = builder.build().map_err(|error| {
-            OutboundError::Other(format!(
-                "cannot build the outbound HTTP client: {}",
-                describe(&error)
-            ))
-        })?;
+        let build = |builder: reqwest::ClientBuilder| {
+            roots
+                .iter()
+                .fold(builder, |builder, root| {
+                    builder.add_root_certificate(root.clone())
+                })
+                .build()
+                .map_err(|error| {
+                    OutboundError::Other(format!(
+                        "cannot build the outbound HTTP client: {}",
+                        describe(&error)
+                    ))
+                })
+        };
+        let client = build(builder(redirect_policy))?;
+        let without_redirects = build(builder(reqwest::redirect::Policy::none()))?;
         Ok(Self {
-            inner: Arc::new(Inner { client, policy }),
+            inner: Arc::new(Inner {
+                client,
+                without_redirects,
+                policy,
+            }),
         })
     }
 
@@ -296,6 +314,25 @@ impl OutboundClient {
         let host = request.url().host_str().unwrap_or_default().to_owned();
         self.inner
             .client
+            .execute(request)
+            .await
+            .map_err(|error| classify(&error, &host))
+    }
+
+    /// As [`OutboundClient::send`], but a redirect is returned as the response rather
+    /// than followed: for requests whose body must reach the checked host and no other.
+    pub async fn send_once(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, OutboundError> {
+        let (_, request) = request.build_split();
+        let request = request.map_err(|error| {
+            OutboundError::Other(format!("invalid request: {}", describe(&error)))
+        })?;
+        self.check_url(request.url())?;
+        let host = request.url().host_str().unwrap_or_default().to_owned();
+        self.inner
+            .without_redirects
             .execute(request)
             .await
             .map_err(|error| classify(&error, &host))

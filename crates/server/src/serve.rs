@@ -43,6 +43,8 @@ pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
         "h2=info",
         "rustls=info",
         "sqlx=warn",
+        // kube-client logs an unparsable response body (a Secret) at warn.
+        "kube_client=error",
     ]
     .into_iter()
     .fold(filter, |filter, directive| {
@@ -122,7 +124,9 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
             .context("setting up the Google OAuth client")?,
     };
     let tokens = TokenCache::new(Arc::clone(&clock));
+    let sync = crate::sync::Pushers::new(config.sync.clone(), outbound.clone()).await?;
     Ok(Arc::new(App {
+        sync,
         provider_rate_limit: crate::tokens::ProviderRateLimit::new(
             PROVIDER_CALLS_PER_SECOND,
             PROVIDER_CALL_BURST,
@@ -161,6 +165,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::io::stdout().flush().ok();
     tokio::spawn(reload_keys_periodically(Arc::clone(&app)));
     tokio::spawn(refresh_tokens_periodically(Arc::clone(&app)));
+    tokio::spawn(sync_targets_periodically(Arc::clone(&app)));
     let state = ApiState {
         app,
         limiter: Arc::new(AuthLimiter::default()),
@@ -218,6 +223,27 @@ async fn refresh_tokens_periodically(app: Arc<App>) {
             ),
             Ok(_) => {}
             Err(error) => tracing::warn!(error.code = error.code(), "token.refresh_cycle_failed"),
+        }
+    }
+}
+
+/// The sync worker: every few seconds, push to the targets that are behind (a token
+/// the refresher re-minted, an updated credential, a new target) or due for a retry.
+async fn sync_targets_periodically(app: Arc<App>) {
+    let owner = format!("replica-{}", uuid::Uuid::new_v4());
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(5));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match crate::service::sync::sync_cycle(&app, &owner).await {
+            Ok(report) if report.leased > 0 => tracing::info!(
+                leased = report.leased,
+                pushed = report.pushed,
+                failed = report.failed,
+                "sync.cycle"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error.code = error.code(), "sync.cycle_failed"),
         }
     }
 }

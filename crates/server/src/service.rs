@@ -8,6 +8,8 @@ pub mod credentials;
 pub mod identity;
 pub mod keys;
 pub mod resolve;
+pub mod roles;
+pub mod sync;
 pub mod tokens;
 pub mod verify;
 
@@ -44,6 +46,8 @@ pub struct App {
     /// rotation while it swaps the current key: once the swap is done, no write sealed
     /// under the old key is still in flight, so the re-wrap pass sees every such row.
     pub seal_gate: tokio::sync::RwLock<()>,
+    /// Where sync targets are written (file root, Kubernetes client, webhooks).
+    pub sync: crate::sync::Pushers,
 }
 
 impl App {

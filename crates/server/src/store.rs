@@ -5,6 +5,7 @@
 pub mod postgres;
 mod sql;
 pub mod sqlite;
+mod sync_sql;
 
 use std::sync::Arc;
 
@@ -38,11 +39,18 @@ pub struct MemberRow {
     pub created_at: Timestamp,
 }
 
+/// Whom an API token belongs to: a user, or a workload role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOwner {
+    User(String),
+    Role(String),
+}
+
 /// An API token as stored: only the SHA-256 of the token, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiTokenRow {
     pub id: String,
-    pub user_id: String,
+    pub owner: TokenOwner,
     pub name: String,
     pub token_hash: String,
     pub display_prefix: String,
@@ -50,6 +58,29 @@ pub struct ApiTokenRow {
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
     pub last_used_at: Option<Timestamp>,
+}
+
+/// A workload role as stored. `policy` is the validated policy as JSON text, with the
+/// ids its exact Allow resources were bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub workspace_name: String,
+    pub name: String,
+    pub description: String,
+    pub policy: String,
+    pub revision: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub created_by: String,
+}
+
+/// Who presents a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSubject {
+    User(UserRow),
+    Role(RoleRow),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,15 +154,18 @@ pub trait Store: Send + Sync {
     async fn list_users(&self) -> Result<Vec<UserRow>>;
 
     async fn insert_api_token(&self, token: &ApiTokenRow, audit: AuditRecord) -> Result<()>;
-    /// The token and its user for a token hash, whatever its state (the caller checks
-    /// expiry and revocation, so it can say which).
-    async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<(ApiTokenRow, UserRow)>>;
+    /// The token and its user or role for a token hash, whatever its state (the caller
+    /// checks expiry and revocation, so it can say which).
+    async fn api_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(ApiTokenRow, TokenSubject)>>;
     async fn touch_api_token(&self, token_id: &str, at: Timestamp) -> Result<()>;
-    async fn list_api_tokens(&self, user_id: &str) -> Result<Vec<ApiTokenRow>>;
-    /// Returns false if the user has no such unrevoked token.
+    async fn list_api_tokens(&self, owner: &TokenOwner) -> Result<Vec<ApiTokenRow>>;
+    /// Returns false if the owner has no such unrevoked token.
     async fn revoke_api_token(
         &self,
-        user_id: &str,
+        owner: &TokenOwner,
         token_id: &str,
         at: Timestamp,
         audit: AuditRecord,
@@ -162,6 +196,21 @@ pub trait Store: Send + Sync {
         audit: AuditRecord,
     ) -> Result<bool>;
     async fn members(&self, workspace_id: &str) -> Result<Vec<MemberRow>>;
+
+    /// `Conflict` if the workspace already has a role of that name.
+    async fn create_role(&self, role: &RoleRow, audit: AuditRecord) -> Result<()>;
+    async fn role(&self, workspace_id: &str, name: &str) -> Result<Option<RoleRow>>;
+    async fn roles(&self, workspace_id: &str) -> Result<Vec<RoleRow>>;
+    /// Replaces the role with the same id if its revision is still `expected_revision`;
+    /// `Conflict` otherwise.
+    async fn update_role(
+        &self,
+        role: &RoleRow,
+        expected_revision: i64,
+        audit: AuditRecord,
+    ) -> Result<()>;
+    /// Deletes the role and, with it, every token issued to it.
+    async fn delete_role(&self, role_id: &str, audit: AuditRecord) -> Result<bool>;
 
     /// `Conflict` if the workspace already has a credential of that name.
     async fn insert_credential(&self, credential: &Credential, audit: AuditRecord) -> Result<()>;
@@ -223,6 +272,62 @@ pub trait Store: Send + Sync {
     /// Appends an entry on its own (for outcomes with no other write).
     async fn append_audit(&self, audit: AuditRecord) -> Result<()>;
     async fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditRow>>;
+
+    // ---- Sync targets (push delivery; SQL in `store/sync_sql.rs`) ----------------
+    // Reads join the credential (and its token), so every target comes with
+    // `behind`: its credential's revision or token changed since the last delivery.
+
+    /// Inserts a target with its audit entry; `lease` (owner, until) hands it to its
+    /// creator's first push.
+    async fn insert_sync_target(
+        &self,
+        target: &crate::domain::sync_target::SyncTarget,
+        lease: Option<(&str, Timestamp)>,
+        audit: AuditRecord,
+    ) -> Result<()>;
+    /// The credential's targets, oldest first.
+    async fn sync_targets(
+        &self,
+        credential_id: &str,
+    ) -> Result<Vec<crate::domain::sync_target::SyncTarget>>;
+    /// Deletes one of the credential's targets with its audit entry; false if none.
+    async fn delete_sync_target(
+        &self,
+        credential_id: &str,
+        target_id: &str,
+        audit: AuditRecord,
+    ) -> Result<bool>;
+    /// Leases up to `limit` targets that no live lease holds and that are due: a retry
+    /// whose time has come (`next_attempt_at <= now`), or, with nothing scheduled, a
+    /// target that is behind. Serialised like `claim_due_tokens`.
+    async fn claim_due_sync_targets(
+        &self,
+        now: Timestamp,
+        owner: &str,
+        lease_until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<crate::domain::sync_target::SyncTarget>>;
+    /// Leases one target whatever its schedule (a push on request); `None` if it does
+    /// not exist or another live lease holds it.
+    async fn claim_sync_target(
+        &self,
+        target_id: &str,
+        now: Timestamp,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<Option<crate::domain::sync_target::SyncTarget>>;
+    /// Writes a push result (status, failures, schedule, what was delivered) if `owner`
+    /// still holds the lease, clearing it, with `audit` in the same transaction;
+    /// false if the lease was lost (nothing written).
+    async fn finish_sync_target(
+        &self,
+        target: &crate::domain::sync_target::SyncTarget,
+        owner: &str,
+        audit: Option<AuditRecord>,
+    ) -> Result<bool>;
+    /// How many targets are in each stored status, for the metrics.
+    async fn sync_target_counts(&self) -> Result<Vec<(String, i64)>>;
+    // ---- end of sync targets --------------------------------------------------------
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -34,6 +34,19 @@ pub fn refresh_at(issued_at: Timestamp, expires_at: Timestamp, jitter_draw: i64)
     )
 }
 
+/// Until when a consumer may cache a login that expires at `expires_at`: the earliest
+/// refresh point its jitter allows, or, once that has passed (the provider is failing
+/// and the last good token is being served), at most a minute ahead and never closer
+/// to expiry than [`MINIMUM_REMAINING_MS`].
+pub fn safe_until(issued_at: Timestamp, expires_at: Timestamp, now: Timestamp) -> Timestamp {
+    let earliest_refresh = refresh_at(issued_at, expires_at, -1000);
+    if now < earliest_refresh {
+        earliest_refresh
+    } else {
+        (now + 60_000).min(expires_at - MINIMUM_REMAINING_MS).max(now)
+    }
+}
+
 /// The refresh point of a fresh login, with a random jitter draw.
 pub fn jittered_refresh_at(login: &RegistryLogin) -> Timestamp {
     match login.expires_at {
@@ -132,6 +145,19 @@ impl TokenCache {
         *self.slot(key).lock().await = Some(Cached { login, refresh_at });
     }
 
+    /// Replaces what is cached for `key` only with a newer login (one issued later),
+    /// so a token another replica refreshed is picked up without a provider call.
+    pub async fn adopt(&self, key: &str, login: RegistryLogin, refresh_at: Timestamp) {
+        let slot = self.slot(key);
+        let mut cached = slot.lock().await;
+        if cached
+            .as_ref()
+            .is_none_or(|entry| entry.login.issued_at < login.issued_at)
+        {
+            *cached = Some(Cached { login, refresh_at });
+        }
+    }
+
     /// Drops a login the registry refused, so the next lookup mints a new one.
     pub async fn invalidate(&self, key: &str) {
         *self.slot(key).lock().await = None;
@@ -158,6 +184,20 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn safe_until_never_outlives_any_refresh_point_or_the_expiry(issued in 0i64..1_000_000_000_000, lifetime in 1i64..(48 * HOUR), offset in 0i64..(50 * HOUR), draw in -1000i64..=1000) {
+            let expires = issued + lifetime;
+            let now = issued + offset;
+            let until = safe_until(issued, expires, now);
+            prop_assert!(until >= now);
+            if now < refresh_at(issued, expires, -1000) {
+                prop_assert!(until <= refresh_at(issued, expires, draw));
+            } else {
+                prop_assert!(until <= now + 60_000);
+                prop_assert!(until <= (expires - MINIMUM_REMAINING_MS).max(now));
+            }
+        }
+
         #[test]
         fn refresh_happens_inside_the_lifetime(issued in 0i64..1_000_000_000_000, lifetime in 1i64..(48 * HOUR), draw in -1000i64..=1000) {
             let at = refresh_at(issued, issued + lifetime, draw);

@@ -5,9 +5,13 @@
 //! Timestamps are RFC 3339 strings in UTC. Request bodies reject unknown fields, so a
 //! misspelt field is an error rather than a silently ignored setting.
 
+pub mod docker_helper;
+pub mod kubelet;
 mod sensitive;
+mod sync;
 
 pub use sensitive::Sensitive;
+pub use sync::{SyncTarget, SyncTargetCreated, SyncTargetInput, SyncTargetList};
 
 use serde::{Deserialize, Serialize};
 
@@ -279,9 +283,15 @@ pub struct ApiTokenCreated {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Me {
+    /// The user's name, or a workload role's reference `rk:WS:role/NAME`.
     pub user: String,
     pub admin: bool,
+    /// The workspace commands use without `--workspace`: the user's personal one, or
+    /// the workload role's own.
     pub personal_workspace: String,
+    /// Set when the token belongs to a workload role: its reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -347,9 +357,18 @@ pub struct KeyStatus {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResolveInput {
-    /// An image reference such as `ghcr.io/acme/app:1` or `alpine`.
-    pub image: String,
-    /// A credential to use instead of the best match: a bare name in the workspace.
+    /// An image reference such as `ghcr.io/acme/app:1` or `alpine`: the credential for
+    /// its registry host with the longest path prefix covering its repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A registry server (`host[:port]`, scheme and path ignored) for consumers that
+    /// know only the registry, such as a docker credential helper: the host's
+    /// credential without a path prefix, else its one credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// A credential to use instead of the best match: a bare name in the workspace,
+    /// or a full reference `rk:WS:credential/NAME` where a policy grants it. With
+    /// `image` or `registry` too, the credential must serve that registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
 }
@@ -367,6 +386,17 @@ pub struct Resolved {
     pub expires_at: Option<String>,
     /// The registry host the credentials are for.
     pub registry: String,
+    /// The repository path prefix the credential is limited to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// The credential's full reference, `rk:WS:credential/NAME`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reference: String,
+    /// Until when a consumer may cache these credentials: the token's refresh point
+    /// (or a minute ahead when it is past it); absent for a stored password, which a
+    /// consumer should re-read every few minutes to notice an update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe_until: Option<String>,
 }
 
 /// Verify a stored credential against its registry.
@@ -377,4 +407,84 @@ pub struct VerifyInput {
     /// Also check pull access to this repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
+}
+
+/// Create or change a workload role. On create `name` and `policy` are required; on
+/// update only the given fields change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoleInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// An IAM-like policy document: `{"Version":"2026-11-01","Statement":[{"Sid",
+    /// "Effect":"Allow"|"Deny","Action":["credentials:Resolve"],"Resource":
+    /// ["rk:WS:credential/NAME"]}]}`; `*` wildcards in actions and resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub policy: Option<serde_json::Value>,
+}
+
+/// A workload role: a non-human principal whose API tokens carry its policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    pub name: String,
+    pub workspace: String,
+    /// `rk:WS:role/NAME`, also the actor of its audit entries.
+    pub reference: String,
+    pub description: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub policy: serde_json::Value,
+    /// The credential each exact Allow resource was bound to when the policy was saved.
+    pub bindings: Vec<PolicyBinding>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyBinding {
+    pub resource: String,
+    pub credential_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RoleList {
+    pub roles: Vec<Role>,
+}
+
+/// Ask how a role's policy decides one action on one credential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SimulationInput {
+    /// `credentials:Resolve` or `credentials:Describe`.
+    pub action: String,
+    /// A credential name in the role's workspace, or `rk:WS:credential/NAME`.
+    pub reference: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Simulation {
+    /// `allow`, `explicit_deny` or `implicit_deny`.
+    pub decision: String,
+    /// The full reference evaluated.
+    pub reference: String,
+    /// Whether the credential exists now (an exact Allow matches only the one it was
+    /// bound to).
+    pub exists: bool,
+    /// The index of the deciding statement, and its Sid if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }

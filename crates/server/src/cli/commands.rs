@@ -26,6 +26,8 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
         Command::Tokens(command) => tokens(&client, command),
         Command::Key(command) => key(&client, command),
         Command::Audit(command) => audit(&client, command),
+        Command::Roles(command) => super::roles::run(&client, command),
+        Command::Sync(command) => super::sync::run(&client, command),
         Command::Resolve {
             image,
             workspace,
@@ -34,15 +36,26 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
             let workspace = workspace_or_personal(&client, workspace.workspace)?;
             let resolved: wire::Resolved = client.post(
                 &format!("/api/v1/workspaces/{}/resolve", segment(&workspace)),
-                &wire::ResolveInput { image, reference },
+                &wire::ResolveInput {
+                    image,
+                    registry: None,
+                    reference,
+                },
             )?;
             output::json(&resolved)
         }
+        // The same code as the standalone `regkeeper-kubelet-credential-provider`.
+        Command::KubeletCredentialProvider => Ok(regkeeper_consumers::kubelet::run(
+            &client,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+            &std::time::SystemTime::now,
+        )?),
     }
 }
 
 /// The caller's personal workspace, asked of the server, when `--workspace` is absent.
-fn workspace_or_personal(client: &Client, workspace: Option<String>) -> anyhow::Result<String> {
+pub(super) fn workspace_or_personal(client: &Client, workspace: Option<String>) -> anyhow::Result<String> {
     match workspace {
         Some(workspace) => Ok(workspace),
         None => Ok(client.get::<wire::Me>("/api/v1/me")?.personal_workspace),
@@ -473,7 +486,7 @@ pub(super) fn parse_duration(value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{value}` is out of range"))
 }
 
-fn print_tokens(tokens: &[wire::ApiToken]) {
+pub(super) fn print_tokens(tokens: &[wire::ApiToken]) {
     let rows: Vec<Vec<String>> = tokens
         .iter()
         .map(|token| {

@@ -141,18 +141,47 @@ pub(crate) fn truncate(value: &str) -> String {
     }
 }
 
-/// Who is making a request, as established by an API token.
+/// Who is making a request, as established by an API token: a user, or a workload role.
 #[derive(Debug, Clone)]
 pub struct Principal {
+    /// Empty for a workload role, which is a member of no workspace: every
+    /// membership check fails for it, so a role reaches only what its policy allows.
     pub user_id: String,
+    /// The user's name, or the role's reference (`rk:WS:role/NAME`): the audit actor.
     pub user_name: String,
     pub admin: bool,
     pub token_id: String,
+    pub role: Option<std::sync::Arc<WorkloadRole>>,
+}
+
+/// A workload role as a request sees it: where it lives and its validated policy.
+#[derive(Debug, Clone)]
+pub struct WorkloadRole {
+    pub id: String,
+    pub name: String,
+    pub workspace_id: String,
+    pub workspace_name: String,
+    pub policy: super::policy::Policy,
 }
 
 impl Principal {
+    /// The workspace a request without `--workspace` means: the user's personal
+    /// workspace, or the role's own workspace.
     pub fn personal_workspace(&self) -> String {
-        personal_workspace_name(&self.user_name)
+        match &self.role {
+            Some(role) => role.workspace_name.clone(),
+            None => personal_workspace_name(&self.user_name),
+        }
+    }
+
+    /// Fails for a workload role: for actions only people may take.
+    pub fn require_user(&self, doing: &str) -> Result<&str> {
+        match &self.role {
+            None => Ok(&self.user_id),
+            Some(_) => Err(Error::Forbidden(format!(
+                "{doing} needs a user's API token, not a workload role's"
+            ))),
+        }
     }
 }
 

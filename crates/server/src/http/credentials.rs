@@ -110,8 +110,9 @@ pub async fn verify(
     Ok(Json(views::credential(&verified)))
 }
 
-/// Working registry credentials for an image, from the best-matching credential
-/// (registry host, then longest path prefix). Needs the launch role.
+/// Working registry credentials from the credential a reference names, else the best
+/// match for an image (registry host, then longest path prefix) or a registry. Needs
+/// the launch role, or a workload role whose policy allows `credentials:Resolve`.
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/resolve", tag = "credentials",
     params(("workspace" = String, Path)),
     request_body = wire::ResolveInput,
@@ -123,23 +124,35 @@ pub async fn resolve(
     Path(workspace): Path<String>,
     ApiJson(input): ApiJson<wire::ResolveInput>,
 ) -> ApiResult<Json<wire::Resolved>> {
-    let resolution = crate::service::resolve::resolve(
-        &state.app,
-        &principal,
-        Some(&workspace),
-        &input.image,
-        input.reference.as_deref(),
-    )
-    .await?;
-    Ok(Json(wire::Resolved {
-        username: resolution.login.username.clone(),
-        secret: wire::Sensitive::new(secrecy::ExposeSecret::expose_secret(
-            &resolution.login.secret,
-        )),
-        expires_at: resolution
-            .login
-            .expires_at
-            .map(crate::clock::format_timestamp),
-        registry: resolution.credential.registry_host.clone(),
-    }))
+    resolve_in(&state, &principal, Some(&workspace), &input).await
+}
+
+/// Like the workspace's resolve, in the caller's own workspace (the personal one, or a
+/// workload role's): one request for consumers such as the credential helper.
+#[utoipa::path(post, path = "/api/v1/resolve", tag = "credentials",
+    request_body = wire::ResolveInput,
+    responses((status = 200, body = wire::Resolved), (status = 404, body = wire::ErrorBody),
+        (status = 502, body = wire::ErrorBody)))]
+pub async fn resolve_default(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    ApiJson(input): ApiJson<wire::ResolveInput>,
+) -> ApiResult<Json<wire::Resolved>> {
+    resolve_in(&state, &principal, None, &input).await
+}
+
+async fn resolve_in(
+    state: &ApiState,
+    principal: &crate::domain::identity::Principal,
+    workspace: Option<&str>,
+    input: &wire::ResolveInput,
+) -> ApiResult<Json<wire::Resolved>> {
+    let request = crate::service::resolve::Request {
+        image: input.image.as_deref(),
+        registry: input.registry.as_deref(),
+        reference: input.reference.as_deref(),
+    };
+    let resolution =
+        crate::service::resolve::resolve(&state.app, principal, workspace, request).await?;
+    Ok(Json(views::resolved(&resolution, state.app.now())))
 }

@@ -17,6 +17,7 @@ use super::{views, ApiState};
 pub async fn me(Caller(principal): Caller) -> Json<wire::Me> {
     Json(wire::Me {
         personal_workspace: principal.personal_workspace(),
+        role: principal.role.as_ref().map(|_| principal.user_name.clone()),
         user: principal.user_name,
         admin: principal.admin,
     })

@@ -66,6 +66,25 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         }
         Err(error) => tracing::warn!(error.code = error.code(), "metrics.token_counts_failed"),
     }
+    match state.app.store.sync_target_counts().await {
+        Ok(counts) => {
+            for status in ["pending", "ok", "failing"] {
+                let count = counts
+                    .iter()
+                    .find(|(state, _)| state == status)
+                    .map_or(0, |(_, count)| *count);
+                state
+                    .app
+                    .metrics
+                    .sync_targets
+                    .get_or_create(&crate::metrics::StatusLabels {
+                        status: status.to_owned(),
+                    })
+                    .set(count);
+            }
+        }
+        Err(error) => tracing::warn!(error.code = error.code(), "metrics.sync_counts_failed"),
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -92,3 +92,50 @@ pub fn audit_entry(row: &AuditRow) -> wire::AuditEntry {
         hash: row.hash.clone(),
     }
 }
+
+/// The one response that carries a registry secret, to an authorised caller.
+pub fn resolved(resolution: &crate::service::resolve::Resolution, now: i64) -> wire::Resolved {
+    let credential = &resolution.credential;
+    let login = &resolution.login;
+    wire::Resolved {
+        username: login.username.clone(),
+        secret: wire::Sensitive::new(secrecy::ExposeSecret::expose_secret(&login.secret)),
+        expires_at: login.expires_at.map(format_timestamp),
+        registry: credential.registry_host.clone(),
+        path_prefix: (!credential.path_prefix.is_empty()).then(|| credential.path_prefix.clone()),
+        reference: crate::domain::policy::credential_reference(
+            &credential.workspace_name,
+            &credential.name,
+        ),
+        safe_until: login
+            .expires_at
+            .map(|expires_at| crate::tokens::safe_until(login.issued_at, expires_at, now))
+            .map(format_timestamp),
+    }
+}
+
+pub fn role(role: &crate::service::roles::RoleView) -> wire::Role {
+    let row = &role.row;
+    wire::Role {
+        name: row.name.clone(),
+        workspace: row.workspace_name.clone(),
+        reference: crate::domain::policy::role_reference(&row.workspace_name, &row.name),
+        description: row.description.clone(),
+        policy: role.policy.document(),
+        bindings: role
+            .policy
+            .statements
+            .iter()
+            .flat_map(|statement| statement.resources.iter())
+            .filter_map(|resource| {
+                Some(wire::PolicyBinding {
+                    resource: resource.pattern.clone(),
+                    credential_id: resource.credential_id.clone()?,
+                })
+            })
+            .collect(),
+        created_at: format_timestamp(row.created_at),
+        updated_at: format_timestamp(row.updated_at),
+        created_by: row.created_by.clone(),
+    }
+}

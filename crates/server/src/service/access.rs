@@ -1,7 +1,11 @@
 //! Who may do what in a workspace. A workspace the caller is not a member of answers
 //! exactly like one that does not exist, so names cannot be probed.
 
-use crate::domain::identity::{parse_workspace_name, Principal, Role};
+use crate::domain::credential::Credential;
+use crate::domain::identity::{parse_workspace_name, Principal, Role, WorkloadRole};
+use crate::domain::policy::{
+    credential_reference, role_reference, Action, CredentialFacts, Decision,
+};
 use crate::domain::{Error, Result};
 use crate::store::WorkspaceRow;
 
@@ -49,5 +53,46 @@ pub fn require_site_admin(principal: &Principal, doing: &str) -> Result<()> {
         Err(Error::Forbidden(format!(
             "{doing} needs a site administrator"
         )))
+    }
+}
+
+/// A workspace as a workload role reaches it: only when its policy has an Allow for
+/// `action` that could match there. Any other workspace answers exactly like one that
+/// does not exist, as it does for a user who is not a member.
+pub async fn role_workspace(
+    app: &App,
+    role: &WorkloadRole,
+    name: &str,
+    action: Action,
+) -> Result<WorkspaceRow> {
+    parse_workspace_name(name)?;
+    let not_found = || Error::NotFound(format!("workspace {name}"));
+    if !role.policy.may_reach(action, name) {
+        return Err(not_found());
+    }
+    app.store
+        .workspace_by_name(name)
+        .await?
+        .ok_or_else(not_found)
+}
+
+/// Whether the role's policy allows `action` on the credential; a denial names the
+/// statement that decided it.
+pub fn role_allows(role: &WorkloadRole, action: Action, credential: &Credential) -> Result<()> {
+    let facts = CredentialFacts {
+        workspace: &credential.workspace_name,
+        name: &credential.name,
+        id: &credential.id,
+    };
+    let reference = credential_reference(&credential.workspace_name, &credential.name);
+    let role_name = role_reference(&role.workspace_name, &role.name);
+    match role.policy.evaluate(action, &facts) {
+        Decision::Allow { .. } => Ok(()),
+        Decision::ExplicitDeny { statement } => Err(Error::Forbidden(format!(
+            "{role_name} may not {action} {reference}: statement {statement} of its policy denies it"
+        ))),
+        Decision::ImplicitDeny => Err(Error::Forbidden(format!(
+            "{role_name} may not {action} {reference}: no statement of its policy allows it"
+        ))),
     }
 }

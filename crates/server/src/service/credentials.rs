@@ -12,9 +12,10 @@ use crate::domain::credential::{
     CredentialSecret, CredentialSettings, SealedSecret, Verification, VerificationStatus,
 };
 use crate::domain::identity::{Principal, Role};
+use crate::domain::policy::Action;
 use crate::domain::{Error, Result};
 
-use super::access::require;
+use super::access::{require, role_allows, role_workspace};
 use super::App;
 
 const SECRET_PURPOSE: &str = "credential-secret";
@@ -231,6 +232,13 @@ pub async fn list(
     principal: &Principal,
     workspace: Option<&str>,
 ) -> Result<Vec<Credential>> {
+    if let Some(role) = &principal.role {
+        let name = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
+        let found = role_workspace(app, role, &name, Action::Describe).await?;
+        let mut credentials = app.store.credentials(&found.id).await?;
+        credentials.retain(|credential| role_allows(role, Action::Describe, credential).is_ok());
+        return Ok(credentials);
+    }
     let access = require(app, principal, workspace, Role::View, "listing credentials").await?;
     app.store.credentials(&access.workspace.id).await
 }
@@ -241,6 +249,13 @@ pub async fn show(
     workspace: Option<&str>,
     name: &str,
 ) -> Result<Credential> {
+    if let Some(role) = &principal.role {
+        let workspace = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
+        let found = role_workspace(app, role, &workspace, Action::Describe).await?;
+        let credential = find(app, &found.id, &found.name, name).await?;
+        role_allows(role, Action::Describe, &credential)?;
+        return Ok(credential);
+    }
     let access = require(app, principal, workspace, Role::View, "reading credentials").await?;
     find(app, &access.workspace.id, &access.workspace.name, name).await
 }

@@ -10,7 +10,11 @@ use crate::domain::identity::{
     WorkspaceKind,
 };
 use crate::domain::{Error, Result};
-use crate::store::{ApiTokenRow, MemberRow, NewUser, UserRow, WorkspaceRow};
+use crate::domain::identity::WorkloadRole;
+use crate::domain::policy::{role_reference, Policy};
+use crate::store::{
+    ApiTokenRow, MemberRow, NewUser, TokenOwner, TokenSubject, UserRow, WorkspaceRow,
+};
 
 use super::access::{require, require_site_admin};
 use super::{new_id, App};
@@ -41,8 +45,8 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn token_row(
-    user_id: &str,
+pub(super) fn token_row(
+    owner: TokenOwner,
     name: &str,
     token: &SecretString,
     at: i64,
@@ -50,7 +54,7 @@ fn token_row(
 ) -> ApiTokenRow {
     ApiTokenRow {
         id: new_id(),
-        user_id: user_id.to_owned(),
+        owner,
         name: name.to_owned(),
         token_hash: hash_token(token.expose_secret()),
         display_prefix: display_prefix(token.expose_secret()),
@@ -74,7 +78,7 @@ fn display_prefix(token: &str) -> String {
 /// Establishes who presents `token`.
 pub async fn authenticate(app: &App, token: &str) -> Result<Principal> {
     let hash = hash_token(token);
-    let (row, user) = app
+    let (row, subject) = app
         .store
         .api_token_by_hash(&hash)
         .await?
@@ -94,11 +98,31 @@ pub async fn authenticate(app: &App, token: &str) -> Result<Principal> {
             tracing::warn!(error.code = error.code(), "api_token.touch_failed");
         }
     }
-    Ok(Principal {
-        user_id: user.id,
-        user_name: user.name,
-        admin: user.admin,
-        token_id: row.id,
+    Ok(match subject {
+        TokenSubject::User(user) => Principal {
+            user_id: user.id,
+            user_name: user.name,
+            admin: user.admin,
+            token_id: row.id,
+            role: None,
+        },
+        TokenSubject::Role(role) => {
+            let policy: Policy = serde_json::from_str(&role.policy)
+                .map_err(|error| Error::internal(format!("stored role policy: {error}")))?;
+            Principal {
+                user_id: String::new(),
+                user_name: role_reference(&role.workspace_name, &role.name),
+                admin: false,
+                token_id: row.id,
+                role: Some(std::sync::Arc::new(WorkloadRole {
+                    id: role.id,
+                    name: role.name,
+                    workspace_id: role.workspace_id,
+                    workspace_name: role.workspace_name,
+                    policy,
+                })),
+            }
+        }
     })
 }
 
@@ -114,7 +138,7 @@ fn new_user(name: &str, admin: bool, token: &SecretString, at: i64) -> NewUser {
         admin,
         created_at: at,
     };
-    let token = token_row(&user.id, "initial", token, at, None);
+    let token = token_row(TokenOwner::User(user.id.clone()), "initial", token, at, None);
     NewUser {
         workspace: WorkspaceRow {
             id: new_id(),
@@ -188,31 +212,10 @@ pub async fn create_token(
 ) -> Result<(ApiTokenRow, SecretString)> {
     let record = app.record(Some(principal), "api_token.create").target(name);
     app.audited(record.clone(), async {
-        if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "invalid_token_name",
-                "a token name is 1-100 printable characters",
-            ));
-        }
-        let now = app.now();
-        let expires_at = match expires_in_seconds {
-            Some(0) => {
-                return Err(Error::invalid(
-                    "invalid_expiry",
-                    "expiresInSeconds must be positive",
-                ))
-            }
-            Some(seconds) if seconds > MAX_TOKEN_LIFETIME_SECONDS => {
-                return Err(Error::invalid(
-                    "invalid_expiry",
-                    "expiresInSeconds must be at most ten years",
-                ))
-            }
-            Some(seconds) => Some(now + i64::try_from(seconds).unwrap_or(i64::MAX) * 1000),
-            None => None,
-        };
+        let user_id = principal.require_user("creating API tokens")?;
+        let expires_at = token_expiry(app.now(), name, expires_in_seconds)?;
         let token = generate_token();
-        let row = token_row(&principal.user_id, name, &token, now, expires_at);
+        let row = token_row(TokenOwner::User(user_id.to_owned()), name, &token, app.now(), expires_at);
         let record = record
             .clone()
             .detail(serde_json::json!({ "id": row.id, "prefix": row.display_prefix }));
@@ -222,8 +225,37 @@ pub async fn create_token(
     .await
 }
 
+/// Checks a new token's name and lifetime and returns its expiry time, if any.
+pub(super) fn token_expiry(
+    now: i64,
+    name: &str,
+    expires_in_seconds: Option<u64>,
+) -> Result<Option<i64>> {
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "invalid_token_name",
+            "a token name is 1-100 printable characters",
+        ));
+    }
+    match expires_in_seconds {
+        Some(0) => Err(Error::invalid(
+            "invalid_expiry",
+            "expiresInSeconds must be positive",
+        )),
+        Some(seconds) if seconds > MAX_TOKEN_LIFETIME_SECONDS => Err(Error::invalid(
+            "invalid_expiry",
+            "expiresInSeconds must be at most ten years",
+        )),
+        Some(seconds) => Ok(Some(now + i64::try_from(seconds).unwrap_or(i64::MAX) * 1000)),
+        None => Ok(None),
+    }
+}
+
 pub async fn list_tokens(app: &App, principal: &Principal) -> Result<Vec<ApiTokenRow>> {
-    app.store.list_api_tokens(&principal.user_id).await
+    let user_id = principal.require_user("listing API tokens")?;
+    app.store
+        .list_api_tokens(&TokenOwner::User(user_id.to_owned()))
+        .await
 }
 
 pub async fn revoke_token(app: &App, principal: &Principal, token_id: &str) -> Result<()> {
@@ -231,9 +263,10 @@ pub async fn revoke_token(app: &App, principal: &Principal, token_id: &str) -> R
         .record(Some(principal), "api_token.revoke")
         .target(token_id);
     app.audited(record.clone(), async {
+        let owner = TokenOwner::User(principal.require_user("revoking API tokens")?.to_owned());
         if !app
             .store
-            .revoke_api_token(&principal.user_id, token_id, app.now(), record.clone())
+            .revoke_api_token(&owner, token_id, app.now(), record.clone())
             .await?
         {
             return Err(Error::NotFound(format!("active API token {token_id}")));
@@ -252,6 +285,7 @@ pub async fn create_workspace(
         .record(Some(principal), "workspace.create")
         .workspace(None, name);
     app.audited(record.clone(), async {
+        principal.require_user("creating workspaces")?;
         if parse_workspace_name(name)? == WorkspaceKind::Personal {
             return Err(Error::invalid(
                 "invalid_workspace_name",

@@ -1,80 +1,139 @@
-//! Resolving an image to working registry credentials: pick the best-matching
-//! credential (registry host, then the longest repository path prefix), open its
-//! secret and turn it into a login, minting and caching a token where needed.
+//! Resolving to working registry credentials. The credential is the one a reference
+//! names (a bare name in the workspace, or `rk:WS:credential/NAME`), else the best
+//! match for an image (registry host, then the longest repository path prefix) or for
+//! a registry alone (its credential without a prefix). Its secret is opened and turned
+//! into a login, minting and caching a token where needed.
+//!
+//! Users need the `launch` role in the credential's workspace; a workload role needs
+//! its policy to allow `credentials:Resolve` on that very credential.
 
-use crate::domain::credential::{Credential, Timestamp};
+use crate::domain::credential::Credential;
 use crate::domain::identity::{Principal, Role};
-use crate::domain::reference;
+use crate::domain::policy::{credential_reference, Action, CredentialRef};
+use crate::domain::{reference, registry};
 use crate::domain::{Error, Result};
 use crate::providers::RegistryLogin;
+use crate::store::WorkspaceRow;
 
-use super::access::require;
+use super::access::{require, role_allows, role_workspace};
 use super::App;
+
+/// What a caller asks to resolve: at least one of the three.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    pub image: Option<&'a str>,
+    pub registry: Option<&'a str>,
+    pub reference: Option<&'a str>,
+}
 
 pub struct Resolution {
     pub credential: Credential,
     pub login: RegistryLogin,
 }
 
+/// The registry host and repository a request is for.
+struct Target {
+    host: String,
+    repository: String,
+}
+
+fn target(request: &Request<'_>) -> Result<Option<Target>> {
+    match (request.image, request.registry) {
+        (Some(_), Some(_)) => Err(Error::invalid(
+            "invalid_resolve",
+            "give an image or a registry, not both",
+        )),
+        (Some(image), None) => {
+            let parsed = reference::parse(image)
+                .map_err(|error| Error::invalid("invalid_image", error.to_string()))?;
+            Ok(Some(Target {
+                host: parsed.registry,
+                repository: parsed.repository,
+            }))
+        }
+        (None, Some(server)) => {
+            // A path in the server URL is read as a repository, so a credential with
+            // a matching path prefix can serve it.
+            let address = registry::normalize(server)
+                .map_err(|error| Error::invalid("invalid_registry", error.to_string()))?;
+            Ok(Some(Target {
+                host: address.host,
+                repository: address.path_prefix,
+            }))
+        }
+        (None, None) if request.reference.is_some() => Ok(None),
+        (None, None) => Err(Error::invalid(
+            "invalid_resolve",
+            "give an image, a registry or a credential reference to resolve",
+        )),
+    }
+}
+
 pub async fn resolve(
     app: &App,
     principal: &Principal,
     workspace: Option<&str>,
-    image: &str,
-    name: Option<&str>,
+    request: Request<'_>,
 ) -> Result<Resolution> {
-    let workspace_name = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
+    let default_workspace = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
+    let shown = request
+        .reference
+        .or(request.image)
+        .or(request.registry)
+        .unwrap_or_default();
     let record = app
         .record(Some(principal), "credential.resolve")
-        .workspace(None, &workspace_name)
-        .target(image.chars().take(200).collect::<String>());
+        .workspace(None, &default_workspace)
+        .target(shown.chars().take(200).collect::<String>());
     app.audited(record.clone(), async {
-        let access = require(
-            app,
-            principal,
-            Some(&workspace_name),
-            Role::Launch,
-            "resolving credentials",
-        )
-        .await?;
-        let parsed = reference::parse(image)
-            .map_err(|error| Error::invalid("invalid_image", error.to_string()))?;
-        let credential = match name {
-            Some(name) => {
-                let named = app
-                    .store
-                    .credential(&access.workspace.id, name)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::NotFound(format!("credential {name} in {workspace_name}"))
-                    })?;
-                // A named credential must still serve the image's registry, so a
-                // reference cannot hand one registry's secret out for another.
-                if named.registry_host != parsed.registry {
-                    return Err(Error::unprocessable(
-                        "registry_mismatch",
-                        format!(
-                            "credential {name} serves {}, not {}",
-                            named.registry_host, parsed.registry
-                        ),
-                    ));
-                }
-                named
-            }
-            None => {
-                // One row is read, so a resolve costs the same with ten credentials in
-                // the workspace or a hundred thousand.
-                app.store
-                    .best_credential_for(&access.workspace.id, &parsed.registry, &parsed.repository)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::NotFound(format!(
-                            "credential for {}/{} in {workspace_name}",
-                            parsed.registry, parsed.repository
-                        ))
-                    })?
-            }
+        let target = target(&request)?;
+        let named = request.reference.map(CredentialRef::parse).transpose()?;
+        let workspace_name = named
+            .as_ref()
+            .and_then(|named| named.workspace.clone())
+            .unwrap_or(default_workspace);
+        let workspace = workspace_for(app, principal, &workspace_name).await?;
+        let credential = match (&named, &target) {
+            (Some(named), _) => app
+                .store
+                .credential(&workspace.id, &named.name)
+                .await?
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "credential {}",
+                        credential_reference(&workspace.name, &named.name)
+                    ))
+                })?,
+            // One row is read, so a resolve costs the same with ten credentials in the
+            // workspace or a hundred thousand.
+            (None, Some(target)) => app
+                .store
+                .best_credential_for(&workspace.id, &target.host, &target.repository)
+                .await?
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "credential for {}/{} in {}",
+                        target.host, target.repository, workspace.name
+                    ))
+                })?,
+            (None, None) => unreachable!("target() requires a reference without a target"),
         };
+        if let Some(role) = &principal.role {
+            role_allows(role, Action::Resolve, &credential)?;
+        }
+        // A named credential must still serve the image's registry, so a reference
+        // cannot hand one registry's secret out for another.
+        if let (Some(_), Some(target)) = (&named, &target) {
+            if credential.registry_host != target.host {
+                return Err(Error::unprocessable(
+                    "registry_mismatch",
+                    format!(
+                        "credential {} serves {}, not {}",
+                        credential.name, credential.registry_host, target.host
+                    ),
+                ));
+            }
+        }
         let login = super::tokens::login_for(app, &credential).await?;
         // The secret leaves only once its audit entry is written.
         app.store
@@ -85,8 +144,8 @@ pub async fn resolve(
                     .target(credential.name.clone())
                     .detail(serde_json::json!({
                         "id": credential.id,
-                        "registry": parsed.registry,
-                        "repository": parsed.repository,
+                        "registry": target.as_ref().map(|t| &t.host),
+                        "repository": target.as_ref().map(|t| &t.repository),
                     })),
             )
             .await?;
@@ -95,7 +154,18 @@ pub async fn resolve(
     .await
 }
 
-/// Milliseconds left before `expires_at`, for callers that need a cache duration.
-pub fn remaining(expires_at: Option<Timestamp>, now: Timestamp) -> Option<i64> {
-    expires_at.map(|expires_at| (expires_at - now).max(0))
+/// The workspace to resolve in, if the caller may resolve there at all.
+async fn workspace_for(app: &App, principal: &Principal, name: &str) -> Result<WorkspaceRow> {
+    match &principal.role {
+        Some(role) => role_workspace(app, role, name, Action::Resolve).await,
+        None => Ok(require(
+            app,
+            principal,
+            Some(name),
+            Role::Launch,
+            "resolving credentials",
+        )
+        .await?
+        .workspace),
+    }
 }

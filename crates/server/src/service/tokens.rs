@@ -166,6 +166,24 @@ pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLog
     Ok(login)
 }
 
+/// The login a sync target should carry: what [`login_for`] gives, after adopting into
+/// this replica's memory a newer, still fresh token that another replica's refresher
+/// stored — so a push never re-delivers the token this replica happens to remember.
+pub async fn current_login(app: &App, credential: &Credential) -> Result<RegistryLogin> {
+    let secret = open_secret(app, credential)?;
+    if let Some(identity) = shared_identity(credential, &secret) {
+        let now = app.now();
+        if let Some(stored) = app.store.registry_token(&identity).await? {
+            if now < stored.refresh_at && usable(stored.expires_at, now) {
+                if let Ok(login) = open_token(app, &stored) {
+                    app.tokens.adopt(&identity, login, stored.refresh_at).await;
+                }
+            }
+        }
+    }
+    login_for(app, credential).await
+}
+
 fn outcome(result: &str) -> crate::metrics::OutcomeLabels {
     crate::metrics::OutcomeLabels {
         outcome: result.to_owned(),

@@ -91,8 +91,8 @@ macro_rules! impl_store {
             CREDENTIAL_COLUMNS, CREDENTIAL_FROM, TOKEN_COLUMNS,
         };
         use crate::store::{
-            ApiTokenRow, AuditQuery, KeyCheck, MemberRow, NewUser, SealedRef, Store, StoredToken,
-            UserRow, WorkspaceRow,
+            ApiTokenRow, AuditQuery, KeyCheck, MemberRow, NewUser, RoleRow, SealedRef, Store,
+            StoredToken, TokenOwner, TokenSubject, UserRow, WorkspaceRow,
         };
         use crate::domain::credential::TokenState;
 
@@ -125,9 +125,16 @@ macro_rules! impl_store {
         }
 
         fn api_token_from(row: &Row) -> Result<ApiTokenRow> {
+            let user_id: Option<String> = row.try_get("user_id").map_err(database_error)?;
+            let role_id: Option<String> = row.try_get("role_id").map_err(database_error)?;
+            let owner = match (user_id, role_id) {
+                (Some(user_id), None) => TokenOwner::User(user_id),
+                (None, Some(role_id)) => TokenOwner::Role(role_id),
+                _ => return Err(Error::internal("an API token has no single owner")),
+            };
             Ok(ApiTokenRow {
                 id: row.try_get("id").map_err(database_error)?,
-                user_id: row.try_get("user_id").map_err(database_error)?,
+                owner,
                 name: row.try_get("name").map_err(database_error)?,
                 token_hash: row.try_get("token_hash").map_err(database_error)?,
                 display_prefix: row.try_get("display_prefix").map_err(database_error)?,
@@ -313,13 +320,43 @@ macro_rules! impl_store {
             Ok(())
         }
 
+        fn owner_columns(owner: &TokenOwner) -> (Option<&str>, Option<&str>) {
+            match owner {
+                TokenOwner::User(id) => (Some(id.as_str()), None),
+                TokenOwner::Role(id) => (None, Some(id.as_str())),
+            }
+        }
+
+        fn role_row_from(row: &Row) -> Result<RoleRow> {
+            Ok(RoleRow {
+                id: row.try_get("role_id").map_err(database_error)?,
+                workspace_id: row.try_get("role_workspace_id").map_err(database_error)?,
+                workspace_name: row.try_get("role_workspace_name").map_err(database_error)?,
+                name: row.try_get("role_name").map_err(database_error)?,
+                description: row.try_get("role_description").map_err(database_error)?,
+                policy: row.try_get("role_policy").map_err(database_error)?,
+                revision: row.try_get("role_revision").map_err(database_error)?,
+                created_at: row.try_get("role_created_at").map_err(database_error)?,
+                updated_at: row.try_get("role_updated_at").map_err(database_error)?,
+                created_by: row.try_get("role_created_by").map_err(database_error)?,
+            })
+        }
+
+        const ROLE_COLUMNS: &str = "r.id AS role_id, r.workspace_id AS role_workspace_id, \
+            rw.name AS role_workspace_name, r.name AS role_name, r.description AS role_description, \
+            r.policy AS role_policy, r.revision AS role_revision, r.created_at AS role_created_at, \
+            r.updated_at AS role_updated_at, r.created_by AS role_created_by";
+
         async fn insert_token_in(transaction: &mut Transaction, token: &ApiTokenRow) -> Result<()> {
+            let (user_id, role_id) = owner_columns(&token.owner);
             sqlx::query(
-                "INSERT INTO api_tokens (id, user_id, name, token_hash, display_prefix, created_at, \
-                 expires_at, revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO api_tokens (id, user_id, role_id, name, token_hash, display_prefix, \
+                 created_at, expires_at, revoked_at, last_used_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&token.id)
-            .bind(&token.user_id)
+            .bind(user_id)
+            .bind(role_id)
             .bind(&token.name)
             .bind(&token.token_hash)
             .bind(&token.display_prefix)
@@ -464,13 +501,18 @@ macro_rules! impl_store {
                 commit(transaction).await
             }
 
-            async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<(ApiTokenRow, UserRow)>> {
-                let Some(row) = sqlx::query(
-                    "SELECT t.id, t.user_id, t.name, t.token_hash, t.display_prefix, t.created_at, \
-                     t.expires_at, t.revoked_at, t.last_used_at, u.name AS user_name, u.is_admin, \
-                     u.created_at AS user_created_at \
-                     FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
-                )
+            async fn api_token_by_hash(
+                &self,
+                token_hash: &str,
+            ) -> Result<Option<(ApiTokenRow, TokenSubject)>> {
+                let Some(row) = sqlx::query(&format!(
+                    "SELECT t.id, t.user_id, t.role_id, t.name, t.token_hash, t.display_prefix, \
+                     t.created_at, t.expires_at, t.revoked_at, t.last_used_at, u.name AS user_name, \
+                     u.is_admin, u.created_at AS user_created_at, {ROLE_COLUMNS} \
+                     FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id \
+                     LEFT JOIN workload_roles r ON r.id = t.role_id \
+                     LEFT JOIN workspaces rw ON rw.id = r.workspace_id WHERE t.token_hash = $1",
+                ))
                 .bind(token_hash)
                 .fetch_optional(&self.pool)
                 .await
@@ -479,13 +521,16 @@ macro_rules! impl_store {
                     return Ok(None);
                 };
                 let token = api_token_from(&row)?;
-                let user = UserRow {
-                    id: token.user_id.clone(),
-                    name: row.try_get("user_name").map_err(database_error)?,
-                    admin: row.try_get("is_admin").map_err(database_error)?,
-                    created_at: row.try_get("user_created_at").map_err(database_error)?,
+                let subject = match &token.owner {
+                    TokenOwner::User(id) => TokenSubject::User(UserRow {
+                        id: id.clone(),
+                        name: row.try_get("user_name").map_err(database_error)?,
+                        admin: row.try_get("is_admin").map_err(database_error)?,
+                        created_at: row.try_get("user_created_at").map_err(database_error)?,
+                    }),
+                    TokenOwner::Role(_) => TokenSubject::Role(role_row_from(&row)?),
                 };
-                Ok(Some((token, user)))
+                Ok(Some((token, subject)))
             }
 
             async fn touch_api_token(&self, token_id: &str, at: Timestamp) -> Result<()> {
@@ -498,12 +543,17 @@ macro_rules! impl_store {
                     .map_err(database_error)
             }
 
-            async fn list_api_tokens(&self, user_id: &str) -> Result<Vec<ApiTokenRow>> {
-                sqlx::query(
-                    "SELECT id, user_id, name, token_hash, display_prefix, created_at, expires_at, \
-                     revoked_at, last_used_at FROM api_tokens WHERE user_id = $1 ORDER BY created_at, id",
-                )
-                .bind(user_id)
+            async fn list_api_tokens(&self, owner: &TokenOwner) -> Result<Vec<ApiTokenRow>> {
+                let (column, id) = match owner {
+                    TokenOwner::User(id) => ("user_id", id),
+                    TokenOwner::Role(id) => ("role_id", id),
+                };
+                sqlx::query(&format!(
+                    "SELECT id, user_id, role_id, name, token_hash, display_prefix, created_at, \
+                     expires_at, revoked_at, last_used_at FROM api_tokens WHERE {column} = $1 \
+                     ORDER BY created_at, id",
+                ))
+                .bind(id)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(database_error)?
@@ -514,18 +564,23 @@ macro_rules! impl_store {
 
             async fn revoke_api_token(
                 &self,
-                user_id: &str,
+                owner: &TokenOwner,
                 token_id: &str,
                 at: Timestamp,
                 audit: AuditRecord,
             ) -> Result<bool> {
+                let (column, owner_id) = match owner {
+                    TokenOwner::User(id) => ("user_id", id),
+                    TokenOwner::Role(id) => ("role_id", id),
+                };
                 let mut transaction = self.begin_write().await?;
-                let revoked = sqlx::query(
-                    "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
-                )
+                let revoked = sqlx::query(&format!(
+                    "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND {column} = $3 \
+                     AND revoked_at IS NULL",
+                ))
                 .bind(at)
                 .bind(token_id)
-                .bind(user_id)
+                .bind(owner_id)
                 .execute(&mut *transaction)
                 .await
                 .map_err(database_error)?
@@ -810,6 +865,120 @@ macro_rules! impl_store {
                 commit(transaction).await
             }
 
+            async fn create_role(&self, role: &RoleRow, audit: AuditRecord) -> Result<()> {
+                let mut transaction = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO workload_roles (id, workspace_id, name, description, policy, \
+                     revision, created_at, updated_at, created_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&role.id)
+                .bind(&role.workspace_id)
+                .bind(&role.name)
+                .bind(&role.description)
+                .bind(&role.policy)
+                .bind(role.revision)
+                .bind(role.created_at)
+                .bind(role.updated_at)
+                .bind(&role.created_by)
+                .execute(&mut *transaction)
+                .await
+                .map_err(|error| {
+                    conflict_or(
+                        error,
+                        "role_exists",
+                        format!("a role named {} already exists in {}", role.name, role.workspace_name),
+                    )
+                })?;
+                append_in(&mut transaction, audit).await?;
+                commit(transaction).await
+            }
+
+            async fn role(&self, workspace_id: &str, name: &str) -> Result<Option<RoleRow>> {
+                sqlx::query(&format!(
+                    "SELECT {ROLE_COLUMNS} FROM workload_roles r \
+                     JOIN workspaces rw ON rw.id = r.workspace_id \
+                     WHERE r.workspace_id = $1 AND r.name = $2",
+                ))
+                .bind(workspace_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database_error)?
+                .as_ref()
+                .map(role_row_from)
+                .transpose()
+            }
+
+            async fn roles(&self, workspace_id: &str) -> Result<Vec<RoleRow>> {
+                sqlx::query(&format!(
+                    "SELECT {ROLE_COLUMNS} FROM workload_roles r \
+                     JOIN workspaces rw ON rw.id = r.workspace_id \
+                     WHERE r.workspace_id = $1 ORDER BY r.name",
+                ))
+                .bind(workspace_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database_error)?
+                .iter()
+                .map(role_row_from)
+                .collect()
+            }
+
+            async fn update_role(
+                &self,
+                role: &RoleRow,
+                expected_revision: i64,
+                audit: AuditRecord,
+            ) -> Result<()> {
+                let mut transaction = self.begin_write().await?;
+                let updated = sqlx::query(
+                    "UPDATE workload_roles SET description = $1, policy = $2, revision = $3, \
+                     updated_at = $4 WHERE id = $5 AND revision = $6",
+                )
+                .bind(&role.description)
+                .bind(&role.policy)
+                .bind(role.revision)
+                .bind(role.updated_at)
+                .bind(&role.id)
+                .bind(expected_revision)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database_error)?
+                .rows_affected();
+                if updated != 1 {
+                    return Err(Error::conflict(
+                        "concurrent_update",
+                        format!("role {} was changed or deleted meanwhile; read it again and retry", role.name),
+                    ));
+                }
+                append_in(&mut transaction, audit).await?;
+                commit(transaction).await
+            }
+
+            async fn delete_role(&self, role_id: &str, audit: AuditRecord) -> Result<bool> {
+                let mut transaction = self.begin_write().await?;
+                // Tokens go first and explicitly, so no backend's foreign-key setting
+                // decides whether a deleted role's tokens still authenticate.
+                sqlx::query("DELETE FROM api_tokens WHERE role_id = $1")
+                    .bind(role_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(database_error)?;
+                let deleted = sqlx::query("DELETE FROM workload_roles WHERE id = $1")
+                    .bind(role_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(database_error)?
+                    .rows_affected()
+                    == 1;
+                if deleted {
+                    append_in(&mut transaction, audit).await?;
+                }
+                commit(transaction).await?;
+                Ok(deleted)
+            }
+
             async fn delete_credential(&self, credential_id: &str, audit: AuditRecord) -> Result<bool> {
                 let mut transaction = self.begin_write().await?;
                 let deleted = sqlx::query("DELETE FROM credentials WHERE id = $1")
@@ -1063,7 +1232,69 @@ macro_rules! impl_store {
                     .map(audit_from)
                     .collect()
             }
+
+            // ---- Sync targets: SQL in store/sync_sql.rs (`impl_sync_queries!`) ----------
+            async fn insert_sync_target(
+                &self,
+                target: &crate::domain::sync_target::SyncTarget,
+                lease: Option<(&str, Timestamp)>,
+                audit: AuditRecord,
+            ) -> Result<()> {
+                self.sync_insert(target, lease, audit).await
+            }
+
+            async fn sync_targets(
+                &self,
+                credential_id: &str,
+            ) -> Result<Vec<crate::domain::sync_target::SyncTarget>> {
+                self.sync_list(credential_id).await
+            }
+
+            async fn delete_sync_target(
+                &self,
+                credential_id: &str,
+                target_id: &str,
+                audit: AuditRecord,
+            ) -> Result<bool> {
+                self.sync_delete(credential_id, target_id, audit).await
+            }
+
+            async fn claim_due_sync_targets(
+                &self,
+                now: Timestamp,
+                owner: &str,
+                lease_until: Timestamp,
+                limit: i64,
+            ) -> Result<Vec<crate::domain::sync_target::SyncTarget>> {
+                self.sync_claim_due(now, owner, lease_until, limit).await
+            }
+
+            async fn claim_sync_target(
+                &self,
+                target_id: &str,
+                now: Timestamp,
+                owner: &str,
+                lease_until: Timestamp,
+            ) -> Result<Option<crate::domain::sync_target::SyncTarget>> {
+                self.sync_claim_one(target_id, now, owner, lease_until).await
+            }
+
+            async fn finish_sync_target(
+                &self,
+                target: &crate::domain::sync_target::SyncTarget,
+                owner: &str,
+                audit: Option<AuditRecord>,
+            ) -> Result<bool> {
+                self.sync_finish(target, owner, audit).await
+            }
+
+            async fn sync_target_counts(&self) -> Result<Vec<(String, i64)>> {
+                self.sync_counts().await
+            }
+            // ---- end of sync targets ------------------------------------------------------
         }
+
+        crate::store::sync_sql::impl_sync_queries!($store);
     };
 }
 

@@ -34,7 +34,7 @@ fn server_for(registry: &Registry, extra: &[(&str, &str)]) -> TestServer {
 }
 
 /// The user name and password in moto's ECR token, for a registry to accept.
-fn moto_ecr_login(moto: &Moto) -> (String, String) {
+pub(super) fn moto_ecr_login(moto: &Moto) -> (String, String) {
     let (status, body) = moto.call_json_api(
         "ecr",
         "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",

@@ -10,10 +10,14 @@ use regkeeper::domain::credential::{
 use regkeeper::domain::identity::{Role, WorkspaceKind};
 use regkeeper::domain::Error;
 use regkeeper::store::{
-    ApiTokenRow, AuditQuery, KeyCheck, NewUser, SharedStore, UserRow, WorkspaceRow,
+    ApiTokenRow, AuditQuery, KeyCheck, NewUser, RoleRow, SharedStore, TokenOwner, TokenSubject,
+    UserRow, WorkspaceRow,
 };
 
 use super::support::PostgresDatabase;
+
+mod sync_targets;
+use sync_targets::sync_targets_lifecycle;
 
 /// A store under test and whatever keeps its database alive.
 struct Subject {
@@ -75,7 +79,7 @@ fn new_user(name: &str) -> NewUser {
 fn token(user_id: &str, hash: &str) -> ApiTokenRow {
     ApiTokenRow {
         id: uuid(),
-        user_id: user_id.into(),
+        owner: TokenOwner::User(user_id.into()),
         name: "t".into(),
         token_hash: hash.into(),
         display_prefix: "rk_abcdefg".into(),
@@ -196,26 +200,32 @@ async fn api_tokens(subject: Subject) {
         .insert_api_token(&second, record("api_token.create"))
         .await
         .unwrap();
-    let (found, user) = store
+    let (found, subject) = store
         .api_token_by_hash("hash-second")
         .await
         .unwrap()
         .unwrap();
     assert_eq!(found, second);
-    assert_eq!(user.name, "alice");
+    assert!(matches!(subject, TokenSubject::User(user) if user.name == "alice"));
     assert!(store.api_token_by_hash("nothing").await.unwrap().is_none());
     store.touch_api_token(&second.id, 5_000).await.unwrap();
-    let listed = store.list_api_tokens(&alice.user.id).await.unwrap();
+    let alice_owner = TokenOwner::User(alice.user.id.clone());
+    let listed = store.list_api_tokens(&alice_owner).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().any(|row| row.last_used_at == Some(5_000)));
     // Bob cannot revoke Alice's token; Alice can, once.
     assert!(!store
-        .revoke_api_token(&bob.user.id, &second.id, 6_000, record("api_token.revoke"))
+        .revoke_api_token(
+            &TokenOwner::User(bob.user.id.clone()),
+            &second.id,
+            6_000,
+            record("api_token.revoke")
+        )
         .await
         .unwrap());
     assert!(store
         .revoke_api_token(
-            &alice.user.id,
+            &alice_owner,
             &second.id,
             6_000,
             record("api_token.revoke")
@@ -224,7 +234,7 @@ async fn api_tokens(subject: Subject) {
         .unwrap());
     assert!(!store
         .revoke_api_token(
-            &alice.user.id,
+            &alice_owner,
             &second.id,
             7_000,
             record("api_token.revoke")
@@ -715,6 +725,88 @@ async fn best_credential_by_prefix(subject: Subject) {
     assert!(found.is_none(), "another host never matches");
 }
 
+async fn workload_roles_and_their_tokens(subject: Subject) {
+    let store = &subject.store;
+    let alice = new_user("alice");
+    store
+        .create_user(&alice, record("user.create"))
+        .await
+        .unwrap();
+    let role = RoleRow {
+        id: uuid(),
+        workspace_id: alice.workspace.id.clone(),
+        workspace_name: alice.workspace.name.clone(),
+        name: "builder".into(),
+        description: "CI".into(),
+        policy: r#"{"statements":[]}"#.into(),
+        revision: 1,
+        created_at: 2_000,
+        updated_at: 2_000,
+        created_by: "alice".into(),
+    };
+    store.create_role(&role, record("role.create")).await.unwrap();
+    let duplicate = RoleRow {
+        id: uuid(),
+        ..role.clone()
+    };
+    let error = store
+        .create_role(&duplicate, record("role.create"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Conflict { code: "role_exists", .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        store.role(&alice.workspace.id, "builder").await.unwrap(),
+        Some(role.clone())
+    );
+    assert_eq!(store.roles(&alice.workspace.id).await.unwrap(), vec![role.clone()]);
+
+    // A token of the role authenticates as the role; the user's own are not listed.
+    let owner = TokenOwner::Role(role.id.clone());
+    let role_token = ApiTokenRow {
+        owner: owner.clone(),
+        ..token(&alice.user.id, "hash-role")
+    };
+    store
+        .insert_api_token(&role_token, record("role.token_create"))
+        .await
+        .unwrap();
+    let (found, subject_of) = store.api_token_by_hash("hash-role").await.unwrap().unwrap();
+    assert_eq!(found, role_token);
+    assert_eq!(subject_of, TokenSubject::Role(role.clone()));
+    assert_eq!(store.list_api_tokens(&owner).await.unwrap(), vec![role_token.clone()]);
+    assert!(!store
+        .list_api_tokens(&TokenOwner::User(alice.user.id.clone()))
+        .await
+        .unwrap()
+        .iter()
+        .any(|row| row.id == role_token.id));
+
+    // Optimistic concurrency on update.
+    let mut changed = role.clone();
+    changed.policy = r#"{"statements":[{"effect":"Allow"}]}"#.into();
+    changed.revision = 2;
+    changed.updated_at = 3_000;
+    store.update_role(&changed, 1, record("role.update")).await.unwrap();
+    let error = store
+        .update_role(&changed, 1, record("role.update"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Conflict { .. }), "{error:?}");
+    assert_eq!(
+        store.role(&alice.workspace.id, "builder").await.unwrap().unwrap().policy,
+        changed.policy
+    );
+
+    // Deleting the role takes its tokens with it.
+    assert!(store.delete_role(&role.id, record("role.delete")).await.unwrap());
+    assert!(store.api_token_by_hash("hash-role").await.unwrap().is_none());
+    assert!(!store.delete_role(&role.id, record("role.delete")).await.unwrap());
+    assert!(store.api_token_by_hash("hash-alice").await.unwrap().is_some());
+}
+
 macro_rules! contract {
     ($backend:ident) => {
         mod $backend {
@@ -730,6 +822,7 @@ macro_rules! contract {
             }
             case!(users_and_personal_workspaces);
             case!(api_tokens);
+            case!(workload_roles_and_their_tokens);
             case!(workspaces_and_members);
             case!(credentials_lifecycle);
             case!(key_checks_and_rewrapping);
@@ -737,6 +830,7 @@ macro_rules! contract {
             case!(audit_log_is_append_only);
             case!(no_audit_no_action);
             case!(best_credential_by_prefix);
+            case!(sync_targets_lifecycle);
         }
     };
 }

@@ -149,7 +149,16 @@ fn forty_eight_hours_with_outages() {
             tokens::refresh_cycle(&app, owner).await.unwrap();
             if minute % 10 == 0 {
                 for image in images {
-                    match resolve::resolve(&app, &admin, None, image, None).await {
+                    match resolve::resolve(
+                        &app,
+                        &admin,
+                        None,
+                        resolve::Request {
+                            image: Some(image),
+                            ..Default::default()
+                        },
+                    )
+                    .await {
                         Ok(resolution) => {
                             let expires_at =
                                 resolution.login.expires_at.expect("ECR logins expire");

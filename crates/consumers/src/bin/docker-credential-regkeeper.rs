@@ -1,0 +1,16 @@
+//! `docker-credential-regkeeper`: the docker credential helper; see
+//! `regkeeper_consumers::docker_helper`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let action = std::env::args().nth(1);
+    let status = regkeeper_consumers::docker_helper::main(
+        action.as_deref(),
+        &|name| std::env::var(name).ok(),
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    ExitCode::from(status)
+}

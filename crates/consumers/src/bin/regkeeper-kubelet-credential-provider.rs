@@ -1,0 +1,15 @@
+//! `regkeeper-kubelet-credential-provider`: the kubelet image credential provider; see
+//! `regkeeper_consumers::kubelet`. `regkeeper kubelet-credential-provider` is the same.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let status = regkeeper_consumers::kubelet::main(
+        &|name| std::env::var(name).ok(),
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+        &std::time::SystemTime::now,
+    );
+    ExitCode::from(status)
+}

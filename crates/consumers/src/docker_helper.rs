@@ -1,0 +1,491 @@
+//! `docker-credential-regkeeper`: the docker-credential-helpers protocol (SPEC §2.2) on
+//! top of regkeeper. The action is the first argument; its input comes on standard
+//! input; `get` prints a login, `list` a map; "not found" is a fixed text on standard
+//! output and exit status 1; every other failure is one line on standard error.
+//!
+//! `get` is on the path of every pull, so it does the least it can: read the
+//! environment, send one `POST /api/v1/resolve`, print. The other actions work on the
+//! caller's personal workspace, the one `get` resolves in.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use regkeeper_client::{segment, Client, ClientError};
+use regkeeper_wire as wire;
+use regkeeper_wire::docker_helper::{
+    HelperCredentials, CREDENTIALS_NOT_FOUND, IDENTITY_TOKEN_USERNAME,
+};
+use zeroize::Zeroizing;
+
+use crate::{describe, json_problem, one_line, Environment};
+
+pub const PROGRAM: &str = "docker-credential-regkeeper";
+
+/// Enough for any server URL or login; a client never sends more.
+const INPUT_LIMIT: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    /// Printed on standard output, as clients look for exactly this text there.
+    #[error("{CREDENTIALS_NOT_FOUND}")]
+    NotFound,
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Regkeeper(String),
+    #[error("cannot write to standard output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl From<ClientError> for HelperError {
+    fn from(error: ClientError) -> Self {
+        Self::Regkeeper(describe(&error))
+    }
+}
+
+/// Runs one action and returns the exit status, printing as the protocol wants.
+pub fn main(
+    action: Option<&str>,
+    environment: Environment<'_>,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+    errors: &mut dyn Write,
+) -> u8 {
+    match run(action, environment, input, output) {
+        Ok(()) => 0,
+        Err(HelperError::NotFound) => {
+            let _ = writeln!(output, "{CREDENTIALS_NOT_FOUND}");
+            1
+        }
+        Err(error) => {
+            let _ = writeln!(errors, "{PROGRAM}: {}", one_line(&error.to_string()));
+            1
+        }
+    }
+}
+
+pub fn run(
+    action: Option<&str>,
+    environment: Environment<'_>,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<(), HelperError> {
+    match action {
+        Some("get") => get(environment, input, output),
+        Some("store") => store(environment, input),
+        Some("erase") => erase(environment, input),
+        Some("list") => list(environment, output),
+        Some("version" | "--version" | "-v") => {
+            writeln!(
+                output,
+                "{PROGRAM} (regkeeper) {}",
+                env!("CARGO_PKG_VERSION")
+            )?;
+            Ok(())
+        }
+        Some(other) => Err(HelperError::Usage(format!(
+            "unknown action `{}`: use get, store, erase, list or version",
+            other.chars().take(40).collect::<String>()
+        ))),
+        None => Err(HelperError::Usage(
+            "usage: docker-credential-regkeeper get|store|erase|list|version (the input comes on standard input)"
+                .to_owned(),
+        )),
+    }
+}
+
+fn get(
+    environment: Environment<'_>,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<(), HelperError> {
+    let server_url = read_server_url(input)?;
+    let client = Client::from_environment(environment)?;
+    let request = wire::ResolveInput {
+        registry: Some(server_url.clone()),
+        ..wire::ResolveInput::default()
+    };
+    let resolved: wire::Resolved = match client.post("/api/v1/resolve", &request) {
+        Ok(resolved) => resolved,
+        Err(ClientError::Api { status: 404, .. }) => return Err(HelperError::NotFound),
+        Err(error) => return Err(error.into()),
+    };
+    let credentials = HelperCredentials {
+        server_url,
+        username: resolved.username,
+        secret: resolved.secret,
+    };
+    // Serialised into a buffer that is wiped, since it holds the secret.
+    let text =
+        Zeroizing::new(serde_json::to_string(&credentials).expect("helper credentials serialise"));
+    writeln!(output, "{}", text.as_str())?;
+    output.flush()?;
+    Ok(())
+}
+
+/// Saves a login `docker login` (or `podman login`, `skopeo login`) has just made as a
+/// `docker` credential in the caller's personal workspace: the credential for that host
+/// without a path prefix if there is one, else a new one named after the host.
+///
+/// It is stored without verification (`verify: false`, shown as `skipped`): the client
+/// calls `store` only after its own login to the registry succeeded, from where the
+/// pulls will run, whereas the regkeeper server may be unable to reach that registry at
+/// all (its outbound policy refuses private addresses unless allowed) and would only
+/// double the login's latency. `regkeeper credentials verify` checks it from the server.
+fn store(environment: Environment<'_>, input: &mut dyn Read) -> Result<(), HelperError> {
+    let bytes = read_input(input)?;
+    let credentials: HelperCredentials = serde_json::from_slice(&bytes).map_err(|error| {
+        HelperError::Input(format!(
+            "store expects {{\"ServerURL\",\"Username\",\"Secret\"}} as JSON on standard input, but {}",
+            json_problem(&error)
+        ))
+    })?;
+    if credentials.username == IDENTITY_TOKEN_USERNAME {
+        return Err(HelperError::Input(
+            "identity tokens (user name <token>) cannot be stored as a docker credential: log in with a user name and password or token, or add the credential with `regkeeper credentials add`"
+                .to_owned(),
+        ));
+    }
+    if credentials.secret.is_empty() {
+        return Err(HelperError::Input(
+            "store was given an empty Secret".to_owned(),
+        ));
+    }
+    let HelperCredentials {
+        server_url,
+        username,
+        secret,
+    } = credentials;
+    let server = ServerAddress::parse(&server_url)?;
+    let client = Client::from_environment(environment)?;
+    let workspace = personal_workspace(&client)?;
+    let path = credentials_path(&workspace);
+    let existing = credential_for_host(&client, &workspace, &server.host)?;
+    let update = wire::CredentialInput {
+        username: Some(username),
+        password: Some(secret),
+        verify: Some(false),
+        ..wire::CredentialInput::default()
+    };
+    match existing {
+        Some(credential) if credential.kind != "docker" => Err(HelperError::Regkeeper(format!(
+            "credential {} in {workspace} already serves {} as an {} credential; change it with `regkeeper credentials update {}` instead",
+            credential.name, server.host, credential.kind, credential.name
+        ))),
+        Some(credential) => {
+            client.patch::<_, wire::Credential>(
+                &format!("{path}/{}", segment(&credential.name)),
+                &update,
+            )?;
+            Ok(())
+        }
+        None => {
+            let name = credential_name(&server.host);
+            let create = wire::CredentialInput {
+                name: Some(name.clone()),
+                registry: Some(server.without_path.clone()),
+                kind: Some("docker".to_owned()),
+                ..update
+            };
+            match client.post::<_, wire::Credential>(&path, &create) {
+                Ok(_) => Ok(()),
+                Err(ClientError::Api { status: 409, .. }) => Err(HelperError::Regkeeper(format!(
+                    "a credential named {name} already exists in {workspace} for another registry or path prefix; rename it, or add this login with `regkeeper credentials add`"
+                ))),
+                Err(error) => Err(error.into()),
+            }
+        }
+    }
+}
+
+/// Deletes what `store` saves for a host: its `docker` credential without a path
+/// prefix. Credentials of other types, or limited to a path, were put there with
+/// `regkeeper` and are left alone (a `docker logout` should not remove an ECR role).
+fn erase(environment: Environment<'_>, input: &mut dyn Read) -> Result<(), HelperError> {
+    let server_url = read_server_url(input)?;
+    let server = ServerAddress::parse(&server_url)?;
+    let client = Client::from_environment(environment)?;
+    let workspace = personal_workspace(&client)?;
+    match credential_for_host(&client, &workspace, &server.host)? {
+        Some(credential) if credential.kind == "docker" => {
+            client.delete(&format!(
+                "{}/{}",
+                credentials_path(&workspace),
+                segment(&credential.name)
+            ))?;
+            Ok(())
+        }
+        _ => Err(HelperError::NotFound),
+    }
+}
+
+/// Every registry host the personal workspace has a credential for, with its user name
+/// (the one without a path prefix when there are several).
+fn list(environment: Environment<'_>, output: &mut dyn Write) -> Result<(), HelperError> {
+    let client = Client::from_environment(environment)?;
+    let workspace = personal_workspace(&client)?;
+    let listed: wire::CredentialList = client.get(&credentials_path(&workspace))?;
+    let mut servers = BTreeMap::new();
+    let mut credentials = listed.credentials;
+    // Those with a path prefix first, so the host-wide one overwrites them.
+    credentials.sort_by_key(|credential| credential.path_prefix.is_empty());
+    for credential in credentials {
+        servers.insert(credential.registry, credential.username.unwrap_or_default());
+    }
+    serde_json::to_writer(&mut *output, &servers).map_err(std::io::Error::from)?;
+    writeln!(output)?;
+    Ok(())
+}
+
+fn personal_workspace(client: &Client) -> Result<String, HelperError> {
+    Ok(client.get::<wire::Me>("/api/v1/me")?.personal_workspace)
+}
+
+fn credentials_path(workspace: &str) -> String {
+    format!("/api/v1/workspaces/{}/credentials", segment(workspace))
+}
+
+/// The workspace's credential for `host` without a path prefix, if any.
+fn credential_for_host(
+    client: &Client,
+    workspace: &str,
+    host: &str,
+) -> Result<Option<wire::Credential>, HelperError> {
+    let listed: wire::CredentialList = client.get(&credentials_path(workspace))?;
+    Ok(listed.credentials.into_iter().find(|credential| {
+        credential.path_prefix.is_empty()
+            && ServerAddress::parse(&credential.registry).is_ok_and(|stored| stored.host == host)
+    }))
+}
+
+fn read_input(input: &mut dyn Read) -> Result<Zeroizing<Vec<u8>>, HelperError> {
+    let mut bytes = Zeroizing::new(Vec::new());
+    input
+        .take(INPUT_LIMIT)
+        .read_to_end(&mut bytes)
+        .map_err(|error| HelperError::Input(format!("cannot read standard input: {error}")))?;
+    Ok(bytes)
+}
+
+fn read_server_url(input: &mut dyn Read) -> Result<String, HelperError> {
+    let bytes = read_input(input)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| HelperError::Input("the server URL on standard input is not UTF-8".into()))?
+        .trim();
+    if text.is_empty() {
+        return Err(HelperError::Input(
+            "expected a registry server URL on standard input".into(),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// A registry server URL as a docker client names it, reduced to what identifies the
+/// registry. Helpers are per registry host, so a path is dropped.
+#[derive(Debug, PartialEq, Eq)]
+struct ServerAddress {
+    /// Canonical `host[:port]`, for comparing with what regkeeper stored: lower case,
+    /// default ports dropped, Docker Hub's host names as `docker.io`. This repeats the
+    /// server's normalisation (`domain::registry::normalize`) only to find an existing
+    /// credential; what is created is normalised by the server.
+    host: String,
+    /// The server as given, scheme kept (it decides the default port), path dropped.
+    without_path: String,
+}
+
+const DOCKER_HUB_HOSTS: [&str; 4] = [
+    "docker.io",
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
+
+impl ServerAddress {
+    fn parse(server_url: &str) -> Result<Self, HelperError> {
+        let trimmed = server_url.trim();
+        let lower = trimmed.to_ascii_lowercase();
+        let (scheme, rest) = if lower.starts_with("https://") {
+            ("https://", &trimmed[8..])
+        } else if lower.starts_with("http://") {
+            ("http://", &trimmed[7..])
+        } else {
+            ("", trimmed)
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        // Never echoed: a URL with user info or a query may carry a secret.
+        if authority.is_empty() || authority.contains(['@', '?', '#']) || rest.contains(['?', '#'])
+        {
+            return Err(HelperError::Input(
+                "the server URL has no registry host, or has user info or a query: expected host[:port], optionally with https://".into(),
+            ));
+        }
+        let authority_lower = authority.to_ascii_lowercase();
+        let (name, port) = match authority_lower.rsplit_once(':') {
+            Some((name, port)) if !port.contains(']') => (name, Some(port)),
+            _ => (authority_lower.as_str(), None),
+        };
+        let default_port = match scheme {
+            "http://" => port == Some("80") || port == Some("443"),
+            _ => port == Some("443"),
+        };
+        let host = match port {
+            Some(port) if !default_port => format!("{name}:{port}"),
+            _ if DOCKER_HUB_HOSTS.contains(&name) => "docker.io".to_owned(),
+            _ => name.to_owned(),
+        };
+        Ok(Self {
+            host,
+            without_path: format!("{scheme}{authority}"),
+        })
+    }
+}
+
+/// A credential name (`[A-Za-z0-9_-]{1,100}`) made from a host: every other character
+/// becomes `-`, runs of them one, e.g. `127.0.0.1:5000` → `127-0-0-1-5000`.
+fn credential_name(host: &str) -> String {
+    let mut name = String::new();
+    for character in host.chars() {
+        if character.is_ascii_alphanumeric() || character == '_' {
+            name.push(character);
+        } else if !name.is_empty() && !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    let name = name.trim_end_matches('-');
+    let name: String = name.chars().take(100).collect();
+    if name.is_empty() {
+        "registry".to_owned()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_action(action: Option<&str>, input: &str) -> (u8, String, String) {
+        let environment = |name: &str| match name {
+            // Nothing listens on port 1, so an action that reaches the network fails.
+            "REGKEEPER_URL" => Some("http://127.0.0.1:1".to_owned()),
+            "REGKEEPER_TOKEN" => Some("rk_unit_test".to_owned()),
+            _ => None,
+        };
+        let mut output = Vec::new();
+        let mut errors = Vec::new();
+        let status = main(
+            action,
+            &environment,
+            &mut input.as_bytes(),
+            &mut output,
+            &mut errors,
+        );
+        (
+            status,
+            String::from_utf8(output).unwrap(),
+            String::from_utf8(errors).unwrap(),
+        )
+    }
+
+    #[test]
+    fn server_urls_reduce_to_the_host_regkeeper_stores() {
+        for (given, host, without_path) in [
+            (
+                "https://index.docker.io/v1/",
+                "docker.io",
+                "https://index.docker.io",
+            ),
+            ("registry-1.docker.io", "docker.io", "registry-1.docker.io"),
+            ("127.0.0.1:5000", "127.0.0.1:5000", "127.0.0.1:5000"),
+            (
+                "https://Registry.Example.com:443/team",
+                "registry.example.com",
+                "https://Registry.Example.com:443",
+            ),
+            (
+                "http://plain.example:80",
+                "plain.example",
+                "http://plain.example:80",
+            ),
+            ("[::1]:5000", "[::1]:5000", "[::1]:5000"),
+            ("ghcr.io\n", "ghcr.io", "ghcr.io"),
+        ] {
+            let address = ServerAddress::parse(given).unwrap();
+            assert_eq!(address.host, host, "{given}");
+            assert_eq!(address.without_path, without_path, "{given}");
+        }
+        for refused in ["", "https://", "user:pw@host", "host/path?token=x"] {
+            let error = ServerAddress::parse(refused).unwrap_err().to_string();
+            assert!(
+                !error.contains("pw") && !error.contains("token=x"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn credential_names_fit_the_name_rule() {
+        assert_eq!(credential_name("127.0.0.1:5000"), "127-0-0-1-5000");
+        assert_eq!(credential_name("docker.io"), "docker-io");
+        assert_eq!(credential_name("[::1]:5000"), "1-5000");
+        assert_eq!(credential_name("::"), "registry");
+        let long = credential_name(&format!("{}.example.com", "a".repeat(150)));
+        assert_eq!(long.len(), 100);
+        for name in [long, credential_name("x_y.z-1")] {
+            assert!(name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        }
+    }
+
+    #[test]
+    fn version_needs_no_server() {
+        let (status, output, errors) = run_action(Some("version"), "");
+        assert_eq!(status, 0, "{errors}");
+        assert!(output.starts_with("docker-credential-regkeeper (regkeeper) "));
+    }
+
+    #[test]
+    fn unknown_actions_and_bad_input_fail_on_stderr() {
+        let (status, output, errors) = run_action(Some("frobnicate"), "");
+        assert_eq!((status, output.as_str()), (1, ""));
+        assert!(errors.contains("unknown action `frobnicate`"), "{errors}");
+        let (status, _, errors) = run_action(None, "");
+        assert_eq!(status, 1);
+        assert!(errors.contains("usage"), "{errors}");
+        let (status, _, errors) = run_action(Some("get"), "  \n");
+        assert_eq!(status, 1);
+        assert!(errors.contains("server URL"), "{errors}");
+    }
+
+    #[test]
+    fn store_never_echoes_the_secret() {
+        let (status, output, errors) = run_action(
+            Some("store"),
+            r#"{"ServerURL":"127.0.0.1:5000","Username":"robot","Secret":"store-canary-5521"}"#,
+        );
+        assert_eq!(status, 1);
+        assert!(output.is_empty(), "{output}");
+        assert!(errors.contains("cannot reach regkeeper"), "{errors}");
+        assert!(!errors.contains("store-canary-5521"));
+        assert_eq!(errors.lines().count(), 1, "{errors}");
+        let (_, _, errors) = run_action(Some("store"), r#""store-canary-5521""#);
+        assert!(errors.contains("JSON"), "{errors}");
+        assert!(!errors.contains("store-canary-5521"), "{errors}");
+        let (_, _, errors) = run_action(
+            Some("store"),
+            r#"{"ServerURL":"ghcr.io","Username":"<token>","Secret":"store-canary-5521"}"#,
+        );
+        assert!(errors.contains("identity tokens"), "{errors}");
+    }
+
+    #[test]
+    fn an_unreachable_server_is_an_error_not_a_miss() {
+        let (status, output, errors) = run_action(Some("get"), "ghcr.io");
+        assert_eq!(status, 1);
+        assert!(output.is_empty(), "not found is only for a 404: {output}");
+        assert!(errors.contains("REGKEEPER_URL"), "{errors}");
+    }
+}

@@ -1,0 +1,357 @@
+//! The kubelet image credential provider (SPEC §2.3): a `CredentialProviderRequest`
+//! (`credentialprovider.kubelet.k8s.io/v1`) on standard input, one resolve of its image
+//! in the caller's default workspace, a `CredentialProviderResponse` on standard output.
+//!
+//! [`respond`] is the whole translation, a pure function of the request, what regkeeper
+//! answered and the time, so it is tested against golden files
+//! (`tests/golden/kubelet/`). The choices it makes:
+//! - `auth` is keyed by the credential's registry host (with its port), plus
+//!   `/PATH-PREFIX` when the credential is limited to one, so the kubelet applies the
+//!   login to no image outside what the credential serves.
+//! - `cacheKeyType` is `Image` for a credential with a path prefix (a cache keyed by
+//!   registry would hand it to the host's other repositories) and `Registry` otherwise.
+//! - `cacheDuration` never outlives the login: it runs to `safeUntil` (the token's
+//!   refresh point) or `expiresAt`, whichever comes first, rounded down to the second
+//!   and at least `0s` (do not cache). A stored password has neither, and is cached
+//!   for [`PASSWORD_CACHE_SECONDS`] so that an updated password reaches the nodes soon.
+//! - No credential for the image is not a failure: the answer has an empty `auth`, so
+//!   the pull goes on anonymously (public images keep working), cached per image for
+//!   [`NOT_FOUND_CACHE_SECONDS`] so a credential added later is used within a minute.
+//!   Failures to reach regkeeper exit non-zero instead: the kubelet then caches
+//!   nothing and asks again on the next pull.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use regkeeper_client::{Client, ClientError};
+use regkeeper_wire as wire;
+use regkeeper_wire::kubelet::{
+    AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse, API_VERSION,
+    REQUEST_KIND, RESPONSE_KIND,
+};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::{describe, json_problem, one_line, Environment};
+
+pub const PROGRAM: &str = "regkeeper-kubelet-credential-provider";
+
+/// How long the kubelet may keep a stored password, which does not expire but may be
+/// changed in regkeeper.
+pub const PASSWORD_CACHE_SECONDS: u64 = 5 * 60;
+/// How long the kubelet may remember that regkeeper has nothing for an image.
+pub const NOT_FOUND_CACHE_SECONDS: u64 = 60;
+
+/// A request is a few hundred bytes (a service-account token adds a kilobyte or two).
+const INPUT_LIMIT: u64 = 1 << 20;
+
+/// What regkeeper said about the request's image.
+pub enum Lookup {
+    Found(wire::Resolved),
+    /// `POST /api/v1/resolve` answered 404: no credential serves the image.
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{0}")]
+    Request(String),
+    #[error("{0}")]
+    Regkeeper(String),
+    #[error("cannot write the response to standard output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl From<ClientError> for ProviderError {
+    fn from(error: ClientError) -> Self {
+        Self::Regkeeper(describe(&error))
+    }
+}
+
+/// The standalone binary: settings from the environment, then [`run`]. Returns the exit
+/// status; failures are one line on `errors`, which the kubelet copies into its log.
+pub fn main(
+    environment: Environment<'_>,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+    errors: &mut dyn Write,
+    clock: &dyn Fn() -> SystemTime,
+) -> u8 {
+    let result = Client::from_environment(environment)
+        .map_err(ProviderError::from)
+        .and_then(|client| run(&client, input, output, clock));
+    match result {
+        Ok(()) => 0,
+        Err(error) => {
+            let _ = writeln!(errors, "{PROGRAM}: {}", one_line(&error.to_string()));
+            1
+        }
+    }
+}
+
+/// Reads the request, resolves its image with `client`, writes the response. Shared by
+/// the standalone binary and `regkeeper kubelet-credential-provider`. `clock` is read
+/// after regkeeper answered, so the time the request took is not cached.
+pub fn run(
+    client: &Client,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+    clock: &dyn Fn() -> SystemTime,
+) -> Result<(), ProviderError> {
+    let request = read_request(input)?;
+    let image = checked_image(&request)?;
+    let resolve = wire::ResolveInput {
+        image: Some(image.to_owned()),
+        ..wire::ResolveInput::default()
+    };
+    let lookup = match client.post("/api/v1/resolve", &resolve) {
+        Ok(resolved) => Lookup::Found(resolved),
+        Err(ClientError::Api { status: 404, .. }) => Lookup::NotFound,
+        Err(error) => return Err(error.into()),
+    };
+    let response = respond(&request, &lookup, clock())?;
+    let text = Zeroizing::new(serde_json::to_string(&response).expect("response serialises"));
+    writeln!(output, "{}", text.as_str())?;
+    output.flush()?;
+    Ok(())
+}
+
+/// Parses a request without quoting it in errors (it may hold a service-account token).
+pub fn read_request(input: &mut dyn Read) -> Result<CredentialProviderRequest, ProviderError> {
+    let mut bytes = Zeroizing::new(Vec::new());
+    input
+        .take(INPUT_LIMIT)
+        .read_to_end(&mut bytes)
+        .map_err(|error| ProviderError::Request(format!("cannot read standard input: {error}")))?;
+    serde_json::from_slice(&bytes).map_err(|error| {
+        ProviderError::Request(format!(
+            "expected a {API_VERSION} {REQUEST_KIND} as JSON on standard input, but {}",
+            json_problem(&error)
+        ))
+    })
+}
+
+/// The image of a request this provider understands.
+fn checked_image(request: &CredentialProviderRequest) -> Result<&str, ProviderError> {
+    if request.api_version != API_VERSION {
+        return Err(ProviderError::Request(format!(
+            "unsupported apiVersion `{}`: set `apiVersion: {API_VERSION}` for this provider in the kubelet's CredentialProviderConfig",
+            shorten(&request.api_version)
+        )));
+    }
+    if request.kind != REQUEST_KIND {
+        return Err(ProviderError::Request(format!(
+            "unsupported kind `{}`: expected {REQUEST_KIND}",
+            shorten(&request.kind)
+        )));
+    }
+    let image = request.image.trim();
+    if image.is_empty() {
+        return Err(ProviderError::Request(format!(
+            "the {REQUEST_KIND} names no image"
+        )));
+    }
+    Ok(image)
+}
+
+/// The response to `request`, given what regkeeper answered and the time now.
+pub fn respond(
+    request: &CredentialProviderRequest,
+    lookup: &Lookup,
+    now: SystemTime,
+) -> Result<CredentialProviderResponse, ProviderError> {
+    checked_image(request)?;
+    let (cache_key_type, seconds, auth) = match lookup {
+        Lookup::NotFound => (
+            CacheKeyType::Image,
+            NOT_FOUND_CACHE_SECONDS,
+            BTreeMap::new(),
+        ),
+        Lookup::Found(resolved) => {
+            let prefix = resolved
+                .path_prefix
+                .as_deref()
+                .map(|prefix| prefix.trim_matches('/'))
+                .filter(|prefix| !prefix.is_empty());
+            let (key, cache_key_type) = match prefix {
+                Some(prefix) => (
+                    format!("{}/{prefix}", resolved.registry),
+                    CacheKeyType::Image,
+                ),
+                None => (resolved.registry.clone(), CacheKeyType::Registry),
+            };
+            let auth = BTreeMap::from([(
+                key,
+                AuthConfig {
+                    username: resolved.username.clone(),
+                    password: resolved.secret.clone(),
+                },
+            )]);
+            (cache_key_type, cache_seconds(resolved, now), auth)
+        }
+    };
+    Ok(CredentialProviderResponse {
+        api_version: API_VERSION.to_owned(),
+        kind: RESPONSE_KIND.to_owned(),
+        cache_key_type,
+        cache_duration: Some(go_duration(seconds)),
+        // The login depends on neither the pod nor its token, so one answer serves every
+        // pod of the service account. The kubelet ignores a response without this when
+        // it sent a token (its `tokenAttributes` are set).
+        service_account_token_cache_type: request
+            .service_account_token
+            .as_ref()
+            .map(|_| "ServiceAccount".to_owned()),
+        auth,
+    })
+}
+
+/// Whole seconds the kubelet may cache `resolved` from `now`.
+fn cache_seconds(resolved: &wire::Resolved, now: SystemTime) -> u64 {
+    let limits: Vec<&str> = [&resolved.safe_until, &resolved.expires_at]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    if limits.is_empty() {
+        return PASSWORD_CACHE_SECONDS;
+    }
+    let now = nanoseconds_since_epoch(now);
+    limits
+        .into_iter()
+        .map(|limit| match OffsetDateTime::parse(limit, &Rfc3339) {
+            // Rounded down, so the cache never outlives the limit by a fraction.
+            Ok(at) => u64::try_from((at.unix_timestamp_nanos() - now).div_euclid(1_000_000_000))
+                .unwrap_or(0),
+            // A time that cannot be read gives no licence to cache.
+            Err(_) => 0,
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+fn nanoseconds_since_epoch(time: SystemTime) -> i128 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_nanos() as i128,
+        Err(before) => -(before.duration().as_nanos() as i128),
+    }
+}
+
+/// Whole seconds as Go's `time.Duration.String()` prints them (`0s`, `45s`, `5m0s`,
+/// `7h59m30s`), the form of a `metav1.Duration` in JSON. Written out because no Rust
+/// crate prints Go's form; the kubelet parses it with `time.ParseDuration`.
+pub fn go_duration(seconds: u64) -> String {
+    let (hours, minutes, seconds) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// Echoed values are cut short, as a request line must not flood the kubelet's log.
+fn shorten(value: &str) -> String {
+    value.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_print_as_go_does() {
+        for (seconds, expected) in [
+            (0, "0s"),
+            (1, "1s"),
+            (59, "59s"),
+            (60, "1m0s"),
+            (300, "5m0s"),
+            (3600, "1h0m0s"),
+            (28_770, "7h59m30s"),
+            (43_200, "12h0m0s"),
+            (90_061, "25h1m1s"),
+        ] {
+            assert_eq!(go_duration(seconds), expected);
+        }
+    }
+
+    fn resolved(safe_until: Option<&str>, expires_at: Option<&str>) -> wire::Resolved {
+        wire::Resolved {
+            username: "AWS".into(),
+            secret: wire::Sensitive::new("token"),
+            expires_at: expires_at.map(str::to_owned),
+            registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
+            path_prefix: None,
+            reference: String::new(),
+            safe_until: safe_until.map(str::to_owned),
+        }
+    }
+
+    fn at(rfc3339: &str) -> SystemTime {
+        let at = OffsetDateTime::parse(rfc3339, &Rfc3339).unwrap();
+        UNIX_EPOCH + Duration::from_nanos(at.unix_timestamp_nanos() as u64)
+    }
+
+    #[test]
+    fn the_cache_never_outlives_the_login() {
+        let now = at("2025-06-01T12:00:00.400Z");
+        let cases = [
+            // Rounded down: 7h59m59.6s left.
+            (Some("2025-06-01T20:00:00Z"), None, 28_799),
+            // The earlier of the two limits.
+            (
+                Some("2025-06-01T20:00:00Z"),
+                Some("2025-06-01T13:00:00Z"),
+                3_599,
+            ),
+            (None, Some("2025-06-01T12:10:00+00:00"), 599),
+            (Some("2025-06-01T11:00:00Z"), None, 0),
+            (Some("not a time"), None, 0),
+            (None, None, PASSWORD_CACHE_SECONDS),
+        ];
+        for (safe_until, expires_at, expected) in cases {
+            assert_eq!(
+                cache_seconds(&resolved(safe_until, expires_at), now),
+                expected,
+                "{safe_until:?} {expires_at:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_service_account_token_is_answered_per_service_account_and_never_echoed() {
+        let request: CredentialProviderRequest = serde_json::from_str(
+            r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest",
+                "image":"123456789012.dkr.ecr.us-east-1.amazonaws.com/app","serviceAccountToken":"sa-canary-4410"}"#,
+        )
+        .unwrap();
+        let response = respond(
+            &request,
+            &Lookup::Found(resolved(Some("2025-06-01T20:00:00Z"), None)),
+            at("2025-06-01T12:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(
+            response.service_account_token_cache_type.as_deref(),
+            Some("ServiceAccount")
+        );
+        assert!(!serde_json::to_string(&response)
+            .unwrap()
+            .contains("sa-canary-4410"));
+    }
+
+    #[test]
+    fn unreadable_requests_are_refused_without_echoing_them() {
+        let error =
+            read_request(&mut r#"{"image": 5, "serviceAccountToken": "sa-canary-77""#.as_bytes())
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("CredentialProviderRequest"), "{error}");
+        assert!(!error.contains("sa-canary-77"), "{error}");
+    }
+}

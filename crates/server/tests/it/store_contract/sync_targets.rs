@@ -1,0 +1,313 @@
+//! The sync-target part of the store contract: stored settings and sealed keys come
+//! back as they went in, `behind` follows the credential's revision and its token,
+//! leases are exclusive and only their holder finishes, audit entries go with the
+//! writes, and targets go with their credential.
+
+use regkeeper::domain::credential::SealedSecret;
+use regkeeper::domain::sync_target::{Delivered, SyncDestination, SyncStatus, SyncTarget};
+use regkeeper::store::StoredToken;
+
+use super::{audit_count, credential, new_user, record, uuid, Subject};
+
+fn target(
+    credential: &regkeeper::domain::credential::Credential,
+    destination: SyncDestination,
+) -> SyncTarget {
+    SyncTarget {
+        id: uuid(),
+        credential_id: credential.id.clone(),
+        credential_name: credential.name.clone(),
+        workspace_id: credential.workspace_id.clone(),
+        workspace_name: credential.workspace_name.clone(),
+        destination,
+        signing_key: None,
+        status: SyncStatus::Pending,
+        failures: 0,
+        last_error: None,
+        next_attempt_at: Some(1_000),
+        last_attempt_at: None,
+        last_synced_at: None,
+        delivered: Delivered::default(),
+        behind: true,
+        created_at: 1_000,
+        created_by: "alice".into(),
+    }
+}
+
+fn token(identity: &str, issued_at: i64) -> StoredToken {
+    StoredToken {
+        identity: identity.into(),
+        username: "AWS".into(),
+        sealed: SealedSecret {
+            ciphertext: vec![7, 7],
+            wrapped_key: vec![8, 8],
+            key_version: 1,
+        },
+        issued_at,
+        expires_at: Some(issued_at + 43_200_000),
+        refresh_at: issued_at + 28_800_000,
+        status: "fresh".into(),
+        failures: 0,
+        last_error: None,
+        next_attempt_at: issued_at + 28_800_000,
+        updated_at: issued_at,
+    }
+}
+
+/// Marks a leased target delivered as of `delivered`.
+fn synced(mut target: SyncTarget, at: i64, delivered: Delivered) -> SyncTarget {
+    target.status = SyncStatus::Ok;
+    target.failures = 0;
+    target.next_attempt_at = None;
+    target.last_attempt_at = Some(at);
+    target.last_synced_at = Some(at);
+    target.delivered = delivered;
+    target
+}
+
+pub(super) async fn sync_targets_lifecycle(subject: Subject) {
+    let store = &subject.store;
+    let alice = new_user("alice");
+    store
+        .create_user(&alice, record("user.create"))
+        .await
+        .unwrap();
+    let mut ecr = credential(&alice.workspace, "ecr");
+    store
+        .insert_credential(&ecr, record("credential.create"))
+        .await
+        .unwrap();
+    let file = target(
+        &ecr,
+        SyncDestination::File {
+            path: "ci/config.json".into(),
+        },
+    );
+    let mut hook = target(
+        &ecr,
+        SyncDestination::Webhook {
+            url: "https://hooks.example.com/rk?team=a".into(),
+        },
+    );
+    hook.signing_key = Some(SealedSecret {
+        ciphertext: vec![1, 2],
+        wrapped_key: vec![3, 4],
+        key_version: 2,
+    });
+    hook.created_at = 1_001;
+    let kubernetes = target(
+        &ecr,
+        SyncDestination::Kubernetes {
+            namespaces: vec!["ci".into(), "build".into()],
+            secret_name: "regkeeper-ecr".into(),
+        },
+    );
+    store
+        .insert_sync_target(&file, None, record("sync_target.create"))
+        .await
+        .unwrap();
+    // Leased to its creator for its first push.
+    store
+        .insert_sync_target(
+            &hook,
+            Some(("creator", 5_000)),
+            record("sync_target.create"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(audit_count(store).await, 4);
+    let listed = store.sync_targets(&ecr.id).await.unwrap();
+    assert_eq!(
+        listed,
+        vec![file.clone(), hook.clone()],
+        "read back as written"
+    );
+
+    // Leases: one holder at a time; the creator's lease keeps the hook from the worker.
+    let due = store
+        .claim_due_sync_targets(2_000, "replica-a", 62_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        vec![&file.id]
+    );
+    assert!(store
+        .claim_due_sync_targets(2_000, "replica-b", 62_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let due = store
+        .claim_due_sync_targets(6_000, "replica-b", 66_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        vec![&hook.id]
+    );
+
+    // Only the lease holder finishes, with its audit entry in the same transaction.
+    let delivered = Delivered {
+        revision: Some(1),
+        token_issued_at: None,
+        key: Some("ghcr.io".into()),
+    };
+    let done = synced(file.clone(), 3_000, delivered.clone());
+    assert!(!store
+        .finish_sync_target(&done, "replica-b", Some(record("sync_target.push")))
+        .await
+        .unwrap());
+    assert_eq!(audit_count(store).await, 4, "no entry for a lost lease");
+    assert!(store
+        .finish_sync_target(&done, "replica-a", Some(record("sync_target.push")))
+        .await
+        .unwrap());
+    assert_eq!(audit_count(store).await, 5);
+    let mut failing = hook.clone();
+    failing.status = SyncStatus::Failing;
+    failing.failures = 1;
+    failing.last_error = Some("the webhook answered HTTP 503".into());
+    failing.next_attempt_at = Some(100_000);
+    assert!(store
+        .finish_sync_target(&failing, "replica-b", None)
+        .await
+        .unwrap());
+    let listed = store.sync_targets(&ecr.id).await.unwrap();
+    assert_eq!(listed[0].status, SyncStatus::Ok);
+    assert_eq!(listed[0].delivered, delivered);
+    assert!(!listed[0].behind, "delivered the credential's revision");
+    assert_eq!(listed[1].last_error, failing.last_error);
+    // Nothing is due: one is up to date, the other waits for its backoff.
+    assert!(store
+        .claim_due_sync_targets(70_000, "replica-a", 130_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A changed credential puts its targets behind.
+    let previous = ecr.revision;
+    ecr.revision += 1;
+    ecr.username = Some("AKIAIOSFODNN7OTHER01".into());
+    store
+        .update_credential(&ecr, previous, record("credential.update"))
+        .await
+        .unwrap();
+    let due = store
+        .claim_due_sync_targets(71_000, "replica-a", 131_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        vec![&file.id]
+    );
+    assert!(due[0].behind);
+    let revision_two = Delivered {
+        revision: Some(2),
+        ..delivered.clone()
+    };
+    assert!(store
+        .finish_sync_target(
+            &synced(due[0].clone(), 71_000, revision_two),
+            "replica-a",
+            None
+        )
+        .await
+        .unwrap());
+
+    // So does a token minted after the one delivered, and only a newer one.
+    store
+        .put_registry_token(&token("ecr:shared", 50_000))
+        .await
+        .unwrap();
+    store
+        .link_token_identity(&ecr.id, Some("ecr:shared"))
+        .await
+        .unwrap();
+    let due = store
+        .claim_due_sync_targets(72_000, "replica-a", 132_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1, "never delivered a token");
+    let with_token = Delivered {
+        revision: Some(2),
+        token_issued_at: Some(50_000),
+        key: Some("ghcr.io".into()),
+    };
+    assert!(store
+        .finish_sync_target(
+            &synced(due[0].clone(), 72_000, with_token),
+            "replica-a",
+            None
+        )
+        .await
+        .unwrap());
+    assert!(!store.sync_targets(&ecr.id).await.unwrap()[0].behind);
+    store
+        .put_registry_token(&token("ecr:shared", 40_000))
+        .await
+        .unwrap();
+    assert!(
+        !store.sync_targets(&ecr.id).await.unwrap()[0].behind,
+        "an older token is no reason to push"
+    );
+    store
+        .put_registry_token(&token("ecr:shared", 90_000))
+        .await
+        .unwrap();
+    assert!(
+        store.sync_targets(&ecr.id).await.unwrap()[0].behind,
+        "re-minted"
+    );
+
+    // A push on request leases one target whatever its schedule, once.
+    assert!(store
+        .claim_sync_target(&hook.id, 73_000, "request-1", 133_000)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .claim_sync_target(&hook.id, 73_000, "request-2", 133_000)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .claim_sync_target("no-such-target", 73_000, "request-2", 133_000)
+        .await
+        .unwrap()
+        .is_none());
+
+    store
+        .insert_sync_target(&kubernetes, None, record("sync_target.create"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sync_target_counts().await.unwrap(),
+        vec![
+            ("failing".to_owned(), 1),
+            ("ok".to_owned(), 1),
+            ("pending".to_owned(), 1)
+        ]
+    );
+    let before = audit_count(store).await;
+    assert!(!store
+        .delete_sync_target(
+            "another-credential",
+            &kubernetes.id,
+            record("sync_target.delete")
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .delete_sync_target(&ecr.id, &kubernetes.id, record("sync_target.delete"))
+        .await
+        .unwrap());
+    assert_eq!(audit_count(store).await, before + 1);
+
+    // Targets go with their credential.
+    assert!(store
+        .delete_credential(&ecr.id, record("credential.delete"))
+        .await
+        .unwrap());
+    assert!(store.sync_targets(&ecr.id).await.unwrap().is_empty());
+    assert!(store.sync_target_counts().await.unwrap().is_empty());
+}
