@@ -366,8 +366,7 @@ fn load_sync(
         }
     };
     for namespace in &kubernetes_namespaces {
-        if namespace != "*" && crate::domain::sync_target::validate_namespace(namespace).is_err()
-        {
+        if namespace != "*" && crate::domain::sync_target::validate_namespace(namespace).is_err() {
             return Err(ConfigError::Invalid {
                 key: "REGKEEPER_SYNC_KUBERNETES_NAMESPACES",
                 message: format!("`{namespace}` is not a namespace name (or `*` for any)"),
@@ -641,7 +640,9 @@ mod tests {
         ])
         .unwrap();
         assert!(config.sync.file_root.as_ref().unwrap().is_absolute());
-        assert!(config.sync.namespace_allowed("build") && !config.sync.namespace_allowed("kube-system"));
+        assert!(
+            config.sync.namespace_allowed("build") && !config.sync.namespace_allowed("kube-system")
+        );
         for (variables, key) in [
             (
                 vec![("REGKEEPER_SYNC_FILE_ROOT", "/nonexistent/regkeeper-sync")],

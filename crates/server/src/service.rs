@@ -77,8 +77,8 @@ impl App {
         }
     }
 
-    /// The id of the record's workspace if its actor is a member, so the workspace's
-    /// admins see failed and denied attempts there; a workspace the actor cannot see
+    /// The id of the record's workspace if its actor is a member (or a workload role of
+    /// it), so the workspace's admins see failed and denied attempts there; a workspace the actor cannot see
     /// stays unlinked, so the entry reveals nothing about it to anyone else.
     async fn visible_workspace_id(&self, record: &AuditRecord) -> Option<String> {
         let workspace = self
@@ -86,6 +86,16 @@ impl App {
             .workspace_by_name(record.workspace.as_deref()?)
             .await
             .ok()??;
+        // A workload role sees its own workspace, so its admins see its denials there.
+        if let Some(role) = record
+            .actor
+            .strip_prefix(crate::domain::policy::REFERENCE_SCHEME)
+        {
+            return role
+                .split_once(':')
+                .is_some_and(|(home, _)| home == workspace.name)
+                .then_some(workspace.id);
+        }
         let actor = self.store.user_by_name(&record.actor).await.ok()??;
         self.store
             .role_of(&workspace.id, &actor.id)

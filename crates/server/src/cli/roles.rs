@@ -48,8 +48,14 @@ fn print_role(role: &wire::Role) -> anyhow::Result<()> {
         ("Name", role.name.clone()),
         ("Workspace", role.workspace.clone()),
         ("Reference", role.reference.clone()),
-        ("Description", or_dash(Some(role.description.as_str()).filter(|d| !d.is_empty()))),
-        ("Created", format!("{} by {}", role.created_at, role.created_by)),
+        (
+            "Description",
+            or_dash(Some(role.description.as_str()).filter(|d| !d.is_empty())),
+        ),
+        (
+            "Created",
+            format!("{} by {}", role.created_at, role.created_by),
+        ),
         ("Updated", role.updated_at.clone()),
     ]);
     println!("Policy:");

@@ -307,8 +307,12 @@ pub struct CredentialFacts<'a> {
 /// The outcome of evaluating a policy, with the statement that decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Allow { statement: usize },
-    ExplicitDeny { statement: usize },
+    Allow {
+        statement: usize,
+    },
+    ExplicitDeny {
+        statement: usize,
+    },
     /// No statement allows it: denied by default.
     ImplicitDeny,
 }
@@ -487,7 +491,9 @@ mod tests {
             }
         );
         assert_eq!(
-            CredentialRef::parse("rk:~bob:credential/x").unwrap().workspace,
+            CredentialRef::parse("rk:~bob:credential/x")
+                .unwrap()
+                .workspace,
             Some("~bob".into())
         );
         for bad in [
@@ -546,7 +552,10 @@ mod tests {
             {"Effect": "Allow", "Action": "credentials:Resolve", "Resource": "rk:acme/ci:credential/ecr"},
             {"Effect": "Deny", "Action": "*", "Resource": "rk:acme/ci:credential/old"}
         ]}));
-        let exact: Vec<_> = policy.exact_allows_mut().map(|r| r.pattern.clone()).collect();
+        let exact: Vec<_> = policy
+            .exact_allows_mut()
+            .map(|r| r.pattern.clone())
+            .collect();
         assert_eq!(exact, ["rk:acme/ci:credential/ecr"]);
         for resource in policy.exact_allows_mut() {
             resource.credential_id = Some("id-1".into());
@@ -582,7 +591,9 @@ mod tests {
         assert!(policy
             .evaluate(Action::Resolve, &facts("acme/x", "shared", "1"))
             .allowed());
-        let everything = self::policy(json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}));
+        let everything = self::policy(
+            json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+        );
         assert!(everything
             .evaluate(Action::Describe, &facts("z/z", "q", "1"))
             .allowed());
@@ -593,13 +604,34 @@ mod tests {
         let cases = [
             (json!({}), "Statement"),
             (json!({"Statement": []}), "1 to 100 statements"),
-            (json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}), "unsupported policy Version"),
-            (json!({"Statement": [{"Effect": "Maybe", "Action": "*", "Resource": "*"}]}), "invalid policy document"),
-            (json!({"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}), "unknown action"),
-            (json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "arn:aws:s3:::x"}]}), "invalid resource"),
-            (json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "rk:acme/ci:credential/a b"}]}), "invalid resource"),
-            (json!({"Statement": [{"Effect": "Allow", "Action": [], "Resource": "*"}]}), "Action has 1 to"),
-            (json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {}}]}), "invalid policy document"),
+            (
+                json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+                "unsupported policy Version",
+            ),
+            (
+                json!({"Statement": [{"Effect": "Maybe", "Action": "*", "Resource": "*"}]}),
+                "invalid policy document",
+            ),
+            (
+                json!({"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}),
+                "unknown action",
+            ),
+            (
+                json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "arn:aws:s3:::x"}]}),
+                "invalid resource",
+            ),
+            (
+                json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "rk:acme/ci:credential/a b"}]}),
+                "invalid resource",
+            ),
+            (
+                json!({"Statement": [{"Effect": "Allow", "Action": [], "Resource": "*"}]}),
+                "Action has 1 to",
+            ),
+            (
+                json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {}}]}),
+                "invalid policy document",
+            ),
         ];
         for (document, expected) in cases {
             let error = Policy::parse(&document).unwrap_err().to_string();

@@ -5,13 +5,13 @@ use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use crate::domain::identity::WorkloadRole;
 use crate::domain::identity::{
     parse_workspace_name, personal_workspace_name, validate_user_name, Principal, Role,
     WorkspaceKind,
 };
-use crate::domain::{Error, Result};
-use crate::domain::identity::WorkloadRole;
 use crate::domain::policy::{role_reference, Policy};
+use crate::domain::{Error, Result};
 use crate::store::{
     ApiTokenRow, MemberRow, NewUser, TokenOwner, TokenSubject, UserRow, WorkspaceRow,
 };
@@ -138,7 +138,13 @@ fn new_user(name: &str, admin: bool, token: &SecretString, at: i64) -> NewUser {
         admin,
         created_at: at,
     };
-    let token = token_row(TokenOwner::User(user.id.clone()), "initial", token, at, None);
+    let token = token_row(
+        TokenOwner::User(user.id.clone()),
+        "initial",
+        token,
+        at,
+        None,
+    );
     NewUser {
         workspace: WorkspaceRow {
             id: new_id(),
@@ -215,7 +221,13 @@ pub async fn create_token(
         let user_id = principal.require_user("creating API tokens")?;
         let expires_at = token_expiry(app.now(), name, expires_in_seconds)?;
         let token = generate_token();
-        let row = token_row(TokenOwner::User(user_id.to_owned()), name, &token, app.now(), expires_at);
+        let row = token_row(
+            TokenOwner::User(user_id.to_owned()),
+            name,
+            &token,
+            app.now(),
+            expires_at,
+        );
         let record = record
             .clone()
             .detail(serde_json::json!({ "id": row.id, "prefix": row.display_prefix }));
@@ -246,7 +258,9 @@ pub(super) fn token_expiry(
             "invalid_expiry",
             "expiresInSeconds must be at most ten years",
         )),
-        Some(seconds) => Ok(Some(now + i64::try_from(seconds).unwrap_or(i64::MAX) * 1000)),
+        Some(seconds) => Ok(Some(
+            now + i64::try_from(seconds).unwrap_or(i64::MAX) * 1000,
+        )),
         None => Ok(None),
     }
 }

@@ -39,8 +39,7 @@ fn validate_role_name(name: &str) -> Result<()> {
 }
 
 fn validate_description(description: &str) -> Result<()> {
-    if description.chars().count() > MAX_DESCRIPTION || description.chars().any(char::is_control)
-    {
+    if description.chars().count() > MAX_DESCRIPTION || description.chars().any(char::is_control) {
         return Err(Error::invalid(
             "invalid_description",
             format!("a description is at most {MAX_DESCRIPTION} printable characters"),
@@ -136,7 +135,14 @@ pub async fn create(
         .workspace(None, workspace)
         .target(name);
     app.audited(record.clone(), async {
-        let access = require(app, principal, Some(workspace), Role::Admin, "managing workload roles").await?;
+        let access = require(
+            app,
+            principal,
+            Some(workspace),
+            Role::Admin,
+            "managing workload roles",
+        )
+        .await?;
         validate_role_name(name)?;
         validate_description(description)?;
         let policy = authorised_policy(app, principal, workspace, document).await?;
@@ -171,7 +177,14 @@ async fn find(app: &App, workspace_id: &str, workspace: &str, name: &str) -> Res
 }
 
 pub async fn list(app: &App, principal: &Principal, workspace: &str) -> Result<Vec<RoleView>> {
-    let access = require(app, principal, Some(workspace), Role::Admin, "reading workload roles").await?;
+    let access = require(
+        app,
+        principal,
+        Some(workspace),
+        Role::Admin,
+        "reading workload roles",
+    )
+    .await?;
     app.store
         .roles(&access.workspace.id)
         .await?
@@ -186,7 +199,14 @@ pub async fn show(
     workspace: &str,
     name: &str,
 ) -> Result<RoleView> {
-    let access = require(app, principal, Some(workspace), Role::Admin, "reading workload roles").await?;
+    let access = require(
+        app,
+        principal,
+        Some(workspace),
+        Role::Admin,
+        "reading workload roles",
+    )
+    .await?;
     view(find(app, &access.workspace.id, workspace, name).await?)
 }
 
@@ -203,7 +223,14 @@ pub async fn update(
         .workspace(None, workspace)
         .target(name);
     app.audited(record.clone(), async {
-        let access = require(app, principal, Some(workspace), Role::Admin, "managing workload roles").await?;
+        let access = require(
+            app,
+            principal,
+            Some(workspace),
+            Role::Admin,
+            "managing workload roles",
+        )
+        .await?;
         let existing = find(app, &access.workspace.id, workspace, name).await?;
         let mut row = existing.clone();
         if let Some(description) = description {
@@ -221,7 +248,9 @@ pub async fn update(
             .clone()
             .workspace(Some(&access.workspace.id), workspace)
             .detail(serde_json::json!({ "id": row.id, "policy": policy.document() }));
-        app.store.update_role(&row, existing.revision, record).await?;
+        app.store
+            .update_role(&row, existing.revision, record)
+            .await?;
         Ok(RoleView { row, policy })
     })
     .await
@@ -233,7 +262,14 @@ pub async fn delete(app: &App, principal: &Principal, workspace: &str, name: &st
         .workspace(None, workspace)
         .target(name);
     app.audited(record.clone(), async {
-        let access = require(app, principal, Some(workspace), Role::Admin, "managing workload roles").await?;
+        let access = require(
+            app,
+            principal,
+            Some(workspace),
+            Role::Admin,
+            "managing workload roles",
+        )
+        .await?;
         let existing = find(app, &access.workspace.id, workspace, name).await?;
         let record = record
             .clone()
@@ -282,7 +318,14 @@ pub async fn list_tokens(
     workspace: &str,
     role: &str,
 ) -> Result<Vec<ApiTokenRow>> {
-    let access = require(app, principal, Some(workspace), Role::Admin, "reading workload roles").await?;
+    let access = require(
+        app,
+        principal,
+        Some(workspace),
+        Role::Admin,
+        "reading workload roles",
+    )
+    .await?;
     let found = find(app, &access.workspace.id, workspace, role).await?;
     app.store.list_api_tokens(&TokenOwner::Role(found.id)).await
 }
@@ -299,7 +342,14 @@ pub async fn revoke_token(
         .workspace(None, workspace)
         .target(role);
     app.audited(record.clone(), async {
-        let access = require(app, principal, Some(workspace), Role::Admin, "revoking workload role tokens").await?;
+        let access = require(
+            app,
+            principal,
+            Some(workspace),
+            Role::Admin,
+            "revoking workload role tokens",
+        )
+        .await?;
         let found = find(app, &access.workspace.id, workspace, role).await?;
         let record = record
             .clone()
@@ -310,7 +360,9 @@ pub async fn revoke_token(
             .revoke_api_token(&TokenOwner::Role(found.id), token_id, app.now(), record)
             .await?
         {
-            return Err(Error::NotFound(format!("active token {token_id} of role {role}")));
+            return Err(Error::NotFound(format!(
+                "active token {token_id} of role {role}"
+            )));
         }
         Ok(())
     })
@@ -335,7 +387,14 @@ pub async fn simulate(
     action: &str,
     reference: &str,
 ) -> Result<SimulationResult> {
-    let access = require(app, principal, Some(workspace), Role::Admin, "reading workload roles").await?;
+    let access = require(
+        app,
+        principal,
+        Some(workspace),
+        Role::Admin,
+        "reading workload roles",
+    )
+    .await?;
     let found = view(find(app, &access.workspace.id, workspace, role).await?)?;
     let action = Action::parse(action)?;
     let named = CredentialRef::parse(reference)?;

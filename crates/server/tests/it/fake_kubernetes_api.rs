@@ -64,7 +64,8 @@ struct Cluster {
 type Shared = Arc<Mutex<Cluster>>;
 
 pub struct FakeKubernetesApi {
-    server: FakeServer,
+    /// Serves until dropped.
+    _server: FakeServer,
     cluster: Shared,
     kubeconfig: tempfile::NamedTempFile,
 }
@@ -99,7 +100,7 @@ impl FakeKubernetesApi {
         )
         .unwrap();
         Self {
-            server,
+            _server: server,
             cluster,
             kubeconfig,
         }
@@ -107,10 +108,6 @@ impl FakeKubernetesApi {
 
     pub fn kubeconfig(&self) -> &std::path::Path {
         self.kubeconfig.path()
-    }
-
-    pub fn url(&self) -> String {
-        self.server.url()
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<StoredSecret> {

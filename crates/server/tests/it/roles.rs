@@ -30,7 +30,13 @@ fn workspace(admin: &Client, name: &str) {
         .unwrap();
 }
 
-fn credential(client: &Client, workspace: &str, name: &str, registry: &str, password: &str) -> wire::Credential {
+fn credential(
+    client: &Client,
+    workspace: &str,
+    name: &str,
+    registry: &str,
+    password: &str,
+) -> wire::Credential {
     client
         .post(
             &format!("/api/v1/workspaces/{}/credentials", segment(workspace)),
@@ -46,7 +52,12 @@ fn credential(client: &Client, workspace: &str, name: &str, registry: &str, pass
         .unwrap()
 }
 
-fn create_role(client: &Client, workspace: &str, name: &str, policy: Value) -> Result<wire::Role, ClientError> {
+fn create_role(
+    client: &Client,
+    workspace: &str,
+    name: &str,
+    policy: Value,
+) -> Result<wire::Role, ClientError> {
     client.post(
         &format!("/api/v1/workspaces/{}/roles", segment(workspace)),
         &wire::RoleInput {
@@ -60,7 +71,10 @@ fn create_role(client: &Client, workspace: &str, name: &str, policy: Value) -> R
 fn role_token(client: &Client, workspace: &str, role: &str) -> String {
     let created: wire::ApiTokenCreated = client
         .post(
-            &format!("/api/v1/workspaces/{}/roles/{role}/tokens", segment(workspace)),
+            &format!(
+                "/api/v1/workspaces/{}/roles/{role}/tokens",
+                segment(workspace)
+            ),
             &wire::ApiTokenInput {
                 name: "ci".into(),
                 expires_in_seconds: Some(3600),
@@ -74,7 +88,11 @@ fn resolve(client: &Client, input: Value) -> Result<wire::Resolved, ClientError>
     client.post("/api/v1/resolve", &input)
 }
 
-fn resolve_in(client: &Client, workspace: &str, input: Value) -> Result<wire::Resolved, ClientError> {
+fn resolve_in(
+    client: &Client,
+    workspace: &str,
+    input: Value,
+) -> Result<wire::Resolved, ClientError> {
     client.post(
         &format!("/api/v1/workspaces/{}/resolve", segment(workspace)),
         &input,
@@ -88,12 +106,48 @@ fn a_role_token_resolves_exactly_what_its_policy_allows() {
     for name in ["acme/ci", "acme/prod", "globex/apps"] {
         workspace(&admin, name);
     }
-    credential(&admin, "acme/ci", "shared", "registry.acme.example", "ci-shared-secret");
-    credential(&admin, "acme/ci", "team", "registry.acme.example/team", "ci-team-secret");
-    credential(&admin, "acme/ci", "secret-deploy", "deploy.acme.example", "ci-deploy-secret");
-    let app = credential(&admin, "acme/prod", "app", "prod.acme.example", "prod-app-secret");
-    credential(&admin, "acme/prod", "db", "db.acme.example", "prod-db-secret");
-    credential(&admin, "globex/apps", "main", "globex.example", "globex-secret");
+    credential(
+        &admin,
+        "acme/ci",
+        "shared",
+        "registry.acme.example",
+        "ci-shared-secret",
+    );
+    credential(
+        &admin,
+        "acme/ci",
+        "team",
+        "registry.acme.example/team",
+        "ci-team-secret",
+    );
+    credential(
+        &admin,
+        "acme/ci",
+        "secret-deploy",
+        "deploy.acme.example",
+        "ci-deploy-secret",
+    );
+    let app = credential(
+        &admin,
+        "acme/prod",
+        "app",
+        "prod.acme.example",
+        "prod-app-secret",
+    );
+    credential(
+        &admin,
+        "acme/prod",
+        "db",
+        "db.acme.example",
+        "prod-db-secret",
+    );
+    credential(
+        &admin,
+        "globex/apps",
+        "main",
+        "globex.example",
+        "globex-secret",
+    );
 
     let role = create_role(
         &admin,
@@ -118,11 +172,19 @@ fn a_role_token_resolves_exactly_what_its_policy_allows() {
     assert_eq!(me.personal_workspace, "acme/ci");
 
     // Its own workspace: best match by image (longest prefix), by registry, by name.
-    let team = resolve(&builder, json!({"image": "registry.acme.example/team/app:1"})).unwrap();
+    let team = resolve(
+        &builder,
+        json!({"image": "registry.acme.example/team/app:1"}),
+    )
+    .unwrap();
     assert_eq!(team.secret.expose(), "ci-team-secret");
     assert_eq!(team.reference, "rk:acme/ci:credential/team");
     assert_eq!(team.path_prefix.as_deref(), Some("team"));
-    let shared = resolve(&builder, json!({"registry": "https://registry.acme.example/"})).unwrap();
+    let shared = resolve(
+        &builder,
+        json!({"registry": "https://registry.acme.example/"}),
+    )
+    .unwrap();
     assert_eq!(shared.secret.expose(), "ci-shared-secret");
     assert_eq!(shared.path_prefix, None);
     let by_name = resolve(&builder, json!({"reference": "shared"})).unwrap();
@@ -132,28 +194,68 @@ fn a_role_token_resolves_exactly_what_its_policy_allows() {
     let denied = resolve(&builder, json!({"reference": "secret-deploy"}));
     let text = message(denied);
     assert!(text.contains("403") || text.contains("denies"), "{text}");
-    assert_eq!(status(resolve(&builder, json!({"image": "deploy.acme.example/x:1"}))), 403);
+    assert_eq!(
+        status(resolve(
+            &builder,
+            json!({"image": "deploy.acme.example/x:1"})
+        )),
+        403
+    );
 
     // Across workspaces: only the full reference the policy names.
-    let prod = resolve(&builder, json!({"reference": "rk:acme/prod:credential/app"})).unwrap();
+    let prod = resolve(
+        &builder,
+        json!({"reference": "rk:acme/prod:credential/app"}),
+    )
+    .unwrap();
     assert_eq!(prod.secret.expose(), "prod-app-secret");
-    let prod_image = resolve_in(&builder, "acme/prod", json!({"image": "prod.acme.example/app:1"})).unwrap();
+    let prod_image = resolve_in(
+        &builder,
+        "acme/prod",
+        json!({"image": "prod.acme.example/app:1"}),
+    )
+    .unwrap();
     assert_eq!(prod_image.reference, "rk:acme/prod:credential/app");
-    assert_eq!(status(resolve(&builder, json!({"reference": "rk:acme/prod:credential/db"}))), 403);
+    assert_eq!(
+        status(resolve(
+            &builder,
+            json!({"reference": "rk:acme/prod:credential/db"})
+        )),
+        403
+    );
     // A bare name means the role's own workspace, never another.
     assert_eq!(status(resolve(&builder, json!({"reference": "app"}))), 404);
     // A workspace the policy never reaches looks like one that does not exist.
-    assert_eq!(status(resolve(&builder, json!({"reference": "rk:globex/apps:credential/main"}))), 404);
-    assert_eq!(status(resolve_in(&builder, "globex/apps", json!({"image": "globex.example/x"}))), 404);
+    assert_eq!(
+        status(resolve(
+            &builder,
+            json!({"reference": "rk:globex/apps:credential/main"})
+        )),
+        404
+    );
+    assert_eq!(
+        status(resolve_in(
+            &builder,
+            "globex/apps",
+            json!({"image": "globex.example/x"})
+        )),
+        404
+    );
     // Describe is granted only in its own workspace, and list shows only what it may describe.
     let listed: wire::CredentialList = builder
-        .get(&format!("/api/v1/workspaces/{}/credentials", segment("acme/ci")))
+        .get(&format!(
+            "/api/v1/workspaces/{}/credentials",
+            segment("acme/ci")
+        ))
         .unwrap();
     let mut names: Vec<_> = listed.credentials.iter().map(|c| c.name.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["secret-deploy", "shared", "team"]);
     assert_eq!(
-        status(builder.get::<wire::CredentialList>(&format!("/api/v1/workspaces/{}/credentials", segment("acme/prod")))),
+        status(builder.get::<wire::CredentialList>(&format!(
+            "/api/v1/workspaces/{}/credentials",
+            segment("acme/prod")
+        ))),
         404
     );
 
@@ -170,22 +272,63 @@ fn a_role_token_resolves_exactly_what_its_policy_allows() {
         },
     );
     assert_eq!(status(write), 404);
-    assert_eq!(status(builder.get::<wire::MemberList>(&format!("/api/v1/workspaces/{}/members", segment("acme/ci")))), 404);
-    assert_eq!(status(builder.get::<wire::ApiTokenList>("/api/v1/tokens")), 403);
-    assert_eq!(status(builder.post::<_, wire::Workspace>("/api/v1/workspaces", &wire::WorkspaceInput { name: "evil/ws".into() })), 403);
-    assert_eq!(status(builder.get::<wire::RoleList>(&format!("/api/v1/workspaces/{}/roles", segment("acme/ci")))), 404);
+    assert_eq!(
+        status(builder.get::<wire::MemberList>(&format!(
+            "/api/v1/workspaces/{}/members",
+            segment("acme/ci")
+        ))),
+        404
+    );
+    assert_eq!(
+        status(builder.get::<wire::ApiTokenList>("/api/v1/tokens")),
+        403
+    );
+    assert_eq!(
+        status(builder.post::<_, wire::Workspace>(
+            "/api/v1/workspaces",
+            &wire::WorkspaceInput {
+                name: "evil/ws".into()
+            }
+        )),
+        403
+    );
+    assert_eq!(
+        status(
+            builder
+                .get::<wire::RoleList>(&format!("/api/v1/workspaces/{}/roles", segment("acme/ci")))
+        ),
+        404
+    );
     assert_eq!(status(builder.get::<wire::UserList>("/api/v1/users")), 403);
 
     // Deleted and re-created under the same name: the grant is not inherited.
     admin
-        .delete(&format!("/api/v1/workspaces/{}/credentials/app", segment("acme/prod")))
+        .delete(&format!(
+            "/api/v1/workspaces/{}/credentials/app",
+            segment("acme/prod")
+        ))
         .unwrap();
-    credential(&admin, "acme/prod", "app", "prod.acme.example", "new-prod-app-secret");
-    let after = message(resolve(&builder, json!({"reference": "rk:acme/prod:credential/app"})));
-    assert!(after.contains("no statement of its policy allows it"), "{after}");
+    credential(
+        &admin,
+        "acme/prod",
+        "app",
+        "prod.acme.example",
+        "new-prod-app-secret",
+    );
+    let after = message(resolve(
+        &builder,
+        json!({"reference": "rk:acme/prod:credential/app"}),
+    ));
+    assert!(
+        after.contains("no statement of its policy allows it"),
+        "{after}"
+    );
     let simulated: wire::Simulation = admin
         .post(
-            &format!("/api/v1/workspaces/{}/roles/builder/simulate", segment("acme/ci")),
+            &format!(
+                "/api/v1/workspaces/{}/roles/builder/simulate",
+                segment("acme/ci")
+            ),
             &wire::SimulationInput {
                 action: "credentials:Resolve".into(),
                 reference: "rk:acme/prod:credential/app".into(),
@@ -206,23 +349,37 @@ fn a_role_token_resolves_exactly_what_its_policy_allows() {
         .unwrap();
     assert_ne!(rebound.bindings[0].credential_id, app.id);
     assert_eq!(
-        resolve(&builder, json!({"reference": "rk:acme/prod:credential/app"})).unwrap().secret.expose(),
+        resolve(
+            &builder,
+            json!({"reference": "rk:acme/prod:credential/app"})
+        )
+        .unwrap()
+        .secret
+        .expose(),
         "new-prod-app-secret"
     );
 
-    // Every resolve is audited under the role's reference.
-    let audit: wire::AuditList = admin.get("/api/v1/audit?limit=200").unwrap();
+    // Every resolve is audited under the role's reference, denials included, where the
+    // admins of the role's workspace see them.
+    let audit: wire::AuditList = admin
+        .get("/api/v1/audit?workspace=acme%2Fci&limit=200")
+        .unwrap();
     let by_role: Vec<_> = audit
         .entries
         .iter()
-        .filter(|entry| entry.actor == "rk:acme/ci:role/builder" && entry.action == "credential.resolve")
+        .filter(|entry| {
+            entry.actor == "rk:acme/ci:role/builder" && entry.action == "credential.resolve"
+        })
         .collect();
     assert!(by_role.iter().any(|entry| entry.outcome == "success"));
     assert!(by_role.iter().any(|entry| entry.outcome == "denied"));
 
     // Revoking the token, or deleting the role, ends its access.
     let tokens: wire::ApiTokenList = admin
-        .get(&format!("/api/v1/workspaces/{}/roles/builder/tokens", segment("acme/ci")))
+        .get(&format!(
+            "/api/v1/workspaces/{}/roles/builder/tokens",
+            segment("acme/ci")
+        ))
         .unwrap();
     assert_eq!(tokens.tokens.len(), 1);
     admin
@@ -232,13 +389,22 @@ fn a_role_token_resolves_exactly_what_its_policy_allows() {
             tokens.tokens[0].id
         ))
         .unwrap();
-    assert_eq!(status(resolve(&builder, json!({"reference": "shared"}))), 401);
+    assert_eq!(
+        status(resolve(&builder, json!({"reference": "shared"}))),
+        401
+    );
     let second = server.client(&role_token(&admin, "acme/ci", "builder"));
     resolve(&second, json!({"reference": "shared"})).unwrap();
     admin
-        .delete(&format!("/api/v1/workspaces/{}/roles/builder", segment("acme/ci")))
+        .delete(&format!(
+            "/api/v1/workspaces/{}/roles/builder",
+            segment("acme/ci")
+        ))
         .unwrap();
-    assert_eq!(status(resolve(&second, json!({"reference": "shared"}))), 401);
+    assert_eq!(
+        status(resolve(&second, json!({"reference": "shared"}))),
+        401
+    );
 }
 
 #[test]
@@ -248,14 +414,32 @@ fn only_admins_write_policies_and_only_for_workspaces_they_administer() {
     for name in ["acme/ci", "acme/prod"] {
         workspace(&admin, name);
     }
-    credential(&admin, "acme/prod", "app", "prod.acme.example", "prod-secret");
+    credential(
+        &admin,
+        "acme/prod",
+        "app",
+        "prod.acme.example",
+        "prod-secret",
+    );
     credential(&admin, "acme/ci", "shared", "ci.acme.example", "ci-secret");
     let created: wire::UserCreated = admin
-        .post("/api/v1/users", &wire::UserInput { name: "carol".into(), admin: false })
+        .post(
+            "/api/v1/users",
+            &wire::UserInput {
+                name: "carol".into(),
+                admin: false,
+            },
+        )
         .unwrap();
     let carol = server.client(created.token.expose());
     let created: wire::UserCreated = admin
-        .post("/api/v1/users", &wire::UserInput { name: "dave".into(), admin: false })
+        .post(
+            "/api/v1/users",
+            &wire::UserInput {
+                name: "dave".into(),
+                admin: false,
+            },
+        )
         .unwrap();
     let dave = server.client(created.token.expose());
     for (user, role) in [("carol", "admin"), ("dave", "maintain")] {
@@ -269,12 +453,18 @@ fn only_admins_write_policies_and_only_for_workspaces_they_administer() {
     let own = json!({"Statement": [{"Effect": "Allow", "Action": "credentials:Resolve", "Resource": "rk:acme/ci:credential/*"}]});
 
     // maintain is not enough to manage roles.
-    assert_eq!(status(create_role(&dave, "acme/ci", "r1", own.clone())), 403);
+    assert_eq!(
+        status(create_role(&dave, "acme/ci", "r1", own.clone())),
+        403
+    );
     // An admin of acme/ci may grant within it...
     create_role(&carol, "acme/ci", "r1", own.clone()).unwrap();
     // ...but not into acme/prod, which carol cannot see,
     let cross = json!({"Statement": [{"Effect": "Allow", "Action": "credentials:Resolve", "Resource": "rk:acme/prod:credential/app"}]});
-    assert_eq!(status(create_role(&carol, "acme/ci", "r2", cross.clone())), 404);
+    assert_eq!(
+        status(create_role(&carol, "acme/ci", "r2", cross.clone())),
+        404
+    );
     // nor into workspaces by wildcard (site administrators only).
     let wildcard = json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "rk:acme/*:credential/*"}]});
     let refused = message(create_role(&carol, "acme/ci", "r3", wildcard.clone()));
@@ -296,10 +486,26 @@ fn only_admins_write_policies_and_only_for_workspaces_they_administer() {
 
     // Bad documents get specific errors, and nothing is stored.
     let cases = [
-        (json!({"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}), 400, "unknown action"),
-        (json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "acme/ci/shared"}]}), 400, "invalid resource"),
-        (json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}], "Extra": 1}), 400, "unknown field"),
-        (json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "rk:acme/ci:credential/missing"}]}), 422, "does not exist"),
+        (
+            json!({"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}),
+            400,
+            "unknown action",
+        ),
+        (
+            json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "acme/ci/shared"}]}),
+            400,
+            "invalid resource",
+        ),
+        (
+            json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}], "Extra": 1}),
+            400,
+            "unknown field",
+        ),
+        (
+            json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "rk:acme/ci:credential/missing"}]}),
+            422,
+            "does not exist",
+        ),
     ];
     for (document, expected_status, expected) in cases {
         let result = create_role(&carol, "acme/ci", "bad", document.clone());
@@ -307,7 +513,13 @@ fn only_admins_write_policies_and_only_for_workspaces_they_administer() {
         assert_eq!(status(result), expected_status, "{text}");
         assert!(text.contains(expected), "{text}");
     }
-    assert_eq!(status(admin.get::<wire::Role>(&format!("/api/v1/workspaces/{}/roles/bad", segment("acme/ci")))), 404);
+    assert_eq!(
+        status(admin.get::<wire::Role>(&format!(
+            "/api/v1/workspaces/{}/roles/bad",
+            segment("acme/ci")
+        ))),
+        404
+    );
     // A role name is unique in its workspace.
     assert_eq!(status(create_role(&carol, "acme/ci", "r1", own)), 409);
 }
@@ -317,9 +529,21 @@ fn users_resolve_full_references_where_they_may_launch() {
     let server = TestServer::start();
     let admin = server.admin();
     workspace(&admin, "acme/prod");
-    credential(&admin, "acme/prod", "app", "prod.acme.example", "prod-secret");
+    credential(
+        &admin,
+        "acme/prod",
+        "app",
+        "prod.acme.example",
+        "prod-secret",
+    );
     let created: wire::UserCreated = admin
-        .post("/api/v1/users", &wire::UserInput { name: "erin".into(), admin: false })
+        .post(
+            "/api/v1/users",
+            &wire::UserInput {
+                name: "erin".into(),
+                admin: false,
+            },
+        )
         .unwrap();
     let erin_token = created.token.expose().to_owned();
     let erin = server.client(&erin_token);
@@ -328,32 +552,60 @@ fn users_resolve_full_references_where_they_may_launch() {
     admin
         .put(
             &format!("/api/v1/workspaces/{}/members/erin", segment("acme/prod")),
-            &wire::MemberInput { role: "view".into() },
+            &wire::MemberInput {
+                role: "view".into(),
+            },
         )
         .unwrap();
     assert_eq!(status(resolve(&erin, reference.clone())), 403);
     admin
         .put(
             &format!("/api/v1/workspaces/{}/members/erin", segment("acme/prod")),
-            &wire::MemberInput { role: "launch".into() },
+            &wire::MemberInput {
+                role: "launch".into(),
+            },
         )
         .unwrap();
-    assert_eq!(resolve(&erin, reference).unwrap().secret.expose(), "prod-secret");
+    assert_eq!(
+        resolve(&erin, reference).unwrap().secret.expose(),
+        "prod-secret"
+    );
     // The CLI takes the reference without an image, like ECS's credentialsParameter.
-    let out = ok(&server.cli(&erin_token, &["resolve", "--reference", "rk:acme/prod:credential/app"], None));
+    let out = ok(&server.cli(
+        &erin_token,
+        &["resolve", "--reference", "rk:acme/prod:credential/app"],
+        None,
+    ));
     let printed: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(printed["secret"], "prod-secret");
     assert_eq!(printed["reference"], "rk:acme/prod:credential/app");
     // With an image too, the credential must serve the image's registry.
     let mismatch = server.cli(
         &erin_token,
-        &["resolve", "other.example/app:1", "--reference", "rk:acme/prod:credential/app"],
+        &[
+            "resolve",
+            "other.example/app:1",
+            "--reference",
+            "rk:acme/prod:credential/app",
+        ],
         None,
     );
     assert!(!mismatch.status.success());
-    assert!(stderr(&mismatch).contains("serves prod.acme.example"), "{}", stderr(&mismatch));
-    let bad = server.cli(&erin_token, &["resolve", "--reference", "rk:acme/prod:app"], None);
-    assert!(stderr(&bad).contains("invalid credential reference"), "{}", stderr(&bad));
+    assert!(
+        stderr(&mismatch).contains("serves prod.acme.example"),
+        "{}",
+        stderr(&mismatch)
+    );
+    let bad = server.cli(
+        &erin_token,
+        &["resolve", "--reference", "rk:acme/prod:app"],
+        None,
+    );
+    assert!(
+        stderr(&bad).contains("invalid credential reference"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]
@@ -361,27 +613,68 @@ fn roles_through_the_cli() {
     let server = TestServer::start();
     let admin = server.admin();
     workspace(&admin, "acme/ci");
-    credential(&admin, "acme/ci", "shared", "ci.acme.example", "cli-role-secret");
+    credential(
+        &admin,
+        "acme/ci",
+        "shared",
+        "ci.acme.example",
+        "cli-role-secret",
+    );
     let token = super::support::ADMIN_TOKEN;
     let policy = r#"{"Statement": [{"Sid": "Ci", "Effect": "Allow", "Action": "credentials:Resolve", "Resource": "rk:acme/ci:credential/shared"}]}"#;
     let shown = ok(&server.cli(
         token,
-        &["roles", "create", "builder", "--workspace", "acme/ci", "--policy-file", "-", "--description", "CI jobs"],
+        &[
+            "roles",
+            "create",
+            "builder",
+            "--workspace",
+            "acme/ci",
+            "--policy-file",
+            "-",
+            "--description",
+            "CI jobs",
+        ],
         Some(policy),
     ));
     assert!(shown.contains("rk:acme/ci:role/builder"), "{shown}");
     assert!(shown.contains("rk:acme/ci:credential/shared"), "{shown}");
     let listed = ok(&server.cli(token, &["roles", "list", "--workspace", "acme/ci"], None));
-    assert!(listed.contains("builder") && listed.contains("CI jobs"), "{listed}");
+    assert!(
+        listed.contains("builder") && listed.contains("CI jobs"),
+        "{listed}"
+    );
     let simulated = ok(&server.cli(
         token,
-        &["roles", "simulate", "builder", "--workspace", "acme/ci", "--reference", "shared"],
+        &[
+            "roles",
+            "simulate",
+            "builder",
+            "--workspace",
+            "acme/ci",
+            "--reference",
+            "shared",
+        ],
         None,
     ));
-    assert!(simulated.contains("allow") && simulated.contains("(Ci)"), "{simulated}");
+    assert!(
+        simulated.contains("allow") && simulated.contains("(Ci)"),
+        "{simulated}"
+    );
     let role_token = ok(&server.cli(
         token,
-        &["roles", "tokens", "create", "builder", "--workspace", "acme/ci", "--name", "ci", "--expires-in", "1h"],
+        &[
+            "roles",
+            "tokens",
+            "create",
+            "builder",
+            "--workspace",
+            "acme/ci",
+            "--name",
+            "ci",
+            "--expires-in",
+            "1h",
+        ],
         None,
     ));
     let role_token = role_token.trim();
@@ -389,11 +682,38 @@ fn roles_through_the_cli() {
     // The role's token resolves through the CLI, its workspace being the default.
     let resolved = ok(&server.cli(role_token, &["resolve", "ci.acme.example/app:1"], None));
     assert!(resolved.contains("cli-role-secret"), "{resolved}");
-    let refused = server.cli(role_token, &["credentials", "add", "--name", "x", "--registry", "x.example", "--username", "u", "--password-stdin", "--no-verify"], Some("p"));
+    let refused = server.cli(
+        role_token,
+        &[
+            "credentials",
+            "add",
+            "--name",
+            "x",
+            "--registry",
+            "x.example",
+            "--username",
+            "u",
+            "--password-stdin",
+            "--no-verify",
+        ],
+        Some("p"),
+    );
     assert!(!refused.status.success());
-    let missing = server.cli(token, &["roles", "create", "other", "--workspace", "acme/ci"], None);
-    assert!(stderr(&missing).contains("--policy-file"), "{}", stderr(&missing));
-    ok(&server.cli(token, &["roles", "delete", "builder", "--workspace", "acme/ci"], None));
+    let missing = server.cli(
+        token,
+        &["roles", "create", "other", "--workspace", "acme/ci"],
+        None,
+    );
+    assert!(
+        stderr(&missing).contains("--policy-file"),
+        "{}",
+        stderr(&missing)
+    );
+    ok(&server.cli(
+        token,
+        &["roles", "delete", "builder", "--workspace", "acme/ci"],
+        None,
+    ));
     let gone = server.cli(role_token, &["resolve", "ci.acme.example/app:1"], None);
     assert!(!gone.status.success());
     assert!(!stderr(&gone).contains("cli-role-secret"));
