@@ -8,8 +8,10 @@
 //! - `auth` is keyed by the credential's registry host (with its port), plus
 //!   `/PATH-PREFIX` when the credential is limited to one, so the kubelet applies the
 //!   login to no image outside what the credential serves.
-//! - `cacheKeyType` is `Image` for a credential with a path prefix (a cache keyed by
-//!   registry would hand it to the host's other repositories) and `Registry` otherwise.
+//! - `cacheKeyType` is always `Image`. A cache keyed by registry would hand one
+//!   image's answer to the host's other repositories, and a host may have several
+//!   credentials for different path prefixes (the longest prefix wins per image), so
+//!   only a per-image cache is right for every workspace.
 //! - `cacheDuration` never outlives the login: it runs to `safeUntil` (the token's
 //!   refresh point) or `expiresAt`, whichever comes first, rounded down to the second
 //!   and at least `0s` (do not cache). A stored password has neither, and is cached
@@ -175,12 +177,9 @@ pub fn respond(
                 .as_deref()
                 .map(|prefix| prefix.trim_matches('/'))
                 .filter(|prefix| !prefix.is_empty());
-            let (key, cache_key_type) = match prefix {
-                Some(prefix) => (
-                    format!("{}/{prefix}", resolved.registry),
-                    CacheKeyType::Image,
-                ),
-                None => (resolved.registry.clone(), CacheKeyType::Registry),
+            let key = match prefix {
+                Some(prefix) => format!("{}/{prefix}", resolved.registry),
+                None => resolved.registry.clone(),
             };
             let auth = BTreeMap::from([(
                 key,
@@ -189,7 +188,7 @@ pub fn respond(
                     password: resolved.secret.clone(),
                 },
             )]);
-            (cache_key_type, cache_seconds(resolved, now), auth)
+            (CacheKeyType::Image, cache_seconds(resolved, now), auth)
         }
     };
     Ok(CredentialProviderResponse {

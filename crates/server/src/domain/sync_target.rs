@@ -242,7 +242,17 @@ fn is_label(value: &str) -> bool {
 
 /// A Secret name: an RFC 1123 subdomain.
 pub fn validate_secret_name(name: &str) -> Result<()> {
-    if name.len() <= 253 && name.split('.').all(is_label) {
+    // Unlike a namespace, a subdomain's parts may be longer than 63 (the API server
+    // checks only the pattern and the total length).
+    let part = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !part.starts_with('-')
+            && !part.ends_with('-')
+    };
+    if name.len() <= 253 && name.split('.').all(part) {
         Ok(())
     } else {
         Err(Error::invalid(

@@ -53,7 +53,13 @@ impl ConfigWrite {
         };
         let mut builder = DirBuilder::new();
         builder.recursive(true).mode(0o700);
-        root.create_dir_with(parent, &builder).map_err(io_error)?;
+        match root.create_dir_with(parent, &builder) {
+            // Exists, or a symbolic link is in the way: opening it tells which.
+            Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(io_error(error))
+            }
+            _ => {}
+        }
         let directory = root.open_dir(parent).map_err(io_error)?;
 
         let existing = read_existing(&directory, name, &shown)?;
@@ -70,7 +76,7 @@ impl ConfigWrite {
         );
         let written = write_new(&directory, &temporary, &document)
             .and_then(|()| directory.rename(&temporary, &directory, name))
-            .and_then(|()| directory.try_clone()?.into_std_file().sync_all());
+            .and_then(|()| sync_directory(&directory));
         if let Err(error) = written {
             let _ = directory.remove_file(&temporary);
             return Err(io_error(error));
@@ -154,6 +160,12 @@ fn write_new(directory: &Dir, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     file.set_permissions(cap_std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// Makes the rename durable. The directory is opened again for reading: cap-std holds
+/// directories as `O_PATH` descriptors, which cannot be fsynced.
+fn sync_directory(directory: &Dir) -> std::io::Result<()> {
+    directory.open(".")?.sync_all()
 }
 
 /// cap-std reports a path that would leave the root as `PermissionDenied` with its own

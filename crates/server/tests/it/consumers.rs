@@ -495,7 +495,7 @@ fn kubelet_provider_hands_out_an_ecr_login_for_no_longer_than_it_is_safe() {
     let started = OffsetDateTime::now_utc();
     for (name, output) in providers(&server, &kubelet_request(&image)) {
         let response = parse_response(name, &output);
-        assert_eq!(response.cache_key_type, CacheKeyType::Registry, "{name}");
+        assert_eq!(response.cache_key_type, CacheKeyType::Image, "{name}");
         let seconds = go_duration_seconds(response.cache_duration.as_deref().unwrap());
         let safe = (limit - started).whole_seconds();
         assert!(
