@@ -3,9 +3,12 @@
 //! cloud SDKs) so the binaries built on it start in milliseconds.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use regkeeper_wire::{ErrorBody, Sensitive};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use secrecy::zeroize::Zeroizing;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -45,12 +48,14 @@ impl ClientError {
 }
 
 /// The optional client settings file, `$XDG_CONFIG_HOME/regkeeper/config.toml`
-/// (or `~/.config/regkeeper/config.toml`), with `url` and `token`.
+/// (or `~/.config/regkeeper/config.toml`), with `url`, `token` and `ca_file`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     url: Option<String>,
     token: Option<Sensitive>,
+    /// Relative to the settings file's directory, as kubeconfig resolves its paths.
+    ca_file: Option<PathBuf>,
 }
 
 pub struct Client {
@@ -60,13 +65,28 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client trusting ureq's built-in Mozilla roots for https.
     pub fn new(base_url: &str, token: Option<Sensitive>) -> Self {
-        let agent = ureq::AgentBuilder::new()
+        Self::with_tls(base_url, token, None)
+    }
+
+    /// The agent is built here, once, so every request of a `Client` shares its TLS
+    /// configuration and connection pool. Without `tls`, ureq's own lazily built
+    /// configuration (Mozilla roots) is used and nothing is parsed.
+    fn with_tls(
+        base_url: &str,
+        token: Option<Sensitive>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
+        let mut builder = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .redirects(0)
-            .user_agent(concat!("regkeeper-client/", env!("CARGO_PKG_VERSION")))
-            .build();
+            .user_agent(concat!("regkeeper-client/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls);
+        }
+        let agent = builder.build();
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             token,
@@ -75,21 +95,23 @@ impl Client {
     }
 
     /// Settings from `REGKEEPER_URL` and `REGKEEPER_TOKEN` (else `REGKEEPER_TOKEN_FILE`,
-    /// a file holding the token, as a node mounts a Kubernetes secret), falling back to
-    /// the settings file. `environment` looks a variable up (tests pass a map).
+    /// a file holding the token, as a node mounts a Kubernetes secret), and
+    /// `REGKEEPER_CA_FILE` (a PEM bundle trusted besides the built-in roots), each falling
+    /// back to the settings file. `environment` looks a variable up (tests pass a map).
     pub fn from_environment(
         environment: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ClientError> {
-        let file = match settings_path(environment) {
-            Some(path) if path.is_file() => {
-                let text = std::fs::read_to_string(&path).map_err(|error| {
+        let settings_path = settings_path(environment).filter(|path| path.is_file());
+        let file = match &settings_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
                     ClientError::Config(format!("cannot read {}: {error}", path.display()))
                 })?;
                 toml::from_str::<FileSettings>(&text).map_err(|error| {
                     ClientError::Config(format!("{}: {}", path.display(), error.message()))
                 })?
             }
-            _ => FileSettings::default(),
+            None => FileSettings::default(),
         };
         let non_empty = |name: &str| environment(name).filter(|value| !value.trim().is_empty());
         let url = non_empty("REGKEEPER_URL")
@@ -107,7 +129,19 @@ impl Client {
                 None => file.token,
             },
         };
-        Ok(Self::new(&url, token))
+        // Read only when configured: the docker helper starts once per pull.
+        let tls = match non_empty("REGKEEPER_CA_FILE") {
+            Some(path) => Some(tls_config("REGKEEPER_CA_FILE", Path::new(&path))?),
+            None => match (file.ca_file, &settings_path) {
+                (Some(path), Some(settings)) => {
+                    let directory = settings.parent().unwrap_or(Path::new("."));
+                    let setting = format!("ca_file in {}", settings.display());
+                    Some(tls_config(&setting, &directory.join(path))?)
+                }
+                _ => None,
+            },
+        };
+        Ok(Self::with_tls(&url, token, tls))
     }
 
     pub fn base_url(&self) -> &str {
@@ -165,7 +199,7 @@ impl Client {
             Err(ureq::Error::Status(status, response)) => Err(parse_error(status, response)),
             Err(ureq::Error::Transport(transport)) => Err(ClientError::Transport {
                 url: self.base_url.clone(),
-                reason: transport.to_string(),
+                reason: transport_reason(&transport),
             }),
         }
     }
@@ -201,6 +235,84 @@ fn parse_error(status: u16, response: ureq::Response) -> ClientError {
             message: format!("the server answered HTTP {status}"),
         },
     }
+}
+
+/// What went wrong reaching the server, with the way out when its certificate is not
+/// trusted: the usual cause is a private CA in front of regkeeper.
+fn transport_reason(transport: &ureq::Transport) -> String {
+    let reason = transport.to_string();
+    if certificate_refused(transport) {
+        format!(
+            "{reason}; if the server's certificate comes from a private CA, set \
+             REGKEEPER_CA_FILE to that CA's PEM file"
+        )
+    } else {
+        reason
+    }
+}
+
+fn certificate_refused(transport: &ureq::Transport) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> =
+        std::error::Error::source(transport);
+    while let Some(error) = cause {
+        // `io::Error::source` skips the error it wraps, which is where rustls's is.
+        let inner = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|wrapper| wrapper.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if let Some(tls) = inner.unwrap_or(error).downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        cause = inner.unwrap_or(error).source();
+    }
+    false
+}
+
+/// ureq's TLS configuration with the certificates of the PEM bundle at `path` trusted
+/// besides the built-in Mozilla roots (the operating system's store is not read, as
+/// without the setting). Errors name `setting` and the path, never the contents: a
+/// bundle may have been concatenated with a private key, which is skipped.
+fn tls_config(setting: &str, path: &Path) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let refused =
+        |problem: &str| ClientError::Config(format!("{setting}: {} {problem}", path.display()));
+    let pem = Zeroizing::new(std::fs::read(path).map_err(|error| {
+        ClientError::Config(format!(
+            "{setting}: cannot read {}: {error}",
+            path.display()
+        ))
+    })?);
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        // The parser's errors can quote a line of the file.
+        .map_err(|_| refused("is not a valid PEM file"))?;
+    if certificates.is_empty() {
+        return Err(refused(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for (index, certificate) in certificates.into_iter().enumerate() {
+        roots.add(certificate).map_err(|_| {
+            refused(&format!(
+                "has a certificate (number {}) that is not valid X.509",
+                index + 1
+            ))
+        })?;
+    }
+    // ureq's own default, with these roots: *ring* and TLS 1.2 and 1.3.
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|error| ClientError::Config(format!("{setting}: {error}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The token in `REGKEEPER_TOKEN_FILE`, surrounding white space dropped. Errors name
@@ -323,6 +435,122 @@ mod tests {
             unreadable.to_string().contains("cannot read"),
             "{unreadable}"
         );
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    /// A self-signed CA certificate (P-256, valid until 2126); only parsed here.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBtjCCAV2gAwIBAgIUIU5YYFuzwEf5XwpuoQYPf/FxeycwCgYIKoZIzj0EAwIw
+KDEmMCQGA1UEAwwdcmVna2VlcGVyLWNsaWVudCB1bml0IHRlc3QgQ0EwIBcNMjYx
+MTIyMDU1OTI1WhgPMjEyNjEwMjkwNTU5MjVaMCgxJjAkBgNVBAMMHXJlZ2tlZXBl
+ci1jbGllbnQgdW5pdCB0ZXN0IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE
+E7QiWIwLFuY2w7LtNkDp8O3FIi86FPrbzo9dwxGEAuwDqGU3nCA4p1A4lwngDZR8
+KQFidgC7mDFyq4cTwViUE6NjMGEwHQYDVR0OBBYEFC1lM4dyIycGE2hRbkcizgt2
+PinFMB8GA1UdIwQYMBaAFC1lM4dyIycGE2hRbkcizgt2PinFMA8GA1UdEwEB/wQF
+MAMBAf8wDgYDVR0PAQH/BAQDAgIEMAoGCCqGSM49BAMCA0cAMEQCIHXK8abnjan6
+3fRWPQm2oj6GdczIiYKaVEj5otv/AfvBAiACF+/FE0AjqU80UM/xOho9ILmQEYPw
+0/Qp4sQeY5CZkw==
+-----END CERTIFICATE-----
+";
+
+    fn scratch_directory(name: &str) -> PathBuf {
+        let directory =
+            std::env::temp_dir().join(format!("regkeeper-client-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        directory
+    }
+
+    fn with_ca_file(path: &Path) -> Result<Client, ClientError> {
+        let path = path.to_string_lossy().into_owned();
+        Client::from_environment(&|name| (name == "REGKEEPER_CA_FILE").then(|| path.clone()))
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_refused_naming_the_variable_and_the_path() {
+        let missing = scratch_directory("ca-file-missing").join("absent.pem");
+        let error = with_ca_file(&missing).err().unwrap().to_string();
+        assert!(
+            error.starts_with("REGKEEPER_CA_FILE: cannot read"),
+            "{error}"
+        );
+        assert!(error.contains(&missing.display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused_without_quoting_it() {
+        let directory = scratch_directory("ca-file-empty");
+        let path = directory.join("bundle.pem");
+        let no_certificate = "holds no PEM certificate";
+        for (contents, problem) in [
+            ("", no_certificate),
+            ("rk_canary_not_a_certificate\n", no_certificate),
+            // A key alone is skipped, which leaves nothing to trust.
+            (
+                "-----BEGIN PRIVATE KEY-----\nY2FuYXJ5\n-----END PRIVATE KEY-----\n",
+                no_certificate,
+            ),
+            // The PEM parser's own errors would quote this line.
+            (
+                "-----BEGIN CERTIFICATE-----\nrk_canary_!!\n",
+                "is not a valid PEM file",
+            ),
+            (
+                "-----BEGIN CERTIFICATE-----\nY2FuYXJ5\n-----END CERTIFICATE-----\n",
+                "(number 1) that is not valid X.509",
+            ),
+        ] {
+            std::fs::write(&path, contents).unwrap();
+            let error = with_ca_file(&path).err().unwrap().to_string();
+            assert!(
+                error.starts_with(&format!("REGKEEPER_CA_FILE: {}", path.display())),
+                "{error}"
+            );
+            assert!(error.contains(problem), "{error}");
+            assert!(
+                !error.contains("canary") && !error.contains("Y2Fu"),
+                "{error}"
+            );
+        }
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn a_ca_file_bundle_is_read_from_the_variable_or_the_settings_file() {
+        let directory = scratch_directory("ca-file-bundle");
+        let bundle = directory.join("bundle.pem");
+        // Two certificates and the key an operator concatenated by mistake.
+        let key = "-----BEGIN PRIVATE KEY-----\nY2FuYXJ5\n-----END PRIVATE KEY-----\n";
+        std::fs::write(&bundle, format!("{TEST_CA}{key}{TEST_CA}")).unwrap();
+        assert!(with_ca_file(&bundle).is_ok());
+
+        std::fs::create_dir_all(directory.join("regkeeper")).unwrap();
+        std::fs::write(directory.join("regkeeper/ca.pem"), TEST_CA).unwrap();
+        let settings = directory.join("regkeeper/config.toml");
+        let config_home = directory.to_string_lossy().into_owned();
+        let from_settings = |text: &str| {
+            std::fs::write(&settings, text).unwrap();
+            Client::from_environment(&|name| {
+                (name == "XDG_CONFIG_HOME").then(|| config_home.clone())
+            })
+        };
+        // Relative to the settings file's directory.
+        assert!(from_settings("ca_file = \"ca.pem\"\n").is_ok());
+        let error = from_settings("ca_file = \"absent.pem\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.starts_with(&format!("ca_file in {}: cannot read", settings.display())),
+            "{error}"
+        );
+        // The variable wins over the settings file.
+        let path = bundle.to_string_lossy().into_owned();
+        assert!(Client::from_environment(&|name| match name {
+            "XDG_CONFIG_HOME" => Some(config_home.clone()),
+            "REGKEEPER_CA_FILE" => Some(path.clone()),
+            _ => None,
+        })
+        .is_ok());
         std::fs::remove_dir_all(&directory).unwrap();
     }
 

@@ -2,6 +2,7 @@
 
 use regkeeper_wire as wire;
 
+use super::peers::tls::TestCa;
 use super::support::{
     contains, files_under, ok, run_cli, stderr, PostgresDatabase, ServerOptions, TestServer,
     ADMIN_TOKEN,
@@ -501,4 +502,57 @@ fn api_tokens_audit_and_key_rotation() {
     }
     let verified = ok(&server.cli(ADMIN_TOKEN, &["audit", "verify"], None));
     assert!(verified.contains("chain is intact"), "{verified}");
+}
+
+/// A TLS-terminating forwarder to `server`, as a company's reverse proxy would be, with
+/// a certificate only the test CA vouches for. It runs while the runtime lives.
+fn behind_tls(server: &TestServer, ca: &TestCa) -> (tokio::runtime::Runtime, String) {
+    let upstream = server.url.trim_start_matches("http://").to_owned();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(ca.rustls_server_config()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("address"));
+    runtime.spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(mut client) = acceptor.accept(stream).await else {
+                    return;
+                };
+                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (runtime, url)
+}
+
+#[test]
+fn ca_file_lets_the_cli_reach_a_server_behind_a_private_ca() {
+    let server = TestServer::start();
+    let ca = TestCa::generate();
+    let (_forwarder, url) = behind_tls(&server, &ca);
+    let refused = run_cli(&url, ADMIN_TOKEN, &["credentials", "list"], None, &[]);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(
+        message.contains("UnknownIssuer") && message.contains("set REGKEEPER_CA_FILE"),
+        "{message}"
+    );
+    let ca_file = ("REGKEEPER_CA_FILE", ca.ca_file().to_str().expect("UTF-8"));
+    let listed = ok(&run_cli(
+        &url,
+        ADMIN_TOKEN,
+        &["credentials", "list"],
+        None,
+        &[ca_file],
+    ));
+    assert!(!listed.contains("error"), "{listed}");
 }

@@ -142,15 +142,33 @@ impl FakeKubernetesApi {
     }
 }
 
-fn status(code: StatusCode, reason: &str, message: String) -> Response {
-    (
+/// A `Status` failure the API server answers with.
+struct Refusal {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.code,
+            axum::Json(serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "message": self.message, "reason": self.reason,
+                "code": self.code.as_u16(),
+            })),
+        )
+            .into_response()
+    }
+}
+
+fn status(code: StatusCode, reason: &'static str, message: String) -> Refusal {
+    Refusal {
         code,
-        axum::Json(serde_json::json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {},
-            "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),
-        })),
-    )
-        .into_response()
+        reason,
+        message,
+    }
 }
 
 fn record(cluster: &Shared, method: &Method, uri: &Uri, response: Response) -> Response {
@@ -162,7 +180,7 @@ fn record(cluster: &Shared, method: &Method, uri: &Uri, response: Response) -> R
     response
 }
 
-fn authorized(headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(headers: &HeaderMap) -> Result<(), Refusal> {
     let expected = format!("Bearer {TOKEN}");
     if headers
         .get("authorization")
@@ -186,7 +204,7 @@ fn validate(
     body: &[u8],
     namespace: &str,
     name: Option<&str>,
-) -> Result<serde_json::Value, Response> {
+) -> Result<serde_json::Value, Refusal> {
     let content_type = headers
         .get("content-type")
         .and_then(|value| value.to_str().ok())
@@ -288,7 +306,7 @@ async fn create(
         guard.secrets.insert(key, secret);
         Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
     })()
-    .unwrap_or_else(|response| response);
+    .unwrap_or_else(IntoResponse::into_response);
     record(&cluster, &method, &uri, response)
 }
 
@@ -299,7 +317,7 @@ async fn read(
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let response = (|| {
+    let response = (|| -> Result<Response, Refusal> {
         authorized(&headers)?;
         let guard = cluster.lock().unwrap();
         let secret = guard
@@ -326,7 +344,7 @@ async fn read(
         }
         Ok(axum::Json(secret.object.clone()).into_response())
     })()
-    .unwrap_or_else(|response| response);
+    .unwrap_or_else(IntoResponse::into_response);
     record(&cluster, &method, &uri, response)
 }
 
@@ -364,7 +382,7 @@ async fn replace(
         guard.secrets.insert(key, secret);
         Ok(axum::Json(answer).into_response())
     })()
-    .unwrap_or_else(|response| response);
+    .unwrap_or_else(IntoResponse::into_response);
     record(&cluster, &method, &uri, response)
 }
 
@@ -373,6 +391,7 @@ async fn unknown(State(cluster): State<Shared>, method: Method, uri: Uri) -> Res
         StatusCode::NOT_FOUND,
         "NotFound",
         "the server could not find the requested resource".into(),
-    );
+    )
+    .into_response();
     record(&cluster, &method, &uri, response)
 }
