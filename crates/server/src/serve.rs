@@ -125,6 +125,7 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
     };
     let tokens = TokenCache::new(Arc::clone(&clock));
     let sync = crate::sync::Pushers::new(config.sync.clone(), outbound.clone()).await?;
+    let audit_writer = crate::service::audit_writer::AuditWriter::start(Arc::clone(&store));
     Ok(Arc::new(App {
         sync,
         provider_rate_limit: crate::tokens::ProviderRateLimit::new(
@@ -141,6 +142,8 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
         metrics,
         rotation: tokio::sync::Mutex::new(()),
         seal_gate: tokio::sync::RwLock::new(()),
+        caches: crate::service::caches::Caches::default(),
+        audit_writer,
     }))
 }
 

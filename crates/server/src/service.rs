@@ -4,6 +4,8 @@
 
 pub mod access;
 pub mod audit_log;
+pub mod audit_writer;
+pub mod caches;
 pub mod credentials;
 pub mod identity;
 pub mod keys;
@@ -48,6 +50,10 @@ pub struct App {
     pub seal_gate: tokio::sync::RwLock<()>,
     /// Where sync targets are written (file root, Kubernetes client, webhooks).
     pub sync: crate::sync::Pushers,
+    /// Short-lived caches of tokens, workspaces, memberships and resolved credentials.
+    pub caches: caches::Caches,
+    /// Group commit for audit entries written on their own.
+    pub audit_writer: audit_writer::AuditWriter,
 }
 
 impl App {
@@ -72,7 +78,7 @@ impl App {
         if record.workspace_id.is_none() {
             record.workspace_id = self.visible_workspace_id(&record).await;
         }
-        if let Err(audit_error) = self.store.append_audit(record).await {
+        if let Err(audit_error) = self.audit_writer.append(record).await {
             tracing::error!(error.code = audit_error.code(), "audit.append_failed");
         }
     }

@@ -271,6 +271,8 @@ pub trait Store: Send + Sync {
 
     /// Appends an entry on its own (for outcomes with no other write).
     async fn append_audit(&self, audit: AuditRecord) -> Result<()>;
+    /// Appends entries in order in one transaction: all or none.
+    async fn append_audits(&self, audits: Vec<AuditRecord>) -> Result<()>;
     async fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditRow>>;
 
     // ---- Sync targets (push delivery; SQL in `store/sync_sql.rs`) ----------------

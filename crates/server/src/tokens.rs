@@ -43,7 +43,9 @@ pub fn safe_until(issued_at: Timestamp, expires_at: Timestamp, now: Timestamp) -
     if now < earliest_refresh {
         earliest_refresh
     } else {
-        (now + 60_000).min(expires_at - MINIMUM_REMAINING_MS).max(now)
+        (now + 60_000)
+            .min(expires_at - MINIMUM_REMAINING_MS)
+            .max(now)
     }
 }
 

@@ -55,7 +55,10 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// The caller's personal workspace, asked of the server, when `--workspace` is absent.
-pub(super) fn workspace_or_personal(client: &Client, workspace: Option<String>) -> anyhow::Result<String> {
+pub(super) fn workspace_or_personal(
+    client: &Client,
+    workspace: Option<String>,
+) -> anyhow::Result<String> {
     match workspace {
         Some(workspace) => Ok(workspace),
         None => Ok(client.get::<wire::Me>("/api/v1/me")?.personal_workspace),

@@ -28,16 +28,17 @@ pub async fn require(
     let name = name.map_or_else(|| principal.personal_workspace(), str::to_owned);
     parse_workspace_name(&name)?;
     let not_found = || Error::NotFound(format!("workspace {name}"));
-    let workspace = app
-        .store
-        .workspace_by_name(&name)
-        .await?
-        .ok_or_else(not_found)?;
-    let role = app
-        .store
-        .role_of(&workspace.id, &principal.user_id)
-        .await?
-        .ok_or_else(not_found)?;
+    let workspace = workspace_by_name(app, &name).await?.ok_or_else(not_found)?;
+    let key = (workspace.id.clone(), principal.user_id.clone());
+    let role = match app.caches.memberships.get(&key) {
+        Some(role) => role,
+        None => {
+            let role = app.store.role_of(&workspace.id, &principal.user_id).await?;
+            app.caches.memberships.insert(key, role);
+            role
+        }
+    }
+    .ok_or_else(not_found)?;
     if role < needed {
         return Err(Error::Forbidden(format!(
             "your role in {name} is {role}; {doing} needs {needed} or higher"
@@ -70,10 +71,17 @@ pub async fn role_workspace(
     if !role.policy.may_reach(action, name) {
         return Err(not_found());
     }
-    app.store
-        .workspace_by_name(name)
-        .await?
-        .ok_or_else(not_found)
+    workspace_by_name(app, name).await?.ok_or_else(not_found)
+}
+
+/// A workspace by name, through the cache.
+async fn workspace_by_name(app: &App, name: &str) -> Result<Option<WorkspaceRow>> {
+    if let Some(found) = app.caches.workspaces.get(name) {
+        return Ok(found);
+    }
+    let found = app.store.workspace_by_name(name).await?;
+    app.caches.workspaces.insert(name.to_owned(), found.clone());
+    Ok(found)
 }
 
 /// Whether the role's policy allows `action` on the credential; a denial names the

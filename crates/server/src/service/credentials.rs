@@ -215,6 +215,7 @@ pub async fn create(
             .workspace(Some(&credential.workspace_id), &credential.workspace_name)
             .detail(audit_detail(&credential));
         app.store.insert_credential(&credential, record).await?;
+        app.caches.forget_credentials();
         tracing::info!(
             credential.id = %credential.id,
             credential.name = %credential.name,
@@ -373,6 +374,7 @@ pub async fn update(
         app.store
             .update_credential(&updated, existing.revision, record)
             .await?;
+        app.caches.forget_credentials();
         if secret_given {
             // A new secret is a new identity: the next resolve mints and links its own
             // token, and the refresher drops the old one once nothing uses it.
@@ -419,6 +421,7 @@ pub async fn delete(
                 "credential {name} in {workspace_name}"
             )));
         }
+        app.caches.forget_credentials();
         tracing::info!(credential.id = %existing.id, credential.name = %name, "credential.deleted");
         Ok(())
     })

@@ -5,6 +5,8 @@ use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
+
 use crate::domain::identity::WorkloadRole;
 use crate::domain::identity::{
     parse_workspace_name, personal_workspace_name, validate_user_name, Principal, Role,
@@ -17,6 +19,7 @@ use crate::store::{
 };
 
 use super::access::{require, require_site_admin};
+use super::caches::CachedToken;
 use super::{new_id, App};
 
 /// Tokens carry this prefix so secret scanners can recognise them.
@@ -75,14 +78,24 @@ fn display_prefix(token: &str) -> String {
     }
 }
 
-/// Establishes who presents `token`.
+/// Establishes who presents `token`: from the token cache, else the database.
 pub async fn authenticate(app: &App, token: &str) -> Result<Principal> {
     let hash = hash_token(token);
-    let (row, subject) = app
-        .store
-        .api_token_by_hash(&hash)
-        .await?
-        .ok_or(Error::Unauthenticated("the API token is not valid"))?;
+    let cached = match app.caches.tokens.get(&hash) {
+        Some(cached) => cached,
+        None => {
+            let (row, subject) = app
+                .store
+                .api_token_by_hash(&hash)
+                .await?
+                .ok_or(Error::Unauthenticated("the API token is not valid"))?;
+            let principal = principal_of(&row, subject)?;
+            let cached = Arc::new(CachedToken { row, principal });
+            app.caches.tokens.insert(hash.clone(), Arc::clone(&cached));
+            cached
+        }
+    };
+    let row = &cached.row;
     let now = app.now();
     if row.revoked_at.is_some() {
         return Err(Error::Unauthenticated("the API token has been revoked"));
@@ -94,16 +107,25 @@ pub async fn authenticate(app: &App, token: &str) -> Result<Principal> {
         .last_used_at
         .is_none_or(|last_used| now - last_used >= TOUCH_INTERVAL_MS)
     {
-        if let Err(error) = app.store.touch_api_token(&row.id, now).await {
-            tracing::warn!(error.code = error.code(), "api_token.touch_failed");
+        match app.store.touch_api_token(&row.id, now).await {
+            Ok(()) => {
+                let mut touched = CachedToken::clone(&cached);
+                touched.row.last_used_at = Some(now);
+                app.caches.tokens.insert(hash, Arc::new(touched));
+            }
+            Err(error) => tracing::warn!(error.code = error.code(), "api_token.touch_failed"),
         }
     }
+    Ok(cached.principal.clone())
+}
+
+fn principal_of(row: &ApiTokenRow, subject: TokenSubject) -> Result<Principal> {
     Ok(match subject {
         TokenSubject::User(user) => Principal {
             user_id: user.id,
             user_name: user.name,
             admin: user.admin,
-            token_id: row.id,
+            token_id: row.id.clone(),
             role: None,
         },
         TokenSubject::Role(role) => {
@@ -113,8 +135,8 @@ pub async fn authenticate(app: &App, token: &str) -> Result<Principal> {
                 user_id: String::new(),
                 user_name: role_reference(&role.workspace_name, &role.name),
                 admin: false,
-                token_id: row.id,
-                role: Some(std::sync::Arc::new(WorkloadRole {
+                token_id: row.id.clone(),
+                role: Some(Arc::new(WorkloadRole {
                     id: role.id,
                     name: role.name,
                     workspace_id: role.workspace_id,
@@ -197,6 +219,7 @@ pub async fn create_user(
             .workspace(Some(&new.workspace.id), &new.workspace.name)
             .detail(serde_json::json!({ "admin": admin }));
         app.store.create_user(&new, record).await?;
+        app.caches.forget_identities();
         Ok(CreatedUser {
             user: new.user,
             token,
@@ -285,6 +308,7 @@ pub async fn revoke_token(app: &App, principal: &Principal, token_id: &str) -> R
         {
             return Err(Error::NotFound(format!("active API token {token_id}")));
         }
+        app.caches.forget_identities();
         Ok(())
     })
     .await
@@ -314,6 +338,7 @@ pub async fn create_workspace(
         };
         let record = record.clone().workspace(Some(&workspace.id), name);
         app.store.create_workspace(&workspace, &principal.user_id, record).await?;
+        app.caches.forget_identities();
         Ok(workspace)
     })
     .await
@@ -379,7 +404,9 @@ pub async fn put_member(
             .detail(serde_json::json!({ "role": role.as_str(), "previousRole": current.map(Role::as_str) }));
         app.store
             .put_member(&access.workspace.id, &target.id, role, app.now(), record)
-            .await
+            .await?;
+        app.caches.forget_identities();
+        Ok(())
     })
     .await
 }
@@ -428,6 +455,7 @@ pub async fn remove_member(
         {
             return Err(not_member());
         }
+        app.caches.forget_identities();
         Ok(())
     })
     .await

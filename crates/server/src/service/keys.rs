@@ -269,6 +269,7 @@ async fn rewrap_all(app: &App, keys: &MasterKeys) -> Result<u64> {
                 .await?
             {
                 rewrapped += 1;
+                app.caches.forget_credentials();
             }
         }
     }

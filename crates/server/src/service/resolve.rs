@@ -7,6 +7,8 @@
 //! Users need the `launch` role in the credential's workspace; a workload role needs
 //! its policy to allow `credentials:Resolve` on that very credential.
 
+use std::sync::Arc;
+
 use crate::domain::credential::Credential;
 use crate::domain::identity::{Principal, Role};
 use crate::domain::policy::{credential_reference, Action, CredentialRef};
@@ -94,9 +96,7 @@ pub async fn resolve(
             .unwrap_or(default_workspace);
         let workspace = workspace_for(app, principal, &workspace_name).await?;
         let credential = match (&named, &target) {
-            (Some(named), _) => app
-                .store
-                .credential(&workspace.id, &named.name)
+            (Some(named), _) => named_credential(app, &workspace.id, &named.name)
                 .await?
                 .ok_or_else(|| {
                     Error::NotFound(format!(
@@ -104,11 +104,7 @@ pub async fn resolve(
                         credential_reference(&workspace.name, &named.name)
                     ))
                 })?,
-            // One row is read, so a resolve costs the same with ten credentials in the
-            // workspace or a hundred thousand.
-            (None, Some(target)) => app
-                .store
-                .best_credential_for(&workspace.id, &target.host, &target.repository)
+            (None, Some(target)) => best_credential(app, &workspace.id, target)
                 .await?
                 .ok_or_else(|| {
                     Error::NotFound(format!(
@@ -135,9 +131,10 @@ pub async fn resolve(
             }
         }
         let login = super::tokens::login_for(app, &credential).await?;
-        // The secret leaves only once its audit entry is written.
-        app.store
-            .append_audit(
+        // The secret leaves only once its audit entry is written (in a group commit
+        // with the other resolves waiting for the database).
+        app.audit_writer
+            .append(
                 record
                     .clone()
                     .workspace(Some(&credential.workspace_id), &credential.workspace_name)
@@ -149,9 +146,55 @@ pub async fn resolve(
                     })),
             )
             .await?;
-        Ok(Resolution { credential, login })
+        Ok(Resolution {
+            credential: Credential::clone(&credential),
+            login,
+        })
     })
     .await
+}
+
+/// The best credential for the target, through the cache. One row is read on a miss,
+/// so a resolve costs the same with ten credentials in the workspace or a hundred
+/// thousand.
+async fn best_credential(
+    app: &App,
+    workspace_id: &str,
+    target: &Target,
+) -> Result<Option<Arc<Credential>>> {
+    let key = (
+        workspace_id.to_owned(),
+        target.host.clone(),
+        target.repository.clone(),
+    );
+    if let Some(found) = app.caches.best_credentials.get(&key) {
+        return Ok(found);
+    }
+    let found = app
+        .store
+        .best_credential_for(workspace_id, &target.host, &target.repository)
+        .await?
+        .map(Arc::new);
+    app.caches.best_credentials.insert(key, found.clone());
+    Ok(found)
+}
+
+async fn named_credential(
+    app: &App,
+    workspace_id: &str,
+    name: &str,
+) -> Result<Option<Arc<Credential>>> {
+    let key = (workspace_id.to_owned(), name.to_owned());
+    if let Some(found) = app.caches.named_credentials.get(&key) {
+        return Ok(found);
+    }
+    let found = app
+        .store
+        .credential(workspace_id, name)
+        .await?
+        .map(Arc::new);
+    app.caches.named_credentials.insert(key, found.clone());
+    Ok(found)
 }
 
 /// The workspace to resolve in, if the caller may resolve there at all.

@@ -251,6 +251,7 @@ pub async fn update(
         app.store
             .update_role(&row, existing.revision, record)
             .await?;
+        app.caches.forget_identities();
         Ok(RoleView { row, policy })
     })
     .await
@@ -278,6 +279,7 @@ pub async fn delete(app: &App, principal: &Principal, workspace: &str, name: &st
         if !app.store.delete_role(&existing.id, record).await? {
             return Err(Error::NotFound(format!("role {name} in {workspace}")));
         }
+        app.caches.forget_identities();
         Ok(())
     })
     .await
@@ -364,6 +366,7 @@ pub async fn revoke_token(
                 "active token {token_id} of role {role}"
             )));
         }
+        app.caches.forget_identities();
         Ok(())
     })
     .await

@@ -151,6 +151,7 @@ pub async fn verify(
         app.store
             .update_credential(&updated, existing.revision, record)
             .await?;
+        app.caches.forget_credentials();
         Ok(updated)
     })
     .await

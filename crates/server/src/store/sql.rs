@@ -243,7 +243,13 @@ macro_rules! impl_store {
         /// Appends `record` to the chain inside `transaction`, which the backend has
         /// already serialised against other writers.
         async fn append_in(transaction: &mut Transaction, record: AuditRecord) -> Result<()> {
-            let previous = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            let previous = last_audit(transaction).await?;
+            append_after(transaction, record, previous).await.map(|_| ())
+        }
+
+        /// The newest entry's sequence number and hash, which the next one chains to.
+        async fn last_audit(transaction: &mut Transaction) -> Result<Option<(i64, String)>> {
+            sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut **transaction)
                 .await
                 .map_err(database_error)?
@@ -253,7 +259,15 @@ macro_rules! impl_store {
                         row.try_get("hash").map_err(database_error)?,
                     ))
                 })
-                .transpose()?;
+                .transpose()
+        }
+
+        /// Appends `record` after `previous` and returns what the next entry chains to.
+        async fn append_after(
+            transaction: &mut Transaction,
+            record: AuditRecord,
+            previous: Option<(i64, String)>,
+        ) -> Result<(i64, String)> {
             let row = AuditRow::chained(record, previous);
             sqlx::query(
                 "INSERT INTO audit_log (seq, at, actor, action, workspace, workspace_id, target, \
@@ -273,7 +287,7 @@ macro_rules! impl_store {
             .execute(&mut **transaction)
             .await
             .map_err(|error| Error::internal(format!("audit log write failed: {error}")))?;
-            Ok(())
+            Ok((row.seq, row.hash))
         }
 
         async fn commit(transaction: Transaction) -> Result<()> {
@@ -1211,6 +1225,15 @@ macro_rules! impl_store {
             async fn append_audit(&self, audit: AuditRecord) -> Result<()> {
                 let mut transaction = self.begin_write().await?;
                 append_in(&mut transaction, audit).await?;
+                commit(transaction).await
+            }
+
+            async fn append_audits(&self, audits: Vec<AuditRecord>) -> Result<()> {
+                let mut transaction = self.begin_write().await?;
+                let mut previous = last_audit(&mut transaction).await?;
+                for audit in audits {
+                    previous = Some(append_after(&mut transaction, audit, previous).await?);
+                }
                 commit(transaction).await
             }
 

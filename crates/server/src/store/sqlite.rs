@@ -1,6 +1,12 @@
 //! The embedded default: one SQLite file in WAL mode. Writers take the database's write
 //! lock when their transaction begins (`BEGIN IMMEDIATE`), so the audit chain's
 //! read-then-append can never interleave with another writer.
+//!
+//! Write transactions go through a pool of one connection, so this process's writers
+//! queue in order for it instead of meeting in SQLite's busy handler, which sleeps for
+//! milliseconds between attempts and would cap a busy server's resolves (each appends
+//! an audit entry) far below what one connection can commit. Reads use their own pool
+//! and, in WAL mode, never wait for the writer.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -11,6 +17,7 @@ use sqlx::{Sqlite, SqlitePool};
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -28,16 +35,20 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 
     async fn begin_write(&self) -> crate::domain::Result<sqlx::Transaction<'static, Sqlite>> {
-        self.pool
+        self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(super::sql::database_error)

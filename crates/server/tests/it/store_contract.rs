@@ -224,21 +224,11 @@ async fn api_tokens(subject: Subject) {
         .await
         .unwrap());
     assert!(store
-        .revoke_api_token(
-            &alice_owner,
-            &second.id,
-            6_000,
-            record("api_token.revoke")
-        )
+        .revoke_api_token(&alice_owner, &second.id, 6_000, record("api_token.revoke"))
         .await
         .unwrap());
     assert!(!store
-        .revoke_api_token(
-            &alice_owner,
-            &second.id,
-            7_000,
-            record("api_token.revoke")
-        )
+        .revoke_api_token(&alice_owner, &second.id, 7_000, record("api_token.revoke"))
         .await
         .unwrap());
     let (found, _) = store
@@ -744,7 +734,10 @@ async fn workload_roles_and_their_tokens(subject: Subject) {
         updated_at: 2_000,
         created_by: "alice".into(),
     };
-    store.create_role(&role, record("role.create")).await.unwrap();
+    store
+        .create_role(&role, record("role.create"))
+        .await
+        .unwrap();
     let duplicate = RoleRow {
         id: uuid(),
         ..role.clone()
@@ -754,14 +747,23 @@ async fn workload_roles_and_their_tokens(subject: Subject) {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, Error::Conflict { code: "role_exists", .. }),
+        matches!(
+            error,
+            Error::Conflict {
+                code: "role_exists",
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert_eq!(
         store.role(&alice.workspace.id, "builder").await.unwrap(),
         Some(role.clone())
     );
-    assert_eq!(store.roles(&alice.workspace.id).await.unwrap(), vec![role.clone()]);
+    assert_eq!(
+        store.roles(&alice.workspace.id).await.unwrap(),
+        vec![role.clone()]
+    );
 
     // A token of the role authenticates as the role; the user's own are not listed.
     let owner = TokenOwner::Role(role.id.clone());
@@ -776,7 +778,10 @@ async fn workload_roles_and_their_tokens(subject: Subject) {
     let (found, subject_of) = store.api_token_by_hash("hash-role").await.unwrap().unwrap();
     assert_eq!(found, role_token);
     assert_eq!(subject_of, TokenSubject::Role(role.clone()));
-    assert_eq!(store.list_api_tokens(&owner).await.unwrap(), vec![role_token.clone()]);
+    assert_eq!(
+        store.list_api_tokens(&owner).await.unwrap(),
+        vec![role_token.clone()]
+    );
     assert!(!store
         .list_api_tokens(&TokenOwner::User(alice.user.id.clone()))
         .await
@@ -789,22 +794,44 @@ async fn workload_roles_and_their_tokens(subject: Subject) {
     changed.policy = r#"{"statements":[{"effect":"Allow"}]}"#.into();
     changed.revision = 2;
     changed.updated_at = 3_000;
-    store.update_role(&changed, 1, record("role.update")).await.unwrap();
+    store
+        .update_role(&changed, 1, record("role.update"))
+        .await
+        .unwrap();
     let error = store
         .update_role(&changed, 1, record("role.update"))
         .await
         .unwrap_err();
     assert!(matches!(error, Error::Conflict { .. }), "{error:?}");
     assert_eq!(
-        store.role(&alice.workspace.id, "builder").await.unwrap().unwrap().policy,
+        store
+            .role(&alice.workspace.id, "builder")
+            .await
+            .unwrap()
+            .unwrap()
+            .policy,
         changed.policy
     );
 
     // Deleting the role takes its tokens with it.
-    assert!(store.delete_role(&role.id, record("role.delete")).await.unwrap());
-    assert!(store.api_token_by_hash("hash-role").await.unwrap().is_none());
-    assert!(!store.delete_role(&role.id, record("role.delete")).await.unwrap());
-    assert!(store.api_token_by_hash("hash-alice").await.unwrap().is_some());
+    assert!(store
+        .delete_role(&role.id, record("role.delete"))
+        .await
+        .unwrap());
+    assert!(store
+        .api_token_by_hash("hash-role")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!store
+        .delete_role(&role.id, record("role.delete"))
+        .await
+        .unwrap());
+    assert!(store
+        .api_token_by_hash("hash-alice")
+        .await
+        .unwrap()
+        .is_some());
 }
 
 macro_rules! contract {

@@ -158,7 +158,8 @@ fn forty_eight_hours_with_outages() {
                             ..Default::default()
                         },
                     )
-                    .await {
+                    .await
+                    {
                         Ok(resolution) => {
                             let expires_at =
                                 resolution.login.expires_at.expect("ECR logins expire");

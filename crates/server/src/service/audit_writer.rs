@@ -1,0 +1,57 @@
+//! Group commit for audit entries that are written on their own (a resolve's entry, a
+//! failed attempt's). Each caller still waits until its entry is committed — a secret
+//! leaves only after its entry is in the log — but concurrent callers share one
+//! transaction: one writer task takes every entry waiting, appends them in order and
+//! commits once. On SQLite, where writers take turns, that turns N commits into one.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::AuditRecord;
+use crate::domain::{Error, Result};
+use crate::store::SharedStore;
+
+/// Entries one transaction takes at most.
+const MAX_BATCH: usize = 512;
+const QUEUE: usize = 8192;
+
+type Pending = (AuditRecord, oneshot::Sender<Result<()>>);
+
+pub struct AuditWriter {
+    sender: mpsc::Sender<Pending>,
+}
+
+impl AuditWriter {
+    /// Starts the writer task on the current Tokio runtime.
+    pub fn start(store: SharedStore) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(write_batches(store, receiver));
+        Self { sender }
+    }
+
+    /// Appends one entry and returns once it is committed (or failed).
+    pub async fn append(&self, record: AuditRecord) -> Result<()> {
+        let (done, committed) = oneshot::channel();
+        self.sender
+            .send((record, done))
+            .await
+            .map_err(|_| Error::internal("the audit writer has stopped"))?;
+        committed
+            .await
+            .map_err(|_| Error::internal("the audit writer stopped before committing"))?
+    }
+}
+
+async fn write_batches(store: SharedStore, mut receiver: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let records = batch.iter().map(|(record, _)| record.clone()).collect();
+        let result = store.append_audits(records).await;
+        for (_, done) in batch.drain(..) {
+            // A caller that gave up waiting no longer needs the answer.
+            let _ = done.send(match &result {
+                Ok(()) => Ok(()),
+                Err(error) => Err(Error::internal(format!("audit log write failed: {error}"))),
+            });
+        }
+    }
+}
