@@ -197,7 +197,8 @@ cpu_ticks() { # PID — user+system clock ticks of a process
     awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
 context_switches() { # PID — voluntary and involuntary context switches of all its threads
-    cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }'
+    # Threads may end while this reads them.
+    { cat /proc/"$1"/task/*/status 2>/dev/null || true; } | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }'
 }
 busy_ticks() { # all CPUs: busy and total clock ticks
     awk '/^cpu / { idle = $5 + $6; total = 0; for (i = 2; i <= NF; i++) total += $i; print total - idle, total }' /proc/stat
