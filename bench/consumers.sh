@@ -66,7 +66,7 @@ as_root() {
 # --- Prerequisites ------------------------------------------------------------
 
 missing=()
-for package in wrk hyperfine amazon-ecr-credential-helper curl jq python3; do
+for package in wrk amazon-ecr-credential-helper curl jq python3; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$package" 2>/dev/null | grep -q '^ii' || missing+=("$package")
 done
 if ((${#missing[@]})); then
@@ -74,6 +74,16 @@ if ((${#missing[@]})); then
     as_root apt-get update -qq
     # Without recommends: the ECR helper recommends docker.io, which is not needed here.
     as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+# hyperfine with --input (1.16 or later) gives each command its stdin without a shell
+# in between; Debian 12's 1.15 cannot, so a newer one is built from crates.io.
+HYPERFINE=$(command -v hyperfine || true)
+if [[ -z "$HYPERFINE" ]] || ! "$HYPERFINE" --help 2>/dev/null | grep -q -- '--input'; then
+    HYPERFINE="$ROOT/target/bench-tools/bin/hyperfine"
+    if [[ ! -x "$HYPERFINE" ]]; then
+        say "installing hyperfine 1.20.0 into target/bench-tools (Debian's has no --input)"
+        cargo install hyperfine --version 1.20.0 --locked --root "$ROOT/target/bench-tools" >&2
+    fi
 fi
 if [[ ! -x "$MOTO" || ! -x "$MOTO_PROXY" ]]; then
     say "no moto in .venv-test: running scripts/test --setup-only"
@@ -241,30 +251,56 @@ check_server() { # NAME CONTEXT — restarts NAME if its writes are stuck; true 
 
 # --- Part 1: REST throughput --------------------------------------------------
 
+# Context switches of the server come from `perf stat` where it works, else from
+# /proc (which misses threads that end during a run).
+PERF=0
+if command -v perf >/dev/null && perf stat -x, -e context-switches -p $$ -o /dev/null -- true 2>/dev/null; then
+    PERF=1
+fi
+
 # `show` (GET one credential by name) is a diagnostic row: the same authentication and
 # access check as resolve, no audit entry, no secret, no prefix search.
-ENDPOINTS=(healthz me show resolve-docker resolve-ecr)
+# `resolve-docker` asks for one image again and again (what the server's caches serve);
+# `resolve-distinct` asks for a new image every time under a random one of the
+# server's path prefixes, so the best-match query runs for every request.
+ENDPOINTS=(healthz me show resolve-docker resolve-distinct resolve-ecr)
 wrk_once() { # SERVER ENDPOINT ROUND — one wrk run; appends its JSON line to $WORK/run.json
-    local name=$1 endpoint=$2 round=$3 method=GET path body='' token=$ADMIN_TOKEN
+    local name=$1 endpoint=$2 round=$3 method=GET path body='' token=$ADMIN_TOKEN distinct_host='' distinct_count=''
     case $endpoint in
     healthz) path=/healthz token='' ;;
     me) path=/api/v1/me ;;
     show) path=/api/v1/workspaces/%7Eadmin/credentials/$(printf 'bench-%06d' "${MIDDLE[$name]}") ;;
     resolve-docker) method=POST path=$RESOLVE_PATH body="{\"image\":\"$(docker_image "$name")\"}" ;;
+    resolve-distinct)
+        method=POST path=$RESOLVE_PATH body="{\"image\":\"$(docker_image "$name")\"}"
+        distinct_host=$DOCKER_HOST_NAME distinct_count=${COUNT[$name]}
+        ;;
     resolve-ecr) method=POST path=$RESOLVE_PATH body="{\"image\":\"$ECR_HOST/team/app:1\"}" ;;
     esac
-    local pid=${SERVER_PID[$name]} load server_before switches_before machine_before
+    local pid=${SERVER_PID[$name]} load server_before switches_before machine_before perf_pid=
     load=$(cut -d' ' -f1 /proc/loadavg)
     server_before=$(cpu_ticks "$pid")
     switches_before=$(context_switches "$pid")
     machine_before=$(busy_ticks)
     : >"$WORK/wrk.out"
+    if ((PERF)); then
+        # Counts every thread of the server, including threads that end during the run.
+        perf stat -x, -e context-switches -p "$pid" -o "$WORK/perf.csv" &
+        perf_pid=$!
+    fi
     BENCH_METHOD=$method BENCH_TOKEN=$token BENCH_BODY=$body BENCH_OUT="$WORK/wrk.out" \
+        BENCH_DISTINCT_HOST=$distinct_host BENCH_DISTINCT_COUNT=$distinct_count \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s -s "$LUA" "${SERVER_URL[$name]}$path" >"$WORK/wrk.stdout"
     local server_after switches_after machine_after
     server_after=$(cpu_ticks "$pid")
     switches_after=$(context_switches "$pid")
     machine_after=$(busy_ticks)
+    if [[ -n "$perf_pid" ]]; then
+        kill -INT "$perf_pid"
+        wait "$perf_pid" || true
+        switches_before=0
+        switches_after=$(awk -F, '$3 == "context-switches" { print $1 + 0 }' "$WORK/perf.csv")
+    fi
     jq -c --arg server "$name" --arg endpoint "$endpoint" --argjson round "$round" \
         --argjson server_ticks "$((server_after - server_before))" \
         --argjson switches "$((switches_after - switches_before))" \
@@ -350,14 +386,14 @@ helper_round() { # ROUND
     for attempt in 1 2; do
         check_server small "the REST runs, before helper round $round" || true
         load=$(cut -d' ' -f1 /proc/loadavg)
-        # hyperfine 1.15 (Debian 12) gives -N commands no stdin, so the commands run in
-        # sh with stdin redirected, and hyperfine subtracts the measured cost of starting
-        # sh. `regkeeper version` (process start, no request) is a diagnostic row.
-        if helper_env hyperfine --style basic -w 20 -r "$HELPER_RUNS" --export-json "$WORK/hyperfine-$round.json" \
-            -n true "/bin/true <$input" \
-            -n ecr-login "$ECR_LOGIN get <$input" \
-            -n regkeeper "$HELPER get <$input" \
-            -n regkeeper-version "$HELPER version <$input" >"$WORK/hyperfine-$round.txt" 2>&1; then
+        # -N: no shell; every command, /bin/true included, gets the server URL on stdin.
+        # `regkeeper version` (process start, no request) is a diagnostic row.
+        if helper_env "$HYPERFINE" -N --input "$input" --style basic -w 20 -r "$HELPER_RUNS" \
+            --export-json "$WORK/hyperfine-$round.json" \
+            -n true /bin/true \
+            -n ecr-login "$ECR_LOGIN get" \
+            -n regkeeper "$HELPER get" \
+            -n regkeeper-version "$HELPER version" >"$WORK/hyperfine-$round.txt" 2>&1; then
             break
         fi
         ((attempt == 2)) && { cat "$WORK/hyperfine-$round.txt" >&2; die "hyperfine failed twice"; }
@@ -413,5 +449,5 @@ BENCH_ROOT=$ROOT BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_CONNECTIONS
     BENCH_THREADS=$THREADS BENCH_HELPER_RUNS=$HELPER_RUNS BENCH_SMALL=$((SMALL + 1)) \
     BENCH_LARGE=$((CREDENTIALS + 1)) BENCH_RESOLVE_PATH=$RESOLVE_PATH BENCH_MOTO=$MOTO_VERSION \
     BENCH_SEED_SMALL=${SEED_JSON[small]:-null} BENCH_SEED_LARGE=${SEED_JSON[large]:-null} \
-    BENCH_ECR_HOST=$ECR_HOST BENCH_ECR_LOGIN_CALLS=$ECR_CALLS_DURING BENCH_MOTO_CALLS=$MOTO_ECR_CALLS \
+    BENCH_HYPERFINE=$HYPERFINE BENCH_PERF=$PERF BENCH_ECR_HOST=$ECR_HOST BENCH_ECR_LOGIN_CALLS=$ECR_CALLS_DURING BENCH_MOTO_CALLS=$MOTO_ECR_CALLS \
     python3 "$ROOT/bench/consumers/report.py" "$WORK" "$RESULTS"

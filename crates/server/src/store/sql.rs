@@ -56,6 +56,22 @@ pub(super) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(database) if database.is_unique_violation())
 }
 
+/// The path prefixes that cover `repository` on whole components, shortest first: `""`,
+/// `a`, `a/b`, … up to the repository itself.
+pub(super) fn covering_prefixes(repository: &str) -> Vec<&str> {
+    let repository = repository.trim_matches('/');
+    let mut prefixes = vec![""];
+    if !repository.is_empty() {
+        prefixes.extend(
+            repository
+                .match_indices('/')
+                .map(|(index, _)| &repository[..index]),
+        );
+        prefixes.push(repository);
+    }
+    prefixes
+}
+
 pub(super) const CREDENTIAL_COLUMNS: &str = "c.id, c.workspace_id, w.name AS workspace_name, \
     c.name, c.kind, c.auth_method, c.registry_host, c.path_prefix, c.username, c.settings, \
     c.secret_ciphertext, c.secret_wrapped_key, c.secret_key_version, c.secret_version, \
@@ -87,7 +103,8 @@ macro_rules! impl_store {
         use crate::domain::identity::{Role, WorkspaceKind};
         use crate::domain::{Error, Result};
         use crate::store::sql::{
-            database_error, is_unique_violation, settings_from_text, settings_to_text,
+            covering_prefixes, database_error, is_unique_violation, settings_from_text,
+            settings_to_text,
             CREDENTIAL_COLUMNS, CREDENTIAL_FROM, TOKEN_COLUMNS,
         };
         use crate::store::{
@@ -801,17 +818,25 @@ macro_rules! impl_store {
                 host: &str,
                 repository: &str,
             ) -> Result<Option<Credential>> {
-                // The prefix test runs in the database, so a resolve reads one row
-                // however many credentials the host has.
-                sqlx::query(&format!(
+                // Only the prefixes that could cover the repository are looked up: ''
+                // and each run of its leading whole components. With the index on
+                // (workspace, host, prefix) a resolve reads a handful of index entries
+                // and one row, however many credentials the host has.
+                let candidates = covering_prefixes(repository);
+                let placeholders = (0..candidates.len())
+                    .map(|index| format!("${}", index + 3))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let statement = format!(
                     "SELECT {CREDENTIAL_COLUMNS} FROM {CREDENTIAL_FROM} WHERE c.workspace_id = $1 \
-                     AND c.registry_host = $2 AND (c.path_prefix = '' OR c.path_prefix = $3 \
-                     OR substr($3, 1, length(c.path_prefix) + 1) = c.path_prefix || '/') \
+                     AND c.registry_host = $2 AND c.path_prefix IN ({placeholders}) \
                      ORDER BY length(c.path_prefix) DESC, c.name LIMIT 1"
-                ))
-                .bind(workspace_id)
-                .bind(host)
-                .bind(repository)
+                );
+                let mut query = sqlx::query(&statement).bind(workspace_id).bind(host);
+                for candidate in &candidates {
+                    query = query.bind(*candidate);
+                }
+                query
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(database_error)?
@@ -1322,3 +1347,19 @@ macro_rules! impl_store {
 }
 
 pub(super) use impl_store;
+
+#[cfg(test)]
+mod tests {
+    use super::covering_prefixes;
+
+    #[test]
+    fn covering_prefixes_are_whole_components() {
+        assert_eq!(covering_prefixes(""), [""]);
+        assert_eq!(covering_prefixes("app"), ["", "app"]);
+        assert_eq!(
+            covering_prefixes("team/tools/app"),
+            ["", "team", "team/tools", "team/tools/app"]
+        );
+        assert_eq!(covering_prefixes("/team/app/"), ["", "team", "team/app"]);
+    }
+}
