@@ -2,14 +2,21 @@
 # Consumer benchmarks (issue 4, part 5), each side by side with its floor or peer in the
 # same run. See bench/README.md.
 #
-#   1. REST resolve throughput (wrk, 64 connections): `POST resolve` for a docker
-#      credential (a stored password) and for an ECR credential with a warm token,
-#      next to `GET /healthz` and `GET /api/v1/me` of the same server, on a server with
-#      10 credentials and on one with 100,000 (each with its own path prefix).
+#   1. REST resolve throughput and latency (wrk, 64 connections) of `POST resolve` —
+#      a docker credential (a stored password) asked for the same image each time, or
+#      for a new image each time under a random one of the path prefixes, and an ECR
+#      credential with a warm token — next to `GET /healthz` and `GET /api/v1/me` of the
+#      same server, on a server with 10 credentials and on one with 100,000, each
+#      credential with its own path prefix.
 #   2. `docker-credential-regkeeper get` process latency (hyperfine, warm token) next to
 #      Debian's `docker-credential-ecr-login get` with a warm cache, and `/bin/true`.
 #
 #   bench/consumers.sh [ROUNDS]     # default 3; the tables show medians over rounds
+#
+# Installs what is missing: wrk, amazon-ecr-credential-helper, curl, jq (apt, without
+# recommends), hyperfine 1.20 into target/bench-tools (cargo; Debian 12's 1.15 cannot
+# give a command its stdin without a shell), moto in .venv-test (scripts/test
+# --setup-only). Builds regkeeper and regkeeper-consumers in release mode.
 #
 # Environment:
 #   PARTS        which parts to run: "rest helper" (default), "rest" or "helper"
