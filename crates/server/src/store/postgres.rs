@@ -19,6 +19,9 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            .after_release(|connection, _| {
+                Box::pin(async move { Ok(super::sql::reusable(connection)) })
+            })
             .connect(url)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;

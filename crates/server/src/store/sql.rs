@@ -48,6 +48,20 @@ pub(super) fn settings_from_text(text: &str) -> Result<CredentialSettings, Error
     })
 }
 
+/// Whether a connection coming back to its pool may be handed out again. One that is
+/// still inside a transaction is closed instead (which rolls the transaction back):
+/// sqlx 0.8 starts a transaction and only then builds the object that would roll it
+/// back, so a request cancelled between the two (its client hung up) returns a
+/// connection holding the write lock, and every later write would wait on it or fail
+/// with "begin at non-zero transaction depth".
+pub(super) fn reusable<C: sqlx::Connection>(connection: &C) -> bool {
+    let reusable = !connection.is_in_transaction();
+    if !reusable {
+        tracing::info!("store.connection_closed_in_transaction");
+    }
+    reusable
+}
+
 pub(super) fn database_error(error: sqlx::Error) -> Error {
     Error::internal(format!("database: {error}"))
 }

@@ -37,11 +37,17 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .after_release(|connection, _| {
+                Box::pin(async move { Ok(super::sql::reusable(connection)) })
+            })
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .after_release(|connection, _| {
+                Box::pin(async move { Ok(super::sql::reusable(connection)) })
+            })
             .connect_with(options)
             .await?;
         Ok(Self { pool, writer })

@@ -834,6 +834,45 @@ async fn workload_roles_and_their_tokens(subject: Subject) {
         .is_some());
 }
 
+/// A request cancelled in the middle of a write (its client hung up) must not leave a
+/// pooled connection inside a transaction: that held SQLite's write lock, so every
+/// later write waited or failed until the server restarted.
+async fn abandoned_writes_do_not_wedge_the_store(subject: Subject) {
+    let store = &subject.store;
+    for attempt in 0..400u64 {
+        // Cancelled at many different points of a write's life, several at once.
+        let mut cancelled = tokio::task::JoinSet::new();
+        for offset in 0..4 {
+            let store = Arc::clone(store);
+            let limit = std::time::Duration::from_micros((attempt * 13 + offset * 101) % 900);
+            cancelled.spawn(async move {
+                tokio::time::timeout(limit, store.append_audit(record("cancelled.write"))).await
+            });
+        }
+        while let Some(result) = cancelled.join_next().await {
+            if let Ok(written) = result.unwrap() {
+                written.unwrap();
+            }
+        }
+    }
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.append_audit(record("after.cancelled")),
+    )
+    .await
+    .expect("a write after cancelled ones is not blocked")
+    .expect("and succeeds");
+    let rows = store
+        .audit_entries(&AuditQuery {
+            limit: 100_000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.last().unwrap().action, "after.cancelled");
+    assert_eq!(verify_chain(&rows, None).unwrap().0, rows.len() as i64);
+}
+
 macro_rules! contract {
     ($backend:ident) => {
         mod $backend {
@@ -856,6 +895,7 @@ macro_rules! contract {
             case!(audit_chain_under_concurrency);
             case!(audit_log_is_append_only);
             case!(no_audit_no_action);
+            case!(abandoned_writes_do_not_wedge_the_store);
             case!(best_credential_by_prefix);
             case!(sync_targets_lifecycle);
         }
