@@ -37,10 +37,12 @@ pub struct Caches {
     pub workspaces: Cache<String, Option<WorkspaceRow>>,
     /// By (workspace id, user id); `None` for a non-member.
     pub memberships: Cache<(String, String), Option<Role>>,
-    /// By (workspace id, registry host, repository): the best credential, if any.
-    pub best_credentials: Cache<(String, String, String), Option<Arc<Credential>>>,
+    /// By (workspace id, registry host, repository): the best credential, if any. Async,
+    /// so that concurrent misses for one key wait for a single lookup instead of all
+    /// querying the database when the entry expires.
+    pub best_credentials: moka::future::Cache<(String, String, String), Option<Arc<Credential>>>,
     /// By (workspace id, credential name).
-    pub named_credentials: Cache<(String, String), Option<Arc<Credential>>>,
+    pub named_credentials: moka::future::Cache<(String, String), Option<Arc<Credential>>>,
 }
 
 fn cache<K, V>() -> Cache<K, V>
@@ -54,14 +56,33 @@ where
         .build()
 }
 
+fn loading_cache<K, V>() -> moka::future::Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    moka::future::Cache::builder()
+        .max_capacity(CAPACITY)
+        .time_to_live(CACHE_TTL)
+        .build()
+}
+
+/// The error of a lookup that several waiters shared.
+pub fn shared_error(error: Arc<crate::domain::Error>) -> crate::domain::Error {
+    match &*error {
+        crate::domain::Error::Internal(detail) => crate::domain::Error::Internal(detail.clone()),
+        other => crate::domain::Error::internal(other),
+    }
+}
+
 impl Default for Caches {
     fn default() -> Self {
         Self {
             tokens: cache(),
             workspaces: cache(),
             memberships: cache(),
-            best_credentials: cache(),
-            named_credentials: cache(),
+            best_credentials: loading_cache(),
+            named_credentials: loading_cache(),
         }
     }
 }

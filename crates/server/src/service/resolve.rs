@@ -18,6 +18,7 @@ use crate::providers::RegistryLogin;
 use crate::store::WorkspaceRow;
 
 use super::access::{require, role_allows, role_workspace};
+use super::caches::shared_error;
 use super::App;
 
 /// What a caller asks to resolve: at least one of the three.
@@ -156,7 +157,7 @@ pub async fn resolve(
 
 /// The best credential for the target, through the cache. One row is read on a miss,
 /// so a resolve costs the same with ten credentials in the workspace or a hundred
-/// thousand.
+/// thousand; concurrent misses for one target share that read.
 async fn best_credential(
     app: &App,
     workspace_id: &str,
@@ -167,16 +168,17 @@ async fn best_credential(
         target.host.clone(),
         target.repository.clone(),
     );
-    if let Some(found) = app.caches.best_credentials.get(&key) {
-        return Ok(found);
-    }
-    let found = app
-        .store
-        .best_credential_for(workspace_id, &target.host, &target.repository)
-        .await?
-        .map(Arc::new);
-    app.caches.best_credentials.insert(key, found.clone());
-    Ok(found)
+    app.caches
+        .best_credentials
+        .try_get_with(key, async {
+            let found = app
+                .store
+                .best_credential_for(workspace_id, &target.host, &target.repository)
+                .await?;
+            Ok::<_, Error>(found.map(Arc::new))
+        })
+        .await
+        .map_err(shared_error)
 }
 
 async fn named_credential(
@@ -185,16 +187,14 @@ async fn named_credential(
     name: &str,
 ) -> Result<Option<Arc<Credential>>> {
     let key = (workspace_id.to_owned(), name.to_owned());
-    if let Some(found) = app.caches.named_credentials.get(&key) {
-        return Ok(found);
-    }
-    let found = app
-        .store
-        .credential(workspace_id, name)
-        .await?
-        .map(Arc::new);
-    app.caches.named_credentials.insert(key, found.clone());
-    Ok(found)
+    app.caches
+        .named_credentials
+        .try_get_with(key, async {
+            let found = app.store.credential(workspace_id, name).await?;
+            Ok::<_, Error>(found.map(Arc::new))
+        })
+        .await
+        .map_err(shared_error)
 }
 
 /// The workspace to resolve in, if the caller may resolve there at all.

@@ -275,7 +275,7 @@ macro_rules! impl_store {
         /// already serialised against other writers.
         async fn append_in(transaction: &mut Transaction, record: AuditRecord) -> Result<()> {
             let previous = last_audit(transaction).await?;
-            append_after(transaction, record, previous).await.map(|_| ())
+            insert_audit_rows(transaction, &[AuditRow::chained(record, previous)]).await
         }
 
         /// The newest entry's sequence number and hash, which the next one chains to.
@@ -293,32 +293,40 @@ macro_rules! impl_store {
                 .transpose()
         }
 
-        /// Appends `record` after `previous` and returns what the next entry chains to.
-        async fn append_after(
-            transaction: &mut Transaction,
-            record: AuditRecord,
-            previous: Option<(i64, String)>,
-        ) -> Result<(i64, String)> {
-            let row = AuditRow::chained(record, previous);
-            sqlx::query(
+        /// Inserts audit rows, already chained, in one statement.
+        async fn insert_audit_rows(transaction: &mut Transaction, rows: &[AuditRow]) -> Result<()> {
+            let values = (0..rows.len())
+                .map(|index| {
+                    let placeholders: Vec<String> =
+                        (1..=11).map(|column| format!("${}", index * 11 + column)).collect();
+                    format!("({})", placeholders.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let statement = format!(
                 "INSERT INTO audit_log (seq, at, actor, action, workspace, workspace_id, target, \
-                 outcome, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(row.seq)
-            .bind(row.at)
-            .bind(&row.actor)
-            .bind(&row.action)
-            .bind(&row.workspace)
-            .bind(&row.workspace_id)
-            .bind(&row.target)
-            .bind(&row.outcome)
-            .bind(&row.detail)
-            .bind(&row.prev_hash)
-            .bind(&row.hash)
-            .execute(&mut **transaction)
-            .await
-            .map_err(|error| Error::internal(format!("audit log write failed: {error}")))?;
-            Ok((row.seq, row.hash))
+                 outcome, detail, prev_hash, hash) VALUES {values}"
+            );
+            let mut query = sqlx::query(&statement);
+            for row in rows {
+                query = query
+                    .bind(row.seq)
+                    .bind(row.at)
+                    .bind(&row.actor)
+                    .bind(&row.action)
+                    .bind(&row.workspace)
+                    .bind(&row.workspace_id)
+                    .bind(&row.target)
+                    .bind(&row.outcome)
+                    .bind(&row.detail)
+                    .bind(&row.prev_hash)
+                    .bind(&row.hash);
+            }
+            query
+                .execute(&mut **transaction)
+                .await
+                .map_err(|error| Error::internal(format!("audit log write failed: {error}")))?;
+            Ok(())
         }
 
         async fn commit(transaction: Transaction) -> Result<()> {
@@ -1268,10 +1276,21 @@ macro_rules! impl_store {
             }
 
             async fn append_audits(&self, audits: Vec<AuditRecord>) -> Result<()> {
+                // One multi-row INSERT per chunk: each statement is a round trip to the
+                // database (for SQLite, a hand-off to its worker thread), and this runs
+                // once for every resolve waiting to be audited.
+                const ROWS_PER_STATEMENT: usize = 128;
                 let mut transaction = self.begin_write().await?;
                 let mut previous = last_audit(&mut transaction).await?;
-                for audit in audits {
-                    previous = Some(append_after(&mut transaction, audit, previous).await?);
+                let mut audits = audits.into_iter().peekable();
+                while audits.peek().is_some() {
+                    let mut rows = Vec::with_capacity(ROWS_PER_STATEMENT);
+                    for audit in audits.by_ref().take(ROWS_PER_STATEMENT) {
+                        let row = AuditRow::chained(audit, previous.take());
+                        previous = Some((row.seq, row.hash.clone()));
+                        rows.push(row);
+                    }
+                    insert_audit_rows(&mut transaction, &rows).await?;
                 }
                 commit(transaction).await
             }
