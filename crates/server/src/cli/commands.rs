@@ -489,6 +489,23 @@ pub(super) fn parse_duration(value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{value}` is out of range"))
 }
 
+/// A new token: its secret on stdout (this once), what it is on stderr; or all as JSON.
+pub(super) fn print_created_token(
+    created: &wire::ApiTokenCreated,
+    format: OutputFormat,
+    whose: &str,
+) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        return output::json(created);
+    }
+    eprintln!(
+        "Created API token {} ({}){whose}. It is shown only now:",
+        created.token.name, created.token.id
+    );
+    println!("{}", created.secret.expose());
+    Ok(())
+}
+
 pub(super) fn print_tokens(tokens: &[wire::ApiToken]) {
     let rows: Vec<Vec<String>> = tokens
         .iter()
@@ -536,15 +553,7 @@ fn tokens(client: &Client, command: TokensCommand) -> anyhow::Result<()> {
                     expires_in_seconds: expires_in,
                 },
             )?;
-            if output.output == OutputFormat::Json {
-                return output::json(&created);
-            }
-            eprintln!(
-                "Created API token {} ({}). It is shown only now:",
-                created.token.name, created.token.id
-            );
-            println!("{}", created.secret.expose());
-            Ok(())
+            print_created_token(&created, output.output, "")
         }
         TokensCommand::List { output } => {
             let list: wire::ApiTokenList = client.get("/api/v1/tokens")?;

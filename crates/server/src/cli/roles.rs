@@ -7,7 +7,7 @@ use anyhow::Context;
 use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
 
-use super::commands::{print_tokens, workspace_or_personal};
+use super::commands::{print_created_token, print_tokens, workspace_or_personal};
 use super::output::{self, or_dash};
 use super::{OutputFormat, PolicyFields, RoleTokensCommand, RolesCommand};
 
@@ -198,15 +198,7 @@ fn tokens(client: &Client, command: RoleTokensCommand) -> anyhow::Result<()> {
                     expires_in_seconds: expires_in,
                 },
             )?;
-            if output.output == OutputFormat::Json {
-                return output::json(&created);
-            }
-            eprintln!(
-                "Created API token {} ({}) for role {role}. It is shown only now:",
-                created.token.name, created.token.id
-            );
-            println!("{}", created.secret.expose());
-            Ok(())
+            print_created_token(&created, output.output, &format!(" for role {role}"))
         }
         RoleTokensCommand::List {
             role,

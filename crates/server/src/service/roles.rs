@@ -169,6 +169,19 @@ pub async fn create(
     .await
 }
 
+/// Checks that the caller administers `workspace` and reads the role there.
+async fn administered(
+    app: &App,
+    principal: &Principal,
+    workspace: &str,
+    name: &str,
+    doing: &str,
+) -> Result<(super::access::WorkspaceAccess, RoleRow)> {
+    let access = require(app, principal, Some(workspace), Role::Admin, doing).await?;
+    let found = find(app, &access.workspace.id, workspace, name).await?;
+    Ok((access, found))
+}
+
 async fn find(app: &App, workspace_id: &str, workspace: &str, name: &str) -> Result<RoleRow> {
     app.store
         .role(workspace_id, name)
@@ -199,15 +212,9 @@ pub async fn show(
     workspace: &str,
     name: &str,
 ) -> Result<RoleView> {
-    let access = require(
-        app,
-        principal,
-        Some(workspace),
-        Role::Admin,
-        "reading workload roles",
-    )
-    .await?;
-    view(find(app, &access.workspace.id, workspace, name).await?)
+    let (_, found) =
+        administered(app, principal, workspace, name, "reading workload roles").await?;
+    view(found)
 }
 
 pub async fn update(
@@ -223,15 +230,8 @@ pub async fn update(
         .workspace(None, workspace)
         .target(name);
     app.audited(record.clone(), async {
-        let access = require(
-            app,
-            principal,
-            Some(workspace),
-            Role::Admin,
-            "managing workload roles",
-        )
-        .await?;
-        let existing = find(app, &access.workspace.id, workspace, name).await?;
+        let (access, existing) =
+            administered(app, principal, workspace, name, "managing workload roles").await?;
         let mut row = existing.clone();
         if let Some(description) = description {
             validate_description(description)?;
@@ -263,15 +263,8 @@ pub async fn delete(app: &App, principal: &Principal, workspace: &str, name: &st
         .workspace(None, workspace)
         .target(name);
     app.audited(record.clone(), async {
-        let access = require(
-            app,
-            principal,
-            Some(workspace),
-            Role::Admin,
-            "managing workload roles",
-        )
-        .await?;
-        let existing = find(app, &access.workspace.id, workspace, name).await?;
+        let (access, existing) =
+            administered(app, principal, workspace, name, "managing workload roles").await?;
         let record = record
             .clone()
             .workspace(Some(&access.workspace.id), workspace)
@@ -298,8 +291,7 @@ pub async fn create_token(
         .workspace(None, workspace)
         .target(role);
     app.audited(record.clone(), async {
-        let access = require(app, principal, Some(workspace), Role::Admin, "issuing tokens to workload roles").await?;
-        let found = find(app, &access.workspace.id, workspace, role).await?;
+        let (access, found) = administered(app, principal, workspace, role, "issuing tokens to workload roles").await?;
         let now = app.now();
         let expires_at = token_expiry(now, token_name, expires_in_seconds)?;
         let token = generate_token();
@@ -320,15 +312,8 @@ pub async fn list_tokens(
     workspace: &str,
     role: &str,
 ) -> Result<Vec<ApiTokenRow>> {
-    let access = require(
-        app,
-        principal,
-        Some(workspace),
-        Role::Admin,
-        "reading workload roles",
-    )
-    .await?;
-    let found = find(app, &access.workspace.id, workspace, role).await?;
+    let (_, found) =
+        administered(app, principal, workspace, role, "reading workload roles").await?;
     app.store.list_api_tokens(&TokenOwner::Role(found.id)).await
 }
 
@@ -344,15 +329,14 @@ pub async fn revoke_token(
         .workspace(None, workspace)
         .target(role);
     app.audited(record.clone(), async {
-        let access = require(
+        let (access, found) = administered(
             app,
             principal,
-            Some(workspace),
-            Role::Admin,
+            workspace,
+            role,
             "revoking workload role tokens",
         )
         .await?;
-        let found = find(app, &access.workspace.id, workspace, role).await?;
         let record = record
             .clone()
             .workspace(Some(&access.workspace.id), workspace)
@@ -390,15 +374,9 @@ pub async fn simulate(
     action: &str,
     reference: &str,
 ) -> Result<SimulationResult> {
-    let access = require(
-        app,
-        principal,
-        Some(workspace),
-        Role::Admin,
-        "reading workload roles",
-    )
-    .await?;
-    let found = view(find(app, &access.workspace.id, workspace, role).await?)?;
+    let (_, found) =
+        administered(app, principal, workspace, role, "reading workload roles").await?;
+    let found = view(found)?;
     let action = Action::parse(action)?;
     let named = CredentialRef::parse(reference)?;
     let target_workspace = named.workspace.unwrap_or_else(|| workspace.to_owned());
