@@ -90,10 +90,32 @@ pub struct KeyCheck {
     pub created_at: Timestamp,
 }
 
+/// Which kind of sealed secret a master-key rotation re-wraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedKind {
+    /// A credential's secret, bound to the credential and its secret version.
+    CredentialSecret,
+    /// A webhook sync target's signing key, bound to the target (version 1).
+    SyncSigningKey,
+}
+
+impl SealedKind {
+    pub const ALL: [SealedKind; 2] = [SealedKind::CredentialSecret, SealedKind::SyncSigningKey];
+
+    /// The purpose its associated data names.
+    pub const fn purpose(self) -> &'static str {
+        match self {
+            SealedKind::CredentialSecret => "credential-secret",
+            SealedKind::SyncSigningKey => "sync-signing-key",
+        }
+    }
+}
+
 /// What a master-key rotation needs of a sealed secret to re-wrap it.
 #[derive(Debug, Clone)]
 pub struct SealedRef {
-    pub credential_id: String,
+    /// The credential, or the sync target, that the secret belongs to.
+    pub owner_id: String,
     pub workspace_id: String,
     pub secret_version: i64,
     pub sealed: SealedSecret,
@@ -235,11 +257,17 @@ pub trait Store: Send + Sync {
     async fn delete_credential(&self, credential_id: &str, audit: AuditRecord) -> Result<bool>;
 
     /// Sealed secrets whose data key is wrapped by another master key version.
-    async fn sealed_not_under(&self, key_version: u32, limit: i64) -> Result<Vec<SealedRef>>;
+    async fn sealed_not_under(
+        &self,
+        kind: SealedKind,
+        key_version: u32,
+        limit: i64,
+    ) -> Result<Vec<SealedRef>>;
     /// Swaps in a re-wrapped data key if the row still holds `old`; false otherwise.
     async fn replace_wrapped_key(
         &self,
-        credential_id: &str,
+        kind: SealedKind,
+        owner_id: &str,
         old: &SealedSecret,
         new: &SealedSecret,
     ) -> Result<bool>;

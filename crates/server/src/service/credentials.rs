@@ -18,7 +18,7 @@ use crate::domain::{Error, Result};
 use super::access::{require, role_allows, role_workspace};
 use super::App;
 
-const SECRET_PURPOSE: &str = "credential-secret";
+const SECRET_PURPOSE: &str = crate::store::SealedKind::CredentialSecret.purpose();
 
 fn binding(credential: &Credential) -> Binding<'_> {
     Binding {

@@ -5,7 +5,7 @@ use crate::crypto::keyfile::{self, KeyFileError};
 use crate::crypto::{key_check, key_check_matches, Binding, Keyring, MasterKeys};
 use crate::domain::identity::Principal;
 use crate::domain::{Error, Result};
-use crate::store::{KeyCheck, Store};
+use crate::store::{KeyCheck, SealedKind, Store};
 
 use super::access::require_site_admin;
 use super::App;
@@ -240,32 +240,42 @@ pub async fn reload_if_changed(app: &App) {
 
 async fn rewrap_all(app: &App, keys: &MasterKeys) -> Result<u64> {
     let mut rewrapped = 0;
+    for kind in SealedKind::ALL {
+        rewrapped += rewrap_kind(app, keys, kind).await?;
+    }
+    Ok(rewrapped)
+}
+
+/// Re-wraps every data key of one kind of sealed secret under the current version.
+async fn rewrap_kind(app: &App, keys: &MasterKeys, kind: SealedKind) -> Result<u64> {
+    let mut rewrapped = 0;
     loop {
         let batch = app
             .store
-            .sealed_not_under(keys.current_version(), REWRAP_BATCH)
+            .sealed_not_under(kind, keys.current_version(), REWRAP_BATCH)
             .await?;
         if batch.is_empty() {
             return Ok(rewrapped);
         }
         for row in batch {
             let binding = Binding {
-                purpose: "credential-secret",
+                purpose: kind.purpose(),
                 workspace_id: &row.workspace_id,
-                owner_id: &row.credential_id,
+                owner_id: &row.owner_id,
                 version: row.secret_version,
             };
             let new = keys.rewrap(&row.sealed, binding).map_err(|error| {
                 Error::internal(format!(
-                    "re-wrapping credential {}: {error}",
-                    row.credential_id
+                    "re-wrapping the {} of {}: {error}",
+                    kind.purpose(),
+                    row.owner_id
                 ))
             })?;
             // A concurrent update may have replaced the secret (under the new key
             // already); then there is nothing left to re-wrap for this row.
             if app
                 .store
-                .replace_wrapped_key(&row.credential_id, &row.sealed, &new)
+                .replace_wrapped_key(kind, &row.owner_id, &row.sealed, &new)
                 .await?
             {
                 rewrapped += 1;

@@ -27,7 +27,7 @@ use crate::tokens::backoff;
 use super::access::require;
 use super::App;
 
-const SIGNING_KEY_PURPOSE: &str = "sync-signing-key";
+const SIGNING_KEY_PURPOSE: &str = crate::store::SealedKind::SyncSigningKey.purpose();
 /// Longer than a push may take ([`PUSH_TIMEOUT`]), short enough that a dead replica
 /// delays a target by little.
 const LEASE_MS: i64 = 120_000;

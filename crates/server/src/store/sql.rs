@@ -122,7 +122,7 @@ macro_rules! impl_store {
             CREDENTIAL_COLUMNS, CREDENTIAL_FROM, TOKEN_COLUMNS,
         };
         use crate::store::{
-            ApiTokenRow, AuditQuery, KeyCheck, MemberRow, NewUser, RoleRow, SealedRef, Store,
+            ApiTokenRow, AuditQuery, KeyCheck, MemberRow, NewUser, RoleRow, SealedKind, SealedRef, Store,
             StoredToken, TokenOwner, TokenSubject, UserRow, WorkspaceRow,
         };
         use crate::domain::credential::TokenState;
@@ -1056,44 +1056,65 @@ macro_rules! impl_store {
                 Ok(deleted)
             }
 
-            async fn sealed_not_under(&self, key_version: u32, limit: i64) -> Result<Vec<SealedRef>> {
-                sqlx::query(
-                    "SELECT id, workspace_id, secret_version, secret_ciphertext, secret_wrapped_key, \
-                     secret_key_version FROM credentials WHERE secret_key_version IS NOT NULL \
-                     AND secret_key_version <> $1 ORDER BY id LIMIT $2",
-                )
-                .bind(i64::from(key_version))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(database_error)?
-                .iter()
-                .map(|row| {
-                    Ok(SealedRef {
-                        credential_id: row.try_get("id").map_err(database_error)?,
-                        workspace_id: row.try_get("workspace_id").map_err(database_error)?,
-                        secret_version: row.try_get("secret_version").map_err(database_error)?,
-                        sealed: sealed_from(row)?
-                            .ok_or_else(|| Error::internal("sealed secret row is incomplete"))?,
+            async fn sealed_not_under(
+                &self,
+                kind: SealedKind,
+                key_version: u32,
+                limit: i64,
+            ) -> Result<Vec<SealedRef>> {
+                let statement = match kind {
+                    SealedKind::CredentialSecret => {
+                        "SELECT id, workspace_id, secret_version, secret_ciphertext, \
+                         secret_wrapped_key, secret_key_version FROM credentials \
+                         WHERE secret_key_version IS NOT NULL AND secret_key_version <> $1 \
+                         ORDER BY id LIMIT $2"
+                    }
+                    SealedKind::SyncSigningKey => {
+                        "SELECT t.id, c.workspace_id, CAST(1 AS BIGINT) AS secret_version, t.secret_ciphertext, \
+                         t.secret_wrapped_key, t.secret_key_version FROM sync_targets t \
+                         JOIN credentials c ON c.id = t.credential_id \
+                         WHERE t.secret_key_version IS NOT NULL AND t.secret_key_version <> $1 \
+                         ORDER BY t.id LIMIT $2"
+                    }
+                };
+                sqlx::query(statement)
+                    .bind(i64::from(key_version))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .iter()
+                    .map(|row| {
+                        Ok(SealedRef {
+                            owner_id: row.try_get("id").map_err(database_error)?,
+                            workspace_id: row.try_get("workspace_id").map_err(database_error)?,
+                            secret_version: row.try_get("secret_version").map_err(database_error)?,
+                            sealed: sealed_from(row)?
+                                .ok_or_else(|| Error::internal("sealed secret row is incomplete"))?,
+                        })
                     })
-                })
-                .collect()
+                    .collect()
             }
 
             async fn replace_wrapped_key(
                 &self,
-                credential_id: &str,
+                kind: SealedKind,
+                owner_id: &str,
                 old: &SealedSecret,
                 new: &SealedSecret,
             ) -> Result<bool> {
+                let table = match kind {
+                    SealedKind::CredentialSecret => "credentials",
+                    SealedKind::SyncSigningKey => "sync_targets",
+                };
                 let mut transaction = self.begin_write().await?;
-                let replaced = sqlx::query(
-                    "UPDATE credentials SET secret_wrapped_key = $1, secret_key_version = $2 \
+                let replaced = sqlx::query(&format!(
+                    "UPDATE {table} SET secret_wrapped_key = $1, secret_key_version = $2 \
                      WHERE id = $3 AND secret_wrapped_key = $4 AND secret_key_version = $5",
-                )
+                ))
                 .bind(&new.wrapped_key)
                 .bind(i64::from(new.key_version))
-                .bind(credential_id)
+                .bind(owner_id)
                 .bind(&old.wrapped_key)
                 .bind(i64::from(old.key_version))
                 .execute(&mut *transaction)

@@ -10,8 +10,8 @@ use regkeeper::domain::credential::{
 use regkeeper::domain::identity::{Role, WorkspaceKind};
 use regkeeper::domain::Error;
 use regkeeper::store::{
-    ApiTokenRow, AuditQuery, KeyCheck, NewUser, RoleRow, SharedStore, TokenOwner, TokenSubject,
-    UserRow, WorkspaceRow,
+    ApiTokenRow, AuditQuery, KeyCheck, NewUser, RoleRow, SealedKind, SharedStore, TokenOwner,
+    TokenSubject, UserRow, WorkspaceRow,
 };
 
 use super::support::PostgresDatabase;
@@ -500,9 +500,12 @@ async fn key_checks_and_rewrapping(subject: Subject) {
         .insert_credential(&sealed, record("credential.create"))
         .await
         .unwrap();
-    let pending = store.sealed_not_under(2, 10).await.unwrap();
+    let pending = store
+        .sealed_not_under(SealedKind::CredentialSecret, 2, 10)
+        .await
+        .unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].credential_id, sealed.id);
+    assert_eq!(pending[0].owner_id, sealed.id);
     let old = pending[0].sealed.clone();
     let new = SealedSecret {
         wrapped_key: vec![8, 8],
@@ -510,17 +513,21 @@ async fn key_checks_and_rewrapping(subject: Subject) {
         ..old.clone()
     };
     assert!(store
-        .replace_wrapped_key(&sealed.id, &old, &new)
+        .replace_wrapped_key(SealedKind::CredentialSecret, &sealed.id, &old, &new)
         .await
         .unwrap());
     assert!(
         !store
-            .replace_wrapped_key(&sealed.id, &old, &new)
+            .replace_wrapped_key(SealedKind::CredentialSecret, &sealed.id, &old, &new)
             .await
             .unwrap(),
         "compare-and-swap"
     );
-    assert!(store.sealed_not_under(2, 10).await.unwrap().is_empty());
+    assert!(store
+        .sealed_not_under(SealedKind::CredentialSecret, 2, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn audit_chain_under_concurrency(subject: Subject) {

@@ -5,7 +5,7 @@
 
 use regkeeper::domain::credential::SealedSecret;
 use regkeeper::domain::sync_target::{Delivered, SyncDestination, SyncStatus, SyncTarget};
-use regkeeper::store::StoredToken;
+use regkeeper::store::{SealedKind, StoredToken};
 
 use super::{audit_count, credential, new_user, record, uuid, Subject};
 
@@ -122,6 +122,45 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
         vec![file.clone(), hook.clone()],
         "read back as written"
     );
+
+    // A master-key rotation finds the signing key, with its credential's workspace for
+    // the binding, and swaps in the re-wrapped data key by compare-and-swap.
+    let pending = store
+        .sealed_not_under(SealedKind::SyncSigningKey, 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].owner_id, hook.id);
+    assert_eq!(pending[0].workspace_id, ecr.workspace_id);
+    let rewrapped = SealedSecret {
+        wrapped_key: vec![9, 9],
+        key_version: 3,
+        ..pending[0].sealed.clone()
+    };
+    assert!(store
+        .replace_wrapped_key(
+            SealedKind::SyncSigningKey,
+            &hook.id,
+            &pending[0].sealed,
+            &rewrapped
+        )
+        .await
+        .unwrap());
+    assert!(!store
+        .replace_wrapped_key(
+            SealedKind::SyncSigningKey,
+            &hook.id,
+            &pending[0].sealed,
+            &rewrapped
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .sealed_not_under(SealedKind::SyncSigningKey, 3, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    hook.signing_key = Some(rewrapped);
 
     // Leases: one holder at a time; the creator's lease keeps the hook from the worker.
     let due = store
