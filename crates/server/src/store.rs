@@ -299,8 +299,19 @@ pub trait Store: Send + Sync {
 
     /// Appends an entry on its own (for outcomes with no other write).
     async fn append_audit(&self, audit: AuditRecord) -> Result<()>;
-    /// Appends entries in order in one transaction: all or none.
-    async fn append_audits(&self, audits: Vec<AuditRecord>) -> Result<()>;
+    /// Appends entries in order in one transaction, all or none, and returns the newest
+    /// entry's sequence number and hash (`None` for no entries).
+    async fn append_audits(&self, audits: Vec<AuditRecord>) -> Result<Option<(i64, String)>>;
+    /// Appends entries chained after `previous` in one statement, without reading the
+    /// chain first, when `previous` is still the newest entry and the backend allows
+    /// it; `Ok(None)` when it wrote nothing (another entry came first, or the backend
+    /// needs [`Store::append_audits`]). The sequence number's uniqueness is what keeps
+    /// the chain linear.
+    async fn append_audits_after(
+        &self,
+        audits: Vec<AuditRecord>,
+        previous: (i64, String),
+    ) -> Result<Option<(i64, String)>>;
     async fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditRow>>;
 
     // ---- Sync targets (push delivery; SQL in `store/sync_sql.rs`) ----------------

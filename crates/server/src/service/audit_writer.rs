@@ -2,7 +2,10 @@
 //! failed attempt's). Each caller still waits until its entry is committed — a secret
 //! leaves only after its entry is in the log — but concurrent callers share one
 //! transaction: one writer task takes every entry waiting, appends them in order and
-//! commits once. On SQLite, where writers take turns, that turns N commits into one.
+//! commits once. On SQLite, where writers take turns, that turns N commits into one;
+//! and while no other writer has come between, a batch is one INSERT chained to the
+//! entry this task wrote last, without a transaction of its own (a single statement
+//! is atomic, and the unique sequence number refuses it if another entry came first).
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,13 +46,27 @@ impl AuditWriter {
 
 async fn write_batches(store: SharedStore, mut receiver: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    // The newest entry this task wrote: the next batch tries to chain to it in one
+    // statement, and reads the chain afresh only when another writer came first.
+    let mut newest: Option<(i64, String)> = None;
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let records = batch.iter().map(|(record, _)| record.clone()).collect();
-        let result = store.append_audits(records).await;
+        let records: Vec<AuditRecord> = batch.iter().map(|(record, _)| record.clone()).collect();
+        let fast = match newest.take() {
+            Some(previous) => store.append_audits_after(records.clone(), previous).await,
+            None => Ok(None),
+        };
+        let result = match fast {
+            Ok(Some(written)) => Ok(Some(written)),
+            Ok(None) => store.append_audits(records).await,
+            Err(error) => Err(error),
+        };
+        if let Ok(written) = &result {
+            newest.clone_from(written);
+        }
         for (_, done) in batch.drain(..) {
             // A caller that gave up waiting no longer needs the answer.
             let _ = done.send(match &result {
-                Ok(()) => Ok(()),
+                Ok(_) => Ok(()),
                 Err(error) => Err(Error::internal(format!("audit log write failed: {error}"))),
             });
         }

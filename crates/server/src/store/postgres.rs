@@ -28,6 +28,11 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// Where statements that write outside a transaction go.
+    fn write_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     async fn begin_write(&self) -> crate::domain::Result<sqlx::Transaction<'static, Postgres>> {
         let mut transaction = self
             .pool

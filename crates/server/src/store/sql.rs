@@ -293,9 +293,9 @@ macro_rules! impl_store {
                 .transpose()
         }
 
-        /// Inserts audit rows, already chained, in one statement.
-        async fn insert_audit_rows(transaction: &mut Transaction, rows: &[AuditRow]) -> Result<()> {
-            let values = (0..rows.len())
+        /// The INSERT for `count` audit rows.
+        fn audit_insert_statement(count: usize) -> String {
+            let values = (0..count)
                 .map(|index| {
                     let placeholders: Vec<String> =
                         (1..=11).map(|column| format!("${}", index * 11 + column)).collect();
@@ -303,11 +303,18 @@ macro_rules! impl_store {
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            let statement = format!(
+            format!(
                 "INSERT INTO audit_log (seq, at, actor, action, workspace, workspace_id, target, \
                  outcome, detail, prev_hash, hash) VALUES {values}"
-            );
-            let mut query = sqlx::query(&statement);
+            )
+        }
+
+        /// That INSERT with the rows bound.
+        fn audit_insert<'q>(
+            statement: &'q str,
+            rows: &'q [AuditRow],
+        ) -> sqlx::query::Query<'q, $database, <$database as sqlx::Database>::Arguments<'q>> {
+            let mut query = sqlx::query(statement);
             for row in rows {
                 query = query
                     .bind(row.seq)
@@ -323,10 +330,32 @@ macro_rules! impl_store {
                     .bind(&row.hash);
             }
             query
+        }
+
+        /// Inserts audit rows, already chained, in one statement.
+        async fn insert_audit_rows(transaction: &mut Transaction, rows: &[AuditRow]) -> Result<()> {
+            let statement = audit_insert_statement(rows.len());
+            audit_insert(&statement, rows)
                 .execute(&mut **transaction)
                 .await
                 .map_err(|error| Error::internal(format!("audit log write failed: {error}")))?;
             Ok(())
+        }
+
+        /// Chains records after `previous`: the rows, and what the next entry chains to.
+        fn chain_after(
+            records: Vec<AuditRecord>,
+            mut previous: Option<(i64, String)>,
+        ) -> (Vec<AuditRow>, Option<(i64, String)>) {
+            let rows: Vec<AuditRow> = records
+                .into_iter()
+                .map(|record| {
+                    let row = AuditRow::chained(record, previous.take());
+                    previous = Some((row.seq, row.hash.clone()));
+                    row
+                })
+                .collect();
+            (rows, previous)
         }
 
         async fn commit(transaction: Transaction) -> Result<()> {
@@ -1296,7 +1325,10 @@ macro_rules! impl_store {
                 commit(transaction).await
             }
 
-            async fn append_audits(&self, audits: Vec<AuditRecord>) -> Result<()> {
+            async fn append_audits(
+                &self,
+                audits: Vec<AuditRecord>,
+            ) -> Result<Option<(i64, String)>> {
                 // One multi-row INSERT per chunk: each statement is a round trip to the
                 // database (for SQLite, a hand-off to its worker thread), and this runs
                 // once for every resolve waiting to be audited.
@@ -1305,15 +1337,35 @@ macro_rules! impl_store {
                 let mut previous = last_audit(&mut transaction).await?;
                 let mut audits = audits.into_iter().peekable();
                 while audits.peek().is_some() {
-                    let mut rows = Vec::with_capacity(ROWS_PER_STATEMENT);
-                    for audit in audits.by_ref().take(ROWS_PER_STATEMENT) {
-                        let row = AuditRow::chained(audit, previous.take());
-                        previous = Some((row.seq, row.hash.clone()));
-                        rows.push(row);
-                    }
+                    let chunk: Vec<AuditRecord> = audits.by_ref().take(ROWS_PER_STATEMENT).collect();
+                    let (rows, newest) = chain_after(chunk, previous);
+                    previous = newest;
                     insert_audit_rows(&mut transaction, &rows).await?;
                 }
-                commit(transaction).await
+                commit(transaction).await?;
+                Ok(previous)
+            }
+
+            async fn append_audits_after(
+                &self,
+                audits: Vec<AuditRecord>,
+                previous: (i64, String),
+            ) -> Result<Option<(i64, String)>> {
+                // Only where this process's writers take turns on one connection
+                // (SQLite): a transactional writer elsewhere would otherwise lose its
+                // sequence number to this statement between its read and its insert.
+                if $backend != "sqlite" || audits.len() > 128 {
+                    return Ok(None);
+                }
+                let (rows, newest) = chain_after(audits, Some(previous));
+                let statement = audit_insert_statement(rows.len());
+                match audit_insert(&statement, &rows).execute(self.write_pool()).await {
+                    Ok(_) => Ok(newest),
+                    // Another entry took the next sequence number first: nothing was
+                    // written, and the caller appends through the transactional path.
+                    Err(error) if is_unique_violation(&error) => Ok(None),
+                    Err(error) => Err(Error::internal(format!("audit log write failed: {error}"))),
+                }
             }
 
             async fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditRow>> {

@@ -53,6 +53,11 @@ impl SqliteStore {
         Ok(Self { pool, writer })
     }
 
+    /// Where statements that write outside a transaction go.
+    fn write_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     async fn begin_write(&self) -> crate::domain::Result<sqlx::Transaction<'static, Sqlite>> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")

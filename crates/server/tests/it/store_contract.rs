@@ -841,6 +841,51 @@ async fn workload_roles_and_their_tokens(subject: Subject) {
         .is_some());
 }
 
+/// The audit writer's fast path: a batch chained to the entry it wrote last, in one
+/// statement, refused (nothing written) once another entry came first.
+async fn audit_appends_chained_to_the_last_known_entry(subject: Subject) {
+    let store = &subject.store;
+    let first = store
+        .append_audits(vec![record("one"), record("two")])
+        .await
+        .unwrap()
+        .expect("the newest entry");
+    assert_eq!(first.0, 2);
+    let fast = store
+        .append_audits_after(vec![record("three"), record("four")], first.clone())
+        .await
+        .unwrap();
+    let count = audit_count(store).await;
+    match store.backend() {
+        "sqlite" => {
+            let newest = fast.expect("SQLite appends in one statement");
+            assert_eq!(newest.0, 4);
+            assert_eq!(count, 4);
+            // Another writer comes first: the stale link is refused, nothing written.
+            store.append_audit(record("other")).await.unwrap();
+            assert!(store
+                .append_audits_after(vec![record("stale")], newest)
+                .await
+                .unwrap()
+                .is_none());
+            assert_eq!(audit_count(store).await, 5);
+        }
+        _ => {
+            assert!(fast.is_none(), "other backends use the transactional path");
+            assert_eq!(count, 2);
+        }
+    }
+    let rows = store
+        .audit_entries(&AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|row| row.action != "stale"));
+    assert_eq!(verify_chain(&rows, None).unwrap().0, rows.len() as i64);
+}
+
 /// A request cancelled in the middle of a write (its client hung up) must not leave a
 /// pooled connection inside a transaction: that held SQLite's write lock, so every
 /// later write waited or failed until the server restarted.
@@ -903,6 +948,7 @@ macro_rules! contract {
             case!(audit_log_is_append_only);
             case!(no_audit_no_action);
             case!(abandoned_writes_do_not_wedge_the_store);
+            case!(audit_appends_chained_to_the_last_known_entry);
             case!(best_credential_by_prefix);
             case!(sync_targets_lifecycle);
         }
