@@ -555,3 +555,74 @@ fn kubelet_provider_hands_out_an_ecr_login_for_no_longer_than_it_is_safe() {
     }
     assert!(!server.log().contains(&token));
 }
+
+/// A node holding a workload role's token: the helper hands out exactly what the role's
+/// policy allows, refuses a credential it denies, and misses what does not exist.
+#[test]
+fn a_workload_role_token_gets_through_the_helper_only_what_its_policy_allows() {
+    let server = TestServer::start();
+    let admin = server.admin();
+    let _: wire::Workspace = admin
+        .post(
+            "/api/v1/workspaces",
+            &wire::WorkspaceInput {
+                name: "acme/nodes".into(),
+            },
+        )
+        .unwrap();
+    for (name, registry) in [("allowed", "allowed.example"), ("other", "other.example")] {
+        let _: wire::Credential = admin
+            .post(
+                "/api/v1/workspaces/acme%2Fnodes/credentials",
+                &wire::CredentialInput {
+                    name: Some(name.into()),
+                    registry: Some(registry.into()),
+                    username: Some(ROBOT.into()),
+                    password: Some(wire::Sensitive::new(format!("{ROBOT_PASSWORD}-{name}"))),
+                    verify: Some(false),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+    let _: wire::Role = admin
+        .post(
+            "/api/v1/workspaces/acme%2Fnodes/roles",
+            &wire::RoleInput {
+                name: Some("nodes".into()),
+                policy: Some(serde_json::json!({"Statement": [{
+                    "Effect": "Allow", "Action": "credentials:Resolve",
+                    "Resource": "rk:acme/nodes:credential/allowed"}]})),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let created: wire::ApiTokenCreated = admin
+        .post(
+            "/api/v1/workspaces/acme%2Fnodes/roles/nodes/tokens",
+            &wire::ApiTokenInput {
+                name: "kubelets".into(),
+                expires_in_seconds: None,
+            },
+        )
+        .unwrap();
+    let token = created.secret.expose();
+
+    let allowed = helper(&server, token, "get", "https://allowed.example/");
+    let login: HelperCredentials = serde_json::from_str(&ok(&allowed)).unwrap();
+    assert_eq!(login.username, ROBOT);
+    assert_eq!(login.secret.expose(), format!("{ROBOT_PASSWORD}-allowed"));
+
+    // Denied by the policy: a clear failure, not a silent miss, and no secret.
+    let denied = helper(&server, token, "get", "other.example");
+    assert_eq!(denied.status.code(), Some(1));
+    assert_eq!(stdout(&denied), "");
+    assert!(
+        stderr(&denied).contains("no statement of its policy allows it"),
+        "{}",
+        stderr(&denied)
+    );
+    assert!(!stderr(&denied).contains(ROBOT_PASSWORD));
+
+    assert_not_found(&helper(&server, token, "get", "unknown.example"));
+}
