@@ -309,7 +309,7 @@ pub trait Store: Send + Sync {
     /// the chain linear.
     async fn append_audits_after(
         &self,
-        audits: Vec<AuditRecord>,
+        audits: &[AuditRecord],
         previous: (i64, String),
     ) -> Result<Option<(i64, String)>>;
     async fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditRow>>;

@@ -92,15 +92,16 @@ pub fn role_allows(role: &WorkloadRole, action: Action, credential: &Credential)
         name: &credential.name,
         id: &credential.id,
     };
-    let reference = credential_reference(&credential.workspace_name, &credential.name);
-    let role_name = role_reference(&role.workspace_name, &role.name);
-    match role.policy.evaluate(action, &facts) {
-        Decision::Allow { .. } => Ok(()),
-        Decision::ExplicitDeny { statement } => Err(Error::Forbidden(format!(
-            "{role_name} may not {action} {reference}: statement {statement} of its policy denies it"
-        ))),
-        Decision::ImplicitDeny => Err(Error::Forbidden(format!(
-            "{role_name} may not {action} {reference}: no statement of its policy allows it"
-        ))),
-    }
+    let why = match role.policy.evaluate(action, &facts) {
+        Decision::Allow { .. } => return Ok(()),
+        Decision::ExplicitDeny { statement } => {
+            format!("statement {statement} of its policy denies it")
+        }
+        Decision::ImplicitDeny => "no statement of its policy allows it".to_owned(),
+    };
+    Err(Error::Forbidden(format!(
+        "{} may not {action} {}: {why}",
+        role_reference(&role.workspace_name, &role.name),
+        credential_reference(&credential.workspace_name, &credential.name),
+    )))
 }

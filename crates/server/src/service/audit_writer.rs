@@ -50,9 +50,9 @@ async fn write_batches(store: SharedStore, mut receiver: mpsc::Receiver<Pending>
     // statement, and reads the chain afresh only when another writer came first.
     let mut newest: Option<(i64, String)> = None;
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let records: Vec<AuditRecord> = batch.iter().map(|(record, _)| record.clone()).collect();
+        let (records, waiters): (Vec<AuditRecord>, Vec<_>) = batch.drain(..).unzip();
         let fast = match newest.take() {
-            Some(previous) => store.append_audits_after(records.clone(), previous).await,
+            Some(previous) => store.append_audits_after(&records, previous).await,
             None => Ok(None),
         };
         let result = match fast {
@@ -63,7 +63,7 @@ async fn write_batches(store: SharedStore, mut receiver: mpsc::Receiver<Pending>
         if let Ok(written) = &result {
             newest.clone_from(written);
         }
-        for (_, done) in batch.drain(..) {
+        for done in waiters {
             // A caller that gave up waiting no longer needs the answer.
             let _ = done.send(match &result {
                 Ok(_) => Ok(()),

@@ -293,6 +293,9 @@ macro_rules! impl_store {
                 .transpose()
         }
 
+        /// Audit rows one INSERT carries at most (11 parameters each).
+        const AUDIT_ROWS_PER_STATEMENT: usize = 128;
+
         /// The INSERT for `count` audit rows.
         fn audit_insert_statement(count: usize) -> String {
             let values = (0..count)
@@ -360,6 +363,20 @@ macro_rules! impl_store {
 
         async fn commit(transaction: Transaction) -> Result<()> {
             transaction.commit().await.map_err(database_error)
+        }
+
+        /// Commits a change that may have matched nothing: with its audit entry when it
+        /// changed something, so a no-op leaves no entry. Returns whether it changed.
+        async fn commit_audited_if(
+            mut transaction: Transaction,
+            changed: bool,
+            audit: AuditRecord,
+        ) -> Result<bool> {
+            if changed {
+                append_in(&mut transaction, audit).await?;
+            }
+            commit(transaction).await?;
+            Ok(changed)
         }
 
         fn conflict_or(error: sqlx::Error, code: &'static str, message: String) -> Error {
@@ -668,11 +685,7 @@ macro_rules! impl_store {
                 .map_err(database_error)?
                 .rows_affected()
                     == 1;
-                if revoked {
-                    append_in(&mut transaction, audit).await?;
-                }
-                commit(transaction).await?;
-                Ok(revoked)
+                commit_audited_if(transaction, revoked, audit).await
             }
 
             async fn create_workspace(
@@ -763,11 +776,7 @@ macro_rules! impl_store {
                     .map_err(database_error)?
                     .rows_affected()
                     == 1;
-                if removed {
-                    append_in(&mut transaction, audit).await?;
-                }
-                commit(transaction).await?;
-                Ok(removed)
+                commit_audited_if(transaction, removed, audit).await
             }
 
             async fn members(&self, workspace_id: &str) -> Result<Vec<MemberRow>> {
@@ -1062,11 +1071,7 @@ macro_rules! impl_store {
                     .map_err(database_error)?
                     .rows_affected()
                     == 1;
-                if deleted {
-                    append_in(&mut transaction, audit).await?;
-                }
-                commit(transaction).await?;
-                Ok(deleted)
+                commit_audited_if(transaction, deleted, audit).await
             }
 
             async fn delete_credential(&self, credential_id: &str, audit: AuditRecord) -> Result<bool> {
@@ -1078,11 +1083,7 @@ macro_rules! impl_store {
                     .map_err(database_error)?
                     .rows_affected()
                     == 1;
-                if deleted {
-                    append_in(&mut transaction, audit).await?;
-                }
-                commit(transaction).await?;
-                Ok(deleted)
+                commit_audited_if(transaction, deleted, audit).await
             }
 
             async fn sealed_not_under(
@@ -1332,12 +1333,11 @@ macro_rules! impl_store {
                 // One multi-row INSERT per chunk: each statement is a round trip to the
                 // database (for SQLite, a hand-off to its worker thread), and this runs
                 // once for every resolve waiting to be audited.
-                const ROWS_PER_STATEMENT: usize = 128;
                 let mut transaction = self.begin_write().await?;
                 let mut previous = last_audit(&mut transaction).await?;
                 let mut audits = audits.into_iter().peekable();
                 while audits.peek().is_some() {
-                    let chunk: Vec<AuditRecord> = audits.by_ref().take(ROWS_PER_STATEMENT).collect();
+                    let chunk: Vec<AuditRecord> = audits.by_ref().take(AUDIT_ROWS_PER_STATEMENT).collect();
                     let (rows, newest) = chain_after(chunk, previous);
                     previous = newest;
                     insert_audit_rows(&mut transaction, &rows).await?;
@@ -1348,16 +1348,16 @@ macro_rules! impl_store {
 
             async fn append_audits_after(
                 &self,
-                audits: Vec<AuditRecord>,
+                audits: &[AuditRecord],
                 previous: (i64, String),
             ) -> Result<Option<(i64, String)>> {
                 // Only where this process's writers take turns on one connection
                 // (SQLite): a transactional writer elsewhere would otherwise lose its
                 // sequence number to this statement between its read and its insert.
-                if $backend != "sqlite" || audits.len() > 128 {
+                if $backend != "sqlite" || audits.len() > AUDIT_ROWS_PER_STATEMENT {
                     return Ok(None);
                 }
-                let (rows, newest) = chain_after(audits, Some(previous));
+                let (rows, newest) = chain_after(audits.to_vec(), Some(previous));
                 let statement = audit_insert_statement(rows.len());
                 match audit_insert(&statement, &rows).execute(self.write_pool()).await {
                     Ok(_) => Ok(newest),

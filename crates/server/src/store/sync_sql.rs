@@ -225,11 +225,7 @@ macro_rules! impl_sync_queries {
                     .map_err(database_error)?
                     .rows_affected()
                     == 1;
-                if deleted {
-                    append_in(&mut transaction, audit).await?;
-                }
-                commit(transaction).await?;
-                Ok(deleted)
+                commit_audited_if(transaction, deleted, audit).await
             }
 
             async fn sync_claim_due(

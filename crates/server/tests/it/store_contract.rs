@@ -852,7 +852,7 @@ async fn audit_appends_chained_to_the_last_known_entry(subject: Subject) {
         .expect("the newest entry");
     assert_eq!(first.0, 2);
     let fast = store
-        .append_audits_after(vec![record("three"), record("four")], first.clone())
+        .append_audits_after(&[record("three"), record("four")], first.clone())
         .await
         .unwrap();
     let count = audit_count(store).await;
@@ -864,7 +864,7 @@ async fn audit_appends_chained_to_the_last_known_entry(subject: Subject) {
             // Another writer comes first: the stale link is refused, nothing written.
             store.append_audit(record("other")).await.unwrap();
             assert!(store
-                .append_audits_after(vec![record("stale")], newest)
+                .append_audits_after(&[record("stale")], newest)
                 .await
                 .unwrap()
                 .is_none());
