@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbound;
 pub mod providers;
+pub mod proxy;
 pub mod registry_auth;
 pub mod serve;
 pub mod service;

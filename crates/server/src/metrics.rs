@@ -38,6 +38,24 @@ pub struct Metrics {
     pub tokens: Family<StatusLabels, Gauge<i64, AtomicI64>>,
     pub sync_pushes: Family<SyncPushLabels, Counter>,
     pub sync_targets: Family<StatusLabels, Gauge<i64, AtomicI64>>,
+    pub proxy_requests: Family<ProxyLabels, Counter>,
+    pub proxy_bytes: Family<SourceLabels, Counter>,
+    pub proxy_upstream_retries: Counter,
+    pub proxy_digest_mismatches: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyLabels {
+    /// `manifest`, `blob` or `tags`.
+    pub kind: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `upstream` or `cache`.
+    pub source: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,7 +123,35 @@ impl Metrics {
             "Sync targets by status (pending, ok, failing), as of the scrape",
             sync_targets.clone(),
         );
+        let proxy_requests = Family::<ProxyLabels, Counter>::default();
+        registry.register(
+            "proxy_requests",
+            "Pull-through proxy requests answered, by kind, method and status",
+            proxy_requests.clone(),
+        );
+        let proxy_bytes = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "proxy_blob_bytes",
+            "Verified blob bytes the proxy served, by source (upstream or cache)",
+            proxy_bytes.clone(),
+        );
+        let proxy_upstream_retries = Counter::default();
+        registry.register(
+            "proxy_upstream_retries",
+            "Upstream requests retried after the registry refused a login",
+            proxy_upstream_retries.clone(),
+        );
+        let proxy_digest_mismatches = Counter::default();
+        registry.register(
+            "proxy_digest_mismatches",
+            "Upstream or cached bodies cut off because they did not match their digest",
+            proxy_digest_mismatches.clone(),
+        );
         Self {
+            proxy_requests,
+            proxy_bytes,
+            proxy_upstream_retries,
+            proxy_digest_mismatches,
             sync_pushes,
             sync_targets,
             tokens,

@@ -51,6 +51,10 @@ pub const MAX_REDIRECTS: usize = 5;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a whole request may take, reading the response body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// For streamed bodies (the proxy's blobs), which may rightly take longer than
+/// [`REQUEST_TIMEOUT`] in all: how long the response headers may take, and how long the
+/// body may go without a byte.
+pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OutboundError {
@@ -183,6 +187,9 @@ struct Inner {
     /// The same client, answering redirects instead of following them: for requests
     /// whose body carries a secret (sync webhooks), which a 307/308 would re-send.
     without_redirects: reqwest::Client,
+    /// No redirects, and no whole-request time-out but an idle one: for the proxy's
+    /// streamed bodies, whose redirects it follows itself without credentials.
+    streaming: reqwest::Client,
     policy: Arc<Policy>,
 }
 
@@ -231,20 +238,7 @@ impl OutboundClient {
             })
         };
         let builder = |redirect: reqwest::redirect::Policy| {
-            reqwest::Client::builder()
-                .use_rustls_tls()
-                .tls_built_in_root_certs(true)
-                // Environment proxies would be connected to instead of the checked address.
-                .no_proxy()
-                .dns_resolver(Arc::new(resolver::FilteringResolver {
-                    policy: Arc::clone(&policy),
-                }))
-                .redirect(redirect)
-                // The previous URL may carry a token in its query; the next host gets nothing.
-                .referer(false)
-                .connect_timeout(connect)
-                .timeout(request)
-                .user_agent(concat!("regkeeper/", env!("CARGO_PKG_VERSION")))
+            Self::guarded_builder(&policy, connect, redirect).timeout(request)
         };
         let mut roots = Vec::new();
         if let Some(path) = &config.ca_file {
@@ -278,13 +272,40 @@ impl OutboundClient {
         };
         let client = build(builder(redirect_policy))?;
         let without_redirects = build(builder(reqwest::redirect::Policy::none()))?;
+        let streaming = build(
+            Self::guarded_builder(&policy, connect, reqwest::redirect::Policy::none())
+                .read_timeout(STREAM_IDLE_TIMEOUT),
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 without_redirects,
+                streaming,
                 policy,
             }),
         })
+    }
+
+    /// The settings every client shares: our resolver, no environment proxies, no
+    /// `Referer`, the connect time-out.
+    fn guarded_builder(
+        policy: &Arc<Policy>,
+        connect: Duration,
+        redirect: reqwest::redirect::Policy,
+    ) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(true)
+            // Environment proxies would be connected to instead of the checked address.
+            .no_proxy()
+            .dns_resolver(Arc::new(resolver::FilteringResolver {
+                policy: Arc::clone(policy),
+            }))
+            .redirect(redirect)
+            // The previous URL may carry a token in its query; the next host gets nothing.
+            .referer(false)
+            .connect_timeout(connect)
+            .user_agent(concat!("regkeeper/", env!("CARGO_PKG_VERSION")))
     }
 
     /// Checks a URL before any packet is sent: https (http only for a `host:port` in
@@ -336,6 +357,33 @@ impl OutboundClient {
             .execute(request)
             .await
             .map_err(|error| classify(&error, &host))
+    }
+
+    /// As [`OutboundClient::send_once`], for a body that is streamed rather than read
+    /// whole: the response headers must come within [`STREAM_IDLE_TIMEOUT`], and the
+    /// body may then take as long as it needs while bytes keep arriving (the same
+    /// bound per read). Redirects are returned, for the caller to follow without
+    /// credentials.
+    pub async fn send_streaming(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, OutboundError> {
+        let (_, request) = request.build_split();
+        let request = request.map_err(|error| {
+            OutboundError::Other(format!("invalid request: {}", describe(&error)))
+        })?;
+        self.check_url(request.url())?;
+        let host = request.url().host_str().unwrap_or_default().to_owned();
+        match tokio::time::timeout(STREAM_IDLE_TIMEOUT, self.inner.streaming.execute(request)).await
+        {
+            Ok(result) => result.map_err(|error| classify(&error, &host)),
+            Err(_) => Err(OutboundError::Timeout { host }),
+        }
+    }
+
+    /// The error a streamed body's read failed with, in our terms.
+    pub fn body_error(error: &reqwest::Error, host: &str) -> OutboundError {
+        classify(error, host)
     }
 
     /// Reads a whole body, refusing one larger than `limit` bytes as soon as that is

@@ -413,7 +413,7 @@ impl<'a> RegistryClient<'a> {
     }
 }
 
-fn basic_header(login: &Login<'_>) -> String {
+pub(crate) fn basic_header(login: &Login<'_>) -> String {
     format!(
         "Basic {}",
         BASE64.encode(format!(
@@ -424,7 +424,7 @@ fn basic_header(login: &Login<'_>) -> String {
     )
 }
 
-fn challenges_of(response: &reqwest::Response) -> Vec<Challenge> {
+pub(crate) fn challenges_of(response: &reqwest::Response) -> Vec<Challenge> {
     response
         .headers()
         .get_all(reqwest::header::WWW_AUTHENTICATE)

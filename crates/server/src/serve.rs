@@ -148,11 +148,6 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    if config.proxy_listen.is_some() {
-        anyhow::bail!(
-            "REGKEEPER_PROXY_LISTEN / --proxy-listen: the pull-through proxy is not part of this build yet; remove the setting"
-        );
-    }
     let listen = config.listen;
     tracing::info!(database = ?config.database, data_dir = %config.data_dir.display(), "server.starting");
     let app = build_app(config, Arc::new(SystemClock)).await?;
@@ -164,6 +159,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {listen} (REGKEEPER_LISTEN)"))?;
     let address = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
+    let proxy = match app.config.proxy_listen {
+        Some(proxy_listen) => Some(start_proxy(&app, proxy_listen, shutdown.clone()).await?),
+        None => None,
+    };
     tracing::info!(listen.address = %address, backend = app.store.backend(), "server.listening");
     println!("regkeeper listening on http://{address}");
     std::io::stdout().flush().ok();
@@ -178,10 +177,73 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(stopped(shutdown))
     .await?;
+    if let Some(proxy) = proxy {
+        proxy.await.context("the proxy listener task")??;
+    }
     tracing::info!("server.stopped");
     Ok(())
+}
+
+/// Binds the pull-through proxy's listener (HTTPS when a certificate is configured),
+/// opens its blob cache, and serves it until shutdown. Says where it listens on stdout
+/// before the API does, so whoever waits for the API's line has both.
+async fn start_proxy(
+    app: &Arc<App>,
+    listen: SocketAddr,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let proxy_config = &app.config.proxy;
+    let cache = match &proxy_config.cache_dir {
+        Some(directory) => {
+            let cache =
+                crate::proxy::blob_cache::BlobCache::open(directory, proxy_config.cache_max_bytes)
+                    .with_context(|| {
+                        format!(
+                            "opening the proxy blob cache {} (REGKEEPER_PROXY_CACHE_DIR)",
+                            directory.display()
+                        )
+                    })?;
+            Some(Arc::new(cache))
+        }
+        None => None,
+    };
+    let tls = proxy_config
+        .tls
+        .as_ref()
+        .map(|(cert, key)| crate::proxy::listener::acceptor(cert, key))
+        .transpose()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen} (REGKEEPER_PROXY_LISTEN)"))?;
+    let address = listener.local_addr()?;
+    let service = crate::proxy::router(crate::proxy::ProxyState::new(Arc::clone(app), cache))
+        .into_make_service_with_connect_info::<crate::proxy::listener::ClientAddress>();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen.address = %address, tls = tls.is_some(), cache = proxy_config.cache_dir.is_some(), "proxy.listening");
+    println!("regkeeper proxy listening on {scheme}://{address}");
+    Ok(tokio::spawn(async move {
+        match tls {
+            Some(acceptor) => {
+                let listener = crate::proxy::listener::TlsListener::new(listener, acceptor)?;
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(stopped(shutdown))
+                    .await?;
+            }
+            None => {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(stopped(shutdown))
+                    .await?;
+            }
+        }
+        Ok(())
+    }))
+}
+
+/// Completes once shutdown has been asked for.
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// The first admin's token is shown on stdout only, once, and only if the server made
@@ -253,18 +315,21 @@ async fn sync_targets_periodically(app: Arc<App>) {
 }
 
 /// Installs the SIGTERM and SIGINT handlers now, so a signal that arrives as soon as the
-/// server says it is listening already shuts it down gracefully, and returns the future
-/// that completes on either.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+/// server says it is listening already shuts it down gracefully, and returns a receiver
+/// that turns true on either (one for each listener that must stop).
+fn shutdown_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
+    let (sender, receiver) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         tokio::select! {
             _ = terminate.recv() => {},
             _ = interrupt.recv() => {},
         }
         tracing::info!("server.shutting_down");
-    })
+        let _ = sender.send(true);
+    });
+    Ok(receiver)
 }

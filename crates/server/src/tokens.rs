@@ -160,6 +160,43 @@ impl TokenCache {
         }
     }
 
+    /// Replaces a login the registry refused (issued at `refused_issued_at`) with one
+    /// from `mint` — unless what is cached is already another login, which a request
+    /// that saw the same refusal first has minted: then that one is returned.
+    pub async fn replace_refused<F, Fut>(
+        &self,
+        key: &str,
+        refused_issued_at: Timestamp,
+        mint: F,
+    ) -> Result<RegistryLogin, ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<RegistryLogin, ProviderError>>,
+    {
+        let slot = self.slot(key);
+        let mut cached = slot.lock().await;
+        if let Some(entry) = cached
+            .as_ref()
+            .filter(|entry| entry.login.issued_at != refused_issued_at)
+        {
+            return Ok(entry.login.clone());
+        }
+        match mint().await {
+            Ok(login) => {
+                let refresh_at = jittered_refresh_at(&login);
+                *cached = Some(Cached {
+                    login: login.clone(),
+                    refresh_at,
+                });
+                Ok(login)
+            }
+            Err(error) => {
+                *cached = None;
+                Err(error)
+            }
+        }
+    }
+
     /// Drops a login the registry refused, so the next lookup mints a new one.
     pub async fn invalidate(&self, key: &str) {
         *self.slot(key).lock().await = None;

@@ -26,14 +26,14 @@ pub struct AuthLimiter {
 }
 
 impl AuthLimiter {
-    fn blocked(&self, address: IpAddr, now: i64) -> bool {
+    pub(crate) fn blocked(&self, address: IpAddr, now: i64) -> bool {
         let failures = self.failures.lock().expect("limiter lock poisoned");
         failures
             .get(&address)
             .is_some_and(|(start, count)| now - start < WINDOW_MS && *count >= FAILURES_PER_WINDOW)
     }
 
-    fn record_failure(&self, address: IpAddr, now: i64) {
+    pub(crate) fn record_failure(&self, address: IpAddr, now: i64) {
         let mut failures = self.failures.lock().expect("limiter lock poisoned");
         if failures.len() >= TRACKED_ADDRESSES {
             failures.retain(|_, (start, _)| now - *start < WINDOW_MS);

@@ -78,6 +78,17 @@ pub async fn resolve(
     workspace: Option<&str>,
     request: Request<'_>,
 ) -> Result<Resolution> {
+    resolve_as(app, principal, workspace, request, "credential.resolve").await
+}
+
+/// As [`resolve`], audited as `action` (the proxy records its pulls as `proxy.pull`).
+pub async fn resolve_as(
+    app: &App,
+    principal: &Principal,
+    workspace: Option<&str>,
+    request: Request<'_>,
+    action: &'static str,
+) -> Result<Resolution> {
     let default_workspace = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
     let shown = request
         .reference
@@ -85,7 +96,7 @@ pub async fn resolve(
         .or(request.registry)
         .unwrap_or_default();
     let record = app
-        .record(Some(principal), "credential.resolve")
+        .record(Some(principal), action)
         .workspace(None, &default_workspace)
         .target(shown.chars().take(200).collect::<String>());
     app.audited(record.clone(), async {

@@ -118,30 +118,9 @@ pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLog
                 }
             }
         }
-        match app.providers.login(credential, &secret, now).await {
-            Ok(login) => {
-                if let Ok(token) = seal_token(app, &identity, &login, now) {
-                    let stored = async {
-                        app.store.put_registry_token(&token).await?;
-                        app.store
-                            .link_token_identity(&credential.id, Some(&identity))
-                            .await
-                    };
-                    if let Err(error) = stored.await {
-                        tracing::warn!(error.code = error.code(), "token.store_failed");
-                    }
-                }
-                app.metrics
-                    .token_refreshes
-                    .get_or_create(&outcome("success"))
-                    .inc();
-                Ok(login)
-            }
+        match mint_and_store(app, credential, &secret, &identity, now).await {
+            Ok(login) => Ok(login),
             Err(error) => {
-                app.metrics
-                    .token_refreshes
-                    .get_or_create(&outcome("failure"))
-                    .inc();
                 // Another replica's last good token still works: serve it.
                 match stored
                     .as_ref()
@@ -164,6 +143,79 @@ pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLog
             .await?;
     }
     Ok(login)
+}
+
+/// Mints a token for `identity` now and stores it sealed, so every replica serves it.
+async fn mint_and_store(
+    app: &App,
+    credential: &Credential,
+    secret: &crate::domain::credential::CredentialSecret,
+    identity: &str,
+    now: Timestamp,
+) -> Result<RegistryLogin, ProviderError> {
+    match app.providers.login(credential, secret, now).await {
+        Ok(login) => {
+            if let Ok(token) = seal_token(app, identity, &login, now) {
+                let stored = async {
+                    app.store.put_registry_token(&token).await?;
+                    app.store
+                        .link_token_identity(&credential.id, Some(identity))
+                        .await
+                };
+                if let Err(error) = stored.await {
+                    tracing::warn!(error.code = error.code(), "token.store_failed");
+                }
+            }
+            app.metrics
+                .token_refreshes
+                .get_or_create(&outcome("success"))
+                .inc();
+            Ok(login)
+        }
+        Err(error) => {
+            app.metrics
+                .token_refreshes
+                .get_or_create(&outcome("failure"))
+                .inc();
+            Err(error)
+        }
+    }
+}
+
+/// A new login for `credential` after its registry refused `refused` (a 401, or a 403
+/// saying the token expired) although it looked valid: the token was revoked, or
+/// expired early. A minted token is re-minted once, however many requests saw the
+/// refusal at the same time; a newer token another replica stored is taken instead.
+/// A stored password is simply the same login again.
+pub async fn login_after_refusal(
+    app: &App,
+    credential: &Credential,
+    refused: &RegistryLogin,
+) -> Result<RegistryLogin> {
+    let secret = open_secret(app, credential)?;
+    let Some(identity) = shared_identity(credential, &secret) else {
+        return app
+            .providers
+            .login(credential, &secret, app.now())
+            .await
+            .map_err(|error| provider_error(credential, &error));
+    };
+    tracing::info!(credential.name = %credential.name, "token.refused_by_registry");
+    let mint = || async {
+        let now = app.now();
+        if let Ok(Some(stored)) = app.store.registry_token(&identity).await {
+            if stored.issued_at > refused.issued_at && usable(stored.expires_at, now) {
+                if let Ok(login) = open_token(app, &stored) {
+                    return Ok(login);
+                }
+            }
+        }
+        mint_and_store(app, credential, &secret, &identity, now).await
+    };
+    app.tokens
+        .replace_refused(&identity, refused.issued_at, mint)
+        .await
+        .map_err(|error| provider_error(credential, &error))
 }
 
 /// The login a sync target should carry: what [`login_for`] gives, after adopting into

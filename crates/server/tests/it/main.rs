@@ -14,6 +14,7 @@ mod fake_kubernetes_api;
 mod master_key;
 mod outbound;
 mod peers;
+mod proxy;
 mod registry_logins;
 mod roles;
 mod store_contract;

@@ -1,11 +1,13 @@
 //! Real peers for the integration tests — a TLS CA, distribution with htpasswd or token
-//! auth, a Docker token service, moto — and tests proving each one really works, so a
-//! failure elsewhere points at regkeeper rather than at its test set-up.
+//! auth (and S3 blob storage it redirects to), a Docker token service, moto — and tests
+//! proving each one really works, so a failure elsewhere points at regkeeper rather
+//! than at its test set-up.
 #![allow(
     dead_code,
     reason = "the peers serve tests written elsewhere; not every helper is used by every build of them"
 )]
 
+pub mod blob_store;
 pub mod image;
 pub mod moto;
 pub mod process;
@@ -14,6 +16,7 @@ pub mod tls;
 pub mod token_issuer;
 
 mod tests {
+    use super::blob_store::BlobStore;
     use super::moto::Moto;
     use super::registry::{Registry, SkopeoAuth};
     use super::tls::TestCa;
@@ -360,6 +363,126 @@ mod tests {
         assert_eq!(
             issuer.requests().last().map(|request| request.status),
             Some(503)
+        );
+    }
+
+    #[test]
+    fn s3_registry_redirects_blob_gets_to_the_blob_store_which_sees_no_credentials() {
+        let Some(blob_store) = BlobStore::start() else {
+            return;
+        };
+        let Some(registry) = Registry::htpasswd_with_storage(
+            &[("robot", "robot-secret")],
+            blob_store.registry_storage(),
+        ) else {
+            return;
+        };
+        let digests = registry.push_test_image("team/app", "v1", "robot", "robot-secret");
+        // Distribution wrote the image into the bucket through the forwarder, signing
+        // its own requests.
+        let pushed = blob_store.requests();
+        assert!(
+            pushed.iter().any(
+                |request| request.path() == blob_store.blob_path(&digests.layer)
+                    && request
+                        .authorization
+                        .as_deref()
+                        .is_some_and(|value| value.starts_with("AWS4-HMAC-SHA256 "))
+            ),
+            "{pushed:#?}"
+        );
+        blob_store.clear_requests();
+
+        let blob_url = format!("{}/v2/team/app/blobs/{}", registry.url(), digests.layer);
+        let not_following = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(registry.ca().ca_pem.as_bytes())
+                    .expect("CA certificate"),
+            )
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client");
+        let (status, location) = block_on(async {
+            let response = not_following
+                .get(&blob_url)
+                .basic_auth("robot", Some("robot-secret"))
+                .send()
+                .await
+                .expect("GET blob");
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|value| value.to_str().expect("ASCII Location").to_owned());
+            (response.status().as_u16(), location)
+        });
+        assert_eq!(status, 307, "{}", registry.log());
+        let location = location.expect("a Location header");
+        let redirect = url::Url::parse(&location).expect("absolute Location");
+        assert_eq!(redirect.scheme(), "http");
+        assert_eq!(
+            format!(
+                "{}:{}",
+                redirect.host_str().unwrap_or_default(),
+                redirect.port().unwrap_or_default()
+            ),
+            blob_store.host_port(),
+            "the redirect leaves the registry ({}) for blob storage",
+            registry.host_port()
+        );
+        assert_ne!(blob_store.host_port(), registry.host_port());
+        assert_eq!(redirect.path(), blob_store.blob_path(&digests.layer));
+        assert!(
+            redirect
+                .query_pairs()
+                .any(|(name, _)| name == "X-Amz-Signature"),
+            "{location}"
+        );
+
+        let (status, bytes) = block_on(async {
+            let response = reqwest::get(&location).await.expect("GET presigned URL");
+            let status = response.status().as_u16();
+            (status, response.bytes().await.expect("blob bytes"))
+        });
+        assert_eq!(status, 200, "{}", blob_store.log());
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+            ),
+            digests.layer,
+            "blob storage serves the pushed layer"
+        );
+        let gets = blob_store.presigned_gets();
+        assert_eq!(gets.len(), 1, "{gets:#?}");
+        assert_eq!(gets[0].path(), blob_store.blob_path(&digests.layer));
+        assert_eq!(gets[0].status, 200);
+        assert!(gets[0].has_header("host"), "{gets:#?}");
+        assert_eq!(gets[0].authorization, None);
+        blob_store.clear_requests();
+
+        // A real client pulls through the redirects.
+        let robot = SkopeoAuth::Basic {
+            username: "robot",
+            password: "robot-secret",
+        };
+        assert_success(
+            &registry.skopeo_pull("team/app:v1", &robot),
+            "pull through blob redirects",
+            &registry,
+        );
+        let gets = blob_store.presigned_gets();
+        for digest in [&digests.config, &digests.layer] {
+            assert!(
+                gets.iter()
+                    .any(|request| request.path() == blob_store.blob_path(digest)
+                        && request.status == 200),
+                "skopeo fetched {digest} from blob storage: {gets:#?}"
+            );
+        }
+        assert!(
+            gets.iter().all(|request| request.authorization.is_none()),
+            "no credentials reach blob storage: {gets:#?}"
         );
     }
 

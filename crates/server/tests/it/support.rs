@@ -125,6 +125,8 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     pub stdout: String,
+    /// The pull-through proxy's URL, when `--proxy-listen` was given.
+    pub proxy_url: Option<String>,
     _temporary: Option<tempfile::TempDir>,
 }
 
@@ -173,11 +175,15 @@ impl TestServer {
             }
         });
         let mut printed = String::new();
+        let mut proxy_url = None;
         let url = loop {
             match receiver.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) => {
                     printed.push_str(&line);
                     printed.push('\n');
+                    if let Some(url) = line.strip_prefix("regkeeper proxy listening on ") {
+                        proxy_url = Some(url.trim().to_owned());
+                    }
                     if let Some(url) = line.strip_prefix("regkeeper listening on ") {
                         break url.trim().to_owned();
                     }
@@ -197,6 +203,7 @@ impl TestServer {
             data_dir,
             log_path,
             stdout: printed,
+            proxy_url,
             _temporary: temporary,
         }
     }

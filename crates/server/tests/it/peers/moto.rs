@@ -1,6 +1,6 @@
 //! `moto_server` from `.venv-test` as the AWS the tests talk to (ECR, STS, Secrets
-//! Manager), since the real one is out of reach and a hand-written fake would only
-//! agree with our own reading of the APIs.
+//! Manager, and S3 as a registry's blob storage), since the real one is out of reach
+//! and a hand-written fake would only agree with our own reading of the APIs.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -134,6 +134,22 @@ impl Moto {
             Err(ureq::Error::Status(status, response)) => {
                 (status, response.into_string().unwrap_or_default())
             }
+            Err(error) => panic!("moto request failed: {error}"),
+        }
+    }
+
+    /// Creates an S3 bucket (`PUT /BUCKET`, path style; moto serves S3 on the same port
+    /// as every other service).
+    pub fn create_bucket(&self, bucket: &str) {
+        let result = ureq::put(&format!("{}/{bucket}", self.endpoint_url))
+            .set("Authorization", &authorization("s3"))
+            .send_bytes(b"");
+        match result {
+            Ok(response) => assert_eq!(response.status(), 200, "create bucket {bucket}"),
+            Err(ureq::Error::Status(status, response)) => panic!(
+                "moto refused to create bucket {bucket} ({status}): {}",
+                response.into_string().unwrap_or_default()
+            ),
             Err(error) => panic!("moto request failed: {error}"),
         }
     }

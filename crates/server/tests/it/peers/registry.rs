@@ -27,8 +27,32 @@ pub enum RegistryAuth {
     },
 }
 
+/// Where distribution keeps blobs and manifests.
+pub enum RegistryStorage {
+    /// A directory inside the registry's temporary directory; blobs are served by the
+    /// registry itself.
+    Filesystem,
+    /// An S3 bucket. Blob GETs and HEADs are answered with `307 Temporary Redirect` to
+    /// a presigned URL on `endpoint` (distribution's default when the driver can sign
+    /// URLs), as registries backed by object storage do.
+    S3(S3Storage),
+}
+
+/// The `storage.s3` parameters of distribution 2.8.
+pub struct S3Storage {
+    /// `http://HOST:PORT`; distribution then uses path-style URLs
+    /// (`/BUCKET/KEY`), both for its own requests and in the URLs it presigns.
+    pub endpoint: String,
+    pub region: String,
+    /// Must exist already: distribution does not create it.
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
 pub struct RegistryOptions {
     pub auth: RegistryAuth,
+    pub storage: RegistryStorage,
     /// HTTPS with the CA's server certificate; plain HTTP when false.
     pub tls: bool,
     /// The CA for HTTPS; a new one when absent.
@@ -77,6 +101,7 @@ impl Registry {
     pub fn anonymous() -> Option<Self> {
         Self::start(RegistryOptions {
             auth: RegistryAuth::Anonymous,
+            storage: RegistryStorage::Filesystem,
             tls: true,
             ca: None,
         })
@@ -84,6 +109,11 @@ impl Registry {
 
     /// HTTPS with htpasswd auth for `users` (username, password).
     pub fn htpasswd(users: &[(&str, &str)]) -> Option<Self> {
+        Self::htpasswd_with_storage(users, RegistryStorage::Filesystem)
+    }
+
+    /// HTTPS with htpasswd auth for `users`, keeping its data in `storage`.
+    pub fn htpasswd_with_storage(users: &[(&str, &str)], storage: RegistryStorage) -> Option<Self> {
         Self::start(RegistryOptions {
             auth: RegistryAuth::Htpasswd(
                 users
@@ -91,6 +121,7 @@ impl Registry {
                     .map(|(user, password)| ((*user).to_owned(), (*password).to_owned()))
                     .collect(),
             ),
+            storage,
             tls: true,
             ca: None,
         })
@@ -103,6 +134,7 @@ impl Registry {
                 realm: issuer.realm(),
                 root_cert_bundle: issuer.signing_cert_file().to_owned(),
             },
+            storage: RegistryStorage::Filesystem,
             tls: true,
             ca: Some(Arc::clone(issuer.ca())),
         })
@@ -112,6 +144,7 @@ impl Registry {
     pub fn plain_http() -> Option<Self> {
         Self::start(RegistryOptions {
             auth: RegistryAuth::Anonymous,
+            storage: RegistryStorage::Filesystem,
             tls: false,
             ca: None,
         })
@@ -126,19 +159,37 @@ impl Registry {
         }
         let ca = options.ca.unwrap_or_else(|| Arc::new(TestCa::generate()));
         let directory = tempfile::tempdir().expect("temporary directory");
-        let storage = directory.path().join("storage");
-        std::fs::create_dir(&storage).expect("storage directory");
 
         // JSON strings are valid YAML scalars, which spares quoting rules.
         let quote = |value: &str| serde_json::to_string(value).expect("JSON string");
         let path = |value: &Path| quote(&value.display().to_string());
+        let driver = match &options.storage {
+            RegistryStorage::Filesystem => {
+                let storage = directory.path().join("storage");
+                std::fs::create_dir(&storage).expect("storage directory");
+                format!("  filesystem:\n    rootdirectory: {}\n", path(&storage))
+            }
+            // Distribution 2.8 has no `forcepathstyle`: a `regionendpoint` alone makes
+            // it use path-style URLs, so presigned URLs name the endpoint's host:port.
+            // `redirect.disable: false` is the default, spelled out because blob
+            // redirects are what this storage is for.
+            RegistryStorage::S3(s3) => format!(
+                "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: {}\n\
+                 \x20   regionendpoint: {}\n    bucket: {}\n    secure: false\n    v4auth: true\n\
+                 \x20 redirect:\n    disable: false\n",
+                quote(&s3.access_key),
+                quote(&s3.secret_key),
+                quote(&s3.region),
+                quote(&s3.endpoint),
+                quote(&s3.bucket),
+            ),
+        };
         let mut config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  formatter: text\n\
-             storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
+             storage:\n{driver}  delete:\n    enabled: true\n\
              \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
              http:\n  addr: 127.0.0.1:0\n  secret: {secret}\n",
-            storage = path(&storage),
             secret = quote(&uuid::Uuid::new_v4().simple().to_string()),
         );
         if options.tls {
@@ -350,7 +401,8 @@ impl Registry {
         )
     }
 
-    /// Where distribution keeps its data, for tests that look at what it stored.
+    /// Where distribution keeps its configuration and, with filesystem storage, its
+    /// data (`storage/`), for tests that look at what it stored.
     pub fn directory(&self) -> &Path {
         self.directory.path()
     }

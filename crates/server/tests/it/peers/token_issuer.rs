@@ -91,6 +91,8 @@ pub struct TokenRequest {
 struct IssuerState {
     users: Vec<TokenUser>,
     expires_in: AtomicU64,
+    /// How many of the next tokens name another audience, so the registry refuses them.
+    unusable: AtomicUsize,
     unavailable: AtomicBool,
     issued: AtomicUsize,
     refresh_tokens: Mutex<HashMap<String, String>>,
@@ -147,6 +149,7 @@ impl TokenIssuer {
         let state = Arc::new(IssuerState {
             users: options.users,
             expires_in: AtomicU64::new(options.expires_in),
+            unusable: AtomicUsize::new(0),
             unavailable: AtomicBool::new(false),
             issued: AtomicUsize::new(0),
             refresh_tokens: Mutex::new(HashMap::new()),
@@ -246,6 +249,14 @@ impl TokenIssuer {
     /// Changes the lifetime of tokens issued from now on.
     pub fn set_expires_in(&self, seconds: u64) {
         self.state.expires_in.store(seconds, Ordering::SeqCst);
+    }
+
+    /// The next `count` tokens are issued for another audience: the registry refuses
+    /// them although `expires_in` promises the usual lifetime, as it would a revoked
+    /// token. (Distribution allows a minute of leeway past `exp`, so an early expiry
+    /// would not do.)
+    pub fn issue_unusable(&self, count: usize) {
+        self.state.unusable.store(count, Ordering::SeqCst);
     }
 
     /// While set, every request gets `503 Service Unavailable`, to test how clients
@@ -444,7 +455,17 @@ fn issue(
     let claims = Claims {
         iss: ISSUER,
         sub: user.map_or("", |user| user.username.as_str()),
-        aud: service,
+        aud: if state
+            .unusable
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+        {
+            "another-service"
+        } else {
+            service
+        },
         exp: now + expires_in,
         nbf: now,
         iat: now,

@@ -1,0 +1,412 @@
+//! Requests to the upstream registry on a caller's behalf, through `outbound`'s
+//! streaming client. How each host authenticates is learnt once from its `/v2/`
+//! challenge; Bearer tokens are cached per credential (and its login), repository and
+//! action, and reused until shortly before they expire. A 401, or a 403 saying the token
+//! expired, drops the cached token, re-mints a cloud login, and retries once.
+//! Redirects (to S3, a CDN) are followed here, never with the registry's credentials.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, LOCATION, RANGE};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::clock::Clock;
+use crate::domain::credential::Credential;
+use crate::outbound::{OutboundClient, OutboundError, MAX_REDIRECTS};
+use crate::providers::RegistryLogin;
+use crate::registry_auth::challenge::{self, Challenge, Scheme};
+use crate::registry_auth::{
+    api_host, basic_header, challenges_of, Login, RegistryClient, RegistryError,
+};
+use crate::service::App;
+
+/// How long a host's challenge is remembered.
+const CHALLENGE_TTL: Duration = Duration::from_secs(600);
+/// A cached token is given up this long before the registry said it expires.
+const TOKEN_MARGIN_MS: i64 = 10_000;
+/// 403 bodies are read, to tell an expired token from a denial, up to this size.
+const DENIAL_BODY_LIMIT: usize = 64 * 1024;
+
+/// How a registry wants to be authenticated, from its `/v2/` answer.
+enum HostAuth {
+    Anonymous,
+    Basic,
+    Bearer(Challenge),
+}
+
+/// An `Authorization` header value for one (credential, repository, action).
+struct Authorization {
+    header: Option<SecretString>,
+    /// Unix milliseconds after which it is not used again.
+    usable_until: i64,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TokenKey {
+    credential_id: String,
+    secret_version: i64,
+    login_issued_at: i64,
+    host: String,
+    repository: String,
+    action: &'static str,
+}
+
+/// Who the upstream requests are for: a resolved credential and its current login.
+pub struct Session {
+    pub credential: Arc<Credential>,
+    pub login: RegistryLogin,
+    /// The registry host as stored (`docker.io`, `host:port`).
+    pub host: String,
+    /// The repository as the upstream names it (`library/` added for Docker Hub).
+    pub repository: String,
+}
+
+impl Session {
+    fn denied(&self) -> UpstreamError {
+        UpstreamError::Denied {
+            host: self.host.clone(),
+            credential: self.credential.name.clone(),
+            repository: self.repository.clone(),
+        }
+    }
+
+    fn key(&self) -> TokenKey {
+        TokenKey {
+            credential_id: self.credential.id.clone(),
+            secret_version: self.credential.secret_version,
+            // A stored password is "issued" anew at every resolve; only a minted login's
+            // issue time tells one login from the next.
+            login_issued_at: self.login.expires_at.map_or(0, |_| self.login.issued_at),
+            host: self.host.clone(),
+            repository: self.repository.clone(),
+            action: "pull",
+        }
+    }
+}
+
+/// One read request to the upstream.
+pub struct UpstreamRequest<'a> {
+    pub method: Method,
+    /// After `/v2/REPOSITORY/`: `manifests/REF`, `blobs/DIGEST` or `tags/list`.
+    pub route: &'a str,
+    pub query: Option<&'a str>,
+    pub accept: Option<HeaderValue>,
+    pub range: Option<HeaderValue>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The registry refused the credential's login even after a fresh one.
+    #[error("{host} refused credential {credential} (HTTP {status}) for repository {repository}; check the credential, or its pull access to the repository")]
+    Refused {
+        host: String,
+        credential: String,
+        repository: String,
+        status: u16,
+    },
+    /// The registry denied the credential access to the repository (HTTP 403).
+    #[error("{host} denied credential {credential} access to repository {repository} (HTTP 403)")]
+    Denied {
+        host: String,
+        credential: String,
+        repository: String,
+    },
+    /// Re-minting the credential's login failed.
+    #[error(transparent)]
+    Relogin(crate::domain::Error),
+}
+
+pub struct Upstream {
+    outbound: OutboundClient,
+    http_registries: Vec<String>,
+    clock: Arc<dyn Clock>,
+    challenges: moka::sync::Cache<String, Arc<HostAuth>>,
+    tokens: moka::sync::Cache<TokenKey, Arc<Authorization>>,
+}
+
+impl Upstream {
+    pub fn new(
+        outbound: OutboundClient,
+        http_registries: Vec<String>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            outbound,
+            http_registries,
+            clock,
+            challenges: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(CHALLENGE_TTL)
+                .build(),
+            tokens: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                // Tokens rarely live longer; the entry's own deadline is checked anyway.
+                .time_to_live(Duration::from_secs(3_600))
+                .build(),
+        }
+    }
+
+    fn base_url(&self, host: &str) -> Result<url::Url, UpstreamError> {
+        let api = api_host(host);
+        let scheme = if self.http_registries.iter().any(|allowed| allowed == api) {
+            "http"
+        } else {
+            "https"
+        };
+        url::Url::parse(&format!("{scheme}://{api}/")).map_err(|_| {
+            UpstreamError::Outbound(OutboundError::Other(format!(
+                "{api} is not a valid registry host"
+            )))
+        })
+    }
+
+    /// Sends `request`, retrying once with a fresh login if the registry refuses the
+    /// current one. Any other status is the caller's to interpret.
+    pub async fn send(
+        &self,
+        app: &App,
+        session: &mut Session,
+        request: &UpstreamRequest<'_>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let response = self.send_once(session, request).await?;
+        let status = match refusal(response).await {
+            Answer::Response(response) => return Ok(response),
+            Answer::Denied => return Err(session.denied()),
+            Answer::Refused(status) => status,
+        };
+        self.tokens.invalidate(&session.key());
+        if session.login.expires_at.is_some() {
+            session.login = crate::service::tokens::login_after_refusal(
+                app,
+                &session.credential,
+                &session.login,
+            )
+            .await
+            .map_err(UpstreamError::Relogin)?;
+        }
+        app.metrics.proxy_upstream_retries.inc();
+        let response = self.send_once(session, request).await?;
+        match refusal(response).await {
+            Answer::Response(response) => Ok(response),
+            Answer::Denied => Err(session.denied()),
+            Answer::Refused(_) => {
+                self.tokens.invalidate(&session.key());
+                Err(UpstreamError::Refused {
+                    host: session.host.clone(),
+                    credential: session.credential.name.clone(),
+                    repository: session.repository.clone(),
+                    status: status.as_u16(),
+                })
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        session: &Session,
+        request: &UpstreamRequest<'_>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let base = self.base_url(&session.host)?;
+        let mut url = base
+            .join(&format!("v2/{}/{}", session.repository, request.route))
+            .map_err(|_| OutboundError::Other("the upstream URL cannot be built".into()))?;
+        url.set_query(request.query);
+        let authorization = self.authorization(session, &base).await?;
+        let mut builder = self.outbound.request(request.method.clone(), url.clone());
+        builder = with_headers(builder, request);
+        if let Some(header) = &authorization.header {
+            builder = builder.header(AUTHORIZATION, header.expose_secret());
+        }
+        let mut response = self.outbound.send_streaming(builder).await?;
+        // Blob storage gets the request without the registry's credentials.
+        for _ in 0..MAX_REDIRECTS {
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+            let Some(next) = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|location| location.to_str().ok())
+                .and_then(|location| response.url().join(location).ok())
+            else {
+                return Ok(response);
+            };
+            let method = if response.status() == StatusCode::SEE_OTHER {
+                Method::GET
+            } else {
+                request.method.clone()
+            };
+            let builder = with_headers(self.outbound.request(method, next), request);
+            response = self.outbound.send_streaming(builder).await?;
+        }
+        if response.status().is_redirection() {
+            return Err(OutboundError::TooManyRedirects.into());
+        }
+        Ok(response)
+    }
+
+    /// The `Authorization` for the session's repository: cached, or made now from the
+    /// host's challenge (Basic as is; Bearer through its token service, pull scope).
+    async fn authorization(
+        &self,
+        session: &Session,
+        base: &url::Url,
+    ) -> Result<Arc<Authorization>, UpstreamError> {
+        let now = self.clock.now();
+        let key = session.key();
+        if let Some(cached) = self.tokens.get(&key) {
+            if now < cached.usable_until {
+                return Ok(cached);
+            }
+        }
+        let login = Login {
+            username: &session.login.username,
+            password: &session.login.secret,
+        };
+        let host_auth = self.host_auth(&session.host, base).await?;
+        let authorization = match host_auth.as_ref() {
+            HostAuth::Anonymous => Authorization {
+                header: None,
+                usable_until: i64::MAX,
+            },
+            HostAuth::Basic => Authorization {
+                header: Some(SecretString::from(basic_header(&login))),
+                usable_until: i64::MAX,
+            },
+            HostAuth::Bearer(challenge) => {
+                let registry = RegistryClient::new(&self.outbound, &self.http_registries);
+                let scope = format!("repository:{}:pull", session.repository);
+                let token = registry
+                    .bearer_token(api_host(&session.host), challenge, &login, Some(&scope))
+                    .await?;
+                let lifetime = i64::try_from(token.expires_in.as_millis()).unwrap_or(i64::MAX);
+                Authorization {
+                    header: Some(SecretString::from(format!(
+                        "Bearer {}",
+                        token.token.expose_secret()
+                    ))),
+                    usable_until: now
+                        .saturating_add((lifetime - TOKEN_MARGIN_MS).max(lifetime / 2)),
+                }
+            }
+        };
+        // A login that expires bounds every header made from it.
+        let usable_until = match session.login.expires_at {
+            Some(expires_at) => authorization.usable_until.min(expires_at),
+            None => authorization.usable_until,
+        };
+        let authorization = Arc::new(Authorization {
+            header: authorization.header,
+            usable_until,
+        });
+        self.tokens.insert(key, Arc::clone(&authorization));
+        Ok(authorization)
+    }
+
+    /// The host's challenge, from its `/v2/` answer (remembered for a while).
+    async fn host_auth(&self, host: &str, base: &url::Url) -> Result<Arc<HostAuth>, UpstreamError> {
+        if let Some(known) = self.challenges.get(host) {
+            return Ok(known);
+        }
+        let ping = base.join("v2/").expect("static path joins");
+        let response = self
+            .outbound
+            .send(self.outbound.request(Method::GET, ping))
+            .await?;
+        let api = api_host(host).to_owned();
+        let host_auth = match response.status() {
+            status if status.is_success() => HostAuth::Anonymous,
+            StatusCode::UNAUTHORIZED => {
+                let challenges = challenges_of(&response);
+                match challenge::preferred(&challenges) {
+                    Some(Challenge {
+                        scheme: Scheme::Basic,
+                        ..
+                    }) => HostAuth::Basic,
+                    Some(
+                        found @ Challenge {
+                            scheme: Scheme::Bearer,
+                            ..
+                        },
+                    ) => HostAuth::Bearer(found.clone()),
+                    Some(other) => {
+                        return Err(RegistryError::BadChallenge {
+                            host: api,
+                            reason: format!(
+                                "unsupported authentication scheme `{}`",
+                                other.scheme.as_str()
+                            ),
+                        }
+                        .into())
+                    }
+                    None => {
+                        return Err(RegistryError::BadChallenge {
+                            host: api,
+                            reason: "HTTP 401 without a WWW-Authenticate challenge".into(),
+                        }
+                        .into())
+                    }
+                }
+            }
+            status => {
+                return Err(RegistryError::UnexpectedStatus {
+                    host: api,
+                    path: "/v2/",
+                    status: status.as_u16(),
+                }
+                .into())
+            }
+        };
+        let host_auth = Arc::new(host_auth);
+        self.challenges
+            .insert(host.to_owned(), Arc::clone(&host_auth));
+        Ok(host_auth)
+    }
+}
+
+fn with_headers(
+    mut builder: reqwest::RequestBuilder,
+    request: &UpstreamRequest<'_>,
+) -> reqwest::RequestBuilder {
+    if let Some(accept) = &request.accept {
+        builder = builder.header(ACCEPT, accept.clone());
+    }
+    if let Some(range) = &request.range {
+        builder = builder.header(RANGE, range.clone());
+    }
+    builder
+}
+
+enum Answer {
+    Response(reqwest::Response),
+    Refused(StatusCode),
+    Denied,
+}
+
+/// Whether the registry refused the login: a 401, or a 403 that says the token
+/// expired (ECR's "Your authorization token has expired"). Other 403s are denials,
+/// denials.
+async fn refusal(response: reqwest::Response) -> Answer {
+    match response.status() {
+        StatusCode::UNAUTHORIZED => Answer::Refused(StatusCode::UNAUTHORIZED),
+        StatusCode::FORBIDDEN => {
+            let status = response.status();
+            let body = OutboundClient::read_capped(response, DENIAL_BODY_LIMIT)
+                .await
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&body).to_ascii_lowercase();
+            if text.contains("expired") {
+                Answer::Refused(status)
+            } else {
+                Answer::Denied
+            }
+        }
+        _ => Answer::Response(response),
+    }
+}
