@@ -178,7 +178,15 @@ impl Upstream {
         let status = match refusal(response).await {
             Answer::Response(response) => return Ok(response),
             Answer::Denied => return Err(session.denied()),
-            Answer::Refused(status) => status,
+            Answer::Refused(status, challenge) => {
+                // A registry may answer `/v2/` anonymously yet want a login for the
+                // repository, or move its realm: its latest challenge is the one to use.
+                if let Some(host_auth) = challenge {
+                    self.challenges
+                        .insert(session.host.clone(), Arc::new(host_auth));
+                }
+                status
+            }
         };
         self.tokens.invalidate(&session.key());
         if session.login.expires_at.is_some() {
@@ -195,7 +203,7 @@ impl Upstream {
         match refusal(response).await {
             Answer::Response(response) => Ok(response),
             Answer::Denied => Err(session.denied()),
-            Answer::Refused(_) => {
+            Answer::Refused(..) => {
                 self.tokens.invalidate(&session.key());
                 Err(UpstreamError::Refused {
                     host: session.host.clone(),
@@ -385,7 +393,8 @@ fn with_headers(
 
 enum Answer {
     Response(reqwest::Response),
-    Refused(StatusCode),
+    /// With the challenge a 401 carried, if it carried one regkeeper can answer.
+    Refused(StatusCode, Option<HostAuth>),
     Denied,
 }
 
@@ -394,7 +403,23 @@ enum Answer {
 /// denials.
 async fn refusal(response: reqwest::Response) -> Answer {
     match response.status() {
-        StatusCode::UNAUTHORIZED => Answer::Refused(StatusCode::UNAUTHORIZED),
+        StatusCode::UNAUTHORIZED => {
+            let challenges = challenges_of(&response);
+            let host_auth = match challenge::preferred(&challenges) {
+                Some(Challenge {
+                    scheme: Scheme::Basic,
+                    ..
+                }) => Some(HostAuth::Basic),
+                Some(
+                    found @ Challenge {
+                        scheme: Scheme::Bearer,
+                        ..
+                    },
+                ) if found.realm().is_some() => Some(HostAuth::Bearer(found.clone())),
+                _ => None,
+            };
+            Answer::Refused(StatusCode::UNAUTHORIZED, host_auth)
+        }
         StatusCode::FORBIDDEN => {
             let status = response.status();
             let body = OutboundClient::read_capped(response, DENIAL_BODY_LIMIT)
@@ -402,7 +427,7 @@ async fn refusal(response: reqwest::Response) -> Answer {
                 .unwrap_or_default();
             let text = String::from_utf8_lossy(&body).to_ascii_lowercase();
             if text.contains("expired") {
-                Answer::Refused(status)
+                Answer::Refused(status, None)
             } else {
                 Answer::Denied
             }

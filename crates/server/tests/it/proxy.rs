@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use sha2::{Digest as _, Sha256};
 
+use super::peers::blob_store::BlobStore;
 use super::peers::moto::{self, Moto};
 use super::peers::registry::Registry;
 use super::peers::token_issuer::{
@@ -725,6 +726,80 @@ fn cached_blobs_reach_only_callers_whose_own_credential_may_pull_them() {
     );
     assert!(call("GET", &blob, None, &[]).status == 401);
 
+    // Workload roles: one whose policy allows a credential that may pull gets the
+    // cached copy (its credential differs, so the upstream confirms it first); one
+    // whose policy denies it gets nothing.
+    ok(&server.cli(ADMIN_TOKEN, &["workspaces", "create", "acme/ci"], None));
+    ok(&server.cli(
+        ADMIN_TOKEN,
+        &[
+            "credentials",
+            "add",
+            "--workspace",
+            "acme/ci",
+            "--name",
+            "puller",
+            "--registry",
+            &upstream,
+            "--username",
+            PULLER,
+            "--password-stdin",
+        ],
+        Some(PULLER_PASSWORD),
+    ));
+    let role_token = |name: &str, statements: serde_json::Value| {
+        let policy = serde_json::json!({ "Version": "2026-11-01", "Statement": statements });
+        ok(&server.cli(
+            ADMIN_TOKEN,
+            &[
+                "roles",
+                "create",
+                name,
+                "--workspace",
+                "acme/ci",
+                "--policy-file",
+                "-",
+            ],
+            Some(&policy.to_string()),
+        ));
+        ok(&server.cli(
+            ADMIN_TOKEN,
+            &[
+                "roles",
+                "tokens",
+                "create",
+                name,
+                "--workspace",
+                "acme/ci",
+                "--name",
+                "ci",
+            ],
+            None,
+        ))
+        .trim()
+        .to_owned()
+    };
+    let allow = |resource: &str| serde_json::json!({"Effect": "Allow", "Action": "credentials:Resolve", "Resource": resource});
+    let builder = role_token(
+        "builder",
+        serde_json::json!([allow("rk:acme/ci:credential/puller")]),
+    );
+    let from_role = call("GET", &blob, Some(("any", &builder)), &[]);
+    assert_eq!(from_role.status, 200, "{}", server.log());
+    assert_eq!(sha256(from_role.bytes()), digests.layer);
+    let blocked = role_token(
+        "blocked",
+        serde_json::json!([
+            allow("rk:acme/ci:credential/*"),
+            {"Effect": "Deny", "Action": "credentials:Resolve", "Resource": "rk:acme/ci:credential/puller"},
+        ]),
+    );
+    let denied = call("GET", &blob, Some(("any", &blocked)), &[]);
+    assert_eq!(
+        (denied.status, denied.error_code().as_str()),
+        (403, "DENIED")
+    );
+
     // The admin's own callers get the cached copy, whole and verified.
     let served = call("GET", &blob, Some(("any", ADMIN_TOKEN)), &[]);
     assert_eq!(served.status, 200);
@@ -753,4 +828,85 @@ fn cached_blobs_reach_only_callers_whose_own_credential_may_pull_them() {
     );
     let again = call("GET", &blob, Some(("any", ADMIN_TOKEN)), &[]);
     assert_eq!(sha256(again.bytes()), digests.layer);
+}
+
+#[test]
+fn blob_redirects_to_storage_are_followed_without_registry_credentials() {
+    let Some(store) = BlobStore::start() else {
+        return;
+    };
+    let Some(registry) =
+        Registry::htpasswd_with_storage(&[("robot", "robot-password")], store.registry_storage())
+    else {
+        return;
+    };
+    let digests = registry.push_test_image("team/app", "1", "robot", "robot-password");
+    let upstream = registry.host_port().to_owned();
+    let blob_url = |proxy: &str| {
+        format!(
+            "http://{proxy}/v2/{upstream}/team/app/blobs/{}",
+            digests.layer
+        )
+    };
+    let robot = [
+        "--name",
+        "robot",
+        "--registry",
+        &upstream,
+        "--username",
+        "robot",
+    ];
+
+    // Redirect targets pass the same outbound checks: this blob store speaks plain
+    // http, which the operator has not allowed yet.
+    let guarded = proxy_server(registry.ca_file(), &[]);
+    ok(&add(&guarded, &robot, "robot-password"));
+    let refused = call(
+        "GET",
+        &blob_url(&proxy_host(&guarded)),
+        Some(("any", ADMIN_TOKEN)),
+        &[],
+    );
+    assert_eq!(refused.status, 502);
+    let message = String::from_utf8_lossy(refused.bytes()).into_owned();
+    assert!(
+        message.contains("REGKEEPER_OUTBOUND_HTTP_REGISTRIES"),
+        "{message}"
+    );
+
+    let server = proxy_server(
+        registry.ca_file(),
+        &[("REGKEEPER_OUTBOUND_HTTP_REGISTRIES", store.host_port())],
+    );
+    ok(&add(&server, &robot, "robot-password"));
+    store.clear_requests();
+    let proxy = proxy_host(&server);
+    let (output, _scratch) = skopeo_pull(
+        &proxy,
+        &format!("{}/team/app:1", upstream.replace(':', "_")),
+        "any",
+        ADMIN_TOKEN,
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "skopeo: {}\nserver log:\n{}",
+        stderr(&output),
+        server.log()
+    );
+    let layer = call("GET", &blob_url(&proxy), Some(("any", ADMIN_TOKEN)), &[]);
+    assert_eq!(sha256(layer.bytes()), digests.layer);
+    let fetched = store.presigned_gets();
+    assert!(
+        fetched
+            .iter()
+            .any(|request| request.path() == store.blob_path(&digests.layer)),
+        "the proxy fetched the layer from blob storage: {fetched:?}"
+    );
+    assert!(
+        fetched
+            .iter()
+            .all(|request| request.authorization.is_none()),
+        "registry credentials reached blob storage: {fetched:?}"
+    );
 }
