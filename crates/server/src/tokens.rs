@@ -258,6 +258,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refused_login_is_replaced_once_however_many_saw_the_refusal() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let cache = TokenCache::new(clock.clone());
+        let (refused, _) = cache
+            .get_or_mint("id", || async { Ok(login(1_000, 12 * HOUR, "revoked")) })
+            .await
+            .unwrap();
+        clock.advance(5_000);
+        let replaced = cache
+            .replace_refused("id", refused.issued_at, || async {
+                Ok(login(6_000, 12 * HOUR, "new"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(replaced.issued_at, 6_000);
+        // A second request that saw the same refusal gets the new login, no mint.
+        let again = cache
+            .replace_refused("id", refused.issued_at, || async {
+                panic!("minted twice for one refusal")
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.issued_at, 6_000);
+        // A failed replacement leaves nothing cached, so the refused login is not served.
+        let error = cache
+            .replace_refused("id", 6_000, || async {
+                Err(ProviderError::AwsThrottled {
+                    code: "Throttling".into(),
+                })
+            })
+            .await;
+        assert!(error.is_err());
+        let (fresh, _) = cache
+            .get_or_mint("id", || async { Ok(login(7_000, 12 * HOUR, "later")) })
+            .await
+            .unwrap();
+        assert_eq!(fresh.issued_at, 7_000);
+    }
+
+    #[tokio::test]
     async fn serves_fresh_then_refreshes_then_serves_stale_until_expiry() {
         let clock = Arc::new(ManualClock::new(0));
         let cache = TokenCache::new(clock.clone());
