@@ -36,7 +36,7 @@ use crate::domain::Error;
 use crate::http::AuthLimiter;
 use crate::metrics::ProxyLabels;
 use crate::registry_auth::repository_path;
-use crate::service::resolve::{resolve_as, Request};
+use crate::service::resolve::authorize_pull;
 use crate::service::{identity, App};
 
 use blob_cache::BlobCache;
@@ -52,6 +52,10 @@ const RESPONSE_START_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// The audit action of every proxied request.
 const AUDIT_ACTION: &str = "proxy.pull";
+/// The same request by the same token is recorded once in this long (a node polling a
+/// tag, a client retrying); its permissions are checked every time, and every failure
+/// and denial is recorded.
+const AUDIT_REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
 /// Everything the proxy's handlers share.
 pub struct ProxyState {
@@ -61,6 +65,8 @@ pub struct ProxyState {
     grants: blobs::Grants,
     manifests: manifests::ManifestCache,
     limiter: AuthLimiter,
+    /// Requests recorded in the audit log within [`AUDIT_REPEAT_WINDOW`].
+    audited: moka::sync::Cache<String, ()>,
 }
 
 impl ProxyState {
@@ -77,6 +83,10 @@ impl ProxyState {
             grants: blobs::Grants::new(),
             manifests: manifests::ManifestCache::new(),
             limiter: AuthLimiter::default(),
+            audited: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(AUDIT_REPEAT_WINDOW)
+                .build(),
         })
     }
 }
@@ -184,23 +194,30 @@ async fn handle(
         .ok_or(ProxyError::Path(path::PathError::UnknownRoute))?;
     let path = path::parse(rest)?;
     let image = format!("{}/{}", path.upstream, path.repository);
-    let resolution = resolve_as(
+    let repeat_key = format!(
+        "{}\n{}\n{method}\n{}",
+        principal.token_id,
+        workspace.as_deref().unwrap_or_default(),
+        uri.path()
+    );
+    let first = !state.audited.contains_key(&repeat_key);
+    let credential = authorize_pull(
         &state.app,
         &principal,
         workspace.as_deref(),
-        Request {
-            image: Some(&image),
-            ..Request::default()
-        },
+        &image,
         AUDIT_ACTION,
+        first,
     )
     .await?;
+    if first {
+        state.audited.insert(repeat_key, ());
+    }
     let mut session = Session {
-        host: resolution.credential.registry_host.clone(),
-        repository: repository_path(&resolution.credential.registry_host, &path.repository)
-            .into_owned(),
-        credential: Arc::new(resolution.credential),
-        login: resolution.login,
+        host: credential.registry_host.clone(),
+        repository: repository_path(&credential.registry_host, &path.repository).into_owned(),
+        credential,
+        login: None,
     };
     let head = method == Method::HEAD;
     match &path.target {

@@ -1,7 +1,7 @@
 //! Requests to the upstream registry on a caller's behalf, through `outbound`'s
 //! streaming client. How each host authenticates is learnt once from its `/v2/`
-//! challenge; Bearer tokens are cached per credential (and its login), repository and
-//! action, and reused until shortly before they expire. A 401, or a 403 saying the token
+//! challenge; Bearer tokens are cached per credential, repository and action, and
+//! reused until shortly before they (or the login they came from) expire. A 401, or a 403 saying the token
 //! expired, drops the cached token, re-mints a cloud login, and retries once.
 //! Redirects (to S3, a CDN) are followed here, never with the registry's credentials.
 
@@ -41,22 +41,25 @@ struct Authorization {
     header: Option<SecretString>,
     /// Unix milliseconds after which it is not used again.
     usable_until: i64,
+    /// When the minted login it was made from was issued (none for a stored password),
+    /// so a refusal re-mints that login and no newer one.
+    minted_login: Option<i64>,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct TokenKey {
     credential_id: String,
     secret_version: i64,
-    login_issued_at: i64,
     host: String,
     repository: String,
     action: &'static str,
 }
 
-/// Who the upstream requests are for: a resolved credential and its current login.
+/// Who the upstream requests are for: a resolved credential, and its login once one
+/// was needed (only to make a new upstream `Authorization`).
 pub struct Session {
     pub credential: Arc<Credential>,
-    pub login: RegistryLogin,
+    pub login: Option<RegistryLogin>,
     /// The registry host as stored (`docker.io`, `host:port`).
     pub host: String,
     /// The repository as the upstream names it (`library/` added for Docker Hub).
@@ -76,9 +79,6 @@ impl Session {
         TokenKey {
             credential_id: self.credential.id.clone(),
             secret_version: self.credential.secret_version,
-            // A stored password is "issued" anew at every resolve; only a minted login's
-            // issue time tells one login from the next.
-            login_issued_at: self.login.expires_at.map_or(0, |_| self.login.issued_at),
             host: self.host.clone(),
             repository: self.repository.clone(),
             action: "pull",
@@ -174,7 +174,7 @@ impl Upstream {
         session: &mut Session,
         request: &UpstreamRequest<'_>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let response = self.send_once(session, request).await?;
+        let (response, used) = self.send_once(app, session, request).await?;
         let status = match refusal(response).await {
             Answer::Response(response) => return Ok(response),
             Answer::Denied => return Err(session.denied()),
@@ -189,17 +189,19 @@ impl Upstream {
             }
         };
         self.tokens.invalidate(&session.key());
-        if session.login.expires_at.is_some() {
-            session.login = crate::service::tokens::login_after_refusal(
-                app,
-                &session.credential,
-                &session.login,
-            )
-            .await
-            .map_err(UpstreamError::Relogin)?;
+        if let Some(refused_issued_at) = used.minted_login {
+            session.login = Some(
+                crate::service::tokens::login_after_refusal(
+                    app,
+                    &session.credential,
+                    refused_issued_at,
+                )
+                .await
+                .map_err(UpstreamError::Relogin)?,
+            );
         }
         app.metrics.proxy_upstream_retries.inc();
-        let response = self.send_once(session, request).await?;
+        let (response, _) = self.send_once(app, session, request).await?;
         match refusal(response).await {
             Answer::Response(response) => Ok(response),
             Answer::Denied => Err(session.denied()),
@@ -215,17 +217,20 @@ impl Upstream {
         }
     }
 
+    /// Sends the request once, with the session's `Authorization` for the repository;
+    /// gives back which one it used.
     async fn send_once(
         &self,
-        session: &Session,
+        app: &App,
+        session: &mut Session,
         request: &UpstreamRequest<'_>,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<(reqwest::Response, Arc<Authorization>), UpstreamError> {
         let base = self.base_url(&session.host)?;
         let mut url = base
             .join(&format!("v2/{}/{}", session.repository, request.route))
             .map_err(|_| OutboundError::Other("the upstream URL cannot be built".into()))?;
         url.set_query(request.query);
-        let authorization = self.authorization(session, &base).await?;
+        let authorization = self.authorization(app, session, &base).await?;
         let mut builder = self.outbound.request(request.method.clone(), url.clone());
         builder = with_headers(builder, request);
         if let Some(header) = &authorization.header {
@@ -235,7 +240,7 @@ impl Upstream {
         // Blob storage gets the request without the registry's credentials.
         for _ in 0..MAX_REDIRECTS {
             if !response.status().is_redirection() {
-                return Ok(response);
+                return Ok((response, authorization));
             }
             let Some(next) = response
                 .headers()
@@ -243,7 +248,7 @@ impl Upstream {
                 .and_then(|location| location.to_str().ok())
                 .and_then(|location| response.url().join(location).ok())
             else {
-                return Ok(response);
+                return Ok((response, authorization));
             };
             let method = if response.status() == StatusCode::SEE_OTHER {
                 Method::GET
@@ -256,14 +261,15 @@ impl Upstream {
         if response.status().is_redirection() {
             return Err(OutboundError::TooManyRedirects.into());
         }
-        Ok(response)
+        Ok((response, authorization))
     }
 
     /// The `Authorization` for the session's repository: cached, or made now from the
     /// host's challenge (Basic as is; Bearer through its token service, pull scope).
     async fn authorization(
         &self,
-        session: &Session,
+        app: &App,
+        session: &mut Session,
         base: &url::Url,
     ) -> Result<Arc<Authorization>, UpstreamError> {
         let now = self.clock.now();
@@ -273,19 +279,31 @@ impl Upstream {
                 return Ok(cached);
             }
         }
+        if session.login.is_none() {
+            session.login = Some(
+                crate::service::tokens::login_for(app, &session.credential)
+                    .await
+                    .map_err(UpstreamError::Relogin)?,
+            );
+        }
+        let Some(registry_login) = session.login.as_ref() else {
+            unreachable!("the login was just set");
+        };
         let login = Login {
-            username: &session.login.username,
-            password: &session.login.secret,
+            username: &registry_login.username,
+            password: &registry_login.secret,
         };
         let host_auth = self.host_auth(&session.host, base).await?;
         let authorization = match host_auth.as_ref() {
             HostAuth::Anonymous => Authorization {
                 header: None,
                 usable_until: i64::MAX,
+                minted_login: None,
             },
             HostAuth::Basic => Authorization {
                 header: Some(SecretString::from(basic_header(&login))),
                 usable_until: i64::MAX,
+                minted_login: None,
             },
             HostAuth::Bearer(challenge) => {
                 let registry = RegistryClient::new(&self.outbound, &self.http_registries);
@@ -301,17 +319,25 @@ impl Upstream {
                     ))),
                     usable_until: now
                         .saturating_add((lifetime - TOKEN_MARGIN_MS).max(lifetime / 2)),
+                    minted_login: None,
                 }
             }
         };
-        // A login that expires bounds every header made from it.
-        let usable_until = match session.login.expires_at {
-            Some(expires_at) => authorization.usable_until.min(expires_at),
-            None => authorization.usable_until,
+        // A login that expires bounds every header made from it, with the same margin
+        // `resolve` keeps.
+        let (usable_until, minted_login) = match registry_login.expires_at {
+            Some(expires_at) => (
+                authorization
+                    .usable_until
+                    .min(expires_at - crate::tokens::MINIMUM_REMAINING_MS),
+                Some(registry_login.issued_at),
+            ),
+            None => (authorization.usable_until, None),
         };
         let authorization = Arc::new(Authorization {
             header: authorization.header,
             usable_until,
+            minted_login,
         });
         self.tokens.insert(key, Arc::clone(&authorization));
         Ok(authorization)

@@ -81,7 +81,7 @@ pub async fn resolve(
     resolve_as(app, principal, workspace, request, "credential.resolve").await
 }
 
-/// As [`resolve`], audited as `action` (the proxy records its pulls as `proxy.pull`).
+/// As [`resolve`], audited as `action`.
 pub async fn resolve_as(
     app: &App,
     principal: &Principal,
@@ -89,6 +89,53 @@ pub async fn resolve_as(
     request: Request<'_>,
     action: &'static str,
 ) -> Result<Resolution> {
+    let (credential, login) =
+        resolve_inner(app, principal, workspace, request, action, true, true).await?;
+    Ok(Resolution {
+        credential: Credential::clone(&credential),
+        login: login.ok_or_else(|| Error::internal("resolve without a login"))?,
+    })
+}
+
+/// The credential `resolve` would pick for `image`, under the same permissions, without
+/// opening its secret: for the proxy, which needs the login only when it has no
+/// upstream token cached, and which never hands it out. Audited as `action`; with
+/// `audit_success` false only failures are (the proxy records a repeated request
+/// once).
+pub async fn authorize_pull(
+    app: &App,
+    principal: &Principal,
+    workspace: Option<&str>,
+    image: &str,
+    action: &'static str,
+    audit_success: bool,
+) -> Result<Arc<Credential>> {
+    let request = Request {
+        image: Some(image),
+        ..Request::default()
+    };
+    let (credential, _) = resolve_inner(
+        app,
+        principal,
+        workspace,
+        request,
+        action,
+        false,
+        audit_success,
+    )
+    .await?;
+    Ok(credential)
+}
+
+async fn resolve_inner(
+    app: &App,
+    principal: &Principal,
+    workspace: Option<&str>,
+    request: Request<'_>,
+    action: &'static str,
+    want_login: bool,
+    audit_success: bool,
+) -> Result<(Arc<Credential>, Option<RegistryLogin>)> {
     let default_workspace = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
     let shown = request
         .reference
@@ -142,26 +189,29 @@ pub async fn resolve_as(
                 ));
             }
         }
-        let login = super::tokens::login_for(app, &credential).await?;
+        let login = if want_login {
+            Some(super::tokens::login_for(app, &credential).await?)
+        } else {
+            None
+        };
         // The secret leaves only once its audit entry is written (in a group commit
         // with the other resolves waiting for the database).
-        app.audit_writer
-            .append(
-                record
-                    .clone()
-                    .workspace(Some(&credential.workspace_id), &credential.workspace_name)
-                    .target(credential.name.clone())
-                    .detail(serde_json::json!({
-                        "id": credential.id,
-                        "registry": target.as_ref().map(|t| &t.host),
-                        "repository": target.as_ref().map(|t| &t.repository),
-                    })),
-            )
-            .await?;
-        Ok(Resolution {
-            credential: Credential::clone(&credential),
-            login,
-        })
+        if audit_success {
+            app.audit_writer
+                .append(
+                    record
+                        .clone()
+                        .workspace(Some(&credential.workspace_id), &credential.workspace_name)
+                        .target(credential.name.clone())
+                        .detail(serde_json::json!({
+                            "id": credential.id,
+                            "registry": target.as_ref().map(|t| &t.host),
+                            "repository": target.as_ref().map(|t| &t.repository),
+                        })),
+                )
+                .await?;
+        }
+        Ok((credential, login))
     })
     .await
 }

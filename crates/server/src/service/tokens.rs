@@ -182,7 +182,8 @@ async fn mint_and_store(
     }
 }
 
-/// A new login for `credential` after its registry refused `refused` (a 401, or a 403
+/// A new login for `credential` after its registry refused the login issued at
+/// `refused_issued_at` (a 401, or a 403
 /// saying the token expired) although it looked valid: the token was revoked, or
 /// expired early. A minted token is re-minted once, however many requests saw the
 /// refusal at the same time; a newer token another replica stored is taken instead.
@@ -190,7 +191,7 @@ async fn mint_and_store(
 pub async fn login_after_refusal(
     app: &App,
     credential: &Credential,
-    refused: &RegistryLogin,
+    refused_issued_at: Timestamp,
 ) -> Result<RegistryLogin> {
     let secret = open_secret(app, credential)?;
     let Some(identity) = shared_identity(credential, &secret) else {
@@ -204,7 +205,7 @@ pub async fn login_after_refusal(
     let mint = || async {
         let now = app.now();
         if let Ok(Some(stored)) = app.store.registry_token(&identity).await {
-            if stored.issued_at > refused.issued_at && usable(stored.expires_at, now) {
+            if stored.issued_at > refused_issued_at && usable(stored.expires_at, now) {
                 if let Ok(login) = open_token(app, &stored) {
                     return Ok(login);
                 }
@@ -213,7 +214,7 @@ pub async fn login_after_refusal(
         mint_and_store(app, credential, &secret, &identity, now).await
     };
     app.tokens
-        .replace_refused(&identity, refused.issued_at, mint)
+        .replace_refused(&identity, refused_issued_at, mint)
         .await
         .map_err(|error| provider_error(credential, &error))
 }
