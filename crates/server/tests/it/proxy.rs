@@ -392,6 +392,28 @@ fn skopeo_pulls_through_the_proxy_with_only_an_api_token_and_the_read_api_holds(
         (405, "UNSUPPORTED")
     );
 
+    // A repeated identical request by the same token is recorded once a minute; a
+    // different one is recorded at once.
+    let pulls = || {
+        ok(&server.cli(
+            ADMIN_TOKEN,
+            &["audit", "list", "--limit", "1000", "--output", "json"],
+            None,
+        ))
+        .matches("proxy.pull")
+        .count()
+    };
+    let config_url = format!("{base}/{alias}/team/app/blobs/{}", digests.config);
+    let before = pulls();
+    for _ in 0..3 {
+        assert_eq!(call("HEAD", &config_url, admin, &[]).status, 200);
+    }
+    assert_eq!(
+        call("HEAD", &config_url, Some(("~admin", ADMIN_TOKEN)), &[]).status,
+        200
+    );
+    assert_eq!(pulls(), before + 2);
+
     // Corrupted upstream content is never served as valid: a blob is cut off before
     // its end, a manifest refused whole.
     let storage = find_registry_storage(&registry);
