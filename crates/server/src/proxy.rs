@@ -63,6 +63,7 @@ pub struct ProxyState {
     upstream: Upstream,
     cache: Option<Arc<BlobCache>>,
     grants: blobs::Grants,
+    intact: blobs::IntactFiles,
     manifests: manifests::ManifestCache,
     limiter: AuthLimiter,
     /// Requests recorded in the audit log within [`AUDIT_REPEAT_WINDOW`].
@@ -81,6 +82,7 @@ impl ProxyState {
             upstream,
             cache,
             grants: blobs::Grants::new(),
+            intact: blobs::intact_files(),
             manifests: manifests::ManifestCache::new(),
             limiter: AuthLimiter::default(),
             audited: moka::sync::Cache::builder()

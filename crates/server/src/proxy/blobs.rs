@@ -34,6 +34,37 @@ pub const GRANT_FRESH_MS: i64 = 60_000;
 /// How much of a cached file is read at once.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// A cached file as it was when its whole content last matched its digest: if it is
+/// still the same file, unchanged, it is served without hashing it again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    inode: u64,
+    size: u64,
+    modified_nanos: i128,
+}
+
+impl FileIdentity {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified_nanos: i128::from(metadata.mtime()) * 1_000_000_000
+                + i128::from(metadata.mtime_nsec()),
+        }
+    }
+}
+
+/// Cached files this process has seen whole and intact, by digest. A file is hashed
+/// when it enters the cache; after a restart, or once anything (the cache's own
+/// recency touch included, at most once a minute) has changed it since, the next whole
+/// read hashes it again, and a copy that no longer matches is cut off and dropped.
+pub type IntactFiles = moka::sync::Cache<String, FileIdentity>;
+
+pub fn intact_files() -> IntactFiles {
+    moka::sync::Cache::builder().max_capacity(1_000_000).build()
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct GrantKey {
     digest: String,
@@ -225,10 +256,33 @@ async fn serve_cached(
             Body::from_stream(stream),
         )));
     }
+    let identity = file
+        .metadata()
+        .await
+        .map(|metadata| FileIdentity::of(&metadata))
+        .map_err(ProxyError::Cache)?;
+    if state.intact.get(digest.as_str()) == Some(identity) && identity.size == size {
+        state
+            .app
+            .metrics
+            .proxy_bytes
+            .get_or_create(&SourceLabels {
+                source: "cache".into(),
+            })
+            .inc_by(size);
+        return Ok(Some(finish(
+            builder
+                .status(StatusCode::OK)
+                .header(header::CONTENT_LENGTH, size),
+            Body::from_stream(ReaderStream::with_capacity(file, READ_CHUNK)),
+        )));
+    }
     let completion = CacheRead {
         cache: Arc::clone(cache),
         digest: digest.to_string(),
         metrics: Arc::clone(&state.app.metrics),
+        intact: state.intact.clone(),
+        identity,
     };
     let stream = verified(
         ReaderStream::with_capacity(file, READ_CHUNK),
@@ -286,6 +340,7 @@ async fn fetch(
                 .as_ref()
                 .and_then(|cache| cache.begin(digest.as_str(), length));
             let completion = Fetched {
+                intact: state.intact.clone(),
                 grants: state.grants.clone(),
                 key: GrantKey::new(digest.as_str(), session),
                 clock: Arc::clone(&state.app.clock),
@@ -338,6 +393,7 @@ fn finish(builder: axum::http::response::Builder, body: Body) -> Response {
 /// A blob fetched from the upstream: once verified, the credential holds a grant for
 /// it (so the cached copy can serve this credential's callers).
 struct Fetched {
+    intact: IntactFiles,
     grants: Grants,
     key: GrantKey,
     clock: Arc<dyn Clock>,
@@ -346,6 +402,14 @@ struct Fetched {
 }
 
 impl Completion for Fetched {
+    fn committed(&mut self, blob: &CachedBlob) {
+        // Hashed on its way in: the file as written is intact.
+        if let Ok(metadata) = std::fs::metadata(&blob.path) {
+            self.intact
+                .insert(self.key.digest.clone(), FileIdentity::of(&metadata));
+        }
+    }
+
     fn verified(self: Box<Self>, size: u64) {
         self.grants.confirmed.insert(self.key, self.clock.now());
         self.metrics
@@ -369,15 +433,19 @@ impl Completion for Fetched {
     }
 }
 
-/// A blob read from the cache: a copy that fails its digest is dropped.
+/// A blob read from the cache: a copy that matches is known intact until it changes;
+/// one that fails its digest is dropped.
 struct CacheRead {
     cache: Arc<BlobCache>,
     digest: String,
     metrics: Arc<Metrics>,
+    intact: IntactFiles,
+    identity: FileIdentity,
 }
 
 impl Completion for CacheRead {
     fn verified(self: Box<Self>, size: u64) {
+        self.intact.insert(self.digest.clone(), self.identity);
         self.metrics
             .proxy_bytes
             .get_or_create(&SourceLabels {
@@ -393,6 +461,7 @@ impl Completion for CacheRead {
         ) {
             self.metrics.proxy_digest_mismatches.inc();
             tracing::error!(blob.digest = %self.digest, error = %error, "proxy.cache_corrupted");
+            self.intact.invalidate(&self.digest);
             self.cache.remove(&self.digest);
         }
     }

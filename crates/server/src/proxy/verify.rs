@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use sha2::{Digest as _, Sha256, Sha512};
 
-use super::blob_cache::BlobWriter;
+use super::blob_cache::{BlobWriter, CachedBlob};
 use super::path::{Algorithm, Digest};
 
 /// A running hash in a digest's algorithm.
@@ -72,6 +72,8 @@ impl From<BodyError> for io::Error {
 /// What happens when a verified body ends, for the caller's bookkeeping (metrics, the
 /// cache's grants).
 pub trait Completion: Send + 'static {
+    /// The copy in the cache was committed (before `verified`).
+    fn committed(&mut self, _blob: &CachedBlob) {}
     fn verified(self: Box<Self>, size: u64);
     fn failed(self: Box<Self>, error: &BodyError);
 }
@@ -194,8 +196,13 @@ impl<S> State<S> {
             }));
         }
         if let Some(copy) = self.copy.take() {
-            if let Err(error) = copy.commit(&computed).await {
-                tracing::warn!(error = %error, "proxy.cache_commit_failed");
+            match copy.commit(&computed).await {
+                Ok(blob) => {
+                    if let Some(completion) = self.completion.as_mut() {
+                        completion.committed(&blob);
+                    }
+                }
+                Err(error) => tracing::warn!(error = %error, "proxy.cache_commit_failed"),
             }
         }
         if let Some(completion) = self.completion.take() {

@@ -96,6 +96,23 @@ fn skopeo_pull(
     (output, scratch)
 }
 
+/// As [`skopeo_pull`], for a pull that must succeed: the layout it wrote.
+fn pull_ok(
+    server: &TestServer,
+    image: &str,
+    username: &str,
+    tls: Option<&Path>,
+) -> tempfile::TempDir {
+    let (output, scratch) = skopeo_pull(&proxy_host(server), image, username, ADMIN_TOKEN, tls);
+    assert!(
+        output.status.success(),
+        "skopeo: {}\nserver log:\n{}",
+        stderr(&output),
+        server.log()
+    );
+    scratch
+}
+
 struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
@@ -272,19 +289,7 @@ fn skopeo_pulls_through_the_proxy_with_only_an_api_token_and_the_read_api_holds(
         ],
         "robot-password",
     ));
-    let (pulled, scratch) = skopeo_pull(
-        &proxy,
-        &format!("{alias}/team/app:1"),
-        "any",
-        ADMIN_TOKEN,
-        None,
-    );
-    assert!(
-        pulled.status.success(),
-        "skopeo: {}\nserver log:\n{}",
-        stderr(&pulled),
-        server.log()
-    );
+    let scratch = pull_ok(&server, &format!("{alias}/team/app:1"), "any", None);
     let index = std::fs::read_to_string(scratch.path().join("layout/index.json")).unwrap();
     assert!(index.contains(&digests.manifest), "{index}");
     // By digest, with the upstream's port spelled with a colon as the contract has it.
@@ -503,18 +508,11 @@ fn token_auth_upstream_tokens_are_cached_and_a_refused_one_is_replaced_over_tls(
     ));
 
     let pull = |repository: &str| {
-        let (output, _scratch) = skopeo_pull(
-            &proxy,
+        let _scratch = pull_ok(
+            &server,
             &format!("{alias}/{repository}:1"),
             "~admin",
-            ADMIN_TOKEN,
             Some(ca.cert_dir()),
-        );
-        assert!(
-            output.status.success(),
-            "skopeo: {}\nserver log:\n{}",
-            stderr(&output),
-            server.log()
         );
     };
     let pull_scopes = || {
@@ -611,19 +609,12 @@ fn an_ecr_login_minted_through_moto_pulls_through_the_proxy() {
         None,
         &[("AWS_SECRET", moto::SECRET_ACCESS_KEY)],
     ));
-    let proxy = proxy_host(&server);
-    let (output, scratch) = skopeo_pull(
-        &proxy,
+
+    let scratch = pull_ok(
+        &server,
         &format!("{}/team/app:1", upstream.replace(':', "_")),
         "any",
-        ADMIN_TOKEN,
         None,
-    );
-    assert!(
-        output.status.success(),
-        "skopeo: {}\nserver log:\n{}",
-        stderr(&output),
-        server.log()
     );
     let index = std::fs::read_to_string(scratch.path().join("layout/index.json")).unwrap();
     assert!(index.contains(&digests.manifest));
@@ -674,19 +665,7 @@ fn cached_blobs_reach_only_callers_whose_own_credential_may_pull_them() {
         ],
         PULLER_PASSWORD,
     ));
-    let (output, _layout) = skopeo_pull(
-        &proxy,
-        &format!("{alias}/team/app:1"),
-        "any",
-        ADMIN_TOKEN,
-        None,
-    );
-    assert!(
-        output.status.success(),
-        "skopeo: {}\nserver log:\n{}",
-        stderr(&output),
-        server.log()
-    );
+    let _layout = pull_ok(&server, &format!("{alias}/team/app:1"), "any", None);
     let hex = digests.layer.strip_prefix("sha256:").unwrap();
     let cached = cache.path().join("blobs/sha256").join(&hex[..2]).join(hex);
     assert!(cached.is_file(), "the verified layer is in the cache");
@@ -903,18 +882,11 @@ fn blob_redirects_to_storage_are_followed_without_registry_credentials() {
     ok(&add(&server, &robot, "robot-password"));
     store.clear_requests();
     let proxy = proxy_host(&server);
-    let (output, _scratch) = skopeo_pull(
-        &proxy,
+    let _scratch = pull_ok(
+        &server,
         &format!("{}/team/app:1", upstream.replace(':', "_")),
         "any",
-        ADMIN_TOKEN,
         None,
-    );
-    assert!(
-        output.status.success(),
-        "skopeo: {}\nserver log:\n{}",
-        stderr(&output),
-        server.log()
     );
     let layer = call("GET", &blob_url(&proxy), Some(("any", ADMIN_TOKEN)), &[]);
     assert_eq!(sha256(layer.bytes()), digests.layer);
