@@ -461,3 +461,56 @@ async fn refusal(response: reqwest::Response) -> Answer {
         _ => Answer::Response(response),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, challenge: Option<&str>, body: &str) -> reqwest::Response {
+        let mut builder = axum::http::Response::builder().status(status);
+        if let Some(challenge) = challenge {
+            builder = builder.header("www-authenticate", challenge);
+        }
+        reqwest::Response::from(builder.body(body.to_owned()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn refusals_are_told_from_denials() {
+        // ECR's answer to an expired token is a 403: a refusal, retried.
+        let expired = response(
+            403,
+            None,
+            r#"{"errors":[{"code":"DENIED","message":"Your authorization token has expired. Reauthenticate and try again."}]}"#,
+        );
+        assert!(matches!(refusal(expired).await, Answer::Refused(status, None) if status == 403));
+        // Any other 403 is a denial, not retried.
+        let denied = response(
+            403,
+            None,
+            r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#,
+        );
+        assert!(matches!(refusal(denied).await, Answer::Denied));
+        // A 401 brings the challenge to answer next.
+        let bearer = response(
+            401,
+            Some(
+                r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:team/app:pull""#,
+            ),
+            "",
+        );
+        match refusal(bearer).await {
+            Answer::Refused(status, Some(HostAuth::Bearer(challenge))) => {
+                assert_eq!(status, 401);
+                assert_eq!(challenge.realm(), Some("https://auth.example.com/token"));
+            }
+            _ => panic!("a Bearer challenge was expected"),
+        }
+        let basic = response(401, Some(r#"Basic realm="Registry Realm""#), "");
+        assert!(matches!(
+            refusal(basic).await,
+            Answer::Refused(_, Some(HostAuth::Basic))
+        ));
+        let ok = response(200, None, "{}");
+        assert!(matches!(refusal(ok).await, Answer::Response(_)));
+    }
+}

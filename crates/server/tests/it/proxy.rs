@@ -466,6 +466,10 @@ fn skopeo_pulls_through_the_proxy_with_only_an_api_token_and_the_read_api_holds(
     assert!(audit.contains("proxy.pull"), "{audit}");
     assert!(!audit.contains("robot-password"));
     assert!(!server.log().contains("robot-password"));
+    assert!(
+        !server.log().contains(ADMIN_TOKEN),
+        "the API token used as a password"
+    );
 }
 
 #[test]
