@@ -358,7 +358,6 @@ start_regkeeper() { # nocache|cache
         cache_env=(REGKEEPER_PROXY_CACHE_DIR="$RK_CACHE" REGKEEPER_PROXY_CACHE_MAX_BYTES="$CACHE_MAX_BYTES")
     fi
     if [[ -n "$REGKEEPER_SERVE_ENV" ]]; then read -r -a extra <<<"$REGKEEPER_SERVE_ENV"; fi
-    port=$(free_port)
     : >"$dir/stdout"
     env -i PATH="$PATH" HOME="$dir" \
         REGKEEPER_DATA_DIR="$dir/data" \
@@ -366,7 +365,7 @@ start_regkeeper() { # nocache|cache
         REGKEEPER_OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8 \
         REGKEEPER_OUTBOUND_CA_FILE="$CA" \
         "${cache_env[@]}" "${extra[@]}" \
-        "$REGKEEPER" serve --listen 127.0.0.1:0 --proxy-listen "127.0.0.1:$port" \
+        "$REGKEEPER" serve --listen 127.0.0.1:0 --proxy-listen 127.0.0.1:0 \
         >"$dir/stdout" 2>>"$dir/log" &
     PIDS+=($!)
     RK_PID=$!
@@ -379,6 +378,10 @@ start_regkeeper() { # nocache|cache
         die "regkeeper did not start"
     }
     RK_API=${RK_API#regkeeper listening on }
+    # The proxy says where it listens before the API does (both bound to port 0, so no
+    # other process can take the port between choosing and binding it).
+    port=$(sed -n 's|^regkeeper proxy listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$dir/stdout")
+    [[ -n "$port" ]] || die "regkeeper did not say where its proxy listens"
     RK_PROXY=127.0.0.1:$port
     wait_for_http "http://$RK_PROXY/v2/" "$RK_PID" || { tail -n 20 "$dir/log" >&2; die "regkeeper's proxy listener did not answer"; }
     say "regkeeper ($mode) at $RK_API, proxy at $RK_PROXY (pid $RK_PID)${RK_CACHE:+, cache $RK_CACHE}"
