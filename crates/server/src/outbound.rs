@@ -321,18 +321,28 @@ impl OutboundClient {
         self.inner.client.request(method, url)
     }
 
-    /// Checks the URL, then sends the request through the guarded client (whichever
-    /// client the builder came from). Any HTTP status is a response, not an error.
-    pub async fn send(
+    /// Builds a request and checks its URL, before anything is sent; also gives the
+    /// host, for errors.
+    fn checked(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, OutboundError> {
+    ) -> Result<(reqwest::Request, String), OutboundError> {
         let (_, request) = request.build_split();
         let request = request.map_err(|error| {
             OutboundError::Other(format!("invalid request: {}", describe(&error)))
         })?;
         self.check_url(request.url())?;
         let host = request.url().host_str().unwrap_or_default().to_owned();
+        Ok((request, host))
+    }
+
+    /// Checks the URL, then sends the request through the guarded client (whichever
+    /// client the builder came from). Any HTTP status is a response, not an error.
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, OutboundError> {
+        let (request, host) = self.checked(request)?;
         self.inner
             .client
             .execute(request)
@@ -346,12 +356,7 @@ impl OutboundClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, OutboundError> {
-        let (_, request) = request.build_split();
-        let request = request.map_err(|error| {
-            OutboundError::Other(format!("invalid request: {}", describe(&error)))
-        })?;
-        self.check_url(request.url())?;
-        let host = request.url().host_str().unwrap_or_default().to_owned();
+        let (request, host) = self.checked(request)?;
         self.inner
             .without_redirects
             .execute(request)
@@ -368,12 +373,7 @@ impl OutboundClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, OutboundError> {
-        let (_, request) = request.build_split();
-        let request = request.map_err(|error| {
-            OutboundError::Other(format!("invalid request: {}", describe(&error)))
-        })?;
-        self.check_url(request.url())?;
-        let host = request.url().host_str().unwrap_or_default().to_owned();
+        let (request, host) = self.checked(request)?;
         match tokio::time::timeout(STREAM_IDLE_TIMEOUT, self.inner.streaming.execute(request)).await
         {
             Ok(result) => result.map_err(|error| classify(&error, &host)),

@@ -75,22 +75,9 @@ pub async fn serve(
         range: None,
     };
     let response = state.upstream.send(&state.app, session, &request).await?;
-    match response.status() {
-        StatusCode::OK => {}
-        StatusCode::NOT_FOUND => {
-            return Err(ProxyError::NotFound {
-                code: "MANIFEST_UNKNOWN",
-                host: session.host.clone(),
-                what: format!("manifest {} of {}", reference.as_str(), session.repository),
-            })
-        }
-        status => {
-            return Err(ProxyError::UpstreamStatus {
-                host: session.host.clone(),
-                status: status.as_u16(),
-            })
-        }
-    }
+    expect_ok(&response, session, "MANIFEST_UNKNOWN", || {
+        format!("manifest {} of {}", reference.as_str(), session.repository)
+    })?;
     let announced = response
         .headers()
         .get("docker-content-digest")
@@ -153,6 +140,27 @@ pub async fn serve(
         .entries
         .insert(computed.clone(), Arc::clone(&manifest));
     Ok(respond(&manifest, &computed, false))
+}
+
+/// A 200, or the error its status means: 404 with `code`, anything else a bad status.
+fn expect_ok(
+    response: &reqwest::Response,
+    session: &Session,
+    code: &'static str,
+    what: impl FnOnce() -> String,
+) -> Result<(), ProxyError> {
+    match response.status() {
+        StatusCode::OK => Ok(()),
+        StatusCode::NOT_FOUND => Err(ProxyError::NotFound {
+            code,
+            host: session.host.clone(),
+            what: what(),
+        }),
+        status => Err(ProxyError::UpstreamStatus {
+            host: session.host.clone(),
+            status: status.as_u16(),
+        }),
+    }
 }
 
 fn mismatch(state: &ProxyState, session: &Session, expected: &str, computed: &str) -> ProxyError {
@@ -225,22 +233,9 @@ pub async fn tags(
         range: None,
     };
     let response = state.upstream.send(&state.app, session, &request).await?;
-    match response.status() {
-        StatusCode::OK => {}
-        StatusCode::NOT_FOUND => {
-            return Err(ProxyError::NotFound {
-                code: "NAME_UNKNOWN",
-                host: session.host.clone(),
-                what: format!("repository {}", session.repository),
-            })
-        }
-        status => {
-            return Err(ProxyError::UpstreamStatus {
-                host: session.host.clone(),
-                status: status.as_u16(),
-            })
-        }
-    }
+    expect_ok(&response, session, "NAME_UNKNOWN", || {
+        format!("repository {}", session.repository)
+    })?;
     let name = proxy_name(path);
     let link = response
         .headers()
