@@ -11,7 +11,9 @@ use std::sync::{Arc, RwLock};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use hmac::{Hmac, Mac};
 use rand::RngCore;
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::domain::credential::SealedSecret;
@@ -131,6 +133,18 @@ impl MasterKeys {
         }
     }
 
+    /// A key for some other purpose than wrapping data keys (the console's session
+    /// cookies), derived from master key `version` as HMAC-SHA256 over `label`, so
+    /// every replica holding the key file derives the same key and a master key is
+    /// never used directly for two purposes. `None` for a version this file lacks.
+    pub fn derived_key(&self, version: u32, label: &str) -> Option<Key> {
+        let master = self.keys.get(&version)?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(master.expose_bytes()).ok()?;
+        mac.update(b"regkeeper/v1\0derived-key\0");
+        mac.update(label.as_bytes());
+        Key::from_bytes(&mac.finalize().into_bytes())
+    }
+
     /// Seals `plaintext` under a fresh data key wrapped by the current master key.
     pub fn seal(&self, plaintext: &[u8], binding: Binding<'_>) -> SealedSecret {
         let data_key = Key::generate();
@@ -211,6 +225,21 @@ pub fn key_check_matches(key: &Key, version: u32, check: &[u8]) -> bool {
 
 fn key_check_associated_data(version: u32) -> Vec<u8> {
     format!("regkeeper/v1\0key-check\0{version}").into_bytes()
+}
+
+/// Encrypts with `key` directly (AES-256-GCM, random nonce), for short-lived values
+/// sealed under a [`MasterKeys::derived_key`] rather than a stored secret's data key.
+pub fn seal_with_key(key: &Key, plaintext: &[u8], associated_data: &[u8]) -> Vec<u8> {
+    encrypt(key, plaintext, associated_data)
+}
+
+/// Opens what [`seal_with_key`] sealed with the same key and associated data.
+pub fn open_with_key(
+    key: &Key,
+    sealed: &[u8],
+    associated_data: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    decrypt(key, sealed, associated_data)
 }
 
 fn encrypt(key: &Key, plaintext: &[u8], associated_data: &[u8]) -> Vec<u8> {
@@ -410,6 +439,29 @@ mod tests {
             keys.open(&rewrapped, binding("cred-1", 1)),
             Err(CryptoError::UnknownKeyVersion(2))
         );
+    }
+
+    #[test]
+    fn derived_keys_depend_on_label_and_version_and_are_stable() {
+        let keys = MasterKeys::generate().with_new_version();
+        let first = keys.derived_key(1, "console-session").unwrap();
+        let again = keys.derived_key(1, "console-session").unwrap();
+        assert_eq!(first.expose_bytes(), again.expose_bytes());
+        let other_label = keys.derived_key(1, "console-csrf").unwrap();
+        let other_version = keys.derived_key(2, "console-session").unwrap();
+        assert_ne!(first.expose_bytes(), other_label.expose_bytes());
+        assert_ne!(first.expose_bytes(), other_version.expose_bytes());
+        assert_ne!(first.expose_bytes(), keys.get(1).unwrap().expose_bytes());
+        assert!(keys.derived_key(3, "console-session").is_none());
+        let sealed = seal_with_key(&first, b"value", b"context");
+        assert_eq!(
+            open_with_key(&again, &sealed, b"context")
+                .unwrap()
+                .as_slice(),
+            b"value"
+        );
+        assert!(open_with_key(&other_label, &sealed, b"context").is_err());
+        assert!(open_with_key(&first, &sealed, b"other context").is_err());
     }
 
     #[test]

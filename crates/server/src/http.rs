@@ -1,6 +1,7 @@
 //! The REST API: routing, authentication, request limits, and the one place where
 //! domain errors become HTTP status codes (`error`). Handlers are thin: they parse,
-//! call `service`, and shape the response with `views`.
+//! call `service`, and shape the response with `views`. The web console's pages
+//! (`crate::console`) are merged into the same router, under `/` and `/console`.
 
 mod admin;
 mod auth;
@@ -178,6 +179,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi.json", get(ops::openapi));
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::console::router())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -55,25 +55,31 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
     response
 }
 
+/// The message a client gets for `error`. Internal detail is logged here and replaced
+/// by a generic message; 503s and 502s are logged here with the message the client
+/// gets. Called once per failed request, by the REST API and by the console.
+pub fn client_message(error: &Error) -> String {
+    match error {
+        Error::Internal(detail) => {
+            tracing::error!(error.detail = %detail, "request.internal_error");
+            "internal error; the server log has the details".to_owned()
+        }
+        Error::Unavailable { code, message } => {
+            tracing::warn!(error.code = code, error.message = %message, "request.unavailable");
+            message.clone()
+        }
+        Error::Upstream { code, message } => {
+            tracing::warn!(error.code = code, error.message = %message, "request.upstream_failed");
+            message.clone()
+        }
+        other => other.to_string(),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_of(&self.0);
-        let message = match &self.0 {
-            Error::Internal(detail) => {
-                tracing::error!(error.detail = %detail, "request.internal_error");
-                "internal error; the server log has the details".to_owned()
-            }
-            Error::Unavailable { code, message } => {
-                tracing::warn!(error.code = code, error.message = %message, "request.unavailable");
-                message.clone()
-            }
-            Error::Upstream { code, message } => {
-                tracing::warn!(error.code = code, error.message = %message, "request.upstream_failed");
-                message.clone()
-            }
-            other => other.to_string(),
-        };
-        error_response(status, self.0.code(), message)
+        error_response(status, self.0.code(), client_message(&self.0))
     }
 }
 

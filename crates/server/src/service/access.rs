@@ -47,6 +47,17 @@ pub async fn require(
     Ok(WorkspaceAccess { workspace, role })
 }
 
+/// Whether the caller holds at least `needed` in the workspace, by the rule
+/// [`require`] applies, so a page shows only the controls its actions would allow.
+/// A workspace the caller cannot see is still `NotFound`.
+pub async fn may(app: &App, principal: &Principal, name: &str, needed: Role) -> Result<bool> {
+    match require(app, principal, Some(name), needed, "this").await {
+        Ok(_) => Ok(true),
+        Err(Error::Forbidden(_)) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 pub fn require_site_admin(principal: &Principal, doing: &str) -> Result<()> {
     if principal.admin {
         Ok(())

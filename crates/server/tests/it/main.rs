@@ -6,6 +6,8 @@ mod authorization;
 mod canary;
 mod cli;
 mod cloud_logins;
+mod console;
+mod console_http;
 mod consumers;
 mod fake_azure_ad;
 mod fake_ecr_public;
