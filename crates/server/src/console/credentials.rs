@@ -116,19 +116,31 @@ pub async fn new(
     signed: SignedIn,
     Path(workspace): Path<String>,
 ) -> Response {
-    let required = access::require(
-        &state.app,
-        &signed.principal,
-        Some(&workspace),
-        Role::Maintain,
-        "adding credentials",
-    )
-    .await;
-    if let Err(error) = required {
-        return signed.problem(&error);
+    if let Err(page) = may_maintain(&state.app, &signed, &workspace, "adding credentials").await {
+        return page;
     }
     let form = CredentialForm::empty();
     form_page(&signed, &workspace, None, &form, None, StatusCode::OK)
+}
+
+/// Whether the caller may change credentials in `workspace`; if not, the page that
+/// says why (the service checks again when the change is made).
+async fn may_maintain(
+    app: &crate::service::App,
+    signed: &SignedIn,
+    workspace: &str,
+    doing: &str,
+) -> Result<(), Response> {
+    access::require(
+        app,
+        &signed.principal,
+        Some(workspace),
+        Role::Maintain,
+        doing,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|error| signed.problem(&error))
 }
 
 fn form_page(
@@ -255,16 +267,8 @@ pub async fn edit(
     Path((workspace, name)): Path<(String, String)>,
 ) -> Response {
     let app = &state.app;
-    let required = access::require(
-        app,
-        &signed.principal,
-        Some(&workspace),
-        Role::Maintain,
-        "updating credentials",
-    )
-    .await;
-    if let Err(error) = required {
-        return signed.problem(&error);
+    if let Err(page) = may_maintain(app, &signed, &workspace, "updating credentials").await {
+        return page;
     }
     match credentials::show(app, &signed.principal, Some(&workspace), &name).await {
         Ok(credential) => {
@@ -367,16 +371,8 @@ pub async fn confirm_delete(
     Path((workspace, name)): Path<(String, String)>,
 ) -> Response {
     let app = &state.app;
-    let required = access::require(
-        app,
-        &signed.principal,
-        Some(&workspace),
-        Role::Maintain,
-        "deleting credentials",
-    )
-    .await;
-    if let Err(error) = required {
-        return signed.problem(&error);
+    if let Err(page) = may_maintain(app, &signed, &workspace, "deleting credentials").await {
+        return page;
     }
     match credentials::show(app, &signed.principal, Some(&workspace), &name).await {
         Ok(credential) => signed.page(
