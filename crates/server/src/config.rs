@@ -55,6 +55,8 @@ pub struct OutboundConfig {
     pub ca_file: Option<PathBuf>,
     /// `host:port`s that may be reached over plain http.
     pub http_registries: Vec<String>,
+    /// How long one outbound request may take (`None`: the outbound module's default).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Where sync targets may deliver: operator choices, never a tenant's.
@@ -172,6 +174,7 @@ struct FileSettings {
     outbound_allow_networks: Option<Vec<String>>,
     outbound_ca_file: Option<PathBuf>,
     outbound_http_registries: Option<Vec<String>>,
+    outbound_timeout_seconds: Option<u64>,
     allow_ambient_aws_credentials: Option<bool>,
     azure_authority_url: Option<String>,
     google_token_url: Option<String>,
@@ -286,6 +289,21 @@ impl Config {
             .into_iter()
             .map(|registry| validate_host_port(registry.to_ascii_lowercase()))
             .collect::<Result<Vec<_>, _>>()?;
+        let outbound_timeout_seconds = match env("REGKEEPER_OUTBOUND_TIMEOUT_SECONDS") {
+            Some(value) => Some(value.trim().parse().map_err(|_| ConfigError::Invalid {
+                key: "REGKEEPER_OUTBOUND_TIMEOUT_SECONDS",
+                message: format!("`{value}` is not a whole number of seconds"),
+            })?),
+            None => settings.outbound_timeout_seconds,
+        };
+        if let Some(seconds) = outbound_timeout_seconds {
+            if !(1..=600).contains(&seconds) {
+                return Err(ConfigError::Invalid {
+                    key: "REGKEEPER_OUTBOUND_TIMEOUT_SECONDS",
+                    message: "must be between 1 and 600".into(),
+                });
+            }
+        }
         let allow_ambient_aws_credentials = match env("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS") {
             Some(value) => parse_bool("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", &value)?,
             None => settings.allow_ambient_aws_credentials.unwrap_or(false),
@@ -369,6 +387,7 @@ impl Config {
                 allow_networks,
                 ca_file,
                 http_registries,
+                timeout: outbound_timeout_seconds.map(std::time::Duration::from_secs),
             },
             allow_ambient_aws_credentials,
             azure_authority_url,
@@ -718,8 +737,13 @@ mod tests {
             ("REGKEEPER_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8, ::1"),
             ("REGKEEPER_OUTBOUND_HTTP_REGISTRIES", "localhost:5000"),
             ("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", "true"),
+            ("REGKEEPER_OUTBOUND_TIMEOUT_SECONDS", "7"),
         ])
         .unwrap();
+        assert_eq!(
+            config.outbound.timeout,
+            Some(std::time::Duration::from_secs(7))
+        );
         assert_eq!(config.master_key_file, PathBuf::from("/tmp/rk/master.key"));
         assert_eq!(config.listen.port(), 8080);
         assert_eq!(config.proxy_listen.unwrap().port(), 7071);
@@ -740,6 +764,15 @@ mod tests {
                 .starts_with("REGKEEPER_OUTBOUND_ALLOW_NETWORKS"),
             "{error}"
         );
+        for value in ["0", "601", "ten"] {
+            let error = load(&[("REGKEEPER_OUTBOUND_TIMEOUT_SECONDS", value)]).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("REGKEEPER_OUTBOUND_TIMEOUT_SECONDS"),
+                "{error}"
+            );
+        }
         let error = load(&[("REGKEEPER_LISTEN", "nowhere")]).unwrap_err();
         assert!(error.to_string().starts_with("REGKEEPER_LISTEN"), "{error}");
         let error = load(&[("REGKEEPER_DATABASE_URL", "mysql://x")]).unwrap_err();

@@ -53,7 +53,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// For streamed bodies (the proxy's blobs), which may rightly take longer than
 /// [`REQUEST_TIMEOUT`] in all: how long the response headers may take, and how long the
-/// body may go without a byte.
+/// body may go without a byte. A client built with other time-outs uses its request
+/// time-out here too.
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -190,6 +191,8 @@ struct Inner {
     /// No redirects, and no whole-request time-out but an idle one: for the proxy's
     /// streamed bodies, whose redirects it follows itself without credentials.
     streaming: reqwest::Client,
+    /// How long a streamed response's headers, and each of its reads, may take.
+    stream_idle: Duration,
     policy: Arc<Policy>,
 }
 
@@ -204,17 +207,37 @@ impl std::fmt::Debug for OutboundClient {
 }
 
 impl OutboundClient {
-    /// A client with the standard time-outs ([`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`]),
-    /// trusting the webpki roots plus the certificates of `config.ca_file`.
+    /// A client with the standard time-outs ([`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`],
+    /// [`STREAM_IDLE_TIMEOUT`]), or with the operator's `config.timeout` in place of all
+    /// three (the connect time-out never longer than the default), trusting the webpki
+    /// roots plus the certificates of `config.ca_file`.
     pub fn new(config: &OutboundConfig) -> Result<Self, OutboundError> {
-        Self::with_timeouts(config, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+        match config.timeout {
+            Some(timeout) => Self::with_timeouts(config, CONNECT_TIMEOUT.min(timeout), timeout),
+            None => Self::build(
+                config,
+                CONNECT_TIMEOUT,
+                REQUEST_TIMEOUT,
+                STREAM_IDLE_TIMEOUT,
+            ),
+        }
     }
 
-    /// As [`OutboundClient::new`], with other time-outs (tests use short ones).
+    /// As [`OutboundClient::new`], with other time-outs (tests use short ones); the
+    /// request time-out also bounds streamed responses' waits.
     pub fn with_timeouts(
         config: &OutboundConfig,
         connect: Duration,
         request: Duration,
+    ) -> Result<Self, OutboundError> {
+        Self::build(config, connect, request, request)
+    }
+
+    fn build(
+        config: &OutboundConfig,
+        connect: Duration,
+        request: Duration,
+        stream_idle: Duration,
     ) -> Result<Self, OutboundError> {
         let policy = Arc::new(Policy {
             allow_networks: config.allow_networks.clone(),
@@ -274,13 +297,14 @@ impl OutboundClient {
         let without_redirects = build(builder(reqwest::redirect::Policy::none()))?;
         let streaming = build(
             Self::guarded_builder(&policy, connect, reqwest::redirect::Policy::none())
-                .read_timeout(STREAM_IDLE_TIMEOUT),
+                .read_timeout(stream_idle),
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 without_redirects,
                 streaming,
+                stream_idle,
                 policy,
             }),
         })
@@ -365,16 +389,20 @@ impl OutboundClient {
     }
 
     /// As [`OutboundClient::send_once`], for a body that is streamed rather than read
-    /// whole: the response headers must come within [`STREAM_IDLE_TIMEOUT`], and the
-    /// body may then take as long as it needs while bytes keep arriving (the same
-    /// bound per read). Redirects are returned, for the caller to follow without
+    /// whole: the response headers must come within [`STREAM_IDLE_TIMEOUT`] (or the
+    /// client's own request time-out), and the body may then take as long as it needs
+    /// while bytes keep arriving (the same bound per read). Redirects are returned, for the caller to follow without
     /// credentials.
     pub async fn send_streaming(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, OutboundError> {
         let (request, host) = self.checked(request)?;
-        match tokio::time::timeout(STREAM_IDLE_TIMEOUT, self.inner.streaming.execute(request)).await
+        match tokio::time::timeout(
+            self.inner.stream_idle,
+            self.inner.streaming.execute(request),
+        )
+        .await
         {
             Ok(result) => result.map_err(|error| classify(&error, &host)),
             Err(_) => Err(OutboundError::Timeout { host }),

@@ -445,9 +445,24 @@ async fn parse_token_response(
     host: &str,
     response: reqwest::Response,
 ) -> Result<BearerToken, RegistryError> {
-    let body = OutboundClient::read_capped(response, TOKEN_RESPONSE_LIMIT).await?;
+    let body = OutboundClient::read_capped(response, TOKEN_RESPONSE_LIMIT)
+        .await
+        .map_err(|error| match error {
+            // The cap alone would not say whose answer was too large.
+            OutboundError::TooLarge { limit } => RegistryError::TokenService {
+                host: host.to_owned(),
+                reason: format!("the answer is larger than {limit} bytes"),
+            },
+            other => RegistryError::Outbound(other),
+        })?;
+    parse_token_json(host, &body)
+}
+
+/// Reads a token service's JSON answer (`token` or `access_token`, `expires_in`). Never
+/// quotes the body, which holds the token; public for the fuzz target.
+pub fn parse_token_json(host: &str, body: &[u8]) -> Result<BearerToken, RegistryError> {
     let parsed: TokenResponse =
-        serde_json::from_slice(&body).map_err(|_| RegistryError::TokenService {
+        serde_json::from_slice(body).map_err(|_| RegistryError::TokenService {
             host: host.to_owned(),
             reason: "the answer is not the token JSON".into(),
         })?;

@@ -151,6 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     tracing::info!(database = ?config.database, data_dir = %config.data_dir.display(), "server.starting");
     let app = build_app(config, Arc::new(SystemClock)).await?;
+    let _change_watcher = watch_changes(&app).await;
     if let Some((token, generated)) = identity::bootstrap(&app).await? {
         announce_bootstrap(&token, generated);
     }
@@ -184,6 +185,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("server.stopped");
     Ok(())
+}
+
+/// On PostgreSQL, clears this replica's caches whenever any replica commits a change to
+/// what they hold (see `service::caches`); nothing on SQLite.
+async fn watch_changes(app: &Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
+    let Database::Url(url) = &app.config.database else {
+        return None;
+    };
+    // A weak reference, so the listener does not keep the application alive.
+    let weak = Arc::downgrade(app);
+    crate::store::watch_changes(
+        url,
+        Arc::new(move |change| {
+            if let Some(app) = weak.upgrade() {
+                app.caches.forget(change);
+            }
+        }),
+    )
+    .await
 }
 
 /// Binds the pull-through proxy's listener (HTTPS when a certificate is configured),

@@ -68,6 +68,14 @@ impl App {
     /// Records a failed or denied action. Best effort: the action has failed already,
     /// and the caller returns that failure whatever happens here.
     pub async fn record_failure(&self, record: AuditRecord, error: &Error) {
+        // The store itself is out of reach or full: the entry could not be written
+        // either, and trying would only keep the client waiting for a second time-out.
+        if let Error::Unavailable { code, .. } = error {
+            if crate::store::STORE_UNAVAILABLE_CODES.contains(code) {
+                tracing::debug!(error.code = code, "audit.failure_not_recorded");
+                return;
+            }
+        }
         let outcome = match error {
             Error::Forbidden(_) | Error::NotFound(_) | Error::Unauthenticated(_) => Outcome::Denied,
             _ => Outcome::Failed,

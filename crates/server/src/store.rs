@@ -16,6 +16,10 @@ use crate::domain::credential::{Credential, SealedSecret, Timestamp};
 use crate::domain::identity::{Role, WorkspaceKind};
 use crate::domain::Result;
 
+/// The `Unavailable` codes of a store that cannot be used at all for now: the database
+/// is out of reach, or its disk is full.
+pub const STORE_UNAVAILABLE_CODES: [&str; 2] = ["database_unavailable", "storage_full"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRow {
     pub id: String,
@@ -372,6 +376,42 @@ pub trait Store: Send + Sync {
 }
 
 pub type SharedStore = Arc<dyn Store>;
+
+/// A committed change, announced by the database, to what the service caches; see
+/// [`watch_changes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Users, API tokens, workload roles, workspaces or memberships.
+    Identities,
+    /// Credentials.
+    Credentials,
+    /// Announcements may have been missed (the listener connected, reconnected or lost
+    /// its connection): forget everything.
+    Everything,
+}
+
+/// Called with each [`Change`]; must not block.
+pub type ChangeSink = Arc<dyn Fn(Change) + Send + Sync>;
+
+/// Tells `on_change` about every change any process commits to the database at `url`
+/// (this one's included), for as long as the returned task runs: PostgreSQL
+/// LISTEN/NOTIFY, fed by triggers. `None` for SQLite, which one process owns, so every
+/// change is already this process's own.
+pub async fn watch_changes(
+    url: &secrecy::SecretString,
+    on_change: ChangeSink,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use secrecy::ExposeSecret;
+    let scheme = url
+        .expose_secret()
+        .split_once("://")
+        .map(|(scheme, _)| scheme);
+    if matches!(scheme, Some("postgres" | "postgresql")) {
+        Some(postgres::watch_changes(url.clone(), on_change).await)
+    } else {
+        None
+    }
+}
 
 /// Opens the store a URL names: `sqlite://PATH` or `postgres://…`, and migrates it.
 pub async fn connect(url: &str) -> anyhow::Result<SharedStore> {

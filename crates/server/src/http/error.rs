@@ -52,8 +52,18 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
             axum::http::HeaderValue::from_static("Bearer realm=\"regkeeper\""),
         );
     }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+    }
     response
 }
+
+/// What a 503 tells clients to wait before trying again: long enough for a database
+/// fail-over or restart to make progress, short enough for a pull to still succeed.
+pub const RETRY_AFTER_SECONDS: &str = "5";
 
 /// The message a client gets for `error`. Internal detail is logged here and replaced
 /// by a generic message; 503s and 502s are logged here with the message the client
@@ -173,5 +183,23 @@ mod tests {
             }),
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    #[test]
+    fn unavailable_answers_carry_retry_after() {
+        let response = ApiError(Error::Unavailable {
+            code: "database_unavailable",
+            message: "down".into(),
+        })
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers()[axum::http::header::RETRY_AFTER],
+            RETRY_AFTER_SECONDS
+        );
+        let response = ApiError(Error::NotFound("x".into())).into_response();
+        assert!(!response
+            .headers()
+            .contains_key(axum::http::header::RETRY_AFTER));
     }
 }

@@ -33,12 +33,16 @@ pub async fn readyz(State(state): State<ApiState>) -> Response {
         "database": if database.is_ok() { "ok" } else { "unavailable" },
         "masterKey": if master_key.is_ok() { "ok" } else { "unavailable (see `regkeeper key status` or the server log)" },
     });
-    let status = if ready {
-        StatusCode::OK
+    if ready {
+        (StatusCode::OK, Json(body)).into_response()
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, super::error::RETRY_AFTER_SECONDS)],
+            Json(body),
+        )
+            .into_response()
+    }
 }
 
 pub async fn metrics(State(state): State<ApiState>) -> Response {

@@ -168,6 +168,12 @@ impl IntoResponse for ProxyError {
                 HeaderValue::from_static(CHALLENGE),
             );
         }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(crate::http::error::RETRY_AFTER_SECONDS),
+            );
+        }
         if let Self::RangeNotSatisfiable { size } = self {
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 headers.insert(header::CONTENT_RANGE, value);

@@ -67,6 +67,11 @@ async fn write_batches(store: SharedStore, mut receiver: mpsc::Receiver<Pending>
             // A caller that gave up waiting no longer needs the answer.
             let _ = done.send(match &result {
                 Ok(_) => Ok(()),
+                // An unreachable or full store stays a 503 that tells clients to retry.
+                Err(Error::Unavailable { code, message }) => Err(Error::Unavailable {
+                    code,
+                    message: format!("audit log write failed: {message}"),
+                }),
                 Err(error) => Err(Error::internal(format!("audit log write failed: {error}"))),
             });
         }

@@ -5,9 +5,14 @@
 //!
 //! Every entry lives at most [`CACHE_TTL`]. A change made through this replica clears
 //! the affected cache at once (revoking a token, changing a role, a member or a
-//! credential), so it takes effect here immediately; on other replicas sharing the
-//! database it takes effect within `CACHE_TTL`. An API token's expiry and revocation
-//! times are checked against the clock on every request, cached or not.
+//! credential), so it takes effect here immediately. On PostgreSQL every replica also
+//! hears of every committed change through [`crate::store::watch_changes`] (triggers
+//! and LISTEN/NOTIFY) and clears the affected cache when the notification arrives —
+//! milliseconds after the commit —, and clears everything whenever its subscription
+//! is established or lost; `CACHE_TTL` remains the bound when notifications are lost
+//! without the connection being seen to drop, or when a lookup that read the database
+//! before the commit stores its answer after the notification. An API token's expiry
+//! and revocation times are checked against the clock on every request, cached or not.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,5 +104,17 @@ impl Caches {
     pub fn forget_credentials(&self) {
         self.best_credentials.invalidate_all();
         self.named_credentials.invalidate_all();
+    }
+
+    /// After a change the database announced (another replica's, or this one's own).
+    pub fn forget(&self, change: crate::store::Change) {
+        match change {
+            crate::store::Change::Identities => self.forget_identities(),
+            crate::store::Change::Credentials => self.forget_credentials(),
+            crate::store::Change::Everything => {
+                self.forget_identities();
+                self.forget_credentials();
+            }
+        }
     }
 }

@@ -4,11 +4,16 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 /// Arbitrary but fixed: the advisory lock key that orders audited writes.
 const WRITE_LOCK_KEY: i64 = 0x7265_676b_6565_7031;
+
+/// How long a request waits for a pooled connection (which, while the database is
+/// down, means retrying to connect) before it fails as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -18,7 +23,9 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            // While the database is down every request waits this long for a connection
+            // before answering 503: short, so clients are not left hanging.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_release(|connection, _| {
                 Box::pin(async move { Ok(super::sql::reusable(connection)) })
             })
@@ -49,3 +56,103 @@ impl PostgresStore {
 }
 
 super::sql::impl_store!(PostgresStore, Postgres, "postgres");
+
+/// The channel migration `0006_cache_invalidation`'s triggers notify on.
+pub const INVALIDATE_CHANNEL: &str = "regkeeper_invalidate";
+
+/// Waits between attempts to listen again: doubling from this, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What a notification's payload (`KIND:TABLE/ID`) says to forget. Anything
+/// unrecognised forgets everything.
+pub fn parse_change(payload: &str) -> super::Change {
+    match payload.split_once(':').map(|(kind, _)| kind) {
+        Some("identities") => super::Change::Identities,
+        Some("credentials") => super::Change::Credentials,
+        _ => super::Change::Everything,
+    }
+}
+
+/// Subscribes to [`INVALIDATE_CHANNEL`] on a connection of its own (outside the pool),
+/// once now — so a server that says it is listening has subscribed, if the database let
+/// it — then keeps listening in a task. Whenever the subscription is (re)established or
+/// lost, `on_change` gets `Everything`: a notification sent while nobody listened is
+/// lost, so whatever was cached then is forgotten. Reconnects with backoff
+/// (250 ms doubling to 30 s).
+pub async fn watch_changes(
+    url: SecretString,
+    on_change: super::ChangeSink,
+) -> tokio::task::JoinHandle<()> {
+    let first = subscribe(&url).await;
+    tokio::spawn(listen(url, first, on_change))
+}
+
+async fn subscribe(url: &SecretString) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect(url.expose_secret()).await?;
+    listener.listen(INVALIDATE_CHANNEL).await?;
+    Ok(listener)
+}
+
+async fn listen(
+    url: SecretString,
+    mut attempt: Result<PgListener, sqlx::Error>,
+    on_change: super::ChangeSink,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match attempt {
+            Ok(mut listener) => {
+                on_change(super::Change::Everything);
+                tracing::info!(channel = INVALIDATE_CHANNEL, "cache.listener_connected");
+                let connected = tokio::time::Instant::now();
+                let lost = loop {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => on_change(parse_change(notification.payload())),
+                        Ok(None) => break "connection_lost",
+                        Err(error) => break super::sql::database_error(error).code(),
+                    }
+                };
+                on_change(super::Change::Everything);
+                tracing::warn!(error.code = lost, "cache.listener_lost");
+                // A subscription that held for a while starts the backoff over; one that
+                // keeps dropping at once keeps doubling it.
+                if connected.elapsed() >= MAX_BACKOFF {
+                    backoff = FIRST_BACKOFF;
+                }
+            }
+            Err(error) => {
+                let code = super::sql::database_error(error).code();
+                tracing::warn!(
+                    error.code = code,
+                    retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                    "cache.listener_connect_failed"
+                );
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        attempt = subscribe(&url).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Change;
+    use super::parse_change;
+
+    #[test]
+    fn payloads_name_the_cache_to_forget() {
+        assert_eq!(parse_change("identities:api_tokens/42"), Change::Identities);
+        assert_eq!(
+            parse_change("identities:memberships/w/u"),
+            Change::Identities
+        );
+        assert_eq!(
+            parse_change("credentials:credentials/7"),
+            Change::Credentials
+        );
+        assert_eq!(parse_change("sync_targets:x"), Change::Everything);
+        assert_eq!(parse_change(""), Change::Everything);
+    }
+}

@@ -62,8 +62,52 @@ pub(super) fn reusable<C: sqlx::Connection>(connection: &C) -> bool {
     reusable
 }
 
+/// Turns a database error into ours. The database being out of reach (refused or
+/// dropped connections, a pool that waited in vain, a PostgreSQL shutting down or
+/// starting up) and a full disk are conditions that pass without anyone changing
+/// regkeeper, so they are `Unavailable` (503 with `Retry-After`), not internal errors;
+/// their detail goes to the debug log, since the client message must not carry it.
 pub(super) fn database_error(error: sqlx::Error) -> Error {
-    Error::internal(format!("database: {error}"))
+    match unavailability(&error) {
+        Some((code, message)) => {
+            tracing::debug!(error.detail = %error, error.code = code, "store.database_unavailable");
+            Error::Unavailable {
+                code,
+                message: message.to_owned(),
+            }
+        }
+        None => Error::internal(format!("database: {error}")),
+    }
+}
+
+/// The code and client message for errors that mean "try again later".
+fn unavailability(error: &sqlx::Error) -> Option<(&'static str, &'static str)> {
+    const UNREACHABLE: (&str, &str) = (
+        super::STORE_UNAVAILABLE_CODES[0],
+        "the database is unavailable; try again shortly",
+    );
+    const FULL: (&str, &str) = (
+        super::STORE_UNAVAILABLE_CODES[1],
+        "the database's disk is full; nothing was stored (an operator must free space)",
+    );
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Some(UNREACHABLE),
+        sqlx::Error::Database(database) => {
+            let code = database.code()?;
+            match code.as_ref() {
+                // SQLite's SQLITE_FULL; PostgreSQL's disk_full.
+                "13" | "53100" => Some(FULL),
+                // PostgreSQL: connection exceptions, admin/crash shutdown, cannot connect now.
+                sqlstate if sqlstate.starts_with("08") => Some(UNREACHABLE),
+                "57P01" | "57P02" | "57P03" => Some(UNREACHABLE),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 pub(super) fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -1456,7 +1500,34 @@ pub(super) use impl_store;
 
 #[cfg(test)]
 mod tests {
-    use super::covering_prefixes;
+    use super::{covering_prefixes, database_error};
+    use crate::domain::Error;
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_not_internal() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for error in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(refused),
+        ] {
+            let mapped = database_error(error);
+            assert!(
+                matches!(
+                    mapped,
+                    Error::Unavailable {
+                        code: "database_unavailable",
+                        ..
+                    }
+                ),
+                "{mapped:?}"
+            );
+        }
+        assert!(matches!(
+            database_error(sqlx::Error::RowNotFound),
+            Error::Internal(_)
+        ));
+    }
 
     #[test]
     fn covering_prefixes_are_whole_components() {

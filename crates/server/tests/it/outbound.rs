@@ -29,6 +29,7 @@ fn client(allow: &[&str], http: &[String]) -> OutboundClient {
             .collect(),
         ca_file: None,
         http_registries: http.to_vec(),
+        timeout: None,
     })
 }
 
@@ -447,6 +448,7 @@ async fn outbound_untrusted_certificates_point_at_the_ca_file_setting() {
         allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
         ca_file: Some(ca_file),
         http_registries: Vec::new(),
+        timeout: None,
     });
     for host in ["localhost", "127.0.0.1"] {
         let response = get(&trusting, &format!("https://{host}:{port}/v2/"))

@@ -8,6 +8,7 @@
 )]
 
 pub mod blob_store;
+pub mod faulty_upstream;
 pub mod image;
 pub mod moto;
 pub mod process;

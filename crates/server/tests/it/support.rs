@@ -23,7 +23,7 @@ pub struct PostgresDatabase {
     pub url: String,
 }
 
-fn ci() -> bool {
+pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
 }
 
