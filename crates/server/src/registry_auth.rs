@@ -466,10 +466,11 @@ pub fn parse_token_json(host: &str, body: &[u8]) -> Result<BearerToken, Registry
             host: host.to_owned(),
             reason: "the answer is not the token JSON".into(),
         })?;
+    // Services send `token`, `access_token` or both; an empty one does not hide the other.
     let token = parsed
         .token
-        .or(parsed.access_token)
         .filter(|token| !token.is_empty())
+        .or(parsed.access_token.filter(|token| !token.is_empty()))
         .ok_or_else(|| RegistryError::TokenService {
             host: host.to_owned(),
             reason: "the answer holds no token".into(),
@@ -533,6 +534,16 @@ mod tests {
             "bitnami/redis"
         );
         assert_eq!(repository_path("ghcr.io", "alpine"), "alpine");
+    }
+
+    #[test]
+    fn an_empty_token_field_does_not_hide_a_usable_access_token() {
+        let parsed =
+            parse_token_json("registry.example", br#"{"token":"","access_token":"x"}"#).unwrap();
+        assert_eq!(parsed.token.expose_secret(), "x");
+        assert!(
+            parse_token_json("registry.example", br#"{"token":"","access_token":""}"#).is_err()
+        );
     }
 
     #[test]

@@ -185,7 +185,9 @@ pub fn normalize(input: &str) -> Result<RegistryAddress, RegistryError> {
     // nothing but the version is an API suffix. Stripping `v2` from a deeper path
     // would silently widen a credential from `team/v2` to `team`, and would make
     // normalising twice differ from normalising once for `team/v2/v2`.
-    let path = path.trim_matches('/');
+    // Trimmed exactly as `normalize_path_prefix` trims, or `host/ v2` would keep `v2`
+    // as a prefix that the next normalisation drops.
+    let path = path.trim_matches(|character: char| character == '/' || character.is_whitespace());
     let api_root = path.eq_ignore_ascii_case("v1") || path.eq_ignore_ascii_case("v2");
     let path_prefix = normalize_path_prefix(if api_root { "" } else { path })?;
     Ok(RegistryAddress { host, path_prefix })
@@ -440,6 +442,19 @@ mod tests {
             let expected = Ok((host.into(), path_prefix.into()));
             assert_eq!(actual, expected, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn an_api_root_after_whitespace_is_dropped_as_the_stored_form_drops_it() {
+        // Found by the `registry_host` fuzz target: `e/\rv2` kept `v2` as a prefix,
+        // which normalising the stored `e/v2` then dropped.
+        for input in ["e/\rv2", "e/ v2", "e/ /V1/ ", "e/\t/v2"] {
+            let once = normalize(input).unwrap();
+            assert_eq!(once.path_prefix, "", "input {input:?}");
+            let again = normalize(&format!("{}/{}", once.host, once.path_prefix));
+            assert_eq!(again, Ok(once), "input {input:?}");
+        }
+        assert_eq!(normalize("e/ team ").unwrap().path_prefix, "team");
     }
 
     #[test]
