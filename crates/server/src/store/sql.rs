@@ -80,6 +80,15 @@ pub(super) fn database_error(error: sqlx::Error) -> Error {
     }
 }
 
+/// A failed audit insert: "try again later" when the database is unreachable or full
+/// (so the action answers 503, not 500), else an internal error saying what failed.
+pub(super) fn audit_write_error(error: sqlx::Error) -> Error {
+    match database_error(error) {
+        Error::Internal(detail) => Error::internal(format!("audit log write failed: {detail}")),
+        other => other,
+    }
+}
+
 /// The code and client message for errors that mean "try again later".
 fn unavailability(error: &sqlx::Error) -> Option<(&'static str, &'static str)> {
     const UNREACHABLE: (&str, &str) = (
@@ -161,7 +170,7 @@ macro_rules! impl_store {
         use crate::domain::identity::{Role, WorkspaceKind};
         use crate::domain::{Error, Result};
         use crate::store::sql::{
-            covering_prefixes, database_error, is_unique_violation, settings_from_text,
+            audit_write_error, covering_prefixes, database_error, is_unique_violation, settings_from_text,
             settings_to_text,
             CREDENTIAL_COLUMNS, CREDENTIAL_FROM, TOKEN_COLUMNS,
         };
@@ -385,7 +394,7 @@ macro_rules! impl_store {
             audit_insert(&statement, rows)
                 .execute(&mut **transaction)
                 .await
-                .map_err(|error| Error::internal(format!("audit log write failed: {error}")))?;
+                .map_err(audit_write_error)?;
             Ok(())
         }
 
@@ -1408,7 +1417,7 @@ macro_rules! impl_store {
                     // Another entry took the next sequence number first: nothing was
                     // written, and the caller appends through the transactional path.
                     Err(error) if is_unique_violation(&error) => Ok(None),
-                    Err(error) => Err(Error::internal(format!("audit log write failed: {error}"))),
+                    Err(error) => Err(audit_write_error(error)),
                 }
             }
 
