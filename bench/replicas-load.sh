@@ -56,8 +56,11 @@ cleanup() {
 trap cleanup EXIT
 psql "$POSTGRES_URL" -qc "CREATE DATABASE $DATABASE" >/dev/null
 
-# Starts replica $1 and prints its URL once it says it is listening. The first creates
-# the master key file; the others share it.
+# Starts replica $1 in the background (its pid into PIDS, so cleanup stops it) and
+# appends its URL to URLS once it says it is listening. Not run in a subshell: a pid
+# recorded there would never reach cleanup. The first replica creates the master key
+# file; the others share it.
+URLS=()
 start_replica() {
     local n=$1 out="$WORK/replica-$1.out"
     REGKEEPER_DATA_DIR="$WORK/replica-$n" \
@@ -69,7 +72,7 @@ start_replica() {
     PIDS+=($!)
     for _ in $(seq 300); do
         if grep -q '^regkeeper listening on ' "$out"; then
-            sed -n 's/^regkeeper listening on //p' "$out"
+            URLS+=("$(sed -n 's/^regkeeper listening on //p' "$out")")
             return
         fi
         sleep 0.1
@@ -79,9 +82,8 @@ start_replica() {
     exit 1
 }
 
-URLS=()
 for n in $(seq "$REPLICAS"); do
-    URLS+=("$(start_replica "$n")")
+    start_replica "$n"
 done
 echo "replicas: ${URLS[*]} on database $DATABASE" >&2
 
