@@ -36,6 +36,33 @@ enum HostAuth {
     Bearer(Challenge),
 }
 
+impl HostAuth {
+    /// How to answer a 401's challenges, or why regkeeper cannot.
+    fn answering(challenges: &[Challenge]) -> Result<Self, String> {
+        match challenge::preferred(challenges) {
+            Some(Challenge {
+                scheme: Scheme::Basic,
+                ..
+            }) => Ok(Self::Basic),
+            Some(
+                found @ Challenge {
+                    scheme: Scheme::Bearer,
+                    ..
+                },
+            ) if found.realm().is_some() => Ok(Self::Bearer(found.clone())),
+            Some(Challenge {
+                scheme: Scheme::Bearer,
+                ..
+            }) => Err("the Bearer challenge has no realm".into()),
+            Some(other) => Err(format!(
+                "unsupported authentication scheme `{}`",
+                other.scheme.as_str()
+            )),
+            None => Err("HTTP 401 without a WWW-Authenticate challenge".into()),
+        }
+    }
+}
+
 /// An `Authorization` header value for one (credential, repository, action).
 struct Authorization {
     header: Option<SecretString>,
@@ -354,49 +381,23 @@ impl Upstream {
             .send(self.outbound.request(Method::GET, ping))
             .await?;
         let api = api_host(host).to_owned();
-        let host_auth = match response.status() {
-            status if status.is_success() => HostAuth::Anonymous,
-            StatusCode::UNAUTHORIZED => {
-                let challenges = challenges_of(&response);
-                match challenge::preferred(&challenges) {
-                    Some(Challenge {
-                        scheme: Scheme::Basic,
-                        ..
-                    }) => HostAuth::Basic,
-                    Some(
-                        found @ Challenge {
-                            scheme: Scheme::Bearer,
-                            ..
-                        },
-                    ) => HostAuth::Bearer(found.clone()),
-                    Some(other) => {
-                        return Err(RegistryError::BadChallenge {
-                            host: api,
-                            reason: format!(
-                                "unsupported authentication scheme `{}`",
-                                other.scheme.as_str()
-                            ),
-                        }
-                        .into())
+        let host_auth =
+            match response.status() {
+                status if status.is_success() => HostAuth::Anonymous,
+                StatusCode::UNAUTHORIZED => HostAuth::answering(&challenges_of(&response))
+                    .map_err(|reason| RegistryError::BadChallenge {
+                        host: api.clone(),
+                        reason,
+                    })?,
+                status => {
+                    return Err(RegistryError::UnexpectedStatus {
+                        host: api,
+                        path: "/v2/",
+                        status: status.as_u16(),
                     }
-                    None => {
-                        return Err(RegistryError::BadChallenge {
-                            host: api,
-                            reason: "HTTP 401 without a WWW-Authenticate challenge".into(),
-                        }
-                        .into())
-                    }
+                    .into())
                 }
-            }
-            status => {
-                return Err(RegistryError::UnexpectedStatus {
-                    host: api,
-                    path: "/v2/",
-                    status: status.as_u16(),
-                }
-                .into())
-            }
-        };
+            };
         let host_auth = Arc::new(host_auth);
         self.challenges
             .insert(host.to_owned(), Arc::clone(&host_auth));
@@ -429,23 +430,10 @@ enum Answer {
 /// denials.
 async fn refusal(response: reqwest::Response) -> Answer {
     match response.status() {
-        StatusCode::UNAUTHORIZED => {
-            let challenges = challenges_of(&response);
-            let host_auth = match challenge::preferred(&challenges) {
-                Some(Challenge {
-                    scheme: Scheme::Basic,
-                    ..
-                }) => Some(HostAuth::Basic),
-                Some(
-                    found @ Challenge {
-                        scheme: Scheme::Bearer,
-                        ..
-                    },
-                ) if found.realm().is_some() => Some(HostAuth::Bearer(found.clone())),
-                _ => None,
-            };
-            Answer::Refused(StatusCode::UNAUTHORIZED, host_auth)
-        }
+        StatusCode::UNAUTHORIZED => Answer::Refused(
+            StatusCode::UNAUTHORIZED,
+            HostAuth::answering(&challenges_of(&response)).ok(),
+        ),
         StatusCode::FORBIDDEN => {
             let status = response.status();
             let body = OutboundClient::read_capped(response, DENIAL_BODY_LIMIT)
