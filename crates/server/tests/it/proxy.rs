@@ -57,6 +57,22 @@ fn proxy_host(server: &TestServer) -> String {
     url.split_once("://").expect("scheme").1.to_owned()
 }
 
+/// Stores (and verifies) a docker login for `upstream` in the admin's workspace.
+fn store_login(server: &TestServer, name: &str, upstream: &str, username: &str, password: &str) {
+    ok(&add(
+        server,
+        &[
+            "--name",
+            name,
+            "--registry",
+            upstream,
+            "--username",
+            username,
+        ],
+        password,
+    ));
+}
+
 /// `skopeo copy` of `PROXY/IMAGE` into an OCI layout, logged in with `username` and an
 /// API token as the password, and nothing else.
 fn skopeo_pull(
@@ -277,18 +293,7 @@ fn skopeo_pulls_through_the_proxy_with_only_an_api_token_and_the_read_api_holds(
     );
     assert!(!refused.status.success());
 
-    ok(&add(
-        &server,
-        &[
-            "--name",
-            "robot",
-            "--registry",
-            &upstream,
-            "--username",
-            "robot",
-        ],
-        "robot-password",
-    ));
+    store_login(&server, "robot", &upstream, "robot", "robot-password");
     let scratch = pull_ok(&server, &format!("{alias}/team/app:1"), "any", None);
     let index = std::fs::read_to_string(scratch.path().join("layout/index.json")).unwrap();
     assert!(index.contains(&digests.manifest), "{index}");
@@ -498,18 +503,7 @@ fn token_auth_upstream_tokens_are_cached_and_a_refused_one_is_replaced_over_tls(
     );
     assert!(server.proxy_url.as_deref().unwrap().starts_with("https://"));
     let proxy = proxy_host(&server);
-    ok(&add(
-        &server,
-        &[
-            "--name",
-            "puller",
-            "--registry",
-            &upstream,
-            "--username",
-            PULLER,
-        ],
-        PULLER_PASSWORD,
-    ));
+    store_login(&server, "puller", &upstream, PULLER, PULLER_PASSWORD);
 
     let pull = |repository: &str| {
         let _scratch = pull_ok(
@@ -657,18 +651,7 @@ fn cached_blobs_reach_only_callers_whose_own_credential_may_pull_them() {
         ],
     );
     let proxy = proxy_host(&server);
-    ok(&add(
-        &server,
-        &[
-            "--name",
-            "puller",
-            "--registry",
-            &upstream,
-            "--username",
-            PULLER,
-        ],
-        PULLER_PASSWORD,
-    ));
+    store_login(&server, "puller", &upstream, PULLER, PULLER_PASSWORD);
     let _layout = pull_ok(&server, &format!("{alias}/team/app:1"), "any", None);
     let hex = digests.layer.strip_prefix("sha256:").unwrap();
     let cached = cache.path().join("blobs/sha256").join(&hex[..2]).join(hex);
@@ -853,19 +836,11 @@ fn blob_redirects_to_storage_are_followed_without_registry_credentials() {
             digests.layer
         )
     };
-    let robot = [
-        "--name",
-        "robot",
-        "--registry",
-        &upstream,
-        "--username",
-        "robot",
-    ];
 
     // Redirect targets pass the same outbound checks: this blob store speaks plain
     // http, which the operator has not allowed yet.
     let guarded = proxy_server(registry.ca_file(), &[]);
-    ok(&add(&guarded, &robot, "robot-password"));
+    store_login(&guarded, "robot", &upstream, "robot", "robot-password");
     let refused = call(
         "GET",
         &blob_url(&proxy_host(&guarded)),
@@ -883,7 +858,7 @@ fn blob_redirects_to_storage_are_followed_without_registry_credentials() {
         registry.ca_file(),
         &[("REGKEEPER_OUTBOUND_HTTP_REGISTRIES", store.host_port())],
     );
-    ok(&add(&server, &robot, "robot-password"));
+    store_login(&server, "robot", &upstream, "robot", "robot-password");
     store.clear_requests();
     let proxy = proxy_host(&server);
     let _scratch = pull_ok(
