@@ -368,3 +368,16 @@ pub fn add(server: &TestServer, args: &[&str], password: &str) -> Output {
 pub fn resolve(server: &TestServer, image: &str) -> regkeeper_wire::Resolved {
     serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &["resolve", image], None))).unwrap()
 }
+
+/// The configuration `serve` would load from these environment variables alone, for
+/// tests that build the app in-process.
+pub fn config_from(
+    variables: &std::collections::HashMap<&str, String>,
+) -> regkeeper::config::Config {
+    regkeeper::config::Config::load(
+        None,
+        &|name| variables.get(name).cloned(),
+        &regkeeper::config::Overrides::default(),
+    )
+    .expect("the test configuration loads")
+}

@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::config_from;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use regkeeper::clock::{Clock, ManualClock};
-use regkeeper::config::{Config, Overrides};
 use regkeeper::service::{credentials, identity, sync, tokens};
 use regkeeper_wire as wire;
 use sha2::Sha256;
@@ -174,12 +174,7 @@ fn sync_refresh_rewrites_a_config_json_and_every_other_target() {
             ca.ca_file().display().to_string(),
         ),
     ]);
-    let config = Config::load(
-        None,
-        &|name| variables.get(name).cloned(),
-        &Overrides::default(),
-    )
-    .unwrap();
+    let config = config_from(&variables);
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -9,8 +9,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::support::config_from;
 use regkeeper::clock::{Clock, ManualClock};
-use regkeeper::config::{Config, Overrides};
 use regkeeper::service::{credentials, identity, resolve, tokens};
 use regkeeper_wire as wire;
 
@@ -99,12 +99,7 @@ fn forty_eight_hours_with_outages() {
             format!("http://127.0.0.1:{}", relay.port),
         ),
     ]);
-    let config = Config::load(
-        None,
-        &|name| variables.get(name).cloned(),
-        &Overrides::default(),
-    )
-    .unwrap();
+    let config = config_from(&variables);
     let start = 1_800_000_000_000;
     let clock = Arc::new(ManualClock::new(start));
     let runtime = tokio::runtime::Builder::new_multi_thread()
