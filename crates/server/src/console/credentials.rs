@@ -185,6 +185,32 @@ fn form_failure(
 }
 
 /// The form of a state-changing POST, after the origin and CSRF checks.
+/// A posted credential form with every required field, or the page to answer
+/// instead: the refusal of a forged post, or the form again naming what is missing.
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+fn submitted(
+    signed: &SignedIn,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+    workspace: &str,
+    name: Option<&str>,
+) -> std::result::Result<(FormFields, CredentialForm), Response> {
+    let fields = read_form(signed, uri, headers, body)?;
+    let form = CredentialForm::from_fields(&fields);
+    match form.missing() {
+        Some(missing) => Err(form_page(
+            signed,
+            workspace,
+            name,
+            &form,
+            Some(&missing),
+            StatusCode::BAD_REQUEST,
+        )),
+        None => Ok((fields, form)),
+    }
+}
+
 #[expect(clippy::result_large_err, reason = "the error is the response to send")]
 fn read_form(
     signed: &SignedIn,
@@ -236,21 +262,10 @@ pub async fn create(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
-    let fields = match read_form(&signed, &uri, &headers, body) {
-        Ok(fields) => fields,
-        Err(refused) => return refused,
+    let (fields, form) = match submitted(&signed, &uri, &headers, body, &workspace, None) {
+        Ok(submitted) => submitted,
+        Err(page) => return page,
     };
-    let form = CredentialForm::from_fields(&fields);
-    if let Some(missing) = form.missing() {
-        return form_page(
-            &signed,
-            &workspace,
-            None,
-            &form,
-            Some(&missing),
-            StatusCode::BAD_REQUEST,
-        );
-    }
     let input = form.input(fields.get("password"));
     match credentials::create(&state.app, &signed.principal, Some(&workspace), input).await {
         Ok(created) => signed.redirect(
@@ -294,21 +309,10 @@ pub async fn update(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
-    let fields = match read_form(&signed, &uri, &headers, body) {
-        Ok(fields) => fields,
-        Err(refused) => return refused,
+    let (fields, form) = match submitted(&signed, &uri, &headers, body, &workspace, Some(&name)) {
+        Ok(submitted) => submitted,
+        Err(page) => return page,
     };
-    let form = CredentialForm::from_fields(&fields);
-    if let Some(missing) = form.missing() {
-        return form_page(
-            &signed,
-            &workspace,
-            Some(&name),
-            &form,
-            Some(&missing),
-            StatusCode::BAD_REQUEST,
-        );
-    }
     let input = form.input(fields.get("password"));
     match credentials::update(
         &state.app,
