@@ -317,7 +317,13 @@ enum KeyCommand {
         output: OutputArgs,
     },
     /// Add a master key version and re-wrap every data key, while the server serves.
+    /// Refused, naming them and changing nothing, while some sealed value cannot be
+    /// opened with the loaded keys.
     Rotate {
+        /// Rotate anyway: re-wrap every readable value, leave the unreadable ones as
+        /// they are and list them.
+        #[arg(long)]
+        skip_unreadable: bool,
         #[command(flatten)]
         output: OutputArgs,
     },

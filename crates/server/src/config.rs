@@ -102,6 +102,10 @@ pub struct Config {
     pub master_key_file: PathBuf,
     pub outbound: OutboundConfig,
     pub allow_ambient_aws_credentials: bool,
+    /// `REGKEEPER_AMBIENT_AWS_ACCOUNTS`: the AWS accounts (12-digit ids) whose registries
+    /// ambient credentials may reach; `None` means the server's own account (asked of
+    /// STS GetCallerIdentity when first needed).
+    pub ambient_aws_accounts: Option<Vec<String>>,
     /// `AWS_ENDPOINT_URL`, read like every other setting so tests need not touch the
     /// process environment; the SDK still honours its own service-specific variables.
     pub aws_endpoint_url: Option<String>,
@@ -150,6 +154,7 @@ impl fmt::Debug for Config {
                 "allow_ambient_aws_credentials",
                 &self.allow_ambient_aws_credentials,
             )
+            .field("ambient_aws_accounts", &self.ambient_aws_accounts)
             .field("aws_endpoint_url", &self.aws_endpoint_url)
             .field("azure_authority_url", &self.azure_authority_url.as_str())
             .field("google_token_url", &self.google_token_url.as_str())
@@ -176,6 +181,7 @@ struct FileSettings {
     outbound_http_registries: Option<Vec<String>>,
     outbound_timeout_seconds: Option<u64>,
     allow_ambient_aws_credentials: Option<bool>,
+    ambient_aws_accounts: Option<Vec<String>>,
     azure_authority_url: Option<String>,
     google_token_url: Option<String>,
     max_body_bytes: Option<usize>,
@@ -308,6 +314,15 @@ impl Config {
             Some(value) => parse_bool("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", &value)?,
             None => settings.allow_ambient_aws_credentials.unwrap_or(false),
         };
+        let ambient_aws_accounts = list(env("REGKEEPER_AMBIENT_AWS_ACCOUNTS"))
+            .or(settings.ambient_aws_accounts)
+            .map(|accounts| {
+                accounts
+                    .into_iter()
+                    .map(|account| validate_aws_account(account.trim().to_owned()))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
         let azure_authority_url = parse_endpoint(
             "REGKEEPER_AZURE_AUTHORITY_URL",
             env("REGKEEPER_AZURE_AUTHORITY_URL")
@@ -390,6 +405,7 @@ impl Config {
                 timeout: outbound_timeout_seconds.map(std::time::Duration::from_secs),
             },
             allow_ambient_aws_credentials,
+            ambient_aws_accounts,
             azure_authority_url,
             google_token_url,
             max_body_bytes,
@@ -543,6 +559,21 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         path: path.to_owned(),
         message: error.message().to_owned(),
     })
+}
+
+/// An AWS account id: exactly 12 digits.
+fn validate_aws_account(account: String) -> Result<String, ConfigError> {
+    if account.len() == 12 && account.bytes().all(|byte| byte.is_ascii_digit()) {
+        Ok(account)
+    } else {
+        Err(ConfigError::Invalid {
+            key: "REGKEEPER_AMBIENT_AWS_ACCOUNTS",
+            message: format!(
+                "`{}` is not an AWS account id (12 digits, e.g. 123456789012)",
+                account.chars().take(40).collect::<String>()
+            ),
+        })
+    }
 }
 
 fn list(value: Option<String>) -> Option<Vec<String>> {
@@ -723,6 +754,7 @@ mod tests {
             PathBuf::from(DEFAULT_DATA_DIR).join("master.key")
         );
         assert!(!config.allow_ambient_aws_credentials);
+        assert_eq!(config.ambient_aws_accounts, None);
         assert!(config.outbound.allow_networks.is_empty());
     }
 
@@ -738,8 +770,13 @@ mod tests {
             ("REGKEEPER_OUTBOUND_HTTP_REGISTRIES", "localhost:5000"),
             ("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", "true"),
             ("REGKEEPER_OUTBOUND_TIMEOUT_SECONDS", "7"),
+            ("REGKEEPER_AMBIENT_AWS_ACCOUNTS", "123456789012, 210987654321"),
         ])
         .unwrap();
+        assert_eq!(
+            config.ambient_aws_accounts.as_deref(),
+            Some(&["123456789012".to_owned(), "210987654321".to_owned()][..])
+        );
         assert_eq!(
             config.outbound.timeout,
             Some(std::time::Duration::from_secs(7))
@@ -757,6 +794,15 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
+        for value in ["12345", "1234567890123", "12345678901x", "123456789012,abc"] {
+            let error = load(&[("REGKEEPER_AMBIENT_AWS_ACCOUNTS", value)]).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("REGKEEPER_AMBIENT_AWS_ACCOUNTS"),
+                "{error}"
+            );
+        }
         let error = load(&[("REGKEEPER_OUTBOUND_ALLOW_NETWORKS", "10.0.0.0/33")]).unwrap_err();
         assert!(
             error

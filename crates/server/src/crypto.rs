@@ -288,19 +288,40 @@ fn decrypt(
 /// and get a 503-shaped error while they are unavailable; metadata keeps working.
 pub struct Keyring {
     state: RwLock<Result<Arc<MasterKeys>, String>>,
+    /// Why the key file no longer matches the loaded keys, while it does not.
+    file_mismatch: RwLock<Option<String>>,
 }
 
 impl Keyring {
     pub fn ready(keys: MasterKeys) -> Self {
         Self {
             state: RwLock::new(Ok(Arc::new(keys))),
+            file_mismatch: RwLock::new(None),
         }
     }
 
     pub fn unavailable(reason: impl Into<String>) -> Self {
         Self {
             state: RwLock::new(Err(reason.into())),
+            file_mismatch: RwLock::new(None),
         }
+    }
+
+    /// Why the key file differs from the loaded keys, if it does (see
+    /// `service::keys::check_key_file`).
+    pub fn file_mismatch(&self) -> Option<String> {
+        self.file_mismatch
+            .read()
+            .expect("keyring lock poisoned")
+            .clone()
+    }
+
+    /// Records whether the key file matches; returns true when that changed.
+    pub fn set_file_mismatch(&self, mismatch: Option<String>) -> bool {
+        let mut current = self.file_mismatch.write().expect("keyring lock poisoned");
+        let changed = *current != mismatch;
+        *current = mismatch;
+        changed
     }
 
     pub fn keys(&self) -> Result<Arc<MasterKeys>, Error> {

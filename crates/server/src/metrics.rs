@@ -34,6 +34,8 @@ pub struct Metrics {
     pub http_duration: Family<RouteLabels, Histogram>,
     pub auth_failures: Counter,
     pub master_key_available: Gauge<i64, AtomicI64>,
+    /// 1 while the master key file no longer holds the keys this process loaded.
+    pub master_key_file_mismatch: Gauge<i64, AtomicI64>,
     pub token_refreshes: Family<OutcomeLabels, Counter>,
     pub tokens: Family<StatusLabels, Gauge<i64, AtomicI64>>,
     pub sync_pushes: Family<SyncPushLabels, Counter>,
@@ -99,6 +101,12 @@ impl Metrics {
             "1 when the master key is loaded and matches the database, else 0",
             master_key_available.clone(),
         );
+        let master_key_file_mismatch = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "master_key_file_mismatch",
+            "1 while the master key file differs from the keys this server loaded (replaced, removed or unreadable), else 0",
+            master_key_file_mismatch.clone(),
+        );
         let token_refreshes = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "token_refreshes",
@@ -108,7 +116,7 @@ impl Metrics {
         let tokens = Family::<StatusLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "tokens",
-            "Minted registry tokens by status (fresh, stale, expired), as of the scrape",
+            "Minted registry tokens by status (fresh, stale, expired; pending: none minted yet), as of the scrape",
             tokens.clone(),
         );
         let sync_pushes = Family::<SyncPushLabels, Counter>::default();
@@ -161,6 +169,7 @@ impl Metrics {
             http_duration,
             auth_failures,
             master_key_available,
+            master_key_file_mismatch,
         }
     }
 

@@ -36,6 +36,48 @@ impl fmt::Debug for RegistryLogin {
     }
 }
 
+/// An expiry announced less than this far ahead on arrival is not believed (clock
+/// skew; emulators answer 2015): the provider's maximum lifetime is used instead.
+const EXPIRY_TOO_CLOSE_MS: i64 = 60_000;
+
+/// When a login received at `now` expires: what the provider reported, but never
+/// later than its documented maximum lifetime counted from receipt (`maximum_ms`), so a
+/// buggy or hostile answer ("valid for ten years") cannot keep a token — and its
+/// refresh point — alive past what the provider itself would honour. An expiry already
+/// past (or within a minute) on arrival, or none, is replaced by that maximum, so it
+/// is never refreshed in a loop. Both are logged, once per mint, as `{provider}` says.
+pub fn expiry_at_most(
+    provider: &'static str,
+    credential_id: &str,
+    reported: Option<Timestamp>,
+    now: Timestamp,
+    maximum_ms: i64,
+) -> Timestamp {
+    let latest = now.saturating_add(maximum_ms);
+    match reported {
+        Some(expires_at) if expires_at > latest => {
+            tracing::warn!(
+                provider,
+                credential.id = %credential_id,
+                reported_expiry = expires_at,
+                capped_to = latest,
+                "token.expiry_capped"
+            );
+            latest
+        }
+        Some(expires_at) if expires_at > now.saturating_add(EXPIRY_TOO_CLOSE_MS) => expires_at,
+        reported => {
+            tracing::warn!(
+                provider,
+                credential.id = %credential_id,
+                reported_expiry = ?reported,
+                "token.expiry_unusable"
+            );
+            latest
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("AWS rejected the access keys ({code}): check the access key id and secret access key, and that the key is active")]
@@ -88,6 +130,23 @@ pub enum ProviderError {
     Unsupported(String),
     #[error("the credential has no stored secret")]
     MissingSecret,
+    #[error("ambient AWS credentials may not reach account {account}: this server's own AWS identity may be used only for the accounts in REGKEEPER_AMBIENT_AWS_ACCOUNTS (now: {allowed}); an operator can add it there")]
+    AmbientAccountRefused { account: String, allowed: String },
+    #[error("cannot tell which AWS account this server's own identity belongs to ({0}); an operator can list the accounts ambient credentials may reach in REGKEEPER_AMBIENT_AWS_ACCOUNTS")]
+    AmbientAccountUnknown(String),
+    /// The last mint of this token failed and its backoff has not run out: every
+    /// replica answers with that failure instead of calling the provider again.
+    #[error("the last attempt to mint this token failed ({last_error}); the next attempt is due in {retry_in_seconds} s")]
+    BackingOff {
+        last_error: String,
+        retry_in_seconds: i64,
+    },
+    /// Another replica is minting this token and has not finished within the wait.
+    #[error("another replica is minting this token; try again shortly")]
+    MintInProgress,
+    /// The token store failed (the database is out of reach, …): passed on as is.
+    #[error("{0}")]
+    Store(crate::domain::Error),
 }
 
 impl ProviderError {
@@ -116,12 +175,18 @@ impl ProviderError {
             Self::GcpFailed(_) => "gcp_failed",
             Self::Unsupported(_) => "unsupported_credential",
             Self::MissingSecret => "missing_secret",
+            Self::AmbientAccountRefused { .. } => "ambient_account_not_allowed",
+            Self::AmbientAccountUnknown(_) => "ambient_account_unknown",
+            Self::BackingOff { .. } => "token_mint_backing_off",
+            Self::MintInProgress => "token_mint_in_progress",
+            Self::Store(error) => error.code(),
         }
     }
 
     pub fn retryable(&self) -> bool {
         match self {
             Self::Registry(error) => error.retryable(),
+            Self::Store(error) => error.retryable(),
             _ => matches!(
                 self,
                 Self::AwsThrottled { .. }
@@ -132,6 +197,9 @@ impl ProviderError {
                     | Self::AcrExchangeUnavailable { .. }
                     | Self::GcpUnavailable(_)
                     | Self::GcpUnreachable(_)
+                    | Self::BackingOff { .. }
+                    | Self::MintInProgress
+                    | Self::AmbientAccountUnknown(_)
             ),
         }
     }
@@ -234,6 +302,54 @@ pub(crate) fn describe(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOUR: i64 = 3_600_000;
+    const TEN_YEARS: i64 = 10 * 365 * 24 * HOUR;
+
+    /// Issue 12 item 12: each provider's tokens are trusted for at most its documented
+    /// lifetime from receipt, whatever expiry the answer claims.
+    #[test]
+    fn every_provider_caps_a_far_expiry_at_its_documented_lifetime() {
+        let now = 1_800_000_000_000;
+        for (provider, maximum, documented) in [
+            ("ecr", ecr::TOKEN_LIFETIME_MS, 12 * HOUR),
+            ("ecr-public", ecr::TOKEN_LIFETIME_MS, 12 * HOUR),
+            ("acr", acr::REFRESH_TOKEN_LIFETIME_MS, 3 * HOUR),
+            ("gcr", gcr::TOKEN_LIFETIME_MS, HOUR),
+        ] {
+            assert_eq!(maximum, documented, "{provider}");
+            assert_eq!(
+                expiry_at_most(provider, "c", Some(now + TEN_YEARS), now, maximum),
+                now + documented,
+                "{provider}: ten years ahead"
+            );
+            assert_eq!(
+                expiry_at_most(provider, "c", Some(now + documented + 1), now, maximum),
+                now + documented,
+                "{provider}: just past the maximum"
+            );
+            assert_eq!(
+                expiry_at_most(provider, "c", Some(now + documented / 2), now, maximum),
+                now + documented / 2,
+                "{provider}: a shorter expiry is kept"
+            );
+            assert_eq!(
+                expiry_at_most(provider, "c", Some(now - HOUR), now, maximum),
+                now + documented,
+                "{provider}: already past"
+            );
+            assert_eq!(
+                expiry_at_most(provider, "c", None, now, maximum),
+                now + documented,
+                "{provider}: none reported"
+            );
+            assert_eq!(
+                expiry_at_most(provider, "c", Some(i64::MAX), i64::MAX - 10, maximum),
+                i64::MAX,
+                "{provider}: no overflow"
+            );
+        }
+    }
 
     #[test]
     fn logins_never_print_their_secret() {

@@ -112,6 +112,7 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
     let providers = Providers {
         ecr: EcrProvider::new(
             config.allow_ambient_aws_credentials,
+            config.ambient_aws_accounts.clone(),
             config.aws_endpoint_url.clone(),
         ),
         acr: AcrProvider::new(

@@ -101,16 +101,23 @@ pub enum SealedKind {
     CredentialSecret,
     /// A webhook sync target's signing key, bound to the target (version 1).
     SyncSigningKey,
+    /// A minted registry token, bound to its identity and issue time (no workspace).
+    RegistryToken,
 }
 
 impl SealedKind {
-    pub const ALL: [SealedKind; 2] = [SealedKind::CredentialSecret, SealedKind::SyncSigningKey];
+    pub const ALL: [SealedKind; 3] = [
+        SealedKind::CredentialSecret,
+        SealedKind::SyncSigningKey,
+        SealedKind::RegistryToken,
+    ];
 
     /// The purpose its associated data names.
     pub const fn purpose(self) -> &'static str {
         match self {
             SealedKind::CredentialSecret => "credential-secret",
             SealedKind::SyncSigningKey => "sync-signing-key",
+            SealedKind::RegistryToken => "registry-token",
         }
     }
 }
@@ -123,6 +130,9 @@ pub struct SealedRef {
     pub workspace_id: String,
     pub secret_version: i64,
     pub sealed: SealedSecret,
+    /// What an operator knows it by, for reports: `credential rk:WS:credential/NAME`,
+    /// `sync target ID of rk:WS:credential/NAME` or `token IDENTITY`. Never secret.
+    pub label: String,
 }
 
 /// A minted registry token as stored: sealed like a secret, shared by every
@@ -135,7 +145,8 @@ pub struct StoredToken {
     pub issued_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub refresh_at: Timestamp,
-    /// `fresh`, `stale`, `failing` or `expired` (`refreshing` is shown while leased).
+    /// `fresh`, `stale`, `failing` or `expired` (`refreshing` is shown while leased);
+    /// `pending` for a row that holds no token yet (its first mint is leased or failed).
     pub status: String,
     pub failures: i64,
     pub last_error: Option<String>,
@@ -267,6 +278,10 @@ pub trait Store: Send + Sync {
         key_version: u32,
         limit: i64,
     ) -> Result<Vec<SealedRef>>;
+    /// Every sealed value of one kind whose owner id sorts after `after`, at most
+    /// `limit`, in owner id order, whatever master key version wraps it (a rotation
+    /// checks them all before it changes anything, then re-wraps them page by page).
+    async fn sealed_page(&self, kind: SealedKind, after: &str, limit: i64) -> Result<Vec<SealedRef>>;
     /// Swaps in a re-wrapped data key if the row still holds `old`; false otherwise.
     async fn replace_wrapped_key(
         &self,
@@ -290,6 +305,20 @@ pub trait Store: Send + Sync {
         lease_until: Timestamp,
         limit: i64,
     ) -> Result<Vec<StoredToken>>;
+    /// Leases the token of `placeholder.identity` to `owner` until `lease_until` for a
+    /// mint on demand (a resolve that found no usable token), under the same rule as
+    /// [`Store::claim_due_tokens`]: only if it is due (`next_attempt_at <= now`) and no
+    /// live lease holds it, so across replicas one mint runs per identity and a failed
+    /// one's backoff holds for everyone. A missing row is inserted as `placeholder` (a
+    /// `pending` row: no token yet), leased. Returns the row as leased, or `None` when
+    /// it is not the caller's to mint (another lease holds it, or it is not due).
+    async fn claim_token_for_mint(
+        &self,
+        placeholder: &StoredToken,
+        now: Timestamp,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<Option<StoredToken>>;
     /// Writes a refresh result if `owner` still holds the lease; false otherwise.
     async fn finish_registry_token(&self, token: &StoredToken, owner: &str) -> Result<bool>;
     async fn delete_registry_token(&self, identity: &str) -> Result<()>;

@@ -338,6 +338,21 @@ pub struct KeyRotation {
     pub current_version: u32,
     /// Data keys re-wrapped under the new master key version.
     pub rewrapped: u64,
+    /// Sealed values that could not be opened, left as they were (only with
+    /// `skipUnreadable`), e.g. `credential rk:acme/ci:credential/app`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+/// Options of a master-key rotation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KeyRotateInput {
+    /// Rotate even if some sealed values cannot be opened, leaving those as they are;
+    /// without it such values refuse the rotation (422), naming each, nothing changed.
+    #[serde(default)]
+    pub skip_unreadable: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -350,6 +365,14 @@ pub struct KeyStatus {
     pub current_version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `matches`, or `differs` when the key file no longer holds the keys the server
+    /// loaded (replaced, removed or unreadable; checked every 10 s). Absent while the
+    /// keys are unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// How the key file differs, never a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file_problem: Option<String>,
 }
 
 /// Ask for working registry credentials for an image.

@@ -584,11 +584,23 @@ fn key(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
                     println!("Master key unavailable: {}", reason.unwrap_or_default())
                 }
             }
+            if let Some(problem) = status.key_file_problem {
+                // The server still serves from memory: say so, and that a restart or a
+                // rotation would act on a different file.
+                println!(
+                    "Warning: the master key file no longer holds the loaded keys ({problem}); key rotate is refused until the original file is back or the server restarts on the new one."
+                );
+            }
             Ok(())
         }
-        KeyCommand::Rotate { output } => {
-            let rotation: wire::KeyRotation =
-                client.post("/api/v1/admin/master-key/rotate", &serde_json::json!({}))?;
+        KeyCommand::Rotate {
+            skip_unreadable,
+            output,
+        } => {
+            let rotation: wire::KeyRotation = client.post(
+                "/api/v1/admin/master-key/rotate",
+                &wire::KeyRotateInput { skip_unreadable },
+            )?;
             if output.output == OutputFormat::Json {
                 return output::json(&rotation);
             }
@@ -596,6 +608,9 @@ fn key(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
                 "Master key rotated from version {} to {}; {} data keys re-wrapped.",
                 rotation.previous_version, rotation.current_version, rotation.rewrapped
             );
+            for label in &rotation.skipped {
+                println!("Left as it was (cannot be opened): {label}");
+            }
             Ok(())
         }
     }

@@ -33,6 +33,46 @@ pub enum KeyFileError {
     },
     #[error("master key file {path} already exists; refusing to overwrite it")]
     Exists { path: PathBuf },
+    #[error("master key file {path} no longer holds the keys this server loaded ({reason}); refusing to overwrite it")]
+    Changed { path: PathBuf, reason: String },
+}
+
+/// How the key file on disk compares with the keys a server has loaded.
+pub enum FileState {
+    /// Every loaded version, and nothing newer.
+    Same,
+    /// Every loaded version unchanged, and a newer current one (another replica rotated).
+    Newer(MasterKeys),
+    /// Not what was loaded: unreadable, missing, or a loaded version absent or different
+    /// (someone put another deployment's file there). Says which, never a key.
+    Differs(String),
+}
+
+/// Compares the file at `path` with `loaded`, the keys this server holds.
+pub fn compare(path: &Path, loaded: &MasterKeys) -> FileState {
+    let on_disk = match load(path) {
+        Ok(keys) => keys,
+        Err(error) => return FileState::Differs(error.to_string()),
+    };
+    if let Some(reason) = differs(&on_disk, loaded) {
+        return FileState::Differs(reason);
+    }
+    if on_disk.current_version() > loaded.current_version() {
+        FileState::Newer(on_disk)
+    } else {
+        FileState::Same
+    }
+}
+
+/// Why `on_disk` does not hold every version of `loaded` unchanged, if it does not.
+fn differs(on_disk: &MasterKeys, loaded: &MasterKeys) -> Option<String> {
+    loaded.versions().find_map(|(version, key)| match on_disk.get(version) {
+        None => Some(format!("it lacks version {version}")),
+        Some(other) if other.expose_bytes() != key.expose_bytes() => {
+            Some(format!("its version {version} is a different key"))
+        }
+        Some(_) => None,
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -112,10 +152,25 @@ pub fn create(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
     write_atomically(path, keys, Placement::NoClobber)
 }
 
-/// Replaces the key file with `keys`, which must hold every version of the old file;
-/// an unreadable or malformed old file is never replaced.
+/// Replaces the key file with `keys`, which must hold every version of the old file,
+/// each the same key; an unreadable or malformed old file, or one whose keys differ
+/// from `keys` (replaced behind the server's back), is never replaced.
 pub fn replace(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
     let old = load(path)?;
+    if let Some(reason) = old
+        .versions()
+        .find_map(|(version, key)| match keys.get(version) {
+            Some(ours) if ours.expose_bytes() != key.expose_bytes() => {
+                Some(format!("its version {version} is a different key"))
+            }
+            _ => None,
+        })
+    {
+        return Err(KeyFileError::Changed {
+            path: path.to_owned(),
+            reason,
+        });
+    }
     if let Some((version, _)) = old
         .versions()
         .find(|(version, _)| keys.get(*version).is_none())
@@ -222,6 +277,37 @@ fn write_atomically(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 12 item 21: another deployment's valid key file is told apart from ours,
+    /// and a rotation never writes over it.
+    #[test]
+    fn a_replaced_file_is_detected_and_never_overwritten() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("master.key");
+        let ours = MasterKeys::generate();
+        create(&path, &ours).unwrap();
+        assert!(matches!(compare(&path, &ours), FileState::Same));
+        let rotated = ours.with_new_version();
+        assert!(matches!(compare(&path, &rotated), FileState::Differs(_)));
+        replace(&path, &rotated).unwrap();
+        assert!(matches!(compare(&path, &ours), FileState::Newer(_)));
+
+        let theirs = MasterKeys::generate().with_new_version();
+        std::fs::remove_file(&path).unwrap();
+        create(&path, &theirs).unwrap();
+        let FileState::Differs(reason) = compare(&path, &rotated) else {
+            panic!("another deployment's file went unnoticed");
+        };
+        assert_eq!(reason, "its version 1 is a different key");
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(
+            replace(&path, &rotated.with_new_version()),
+            Err(KeyFileError::Changed { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before, "left intact");
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(compare(&path, &ours), FileState::Differs(_)));
+    }
 
     #[test]
     fn created_with_owner_only_permissions_and_never_overwritten() {

@@ -228,7 +228,8 @@ pub struct Credential {
 /// What is known of a credential's minted token, without the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenState {
-    /// `fresh`, `refreshing`, `stale`, `failing` or `expired`.
+    /// `fresh`, `refreshing`, `stale`, `failing` or `expired`; `pending` before the first
+    /// mint succeeded.
     pub status: String,
     pub expires_at: Option<Timestamp>,
     pub refresh_at: Timestamp,

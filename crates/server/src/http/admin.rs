@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::service::{audit_log, keys};
 
 use super::auth::Caller;
-use super::error::ApiResult;
+use super::error::{ApiJson, ApiResult};
 use super::{views, ApiState};
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -73,31 +73,43 @@ pub async fn key_status(
     Caller(principal): Caller,
 ) -> ApiResult<Json<wire::KeyStatus>> {
     crate::service::access::require_site_admin(&principal, "reading the master key status")?;
+    let mismatch = state.app.keyring.file_mismatch();
     Ok(Json(match state.app.keyring.status() {
         Ok(version) => wire::KeyStatus {
             state: "available".into(),
             current_version: Some(version),
             reason: None,
+            key_file: Some(if mismatch.is_some() { "differs" } else { "matches" }.into()),
+            key_file_problem: mismatch,
         },
         Err(reason) => wire::KeyStatus {
             state: "unavailable".into(),
             current_version: None,
             reason: Some(reason),
+            key_file: None,
+            key_file_problem: None,
         },
     }))
 }
 
 /// Rotate the master key online: a new version, every data key re-wrapped under it.
+/// Refused (422 `master_key_unreadable_values`, naming them, nothing changed) while a
+/// sealed value cannot be opened, unless `skipUnreadable`; refused (409
+/// `master_key_file_changed`) while the key file differs from the loaded keys.
 #[utoipa::path(post, path = "/api/v1/admin/master-key/rotate", tag = "admin",
-    responses((status = 200, body = wire::KeyRotation), (status = 503, body = wire::ErrorBody)))]
+    request_body = wire::KeyRotateInput,
+    responses((status = 200, body = wire::KeyRotation), (status = 409, body = wire::ErrorBody),
+        (status = 422, body = wire::ErrorBody), (status = 503, body = wire::ErrorBody)))]
 pub async fn key_rotate(
     State(state): State<ApiState>,
     Caller(principal): Caller,
+    ApiJson(input): ApiJson<wire::KeyRotateInput>,
 ) -> ApiResult<Json<wire::KeyRotation>> {
-    let rotation = keys::rotate(&state.app, &principal).await?;
+    let rotation = keys::rotate(&state.app, &principal, input.skip_unreadable).await?;
     Ok(Json(wire::KeyRotation {
         previous_version: rotation.previous_version,
         current_version: rotation.current_version,
         rewrapped: rotation.rewrapped,
+        skipped: rotation.skipped,
     }))
 }

@@ -53,7 +53,7 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         .set(i64::from(state.app.keyring.status().is_ok()));
     match state.app.store.token_status_counts(state.app.now()).await {
         Ok(counts) => {
-            for status in ["fresh", "stale", "expired"] {
+            for status in ["fresh", "stale", "expired", "pending"] {
                 let count = counts
                     .iter()
                     .find(|(state, _)| state == status)

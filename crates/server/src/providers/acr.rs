@@ -25,8 +25,9 @@ use super::{ProviderError, RegistryLogin};
 
 /// The user name ACR expects with a refresh token as password.
 pub const REFRESH_TOKEN_USERNAME: &str = "00000000-0000-0000-0000-000000000000";
-/// ACR refresh tokens live three hours; used when the token's own `exp` is unreadable
-/// or already past.
+/// ACR refresh tokens live three hours (Azure's documentation of `az acr login
+/// --expose-token` and of the `/oauth2/exchange` flow): used when the token's own `exp`
+/// is unreadable or already past, and the cap on a later `exp`.
 pub const REFRESH_TOKEN_LIFETIME_MS: i64 = 3 * 3600 * 1000;
 /// The audience ACR's exchange accepts: an Azure Resource Manager token.
 const MANAGEMENT_SCOPE: &str = "https://management.azure.com/.default";
@@ -140,17 +141,13 @@ impl AcrProvider {
         let refresh_token = self
             .exchange(&credential.registry_host, tenant, &azure_token)
             .await?;
-        let expires_at = match token_expiry(refresh_token.expose_secret()) {
-            Some(expires_at) if expires_at > now + 60_000 => expires_at,
-            reported => {
-                tracing::warn!(
-                    credential.id = %credential.id,
-                    reported_expiry = ?reported,
-                    "acr.refresh_token_expiry_unusable"
-                );
-                now + REFRESH_TOKEN_LIFETIME_MS
-            }
-        };
+        let expires_at = super::expiry_at_most(
+            "acr",
+            &credential.id,
+            token_expiry(refresh_token.expose_secret()),
+            now,
+            REFRESH_TOKEN_LIFETIME_MS,
+        );
         Ok(RegistryLogin {
             username: REFRESH_TOKEN_USERNAME.to_owned(),
             secret: refresh_token,

@@ -17,12 +17,24 @@ use crate::domain::registry::{classify, RegistryKind};
 
 use super::{ProviderError, RegistryLogin};
 
-/// ECR's documented token lifetime, used when the answer's expiry is already past.
+/// ECR's (and ECR Public's) documented token lifetime, 12 hours: the longest a token is
+/// trusted for, whatever expiry the answer claims, and the lifetime used when the
+/// answer's expiry is already past.
 pub const TOKEN_LIFETIME_MS: i64 = 12 * 3600 * 1000;
 
 pub struct EcrProvider {
     allow_ambient: bool,
+    /// `REGKEEPER_AMBIENT_AWS_ACCOUNTS`; `None`: the server's own account only.
+    ambient_accounts: Option<Vec<String>>,
+    /// The server's own account (STS GetCallerIdentity of the ambient identity), asked
+    /// once when first needed.
+    own_account: tokio::sync::OnceCell<String>,
     endpoint_url: Option<String>,
+}
+
+/// The account of an IAM role ARN (`arn:PARTITION:iam::ACCOUNT:role/NAME`).
+fn role_account(arn: &str) -> Option<&str> {
+    arn.split(':').nth(4).filter(|account| !account.is_empty())
 }
 
 /// Whether a host uses the FIPS or dual-stack endpoints, which share no tokens with
@@ -37,14 +49,101 @@ pub fn endpoint_variant(host: &str) -> String {
 }
 
 impl EcrProvider {
-    pub fn new(allow_ambient: bool, endpoint_url: Option<String>) -> Self {
+    pub fn new(
+        allow_ambient: bool,
+        ambient_accounts: Option<Vec<String>>,
+        endpoint_url: Option<String>,
+    ) -> Self {
         Self {
             allow_ambient,
+            ambient_accounts,
+            own_account: tokio::sync::OnceCell::new(),
             endpoint_url,
         }
     }
 
+    /// Refuses an ambient credential whose registry (or role) is in an account the
+    /// operator did not list in `REGKEEPER_AMBIENT_AWS_ACCOUNTS` (by default: only the
+    /// server's own account), so a tenant cannot point the server's identity at
+    /// another account it can reach. Checked when a credential is added or updated and
+    /// before every mint.
+    pub async fn check_ambient(&self, credential: &Credential) -> Result<(), ProviderError> {
+        if !credential.settings.ambient {
+            return Ok(());
+        }
+        let mut reached: Vec<String> = Vec::new();
+        if let RegistryKind::Ecr(ecr) = classify(&credential.registry_host) {
+            reached.extend(ecr.account);
+        }
+        if let Some(arn) = &credential.settings.role_arn {
+            reached.extend(role_account(arn).map(str::to_owned));
+        }
+        let allowed = match &self.ambient_accounts {
+            Some(listed) => listed.clone(),
+            None => vec![self.own_account(credential).await?],
+        };
+        if reached.is_empty() {
+            // A registry host that names no account (ECR Public, or a registry given
+            // an explicit type): the token is the identity's own account's.
+            reached.push(self.own_account(credential).await?);
+        }
+        match reached.into_iter().find(|account| !allowed.contains(account)) {
+            Some(account) => Err(ProviderError::AmbientAccountRefused {
+                account,
+                allowed: allowed.join(", "),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The server's own AWS account, asked of STS with the server's identity (the SDK's
+    /// default chain) the first time, then remembered.
+    async fn own_account(&self, credential: &Credential) -> Result<String, ProviderError> {
+        self.own_account
+            .get_or_try_init(|| async {
+                let base = self
+                    .base_config(credential, &CredentialSecret::default())
+                    .await?;
+                let answer = aws_sdk_sts::Client::new(&base)
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|error| ProviderError::AmbientAccountUnknown(aws_error(error).to_string()))?;
+                answer
+                    .account()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ProviderError::AmbientAccountUnknown("GetCallerIdentity named no account".into()))
+            })
+            .await
+            .cloned()
+    }
+
     async fn sdk_config(
+        &self,
+        credential: &Credential,
+        secret: &CredentialSecret,
+    ) -> Result<aws_config::SdkConfig, ProviderError> {
+        let base = self.base_config(credential, secret).await?;
+        self.check_ambient(credential).await?;
+        let Some(role_arn) = credential.settings.role_arn.clone() else {
+            return Ok(base);
+        };
+        let mut role = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name("regkeeper")
+            .configure(&base);
+        if let Some(external_id) = &credential.settings.external_id {
+            role = role.external_id(external_id);
+        }
+        let role = role.build().await;
+        Ok(base
+            .into_builder()
+            .credentials_provider(SharedCredentialsProvider::new(role))
+            .build())
+    }
+
+    /// The SDK settings for the credential's own keys (or the server's identity), before
+    /// any role is assumed.
+    async fn base_config(
         &self,
         credential: &Credential,
         secret: &CredentialSecret,
@@ -101,26 +200,12 @@ impl EcrProvider {
             );
             loader = loader.credentials_provider(SharedCredentialsProvider::new(keys));
         }
-        let base = loader.load().await;
-        let Some(role_arn) = credential.settings.role_arn.clone() else {
-            return Ok(base);
-        };
-        let mut role = aws_config::sts::AssumeRoleProvider::builder(role_arn)
-            .session_name("regkeeper")
-            .configure(&base);
-        if let Some(external_id) = &credential.settings.external_id {
-            role = role.external_id(external_id);
-        }
-        let role = role.build().await;
-        Ok(base
-            .into_builder()
-            .credentials_provider(SharedCredentialsProvider::new(role))
-            .build())
+        Ok(loader.load().await)
     }
 
     /// Mints a 12-hour ECR login. An expiry that is already past on receipt (clock
-    /// skew; emulators answer 2015-01-01) is logged and replaced by the documented
-    /// lifetime counted from now, so it is never refreshed in a loop.
+    /// skew; emulators answer 2015-01-01), or later than 12 hours from now, is logged
+    /// and replaced by the documented lifetime counted from now (`expiry_at_most`).
     pub async fn login(
         &self,
         credential: &Credential,
@@ -183,17 +268,13 @@ impl EcrProvider {
         let (username, password) = text
             .split_once(':')
             .ok_or_else(|| ProviderError::AwsOther("the ECR token is not USER:PASSWORD".into()))?;
-        let expires_at = match reported {
-            Some(expires_at) if expires_at > now + 60_000 => expires_at,
-            reported => {
-                tracing::warn!(
-                    credential.id = %credential.id,
-                    reported_expiry = ?reported,
-                    "ecr.expiry_already_past"
-                );
-                now + TOKEN_LIFETIME_MS
-            }
-        };
+        let expires_at = super::expiry_at_most(
+            if public { "ecr-public" } else { "ecr" },
+            &credential.id,
+            reported,
+            now,
+            TOKEN_LIFETIME_MS,
+        );
         Ok(RegistryLogin {
             username: username.to_owned(),
             secret: SecretString::from(password.to_owned()),

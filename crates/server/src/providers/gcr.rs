@@ -29,7 +29,8 @@ pub const ACCESS_TOKEN_USERNAME: &str = "oauth2accesstoken";
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// The assertion's lifetime; Google accepts at most an hour.
 const ASSERTION_SECONDS: i64 = 3600;
-/// Google's documented access-token lifetime, when an answer gives none.
+/// Google's documented access-token lifetime (one hour, its maximum): used when an
+/// answer gives none, and the cap on whatever `expires_in` an answer claims.
 pub const TOKEN_LIFETIME_MS: i64 = 3600 * 1000;
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const RESPONSE_LIMIT: usize = 256 * 1024;
@@ -204,10 +205,15 @@ impl GcrProvider {
         if token.access_token.expose_secret().is_empty() {
             return Err(ProviderError::GcpFailed("the access token is empty".into()));
         }
-        let lifetime = token
-            .expires_in
-            .filter(|seconds| *seconds > 60)
-            .map_or(TOKEN_LIFETIME_MS, |seconds| seconds.saturating_mul(1000));
+        let expires_at = super::expiry_at_most(
+            "gcr",
+            &credential.id,
+            token
+                .expires_in
+                .map(|seconds| now.saturating_add(seconds.saturating_mul(1000))),
+            now,
+            TOKEN_LIFETIME_MS,
+        );
         tracing::debug!(
             credential.id = %credential.id,
             service_account = %key.client_email,
@@ -217,7 +223,7 @@ impl GcrProvider {
             username: ACCESS_TOKEN_USERNAME.to_owned(),
             secret: token.access_token,
             issued_at: now,
-            expires_at: Some(now.saturating_add(lifetime)),
+            expires_at: Some(expires_at),
         })
     }
 }

@@ -202,6 +202,7 @@ pub async fn create(
             verification: verification(&input, now),
             token: None,
         };
+        check_ambient(app, &credential).await?;
         if input.verify != Some(false) {
             credential.verification =
                 super::verify::check(app, &credential, &draft.secret, None).await?;
@@ -226,6 +227,26 @@ pub async fn create(
         Ok(credential)
     })
     .await
+}
+
+/// An ambient AWS credential must stay within the accounts the operator listed, even
+/// when it is not verified (the provider checks again at every mint).
+async fn check_ambient(app: &App, credential: &Credential) -> Result<()> {
+    app.providers
+        .ecr
+        .check_ambient(credential)
+        .await
+        .map_err(|error| {
+            let message = error.to_string();
+            if error.retryable() {
+                Error::Upstream {
+                    code: error.code(),
+                    message,
+                }
+            } else {
+                Error::unprocessable(error.code(), message)
+            }
+        })
 }
 
 pub async fn list(
@@ -351,6 +372,7 @@ pub async fn update(
             verification: verification(&input, now),
             ..existing.clone()
         };
+        check_ambient(app, &updated).await?;
         if input.verify != Some(false) {
             let secret = if secret_given { draft.secret.clone() } else { open_secret(app, &existing)? };
             updated.verification = super::verify::check(app, &updated, &secret, None).await?;

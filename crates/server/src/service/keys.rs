@@ -1,7 +1,7 @@
 //! Loading the master keys at start (and checking them against the database) and
 //! rotating them online.
 
-use crate::crypto::keyfile::{self, KeyFileError};
+use crate::crypto::keyfile::{self, FileState, KeyFileError};
 use crate::crypto::{key_check, key_check_matches, Binding, Keyring, MasterKeys};
 use crate::domain::identity::Principal;
 use crate::domain::{Error, Result};
@@ -116,15 +116,29 @@ pub struct Rotation {
     pub previous_version: u32,
     pub current_version: u32,
     pub rewrapped: u64,
+    /// Sealed values that could not be opened and were left as they were (only with
+    /// `skip_unreadable`), by label.
+    pub skipped: Vec<String>,
 }
 
+/// How many unreadable values a refusal names before it says "and N more".
+const NAMED_IN_REFUSAL: usize = 20;
+
 /// Adds a master key version, makes it current and re-wraps every data key under it,
-/// in batches while the server keeps serving. The audit entry is written first (no
-/// entry, no rotation); then the key file, so that a crash leaves at worst an unused
-/// version in the file, never a database that names a key the file lacks. Old versions
-/// stay in the file; other replicas pick the new version up when they next reload it
-/// (see [`reload_if_changed`]).
-pub async fn rotate(app: &App, principal: &Principal) -> Result<Rotation> {
+/// in batches while the server keeps serving.
+///
+/// Before anything changes, every sealed value (credential secrets, sync targets'
+/// signing keys, minted tokens) is opened with the loaded keys, and the key file is
+/// compared with them: a value that cannot be opened refuses the rotation — naming
+/// each one, nothing changed — unless `skip_unreadable` is given, and then the
+/// rotation completes for every readable value and leaves those as they are (they stay
+/// unreadable either way); a key file that no longer holds the loaded keys refuses it
+/// always, and is never overwritten. Then the audit entry is written (no entry, no
+/// rotation), then the key file, so that a crash leaves at worst an unused version in
+/// the file, never a database that names a key the file lacks. Old versions stay in
+/// the file; other replicas pick the new version up when they next reload it (see
+/// [`reload_if_changed`]).
+pub async fn rotate(app: &App, principal: &Principal, skip_unreadable: bool) -> Result<Rotation> {
     let record = app.record(Some(principal), "master_key.rotate");
     app.audited(record.clone(), async {
         require_site_admin(principal, "rotating the master key")?;
@@ -147,6 +161,21 @@ pub async fn rotate(app: &App, principal: &Principal) -> Result<Rotation> {
                 ),
             ));
         }
+        let path = &app.config.master_key_file;
+        if let Some(reason) = check_key_file(app, &keys) {
+            return Err(file_changed(path, &reason));
+        }
+        let unreadable = unreadable_values(app, &keys).await?;
+        // A minted token is derived data, re-minted when it cannot be opened: it is
+        // reported, never a reason to refuse.
+        let blocking: Vec<&Unreadable> = unreadable
+            .iter()
+            .filter(|value| value.kind != SealedKind::RegistryToken)
+            .collect();
+        if !blocking.is_empty() && !skip_unreadable {
+            return Err(refuse_unreadable(&blocking));
+        }
+        let labels: Vec<&str> = unreadable.iter().map(|value| value.label.as_str()).collect();
         let rotated = keys.with_new_version();
         let version = rotated.current_version();
         app.store
@@ -154,12 +183,15 @@ pub async fn rotate(app: &App, principal: &Principal) -> Result<Rotation> {
                 "previousVersion": keys.current_version(),
                 "currentVersion": version,
                 "stage": "started",
+                "skipUnreadable": labels,
             })))
             .await?;
-        let path = &app.config.master_key_file;
-        keyfile::replace(path, &rotated).map_err(|error| Error::Unavailable {
-            code: "master_key_write_failed",
-            message: format!("rotation did not happen: {error}"),
+        keyfile::replace(path, &rotated).map_err(|error| match error {
+            KeyFileError::Changed { reason, .. } => file_changed(path, &reason),
+            error => Error::Unavailable {
+                code: "master_key_write_failed",
+                message: format!("rotation did not happen: {error}"),
+            },
         })?;
         let new_key = rotated.get(version).expect("the new version exists");
         let stored = app
@@ -187,29 +219,143 @@ pub async fn rotate(app: &App, principal: &Principal) -> Result<Rotation> {
             let _swap = app.seal_gate.write().await;
             app.keyring.replace(rotated.clone());
         }
-        let rewrapped = rewrap_all(app, &rotated).await?;
-        tracing::info!(master_key.version = version, rewrapped, "master_key.rotated");
+        let (rewrapped, skipped) = rewrap_all(app, &rotated, &unreadable).await?;
+        tracing::info!(
+            master_key.version = version,
+            rewrapped,
+            skipped = skipped.len(),
+            "master_key.rotated"
+        );
         Ok(Rotation {
             previous_version: keys.current_version(),
             current_version: version,
             rewrapped,
+            skipped,
         })
     })
     .await
 }
 
-/// Reloads the key file if it holds a newer version than the keyring (another replica
+fn file_changed(path: &std::path::Path, reason: &str) -> Error {
+    Error::conflict(
+        "master_key_file_changed",
+        format!(
+            "master key file {} no longer holds the keys this server loaded ({reason}); rotation refused and the file left as it is — put the original file back, or restart regkeeper to load the new one",
+            path.display()
+        ),
+    )
+}
+
+fn refuse_unreadable(unreadable: &[&Unreadable]) -> Error {
+    let mut named = unreadable
+        .iter()
+        .take(NAMED_IN_REFUSAL)
+        .map(|value| value.label.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if unreadable.len() > NAMED_IN_REFUSAL {
+        named.push_str(&format!(" and {} more", unreadable.len() - NAMED_IN_REFUSAL));
+    }
+    Error::unprocessable(
+        "master_key_unreadable_values",
+        format!(
+            "rotation refused, nothing changed: {} sealed value(s) cannot be opened with the loaded master keys: {named}; delete or re-enter them (credentials update NAME with a new secret), or rotate with --skip-unreadable to re-wrap everything else and leave them as they are",
+            unreadable.len()
+        ),
+    )
+}
+
+/// A sealed value the loaded keys cannot open.
+struct Unreadable {
+    kind: SealedKind,
+    owner_id: String,
+    label: String,
+}
+
+/// Every sealed value the loaded keys cannot open (each is decrypted, not just
+/// unwrapped, so a damaged ciphertext counts too).
+async fn unreadable_values(app: &App, keys: &MasterKeys) -> Result<Vec<Unreadable>> {
+    let mut unreadable = Vec::new();
+    for kind in SealedKind::ALL {
+        let mut after = String::new();
+        loop {
+            let page = app.store.sealed_page(kind, &after, REWRAP_BATCH).await?;
+            let Some(last) = page.last() else { break };
+            after.clone_from(&last.owner_id);
+            for row in &page {
+                if keys.open(&row.sealed, binding(kind, row)).is_err() {
+                    unreadable.push(Unreadable {
+                        kind,
+                        owner_id: row.owner_id.clone(),
+                        label: row.label.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(unreadable)
+}
+
+fn binding(kind: SealedKind, row: &crate::store::SealedRef) -> Binding<'_> {
+    Binding {
+        purpose: kind.purpose(),
+        workspace_id: &row.workspace_id,
+        owner_id: &row.owner_id,
+        version: row.secret_version,
+    }
+}
+
+/// Compares the key file with the keys this server loaded, and records the answer in
+/// the keyring and the `regkeeper_master_key_file_mismatch` gauge, logging a change
+/// once (`master_key.file_mismatch` when it starts, `master_key.file_matches` when it
+/// ends). The reason it differs, if it does; a file with a newer version that keeps
+/// every loaded one is not a difference (another replica rotated).
+fn check_key_file(app: &App, loaded: &MasterKeys) -> Option<String> {
+    let mismatch = match keyfile::compare(&app.config.master_key_file, loaded) {
+        FileState::Differs(reason) => Some(reason),
+        FileState::Same | FileState::Newer(_) => None,
+    };
+    record_file_state(app, mismatch.clone());
+    mismatch
+}
+
+fn record_file_state(app: &App, mismatch: Option<String>) {
+    app.metrics
+        .master_key_file_mismatch
+        .set(i64::from(mismatch.is_some()));
+    if app.keyring.set_file_mismatch(mismatch.clone()) {
+        match &mismatch {
+            Some(reason) => tracing::warn!(
+                path = %app.config.master_key_file.display(),
+                reason = %reason,
+                "master_key.file_mismatch"
+            ),
+            None => tracing::info!(
+                path = %app.config.master_key_file.display(),
+                "master_key.file_matches"
+            ),
+        }
+    }
+}
+
+/// Every 10 s: compares the key file with the loaded keys (see [`check_key_file`]) and
+/// reloads it if it holds a newer version that keeps every loaded one (another replica
 /// rotated, or an operator restored a file), checking it against the database first.
 pub async fn reload_if_changed(app: &App) {
-    let Ok(current) = app.keyring.status() else {
+    let Ok(loaded) = app.keyring.keys() else {
         return;
     };
-    let Ok(keys) = keyfile::load(&app.config.master_key_file) else {
-        return;
+    let keys = match keyfile::compare(&app.config.master_key_file, &loaded) {
+        FileState::Same => {
+            record_file_state(app, None);
+            return;
+        }
+        FileState::Differs(reason) => {
+            record_file_state(app, Some(reason));
+            return;
+        }
+        FileState::Newer(keys) => keys,
     };
-    if keys.current_version() <= current {
-        return;
-    }
     let checks = match app.store.key_checks().await {
         Ok(checks) => checks,
         Err(error) => {
@@ -233,44 +379,72 @@ pub async fn reload_if_changed(app: &App) {
                 "master_key.reloaded"
             );
             app.keyring.replace(keys);
+            record_file_state(app, None);
         }
-        Err(reason) => tracing::error!(reason = %reason, "master_key.reload_refused"),
+        Err(reason) => {
+            tracing::error!(reason = %reason, "master_key.reload_refused");
+            record_file_state(app, Some(reason));
+        }
     }
 }
 
-async fn rewrap_all(app: &App, keys: &MasterKeys) -> Result<u64> {
+/// Re-wraps every data key under the current version but those of `unreadable`
+/// (left as they were); the count, and the labels of what was left.
+async fn rewrap_all(
+    app: &App,
+    keys: &MasterKeys,
+    unreadable: &[Unreadable],
+) -> Result<(u64, Vec<String>)> {
     let mut rewrapped = 0;
+    let mut skipped: Vec<String> = unreadable.iter().map(|value| value.label.clone()).collect();
     for kind in SealedKind::ALL {
-        rewrapped += rewrap_kind(app, keys, kind).await?;
+        let leave: Vec<&str> = unreadable
+            .iter()
+            .filter(|value| value.kind == kind)
+            .map(|value| value.owner_id.as_str())
+            .collect();
+        rewrapped += rewrap_kind(app, keys, kind, &leave, &mut skipped).await?;
     }
-    Ok(rewrapped)
+    Ok((rewrapped, skipped))
 }
 
-/// Re-wraps every data key of one kind of sealed secret under the current version.
-async fn rewrap_kind(app: &App, keys: &MasterKeys, kind: SealedKind) -> Result<u64> {
+/// Re-wraps every data key of one kind of sealed secret under the current version,
+/// page by page in owner order, so a value that cannot be re-wrapped is passed over
+/// (and reported) rather than stopping the rotation half way.
+async fn rewrap_kind(
+    app: &App,
+    keys: &MasterKeys,
+    kind: SealedKind,
+    leave: &[&str],
+    skipped: &mut Vec<String>,
+) -> Result<u64> {
     let mut rewrapped = 0;
+    let mut after = String::new();
     loop {
-        let batch = app
-            .store
-            .sealed_not_under(kind, keys.current_version(), REWRAP_BATCH)
-            .await?;
-        if batch.is_empty() {
+        let batch = app.store.sealed_page(kind, &after, REWRAP_BATCH).await?;
+        let Some(last) = batch.last() else {
             return Ok(rewrapped);
-        }
+        };
+        after.clone_from(&last.owner_id);
         for row in batch {
-            let binding = Binding {
-                purpose: kind.purpose(),
-                workspace_id: &row.workspace_id,
-                owner_id: &row.owner_id,
-                version: row.secret_version,
+            if row.sealed.key_version == keys.current_version()
+                || leave.contains(&row.owner_id.as_str())
+            {
+                continue;
+            }
+            let new = match keys.rewrap(&row.sealed, binding(kind, &row)) {
+                Ok(new) => new,
+                Err(error) => {
+                    tracing::error!(
+                        kind = kind.purpose(),
+                        owner.id = %row.owner_id,
+                        error = %error,
+                        "master_key.rewrap_skipped"
+                    );
+                    skipped.push(row.label);
+                    continue;
+                }
             };
-            let new = keys.rewrap(&row.sealed, binding).map_err(|error| {
-                Error::internal(format!(
-                    "re-wrapping the {} of {}: {error}",
-                    kind.purpose(),
-                    row.owner_id
-                ))
-            })?;
             // A concurrent update may have replaced the secret (under the new key
             // already); then there is nothing left to re-wrap for this row.
             if app
@@ -279,7 +453,9 @@ async fn rewrap_kind(app: &App, keys: &MasterKeys, kind: SealedKind) -> Result<u
                 .await?
             {
                 rewrapped += 1;
-                app.caches.forget_credentials();
+                if kind == SealedKind::CredentialSecret {
+                    app.caches.forget_credentials();
+                }
             }
         }
     }

@@ -33,7 +33,21 @@ fn binding(identity: &str, issued_at: Timestamp) -> Binding<'_> {
 }
 
 fn provider_error(credential: &Credential, error: &ProviderError) -> Error {
+    if let ProviderError::Store(error) = error {
+        // Not the provider's failure: the store's own error, with its own status.
+        return match error {
+            Error::Unavailable { code, message } => Error::Unavailable {
+                code,
+                message: message.clone(),
+            },
+            other => Error::internal(other),
+        };
+    }
     let message = format!("credential {} could not log in: {error}", credential.name);
+    if matches!(error, ProviderError::AmbientAccountRefused { .. }) {
+        // The operator's policy, not a provider failure: retrying will not help.
+        return Error::unprocessable(error.code(), message);
+    }
     if error.retryable() {
         Error::Unavailable {
             code: error.code(),
@@ -104,37 +118,17 @@ pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLog
             .await
             .map_err(|error| provider_error(credential, &error));
     };
-    let mint = || async {
-        let now = app.now();
-        let stored = app
-            .store
-            .registry_token(&identity)
-            .await
-            .map_err(|error| ProviderError::AwsOther(error.to_string()))?;
-        if let Some(stored) = &stored {
-            if now < stored.refresh_at && usable(stored.expires_at, now) {
-                if let Ok(login) = open_token(app, stored) {
-                    return Ok(login);
-                }
-            }
-        }
-        match mint_and_store(app, credential, &secret, &identity, now).await {
-            Ok(login) => Ok(login),
-            Err(error) => {
-                // Another replica's last good token still works: serve it.
-                match stored
-                    .as_ref()
-                    .filter(|stored| usable(stored.expires_at, now))
-                {
-                    Some(stored) => open_token(app, stored).map_err(|_| error),
-                    None => Err(error),
-                }
-            }
-        }
-    };
+    // The operator may have narrowed the accounts ambient credentials reach since this
+    // token was minted: a stored token is not served past that either.
+    app.providers
+        .ecr
+        .check_ambient(credential)
+        .await
+        .map_err(|error| provider_error(credential, &error))?;
+    let lookup = || stored_or_minted(app, credential, &secret, &identity);
     let (login, _) = app
         .tokens
-        .get_or_mint(&identity, mint)
+        .get_or_mint(&identity, lookup)
         .await
         .map_err(|error| provider_error(credential, &error))?;
     if credential.token.is_none() {
@@ -145,7 +139,162 @@ pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLog
     Ok(login)
 }
 
-/// Mints a token for `identity` now and stores it sealed, so every replica serves it.
+/// How often, and how many times, a lookup looks again at a token another replica
+/// holds the mint lease of: 10 s in all, within the request's 60 s and longer than a
+/// healthy mint takes.
+const MINT_WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+const MINT_WAIT_POLLS: u32 = 100;
+const PENDING: &str = "pending";
+
+/// The identity's token as the database holds it, minting only when there is none to
+/// serve. A valid token is served even past its refresh point: refreshing is the
+/// refresher's job, which backs off while the provider fails, so an outage costs the
+/// provider no extra calls however many resolves arrive. With no valid token, the mint
+/// takes the row's lease exactly as the refresher does — one mint per identity across
+/// replicas, the others wait for its row — and a failed mint's backoff is shared:
+/// until it runs out, every replica answers with that failure at once.
+async fn stored_or_minted(
+    app: &App,
+    credential: &Credential,
+    secret: &crate::domain::credential::CredentialSecret,
+    identity: &str,
+) -> Result<RegistryLogin, ProviderError> {
+    let owner = format!("resolve-{}", super::new_id());
+    for _ in 0..MINT_WAIT_POLLS {
+        let now = app.now();
+        let stored = app
+            .store
+            .registry_token(identity)
+            .await
+            .map_err(ProviderError::Store)?;
+        if let Some(stored) = stored.as_ref().filter(|stored| serveable(stored, now)) {
+            match open_token(app, stored) {
+                Ok(login) => return Ok(login),
+                Err(error) => {
+                    // Sealed under a master key this replica lacks (its key file is a
+                    // rotation behind) or damaged: a new token, sealed under ours, serves
+                    // everyone, and waiting for a lease would not make this one readable.
+                    tracing::warn!(error.code = error.code(), "token.unreadable_reminted");
+                    return mint_and_store(app, credential, secret, identity, now).await;
+                }
+            }
+        }
+        if let Some(stored) = &stored {
+            if stored.failures > 0 && now < stored.next_attempt_at {
+                return Err(ProviderError::BackingOff {
+                    last_error: stored.last_error.clone().unwrap_or_default(),
+                    retry_in_seconds: (stored.next_attempt_at - now + 999) / 1000,
+                });
+            }
+        }
+        let claimed = app
+            .store
+            .claim_token_for_mint(&pending(identity, now), now, &owner, now + LEASE_MS)
+            .await
+            .map_err(ProviderError::Store)?;
+        match claimed {
+            Some(leased) => return mint_leased(app, credential, secret, leased, &owner).await,
+            // Another replica (or the refresher) holds the lease: wait for its row.
+            None => tokio::time::sleep(MINT_WAIT_POLL).await,
+        }
+    }
+    Err(ProviderError::MintInProgress)
+}
+
+/// Whether a stored row holds a token that may be handed out now.
+fn serveable(stored: &StoredToken, now: Timestamp) -> bool {
+    stored.status != PENDING && usable(stored.expires_at, now)
+}
+
+/// The row a first mint leases: no token yet, due now.
+fn pending(identity: &str, now: Timestamp) -> StoredToken {
+    StoredToken {
+        identity: identity.to_owned(),
+        username: String::new(),
+        sealed: crate::domain::credential::SealedSecret {
+            ciphertext: Vec::new(),
+            wrapped_key: Vec::new(),
+            key_version: 0,
+        },
+        issued_at: now,
+        expires_at: Some(now),
+        refresh_at: now,
+        status: PENDING.into(),
+        failures: 0,
+        last_error: None,
+        next_attempt_at: now,
+        updated_at: now,
+    }
+}
+
+/// Mints the token whose lease this lookup holds and finishes the row as lease holder:
+/// the new token, or the failure with its backoff (the refresher's rule), so the next
+/// attempt — anyone's — waits for it. The credential is linked either way, so the
+/// refresher retries a failed first mint on that schedule.
+async fn mint_leased(
+    app: &App,
+    credential: &Credential,
+    secret: &crate::domain::credential::CredentialSecret,
+    leased: StoredToken,
+    owner: &str,
+) -> Result<RegistryLogin, ProviderError> {
+    let now = app.now();
+    let result = app.providers.login(credential, secret, now).await;
+    app.metrics
+        .token_refreshes
+        .get_or_create(&outcome(if result.is_ok() {
+            "success"
+        } else {
+            "failure"
+        }))
+        .inc();
+    let finished = match &result {
+        Ok(login) => seal_token(app, &leased.identity, login, now),
+        Err(error) => {
+            let failures = leased.failures + 1;
+            let never_minted = leased.status == PENDING;
+            Ok(StoredToken {
+                status: if never_minted {
+                    PENDING
+                } else if usable(leased.expires_at, now) {
+                    "stale"
+                } else {
+                    "expired"
+                }
+                .into(),
+                failures,
+                last_error: Some(error.to_string()),
+                next_attempt_at: now + backoff(failures),
+                updated_at: now,
+                ..leased.clone()
+            })
+        }
+    };
+    let stored = async {
+        let finished = finished?;
+        if !app.store.finish_registry_token(&finished, owner).await? {
+            tracing::info!(credential.id = %credential.id, "token.mint_lease_lost");
+        }
+        app.store
+            .link_token_identity(&credential.id, Some(&leased.identity))
+            .await
+    };
+    if let Err(error) = stored.await {
+        tracing::warn!(error.code = error.code(), "token.store_failed");
+    }
+    if let Err(error) = &result {
+        tracing::warn!(
+            credential.id = %credential.id,
+            error.code = error.code(),
+            failures = leased.failures + 1,
+            "token.mint_failed"
+        );
+    }
+    result
+}
+
+/// Mints a token for `identity` now and stores it sealed, so every replica serves it
+/// (after a registry refused the stored one, which no lease or backoff should delay).
 async fn mint_and_store(
     app: &App,
     credential: &Credential,
@@ -359,7 +508,14 @@ async fn refresh_one(app: &App, token: StoredToken, owner: &str) -> Result<Refre
             let failures = token.failures + 1;
             let still_valid = usable(token.expires_at, now);
             let failed = StoredToken {
-                status: if still_valid { "stale" } else { "expired" }.into(),
+                status: if token.status == PENDING {
+                    PENDING
+                } else if still_valid {
+                    "stale"
+                } else {
+                    "expired"
+                }
+                .into(),
                 failures,
                 last_error: Some(error.to_string()),
                 next_attempt_at: now + backoff(failures),

@@ -109,13 +109,57 @@ fn unavailability(error: &sqlx::Error) -> Option<(&'static str, &'static str)> {
             match code.as_ref() {
                 // SQLite's SQLITE_FULL; PostgreSQL's disk_full.
                 "13" | "53100" => Some(FULL),
-                // PostgreSQL: connection exceptions, admin/crash shutdown, cannot connect now.
-                sqlstate if sqlstate.starts_with("08") => Some(UNREACHABLE),
-                "57P01" | "57P02" | "57P03" => Some(UNREACHABLE),
+                sqlstate if refusing(sqlstate, database.message()) => Some(UNREACHABLE),
                 _ => None,
             }
         }
         _ => None,
+    }
+}
+
+/// Whether a PostgreSQL SQLSTATE says the database is there but will not serve us for
+/// now — an operator or a fail-over will change that, not a different request:
+/// connection exceptions (class 08), too many connections (53300), administrator or
+/// crash shutdown and "cannot connect now" (57P01–57P03), a read-only transaction on a
+/// standby or a database set read-only (25006), and a database that is not accepting
+/// connections (`ALTER DATABASE … ALLOW_CONNECTIONS false`, 55000 with that message;
+/// other 55000s are bugs of ours).
+fn refusing(sqlstate: &str, message: &str) -> bool {
+    match sqlstate {
+        "53300" | "57P01" | "57P02" | "57P03" | "25006" => true,
+        "55000" => message.contains("not currently accepting connections"),
+        sqlstate => sqlstate.starts_with("08"),
+    }
+}
+
+/// Every sealed value of one kind as the same columns (`id`, `workspace_id`,
+/// `secret_version`, the sealed secret's three, and `label`), for the rotation's reads.
+/// Placeholder token rows (`pending`) hold nothing sealed.
+pub(super) fn sealed_select(kind: crate::store::SealedKind) -> &'static str {
+    use crate::store::SealedKind;
+    match kind {
+        SealedKind::CredentialSecret => {
+            "SELECT c.id AS id, c.workspace_id AS workspace_id, c.secret_version AS secret_version, \
+             c.secret_ciphertext AS secret_ciphertext, c.secret_wrapped_key AS secret_wrapped_key, \
+             c.secret_key_version AS secret_key_version, \
+             'credential rk:' || w.name || ':credential/' || c.name AS label \
+             FROM credentials c JOIN workspaces w ON w.id = c.workspace_id \
+             WHERE c.secret_key_version IS NOT NULL"
+        }
+        SealedKind::SyncSigningKey => {
+            "SELECT t.id AS id, c.workspace_id AS workspace_id, CAST(1 AS BIGINT) AS secret_version, \
+             t.secret_ciphertext AS secret_ciphertext, t.secret_wrapped_key AS secret_wrapped_key, \
+             t.secret_key_version AS secret_key_version, \
+             'sync target ' || t.id || ' of rk:' || w.name || ':credential/' || c.name AS label \
+             FROM sync_targets t JOIN credentials c ON c.id = t.credential_id \
+             JOIN workspaces w ON w.id = c.workspace_id WHERE t.secret_key_version IS NOT NULL"
+        }
+        SealedKind::RegistryToken => {
+            "SELECT identity AS id, CAST('' AS TEXT) AS workspace_id, issued_at AS secret_version, \
+             token_ciphertext AS secret_ciphertext, token_wrapped_key AS secret_wrapped_key, \
+             token_key_version AS secret_key_version, 'token ' || identity AS label \
+             FROM registry_tokens WHERE status <> 'pending'"
+        }
     }
 }
 
@@ -170,7 +214,7 @@ macro_rules! impl_store {
         use crate::domain::identity::{Role, WorkspaceKind};
         use crate::domain::{Error, Result};
         use crate::store::sql::{
-            audit_write_error, covering_prefixes, database_error, is_unique_violation, settings_from_text,
+            audit_write_error, covering_prefixes, database_error, is_unique_violation, sealed_select, settings_from_text,
             settings_to_text,
             CREDENTIAL_COLUMNS, CREDENTIAL_FROM, TOKEN_COLUMNS,
         };
@@ -244,6 +288,17 @@ macro_rules! impl_store {
                         .map_err(|_| Error::internal("stored key version out of range"))?,
                 }),
                 _ => None,
+            })
+        }
+
+        fn sealed_ref_from(row: &Row) -> Result<SealedRef> {
+            Ok(SealedRef {
+                owner_id: row.try_get("id").map_err(database_error)?,
+                workspace_id: row.try_get("workspace_id").map_err(database_error)?,
+                secret_version: row.try_get("secret_version").map_err(database_error)?,
+                sealed: sealed_from(row)?
+                    .ok_or_else(|| Error::internal("sealed secret row is incomplete"))?,
+                label: row.try_get("label").map_err(database_error)?,
             })
         }
 
@@ -1145,37 +1200,34 @@ macro_rules! impl_store {
                 key_version: u32,
                 limit: i64,
             ) -> Result<Vec<SealedRef>> {
-                let statement = match kind {
-                    SealedKind::CredentialSecret => {
-                        "SELECT id, workspace_id, secret_version, secret_ciphertext, \
-                         secret_wrapped_key, secret_key_version FROM credentials \
-                         WHERE secret_key_version IS NOT NULL AND secret_key_version <> $1 \
-                         ORDER BY id LIMIT $2"
-                    }
-                    SealedKind::SyncSigningKey => {
-                        "SELECT t.id, c.workspace_id, CAST(1 AS BIGINT) AS secret_version, t.secret_ciphertext, \
-                         t.secret_wrapped_key, t.secret_key_version FROM sync_targets t \
-                         JOIN credentials c ON c.id = t.credential_id \
-                         WHERE t.secret_key_version IS NOT NULL AND t.secret_key_version <> $1 \
-                         ORDER BY t.id LIMIT $2"
-                    }
-                };
-                sqlx::query(statement)
+                let statement = format!(
+                    "SELECT * FROM ({}) sealed WHERE secret_key_version <> $1 ORDER BY id LIMIT $2",
+                    sealed_select(kind)
+                );
+                sqlx::query(&statement)
                     .bind(i64::from(key_version))
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(database_error)?
                     .iter()
-                    .map(|row| {
-                        Ok(SealedRef {
-                            owner_id: row.try_get("id").map_err(database_error)?,
-                            workspace_id: row.try_get("workspace_id").map_err(database_error)?,
-                            secret_version: row.try_get("secret_version").map_err(database_error)?,
-                            sealed: sealed_from(row)?
-                                .ok_or_else(|| Error::internal("sealed secret row is incomplete"))?,
-                        })
-                    })
+                    .map(sealed_ref_from)
+                    .collect()
+            }
+
+            async fn sealed_page(&self, kind: SealedKind, after: &str, limit: i64) -> Result<Vec<SealedRef>> {
+                let statement = format!(
+                    "SELECT * FROM ({}) sealed WHERE id > $1 ORDER BY id LIMIT $2",
+                    sealed_select(kind)
+                );
+                sqlx::query(&statement)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(database_error)?
+                    .iter()
+                    .map(sealed_ref_from)
                     .collect()
             }
 
@@ -1186,15 +1238,22 @@ macro_rules! impl_store {
                 old: &SealedSecret,
                 new: &SealedSecret,
             ) -> Result<bool> {
-                let table = match kind {
-                    SealedKind::CredentialSecret => "credentials",
-                    SealedKind::SyncSigningKey => "sync_targets",
+                let statement = match kind {
+                    SealedKind::CredentialSecret => {
+                        "UPDATE credentials SET secret_wrapped_key = $1, secret_key_version = $2 \
+                         WHERE id = $3 AND secret_wrapped_key = $4 AND secret_key_version = $5"
+                    }
+                    SealedKind::SyncSigningKey => {
+                        "UPDATE sync_targets SET secret_wrapped_key = $1, secret_key_version = $2 \
+                         WHERE id = $3 AND secret_wrapped_key = $4 AND secret_key_version = $5"
+                    }
+                    SealedKind::RegistryToken => {
+                        "UPDATE registry_tokens SET token_wrapped_key = $1, token_key_version = $2 \
+                         WHERE identity = $3 AND token_wrapped_key = $4 AND token_key_version = $5"
+                    }
                 };
                 let mut transaction = self.begin_write().await?;
-                let replaced = sqlx::query(&format!(
-                    "UPDATE {table} SET secret_wrapped_key = $1, secret_key_version = $2 \
-                     WHERE id = $3 AND secret_wrapped_key = $4 AND secret_key_version = $5",
-                ))
+                let replaced = sqlx::query(statement)
                 .bind(&new.wrapped_key)
                 .bind(i64::from(new.key_version))
                 .bind(owner_id)
@@ -1288,6 +1347,71 @@ macro_rules! impl_store {
                 Ok(due)
             }
 
+            async fn claim_token_for_mint(
+                &self,
+                placeholder: &StoredToken,
+                now: Timestamp,
+                owner: &str,
+                lease_until: Timestamp,
+            ) -> Result<Option<StoredToken>> {
+                // Serialised like `claim_due_tokens`, so two replicas cannot both lease
+                // (or both create) one identity's row.
+                let mut transaction = self.begin_write().await?;
+                let leased = sqlx::query(
+                    "UPDATE registry_tokens SET lease_owner = $1, lease_until = $2 WHERE identity = $3 \
+                     AND next_attempt_at <= $4 AND (lease_until IS NULL OR lease_until < $4)",
+                )
+                .bind(owner)
+                .bind(lease_until)
+                .bind(&placeholder.identity)
+                .bind(now)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database_error)?
+                .rows_affected()
+                    == 1;
+                let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE identity = $1"))
+                    .bind(&placeholder.identity)
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(database_error)?
+                    .as_ref()
+                    .map(token_from)
+                    .transpose()?;
+                let claimed = match row {
+                    Some(row) => leased.then_some(row),
+                    None => {
+                        sqlx::query(
+                            "INSERT INTO registry_tokens (identity, username, token_ciphertext, token_wrapped_key, \
+                             token_key_version, issued_at, expires_at, refresh_at, status, failures, last_error, \
+                             next_attempt_at, lease_owner, lease_until, updated_at) VALUES ($1, $2, $3, $4, $5, $6, \
+                             $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                        )
+                        .bind(&placeholder.identity)
+                        .bind(&placeholder.username)
+                        .bind(&placeholder.sealed.ciphertext)
+                        .bind(&placeholder.sealed.wrapped_key)
+                        .bind(i64::from(placeholder.sealed.key_version))
+                        .bind(placeholder.issued_at)
+                        .bind(placeholder.expires_at)
+                        .bind(placeholder.refresh_at)
+                        .bind(&placeholder.status)
+                        .bind(placeholder.failures)
+                        .bind(&placeholder.last_error)
+                        .bind(placeholder.next_attempt_at)
+                        .bind(owner)
+                        .bind(lease_until)
+                        .bind(placeholder.updated_at)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(database_error)?;
+                        Some(placeholder.clone())
+                    }
+                };
+                commit(transaction).await?;
+                Ok(claimed)
+            }
+
             async fn finish_registry_token(&self, token: &StoredToken, owner: &str) -> Result<bool> {
                 let mut transaction = self.begin_write().await?;
                 let updated = sqlx::query(
@@ -1321,7 +1445,8 @@ macro_rules! impl_store {
 
             async fn token_status_counts(&self, now: Timestamp) -> Result<Vec<(String, i64)>> {
                 sqlx::query(
-                    "SELECT CASE WHEN expires_at IS NOT NULL AND expires_at <= $1 THEN 'expired' \
+                    "SELECT CASE WHEN status = 'pending' THEN 'pending' \
+                     WHEN expires_at IS NOT NULL AND expires_at <= $1 THEN 'expired' \
                      ELSE status END AS state, COUNT(*) AS tokens FROM registry_tokens GROUP BY 1 ORDER BY 1",
                 )
                 .bind(now)
@@ -1536,6 +1661,25 @@ mod tests {
             database_error(sqlx::Error::RowNotFound),
             Error::Internal(_)
         ));
+    }
+
+    /// Issue 12 item 10: every "database unreachable or refusing" SQLSTATE is a 503, not a 500.
+    #[test]
+    fn a_refusing_database_is_unavailable_whatever_it_answers() {
+        use super::refusing;
+        for (sqlstate, message) in [
+            ("55000", "database \"x\" is not currently accepting connections"),
+            ("57P01", "terminating connection due to administrator command"),
+            ("57P03", "the database system is starting up"),
+            ("53300", "sorry, too many clients already"),
+            ("25006", "cannot execute INSERT in a read-only transaction"),
+            ("08006", "connection failure"),
+        ] {
+            assert!(refusing(sqlstate, message), "{sqlstate}");
+        }
+        assert!(!refusing("55000", "currval of sequence is not yet defined"));
+        assert!(!refusing("23505", "duplicate key"));
+        assert!(!refusing("42P01", "relation does not exist"));
     }
 
     #[test]

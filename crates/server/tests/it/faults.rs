@@ -12,6 +12,7 @@ use super::peers::faulty_upstream::{refusing_host_port, Fault, FaultyUpstream};
 use super::support::{ok, PostgresDatabase, ServerOptions, TestServer, ADMIN_TOKEN};
 
 mod aws_throttling;
+mod database_refusing;
 mod postgres_outage;
 
 const CREDENTIALS: &str = "/api/v1/workspaces/%7Eadmin/credentials";

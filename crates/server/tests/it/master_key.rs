@@ -12,6 +12,8 @@ use secrecy::ExposeSecret;
 
 use super::support::{ok, raw, ServerOptions, TestServer, ADMIN_TOKEN};
 
+mod rotation_faults;
+
 fn input(name: &str, password: &str) -> wire::CredentialInput {
     wire::CredentialInput {
         name: Some(name.into()),

@@ -7,6 +7,7 @@
     reason = "the peers serve tests written elsewhere; not every helper is used by every build of them"
 )]
 
+pub mod aws_relay;
 pub mod blob_store;
 pub mod faulty_upstream;
 pub mod image;

@@ -530,3 +530,95 @@ fn a_token_realm_on_a_forbidden_address_is_refused() {
         "no connection reached the realm"
     );
 }
+
+/// Issue 12 item 22: ambient AWS credentials reach only the accounts the operator
+/// lists in `REGKEEPER_AMBIENT_AWS_ACCOUNTS` — by default the server's own (moto's
+/// 123456789012, from STS GetCallerIdentity). Another account's registry, or a role in
+/// another account, is refused at add (verified or not) with a message naming the
+/// setting, and a stored credential whose account the operator later removed is
+/// refused at its next mint.
+#[test]
+fn ambient_aws_identity_reaches_only_the_listed_accounts() {
+    let Some(moto) = Moto::start() else { return };
+    let identity = |accounts: Option<&str>| {
+        let mut environment = vec![
+            ("AWS_ENDPOINT_URL", moto.endpoint_url().to_owned()),
+            ("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY_ID.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", moto::SECRET_ACCESS_KEY.to_owned()),
+            ("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", "true".to_owned()),
+        ];
+        if let Some(accounts) = accounts {
+            environment.push(("REGKEEPER_AMBIENT_AWS_ACCOUNTS", accounts.to_owned()));
+        }
+        environment
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect::<Vec<_>>()
+    };
+    let own = format!("{}.dkr.ecr.us-east-1.amazonaws.com", moto::ACCOUNT_ID);
+    let other = "210987654321.dkr.ecr.us-east-1.amazonaws.com";
+    let ambient_add = |server: &TestServer, name: &str, host: &str, extra: &[&str]| {
+        let mut args = vec![
+            "credentials",
+            "add",
+            "--name",
+            name,
+            "--registry",
+            host,
+            "--aws-region",
+            moto::REGION,
+            "--ambient",
+            "--no-verify",
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        server.cli(ADMIN_TOKEN, &args, None)
+    };
+    let refused_by_setting = |output: &std::process::Output, account: &str| {
+        let message = stderr(output);
+        assert!(!output.status.success(), "accepted: {}", ok(output));
+        assert!(message.contains("ambient_account_not_allowed"), "{message}");
+        assert!(message.contains("REGKEEPER_AMBIENT_AWS_ACCOUNTS"), "{message}");
+        assert!(message.contains(account), "{message}");
+    };
+
+    let server = TestServer::start_with(ServerOptions {
+        environment: identity(None),
+        ..ServerOptions::default()
+    });
+    refused_by_setting(&ambient_add(&server, "elsewhere", other, &[]), "210987654321");
+    refused_by_setting(
+        &ambient_add(
+            &server,
+            "assumed",
+            &own,
+            &["--role-arn", "arn:aws:iam::210987654321:role/reader"],
+        ),
+        "210987654321",
+    );
+    ok(&ambient_add(&server, "home", &own, &[]));
+    let minted = resolve(&server, &format!("{own}/team/app:1"));
+    assert!(minted.expires_at.is_some(), "minted through moto");
+    // Updating the registry to another account is refused the same way.
+    let moved = server.cli(
+        ADMIN_TOKEN,
+        &["credentials", "update", "home", "--registry", other, "--no-verify"],
+        None,
+    );
+    refused_by_setting(&moved, "210987654321");
+    let kept = server.stop();
+
+    // The operator now lists only the other account: the stored credential is refused
+    // at its next mint, and the other account's registry may be added.
+    let server = TestServer::start_with(ServerOptions {
+        environment: identity(Some("210987654321")),
+        data_dir: Some(kept.path.clone()),
+        ..ServerOptions::default()
+    });
+    let refused = server.cli(ADMIN_TOKEN, &["resolve", &format!("{own}/team/app:1")], None);
+    refused_by_setting(&refused, moto::ACCOUNT_ID);
+    ok(&ambient_add(&server, "elsewhere", other, &[]));
+    let minted = resolve(&server, &format!("{other}/team/app:1"));
+    assert!(minted.expires_at.is_some());
+}

@@ -577,3 +577,72 @@ fn a_dead_replicas_refresh_lease_holds_the_token_up_only_until_it_runs_out() {
         "the survivor finished its refresh"
     );
 }
+
+/// Issue 12 item 11: the first resolve of a new ECR identity on two replicas at the same
+/// moment makes one GetAuthorizationToken call, not two: the first mint takes the
+/// token row's lease as a refresh does, and the other replica waits for the row and
+/// serves the stored token. Ten trials, each with a new identity, counted by a relay in
+/// front of moto.
+#[test]
+fn two_replicas_resolving_a_new_identity_at_once_mint_once() {
+    use std::sync::{Arc, Barrier};
+
+    use super::peers::aws_relay::AwsRelay;
+
+    let Some(moto) = Moto::start() else { return };
+    let relay = AwsRelay::start(
+        moto.endpoint_url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+    );
+    let endpoint = relay.endpoint_url();
+    let Some(replicas) = Replicas::start(2, &[("AWS_ENDPOINT_URL", &endpoint)]) else {
+        return;
+    };
+    shared_workspace(&replicas);
+    for trial in 0..10 {
+        let host = format!("1000000000{trial:02}.dkr.ecr.us-east-1.amazonaws.com");
+        let _: wire::Credential = replicas
+            .admin(0)
+            .post(
+                &format!("/api/v1/workspaces/{}/credentials", segment(WORKSPACE)),
+                &wire::CredentialInput {
+                    name: Some(format!("first-{trial}")),
+                    registry: Some(host.clone()),
+                    username: Some(format!("AKIAIOSFODNN7TRIAL{trial:02}")),
+                    password: Some(wire::Sensitive::new(moto::SECRET_ACCESS_KEY)),
+                    verify: Some(false),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let before = relay.token_calls();
+        let start = Arc::new(Barrier::new(2));
+        let resolvers: Vec<_> = (0..2)
+            .map(|replica| {
+                let client = replicas.admin(replica);
+                let (start, image) = (Arc::clone(&start), format!("{host}/team/app:1"));
+                std::thread::spawn(move || {
+                    start.wait();
+                    let resolved = resolve(&client, &image).expect("resolved");
+                    (
+                        resolved.secret.expose().to_owned(),
+                        resolved.expires_at.expect("an ECR login expires"),
+                    )
+                })
+            })
+            .collect();
+        let logins: Vec<_> = resolvers
+            .into_iter()
+            .map(|resolver| resolver.join().unwrap())
+            .collect();
+        assert_eq!(
+            relay.token_calls() - before,
+            1,
+            "trial {trial}: GetAuthorizationToken calls for one new identity on two replicas"
+        );
+        // moto's token is always the same string; one expiry means one mint.
+        assert_eq!(logins[0], logins[1], "trial {trial}");
+    }
+}

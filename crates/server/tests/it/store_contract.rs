@@ -17,7 +17,9 @@ use regkeeper::store::{
 use super::support::PostgresDatabase;
 
 mod sync_targets;
+mod token_claims;
 use sync_targets::sync_targets_lifecycle;
+use token_claims::mint_claims_are_exclusive_and_respect_backoff;
 
 /// A store under test and whatever keeps its database alive.
 struct Subject {
@@ -951,6 +953,7 @@ macro_rules! contract {
             case!(audit_appends_chained_to_the_last_known_entry);
             case!(best_credential_by_prefix);
             case!(sync_targets_lifecycle);
+            case!(mint_claims_are_exclusive_and_respect_backoff);
         }
     };
 }

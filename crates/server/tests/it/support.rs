@@ -69,6 +69,24 @@ impl PostgresDatabase {
         }
     }
 
+    /// Runs statements on the server as the administrator (connected to the admin
+    /// database, not this one), e.g. to make this database refuse connections.
+    pub fn as_admin(&self, statements: &[&str]) {
+        let admin_url = self.admin_url.clone();
+        runtime().block_on(async move {
+            use sqlx::Connection;
+            let mut connection = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("admin connection");
+            for statement in statements {
+                sqlx::query(statement)
+                    .execute(&mut connection)
+                    .await
+                    .unwrap_or_else(|error| panic!("{statement}: {error}"));
+            }
+        });
+    }
+
     /// `pg_dump` of the whole database as plain SQL.
     pub fn dump(&self) -> Vec<u8> {
         let output = Command::new("pg_dump")

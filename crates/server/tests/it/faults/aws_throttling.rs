@@ -5,118 +5,19 @@
 //! never after, and a refresh succeeds soon after the throttling ends.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::support::config_from;
 use regkeeper::clock::{Clock, ManualClock};
-use regkeeper::service::{credentials, identity, resolve, tokens};
+use regkeeper::service::{credentials, identity, resolve, tokens, App};
 use regkeeper_wire as wire;
 
+use crate::peers::aws_relay::AwsRelay;
 use crate::peers::moto::{self, Moto};
 use crate::support::ADMIN_TOKEN;
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
-const THROTTLED: &[u8] = br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
-
-/// Relays HTTP/1.1 requests to moto one by one; while `throttle` is set, answers
-/// GetAuthorizationToken itself with a `ThrottlingException` and counts it.
-struct ThrottlingRelay {
-    port: u16,
-    throttle: Arc<AtomicBool>,
-    throttled: Arc<AtomicUsize>,
-}
-
-impl ThrottlingRelay {
-    fn start(target: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let throttle = Arc::new(AtomicBool::new(false));
-        let throttled = Arc::new(AtomicUsize::new(0));
-        let (flag, counter) = (Arc::clone(&throttle), Arc::clone(&throttled));
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let (target, flag, counter) =
-                    (target.clone(), Arc::clone(&flag), Arc::clone(&counter));
-                std::thread::spawn(move || relay(client, &target, &flag, &counter));
-            }
-        });
-        Self {
-            port,
-            throttle,
-            throttled,
-        }
-    }
-}
-
-/// One HTTP message's head (request or status line and headers) and body.
-fn read_message(reader: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let end = line == "\r\n";
-        head.push_str(&line);
-        if end {
-            break;
-        }
-    }
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some((head, body))
-}
-
-fn relay(client: TcpStream, target: &str, throttle: &AtomicBool, throttled: &AtomicUsize) {
-    let mut from_client = BufReader::new(client.try_clone().unwrap());
-    let mut to_client = client;
-    while let Some((head, body)) = read_message(&mut from_client) {
-        if throttle.load(Ordering::SeqCst)
-            && head.to_ascii_lowercase().contains("getauthorizationtoken")
-        {
-            throttled.fetch_add(1, Ordering::SeqCst);
-            let answer = format!(
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n\
-                 x-amzn-ErrorType: ThrottlingException\r\nContent-Length: {}\r\n\r\n",
-                THROTTLED.len()
-            );
-            if to_client.write_all(answer.as_bytes()).is_err()
-                || to_client.write_all(THROTTLED).is_err()
-            {
-                return;
-            }
-            continue;
-        }
-        // A connection per request, whether or not moto keeps connections alive.
-        let Ok(mut writer) = TcpStream::connect(target) else {
-            return;
-        };
-        let mut reader = BufReader::new(writer.try_clone().unwrap());
-        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&body).is_err() {
-            return;
-        }
-        let Some((answer_head, answer_body)) = read_message(&mut reader) else {
-            return;
-        };
-        if to_client.write_all(answer_head.as_bytes()).is_err()
-            || to_client.write_all(&answer_body).is_err()
-        {
-            return;
-        }
-    }
-}
 
 fn failure_count(metrics: &str) -> f64 {
     metrics
@@ -151,16 +52,13 @@ fn throttled_refreshes_back_off_and_the_last_good_token_is_served_until_it_expir
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    let relay = ThrottlingRelay::start(target);
+    let relay = AwsRelay::start(target);
     let directory = tempfile::tempdir().unwrap();
     let data = directory.path().join("data");
     let variables: HashMap<&str, String> = HashMap::from([
         ("REGKEEPER_DATA_DIR", data.display().to_string()),
         ("REGKEEPER_BOOTSTRAP_TOKEN", ADMIN_TOKEN.to_owned()),
-        (
-            "AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{}", relay.port),
-        ),
+        ("AWS_ENDPOINT_URL", relay.endpoint_url()),
     ]);
     let config = config_from(&variables);
     let start = 1_800_000_000_000;
@@ -202,18 +100,18 @@ fn throttled_refreshes_back_off_and_the_last_good_token_is_served_until_it_expir
     let first = resolve_now().expect("the first token is minted").login;
     let expires_at = first.expires_at.expect("ECR tokens expire");
 
-    relay.throttle.store(true, Ordering::SeqCst);
+    relay.set_throttle(true);
     let database = data.join("regkeeper.db");
     let mut attempts_at = Vec::new();
     let mut waits = Vec::new();
     let mut served_after_throttling = 0;
     // Minute by minute, from the start to two hours past the token's expiry.
     while clock.now() < expires_at + 2 * HOUR {
-        let before = relay.throttled.load(Ordering::SeqCst);
+        let before = relay.throttled();
         runtime
             .block_on(tokens::refresh_cycle(&app, "replica-under-test"))
             .unwrap();
-        if relay.throttled.load(Ordering::SeqCst) > before {
+        if relay.throttled() > before {
             attempts_at.push(clock.now());
             waits.push(backoff_state(&database, &runtime));
         }
@@ -262,7 +160,7 @@ fn throttled_refreshes_back_off_and_the_last_good_token_is_served_until_it_expir
     );
 
     // Throttling ends: the next attempt (within the 15-minute cap) mints a new token.
-    relay.throttle.store(false, Ordering::SeqCst);
+    relay.set_throttle(false);
     let resumed = clock.now();
     let renewed = loop {
         runtime
@@ -276,4 +174,239 @@ fn throttled_refreshes_back_off_and_the_last_good_token_is_served_until_it_expir
     };
     assert!(renewed.issued_at >= resumed);
     assert!(renewed.expires_at.unwrap() > clock.now());
+}
+
+/// An in-process server on a paused clock whose AWS is `relay`: its data directory,
+/// clock, runtime, app and admin.
+struct InProcess {
+    _directory: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    runtime: tokio::runtime::Runtime,
+    app: Arc<App>,
+    admin: regkeeper::domain::identity::Principal,
+}
+
+impl InProcess {
+    fn start(relay: &AwsRelay) -> Self {
+        let directory = tempfile::tempdir().unwrap();
+        let variables: HashMap<&str, String> = HashMap::from([
+            (
+                "REGKEEPER_DATA_DIR",
+                directory.path().join("data").display().to_string(),
+            ),
+            ("REGKEEPER_BOOTSTRAP_TOKEN", ADMIN_TOKEN.to_owned()),
+            ("AWS_ENDPOINT_URL", relay.endpoint_url()),
+        ]);
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let app = runtime
+            .block_on(regkeeper::serve::build_app(
+                config_from(&variables),
+                clock.clone(),
+            ))
+            .unwrap();
+        let admin = runtime.block_on(async {
+            identity::bootstrap(&app).await.unwrap();
+            identity::authenticate(&app, ADMIN_TOKEN).await.unwrap()
+        });
+        Self {
+            _directory: directory,
+            clock,
+            runtime,
+            app,
+            admin,
+        }
+    }
+
+    /// Adds an ECR credential for `host` with its own access key (its own identity).
+    fn add_ecr(&self, name: &str, host: &str, access_key_id: &str) {
+        let input = wire::CredentialInput {
+            name: Some(name.into()),
+            registry: Some(host.into()),
+            username: Some(access_key_id.into()),
+            password: Some(wire::Sensitive::new(moto::SECRET_ACCESS_KEY)),
+            verify: Some(false),
+            ..Default::default()
+        };
+        self.runtime
+            .block_on(credentials::create(&self.app, &self.admin, None, input))
+            .unwrap();
+    }
+
+    /// `count` resolves of `image` at once: each one's issue time, or error code.
+    fn burst(&self, image: &str, count: usize) -> Vec<Result<i64, &'static str>> {
+        self.runtime.block_on(async {
+            let resolves = (0..count).map(|_| {
+                resolve::resolve(
+                    &self.app,
+                    &self.admin,
+                    None,
+                    resolve::Request {
+                        image: Some(image),
+                        ..Default::default()
+                    },
+                )
+            });
+            futures_util::future::join_all(resolves)
+                .await
+                .into_iter()
+                .map(|result| {
+                    result
+                        .map(|resolution| resolution.login.issued_at)
+                        .map_err(|error| error.code())
+                })
+                .collect()
+        })
+    }
+}
+
+/// Issue 12 item 20: during a provider outage resolves do not call the provider. With a
+/// valid token past its refresh point, 20 resolves a second for 30 s while AWS throttles
+/// make no GetAuthorizationToken call (the refresher makes its own, backing off); with no
+/// token, concurrent resolves make one call, and until its backoff runs out every
+/// resolve gets that failure at once (503) without calling AWS.
+#[test]
+fn resolves_during_throttling_leave_the_provider_alone() {
+    let Some(moto) = Moto::start() else { return };
+    let relay = AwsRelay::start(
+        moto.endpoint_url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+    );
+    let server = InProcess::start(&relay);
+    let image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1";
+    server.add_ecr(
+        "steady",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        moto::ACCESS_KEY_ID,
+    );
+    let first = server.burst(image, 1)[0].expect("the first token is minted");
+    assert_eq!(relay.token_calls(), 1);
+
+    // Past the refresh point (about 8 h of 12 h), AWS throttling.
+    server.clock.advance(9 * HOUR);
+    relay.set_throttle(true);
+    for second in 0..30 {
+        let answers = server.burst(image, 20);
+        assert!(
+            answers.iter().all(|answer| *answer == Ok(first)),
+            "second {second}: {answers:?}"
+        );
+        if second % 10 == 0 {
+            // The refresher tries, fails and backs off.
+            server
+                .runtime
+                .block_on(tokens::refresh_cycle(&server.app, "replica-under-test"))
+                .unwrap();
+        }
+        server.clock.advance(1_000);
+    }
+    let by_refresher = relay.token_calls() - 1;
+    assert!(
+        (1..=3).contains(&by_refresher),
+        "600 resolves and 3 refresher cycles made {by_refresher} GetAuthorizationToken calls"
+    );
+
+    // A new identity with no token at all, still throttled.
+    server.add_ecr(
+        "newcomer",
+        "210987654321.dkr.ecr.us-east-1.amazonaws.com",
+        "AKIAIOSFODNN7NEWCOMR",
+    );
+    let newcomer = "210987654321.dkr.ecr.us-east-1.amazonaws.com/team/app:1";
+    let before = relay.token_calls();
+    let answers = server.burst(newcomer, 20);
+    assert_eq!(
+        relay.token_calls() - before,
+        1,
+        "20 concurrent first resolves: one call"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|answer| matches!(answer, Err("aws_throttled" | "token_mint_backing_off"))),
+        "{answers:?}"
+    );
+    // Inside the 5 s backoff: the last error at once, no call.
+    for _ in 0..4 {
+        server.clock.advance(1_000);
+        let answers = server.burst(newcomer, 20);
+        assert!(
+            answers
+                .iter()
+                .all(|answer| *answer == Err("token_mint_backing_off")),
+            "{answers:?}"
+        );
+    }
+    assert_eq!(relay.token_calls() - before, 1, "no call inside the backoff");
+    let error = server.runtime.block_on(resolve::resolve(
+        &server.app,
+        &server.admin,
+        None,
+        resolve::Request {
+            image: Some(newcomer),
+            ..Default::default()
+        },
+    ));
+    let error = error.err().expect("still backing off");
+    assert!(error.retryable(), "{error}");
+    assert!(error.to_string().contains("throttling"), "{error}");
+    // After it: one more call for the whole burst.
+    server.clock.advance(1_500);
+    server.burst(newcomer, 20);
+    assert_eq!(relay.token_calls() - before, 2, "one call after the backoff");
+    // Throttling ends; after the (now 10 s) backoff one call mints for everyone.
+    relay.set_throttle(false);
+    server.clock.advance(10_500);
+    let answers = server.burst(newcomer, 20);
+    assert_eq!(relay.token_calls() - before, 3);
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+}
+
+/// Issue 12 item 12: an ECR answer claiming an expiry ten years ahead is trusted for
+/// ECR's documented 12 hours from receipt, no more; the refresh point follows.
+#[test]
+fn an_expiry_ten_years_ahead_is_capped_at_twelve_hours() {
+    let Some(moto) = Moto::start() else { return };
+    let relay = AwsRelay::start(
+        moto.endpoint_url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+    );
+    relay.set_far_expiry(true);
+    let server = InProcess::start(&relay);
+    server.add_ecr(
+        "far",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        moto::ACCESS_KEY_ID,
+    );
+    let now = server.clock.now();
+    let resolution = server
+        .runtime
+        .block_on(resolve::resolve(
+            &server.app,
+            &server.admin,
+            None,
+            resolve::Request {
+                image: Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1"),
+                ..Default::default()
+            },
+        ))
+        .expect("minted");
+    assert_eq!(relay.token_calls(), 1);
+    assert_eq!(resolution.login.issued_at, now);
+    assert_eq!(resolution.login.expires_at, Some(now + 12 * HOUR));
+    let listed = server
+        .runtime
+        .block_on(credentials::list(&server.app, &server.admin, None))
+        .unwrap();
+    let token = listed[0].token.as_ref().expect("linked to its token");
+    assert!(token.refresh_at <= now + 9 * HOUR, "{:?}", token.refresh_at);
+    assert_eq!(token.expires_at, Some(now + 12 * HOUR));
 }

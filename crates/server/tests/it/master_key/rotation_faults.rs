@@ -1,0 +1,256 @@
+//! Rotation against damage: an undecryptable row refuses the rotation, naming it, with
+//! nothing changed (or, asked to, rotates every readable row and names the rest), and a
+//! key file replaced behind the server's back is noticed (status, log, metric) and never
+//! overwritten.
+
+use std::time::{Duration, Instant};
+
+use regkeeper_wire as wire;
+
+use super::{input, CREDENTIALS};
+use crate::support::{ok, raw, stderr, TestServer, ADMIN_TOKEN};
+
+/// Runs `statement` on the server's SQLite database (WAL: alongside the server).
+fn sqlite(server: &TestServer, statement: &str) -> Vec<(String, i64)> {
+    let path = server.data_dir.join("regkeeper.db");
+    let statement = statement.to_owned();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            use sqlx::{Connection, Row};
+            let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::query(&statement)
+                .fetch_all(&mut connection)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    (
+                        row.try_get::<String, _>(0).unwrap_or_default(),
+                        row.try_get::<i64, _>(1).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+}
+
+fn key_status(server: &TestServer) -> wire::KeyStatus {
+    serde_json::from_str(&ok(&server.cli(
+        ADMIN_TOKEN,
+        &["key", "status", "--output", "json"],
+        None,
+    )))
+    .unwrap()
+}
+
+fn versions(server: &TestServer) -> Vec<(String, i64)> {
+    sqlite(
+        server,
+        "SELECT name, secret_key_version FROM credentials ORDER BY name",
+    )
+}
+
+/// Issue 12 item 13: one undecryptable row makes `key rotate` refuse, naming the row,
+/// with the key file and the database unchanged (it used to answer 500 with the key
+/// file's version advanced and the rotation half done); `--skip-unreadable` rotates
+/// every readable row and names the one it left.
+#[test]
+fn an_undecryptable_row_refuses_rotation_by_name_and_changes_nothing() {
+    let server = TestServer::start();
+    for name in ["alpha", "broken", "omega"] {
+        let _: wire::Credential = server
+            .admin()
+            .post(CREDENTIALS, &input(name, &format!("{name}-secret")))
+            .unwrap();
+    }
+    // One flipped byte in the middle of one row's ciphertext.
+    sqlite(
+        &server,
+        "UPDATE credentials SET secret_ciphertext = \
+         substr(secret_ciphertext, 1, 8) || X'FF' || substr(secret_ciphertext, 10) \
+         WHERE name = 'broken'",
+    );
+    let key_path = server.data_dir.join("master.key");
+    let key_file = std::fs::read(&key_path).unwrap();
+    let before = versions(&server);
+
+    let refused = server.cli(ADMIN_TOKEN, &["key", "rotate"], None);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(
+        message.contains("credential rk:~admin:credential/broken"),
+        "{message}"
+    );
+    assert!(message.contains("nothing changed"), "{message}");
+    assert!(message.contains("--skip-unreadable"), "{message}");
+    assert!(!message.contains("alpha"), "{message}");
+    assert_eq!(std::fs::read(&key_path).unwrap(), key_file, "key file untouched");
+    assert_eq!(versions(&server), before, "database untouched");
+    assert_eq!(key_status(&server).current_version, Some(1));
+    assert!(!server.log().contains("request.internal_error"));
+
+    let rotated = ok(&server.cli(
+        ADMIN_TOKEN,
+        &["key", "rotate", "--skip-unreadable", "--output", "json"],
+        None,
+    ));
+    let rotated: wire::KeyRotation = serde_json::from_str(&rotated).unwrap();
+    assert_eq!((rotated.previous_version, rotated.current_version), (1, 2));
+    assert_eq!(rotated.rewrapped, 2);
+    assert_eq!(rotated.skipped, vec!["credential rk:~admin:credential/broken"]);
+    assert_eq!(key_status(&server).current_version, Some(2));
+    assert_eq!(
+        versions(&server),
+        vec![
+            ("alpha".to_owned(), 2),
+            ("broken".to_owned(), 1),
+            ("omega".to_owned(), 2)
+        ],
+        "every readable row re-wrapped, the broken one left as it was"
+    );
+    // The readable ones still resolve; the broken one says so.
+    for name in ["alpha", "omega"] {
+        let (status, body) = raw(
+            &server,
+            "POST",
+            "/api/v1/workspaces/%7Eadmin/resolve",
+            Some(ADMIN_TOKEN),
+            Some("application/json"),
+            Some(format!(r#"{{"reference":"{name}"}}"#).as_bytes()),
+        );
+        assert_eq!(status, 200, "{name}: {body}");
+        assert!(body.contains(&format!("{name}-secret")));
+    }
+}
+
+/// Issue 12 item 13: a row whose wrapped data key cannot be unwrapped is left under its
+/// old version with `--skip-unreadable`, and listed.
+#[test]
+fn skip_unreadable_rotates_the_rest_and_names_what_it_left() {
+    let server = TestServer::start();
+    for name in ["alpha", "broken"] {
+        let _: wire::Credential = server
+            .admin()
+            .post(CREDENTIALS, &input(name, &format!("{name}-secret")))
+            .unwrap();
+    }
+    sqlite(
+        &server,
+        "UPDATE credentials SET secret_wrapped_key = \
+         substr(secret_wrapped_key, 1, 8) || X'FF' || substr(secret_wrapped_key, 10) \
+         WHERE name = 'broken'",
+    );
+    let refused = server.cli(ADMIN_TOKEN, &["key", "rotate"], None);
+    assert!(stderr(&refused).contains("credential rk:~admin:credential/broken"));
+    let rotated = ok(&server.cli(ADMIN_TOKEN, &["key", "rotate", "--skip-unreadable"], None));
+    assert!(
+        rotated.contains("Left as it was (cannot be opened): credential rk:~admin:credential/broken"),
+        "{rotated}"
+    );
+    assert_eq!(
+        versions(&server),
+        vec![("alpha".to_owned(), 2), ("broken".to_owned(), 1)]
+    );
+}
+
+fn metric(server: &TestServer, name: &str) -> Option<String> {
+    let (_, metrics) = raw(server, "GET", "/metrics", None, None, None);
+    metrics
+        .lines()
+        .find(|line| line.starts_with(name))
+        .and_then(|line| line.split_whitespace().last().map(str::to_owned))
+}
+
+/// Waits (the server checks every 10 s) until `key status` says `expected`.
+fn wait_for_key_file(server: &TestServer, expected: &str) -> wire::KeyStatus {
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let status = key_status(server);
+        if status.key_file.as_deref() == Some(expected) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "key file still not {expected}: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Issue 12 item 21: another deployment's valid key file moved over the running
+/// server's is reported by `key status`, a warning logged once and
+/// `regkeeper_master_key_file_mismatch`; `key rotate` refuses and leaves the file as
+/// the operator put it; the original back, all is well again.
+#[test]
+fn a_replaced_key_file_is_reported_and_never_overwritten() {
+    let server = TestServer::start();
+    let _: wire::Credential = server
+        .admin()
+        .post(CREDENTIALS, &input("kept", "kept-secret"))
+        .unwrap();
+    let key_path = server.data_dir.join("master.key");
+    let ours = std::fs::read(&key_path).unwrap();
+    let stranger = TestServer::start();
+    let theirs_path = stranger.data_dir.join("master.key");
+    let theirs = std::fs::read(&theirs_path).unwrap();
+    let _stranger = stranger.stop();
+    assert_eq!(wait_for_key_file(&server, "matches").current_version, Some(1));
+    assert_eq!(
+        metric(&server, "regkeeper_master_key_file_mismatch").as_deref(),
+        Some("0")
+    );
+
+    std::fs::rename(&theirs_path, &key_path).unwrap();
+    let status = wait_for_key_file(&server, "differs");
+    assert_eq!(
+        status.key_file_problem.as_deref(),
+        Some("its version 1 is a different key"),
+        "{status:?}"
+    );
+    let printed = ok(&server.cli(ADMIN_TOKEN, &["key", "status"], None));
+    assert!(printed.contains("no longer holds the loaded keys"), "{printed}");
+    assert_eq!(
+        metric(&server, "regkeeper_master_key_file_mismatch").as_deref(),
+        Some("1")
+    );
+    let refused = server.cli(ADMIN_TOKEN, &["key", "rotate"], None);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("master_key_file_changed")
+            || stderr(&refused).contains("no longer holds the keys"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(std::fs::read(&key_path).unwrap(), theirs, "left as it was put");
+    // The server serves on from memory meanwhile.
+    let (status, body) = raw(
+        &server,
+        "POST",
+        "/api/v1/workspaces/%7Eadmin/resolve",
+        Some(ADMIN_TOKEN),
+        Some("application/json"),
+        Some(br#"{"reference":"kept"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    std::fs::write(&key_path, &ours).unwrap();
+    wait_for_key_file(&server, "matches");
+    assert_eq!(
+        metric(&server, "regkeeper_master_key_file_mismatch").as_deref(),
+        Some("0")
+    );
+    let log = server.log();
+    assert_eq!(
+        log.matches("master_key.file_mismatch").count(),
+        1,
+        "one warning per change:\n{log}"
+    );
+    assert!(log.contains("master_key.file_matches"), "{log}");
+    let rotated = ok(&server.cli(ADMIN_TOKEN, &["key", "rotate", "--output", "json"], None));
+    let rotated: wire::KeyRotation = serde_json::from_str(&rotated).unwrap();
+    assert_eq!(rotated.current_version, 2);
+}

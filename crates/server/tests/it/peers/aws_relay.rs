@@ -1,0 +1,165 @@
+//! An HTTP relay in front of moto_server that sees every AWS call: it counts
+//! GetAuthorizationToken calls (moto does not), and on demand answers them itself with
+//! a `ThrottlingException` or rewrites moto's answer to claim an expiry ten years
+//! ahead. Not a stand-in for AWS: everything else is moto's own answer.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+const THROTTLED: &[u8] = br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+
+#[derive(Default)]
+struct Switches {
+    throttle: AtomicBool,
+    far_expiry: AtomicBool,
+    /// Every GetAuthorizationToken that reached the relay, throttled or not.
+    token_calls: AtomicUsize,
+    throttled: AtomicUsize,
+}
+
+pub struct AwsRelay {
+    pub port: u16,
+    switches: Arc<Switches>,
+}
+
+impl AwsRelay {
+    /// Relays to moto at `target` (`HOST:PORT`).
+    pub fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let switches = Arc::new(Switches::default());
+        let shared = Arc::clone(&switches);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (target, switches) = (target.clone(), Arc::clone(&shared));
+                std::thread::spawn(move || relay(client, &target, &switches));
+            }
+        });
+        Self { port, switches }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// While set, GetAuthorizationToken answers `ThrottlingException` (HTTP 400).
+    pub fn set_throttle(&self, on: bool) {
+        self.switches.throttle.store(on, Ordering::SeqCst);
+    }
+
+    /// While set, moto's GetAuthorizationToken answers claim an expiry ten years ahead.
+    pub fn set_far_expiry(&self, on: bool) {
+        self.switches.far_expiry.store(on, Ordering::SeqCst);
+    }
+
+    pub fn token_calls(&self) -> usize {
+        self.switches.token_calls.load(Ordering::SeqCst)
+    }
+
+    pub fn throttled(&self) -> usize {
+        self.switches.throttled.load(Ordering::SeqCst)
+    }
+}
+
+/// One HTTP message's head (request or status line and headers) and body.
+fn read_message(reader: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let end = line == "\r\n";
+        head.push_str(&line);
+        if end {
+            break;
+        }
+    }
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    std::io::Read::read_exact(reader, &mut body).ok()?;
+    Some((head, body))
+}
+
+/// moto's answer with every `expiresAt` set ten years from now, and its length fixed.
+fn with_far_expiry(head: &str, body: &[u8]) -> (String, Vec<u8>) {
+    let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (head.to_owned(), body.to_vec());
+    };
+    let far = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 10.0 * 365.0 * 86_400.0;
+    if let Some(data) = answer["authorizationData"].as_array_mut() {
+        for entry in data {
+            entry["expiresAt"] = serde_json::json!(far);
+        }
+    }
+    let body = answer.to_string().into_bytes();
+    let head = head
+        .lines()
+        .map(|line| match line.split_once(':') {
+            Some((name, _)) if name.eq_ignore_ascii_case("content-length") => {
+                format!("Content-Length: {}", body.len())
+            }
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    (format!("{}\r\n\r\n", head.trim_end()), body)
+}
+
+fn relay(client: TcpStream, target: &str, switches: &Switches) {
+    let mut from_client = BufReader::new(client.try_clone().unwrap());
+    let mut to_client = client;
+    while let Some((head, body)) = read_message(&mut from_client) {
+        let token_call = head.to_ascii_lowercase().contains("getauthorizationtoken");
+        if token_call {
+            switches.token_calls.fetch_add(1, Ordering::SeqCst);
+        }
+        if token_call && switches.throttle.load(Ordering::SeqCst) {
+            switches.throttled.fetch_add(1, Ordering::SeqCst);
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                 x-amzn-ErrorType: ThrottlingException\r\nContent-Length: {}\r\n\r\n",
+                THROTTLED.len()
+            );
+            if to_client.write_all(answer.as_bytes()).is_err()
+                || to_client.write_all(THROTTLED).is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        // A connection per request, whether or not moto keeps connections alive.
+        let Ok(mut writer) = TcpStream::connect(target) else {
+            return;
+        };
+        let mut reader = BufReader::new(writer.try_clone().unwrap());
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&body).is_err() {
+            return;
+        }
+        let Some((mut answer_head, mut answer_body)) = read_message(&mut reader) else {
+            return;
+        };
+        if token_call && switches.far_expiry.load(Ordering::SeqCst) {
+            (answer_head, answer_body) = with_far_expiry(&answer_head, &answer_body);
+        }
+        if to_client.write_all(answer_head.as_bytes()).is_err()
+            || to_client.write_all(&answer_body).is_err()
+        {
+            return;
+        }
+    }
+}
