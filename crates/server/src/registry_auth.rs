@@ -21,6 +21,11 @@ use challenge::{Challenge, Scheme};
 const TOKEN_RESPONSE_LIMIT: usize = 256 * 1024;
 /// The lifetime the distribution token spec prescribes when `expires_in` is absent.
 pub const DEFAULT_TOKEN_SECONDS: u64 = 60;
+/// The longest a registry's Bearer token is reused (by the proxy's cache), whatever
+/// `expires_in` it claims: the spec sets no maximum and registries issue minutes
+/// (Docker Hub and distribution 5, GitLab 15, Harbor 30), so an hour is generous and a
+/// claimed year is not believed.
+pub const MAXIMUM_TOKEN_SECONDS: u64 = 3600;
 
 /// What a registry login is made of: a user name and a password or token.
 pub struct Login<'a> {
@@ -476,14 +481,20 @@ pub fn parse_token_json(host: &str, body: &[u8]) -> Result<BearerToken, Registry
             reason: "the answer holds no token".into(),
         })?;
     let granted = granted_access(&token);
+    let claimed = parsed
+        .expires_in
+        .filter(|seconds| *seconds > 0)
+        .unwrap_or(DEFAULT_TOKEN_SECONDS);
+    if claimed > MAXIMUM_TOKEN_SECONDS {
+        tracing::info!(
+            registry.host = %host,
+            claimed_seconds = claimed,
+            "registry_auth.token_lifetime_capped"
+        );
+    }
     Ok(BearerToken {
         token: SecretString::from(token),
-        expires_in: Duration::from_secs(
-            parsed
-                .expires_in
-                .filter(|seconds| *seconds > 0)
-                .unwrap_or(DEFAULT_TOKEN_SECONDS),
-        ),
+        expires_in: Duration::from_secs(claimed.min(MAXIMUM_TOKEN_SECONDS)),
         granted,
     })
 }
@@ -534,6 +545,22 @@ mod tests {
             "bitnami/redis"
         );
         assert_eq!(repository_path("ghcr.io", "alpine"), "alpine");
+    }
+
+    /// Issue 12 item 12: a registry's Bearer token is reused for at most an hour.
+    #[test]
+    fn a_bearer_token_lifetime_is_capped_at_an_hour() {
+        let year = parse_token_json(
+            "registry.example",
+            br#"{"token":"x","expires_in":31536000}"#,
+        )
+        .unwrap();
+        assert_eq!(year.expires_in, Duration::from_secs(MAXIMUM_TOKEN_SECONDS));
+        let short =
+            parse_token_json("registry.example", br#"{"token":"x","expires_in":300}"#).unwrap();
+        assert_eq!(short.expires_in, Duration::from_secs(300));
+        let absent = parse_token_json("registry.example", br#"{"token":"x"}"#).unwrap();
+        assert_eq!(absent.expires_in, Duration::from_secs(DEFAULT_TOKEN_SECONDS));
     }
 
     #[test]
