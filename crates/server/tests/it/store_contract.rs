@@ -19,7 +19,7 @@ use super::support::PostgresDatabase;
 mod sync_targets;
 mod token_claims;
 use sync_targets::sync_targets_lifecycle;
-use token_claims::mint_claims_are_exclusive_and_respect_backoff;
+use token_claims::{mint_claims_are_exclusive_and_respect_backoff, sealed_pages_name_every_value};
 
 /// A store under test and whatever keeps its database alive.
 struct Subject {
@@ -954,6 +954,7 @@ macro_rules! contract {
             case!(best_credential_by_prefix);
             case!(sync_targets_lifecycle);
             case!(mint_claims_are_exclusive_and_respect_backoff);
+            case!(sealed_pages_name_every_value);
         }
     };
 }

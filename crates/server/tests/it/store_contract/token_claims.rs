@@ -109,3 +109,88 @@ pub async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subject) {
         .is_none());
     assert_eq!(store.registry_token(identity).await.unwrap().unwrap(), minted);
 }
+
+/// Issue 12 item 13: a rotation reads every sealed value page by page, whatever its
+/// master key version, each with a label naming it, and re-wraps minted tokens too.
+pub async fn sealed_pages_name_every_value(subject: Subject) {
+    use regkeeper::store::SealedKind;
+
+    let store = &subject.store;
+    let alice = super::new_user("alice");
+    store
+        .create_user(&alice, super::record("user.create"))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for name in ["one", "two", "three"] {
+        let credential = super::credential(&alice.workspace, name);
+        store
+            .insert_credential(&credential, super::record("credential.create"))
+            .await
+            .unwrap();
+        ids.push((credential.id.clone(), name));
+    }
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = store
+            .sealed_page(SealedKind::CredentialSecret, &after, 2)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after.clone_from(&last.owner_id);
+        seen.extend(page.into_iter().map(|row| (row.owner_id, row.label)));
+    }
+    let expected: Vec<(String, String)> = ids
+        .iter()
+        .map(|(id, name)| (id.clone(), format!("credential rk:~alice:credential/{name}")))
+        .collect();
+    assert_eq!(seen, expected);
+
+    // A minted token is a sealed value too; a placeholder is not.
+    let identity = "ecr:contract-sealed";
+    let leased = store
+        .claim_token_for_mint(&placeholder(identity, 10), 10, "replica-a", 60_010)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store
+        .sealed_page(SealedKind::RegistryToken, "", 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let minted = StoredToken {
+        username: "AWS".into(),
+        sealed: SealedSecret {
+            ciphertext: vec![1],
+            wrapped_key: vec![2],
+            key_version: 1,
+        },
+        status: "fresh".into(),
+        issued_at: 20,
+        expires_at: Some(43_200_020),
+        ..leased
+    };
+    assert!(store.finish_registry_token(&minted, "replica-a").await.unwrap());
+    let tokens = store
+        .sealed_page(SealedKind::RegistryToken, "", 10)
+        .await
+        .unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].label, format!("token {identity}"));
+    assert_eq!((tokens[0].workspace_id.as_str(), tokens[0].secret_version), ("", 20));
+    let rewrapped = SealedSecret {
+        wrapped_key: vec![9],
+        key_version: 2,
+        ..minted.sealed.clone()
+    };
+    assert!(store
+        .replace_wrapped_key(SealedKind::RegistryToken, identity, &minted.sealed, &rewrapped)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.registry_token(identity).await.unwrap().unwrap().sealed,
+        rewrapped
+    );
+}
