@@ -134,7 +134,7 @@ fn a_database_that_refuses_us_answers_503_with_retry_after_and_recovers() {
         ("GET", "/api/v1/workspaces/%7Eadmin/credentials/steady"),
         ("GET", "/api/v1/workspaces"),
         ("GET", "/api/v1/audit"),
-        ("GET", "/api/v1/me"),
+        ("GET", "/api/v1/tokens"),
     ] {
         let answer = api(&server.url, method, path, None);
         assert_unavailable(&answer, &format!("{method} {path}"), &server);
