@@ -340,7 +340,7 @@ fn ecr_through_moto_keys_and_role() {
     // moto reports an expiry in 2015; it is replaced by the documented 12 hours.
     let expires_at = resolved.expires_at.clone().expect("ECR logins expire");
     assert!(expires_at.as_str() > "2026-01-01", "{expires_at}");
-    assert!(server.log().contains("ecr.expiry_already_past"));
+    assert!(server.log().contains("token.expiry_unusable"));
     let pulled = registry.skopeo_pull(
         &registry.image("team/app:1"),
         &SkopeoAuth::Basic {
