@@ -770,7 +770,10 @@ mod tests {
             ("REGKEEPER_OUTBOUND_HTTP_REGISTRIES", "localhost:5000"),
             ("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", "true"),
             ("REGKEEPER_OUTBOUND_TIMEOUT_SECONDS", "7"),
-            ("REGKEEPER_AMBIENT_AWS_ACCOUNTS", "123456789012, 210987654321"),
+            (
+                "REGKEEPER_AMBIENT_AWS_ACCOUNTS",
+                "123456789012, 210987654321",
+            ),
         ])
         .unwrap();
         assert_eq!(

@@ -560,7 +560,10 @@ mod tests {
             parse_token_json("registry.example", br#"{"token":"x","expires_in":300}"#).unwrap();
         assert_eq!(short.expires_in, Duration::from_secs(300));
         let absent = parse_token_json("registry.example", br#"{"token":"x"}"#).unwrap();
-        assert_eq!(absent.expires_in, Duration::from_secs(DEFAULT_TOKEN_SECONDS));
+        assert_eq!(
+            absent.expires_in,
+            Duration::from_secs(DEFAULT_TOKEN_SECONDS)
+        );
     }
 
     #[test]

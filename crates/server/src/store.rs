@@ -281,7 +281,12 @@ pub trait Store: Send + Sync {
     /// Every sealed value of one kind whose owner id sorts after `after`, at most
     /// `limit`, in owner id order, whatever master key version wraps it (a rotation
     /// checks them all before it changes anything, then re-wraps them page by page).
-    async fn sealed_page(&self, kind: SealedKind, after: &str, limit: i64) -> Result<Vec<SealedRef>>;
+    async fn sealed_page(
+        &self,
+        kind: SealedKind,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedRef>>;
     /// Swaps in a re-wrapped data key if the row still holds `old`; false otherwise.
     async fn replace_wrapped_key(
         &self,

@@ -66,13 +66,15 @@ pub fn compare(path: &Path, loaded: &MasterKeys) -> FileState {
 
 /// Why `on_disk` does not hold every version of `loaded` unchanged, if it does not.
 fn differs(on_disk: &MasterKeys, loaded: &MasterKeys) -> Option<String> {
-    loaded.versions().find_map(|(version, key)| match on_disk.get(version) {
-        None => Some(format!("it lacks version {version}")),
-        Some(other) if other.expose_bytes() != key.expose_bytes() => {
-            Some(format!("its version {version} is a different key"))
-        }
-        Some(_) => None,
-    })
+    loaded
+        .versions()
+        .find_map(|(version, key)| match on_disk.get(version) {
+            None => Some(format!("it lacks version {version}")),
+            Some(other) if other.expose_bytes() != key.expose_bytes() => {
+                Some(format!("its version {version} is a different key"))
+            }
+            Some(_) => None,
+        })
 }
 
 #[derive(Serialize, Deserialize)]

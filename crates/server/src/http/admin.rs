@@ -79,7 +79,14 @@ pub async fn key_status(
             state: "available".into(),
             current_version: Some(version),
             reason: None,
-            key_file: Some(if mismatch.is_some() { "differs" } else { "matches" }.into()),
+            key_file: Some(
+                if mismatch.is_some() {
+                    "differs"
+                } else {
+                    "matches"
+                }
+                .into(),
+            ),
             key_file_problem: mismatch,
         },
         Err(reason) => wire::KeyStatus {

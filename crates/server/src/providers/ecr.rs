@@ -87,7 +87,10 @@ impl EcrProvider {
             // an explicit type): the token is the identity's own account's.
             reached.push(self.own_account(credential).await?);
         }
-        match reached.into_iter().find(|account| !allowed.contains(account)) {
+        match reached
+            .into_iter()
+            .find(|account| !allowed.contains(account))
+        {
             Some(account) => Err(ProviderError::AmbientAccountRefused {
                 account,
                 allowed: allowed.join(", "),
@@ -108,11 +111,14 @@ impl EcrProvider {
                     .get_caller_identity()
                     .send()
                     .await
-                    .map_err(|error| ProviderError::AmbientAccountUnknown(aws_error(error).to_string()))?;
-                answer
-                    .account()
-                    .map(str::to_owned)
-                    .ok_or_else(|| ProviderError::AmbientAccountUnknown("GetCallerIdentity named no account".into()))
+                    .map_err(|error| {
+                        ProviderError::AmbientAccountUnknown(aws_error(error).to_string())
+                    })?;
+                answer.account().map(str::to_owned).ok_or_else(|| {
+                    ProviderError::AmbientAccountUnknown(
+                        "GetCallerIdentity named no account".into(),
+                    )
+                })
             })
             .await
             .cloned()

@@ -254,7 +254,10 @@ fn refuse_unreadable(unreadable: &[&Unreadable]) -> Error {
         .collect::<Vec<_>>()
         .join(", ");
     if unreadable.len() > NAMED_IN_REFUSAL {
-        named.push_str(&format!(" and {} more", unreadable.len() - NAMED_IN_REFUSAL));
+        named.push_str(&format!(
+            " and {} more",
+            unreadable.len() - NAMED_IN_REFUSAL
+        ));
     }
     Error::unprocessable(
         "master_key_unreadable_values",

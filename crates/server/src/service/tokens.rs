@@ -242,11 +242,7 @@ async fn mint_leased(
     let result = app.providers.login(credential, secret, now).await;
     app.metrics
         .token_refreshes
-        .get_or_create(&outcome(if result.is_ok() {
-            "success"
-        } else {
-            "failure"
-        }))
+        .get_or_create(&outcome(if result.is_ok() { "success" } else { "failure" }))
         .inc();
     let finished = match &result {
         Ok(login) => seal_token(app, &leased.identity, login, now),

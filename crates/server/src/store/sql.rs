@@ -1668,8 +1668,14 @@ mod tests {
     fn a_refusing_database_is_unavailable_whatever_it_answers() {
         use super::refusing;
         for (sqlstate, message) in [
-            ("55000", "database \"x\" is not currently accepting connections"),
-            ("57P01", "terminating connection due to administrator command"),
+            (
+                "55000",
+                "database \"x\" is not currently accepting connections",
+            ),
+            (
+                "57P01",
+                "terminating connection due to administrator command",
+            ),
             ("57P03", "the database system is starting up"),
             ("53300", "sorry, too many clients already"),
             ("25006", "cannot execute INSERT in a read-only transaction"),

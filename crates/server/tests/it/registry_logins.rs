@@ -577,7 +577,10 @@ fn ambient_aws_identity_reaches_only_the_listed_accounts() {
         let message = stderr(output);
         assert!(!output.status.success(), "accepted: {}", ok(output));
         assert!(message.contains("ambient_account_not_allowed"), "{message}");
-        assert!(message.contains("REGKEEPER_AMBIENT_AWS_ACCOUNTS"), "{message}");
+        assert!(
+            message.contains("REGKEEPER_AMBIENT_AWS_ACCOUNTS"),
+            "{message}"
+        );
         assert!(message.contains(account), "{message}");
     };
 
@@ -592,7 +595,14 @@ fn ambient_aws_identity_reaches_only_the_listed_accounts() {
     // Updating the registry to another account is refused the same way.
     let moved = server.cli(
         ADMIN_TOKEN,
-        &["credentials", "update", "home", "--registry", other, "--no-verify"],
+        &[
+            "credentials",
+            "update",
+            "home",
+            "--registry",
+            other,
+            "--no-verify",
+        ],
         None,
     );
     refused_by_setting(&moved, "210987654321");
@@ -605,7 +615,11 @@ fn ambient_aws_identity_reaches_only_the_listed_accounts() {
         data_dir: Some(kept.path.clone()),
         ..ServerOptions::default()
     });
-    let refused = server.cli(ADMIN_TOKEN, &["resolve", &format!("{own}/team/app:1")], None);
+    let refused = server.cli(
+        ADMIN_TOKEN,
+        &["resolve", &format!("{own}/team/app:1")],
+        None,
+    );
     refused_by_setting(&refused, moto::ACCOUNT_ID);
     ok(&ambient_add(&server, "elsewhere", other));
     let minted = resolve(&server, &format!("{other}/team/app:1"));

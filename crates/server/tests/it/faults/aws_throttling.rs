@@ -343,7 +343,11 @@ fn resolves_during_throttling_leave_the_provider_alone() {
             "{answers:?}"
         );
     }
-    assert_eq!(relay.token_calls() - before, 1, "no call inside the backoff");
+    assert_eq!(
+        relay.token_calls() - before,
+        1,
+        "no call inside the backoff"
+    );
     let error = server.runtime.block_on(resolve::resolve(
         &server.app,
         &server.admin,
@@ -359,7 +363,11 @@ fn resolves_during_throttling_leave_the_provider_alone() {
     // After it: one more call for the whole burst.
     server.clock.advance(1_500);
     server.burst(newcomer, 20);
-    assert_eq!(relay.token_calls() - before, 2, "one call after the backoff");
+    assert_eq!(
+        relay.token_calls() - before,
+        2,
+        "one call after the backoff"
+    );
     // Throttling ends; after the (now 10 s) backoff one call mints for everyone.
     relay.set_throttle(false);
     server.clock.advance(10_500);

@@ -20,9 +20,10 @@ fn sqlite(server: &TestServer, statement: &str) -> Vec<(String, i64)> {
         .unwrap()
         .block_on(async move {
             use sqlx::{Connection, Row};
-            let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .unwrap();
+            let mut connection =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
             sqlx::query(&statement)
                 .fetch_all(&mut connection)
                 .await
@@ -88,7 +89,11 @@ fn an_undecryptable_row_refuses_rotation_by_name_and_changes_nothing() {
     assert!(message.contains("nothing changed"), "{message}");
     assert!(message.contains("--skip-unreadable"), "{message}");
     assert!(!message.contains("alpha"), "{message}");
-    assert_eq!(std::fs::read(&key_path).unwrap(), key_file, "key file untouched");
+    assert_eq!(
+        std::fs::read(&key_path).unwrap(),
+        key_file,
+        "key file untouched"
+    );
     assert_eq!(versions(&server), before, "database untouched");
     assert_eq!(key_status(&server).current_version, Some(1));
     assert!(!server.log().contains("request.internal_error"));
@@ -101,7 +106,10 @@ fn an_undecryptable_row_refuses_rotation_by_name_and_changes_nothing() {
     let rotated: wire::KeyRotation = serde_json::from_str(&rotated).unwrap();
     assert_eq!((rotated.previous_version, rotated.current_version), (1, 2));
     assert_eq!(rotated.rewrapped, 2);
-    assert_eq!(rotated.skipped, vec!["credential rk:~admin:credential/broken"]);
+    assert_eq!(
+        rotated.skipped,
+        vec!["credential rk:~admin:credential/broken"]
+    );
     assert_eq!(key_status(&server).current_version, Some(2));
     assert_eq!(
         versions(&server),
@@ -148,7 +156,8 @@ fn skip_unreadable_rotates_the_rest_and_names_what_it_left() {
     assert!(stderr(&refused).contains("credential rk:~admin:credential/broken"));
     let rotated = ok(&server.cli(ADMIN_TOKEN, &["key", "rotate", "--skip-unreadable"], None));
     assert!(
-        rotated.contains("Left as it was (cannot be opened): credential rk:~admin:credential/broken"),
+        rotated
+            .contains("Left as it was (cannot be opened): credential rk:~admin:credential/broken"),
         "{rotated}"
     );
     assert_eq!(
@@ -198,7 +207,10 @@ fn a_replaced_key_file_is_reported_and_never_overwritten() {
     let theirs_path = stranger.data_dir.join("master.key");
     let theirs = std::fs::read(&theirs_path).unwrap();
     let _stranger = stranger.stop();
-    assert_eq!(wait_for_key_file(&server, "matches").current_version, Some(1));
+    assert_eq!(
+        wait_for_key_file(&server, "matches").current_version,
+        Some(1)
+    );
     assert_eq!(
         metric(&server, "regkeeper_master_key_file_mismatch").as_deref(),
         Some("0")
@@ -212,7 +224,10 @@ fn a_replaced_key_file_is_reported_and_never_overwritten() {
         "{status:?}"
     );
     let printed = ok(&server.cli(ADMIN_TOKEN, &["key", "status"], None));
-    assert!(printed.contains("no longer holds the loaded keys"), "{printed}");
+    assert!(
+        printed.contains("no longer holds the loaded keys"),
+        "{printed}"
+    );
     assert_eq!(
         metric(&server, "regkeeper_master_key_file_mismatch").as_deref(),
         Some("1")
@@ -225,7 +240,11 @@ fn a_replaced_key_file_is_reported_and_never_overwritten() {
         "{}",
         stderr(&refused)
     );
-    assert_eq!(std::fs::read(&key_path).unwrap(), theirs, "left as it was put");
+    assert_eq!(
+        std::fs::read(&key_path).unwrap(),
+        theirs,
+        "left as it was put"
+    );
     // The server serves on from memory meanwhile.
     let (status, body) = raw(
         &server,

@@ -41,7 +41,12 @@ pub async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subject) {
     assert_eq!(first.status, "pending");
     assert!(
         store
-            .claim_token_for_mint(&placeholder(identity, now), now + 5, "replica-b", now + 60_005)
+            .claim_token_for_mint(
+                &placeholder(identity, now),
+                now + 5,
+                "replica-b",
+                now + 60_005
+            )
             .await
             .unwrap()
             .is_none(),
@@ -62,10 +67,18 @@ pub async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subject) {
         next_attempt_at: now + 5_000,
         ..first.clone()
     };
-    assert!(store.finish_registry_token(&failed, "replica-a").await.unwrap());
+    assert!(store
+        .finish_registry_token(&failed, "replica-a")
+        .await
+        .unwrap());
     assert!(
         store
-            .claim_token_for_mint(&placeholder(identity, now), now + 10, "replica-b", now + 60_010)
+            .claim_token_for_mint(
+                &placeholder(identity, now),
+                now + 10,
+                "replica-b",
+                now + 60_010
+            )
             .await
             .unwrap()
             .is_none(),
@@ -77,12 +90,23 @@ pub async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subject) {
     assert_eq!(counts, vec![("pending".to_owned(), 1)]);
     // After it, one claimant gets it, with the row's failures as they were.
     let second = store
-        .claim_token_for_mint(&placeholder(identity, now), now + 5_000, "replica-b", now + 65_000)
+        .claim_token_for_mint(
+            &placeholder(identity, now),
+            now + 5_000,
+            "replica-b",
+            now + 65_000,
+        )
         .await
         .unwrap()
         .expect("due again after the backoff");
     assert_eq!(second.failures, 1);
-    assert!(!store.finish_registry_token(&second, "replica-a").await.unwrap(), "only the holder finishes");
+    assert!(
+        !store
+            .finish_registry_token(&second, "replica-a")
+            .await
+            .unwrap(),
+        "only the holder finishes"
+    );
     // A minted token that is not due is nobody's to mint again.
     let minted = StoredToken {
         username: "AWS".into(),
@@ -101,13 +125,24 @@ pub async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subject) {
         updated_at: now + 5_000,
         ..second
     };
-    assert!(store.finish_registry_token(&minted, "replica-b").await.unwrap());
     assert!(store
-        .claim_token_for_mint(&placeholder(identity, now), now + 6_000, "replica-a", now + 66_000)
+        .finish_registry_token(&minted, "replica-b")
+        .await
+        .unwrap());
+    assert!(store
+        .claim_token_for_mint(
+            &placeholder(identity, now),
+            now + 6_000,
+            "replica-a",
+            now + 66_000
+        )
         .await
         .unwrap()
         .is_none());
-    assert_eq!(store.registry_token(identity).await.unwrap().unwrap(), minted);
+    assert_eq!(
+        store.registry_token(identity).await.unwrap().unwrap(),
+        minted
+    );
 }
 
 /// Issue 12 item 13: a rotation reads every sealed value page by page, whatever its
@@ -144,7 +179,12 @@ pub async fn sealed_pages_name_every_value(subject: Subject) {
     }
     let expected: Vec<(String, String)> = ids
         .iter()
-        .map(|(id, name)| (id.clone(), format!("credential rk:~alice:credential/{name}")))
+        .map(|(id, name)| {
+            (
+                id.clone(),
+                format!("credential rk:~alice:credential/{name}"),
+            )
+        })
         .collect();
     assert_eq!(seen, expected);
 
@@ -172,25 +212,41 @@ pub async fn sealed_pages_name_every_value(subject: Subject) {
         expires_at: Some(43_200_020),
         ..leased
     };
-    assert!(store.finish_registry_token(&minted, "replica-a").await.unwrap());
+    assert!(store
+        .finish_registry_token(&minted, "replica-a")
+        .await
+        .unwrap());
     let tokens = store
         .sealed_page(SealedKind::RegistryToken, "", 10)
         .await
         .unwrap();
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0].label, format!("token {identity}"));
-    assert_eq!((tokens[0].workspace_id.as_str(), tokens[0].secret_version), ("", 20));
+    assert_eq!(
+        (tokens[0].workspace_id.as_str(), tokens[0].secret_version),
+        ("", 20)
+    );
     let rewrapped = SealedSecret {
         wrapped_key: vec![9],
         key_version: 2,
         ..minted.sealed.clone()
     };
     assert!(store
-        .replace_wrapped_key(SealedKind::RegistryToken, identity, &minted.sealed, &rewrapped)
+        .replace_wrapped_key(
+            SealedKind::RegistryToken,
+            identity,
+            &minted.sealed,
+            &rewrapped
+        )
         .await
         .unwrap());
     assert_eq!(
-        store.registry_token(identity).await.unwrap().unwrap().sealed,
+        store
+            .registry_token(identity)
+            .await
+            .unwrap()
+            .unwrap()
+            .sealed,
         rewrapped
     );
 }
