@@ -418,3 +418,52 @@ fn an_expiry_ten_years_ahead_is_capped_at_twelve_hours() {
     assert!(token.refresh_at <= now + 9 * HOUR, "{:?}", token.refresh_at);
     assert_eq!(token.expires_at, Some(now + 12 * HOUR));
 }
+
+/// Issue 12 item 12, with a real server: the capped expiry is what `resolve` prints,
+/// and the cap is logged (`token.expiry_capped`).
+#[test]
+fn a_real_server_logs_the_capped_expiry() {
+    use crate::support::{add, ok, ServerOptions, TestServer};
+
+    let Some(moto) = Moto::start() else { return };
+    let relay = AwsRelay::start(
+        moto.endpoint_url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+    );
+    relay.set_far_expiry(true);
+    let server = TestServer::start_with(ServerOptions {
+        environment: vec![("AWS_ENDPOINT_URL".to_owned(), relay.endpoint_url())],
+        ..ServerOptions::default()
+    });
+    let host = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    ok(&add(
+        &server,
+        &[
+            "--name",
+            "far",
+            "--registry",
+            host,
+            "--username",
+            moto::ACCESS_KEY_ID,
+            "--no-verify",
+        ],
+        moto::SECRET_ACCESS_KEY,
+    ));
+    let before = std::time::SystemTime::now();
+    let resolved = crate::support::resolve(&server, &format!("{host}/team/app:1"));
+    let expires_at = time::OffsetDateTime::parse(
+        resolved.expires_at.as_deref().expect("ECR logins expire"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left = expires_at - time::OffsetDateTime::from(before);
+    assert!(
+        left <= time::Duration::hours(12) + time::Duration::seconds(5),
+        "trusted for {left}"
+    );
+    assert!(left >= time::Duration::hours(12) - time::Duration::minutes(1));
+    let log = server.log();
+    assert!(log.contains("token.expiry_capped"), "{log}");
+}
