@@ -2,7 +2,10 @@
 //! `ThrottlingException` (HTTP 400, AWS JSON error) while told to. On a paused clock,
 //! the refresher backs off (failures and the wait before the next attempt grow, the
 //! failure metric counts), the last good token is served until it really expires and
-//! never after, and a refresh succeeds soon after the throttling ends.
+//! never after, and a refresh succeeds soon after the throttling ends. Resolves during
+//! throttling leave the provider to the refresher (issue 12 item 20), and an answer
+//! claiming a ten-year expiry is trusted for 12 hours (item 12). The relay is
+//! `peers/aws_relay.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
