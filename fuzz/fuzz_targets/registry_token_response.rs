@@ -21,6 +21,10 @@ fuzz_target!(|data: &[u8]| {
             let secret = token.token.expose_secret();
             assert!(!secret.is_empty());
             assert!(token.expires_in.as_secs() >= 1);
+            // Whatever `expires_in` claims, a token is reused for an hour at most.
+            assert!(
+                token.expires_in.as_secs() <= regkeeper::registry_auth::MAXIMUM_TOKEN_SECONDS
+            );
             assert_eq!(token.granted, granted_access(secret));
         }
         Err(error) => {
