@@ -111,7 +111,12 @@ pub fn detail_summary(detail: &serde_json::Value) -> String {
             Value::Bool(_) | Value::Number(_) => Some(format!("{key}={value}")),
             Value::Array(_) | Value::Object(_) => Some(format!("{key}=…")),
         });
-    reason.map(str::to_owned).into_iter().chain(others).collect::<Vec<_>>().join(", ")
+    reason
+        .map(str::to_owned)
+        .into_iter()
+        .chain(others)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An entry as stored.

@@ -44,9 +44,8 @@ impl Clock for ManualClock {
 
 /// RFC 3339 in UTC with exactly three fractional digits, so times line up in a column
 /// and sort as text (`time`'s own RFC 3339 drops trailing zeros: `.2Z` next to `.172Z`).
-const RFC3339_MILLISECONDS: &[BorrowedFormatItem<'_>] = format_description!(
-    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-);
+const RFC3339_MILLISECONDS: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// RFC 3339 in UTC with millisecond precision (`2026-12-06T14:54:04.200Z`), as every
 /// API response, table and page shows time.

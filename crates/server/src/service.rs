@@ -76,10 +76,12 @@ impl App {
                 return;
             }
         }
-        let mut record = record.outcome(failure_outcome(error)).detail(serde_json::json!({
-            "error": error.code(),
-            "reason": failure_reason(error),
-        }));
+        let mut record = record
+            .outcome(failure_outcome(error))
+            .detail(serde_json::json!({
+                "error": error.code(),
+                "reason": failure_reason(error),
+            }));
         if record.workspace_id.is_none() {
             record.workspace_id = self.targeted_workspace_id(&record).await;
         }
@@ -136,7 +138,10 @@ fn failure_reason(error: &Error) -> String {
         Error::Internal(_) => "internal error (see the server log)".to_owned(),
         other => other.to_string(),
     };
-    reason.chars().take(crate::audit::TARGET_LIMIT * 2).collect()
+    reason
+        .chars()
+        .take(crate::audit::TARGET_LIMIT * 2)
+        .collect()
 }
 
 pub fn new_id() -> String {

@@ -71,20 +71,25 @@ struct Delimiter {
 }
 
 fn delimiters(text: &str) -> impl Iterator<Item = Delimiter> + '_ {
-    text.char_indices().filter_map(|(start, character)| {
-        let kind = match character {
-            '@' | '?' | '#' => return Some((start, start + 1, character)),
-            '%' => match text.get(start + 1..start + 3)?.to_ascii_uppercase().as_str() {
-                "40" => '@',
-                "3F" => '?',
-                "23" => '#',
+    text.char_indices()
+        .filter_map(|(start, character)| {
+            let kind = match character {
+                '@' | '?' | '#' => return Some((start, start + 1, character)),
+                '%' => match text
+                    .get(start + 1..start + 3)?
+                    .to_ascii_uppercase()
+                    .as_str()
+                {
+                    "40" => '@',
+                    "3F" => '?',
+                    "23" => '#',
+                    _ => return None,
+                },
                 _ => return None,
-            },
-            _ => return None,
-        };
-        Some((start, start + 3, kind))
-    })
-    .map(|(start, end, kind)| Delimiter { start, end, kind })
+            };
+            Some((start, start + 3, kind))
+        })
+        .map(|(start, end, kind)| Delimiter { start, end, kind })
 }
 
 /// An image digest starts here (`name@sha256:…`), so the `@` before it is no user info.
@@ -134,7 +139,8 @@ fn scheme_length(input: &str) -> Option<usize> {
     let (scheme, _) = input.split_once("://")?;
     let mut characters = scheme.chars();
     let well_formed = characters.next()?.is_ascii_alphabetic()
-        && characters.all(|character| character.is_ascii_alphanumeric() || "+.-".contains(character));
+        && characters
+            .all(|character| character.is_ascii_alphanumeric() || "+.-".contains(character));
     well_formed.then_some(scheme.len() + 3)
 }
 
@@ -150,7 +156,6 @@ pub fn echo(input: &str, limit: usize) -> String {
     }
     shown
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -589,12 +589,10 @@ fn key(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
             }
             match (status.current_version, status.reason) {
                 (Some(version), _) => println!("Master key available, current version {version}."),
-                (None, reason) => {
-                    output::line(&format!(
-                        "Master key unavailable: {}",
-                        reason.unwrap_or_default()
-                    ))
-                }
+                (None, reason) => output::line(&format!(
+                    "Master key unavailable: {}",
+                    reason.unwrap_or_default()
+                )),
             }
             Ok(())
         }

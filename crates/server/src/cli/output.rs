@@ -146,11 +146,15 @@ mod tests {
 
     #[test]
     fn json_for_people_parses_to_the_same_value() {
-        let value = serde_json::json!({"Sid": "allow\u{202e}all", "Emoji": "🙂\u{e0001}", "Line": "a\nb"});
+        let value =
+            serde_json::json!({"Sid": "allow\u{202e}all", "Emoji": "🙂\u{e0001}", "Line": "a\nb"});
         let shown = json_for_people(&value).unwrap();
         assert!(!shown.contains('\u{202e}'), "{shown}");
         assert!(shown.contains("allow\\u202eall"), "{shown}");
         assert!(shown.contains("🙂\\udb40\\udc01"), "{shown}");
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&shown).unwrap(), value);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&shown).unwrap(),
+            value
+        );
     }
 }

@@ -358,9 +358,12 @@ pub async fn verify(
                     ))
                 }
             }
-            Err(error @ (Error::NotFound(_) | Error::Hidden(_) | Error::Forbidden(_) | Error::Unauthenticated(_))) => {
-                return signed.problem(&error)
-            }
+            Err(
+                error @ (Error::NotFound(_)
+                | Error::Hidden(_)
+                | Error::Forbidden(_)
+                | Error::Unauthenticated(_)),
+            ) => return signed.problem(&error),
             Err(error) => Flash::alert(format!(
                 "Verification of {name} could not run: {}",
                 error_message(&error)

@@ -432,7 +432,8 @@ async fn pages_need_a_session_and_workspaces_are_one_segment() {
 /// characters escaped, while attribute values (form fields post them back) stay exact.
 #[test]
 fn page_text_is_printable_and_attributes_stay_exact() {
-    let document = "<p title=\"a\u{202e}b\">x\n\u{1b}[31mfake\u{202e}\0</p><input value=\"a\u{202e}b\">";
+    let document =
+        "<p title=\"a\u{202e}b\">x\n\u{1b}[31mfake\u{202e}\0</p><input value=\"a\u{202e}b\">";
     assert_eq!(
         super::printable_text(document),
         "<p title=\"a\u{202e}b\">x\\n\\u{1b}[31mfake\\u{202e}\\0</p><input value=\"a\u{202e}b\">"
@@ -457,8 +458,9 @@ fn the_audit_page_shows_exact_times_reasons_and_escaped_targets() {
         workspace_id: Some("w1".into()),
         target: Some("x\n8  admin  \u{1b}[32mcredential.delete\u{202e}\0".into()),
         outcome: "not_found".into(),
-        detail: serde_json::json!({"error": "not_found", "reason": "credential x in acme/ci not found"})
-            .to_string(),
+        detail:
+            serde_json::json!({"error": "not_found", "reason": "credential x in acme/ci not found"})
+                .to_string(),
         prev_hash: String::new(),
         hash: String::new(),
     };

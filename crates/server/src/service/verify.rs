@@ -114,7 +114,9 @@ pub async fn verify(
                     .map_err(|error| Error::invalid("invalid_repository", error.to_string()))
             })
             .transpose()?;
-        let repository = repository.as_deref().filter(|repository| !repository.is_empty());
+        let repository = repository
+            .as_deref()
+            .filter(|repository| !repository.is_empty());
         let access = require(
             app,
             principal,

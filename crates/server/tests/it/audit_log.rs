@@ -80,7 +80,11 @@ fn a_rejected_name_cannot_forge_audit_rows_or_colour_the_terminal() {
         "raw control or bidi characters in:\n{table}"
     );
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), entries.len() + 1, "one line per entry:\n{table}");
+    assert_eq!(
+        lines.len(),
+        entries.len() + 1,
+        "one line per entry:\n{table}"
+    );
     let rows: Vec<&&str> = lines
         .iter()
         .filter(|line| line.contains("credential.create"))
@@ -126,8 +130,7 @@ fn resolve_status(client: &Client, workspace: &str, image: &str) -> u16 {
 /// A pull through the proxy with `token`, naming `workspace` as the Basic user name.
 fn proxy_pull_status(server: &TestServer, workspace: &str, token: &str, path: &str) -> u16 {
     let proxy = server.proxy_url.as_deref().expect("the proxy listens");
-    let basic =
-        base64::engine::general_purpose::STANDARD.encode(format!("{workspace}:{token}"));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{workspace}:{token}"));
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
         .build();
@@ -241,7 +244,11 @@ fn misses_and_refusals_are_told_apart_and_shown_to_the_workspace() {
         miss.detail["reason"],
         "credential for other.example.com/team/app in acme/ci not found"
     );
-    let removed = find("bob", "credential.resolve", "registry.example.com/team/app:2");
+    let removed = find(
+        "bob",
+        "credential.resolve",
+        "registry.example.com/team/app:2",
+    );
     assert_eq!(removed.outcome, "denied");
     assert_eq!(
         removed.detail["reason"],
@@ -249,7 +256,11 @@ fn misses_and_refusals_are_told_apart_and_shown_to_the_workspace() {
     );
     let pulled = find("bob", "proxy.pull", "registry.example.com/team/app");
     assert_eq!(pulled.outcome, "denied");
-    let outsider = find("carol", "credential.resolve", "registry.example.com/team/app:4");
+    let outsider = find(
+        "carol",
+        "credential.resolve",
+        "registry.example.com/team/app:4",
+    );
     assert_eq!(outsider.outcome, "denied");
 
     // The table has the reason too.
@@ -268,14 +279,18 @@ fn misses_and_refusals_are_told_apart_and_shown_to_the_workspace() {
         row.contains("denied     workspace acme/ci is not visible to the caller, error=not_found"),
         "{row}"
     );
-    assert!(table
-        .lines()
-        .any(|line| line.contains("not_found  credential for other.example.com/team/app in acme/ci not found")));
+    assert!(table.lines().any(|line| line
+        .contains("not_found  credential for other.example.com/team/app in acme/ci not found")));
 
     let page = console_audit_page(&server, "acme/ci");
-    assert!(page.contains("<th scope=\"col\">Reason and detail</th>"), "{page}");
+    assert!(
+        page.contains("<th scope=\"col\">Reason and detail</th>"),
+        "{page}"
+    );
     assert!(page.contains("<td>proxy.pull</td>"), "{page}");
-    assert!(page.contains("<td>workspace acme/ci is not visible to the caller, error=not_found</td>"));
+    assert!(
+        page.contains("<td>workspace acme/ci is not visible to the caller, error=not_found</td>")
+    );
     assert!(page.contains("outcome-not_found"));
     let full_time = Regex::new(
         r#"<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC</time>"#,
@@ -316,7 +331,11 @@ fn every_time_has_exactly_milliseconds() {
     }
     let tokens: wire::ApiTokenList = server.admin().get("/api/v1/tokens").unwrap();
     for token in &tokens.tokens {
-        assert!(milliseconds.is_match(&token.created_at), "{}", token.created_at);
+        assert!(
+            milliseconds.is_match(&token.created_at),
+            "{}",
+            token.created_at
+        );
     }
     let table = ok(&server.cli(ADMIN_TOKEN, &["audit", "list", "--limit", "1000"], None));
     for line in table.lines().skip(1) {

@@ -81,7 +81,11 @@ pub(super) fn request(
 }
 
 /// Signs in with `token`; the `Set-Cookie` of the session and the session's CSRF token.
-pub(super) fn sign_in(server: &TestServer, token: &str, headers: &[(&str, &str)]) -> (String, String) {
+pub(super) fn sign_in(
+    server: &TestServer,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> (String, String) {
     let page = request(server, "GET", "/console/", &[], &[], None);
     assert_eq!(page.status, 200);
     let csrf_cookie = pair(page.cookie("regkeeper_csrf").expect("a sign-in cookie"));

@@ -13,8 +13,8 @@ use base64::Engine;
 
 use crate::consumers::{helper, kubelet_request, providers};
 use crate::support::{
-    contains, files_under, ok, raw, stderr, stdout, PostgresDatabase, ServerOptions,
-    TestServer, ADMIN_TOKEN,
+    contains, files_under, ok, raw, stderr, stdout, PostgresDatabase, ServerOptions, TestServer,
+    ADMIN_TOKEN,
 };
 
 /// One canary per route and spelling, so a leak names where it happened.
@@ -49,7 +49,10 @@ fn proxy_get(server: &TestServer, path: &str) -> String {
         .set("Authorization", &format!("Basic {basic}"))
         .call()
     {
-        Ok(response) => (response.status(), response.into_string().unwrap_or_default()),
+        Ok(response) => (
+            response.status(),
+            response.into_string().unwrap_or_default(),
+        ),
         Err(ureq::Error::Status(status, response)) => {
             (status, response.into_string().unwrap_or_default())
         }
@@ -82,17 +85,77 @@ fn exercise(server: &TestServer, canaries: &mut Canaries) -> Vec<String> {
     // REST resolve, in a workspace and the helper's route.
     let mut bodies = Vec::new();
     for (field, value) in [
-        ("image", format!("u:{}@registry.example.com/app", canaries.next("image-userinfo"))),
-        ("image", format!("{}@registry.example.com/app:1", canaries.next("image-token"))),
-        ("image", format!("u:pa/{}@registry.example.com", canaries.next("image-slash"))),
-        ("image", format!("registry.example.com/app:1?t={}", canaries.next("image-query"))),
-        ("image", format!("registry.example.com/app?t={}", canaries.next("image-path-query"))),
-        ("image", format!("registry.example.com/app#{}", canaries.next("image-fragment"))),
-        ("image", format!("registry.example.com/app:1%3Ft%3D{}", canaries.next("image-encoded"))),
-        ("registry", format!("https://u:{}@registry.example.com", canaries.next("registry-userinfo"))),
-        ("registry", format!("registry.example.com/app?token={}", canaries.next("registry-query"))),
-        ("reference", format!("rk:~admin:credential/mirror?t={}", canaries.next("reference-query"))),
-        ("reference", format!("u:{}@mirror", canaries.next("reference-userinfo"))),
+        (
+            "image",
+            format!(
+                "u:{}@registry.example.com/app",
+                canaries.next("image-userinfo")
+            ),
+        ),
+        (
+            "image",
+            format!(
+                "{}@registry.example.com/app:1",
+                canaries.next("image-token")
+            ),
+        ),
+        (
+            "image",
+            format!("u:pa/{}@registry.example.com", canaries.next("image-slash")),
+        ),
+        (
+            "image",
+            format!(
+                "registry.example.com/app:1?t={}",
+                canaries.next("image-query")
+            ),
+        ),
+        (
+            "image",
+            format!(
+                "registry.example.com/app?t={}",
+                canaries.next("image-path-query")
+            ),
+        ),
+        (
+            "image",
+            format!(
+                "registry.example.com/app#{}",
+                canaries.next("image-fragment")
+            ),
+        ),
+        (
+            "image",
+            format!(
+                "registry.example.com/app:1%3Ft%3D{}",
+                canaries.next("image-encoded")
+            ),
+        ),
+        (
+            "registry",
+            format!(
+                "https://u:{}@registry.example.com",
+                canaries.next("registry-userinfo")
+            ),
+        ),
+        (
+            "registry",
+            format!(
+                "registry.example.com/app?token={}",
+                canaries.next("registry-query")
+            ),
+        ),
+        (
+            "reference",
+            format!(
+                "rk:~admin:credential/mirror?t={}",
+                canaries.next("reference-query")
+            ),
+        ),
+        (
+            "reference",
+            format!("u:{}@mirror", canaries.next("reference-userinfo")),
+        ),
     ] {
         bodies.push(serde_json::json!({ field: value }).to_string());
     }
@@ -113,8 +176,14 @@ fn exercise(server: &TestServer, canaries: &mut Canaries) -> Vec<String> {
 
     // The CLI's resolve and verify.
     for image in [
-        format!("u:{}@registry.example.com/app:1", canaries.next("cli-userinfo")),
-        format!("registry.example.com/app:1?t={}", canaries.next("cli-query")),
+        format!(
+            "u:{}@registry.example.com/app:1",
+            canaries.next("cli-userinfo")
+        ),
+        format!(
+            "registry.example.com/app:1?t={}",
+            canaries.next("cli-query")
+        ),
     ] {
         let output = server.cli(ADMIN_TOKEN, &["resolve", &image], None);
         assert!(!output.status.success());
@@ -123,7 +192,13 @@ fn exercise(server: &TestServer, canaries: &mut Canaries) -> Vec<String> {
     let repository = format!("app?t={}", canaries.next("verify-repository"));
     let output = server.cli(
         ADMIN_TOKEN,
-        &["credentials", "verify", "mirror", "--repository", &repository],
+        &[
+            "credentials",
+            "verify",
+            "mirror",
+            "--repository",
+            &repository,
+        ],
         None,
     );
     assert!(!output.status.success());
@@ -136,18 +211,36 @@ fn exercise(server: &TestServer, canaries: &mut Canaries) -> Vec<String> {
 
     // The proxy: user info in the host, percent-encoded or not, and a smuggled query.
     for path in [
-        format!("u:{}@registry.example.com/app/manifests/1", canaries.next("proxy-userinfo")),
-        format!("u:{}%40registry.example.com/app/manifests/1", canaries.next("proxy-encoded")),
-        format!("registry.example.com/u:{}@app/manifests/1", canaries.next("proxy-path")),
-        format!("registry.example.com/app/manifests/1%3Ft%3D{}", canaries.next("proxy-query")),
+        format!(
+            "u:{}@registry.example.com/app/manifests/1",
+            canaries.next("proxy-userinfo")
+        ),
+        format!(
+            "u:{}%40registry.example.com/app/manifests/1",
+            canaries.next("proxy-encoded")
+        ),
+        format!(
+            "registry.example.com/u:{}@app/manifests/1",
+            canaries.next("proxy-path")
+        ),
+        format!(
+            "registry.example.com/app/manifests/1%3Ft%3D{}",
+            canaries.next("proxy-query")
+        ),
     ] {
         seen.push(proxy_get(server, &path));
     }
 
     // The docker credential helper's get.
     for url in [
-        format!("https://u:{}@registry.example.com", canaries.next("helper-userinfo")),
-        format!("registry.example.com/app?token={}", canaries.next("helper-query")),
+        format!(
+            "https://u:{}@registry.example.com",
+            canaries.next("helper-userinfo")
+        ),
+        format!(
+            "registry.example.com/app?token={}",
+            canaries.next("helper-query")
+        ),
     ] {
         let output = helper(server, ADMIN_TOKEN, "get", &url);
         assert!(!output.status.success());
@@ -156,8 +249,14 @@ fn exercise(server: &TestServer, canaries: &mut Canaries) -> Vec<String> {
 
     // The kubelet provider, both forms.
     for image in [
-        format!("u:{}@registry.example.com/app:1", canaries.next("kubelet-userinfo")),
-        format!("registry.example.com/app:1?t={}", canaries.next("kubelet-query")),
+        format!(
+            "u:{}@registry.example.com/app:1",
+            canaries.next("kubelet-userinfo")
+        ),
+        format!(
+            "registry.example.com/app:1?t={}",
+            canaries.next("kubelet-query")
+        ),
     ] {
         for (name, output) in providers(server, &kubelet_request(&image)) {
             assert!(!output.status.success(), "{name}: {}", stdout(&output));
@@ -191,7 +290,10 @@ fn assert_nowhere(seen: &[String], log: &str, audit: &str, canaries: &Canaries) 
         "https://[userinfo redacted]@registry.example.com",
         "rk:~admin:credential/mirror?[redacted]",
     ] {
-        assert!(audit.contains(recorded), "no {recorded} in the audit log: {audit}");
+        assert!(
+            audit.contains(recorded),
+            "no {recorded} in the audit log: {audit}"
+        );
     }
 }
 
@@ -237,8 +339,14 @@ fn rejected_input_secrets_are_never_echoed_on_postgres() {
     let _data_dir = server.stop();
     assert_nowhere(&seen, &log, &audit, &canaries);
     let dump = database.dump();
-    assert!(contains(&dump, "credential.resolve"), "the dump holds the audit log");
+    assert!(
+        contains(&dump, "credential.resolve"),
+        "the dump holds the audit log"
+    );
     for canary in &canaries.all {
-        assert!(!contains(&dump, canary), "{canary} in plain text in pg_dump");
+        assert!(
+            !contains(&dump, canary),
+            "{canary} in plain text in pg_dump"
+        );
     }
 }
