@@ -51,7 +51,10 @@ impl FromStr for Role {
             .ok_or_else(|| {
                 Error::invalid(
                     "invalid_role",
-                    format!("unknown role `{value}`: expected one of owner, admin, maintain, launch, view"),
+                    format!(
+                        "unknown role `{}`: expected one of owner, admin, maintain, launch, view",
+                        truncate(value)
+                    ),
                 )
             })
     }

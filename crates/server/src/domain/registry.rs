@@ -296,7 +296,7 @@ fn strip_scheme(input: &str) -> Result<(bool, &str), RegistryError> {
             .chars()
             .all(|character| character.is_ascii_alphanumeric() || "+-.".contains(character));
     Err(if looks_like_scheme {
-        RegistryError::UnsupportedScheme(scheme.to_ascii_lowercase())
+        RegistryError::UnsupportedScheme(echo(&scheme.to_ascii_lowercase()))
     } else {
         RegistryError::MalformedScheme
     })
