@@ -101,6 +101,81 @@ fn a_rejected_name_cannot_forge_audit_rows_or_colour_the_terminal() {
     assert!(page.contains(&format!("<td>{FORGED_SHOWN}</td>")), "{page}");
 }
 
+/// Issue 12 item 14, for tables other than the audit log's: a stored user name (which
+/// regkeeper keeps as given) holding a newline, ANSI escapes, U+202E and NUL is one
+/// escaped cell in `credentials list`, one escaped value in `credentials show` and on
+/// the console's credential page, and exact in JSON and in the console's edit form.
+#[test]
+fn a_stored_user_name_cannot_forge_credential_rows() {
+    let server = TestServer::start();
+    let body = serde_json::json!({
+        "name": "mirror",
+        "registry": "registry.example.com",
+        "username": FORGED_NAME,
+        "password": "not-a-secret",
+        "verify": false,
+    });
+    let (status, answer) = raw(
+        &server,
+        "POST",
+        "/api/v1/workspaces/%7Eadmin/credentials",
+        Some(ADMIN_TOKEN),
+        Some("application/json"),
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(status, 201, "{answer}");
+
+    let list = ok(&server.cli(ADMIN_TOKEN, &["credentials", "list"], None));
+    assert_eq!(list.lines().count(), 2, "a header and one row:\n{list}");
+    assert!(
+        list.lines().nth(1).unwrap().contains(FORGED_SHOWN),
+        "{list}"
+    );
+    let show = ok(&server.cli(ADMIN_TOKEN, &["credentials", "show", "mirror"], None));
+    assert!(
+        show.contains(&format!("Username     {FORGED_SHOWN}\n")),
+        "{show}"
+    );
+    for text in [&list, &show] {
+        assert!(!text.contains(['\u{1b}', '\u{202e}', '\0']), "{text}");
+    }
+    let json = ok(&server.cli(
+        ADMIN_TOKEN,
+        &["credentials", "show", "mirror", "--output", "json"],
+        None,
+    ));
+    let shown: wire::Credential = serde_json::from_str(&json).unwrap();
+    assert_eq!(shown.username.as_deref(), Some(FORGED_NAME));
+
+    let (session, _) = sign_in(&server, ADMIN_TOKEN, &[]);
+    let page = request(
+        &server,
+        "GET",
+        "/console/workspaces/%7Eadmin/credentials/mirror",
+        &[pair(&session)],
+        &[],
+        None,
+    );
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(&format!("<dd>{FORGED_SHOWN}</dd>")),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(['\u{1b}', '\u{202e}', '\0']));
+    // A form posts its values back, so they stay exact (maud escapes the markup).
+    let edit = request(
+        &server,
+        "GET",
+        "/console/workspaces/%7Eadmin/credentials/mirror/edit",
+        &[pair(&session)],
+        &[],
+        None,
+    );
+    assert_eq!(edit.status, 200);
+    assert!(edit.body.contains(FORGED_NAME), "{}", edit.body);
+}
+
 /// A user with an API token of their own.
 fn user(admin: &Client, name: &str) -> String {
     let created: wire::UserCreated = admin
