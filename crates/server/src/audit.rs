@@ -10,10 +10,19 @@ use crate::domain::identity::Principal;
 /// The hash that the first entry chains from.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The longest target an entry keeps: a name or reference is far shorter, and rejected
+/// input (which may be anything up to the request body limit) is cut to this.
+pub const TARGET_LIMIT: usize = 200;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,
+    /// The caller was refused: no access to the workspace, too low a role, a policy
+    /// that does not allow it, no valid credentials.
     Denied,
+    /// The caller was allowed to look, and nothing matched (no credential for that
+    /// image, no such name).
+    NotFound,
     Failed,
 }
 
@@ -22,6 +31,7 @@ impl Outcome {
         match self {
             Self::Success => "success",
             Self::Denied => "denied",
+            Self::NotFound => "not_found",
             Self::Failed => "failed",
         }
     }
@@ -61,8 +71,12 @@ impl AuditRecord {
         self
     }
 
-    pub fn target(mut self, target: impl Into<String>) -> Self {
-        self.target = Some(target.into());
+    /// What the action was about: a name, or the input that named it, cut to
+    /// [`TARGET_LIMIT`] characters and otherwise exact (it is escaped where it is
+    /// shown). Input that may hold an address goes through
+    /// [`crate::text::without_secrets`] first.
+    pub fn target(mut self, target: impl AsRef<str>) -> Self {
+        self.target = Some(target.as_ref().chars().take(TARGET_LIMIT).collect());
         self
     }
 
@@ -75,6 +89,34 @@ impl AuditRecord {
         self.outcome = outcome;
         self
     }
+}
+
+/// A one-line reading of an entry's `detail` for tables and pages: a failure's reason
+/// first, then every other fact as `key=value` (nested values, such as a role's
+/// policy, elided as `…`; `--output json` and the API give them whole). Not escaped:
+/// the table or page that shows it escapes it.
+pub fn detail_summary(detail: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let Some(facts) = detail.as_object() else {
+        return String::new();
+    };
+    let reason = facts.get("reason").and_then(Value::as_str);
+    let others = facts
+        .iter()
+        .filter(|(key, _)| key.as_str() != "reason")
+        .filter_map(|(key, value)| match value {
+            Value::Null => None,
+            Value::String(text) if text.is_empty() => None,
+            Value::String(text) => Some(format!("{key}={text}")),
+            Value::Bool(_) | Value::Number(_) => Some(format!("{key}={value}")),
+            Value::Array(_) | Value::Object(_) => Some(format!("{key}=…")),
+        });
+    reason
+        .map(str::to_owned)
+        .into_iter()
+        .chain(others)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An entry as stored.
@@ -200,6 +242,31 @@ mod tests {
             rows.push(AuditRow::chained(record, previous));
         }
         rows
+    }
+
+    /// Issue 12 item 16 (d): the reason and facts of an entry read on one line.
+    #[test]
+    fn details_read_as_one_line() {
+        assert_eq!(
+            detail_summary(&serde_json::json!({
+                "error": "not_found",
+                "reason": "workspace acme/ci is not visible to the caller",
+            })),
+            "workspace acme/ci is not visible to the caller, error=not_found"
+        );
+        assert_eq!(
+            detail_summary(&serde_json::json!({
+                "id": "c1",
+                "registry": "ghcr.io",
+                "repository": null,
+                "pathPrefix": "",
+                "secretVersion": 2,
+                "policy": {"Statement": []},
+            })),
+            "id=c1, policy=…, registry=ghcr.io, secretVersion=2"
+        );
+        assert_eq!(detail_summary(&serde_json::json!({})), "");
+        assert_eq!(detail_summary(&serde_json::Value::Null), "");
     }
 
     #[test]

@@ -466,14 +466,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line. A server's message may quote what was typed;
+/// anything in it a terminal would act on (ANSI escapes, bidi overrides) is shown
+/// escaped.
 fn one_line(error: &anyhow::Error) -> String {
-    error
+    let joined = error
         .chain()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(": ")
-        .replace('\n', " ")
+        .replace(['\r', '\n'], " ");
+    crate::text::printable(&joined).into_owned()
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

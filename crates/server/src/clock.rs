@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use time::format_description::well_known::Rfc3339;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
 use time::OffsetDateTime;
 
 use crate::domain::credential::Timestamp;
@@ -41,11 +42,17 @@ impl Clock for ManualClock {
     }
 }
 
-/// RFC 3339 in UTC with millisecond precision, as every API response shows time.
+/// RFC 3339 in UTC with exactly three fractional digits, so times line up in a column
+/// and sort as text (`time`'s own RFC 3339 drops trailing zeros: `.2Z` next to `.172Z`).
+const RFC3339_MILLISECONDS: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// RFC 3339 in UTC with millisecond precision (`2026-12-06T14:54:04.200Z`), as every
+/// API response, table and page shows time.
 pub fn format_timestamp(timestamp: Timestamp) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp) * 1_000_000)
         .ok()
-        .and_then(|time| time.format(&Rfc3339).ok())
+        .and_then(|time| time.format(RFC3339_MILLISECONDS).ok())
         .unwrap_or_else(|| timestamp.to_string())
 }
 
@@ -53,13 +60,30 @@ pub fn format_timestamp(timestamp: Timestamp) -> String {
 mod tests {
     use super::*;
 
+    /// Issue 12 item 16 (c): always exactly milliseconds, never `.2Z` or no fraction.
     #[test]
-    fn formats_as_rfc3339_utc() {
-        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00Z");
+    fn formats_as_rfc3339_utc_with_exactly_milliseconds() {
+        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(
             format_timestamp(1_700_000_000_123),
             "2023-11-14T22:13:20.123Z"
         );
+        assert_eq!(
+            format_timestamp(1_700_000_000_200),
+            "2023-11-14T22:13:20.200Z"
+        );
+        assert_eq!(
+            format_timestamp(1_700_000_000_020),
+            "2023-11-14T22:13:20.020Z"
+        );
+        // Before 1970 too, and what RFC 3339 parsers read back is the same instant.
+        assert_eq!(format_timestamp(-1), "1969-12-31T23:59:59.999Z");
+        let parsed = OffsetDateTime::parse(
+            &format_timestamp(1_700_000_000_200),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(parsed.unix_timestamp_nanos(), 1_700_000_000_200_000_000);
     }
 
     #[test]

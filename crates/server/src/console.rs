@@ -93,11 +93,42 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-/// An HTML answer that sets `cookies`.
+/// An HTML answer that sets `cookies`. Every page goes out through here, so every
+/// page's text is escaped by [`printable_text`].
 fn html(status: StatusCode, markup: Markup, cookies: &[String]) -> Response {
-    let mut response = (status, axum::response::Html(markup.into_string())).into_response();
+    let document = printable_text(&markup.into_string()).into_owned();
+    let mut response = (status, axum::response::Html(document)).into_response();
     set_cookies(&mut response, cookies);
     response
+}
+
+/// A rendered page with the non-printing characters of its text shown escaped
+/// (`\n`, `\u{202e}`; `crate::text::printable`): maud escapes what HTML would
+/// interpret, but a bidi override would still reorder a table cell, and NUL or a
+/// zero-width character hide what a name really is. Only text between tags changes:
+/// maud writes `<` and `>` inside values as entities, so every raw `<`…`>` is a tag,
+/// and attribute values — links, and form fields that must post back exactly what
+/// they were given — are left exact. (The console has no `<textarea>`, whose text
+/// would be posted back too.)
+fn printable_text(document: &str) -> std::borrow::Cow<'_, str> {
+    if document.chars().all(crate::text::is_printable) {
+        return std::borrow::Cow::Borrowed(document);
+    }
+    let mut shown = String::with_capacity(document.len() + 16);
+    let mut in_tag = false;
+    for character in document.chars() {
+        match character {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            _ => {}
+        }
+        if in_tag {
+            shown.push(character);
+        } else {
+            crate::text::push_printable(&mut shown, character);
+        }
+    }
+    std::borrow::Cow::Owned(shown)
 }
 
 /// A 303 See Other to one of the console's own paths, setting `cookies`.
@@ -119,7 +150,7 @@ fn set_cookies(response: &mut Response, cookies: &[String]) {
 /// A page's heading for a failure.
 fn error_title(error: &Error) -> &'static str {
     match error {
-        Error::NotFound(_) => "Not found",
+        Error::NotFound(_) | Error::Hidden(_) => "Not found",
         Error::Forbidden(_) => "Not allowed",
         Error::Unauthenticated(_) => "Signed out",
         Error::RateLimited(_) => "Too many attempts",
@@ -137,7 +168,7 @@ fn error_title(error: &Error) -> &'static str {
 /// in the form's words rather than the command line's.
 fn error_message(error: &Error) -> String {
     let text = match error {
-        Error::NotFound(what) => {
+        Error::NotFound(what) | Error::Hidden(what) => {
             format!("{what} was not found, or you do not have access to it")
         }
         other => forms::console_wording(&crate::http::error::client_message(other)),

@@ -18,4 +18,5 @@ pub mod serve;
 pub mod service;
 pub mod store;
 pub mod sync;
+pub mod text;
 pub mod tokens;

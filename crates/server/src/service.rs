@@ -76,46 +76,32 @@ impl App {
                 return;
             }
         }
-        let outcome = match error {
-            Error::Forbidden(_) | Error::NotFound(_) | Error::Unauthenticated(_) => Outcome::Denied,
-            _ => Outcome::Failed,
-        };
         let mut record = record
-            .outcome(outcome)
-            .detail(serde_json::json!({ "error": error.code() }));
+            .outcome(failure_outcome(error))
+            .detail(serde_json::json!({
+                "error": error.code(),
+                "reason": failure_reason(error),
+            }));
         if record.workspace_id.is_none() {
-            record.workspace_id = self.visible_workspace_id(&record).await;
+            record.workspace_id = self.targeted_workspace_id(&record).await;
         }
         if let Err(audit_error) = self.audit_writer.append(record).await {
             tracing::error!(error.code = audit_error.code(), "audit.append_failed");
         }
     }
 
-    /// The id of the record's workspace if its actor is a member (or a workload role of
-    /// it), so the workspace's admins see failed and denied attempts there; a workspace the actor cannot see
-    /// stays unlinked, so the entry reveals nothing about it to anyone else.
-    async fn visible_workspace_id(&self, record: &AuditRecord) -> Option<String> {
+    /// The id of the workspace the record names, if it exists, so the workspace's
+    /// admins see every failed or denied attempt on it — a removed member's, an
+    /// outsider's, another workspace's role's — in `audit list --workspace` and the
+    /// console. The entry tells its readers nothing they may not know: they administer
+    /// that workspace, and the caller who was refused never sees the log.
+    async fn targeted_workspace_id(&self, record: &AuditRecord) -> Option<String> {
         let workspace = self
             .store
             .workspace_by_name(record.workspace.as_deref()?)
             .await
             .ok()??;
-        // A workload role sees its own workspace, so its admins see its denials there.
-        if let Some(role) = record
-            .actor
-            .strip_prefix(crate::domain::policy::REFERENCE_SCHEME)
-        {
-            return role
-                .split_once(':')
-                .is_some_and(|(home, _)| home == workspace.name)
-                .then_some(workspace.id);
-        }
-        let actor = self.store.user_by_name(&record.actor).await.ok()??;
-        self.store
-            .role_of(&workspace.id, &actor.id)
-            .await
-            .ok()?
-            .map(|_| workspace.id)
+        Some(workspace.id)
     }
 
     /// Runs an audited action: on failure, records the outcome and returns the error.
@@ -130,6 +116,32 @@ impl App {
         }
         result
     }
+}
+
+/// How a failure is recorded: refused (`denied`), nothing there (`not_found`) or
+/// anything else (`failed`).
+fn failure_outcome(error: &Error) -> Outcome {
+    match error {
+        Error::Forbidden(_) | Error::Hidden(_) | Error::Unauthenticated(_) => Outcome::Denied,
+        Error::NotFound(_) => Outcome::NotFound,
+        _ => Outcome::Failed,
+    }
+}
+
+/// Why, in the audit log's words: what the admins reading it may know, which is more
+/// than the caller was told (a hidden workspace is named as such); never internal
+/// detail. Messages never hold secrets (user input in them is echoed through
+/// `text::echo`), and are cut short like a target.
+fn failure_reason(error: &Error) -> String {
+    let reason = match error {
+        Error::Hidden(what) => format!("{what} is not visible to the caller"),
+        Error::Internal(_) => "internal error (see the server log)".to_owned(),
+        other => other.to_string(),
+    };
+    reason
+        .chars()
+        .take(crate::audit::TARGET_LIMIT * 2)
+        .collect()
 }
 
 pub fn new_id() -> String {

@@ -307,9 +307,11 @@ pub struct AuditEntry {
     pub workspace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// `success`, `denied` or `failed`.
+    /// `success`, `denied` (refused), `not_found` (allowed to look, nothing matched) or
+    /// `failed`.
     pub outcome: String,
-    /// Non-secret details (JSON object).
+    /// Non-secret details (JSON object); a refused or failed attempt's are `error` (the
+    /// error code) and `reason`.
     pub detail: serde_json::Value,
     pub hash: String,
 }

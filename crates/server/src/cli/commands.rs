@@ -266,7 +266,7 @@ fn credentials(client: &Client, command: CredentialsCommand) -> anyhow::Result<(
                 credentials_path(&workspace),
                 segment(&name)
             ))?;
-            println!("Deleted credential {name} from {workspace}.");
+            output::line(&format!("Deleted credential {name} from {workspace}."));
             Ok(())
         }
     }
@@ -353,8 +353,11 @@ fn users(client: &Client, command: UsersCommand) -> anyhow::Result<()> {
                 return output::json(&created);
             }
             eprintln!(
-                "Created user {} with workspace {}. Their API token is shown only now:",
-                created.user.name, created.user.personal_workspace
+                "{}",
+                crate::text::printable(&format!(
+                    "Created user {} with workspace {}. Their API token is shown only now:",
+                    created.user.name, created.user.personal_workspace
+                ))
             );
             println!("{}", created.token.expose());
             Ok(())
@@ -390,7 +393,10 @@ fn workspaces(client: &Client, command: WorkspacesCommand) -> anyhow::Result<()>
             if output.output == OutputFormat::Json {
                 return output::json(&created);
             }
-            println!("Created workspace {}; you are its owner.", created.name);
+            output::line(&format!(
+                "Created workspace {}; you are its owner.",
+                created.name
+            ));
             Ok(())
         }
         WorkspacesCommand::List { output } => {
@@ -430,7 +436,7 @@ fn members(client: &Client, command: MembersCommand) -> anyhow::Result<()> {
                 ),
                 &wire::MemberInput { role: role.clone() },
             )?;
-            println!("{user} is now {role} in {workspace}.");
+            output::line(&format!("{user} is now {role} in {workspace}."));
             Ok(())
         }
         MembersCommand::List { workspace, output } => {
@@ -461,7 +467,7 @@ fn members(client: &Client, command: MembersCommand) -> anyhow::Result<()> {
                 segment(&workspace),
                 segment(&user)
             ))?;
-            println!("Removed {user} from {workspace}.");
+            output::line(&format!("Removed {user} from {workspace}."));
             Ok(())
         }
     }
@@ -499,8 +505,11 @@ pub(super) fn print_created_token(
         return output::json(created);
     }
     eprintln!(
-        "Created API token {} ({}){whose}. It is shown only now:",
-        created.token.name, created.token.id
+        "{}",
+        crate::text::printable(&format!(
+            "Created API token {} ({}){whose}. It is shown only now:",
+            created.token.name, created.token.id
+        ))
     );
     println!("{}", created.secret.expose());
     Ok(())
@@ -565,7 +574,7 @@ fn tokens(client: &Client, command: TokensCommand) -> anyhow::Result<()> {
         }
         TokensCommand::Revoke { id } => {
             client.delete(&format!("/api/v1/tokens/{}", segment(&id)))?;
-            println!("Revoked API token {id}.");
+            output::line(&format!("Revoked API token {id}."));
             Ok(())
         }
     }
@@ -580,9 +589,10 @@ fn key(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
             }
             match (status.current_version, status.reason) {
                 (Some(version), _) => println!("Master key available, current version {version}."),
-                (None, reason) => {
-                    println!("Master key unavailable: {}", reason.unwrap_or_default())
-                }
+                (None, reason) => output::line(&format!(
+                    "Master key unavailable: {}",
+                    reason.unwrap_or_default()
+                )),
             }
             if let Some(problem) = status.key_file_problem {
                 // The server still serves from memory: say so, and that a restart or a
@@ -643,6 +653,7 @@ fn audit(client: &Client, command: AuditCommand) -> anyhow::Result<()> {
                         or_dash(entry.workspace.as_deref()),
                         or_dash(entry.target.as_deref()),
                         entry.outcome.clone(),
+                        or_dash(Some(&crate::audit::detail_summary(&entry.detail))),
                     ]
                 })
                 .collect();
@@ -655,6 +666,7 @@ fn audit(client: &Client, command: AuditCommand) -> anyhow::Result<()> {
                     "WORKSPACE",
                     "TARGET",
                     "OUTCOME",
+                    "DETAIL",
                 ],
                 &rows,
             );
@@ -665,7 +677,7 @@ fn audit(client: &Client, command: AuditCommand) -> anyhow::Result<()> {
             if output.output == OutputFormat::Json {
                 output::json(&result)?;
             } else {
-                println!("{}", result.message);
+                output::line(&result.message);
             }
             if !result.ok {
                 bail!(

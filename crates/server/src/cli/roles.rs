@@ -59,7 +59,7 @@ fn print_role(role: &wire::Role) -> anyhow::Result<()> {
         ("Updated", role.updated_at.clone()),
     ]);
     println!("Policy:");
-    println!("{}", serde_json::to_string_pretty(&role.policy)?);
+    println!("{}", output::json_for_people(&role.policy)?);
     if !role.bindings.is_empty() {
         println!("Exact grants, bound to the credential that had the name when saved:");
         let rows: Vec<Vec<String>> = role
@@ -144,7 +144,9 @@ pub(super) fn run(client: &Client, command: RolesCommand) -> anyhow::Result<()> 
         RolesCommand::Delete { name, workspace } => {
             let workspace = workspace_or_personal(client, workspace.workspace)?;
             client.delete(&role_path(&workspace, &name))?;
-            println!("Deleted role {name} from {workspace}, with its tokens.");
+            output::line(&format!(
+                "Deleted role {name} from {workspace}, with its tokens."
+            ));
             Ok(())
         }
         RolesCommand::Simulate {
@@ -225,7 +227,7 @@ fn tokens(client: &Client, command: RoleTokensCommand) -> anyhow::Result<()> {
                 role_path(&workspace, &role),
                 segment(&id)
             ))?;
-            println!("Revoked API token {id} of role {role}.");
+            output::line(&format!("Revoked API token {id} of role {role}."));
             Ok(())
         }
     }

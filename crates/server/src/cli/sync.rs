@@ -187,7 +187,7 @@ pub(super) fn run(client: &Client, command: SyncCommand) -> anyhow::Result<()> {
         } => {
             let path = targets_path(client, workspace.workspace, &name)?;
             client.delete(&format!("{path}/{}", segment(&id)))?;
-            println!("Removed sync target {id} of {name}.");
+            output::line(&format!("Removed sync target {id} of {name}."));
             Ok(())
         }
         SyncCommand::Run {

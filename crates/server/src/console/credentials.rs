@@ -74,7 +74,7 @@ async fn targets_of(
     name: &str,
 ) -> Result<Vec<SyncTarget>> {
     match sync::list(app, &signed.principal, Some(workspace), name).await {
-        Err(Error::NotFound(_)) => Ok(Vec::new()),
+        Err(Error::NotFound(_) | Error::Hidden(_)) => Ok(Vec::new()),
         other => other,
     }
 }
@@ -170,7 +170,7 @@ fn form_failure(
     error: &Error,
 ) -> Response {
     match error {
-        Error::NotFound(_) | Error::Forbidden(_) | Error::Unauthenticated(_) => {
+        Error::NotFound(_) | Error::Hidden(_) | Error::Forbidden(_) | Error::Unauthenticated(_) => {
             signed.problem(error)
         }
         other => form_page(
@@ -358,9 +358,12 @@ pub async fn verify(
                     ))
                 }
             }
-            Err(error @ (Error::NotFound(_) | Error::Forbidden(_) | Error::Unauthenticated(_))) => {
-                return signed.problem(&error)
-            }
+            Err(
+                error @ (Error::NotFound(_)
+                | Error::Hidden(_)
+                | Error::Forbidden(_)
+                | Error::Unauthenticated(_)),
+            ) => return signed.problem(&error),
             Err(error) => Flash::alert(format!(
                 "Verification of {name} could not run: {}",
                 error_message(&error)

@@ -244,6 +244,14 @@ fn targets_summary(targets: &[SyncTarget]) -> Markup {
     }
 }
 
+/// A `<time>` element with the machine-readable instant and the full UTC reading to
+/// the millisecond (`2026-12-06 14:54:04.123 UTC`), where the order of events matters.
+fn exact_time(at: i64) -> Markup {
+    let full = format_timestamp(at);
+    let reading = full.trim_end_matches('Z').replacen('T', " ", 1);
+    html! { time datetime=(full) { (reading) " UTC" } }
+}
+
 /// A `<time>` element with the machine-readable instant and a short UTC reading.
 fn time(at: i64) -> Markup {
     let full = format_timestamp(at);
@@ -413,21 +421,23 @@ pub fn audit(shell: &Shell<'_>, workspace: &str, entries: &[AuditRow], limit: i6
                         caption id="audit-caption" { "Audit log of " (workspace) ", newest first" }
                         thead {
                             tr {
-                                th scope="col" { "Time" }
+                                th scope="col" { "Time (UTC)" }
                                 th scope="col" { "Actor" }
                                 th scope="col" { "Action" }
                                 th scope="col" { "Target" }
                                 th scope="col" { "Outcome" }
+                                th scope="col" { "Reason and detail" }
                             }
                         }
                         tbody {
                             @for entry in entries {
                                 tr {
-                                    td { (time(entry.at)) }
+                                    td { (exact_time(entry.at)) }
                                     td { (entry.actor) }
                                     td { (entry.action) }
                                     td { (entry.target.as_deref().unwrap_or("—")) }
                                     td { span class=(format!("outcome outcome-{}", entry.outcome)) { (entry.outcome) } }
+                                    td { (audit_detail(&entry.detail)) }
                                 }
                             }
                         }
@@ -436,6 +446,18 @@ pub fn audit(shell: &Shell<'_>, workspace: &str, entries: &[AuditRow], limit: i6
             }
         },
     )
+}
+
+/// An entry's reason and facts on one line (`audit::detail_summary`), or "—".
+fn audit_detail(detail: &str) -> String {
+    let summary = serde_json::from_str(detail)
+        .map(|detail| crate::audit::detail_summary(&detail))
+        .unwrap_or_default();
+    if summary.is_empty() {
+        "—".to_owned()
+    } else {
+        summary
+    }
 }
 
 /// A page that only explains a failure, with a way on.

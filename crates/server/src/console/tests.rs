@@ -427,3 +427,58 @@ async fn pages_need_a_session_and_workspaces_are_one_segment() {
         missing.body
     );
 }
+
+/// Issue 12 item 14: a page's text shows control, bidi and other non-printing
+/// characters escaped, while attribute values (form fields post them back) stay exact.
+#[test]
+fn page_text_is_printable_and_attributes_stay_exact() {
+    let document =
+        "<p title=\"a\u{202e}b\">x\n\u{1b}[31mfake\u{202e}\0</p><input value=\"a\u{202e}b\">";
+    assert_eq!(
+        super::printable_text(document),
+        "<p title=\"a\u{202e}b\">x\\n\\u{1b}[31mfake\\u{202e}\\0</p><input value=\"a\u{202e}b\">"
+    );
+    let plain = "<p>Credentials in acme/ci — ghcr.io · Grüße</p>";
+    assert!(matches!(
+        super::printable_text(plain),
+        std::borrow::Cow::Borrowed(_)
+    ));
+}
+
+/// Issue 12 items 14 and 16 (d): the audit page shows a forged target escaped, the
+/// time to the millisecond in UTC, and each entry's reason.
+#[test]
+fn the_audit_page_shows_exact_times_reasons_and_escaped_targets() {
+    let entry = crate::audit::AuditRow {
+        seq: 7,
+        at: 1_700_000_000_200,
+        actor: "mallory".into(),
+        action: "credential.create".into(),
+        workspace: Some("acme/ci".into()),
+        workspace_id: Some("w1".into()),
+        target: Some("x\n8  admin  \u{1b}[32mcredential.delete\u{202e}\0".into()),
+        outcome: "not_found".into(),
+        detail:
+            serde_json::json!({"error": "not_found", "reason": "credential x in acme/ci not found"})
+                .to_string(),
+        prev_hash: String::new(),
+        hash: String::new(),
+    };
+    let shell = super::pages::Shell {
+        user: "admin",
+        csrf: "token",
+    };
+    let page = super::pages::audit(&shell, "acme/ci", &[entry], 200).into_string();
+    let shown = super::printable_text(&page);
+    assert!(
+        shown.contains("<td>x\\n8  admin  \\u{1b}[32mcredential.delete\\u{202e}\\0</td>"),
+        "{shown}"
+    );
+    assert!(!shown.contains(['\n', '\u{1b}', '\u{202e}', '\0']));
+    assert!(shown.contains(
+        "<time datetime=\"2023-11-14T22:13:20.200Z\">2023-11-14 22:13:20.200 UTC</time>"
+    ));
+    assert!(shown.contains("<th scope=\"col\">Reason and detail</th>"));
+    assert!(shown.contains("<td>credential x in acme/ci not found, error=not_found</td>"));
+    assert!(shown.contains("outcome-not_found"));
+}

@@ -17,9 +17,15 @@ pub enum Error {
     /// The caller can see the object but lacks the role for this action.
     #[error("{0}")]
     Forbidden(String),
-    /// Missing, or invisible to the caller: the two are indistinguishable on purpose.
+    /// Nothing by that name exists (for a caller allowed to look).
     #[error("{0} not found")]
     NotFound(String),
+    /// It may exist, but the caller may not see it: not a member of the workspace, or
+    /// a workload role whose policy does not reach it. Answered exactly as
+    /// [`Error::NotFound`] (same status, code and message), so names cannot be probed;
+    /// only the audit log tells the two apart (`denied` rather than `not_found`).
+    #[error("{0} not found")]
+    Hidden(String),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
@@ -82,7 +88,7 @@ impl Error {
             | Self::Unavailable { code, .. } => code,
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
-            Self::NotFound(_) => "not_found",
+            Self::NotFound(_) | Self::Hidden(_) => "not_found",
             Self::RateLimited(_) => "rate_limited",
             Self::Internal(_) => "internal",
         }

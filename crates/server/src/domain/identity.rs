@@ -51,7 +51,10 @@ impl FromStr for Role {
             .ok_or_else(|| {
                 Error::invalid(
                     "invalid_role",
-                    format!("unknown role `{value}`: expected one of owner, admin, maintain, launch, view"),
+                    format!(
+                        "unknown role `{}`: expected one of owner, admin, maintain, launch, view",
+                        truncate(value)
+                    ),
                 )
             })
     }
@@ -129,16 +132,11 @@ pub fn parse_workspace_name(name: &str) -> Result<WorkspaceKind> {
     Ok(WorkspaceKind::Organization)
 }
 
-/// Keeps echoed user input short, so an error message cannot carry a pasted blob.
+/// Echoed user input, kept short so an error message cannot carry a pasted blob,
+/// escaped so it cannot carry a newline, ANSI escapes or bidi overrides, and without
+/// anything that could be a password or token (`crate::text::echo`).
 pub(crate) fn truncate(value: &str) -> String {
-    const LIMIT: usize = 64;
-    if value.chars().count() <= LIMIT {
-        value.to_owned()
-    } else {
-        let mut short: String = value.chars().take(LIMIT).collect();
-        short.push('…');
-        short
-    }
+    crate::text::echo(value, 64)
 }
 
 /// Who is making a request, as established by an API token: a user, or a workload role.

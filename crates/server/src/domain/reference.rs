@@ -50,11 +50,16 @@ impl ImageReference {
 }
 
 /// Why an image reference was refused. Messages echo at most 100 characters of input,
-/// and never text that could be a password pasted as `user:password@`.
+/// escaped, and never text that could be a password or token: user info
+/// (`user:password@`), a query string or a fragment are refused without quoting.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {
     #[error("image reference is empty")]
     Empty,
+    #[error("image reference must not contain credentials (user:password@ before the registry), and the text after `@` is not a digest (sha256:… or sha512:…): regkeeper supplies the credentials")]
+    Credentials,
+    #[error("image reference must not contain a query string or fragment (`?…` or `#…`)")]
+    QueryOrFragment,
     /// The full message, naming the problem with the registry part.
     #[error("{0}")]
     InvalidRegistry(String),
@@ -120,13 +125,16 @@ pub fn parse(input: &str) -> Result<ImageReference, ReferenceError> {
     if text.is_empty() {
         return Err(ReferenceError::Empty);
     }
+    // URLs carry tokens in query strings; none of it is echoed.
+    if text.contains(['?', '#']) {
+        return Err(ReferenceError::QueryOrFragment);
+    }
+    // Split off the digest before anything else is parsed, so that in
+    // `user:password@host…` no part of the password can reach a registry, repository
+    // or tag error: an `@` followed by anything but a digest is refused unquoted.
     let (name_and_tag, digest) = match text.split_once('@') {
-        // A digest never holds `/` or `@`, but `user:password@host/…` does, and nothing
-        // after that `@` may be echoed.
-        Some((_, after)) if after.contains(['/', '@']) => {
-            return Err(ReferenceError::InvalidRegistry(
-                "image reference must not contain credentials (user:password@)".to_owned(),
-            ))
+        Some((_, after)) if !after.is_empty() && !looks_like_digest(after) => {
+            return Err(ReferenceError::Credentials)
         }
         Some((before, after)) => (before, Some(after)),
         None => (text, None),
@@ -164,8 +172,6 @@ pub fn parse(input: &str) -> Result<ImageReference, ReferenceError> {
         return Err(ReferenceError::NameTooLong(name_length));
     }
 
-    // The digest is checked first: in `user:password@host` the "tag" is the password,
-    // and the "digest" (the host) is invalid, so the password is never echoed.
     if let Some(digest) = digest {
         if !DIGEST.is_match(digest) {
             return Err(ReferenceError::InvalidDigest(echo(digest)));
@@ -182,6 +188,18 @@ pub fn parse(input: &str) -> Result<ImageReference, ReferenceError> {
         tag: tag.map(str::to_owned),
         digest: digest.map(str::to_owned),
     })
+}
+
+/// Whether the text after an `@` is meant as a digest, well formed or not: a
+/// registered algorithm, or the OCI digest shape `ALGORITHM:HEX` with a hex part far
+/// longer than a port (`user:password@host:5000` is not a digest).
+fn looks_like_digest(text: &str) -> bool {
+    static DIGEST_SHAPED: LazyLock<Regex> =
+        LazyLock::new(|| pattern(r"^[a-z0-9]+(?:[+_-][a-z0-9]+)*:[A-Fa-f0-9]{16,}$"));
+    ["sha256:", "sha384:", "sha512:", "blake3:"]
+        .iter()
+        .any(|algorithm| text.starts_with(algorithm))
+        || DIGEST_SHAPED.is_match(text)
 }
 
 // `[::1]:5000` contains `:`, so bracketed IPv6 hosts need no rule of their own.
@@ -222,19 +240,10 @@ fn check_repository(path: &str) -> Result<(), ReferenceError> {
     Ok(())
 }
 
-/// Makes user input safe to print: control characters escaped, length bounded.
+/// Makes user input safe to print: secrets left out, non-printing characters escaped,
+/// length bounded.
 fn echo(text: &str) -> String {
-    let shown: String = text
-        .chars()
-        .take(ECHO_LIMIT)
-        .flat_map(char::escape_debug)
-        .collect();
-    let ellipsis = if text.chars().count() > ECHO_LIMIT {
-        "…"
-    } else {
-        ""
-    };
-    shown + ellipsis
+    crate::text::echo(text, ECHO_LIMIT)
 }
 
 #[cfg(test)]
@@ -382,8 +391,6 @@ mod tests {
         use ReferenceError::*;
         let invalid_registry = |input: &str| matches!(parse(input), Err(InvalidRegistry(_)));
         for input in [
-            "user:password@ghcr.io/app",
-            "user:p@ss@localhost",
             "https://ghcr.io/app",
             "ghcr..io/app",
             "-x.io/app",
@@ -393,10 +400,27 @@ mod tests {
             "[::1/app",
             "[zz]:5000/app",
             "r\u{e9}gistry.io/app",
-            "x.io?token=1/app",
             "300.1.1.1/app",
         ] {
             assert!(invalid_registry(input), "{input}: {:?}", parse(input));
+        }
+        for input in [
+            "user:password@ghcr.io/app",
+            "user:p@ss@localhost",
+            "user:password@localhost:5000",
+            "user:pa/ss@ghcr.io",
+            "token@ghcr.io/app:1",
+        ] {
+            assert_eq!(parse(input), Err(Credentials), "{input}");
+        }
+        for input in [
+            "x.io?token=1/app",
+            "ghcr.io/app:1?t=secret",
+            "ghcr.io/app?t=secret",
+            "ghcr.io/app#fragment",
+            &format!("ghcr.io/app@{SHA256}?t=secret"),
+        ] {
+            assert_eq!(parse(input), Err(QueryOrFragment), "{input}");
         }
         let too_long_hub = "a".repeat(NAME_LENGTH_LIMIT - "docker.io/library/".len() + 1);
         let longest_hub = "a".repeat(NAME_LENGTH_LIMIT - "docker.io/library/".len());
@@ -445,6 +469,8 @@ mod tests {
         ));
     }
 
+    /// Issue 12 item 19: no part of a password (user info) or of a query string is
+    /// ever quoted back, however the reference is spelled.
     #[test]
     fn error_messages_are_actionable_and_bounded() {
         assert_eq!(
@@ -465,6 +491,11 @@ mod tests {
             format!("user:{secret}!@ghcr.io"),
             format!("user:{secret}@localhost:5000"),
             format!("user:a@{secret}@ghcr.io"),
+            format!("user:{secret}/x@ghcr.io"),
+            format!("user:pa/{secret}@ghcr.io"),
+            format!("ghcr.io/app:1?t={secret}"),
+            format!("ghcr.io/app:1%3Ft%3D{secret}"),
+            format!("ghcr.io/app#{secret}"),
         ] {
             let message = parse(&input).unwrap_err().to_string();
             assert!(!message.contains(secret), "{input}: {message}");

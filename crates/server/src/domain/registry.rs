@@ -296,7 +296,7 @@ fn strip_scheme(input: &str) -> Result<(bool, &str), RegistryError> {
             .chars()
             .all(|character| character.is_ascii_alphanumeric() || "+-.".contains(character));
     Err(if looks_like_scheme {
-        RegistryError::UnsupportedScheme(scheme.to_ascii_lowercase())
+        RegistryError::UnsupportedScheme(echo(&scheme.to_ascii_lowercase()))
     } else {
         RegistryError::MalformedScheme
     })
@@ -395,17 +395,7 @@ fn invalid_host(host: &str, reason: &'static str) -> RegistryError {
 
 /// Makes user input safe to print: control characters escaped, length bounded.
 fn echo(text: &str) -> String {
-    let shown: String = text
-        .chars()
-        .take(ECHO_LIMIT)
-        .flat_map(char::escape_debug)
-        .collect();
-    let ellipsis = if text.chars().count() > ECHO_LIMIT {
-        "…"
-    } else {
-        ""
-    };
-    shown + ellipsis
+    crate::text::echo(text, ECHO_LIMIT)
 }
 
 #[cfg(test)]

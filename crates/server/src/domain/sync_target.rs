@@ -174,8 +174,9 @@ fn missing(field: &str) -> Error {
     Error::invalid("missing_field", format!("`{field}` is required"))
 }
 
+/// Echoed input: short, printable and without secrets (`crate::text::echo`).
 fn truncate(value: &str) -> String {
-    value.chars().take(100).collect()
+    crate::text::echo(value, 100)
 }
 
 /// A path below the sync root: relative, `/`-separated, with no empty, `.` or `..`

@@ -105,7 +105,7 @@ fn service_status(error: &Error) -> (StatusCode, &'static str) {
     match error {
         Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         Error::Forbidden(_) => (StatusCode::FORBIDDEN, "DENIED"),
-        Error::NotFound(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+        Error::NotFound(_) | Error::Hidden(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
         Error::Invalid { .. } | Error::Unprocessable { .. } => {
             (StatusCode::BAD_REQUEST, "NAME_INVALID")
         }

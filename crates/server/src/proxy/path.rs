@@ -130,6 +130,9 @@ pub enum PathError {
     UnknownRoute,
     #[error("`{0}` is not a registry host; pull as PROXY/UPSTREAM-HOST[:PORT]/REPOSITORY:TAG (or HOST_PORT for a port)")]
     HostInvalid(String),
+    /// Not quoted: what precedes the `@` may be a password.
+    #[error("the upstream host must not carry credentials (user:password@): log in to the proxy with a regkeeper API token instead; it supplies the upstream's credentials")]
+    HostWithUserInfo,
     #[error("invalid repository name `{0}`: path components are lower-case letters and digits separated by `.`, `_`, `__` or `-`")]
     NameInvalid(String),
     #[error("repository name longer than {MAX_NAME_LENGTH} characters")]
@@ -149,21 +152,20 @@ impl PathError {
     pub fn oci_code(&self) -> &'static str {
         match self {
             Self::UnknownRoute => "NAME_UNKNOWN",
-            Self::HostInvalid(_) | Self::NameInvalid(_) | Self::NameTooLong => "NAME_INVALID",
+            Self::HostInvalid(_)
+            | Self::HostWithUserInfo
+            | Self::NameInvalid(_)
+            | Self::NameTooLong => "NAME_INVALID",
             Self::TagInvalid(_) => "TAG_INVALID",
             Self::DigestInvalid(_) | Self::DigestUnsupported(_) => "DIGEST_INVALID",
         }
     }
 }
 
-/// Client input is quoted in errors only after being cut short and stripped of
-/// control characters.
+/// Client input is quoted in errors only cut short, escaped, and without anything
+/// that could be a password or token (user info, a query, percent-encoded or not).
 fn echo(input: &str) -> String {
-    input
-        .chars()
-        .filter(|character| !character.is_control())
-        .take(100)
-        .collect()
+    crate::text::echo(input, 100)
 }
 
 /// Parses the part of a request path after `/v2/`.
@@ -216,6 +218,10 @@ fn parse_reference(reference: &str) -> Result<Reference, PathError> {
 /// `host`, `host:port` or `host_port`, normalised as stored credentials are.
 fn upstream_host(segment: &str) -> Result<String, PathError> {
     let invalid = || PathError::HostInvalid(echo(segment));
+    let lower = segment.to_ascii_lowercase();
+    if segment.contains('@') || lower.contains("%40") {
+        return Err(PathError::HostWithUserInfo);
+    }
     let spelled = match PORT_ALIAS.captures(segment) {
         Some(captures) if !segment.contains(':') => {
             format!("{}:{}", &captures[1], &captures[2])
@@ -275,6 +281,28 @@ mod tests {
         let ecr =
             parse("123456789012.dkr.ecr.us-east-1.amazonaws.com:443/team/app/tags/list").unwrap();
         assert_eq!(ecr.upstream, "123456789012.dkr.ecr.us-east-1.amazonaws.com");
+    }
+
+    /// Issue 12 item 19: a path holding user info, or a query smuggled in
+    /// percent-encoded, is refused without quoting the secret.
+    #[test]
+    fn secrets_in_a_path_are_never_quoted() {
+        let secret = "hunter2-s3cret";
+        for path in [
+            format!("user:{secret}@registry.example.com/app/manifests/1"),
+            format!("user:{secret}%40registry.example.com/app/manifests/1"),
+            format!("{secret}@registry.example.com/app/manifests/1"),
+            format!("registry.example.com/app/manifests/1%3Ft%3D{secret}"),
+            format!("registry.example.com/user:{secret}@app/manifests/1"),
+            format!("registry.example.com/app/blobs/sha256:abc%3Ft%3D{secret}"),
+        ] {
+            let error = parse(&path).unwrap_err();
+            assert!(!error.to_string().contains(secret), "{path}: {error}");
+        }
+        assert_eq!(
+            parse(&format!("u:{secret}@registry.example.com/app/manifests/1")).unwrap_err(),
+            PathError::HostWithUserInfo
+        );
     }
 
     #[test]

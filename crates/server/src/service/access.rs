@@ -1,5 +1,6 @@
 //! Who may do what in a workspace. A workspace the caller is not a member of answers
-//! exactly like one that does not exist, so names cannot be probed.
+//! exactly like one that does not exist, so names cannot be probed: `Error::Hidden`,
+//! which only the audit log tells apart from `Error::NotFound`.
 
 use crate::domain::credential::Credential;
 use crate::domain::identity::{parse_workspace_name, Principal, Role, WorkloadRole};
@@ -27,8 +28,9 @@ pub async fn require(
 ) -> Result<WorkspaceAccess> {
     let name = name.map_or_else(|| principal.personal_workspace(), str::to_owned);
     parse_workspace_name(&name)?;
-    let not_found = || Error::NotFound(format!("workspace {name}"));
-    let workspace = workspace_by_name(app, &name).await?.ok_or_else(not_found)?;
+    let workspace = workspace_by_name(app, &name)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("workspace {name}")))?;
     let key = (workspace.id.clone(), principal.user_id.clone());
     let role = match app.caches.memberships.get(&key) {
         Some(role) => role,
@@ -38,7 +40,8 @@ pub async fn require(
             role
         }
     }
-    .ok_or_else(not_found)?;
+    // Answered as if it did not exist; audited as a denial.
+    .ok_or_else(|| Error::Hidden(format!("workspace {name}")))?;
     if role < needed {
         return Err(Error::Forbidden(format!(
             "your role in {name} is {role}; {doing} needs {needed} or higher"
@@ -49,7 +52,7 @@ pub async fn require(
 
 /// Whether the caller holds at least `needed` in the workspace, by the rule
 /// [`require`] applies, so a page shows only the controls its actions would allow.
-/// A workspace the caller cannot see is still `NotFound`.
+/// A workspace the caller cannot see is still an error (`Hidden`, answered as not found).
 pub async fn may(app: &App, principal: &Principal, name: &str, needed: Role) -> Result<bool> {
     match require(app, principal, Some(name), needed, "this").await {
         Ok(_) => Ok(true),
@@ -78,11 +81,12 @@ pub async fn role_workspace(
     action: Action,
 ) -> Result<WorkspaceRow> {
     parse_workspace_name(name)?;
-    let not_found = || Error::NotFound(format!("workspace {name}"));
     if !role.policy.may_reach(action, name) {
-        return Err(not_found());
+        return Err(Error::Hidden(format!("workspace {name}")));
     }
-    workspace_by_name(app, name).await?.ok_or_else(not_found)
+    workspace_by_name(app, name)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("workspace {name}")))
 }
 
 /// A workspace by name, through the cache.

@@ -16,6 +16,7 @@ use crate::domain::{reference, registry};
 use crate::domain::{Error, Result};
 use crate::providers::RegistryLogin;
 use crate::store::WorkspaceRow;
+use crate::text;
 
 use super::access::{require, role_allows, role_workspace};
 use super::caches::shared_error;
@@ -137,22 +138,29 @@ async fn resolve_inner(
     audit_success: bool,
 ) -> Result<(Arc<Credential>, Option<RegistryLogin>)> {
     let default_workspace = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
+    let named = request.reference.map(CredentialRef::parse).transpose();
+    // The workspace the request is aimed at, so a refusal is recorded where that
+    // workspace's admins see it.
+    let workspace_name = match &named {
+        Ok(Some(CredentialRef {
+            workspace: Some(workspace),
+            ..
+        })) => workspace.clone(),
+        _ => default_workspace,
+    };
     let shown = request
         .reference
         .or(request.image)
         .or(request.registry)
         .unwrap_or_default();
+    // What was asked for, as typed, but never a password or token pasted into it.
     let record = app
         .record(Some(principal), action)
-        .workspace(None, &default_workspace)
-        .target(shown.chars().take(200).collect::<String>());
+        .workspace(None, &workspace_name)
+        .target(text::without_secrets(shown));
     app.audited(record.clone(), async {
         let target = target(&request)?;
-        let named = request.reference.map(CredentialRef::parse).transpose()?;
-        let workspace_name = named
-            .as_ref()
-            .and_then(|named| named.workspace.clone())
-            .unwrap_or(default_workspace);
+        let named = named?;
         let workspace = workspace_for(app, principal, &workspace_name).await?;
         let credential = match (&named, &target) {
             (Some(named), _) => named_credential(app, &workspace.id, &named.name)

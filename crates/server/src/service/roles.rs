@@ -77,7 +77,8 @@ async fn authorised_policy(
         if pattern.contains('*') {
             if !principal.admin {
                 return Err(Error::Forbidden(format!(
-                    "the workspace pattern `{pattern}` can grant into workspaces other than {home}: only a site administrator may write it; name each workspace instead"
+                    "the workspace pattern `{}` can grant into workspaces other than {home}: only a site administrator may write it; name each workspace instead",
+                    truncate(pattern)
                 )));
             }
             continue;

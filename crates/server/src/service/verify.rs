@@ -107,6 +107,16 @@ pub async fn verify(
         .workspace(None, &workspace_name)
         .target(name);
     app.audited(record.clone(), async {
+        // Checked before it reaches a URL, an error or the audit entry's detail.
+        let repository = repository
+            .map(|repository| {
+                crate::domain::registry::normalize_path_prefix(repository)
+                    .map_err(|error| Error::invalid("invalid_repository", error.to_string()))
+            })
+            .transpose()?;
+        let repository = repository
+            .as_deref()
+            .filter(|repository| !repository.is_empty());
         let access = require(
             app,
             principal,

@@ -2,6 +2,8 @@
 //! master-key rotation, and must then appear nowhere — not in any response, CLI output,
 //! log line, audit entry or metric, nor in plain text in the database files.
 
+mod rejected_input;
+
 use super::support::{
     contains, files_under, ok, raw, stderr, stdout, PostgresDatabase, ServerOptions, TestServer,
     ADMIN_TOKEN,

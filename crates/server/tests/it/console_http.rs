@@ -7,12 +7,12 @@ use regkeeper_wire as wire;
 
 use super::support::{TestServer, ADMIN_TOKEN};
 
-struct Answer {
-    status: u16,
+pub(super) struct Answer {
+    pub(super) status: u16,
     location: Option<String>,
     set_cookies: Vec<String>,
     content_security_policy: Option<String>,
-    body: String,
+    pub(super) body: String,
 }
 
 impl Answer {
@@ -35,11 +35,11 @@ impl Answer {
 }
 
 /// `name=value` of a `Set-Cookie` line.
-fn pair(set_cookie: &str) -> String {
+pub(super) fn pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
 
-fn request(
+pub(super) fn request(
     server: &TestServer,
     method: &str,
     path: &str,
@@ -81,7 +81,11 @@ fn request(
 }
 
 /// Signs in with `token`; the `Set-Cookie` of the session and the session's CSRF token.
-fn sign_in(server: &TestServer, token: &str, headers: &[(&str, &str)]) -> (String, String) {
+pub(super) fn sign_in(
+    server: &TestServer,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> (String, String) {
     let page = request(server, "GET", "/console/", &[], &[], None);
     assert_eq!(page.status, 200);
     let csrf_cookie = pair(page.cookie("regkeeper_csrf").expect("a sign-in cookie"));

@@ -79,7 +79,7 @@ fn run(program: &Path, args: &[&str], stdin: &str, environment: &[(&str, &str)])
     child.wait_with_output().expect("program finishes")
 }
 
-fn helper(server: &TestServer, token: &str, action: &str, stdin: &str) -> Output {
+pub(super) fn helper(server: &TestServer, token: &str, action: &str, stdin: &str) -> Output {
     run(
         &sibling(HELPER),
         &[action],
@@ -391,7 +391,7 @@ fn go_duration_seconds(text: &str) -> i64 {
     total
 }
 
-fn kubelet_request(image: &str) -> String {
+pub(super) fn kubelet_request(image: &str) -> String {
     serde_json::json!({
         "apiVersion": API_VERSION,
         "kind": "CredentialProviderRequest",
@@ -401,7 +401,7 @@ fn kubelet_request(image: &str) -> String {
 }
 
 /// Both forms of the provider, answering the same request.
-fn providers(server: &TestServer, request: &str) -> Vec<(&'static str, Output)> {
+pub(super) fn providers(server: &TestServer, request: &str) -> Vec<(&'static str, Output)> {
     vec![
         (
             PROVIDER,

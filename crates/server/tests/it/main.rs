@@ -2,6 +2,7 @@
 //! `regkeeper` binary started on 127.0.0.1:0 and driven over HTTP and through its CLI.
 
 mod api;
+mod audit_log;
 mod authorization;
 mod canary;
 mod cli;
