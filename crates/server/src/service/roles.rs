@@ -3,7 +3,9 @@
 //! is used: an Allow may grant into the role's own workspace, into another workspace
 //! only when the writer administers that one too, and into workspaces by wildcard
 //! only when the writer is a site administrator. Exact Allow resources are bound to
-//! the credential ids they name at that moment.
+//! the credential ids they name at that moment. Reaching into another workspace also
+//! needs a grant recorded there (`grants`), which saving records for the workspaces
+//! the writer administers.
 
 use regex::Regex;
 use secrecy::SecretString;
@@ -164,6 +166,7 @@ pub async fn create(
             .workspace(Some(&access.workspace.id), workspace)
             .detail(serde_json::json!({ "id": row.id, "policy": policy.document() }));
         app.store.create_role(&row, record).await?;
+        super::grants::grant_on_save(app, principal, &row, &policy).await?;
         Ok(RoleView { row, policy })
     })
     .await
@@ -251,6 +254,9 @@ pub async fn update(
         app.store
             .update_role(&row, existing.revision, record)
             .await?;
+        if document.is_some() {
+            super::grants::grant_on_save(app, principal, &row, &policy).await?;
+        }
         app.caches.forget_identities();
         Ok(RoleView { row, policy })
     })

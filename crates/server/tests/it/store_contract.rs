@@ -63,6 +63,7 @@ fn new_user(name: &str) -> NewUser {
         name: name.into(),
         admin: false,
         created_at: 1_000,
+        disabled_at: None,
     };
     NewUser {
         workspace: WorkspaceRow {
