@@ -492,4 +492,9 @@ pub struct Simulation {
     pub statement: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// For a credential in another workspace that the caller can see: whether that
+    /// workspace holds a grant in force for the role, without which an Allow does
+    /// nothing there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_in_force: Option<bool>,
 }

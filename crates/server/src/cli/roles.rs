@@ -178,6 +178,17 @@ pub(super) fn run(client: &Client, command: RolesCommand) -> anyhow::Result<()> 
                         (None, _) => "none (denied by default)".to_owned(),
                     },
                 ),
+                (
+                    "Grant there",
+                    match result.grant_in_force {
+                        Some(true) => "in force".to_owned(),
+                        Some(false) => {
+                            "none in force: the role reaches nothing there (roles grants add)"
+                                .to_owned()
+                        }
+                        None => "-".to_owned(),
+                    },
+                ),
             ]);
             Ok(())
         }

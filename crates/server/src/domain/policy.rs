@@ -67,35 +67,6 @@ pub fn role_reference(workspace: &str, name: &str) -> String {
     format!("{REFERENCE_SCHEME}{workspace}:role/{name}")
 }
 
-/// `rk:WS:role/NAME` into the workspace and the role name.
-pub fn parse_role_reference(input: &str) -> Result<(String, String)> {
-    let invalid = || {
-        Error::invalid(
-            "invalid_role_reference",
-            format!(
-                "invalid role reference `{}`: expected rk:WS:role/NAME (WS is ORG/NAME or ~USER)",
-                truncate(input)
-            ),
-        )
-    };
-    let rest = input
-        .trim()
-        .strip_prefix(REFERENCE_SCHEME)
-        .ok_or_else(invalid)?;
-    let (workspace, path) = rest.split_once(':').ok_or_else(invalid)?;
-    let name = path.strip_prefix("role/").ok_or_else(invalid)?;
-    parse_workspace_name(workspace).map_err(|_| invalid())?;
-    if name.is_empty()
-        || name.len() > 100
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(invalid());
-    }
-    Ok((workspace.to_owned(), name.to_owned()))
-}
-
 /// `WS:credential/NAME` into its two parts. The workspace contains no `:`.
 fn split_reference(rest: &str) -> Option<(&str, &str)> {
     let (workspace, path) = rest.split_once(':')?;
@@ -581,28 +552,6 @@ mod tests {
             credential_reference("acme/ci", "x"),
             "rk:acme/ci:credential/x"
         );
-    }
-
-    #[test]
-    fn role_references_parse() {
-        assert_eq!(
-            parse_role_reference("rk:acme/ci:role/builder").unwrap(),
-            ("acme/ci".to_owned(), "builder".to_owned())
-        );
-        assert_eq!(
-            parse_role_reference(&role_reference("~bob", "x_1")).unwrap(),
-            ("~bob".to_owned(), "x_1".to_owned())
-        );
-        for bad in [
-            "",
-            "rk:acme/ci:role/",
-            "rk:acme/ci:credential/x",
-            "acme/ci:role/x",
-            "rk:Acme/ci:role/x",
-            "rk:acme/ci:role/a b",
-        ] {
-            assert!(parse_role_reference(bad).is_err(), "{bad:?}");
-        }
     }
 
     fn policy(document: serde_json::Value) -> Policy {

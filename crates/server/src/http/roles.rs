@@ -202,6 +202,7 @@ pub async fn simulate(
         exists: result.exists,
         statement,
         sid: result.sid,
+        grant_in_force: result.grant_in_force,
     }))
 }
 

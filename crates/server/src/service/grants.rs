@@ -8,8 +8,9 @@
 //! admins list and revoke grants (and see every outside role whose policy reaches
 //! them, granted or not). `access::role_workspace` checks it on every request.
 
+use crate::domain::identity::parse_role_reference;
 use crate::domain::identity::{Principal, Role};
-use crate::domain::policy::{parse_role_reference, role_reference, Effect, Policy};
+use crate::domain::policy::{role_reference, Effect, Policy};
 use crate::domain::{Error, Result};
 use crate::store::{RoleGrantRow, RoleRow, WorkspaceRow};
 

@@ -367,6 +367,9 @@ pub struct SimulationResult {
     pub reference: String,
     pub exists: bool,
     pub sid: Option<String>,
+    /// Whether the target workspace grants the role access, when it is another
+    /// workspace the caller can see.
+    pub grant_in_force: Option<bool>,
 }
 
 /// How the role's policy decides `action` on a credential, without doing it. The
@@ -387,14 +390,25 @@ pub async fn simulate(
     let named = CredentialRef::parse(reference)?;
     let target_workspace = named.workspace.unwrap_or_else(|| workspace.to_owned());
     parse_workspace_name(&target_workspace)?;
-    let id = match require(app, principal, Some(&target_workspace), Role::View, "").await {
-        Ok(target) => app
-            .store
-            .credential(&target.workspace.id, &named.name)
-            .await?
-            .map(|credential| credential.id),
-        Err(_) => None,
-    };
+    let (id, grant_in_force) =
+        match require(app, principal, Some(&target_workspace), Role::View, "").await {
+            Ok(target) => (
+                app.store
+                    .credential(&target.workspace.id, &named.name)
+                    .await?
+                    .map(|credential| credential.id),
+                if target.workspace.id == found.row.workspace_id {
+                    None
+                } else {
+                    Some(
+                        app.store
+                            .role_grant_in_force(&target.workspace.id, &found.row.id)
+                            .await?,
+                    )
+                },
+            ),
+            Err(_) => (None, None),
+        };
     let decision = found.policy.evaluate(
         action,
         &CredentialFacts {
@@ -412,5 +426,6 @@ pub async fn simulate(
         decision,
         reference: credential_reference(&target_workspace, &named.name),
         exists: id.is_some(),
+        grant_in_force,
     })
 }

@@ -1476,30 +1476,11 @@ macro_rules! impl_store {
             }
 
             async fn all_roles(&self) -> Result<Vec<RoleRow>> {
-                sqlx::query(&format!(
-                    "SELECT {ROLE_COLUMNS} FROM workload_roles r \
-                     JOIN workspaces rw ON rw.id = r.workspace_id ORDER BY rw.name, r.name",
-                ))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(database_error)?
-                .iter()
-                .map(role_row_from)
-                .collect()
+                self.roles_everywhere().await
             }
 
             async fn api_token_by_id(&self, token_id: &str) -> Result<Option<ApiTokenRow>> {
-                sqlx::query(
-                    "SELECT id, user_id, role_id, name, token_hash, display_prefix, created_at, \
-                     expires_at, revoked_at, last_used_at FROM api_tokens WHERE id = $1",
-                )
-                .bind(token_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(database_error)?
-                .as_ref()
-                .map(api_token_from)
-                .transpose()
+                self.token_by_id(token_id).await
             }
 
             async fn disable_user(&self, user_id: &str, at: Timestamp, audit: AuditRecord) -> Result<bool> {
@@ -1512,20 +1493,7 @@ macro_rules! impl_store {
                 token: &ApiTokenRow,
                 audit: AuditRecord,
             ) -> Result<bool> {
-                let mut transaction = self.begin_write().await?;
-                let enabled = sqlx::query(
-                    "UPDATE users SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL",
-                )
-                .bind(user_id)
-                .execute(&mut *transaction)
-                .await
-                .map_err(database_error)?
-                .rows_affected()
-                    == 1;
-                if enabled {
-                    insert_token_in(&mut transaction, token).await?;
-                }
-                commit_audited_if(transaction, enabled, audit).await
+                self.user_enable(user_id, token, audit).await
             }
 
             async fn delete_user(

@@ -197,6 +197,23 @@ fn a_cross_workspace_grant_lapses_when_its_writer_loses_admin_and_the_target_con
         grant_of(&grants(&admin, "acme/ci").unwrap(), ROLE).status,
         "lapsed"
     );
+    // Her simulator says why: the policy allows it, the target grants nothing.
+    let simulated: wire::Simulation = carol
+        .post(
+            &format!(
+                "/api/v1/workspaces/{}/roles/puller/simulate",
+                segment("carol/tools")
+            ),
+            &wire::SimulationInput {
+                action: "credentials:Resolve".into(),
+                reference: "rk:acme/ci:credential/app".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        (simulated.decision.as_str(), simulated.grant_in_force),
+        ("allow", Some(false))
+    );
     // Removed: still nothing, and she can no longer rewrite what the role reaches there.
     admin
         .delete(&format!(
