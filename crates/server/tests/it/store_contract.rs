@@ -17,7 +17,9 @@ use regkeeper::store::{
 use super::support::PostgresDatabase;
 
 mod sync_targets;
+mod trust_controls;
 use sync_targets::sync_targets_lifecycle;
+use trust_controls::grants_and_user_lifecycle;
 
 /// A store under test and whatever keeps its database alive.
 struct Subject {
@@ -952,6 +954,7 @@ macro_rules! contract {
             case!(audit_appends_chained_to_the_last_known_entry);
             case!(best_credential_by_prefix);
             case!(sync_targets_lifecycle);
+            case!(grants_and_user_lifecycle);
         }
     };
 }
