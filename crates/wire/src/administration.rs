@@ -19,6 +19,10 @@ pub struct UserDisabled {
     pub revoked_tokens: usize,
     /// What happened to the personal workspace, in a sentence.
     pub personal_workspace: String,
+    /// Organisation workspaces the user alone owns: nobody can manage them until the
+    /// user is enabled again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sole_owner_of: Vec<String>,
 }
 
 /// A user deleted, with their personal workspace and what it held.

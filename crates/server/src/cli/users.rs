@@ -26,6 +26,12 @@ pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> 
                 disabled.revoked_tokens
             );
             println!("{}.", disabled.personal_workspace);
+            if !disabled.sole_owner_of.is_empty() {
+                println!(
+                    "Warning: {name} is the only owner of {}; nobody can manage it until {name} is enabled again.",
+                    disabled.sole_owner_of.join(", ")
+                );
+            }
             Ok(())
         }
         UsersCommand::Enable { name, output } => {

@@ -197,6 +197,7 @@ pub async fn disable_user(
         user: views::user(&disabled.user),
         revoked_tokens: disabled.revoked_tokens,
         personal_workspace: users::kept_workspace_note(&name),
+        sole_owner_of: disabled.sole_owner_of,
     }))
 }
 

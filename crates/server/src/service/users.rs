@@ -24,6 +24,9 @@ use super::App;
 pub struct Disabled {
     pub user: UserRow,
     pub revoked_tokens: usize,
+    /// Organisation workspaces the user alone owns, which nobody can manage until the
+    /// user is enabled or another owner is made.
+    pub sole_owner_of: Vec<String>,
 }
 
 /// What `delete` removed.
@@ -62,6 +65,26 @@ async fn managed_user(
         .ok_or_else(|| Error::NotFound(format!("user {name}")))
 }
 
+/// The organisation workspaces of which `user` is the only owner.
+async fn solely_owned(app: &App, user: &UserRow) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for (workspace, role) in app.store.workspaces_of(&user.id).await? {
+        if workspace.kind != WorkspaceKind::Organization || role != Role::Owner {
+            continue;
+        }
+        let members = app.store.members(&workspace.id).await?;
+        if members
+            .iter()
+            .filter(|member| member.role == Role::Owner)
+            .count()
+            == 1
+        {
+            names.push(workspace.name);
+        }
+    }
+    Ok(names)
+}
+
 async fn active_tokens(app: &App, user: &UserRow) -> Result<usize> {
     let now = app.now();
     Ok(app
@@ -84,6 +107,7 @@ pub async fn disable(app: &App, principal: &Principal, name: &str) -> Result<Dis
             ));
         }
         let revoked_tokens = active_tokens(app, &user).await?;
+        let sole_owner_of = solely_owned(app, &user).await?;
         let now = app.now();
         let record = record
             .clone()
@@ -99,6 +123,7 @@ pub async fn disable(app: &App, principal: &Principal, name: &str) -> Result<Dis
         Ok(Disabled {
             user,
             revoked_tokens,
+            sole_owner_of,
         })
     })
     .await
@@ -155,16 +180,7 @@ pub async fn delete(
     let record = app.record(Some(principal), "user.delete").target(name);
     app.audited(record.clone(), async {
         let user = managed_user(app, principal, name, "deleting users").await?;
-        let mut sole_owner = Vec::new();
-        for (workspace, role) in app.store.workspaces_of(&user.id).await? {
-            if workspace.kind != WorkspaceKind::Organization || role != Role::Owner {
-                continue;
-            }
-            let members = app.store.members(&workspace.id).await?;
-            if members.iter().filter(|member| member.role == Role::Owner).count() == 1 {
-                sole_owner.push(workspace.name);
-            }
-        }
+        let sole_owner = solely_owned(app, &user).await?;
         if !sole_owner.is_empty() {
             return Err(Error::conflict(
                 "last_owner",

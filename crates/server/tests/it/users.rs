@@ -39,6 +39,7 @@ fn disabling_a_user_revokes_every_token_at_once_and_enabling_issues_a_new_one() 
         )
         .unwrap();
     let second = created.secret.expose().to_owned();
+    workspace(&server.client(&bob), "bob/team");
     credential(
         &server.client(&bob),
         "~bob",
@@ -63,6 +64,10 @@ fn disabling_a_user_revokes_every_token_at_once_and_enabling_issues_a_new_one() 
     let said = ok(&server.cli(ADMIN_TOKEN, &["users", "disable", "bob"], None));
     assert!(said.contains("revoked 2 API token(s)"), "{said}");
     assert!(said.contains("~bob is kept"), "{said}");
+    assert!(
+        said.contains("Warning: bob is the only owner of bob/team"),
+        "{said}"
+    );
     assert_eq!((me(&server, &bob), me(&server, &second)), (401, 401));
     let listed = ok(&server.cli(ADMIN_TOKEN, &["users", "list"], None));
     let line = listed.lines().find(|line| line.starts_with("bob")).unwrap();
