@@ -223,7 +223,8 @@ pub async fn revoke(app: &App, principal: &Principal, workspace: &str, role: &st
 }
 
 /// After a policy is saved: records a grant, by its writer, in every other workspace
-/// the policy reaches and the writer administers (the check that let them write it).
+/// the policy reaches and the writer administers (the check that let them write it),
+/// unless one is in force there already.
 /// Workspaces reached by a wildcard that the writer does not administer get none;
 /// their admins decide.
 pub async fn grant_on_save(
@@ -239,6 +240,9 @@ pub async fn grant_on_save(
         if workspace.id == role.workspace_id
             || held < Role::Admin
             || !policy.reaches(&workspace.name)
+            // One in force already: saving again changes nothing the target's admins
+            // need to see.
+            || app.store.role_grant_in_force(&workspace.id, &role.id).await?
         {
             continue;
         }
