@@ -176,6 +176,11 @@ impl Client {
         self.call::<(), Empty>("DELETE", path, None).map(|_| ())
     }
 
+    /// A DELETE whose answer has a body to read (what was deleted).
+    pub fn delete_for<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call::<(), T>("DELETE", path, None)
+    }
+
     fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: &str,

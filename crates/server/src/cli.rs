@@ -6,6 +6,7 @@ mod commands;
 mod output;
 mod roles;
 mod sync;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -252,6 +253,29 @@ enum UsersCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Disable a user: revoke every API token of theirs (ending their console
+    /// sessions) and refuse their sign-in; their personal workspace is kept.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Enable a disabled user and print their new API token once.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete a user with their tokens, memberships and personal workspace (its
+    /// credentials, roles and sync targets). Without --yes, says what would go.
+    Delete {
+        name: String,
+        /// Confirm that the personal workspace and everything in it is deleted too.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -300,13 +324,21 @@ enum TokensCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// List your API tokens.
+    /// List your API tokens, or another user's (site administrators).
     List {
+        /// Another user's tokens (site administrators).
+        #[arg(long)]
+        user: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Revoke one of your API tokens.
-    Revoke { id: String },
+    /// Revoke one of your API tokens; site administrators may revoke anyone's.
+    Revoke {
+        id: String,
+        /// The user the token belongs to (site administrators; optional).
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -417,6 +449,32 @@ enum RolesCommand {
     /// Manage the API tokens of a role.
     #[command(subcommand)]
     Tokens(RoleTokensCommand),
+    /// Which roles of other workspaces may reach this workspace's credentials.
+    #[command(subcommand)]
+    Grants(RoleGrantsCommand),
+}
+
+#[derive(Subcommand)]
+enum RoleGrantsCommand {
+    /// Every outside role whose policy reaches the workspace, with its grant's state.
+    List {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Grant an outside role (rk:WS:role/NAME) what its policy allows here.
+    Add {
+        role: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
+    /// Revoke an outside role's grant: it stops reaching the workspace at once.
+    Revoke {
+        role: String,
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+    },
 }
 
 #[derive(Subcommand)]

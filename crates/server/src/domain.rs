@@ -3,6 +3,7 @@
 pub mod credential;
 pub mod error;
 pub mod identity;
+pub mod json_keys;
 pub mod policy;
 pub mod reference;
 pub mod registry;

@@ -46,10 +46,13 @@ pub struct ApiState {
         identity::list_workspaces, identity::create_workspace,
         identity::list_members, identity::put_member, identity::remove_member,
         identity::list_tokens, identity::create_token, identity::revoke_token,
+        identity::disable_user, identity::enable_user, identity::delete_user,
+        identity::list_user_tokens, identity::revoke_user_token,
         credentials::list, credentials::create, credentials::show, credentials::update, credentials::delete,
         credentials::verify, credentials::resolve, credentials::resolve_default,
         roles::list, roles::create, roles::show, roles::update, roles::delete,
         roles::list_tokens, roles::create_token, roles::revoke_token, roles::simulate,
+        roles::list_grants, roles::add_grant, roles::revoke_grant,
         admin::audit_list, admin::audit_verify, admin::key_status, admin::key_rotate,
         sync::list, sync::create, sync::delete, sync::run,
     ),
@@ -103,6 +106,14 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/users",
             get(identity::list_users).post(identity::create_user),
+        )
+        .route("/users/{name}", delete(identity::delete_user))
+        .route("/users/{name}/disable", post(identity::disable_user))
+        .route("/users/{name}/enable", post(identity::enable_user))
+        .route("/users/{name}/tokens", get(identity::list_user_tokens))
+        .route(
+            "/users/{name}/tokens/{id}",
+            delete(identity::revoke_user_token),
         )
         .route(
             "/workspaces",
@@ -159,6 +170,14 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/workspaces/{workspace}/roles/{name}/simulate",
             post(roles::simulate),
+        )
+        .route(
+            "/workspaces/{workspace}/role-grants",
+            get(roles::list_grants).post(roles::add_grant),
+        )
+        .route(
+            "/workspaces/{workspace}/role-grants/{role}",
+            delete(roles::revoke_grant),
         )
         .route(
             "/workspaces/{workspace}/credentials/{name}/sync-targets",

@@ -7,12 +7,14 @@ pub mod audit_log;
 pub mod audit_writer;
 pub mod caches;
 pub mod credentials;
+pub mod grants;
 pub mod identity;
 pub mod keys;
 pub mod resolve;
 pub mod roles;
 pub mod sync;
 pub mod tokens;
+pub mod users;
 pub mod verify;
 
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! Every mutation that must be audited takes its [`AuditRecord`] and writes it in the
 //! same transaction, so an action and its audit entry succeed or fail together.
 
+mod access_sql;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -26,6 +27,8 @@ pub struct UserRow {
     pub name: String,
     pub admin: bool,
     pub created_at: Timestamp,
+    /// When a site administrator disabled the user; `None` while enabled.
+    pub disabled_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +81,24 @@ pub struct RoleRow {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub created_by: String,
+}
+
+/// A workload role's permission to reach into a workspace other than its own,
+/// recorded in that workspace. It is in force only while the user who granted it
+/// still administers the workspace and is not disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleGrantRow {
+    pub id: String,
+    /// The workspace the role may reach into.
+    pub workspace_id: String,
+    pub role_id: String,
+    pub role_workspace_name: String,
+    pub role_name: String,
+    pub granted_by_user_id: String,
+    pub granted_by: String,
+    pub granted_at: Timestamp,
+    /// Computed on read: whether the granting user still holds admin or owner there.
+    pub in_force: bool,
 }
 
 /// Who presents a token.
@@ -351,6 +372,49 @@ pub trait Store: Send + Sync {
         previous: (i64, String),
     ) -> Result<Option<(i64, String)>>;
     async fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditRow>>;
+
+    // ---- Cross-workspace grants and user lifecycle (SQL in `store/access_sql.rs`) ----
+
+    /// Records (or renews, with a new granter) a role's grant in a workspace.
+    async fn put_role_grant(&self, grant: &RoleGrantRow, audit: AuditRecord) -> Result<()>;
+    /// Deletes the role's grant in the workspace; false if there was none.
+    async fn delete_role_grant(
+        &self,
+        workspace_id: &str,
+        role_id: &str,
+        audit: AuditRecord,
+    ) -> Result<bool>;
+    /// The grants recorded in a workspace, with whether each is in force.
+    async fn role_grants(&self, workspace_id: &str) -> Result<Vec<RoleGrantRow>>;
+    /// Whether the role holds a grant in force in the workspace: recorded there, by a
+    /// user who still administers it and is not disabled.
+    async fn role_grant_in_force(&self, workspace_id: &str, role_id: &str) -> Result<bool>;
+    /// Every workload role of every workspace, to find those whose policy reaches a
+    /// workspace (an administrative listing, never on a request's hot path).
+    async fn all_roles(&self) -> Result<Vec<RoleRow>>;
+    /// An API token by id, whoever owns it.
+    async fn api_token_by_id(&self, token_id: &str) -> Result<Option<ApiTokenRow>>;
+    /// Disables the user at `at`, revoking every unrevoked token of theirs in the same
+    /// transaction; false if no such enabled user.
+    async fn disable_user(&self, user_id: &str, at: Timestamp, audit: AuditRecord) -> Result<bool>;
+    /// Enables a disabled user and stores `token`, their new API token; false if no
+    /// such disabled user.
+    async fn enable_user(
+        &self,
+        user_id: &str,
+        token: &ApiTokenRow,
+        audit: AuditRecord,
+    ) -> Result<bool>;
+    /// Deletes the user, every token of theirs, their memberships, and their personal
+    /// workspace with everything in it (credentials, roles and their tokens, sync
+    /// targets, grants); false if no such user.
+    async fn delete_user(
+        &self,
+        user_id: &str,
+        personal_workspace_id: &str,
+        audit: AuditRecord,
+    ) -> Result<bool>;
+    // ---- end of grants and user lifecycle -----------------------------------------
 
     // ---- Sync targets (push delivery; SQL in `store/sync_sql.rs`) ----------------
     // Reads join the credential (and its token), so every target comes with

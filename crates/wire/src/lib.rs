@@ -5,11 +5,13 @@
 //! Timestamps are RFC 3339 strings in UTC. Request bodies reject unknown fields, so a
 //! misspelt field is an error rather than a silently ignored setting.
 
+mod administration;
 pub mod docker_helper;
 pub mod kubelet;
 mod sensitive;
 mod sync;
 
+pub use administration::{RoleGrant, RoleGrantInput, RoleGrantList, UserDeleted, UserDisabled};
 pub use sensitive::Sensitive;
 pub use sync::{SyncTarget, SyncTargetCreated, SyncTargetInput, SyncTargetList};
 
@@ -171,6 +173,9 @@ pub struct User {
     pub admin: bool,
     pub personal_workspace: String,
     pub created_at: String,
+    /// Disabled users cannot sign in; their tokens were revoked.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -513,4 +518,9 @@ pub struct Simulation {
     pub statement: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// For a credential in another workspace that the caller can see: whether that
+    /// workspace holds a grant in force for the role, without which an Allow does
+    /// nothing there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_in_force: Option<bool>,
 }

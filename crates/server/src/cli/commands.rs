@@ -376,12 +376,14 @@ fn users(client: &Client, command: UsersCommand) -> anyhow::Result<()> {
                         user.admin.to_string(),
                         user.personal_workspace.clone(),
                         user.created_at.clone(),
+                        if user.disabled { "disabled" } else { "active" }.to_owned(),
                     ]
                 })
                 .collect();
-            output::table(&["NAME", "ADMIN", "WORKSPACE", "CREATED"], &rows);
+            output::table(&["NAME", "ADMIN", "WORKSPACE", "CREATED", "STATUS"], &rows);
             Ok(())
         }
+        other => super::users::run(client, other),
     }
 }
 
@@ -564,17 +566,33 @@ fn tokens(client: &Client, command: TokensCommand) -> anyhow::Result<()> {
             )?;
             print_created_token(&created, output.output, "")
         }
-        TokensCommand::List { output } => {
-            let list: wire::ApiTokenList = client.get("/api/v1/tokens")?;
+        TokensCommand::List { user, output } => {
+            let path = match &user {
+                Some(user) => format!("/api/v1/users/{}/tokens", segment(user)),
+                None => "/api/v1/tokens".to_owned(),
+            };
+            let list: wire::ApiTokenList = client.get(&path)?;
             if output.output == OutputFormat::Json {
                 return output::json(&list);
             }
             print_tokens(&list.tokens);
             Ok(())
         }
-        TokensCommand::Revoke { id } => {
-            client.delete(&format!("/api/v1/tokens/{}", segment(&id)))?;
-            output::line(&format!("Revoked API token {id}."));
+        TokensCommand::Revoke { id, user } => {
+            match &user {
+                Some(user) => {
+                    client.delete(&format!(
+                        "/api/v1/users/{}/tokens/{}",
+                        segment(user),
+                        segment(&id)
+                    ))?;
+                    output::line(&format!("Revoked API token {id} of {user}."));
+                }
+                None => {
+                    client.delete(&format!("/api/v1/tokens/{}", segment(&id)))?;
+                    output::line(&format!("Revoked API token {id}."));
+                }
+            }
             Ok(())
         }
     }

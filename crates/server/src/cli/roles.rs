@@ -9,7 +9,7 @@ use regkeeper_wire as wire;
 
 use super::commands::{print_created_token, print_tokens, workspace_or_personal};
 use super::output::{self, or_dash};
-use super::{OutputFormat, PolicyFields, RoleTokensCommand, RolesCommand};
+use super::{OutputFormat, PolicyFields, RoleGrantsCommand, RoleTokensCommand, RolesCommand};
 
 fn roles_path(workspace: &str) -> String {
     format!("/api/v1/workspaces/{}/roles", segment(workspace))
@@ -31,6 +31,10 @@ fn read_policy(path: &Path) -> anyhow::Result<serde_json::Value> {
         std::fs::read_to_string(path)
             .with_context(|| format!("reading the policy file {}", path.display()))?
     };
+    // Parsed into a value, the last of two equal keys would silently win before the
+    // server could refuse it, so the text is checked here.
+    crate::domain::json_keys::reject_duplicate_keys(text.as_bytes())
+        .map_err(|error| anyhow::anyhow!("the policy in {}: {error}", path.display()))?;
     serde_json::from_str(&text)
         .with_context(|| format!("the policy in {} is not valid JSON", path.display()))
 }
@@ -176,10 +180,71 @@ pub(super) fn run(client: &Client, command: RolesCommand) -> anyhow::Result<()> 
                         (None, _) => "none (denied by default)".to_owned(),
                     },
                 ),
+                (
+                    "Grant there",
+                    match result.grant_in_force {
+                        Some(true) => "in force".to_owned(),
+                        Some(false) => {
+                            "none in force: the role reaches nothing there (roles grants add)"
+                                .to_owned()
+                        }
+                        None => "-".to_owned(),
+                    },
+                ),
             ]);
             Ok(())
         }
         RolesCommand::Tokens(command) => tokens(client, command),
+        RolesCommand::Grants(command) => grants(client, command),
+    }
+}
+
+fn grants_path(workspace: &str) -> String {
+    format!("/api/v1/workspaces/{}/role-grants", segment(workspace))
+}
+
+fn grants(client: &Client, command: RoleGrantsCommand) -> anyhow::Result<()> {
+    match command {
+        RoleGrantsCommand::List { workspace, output } => {
+            let workspace = workspace_or_personal(client, workspace.workspace)?;
+            let list: wire::RoleGrantList = client.get(&grants_path(&workspace))?;
+            if output.output == OutputFormat::Json {
+                return output::json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .grants
+                .iter()
+                .map(|grant| {
+                    vec![
+                        grant.role.clone(),
+                        grant.status.clone(),
+                        or_dash(grant.granted_by.as_deref()),
+                        or_dash(grant.granted_at.as_deref()),
+                        grant.allows.join("; "),
+                    ]
+                })
+                .collect();
+            output::table(
+                &["ROLE", "STATUS", "GRANTED BY", "GRANTED AT", "ALLOWS HERE"],
+                &rows,
+            );
+            Ok(())
+        }
+        RoleGrantsCommand::Add { role, workspace } => {
+            let workspace = workspace_or_personal(client, workspace.workspace)?;
+            let _: serde_json::Value = client.post(
+                &grants_path(&workspace),
+                &wire::RoleGrantInput { role: role.clone() },
+            )?;
+            println!("Granted {role} what its policy allows in {workspace}.");
+            Ok(())
+        }
+        RoleGrantsCommand::Revoke { role, workspace } => {
+            let workspace = workspace_or_personal(client, workspace.workspace)?;
+            client.delete(&format!("{}/{}", grants_path(&workspace), segment(&role)))?;
+            println!("Revoked the grant of {role} in {workspace}; it reaches nothing there now.");
+            Ok(())
+        }
     }
 }
 

@@ -183,9 +183,60 @@ impl Principal {
     }
 }
 
+/// `rk:WS:role/NAME` into the workspace and the role name.
+pub fn parse_role_reference(input: &str) -> Result<(String, String)> {
+    let invalid = || {
+        Error::invalid(
+            "invalid_role_reference",
+            format!(
+                "invalid role reference `{}`: expected rk:WS:role/NAME (WS is ORG/NAME or ~USER)",
+                truncate(input)
+            ),
+        )
+    };
+    let rest = input
+        .trim()
+        .strip_prefix(super::policy::REFERENCE_SCHEME)
+        .ok_or_else(invalid)?;
+    let (workspace, path) = rest.split_once(':').ok_or_else(invalid)?;
+    let name = path.strip_prefix("role/").ok_or_else(invalid)?;
+    parse_workspace_name(workspace).map_err(|_| invalid())?;
+    if name.is_empty()
+        || name.len() > 100
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(invalid());
+    }
+    Ok((workspace.to_owned(), name.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_references_parse() {
+        assert_eq!(
+            parse_role_reference("rk:acme/ci:role/builder").unwrap(),
+            ("acme/ci".to_owned(), "builder".to_owned())
+        );
+        assert_eq!(
+            parse_role_reference(&super::super::policy::role_reference("~bob", "x_1")).unwrap(),
+            ("~bob".to_owned(), "x_1".to_owned())
+        );
+        for bad in [
+            "",
+            "rk:acme/ci:role/",
+            "rk:acme/ci:credential/x",
+            "acme/ci:role/x",
+            "rk:Acme/ci:role/x",
+            "rk:acme/ci:role/a b",
+        ] {
+            assert!(parse_role_reference(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn roles_are_ordered_from_view_to_owner() {

@@ -6,6 +6,10 @@
 //! id when the policy is saved, so a credential deleted and re-created under the same
 //! name does not inherit the grant. A Deny matches by name, so it keeps applying to
 //! whatever carries that name later; a wildcard matches by name by design.
+//!
+//! Names match without regard to case (credential names are unique that way too), so
+//! `Deny rk:acme/ci:credential/deploy-*` also holds for `Deploy-prod`. A document that
+//! names a key twice is refused ([`Policy::parse_json`]), never read as its last value.
 
 use std::fmt;
 
@@ -14,6 +18,7 @@ use wildmatch::WildMatch;
 
 use super::credential::validate_name;
 use super::identity::{parse_workspace_name, truncate};
+use super::json_keys::reject_duplicate_keys;
 use super::{Error, Result};
 
 /// The scheme every reference starts with.
@@ -198,7 +203,7 @@ impl Resource {
     fn matches_workspace(&self, workspace: &str) -> bool {
         match self.parts() {
             None => true,
-            Some((pattern, _)) => WildMatch::new(pattern).matches(workspace),
+            Some((pattern, _)) => matches_folded(pattern, workspace),
         }
     }
 
@@ -206,8 +211,8 @@ impl Resource {
         let Some((workspace, name)) = self.parts() else {
             return true;
         };
-        if !WildMatch::new(workspace).matches(credential.workspace)
-            || !WildMatch::new(name).matches(credential.name)
+        if !matches_folded(workspace, credential.workspace)
+            || !matches_folded(name, credential.name)
         {
             return false;
         }
@@ -216,6 +221,12 @@ impl Resource {
             _ => true,
         }
     }
+}
+
+/// A `*` pattern against a name, without regard to ASCII case: names are ASCII, and
+/// unique without regard to case, so `Deploy-prod` is the credential `deploy-*` means.
+fn matches_folded(pattern: &str, value: &str) -> bool {
+    WildMatch::new(&pattern.to_ascii_lowercase()).matches(&value.to_ascii_lowercase())
 }
 
 fn parse_resource(value: &str) -> Result<Resource> {
@@ -388,6 +399,19 @@ impl Policy {
         Ok(Self { statements })
     }
 
+    /// Parses a document from its JSON text, refusing any key named twice in one
+    /// object (at any depth) before anything reads it.
+    pub fn parse_json(text: &[u8]) -> Result<Self> {
+        reject_duplicate_keys(text)?;
+        let document: serde_json::Value = serde_json::from_slice(text).map_err(|error| {
+            Error::invalid(
+                "invalid_policy",
+                format!("invalid policy document: {error}"),
+            )
+        })?;
+        Self::parse(&document)
+    }
+
     /// The document in IAM's spelling, as users wrote it (bound ids left out).
     pub fn document(&self) -> serde_json::Value {
         let statements: Vec<serde_json::Value> = self
@@ -445,6 +469,20 @@ impl Policy {
             Some(statement) => Decision::Allow { statement },
             None => Decision::ImplicitDeny,
         }
+    }
+
+    /// Whether an Allow statement names `workspace` itself, not by a wildcard: the
+    /// role's writer chose that name, so a refusal there may say why.
+    pub fn names_workspace(&self, workspace: &str) -> bool {
+        self.allow_workspace_patterns()
+            .any(|pattern| pattern.eq_ignore_ascii_case(workspace))
+    }
+
+    /// Whether any Allow statement for any action could reach into `workspace`.
+    pub fn reaches(&self, workspace: &str) -> bool {
+        Action::ALL
+            .into_iter()
+            .any(|action| self.may_reach(action, workspace))
     }
 
     /// Whether any Allow statement for `action` could reach into `workspace`. A role
@@ -639,6 +677,53 @@ mod tests {
         }
     }
 
+    /// Issue 12 item 3: a Deny by name held only for the exact case, so a maintainer's
+    /// `Deploy-prod` was resolvable under `Deny … deploy-*`.
+    #[test]
+    fn names_match_without_regard_to_case() {
+        let policy = policy(json!({"Statement": [
+            {"Effect": "Allow", "Action": "credentials:Resolve", "Resource": ["rk:acme/ci:credential/*", "rk:acme/ci:credential/App"]},
+            {"Effect": "Deny", "Action": "credentials:Resolve", "Resource": "rk:acme/ci:credential/deploy-*"}
+        ]}));
+        for name in ["deploy-prod", "Deploy-prod", "DEPLOY-PROD", "dEpLoY-x"] {
+            assert_eq!(
+                policy.evaluate(Action::Resolve, &facts("acme/ci", name, "1")),
+                Decision::ExplicitDeny { statement: 1 },
+                "{name}"
+            );
+        }
+        assert!(policy
+            .evaluate(Action::Resolve, &facts("acme/ci", "app", "1"))
+            .allowed());
+        assert!(policy.names_workspace("acme/ci"));
+        assert!(!policy.names_workspace("acme/prod"));
+    }
+
+    /// Issue 12 item 4: the last of two `Effect` keys used to win, turning a Deny into
+    /// an Allow. The text parser refuses it, naming the key.
+    #[test]
+    fn documents_with_a_key_twice_are_refused() {
+        let text =
+            br#"{"Statement":[{"Effect":"Deny","Action":"*","Resource":"*","Effect":"Allow"}]}"#;
+        let error = Policy::parse_json(text).unwrap_err();
+        assert_eq!(error.code(), "duplicate_key");
+        assert!(
+            error.to_string().contains("`Effect` in Statement[0]"),
+            "{error}"
+        );
+        for text in [
+            &br#"{"Statement":[],"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#[..],
+            br#"{"Version":"2026-11-01","Version":"2026-11-01","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+            br#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Resource":"rk:a/b:credential/x"}]}"#,
+        ] {
+            assert_eq!(Policy::parse_json(text).unwrap_err().code(), "duplicate_key");
+        }
+        let fine =
+            Policy::parse_json(br#"{"Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}"#)
+                .unwrap();
+        assert_eq!(fine.statements[0].effect, Effect::Deny);
+    }
+
     #[test]
     fn the_document_round_trips_in_iam_spelling() {
         let document = json!({"Version": POLICY_VERSION, "Statement": [
@@ -648,6 +733,27 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Issue 12 item 4: whatever a statement says first, repeating its `Effect`
+        /// key is refused rather than resolved to either value.
+        #[test]
+        fn a_repeated_effect_is_refused_whichever_comes_last(
+            first in proptest::bool::ANY,
+            second in proptest::bool::ANY,
+            statements in 1usize..4,
+        ) {
+            let effect = |allow: bool| if allow { "Allow" } else { "Deny" };
+            let plain = r#"{"Effect":"Allow","Action":"*","Resource":"*"}"#;
+            let mut list = vec![plain.to_owned(); statements - 1];
+            list.push(format!(
+                r#"{{"Effect":"{}","Action":"*","Resource":"*","Effect":"{}"}}"#,
+                effect(first),
+                effect(second)
+            ));
+            let text = format!(r#"{{"Statement":[{}]}}"#, list.join(","));
+            let error = Policy::parse_json(text.as_bytes()).unwrap_err();
+            proptest::prop_assert_eq!(error.code(), "duplicate_key");
+        }
+
         #[test]
         fn parsing_never_panics(value in "\\PC{0,80}") {
             let _ = CredentialRef::parse(&value);

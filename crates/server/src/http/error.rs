@@ -119,6 +119,66 @@ where
     }
 }
 
+/// As [`ApiJson`], but a body in which any object names a key twice is refused first
+/// (400 `duplicate_key`, naming the key): for documents such as role policies, where
+/// serde's keeping the last of two equal keys would make the server obey something
+/// other than what a reviewer read.
+pub struct UniqueKeysJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for UniqueKeysJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| {
+                let essence = value
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase();
+                essence == "application/json"
+                    || (essence.starts_with("application/") && essence.ends_with("+json"))
+            });
+        if !json {
+            return Err(error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the request body exceeds the server's size limit",
+                    )
+                } else {
+                    error_response(
+                        rejection.status(),
+                        "invalid_body",
+                        "the request body could not be read",
+                    )
+                }
+            })?;
+        crate::domain::json_keys::reject_duplicate_keys(&bytes)
+            .map_err(|error| ApiError(error).into_response())?;
+        axum::Json::<T>::from_bytes(&bytes)
+            .map(|axum::Json(value)| Self(value))
+            .map_err(json_rejection)
+    }
+}
+
 fn json_rejection(rejection: JsonRejection) -> Response {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => error_response(

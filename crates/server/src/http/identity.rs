@@ -1,12 +1,12 @@
 //! Identity endpoints: the caller, users, workspaces, members and API tokens.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use regkeeper_wire as wire;
 use secrecy::ExposeSecret;
 
-use crate::service::identity;
+use crate::service::{identity, users};
 
 use super::auth::Caller;
 use super::error::{ApiJson, ApiResult};
@@ -178,5 +178,103 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     identity::revoke_token(&state.app, &principal, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disable a user (site administrators): every API token of theirs is revoked, which
+/// also ends their console sessions; everything else is kept.
+#[utoipa::path(post, path = "/api/v1/users/{name}/disable", tag = "identity",
+    params(("name" = String, Path)),
+    responses((status = 200, body = wire::UserDisabled), (status = 403, body = wire::ErrorBody),
+        (status = 404, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody)))]
+pub async fn disable_user(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<wire::UserDisabled>> {
+    let disabled = users::disable(&state.app, &principal, &name).await?;
+    Ok(Json(wire::UserDisabled {
+        user: views::user(&disabled.user),
+        revoked_tokens: disabled.revoked_tokens,
+        personal_workspace: users::kept_workspace_note(&name),
+        sole_owner_of: disabled.sole_owner_of,
+    }))
+}
+
+/// Enable a disabled user; the response holds their new API token once.
+#[utoipa::path(post, path = "/api/v1/users/{name}/enable", tag = "identity",
+    params(("name" = String, Path)),
+    responses((status = 200, body = wire::UserCreated), (status = 403, body = wire::ErrorBody),
+        (status = 404, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody)))]
+pub async fn enable_user(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<wire::UserCreated>> {
+    let (user, token) = users::enable(&state.app, &principal, &name).await?;
+    Ok(Json(wire::UserCreated {
+        user: views::user(&user),
+        token: wire::Sensitive::new(token.expose_secret()),
+    }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteUserQuery {
+    /// Must be `true`: deleting a user deletes their personal workspace too.
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// Delete a user, their tokens and memberships, and their personal workspace with all
+/// it holds (site administrators; `?confirm=true`). Refused while they are the only
+/// owner of an organisation workspace.
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "identity",
+    params(("name" = String, Path), ("confirm" = bool, Query)),
+    responses((status = 200, body = wire::UserDeleted), (status = 400, body = wire::ErrorBody),
+        (status = 403, body = wire::ErrorBody), (status = 404, body = wire::ErrorBody),
+        (status = 409, body = wire::ErrorBody)))]
+pub async fn delete_user(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path(name): Path<String>,
+    Query(query): Query<DeleteUserQuery>,
+) -> ApiResult<Json<wire::UserDeleted>> {
+    let deleted = users::delete(&state.app, &principal, &name, query.confirm).await?;
+    Ok(Json(wire::UserDeleted {
+        name,
+        personal_workspace: deleted.personal_workspace,
+        deleted_credentials: deleted.credentials,
+        deleted_roles: deleted.roles,
+        revoked_tokens: deleted.revoked_tokens,
+    }))
+}
+
+/// Any user's API tokens (site administrators; never their secrets).
+#[utoipa::path(get, path = "/api/v1/users/{name}/tokens", tag = "identity",
+    params(("name" = String, Path)),
+    responses((status = 200, body = wire::ApiTokenList), (status = 403, body = wire::ErrorBody),
+        (status = 404, body = wire::ErrorBody)))]
+pub async fn list_user_tokens(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<wire::ApiTokenList>> {
+    let tokens = users::tokens(&state.app, &principal, &name).await?;
+    Ok(Json(wire::ApiTokenList {
+        tokens: tokens.iter().map(views::api_token).collect(),
+    }))
+}
+
+/// Revoke any user's API token (site administrators).
+#[utoipa::path(delete, path = "/api/v1/users/{name}/tokens/{id}", tag = "identity",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 403, body = wire::ErrorBody), (status = 404, body = wire::ErrorBody)))]
+pub async fn revoke_user_token(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    users::revoke_token(&state.app, &principal, &name, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

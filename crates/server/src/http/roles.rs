@@ -9,10 +9,10 @@ use secrecy::ExposeSecret;
 
 use crate::domain::policy::Decision;
 use crate::domain::Error;
-use crate::service::roles;
+use crate::service::{grants, roles};
 
 use super::auth::Caller;
-use super::error::{ApiJson, ApiResult};
+use super::error::{ApiJson, ApiResult, UniqueKeysJson};
 use super::{views, ApiState};
 
 /// The workload roles of a workspace.
@@ -40,7 +40,7 @@ pub async fn create(
     State(state): State<ApiState>,
     Caller(principal): Caller,
     Path(workspace): Path<String>,
-    ApiJson(input): ApiJson<wire::RoleInput>,
+    UniqueKeysJson(input): UniqueKeysJson<wire::RoleInput>,
 ) -> ApiResult<(StatusCode, Json<wire::Role>)> {
     let name = input
         .name
@@ -82,7 +82,7 @@ pub async fn update(
     State(state): State<ApiState>,
     Caller(principal): Caller,
     Path((workspace, name)): Path<(String, String)>,
-    ApiJson(input): ApiJson<wire::RoleInput>,
+    UniqueKeysJson(input): UniqueKeysJson<wire::RoleInput>,
 ) -> ApiResult<Json<wire::Role>> {
     if input.name.as_deref().is_some_and(|new| new != name) {
         return Err(Error::invalid(
@@ -202,5 +202,52 @@ pub async fn simulate(
         exists: result.exists,
         statement,
         sid: result.sid,
+        grant_in_force: result.grant_in_force,
     }))
+}
+
+/// Every workload role of another workspace whose policy reaches this one, or that holds
+/// a grant here, with the grant's state (admins of this workspace).
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/role-grants", tag = "roles",
+    params(("workspace" = String, Path)),
+    responses((status = 200, body = wire::RoleGrantList), (status = 403, body = wire::ErrorBody),
+        (status = 404, body = wire::ErrorBody)))]
+pub async fn list_grants(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path(workspace): Path<String>,
+) -> ApiResult<Json<wire::RoleGrantList>> {
+    let found = grants::list(&state.app, &principal, &workspace).await?;
+    Ok(Json(wire::RoleGrantList {
+        grants: found.iter().map(views::role_grant).collect(),
+    }))
+}
+
+/// Grant a workload role of another workspace access here, as far as its policy
+/// reaches (admins of this workspace). Granting again renews the grant as the caller.
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/role-grants", tag = "roles",
+    params(("workspace" = String, Path)), request_body = wire::RoleGrantInput,
+    responses((status = 204), (status = 400, body = wire::ErrorBody),
+        (status = 403, body = wire::ErrorBody), (status = 404, body = wire::ErrorBody)))]
+pub async fn add_grant(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path(workspace): Path<String>,
+    ApiJson(input): ApiJson<wire::RoleGrantInput>,
+) -> ApiResult<StatusCode> {
+    grants::add(&state.app, &principal, &workspace, &input.role).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revoke an outside role's grant here: it stops reaching this workspace at once.
+#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/role-grants/{role}", tag = "roles",
+    params(("workspace" = String, Path), ("role" = String, Path, description = "rk:WS:role/NAME, percent-encoded")),
+    responses((status = 204), (status = 403, body = wire::ErrorBody), (status = 404, body = wire::ErrorBody)))]
+pub async fn revoke_grant(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path((workspace, role)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    grants::revoke(&state.app, &principal, &workspace, &role).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

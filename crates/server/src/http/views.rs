@@ -47,6 +47,17 @@ pub fn user(user: &UserRow) -> wire::User {
         admin: user.admin,
         personal_workspace: personal_workspace_name(&user.name),
         created_at: format_timestamp(user.created_at),
+        disabled: user.disabled_at.is_some(),
+    }
+}
+
+pub fn role_grant(grant: &crate::service::grants::GrantView) -> wire::RoleGrant {
+    wire::RoleGrant {
+        role: grant.role.clone(),
+        status: grant.status.as_str().to_owned(),
+        granted_by: grant.granted_by.clone(),
+        granted_at: grant.granted_at.map(format_timestamp),
+        allows: grant.allows.clone(),
     }
 }
 

@@ -72,8 +72,12 @@ pub fn require_site_admin(principal: &Principal, doing: &str) -> Result<()> {
 }
 
 /// A workspace as a workload role reaches it: only when its policy has an Allow for
-/// `action` that could match there. Any other workspace answers exactly like one that
-/// does not exist, as it does for a user who is not a member.
+/// `action` that could match there and, for a workspace other than the role's own,
+/// that workspace holds a grant in force for the role (the target's admins consent,
+/// as a resource policy does in AWS). Checked on every request, through a cache that
+/// every change to grants, memberships or users clears. Any other workspace answers
+/// exactly like one that does not exist, as it does for a user who is not a member —
+/// except one the policy names outright, where the refusal says what is missing.
 pub async fn role_workspace(
     app: &App,
     role: &WorkloadRole,
@@ -84,9 +88,31 @@ pub async fn role_workspace(
     if !role.policy.may_reach(action, name) {
         return Err(Error::Hidden(format!("workspace {name}")));
     }
-    workspace_by_name(app, name)
+    let workspace = workspace_by_name(app, name)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("workspace {name}")))
+        .ok_or_else(|| Error::NotFound(format!("workspace {name}")))?;
+    if workspace.id == role.workspace_id || role_granted(app, &workspace.id, &role.id).await? {
+        return Ok(workspace);
+    }
+    if role.policy.names_workspace(name) {
+        return Err(Error::Forbidden(format!(
+            "{} holds no grant in force in {name}: an admin of {name} must grant it (regkeeper roles grants add {} --workspace {name})",
+            role_reference(&role.workspace_name, &role.name),
+            role_reference(&role.workspace_name, &role.name),
+        )));
+    }
+    Err(Error::Hidden(format!("workspace {name}")))
+}
+
+/// Whether the workload role holds a grant in force in the workspace, through the cache.
+async fn role_granted(app: &App, workspace_id: &str, role_id: &str) -> Result<bool> {
+    let key = (workspace_id.to_owned(), role_id.to_owned());
+    if let Some(granted) = app.caches.role_grants.get(&key) {
+        return Ok(granted);
+    }
+    let granted = app.store.role_grant_in_force(workspace_id, role_id).await?;
+    app.caches.role_grants.insert(key, granted);
+    Ok(granted)
 }
 
 /// A workspace by name, through the cache.

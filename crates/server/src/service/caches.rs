@@ -1,5 +1,6 @@
 //! Short-lived in-process caches of what every request reads: who a token belongs to,
-//! workspaces, memberships and the credential a resolve picks. Without them a resolve
+//! workspaces, memberships, workload roles' cross-workspace grants and the credential
+//! a resolve picks. Without them a resolve
 //! costs four database reads before its one write; with them, a busy replica serves
 //! repeated resolves from memory.
 //!
@@ -42,6 +43,10 @@ pub struct Caches {
     pub workspaces: Cache<String, Option<WorkspaceRow>>,
     /// By (workspace id, user id); `None` for a non-member.
     pub memberships: Cache<(String, String), Option<Role>>,
+    /// By (workspace id, workload role id): whether the role holds a grant in force
+    /// there. Grants, memberships and users are identities, so every change that can
+    /// end a grant clears this too.
+    pub role_grants: Cache<(String, String), bool>,
     /// By (workspace id, registry host, repository): the best credential, if any. Async,
     /// so that concurrent misses for one key wait for a single lookup instead of all
     /// querying the database when the entry expires.
@@ -86,6 +91,7 @@ impl Default for Caches {
             tokens: cache(),
             workspaces: cache(),
             memberships: cache(),
+            role_grants: cache(),
             best_credentials: loading_cache(),
             named_credentials: loading_cache(),
         }
@@ -93,11 +99,13 @@ impl Default for Caches {
 }
 
 impl Caches {
-    /// After a change to users, tokens, workload roles, workspaces or memberships.
+    /// After a change to users, tokens, workload roles, their grants, workspaces or
+    /// memberships.
     pub fn forget_identities(&self) {
         self.tokens.invalidate_all();
         self.workspaces.invalidate_all();
         self.memberships.invalidate_all();
+        self.role_grants.invalidate_all();
     }
 
     /// After a change to any credential (its secret, name, registry or existence).

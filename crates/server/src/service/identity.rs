@@ -121,6 +121,11 @@ pub async fn authenticate(app: &App, token: &str) -> Result<Principal> {
 
 fn principal_of(row: &ApiTokenRow, subject: TokenSubject) -> Result<Principal> {
     Ok(match subject {
+        // Disabling revoked the user's tokens; this also refuses one a concurrent
+        // request issued while it ran.
+        TokenSubject::User(user) if user.disabled_at.is_some() => {
+            return Err(Error::Unauthenticated("the API token's user is disabled"));
+        }
         TokenSubject::User(user) => Principal {
             user_id: user.id,
             user_name: user.name,
@@ -159,6 +164,7 @@ fn new_user(name: &str, admin: bool, token: &SecretString, at: i64) -> NewUser {
         name: name.to_owned(),
         admin,
         created_at: at,
+        disabled_at: None,
     };
     let token = token_row(
         TokenOwner::User(user.id.clone()),
@@ -295,15 +301,27 @@ pub async fn list_tokens(app: &App, principal: &Principal) -> Result<Vec<ApiToke
         .await
 }
 
+/// Revokes one of the caller's tokens or, for a site administrator, any user's.
 pub async fn revoke_token(app: &App, principal: &Principal, token_id: &str) -> Result<()> {
     let record = app
         .record(Some(principal), "api_token.revoke")
         .target(token_id);
     app.audited(record.clone(), async {
-        let owner = TokenOwner::User(principal.require_user("revoking API tokens")?.to_owned());
+        let mut owner = TokenOwner::User(principal.require_user("revoking API tokens")?.to_owned());
+        let mut record = record.clone();
+        if principal.admin {
+            if let Some(found) = app.store.api_token_by_id(token_id).await? {
+                if let TokenOwner::User(user_id) = &found.owner {
+                    if *user_id != principal.user_id {
+                        record = record.detail(serde_json::json!({ "userId": user_id }));
+                    }
+                    owner = found.owner.clone();
+                }
+            }
+        }
         if !app
             .store
-            .revoke_api_token(&owner, token_id, app.now(), record.clone())
+            .revoke_api_token(&owner, token_id, app.now(), record)
             .await?
         {
             return Err(Error::NotFound(format!("active API token {token_id}")));

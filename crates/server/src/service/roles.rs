@@ -3,7 +3,9 @@
 //! is used: an Allow may grant into the role's own workspace, into another workspace
 //! only when the writer administers that one too, and into workspaces by wildcard
 //! only when the writer is a site administrator. Exact Allow resources are bound to
-//! the credential ids they name at that moment.
+//! the credential ids they name at that moment. Reaching into another workspace also
+//! needs a grant recorded there (`grants`), which saving records for the workspaces
+//! the writer administers.
 
 use regex::Regex;
 use secrecy::SecretString;
@@ -165,6 +167,7 @@ pub async fn create(
             .workspace(Some(&access.workspace.id), workspace)
             .detail(serde_json::json!({ "id": row.id, "policy": policy.document() }));
         app.store.create_role(&row, record).await?;
+        super::grants::grant_on_save(app, principal, &row, &policy).await?;
         Ok(RoleView { row, policy })
     })
     .await
@@ -252,6 +255,9 @@ pub async fn update(
         app.store
             .update_role(&row, existing.revision, record)
             .await?;
+        if document.is_some() {
+            super::grants::grant_on_save(app, principal, &row, &policy).await?;
+        }
         app.caches.forget_identities();
         Ok(RoleView { row, policy })
     })
@@ -362,6 +368,9 @@ pub struct SimulationResult {
     pub reference: String,
     pub exists: bool,
     pub sid: Option<String>,
+    /// Whether the target workspace grants the role access, when it is another
+    /// workspace the caller can see.
+    pub grant_in_force: Option<bool>,
 }
 
 /// How the role's policy decides `action` on a credential, without doing it. The
@@ -382,14 +391,25 @@ pub async fn simulate(
     let named = CredentialRef::parse(reference)?;
     let target_workspace = named.workspace.unwrap_or_else(|| workspace.to_owned());
     parse_workspace_name(&target_workspace)?;
-    let id = match require(app, principal, Some(&target_workspace), Role::View, "").await {
-        Ok(target) => app
-            .store
-            .credential(&target.workspace.id, &named.name)
-            .await?
-            .map(|credential| credential.id),
-        Err(_) => None,
-    };
+    let (id, grant_in_force) =
+        match require(app, principal, Some(&target_workspace), Role::View, "").await {
+            Ok(target) => (
+                app.store
+                    .credential(&target.workspace.id, &named.name)
+                    .await?
+                    .map(|credential| credential.id),
+                if target.workspace.id == found.row.workspace_id {
+                    None
+                } else {
+                    Some(
+                        app.store
+                            .role_grant_in_force(&target.workspace.id, &found.row.id)
+                            .await?,
+                    )
+                },
+            ),
+            Err(_) => (None, None),
+        };
     let decision = found.policy.evaluate(
         action,
         &CredentialFacts {
@@ -407,5 +427,6 @@ pub async fn simulate(
         decision,
         reference: credential_reference(&target_workspace, &named.name),
         exists: id.is_some(),
+        grant_in_force,
     })
 }

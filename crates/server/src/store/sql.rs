@@ -233,6 +233,7 @@ macro_rules! impl_store {
                 name: row.try_get("name").map_err(database_error)?,
                 admin: row.try_get("is_admin").map_err(database_error)?,
                 created_at: row.try_get("created_at").map_err(database_error)?,
+                disabled_at: row.try_get("disabled_at").map_err(database_error)?,
             })
         }
 
@@ -681,7 +682,7 @@ macro_rules! impl_store {
             }
 
             async fn user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
-                sqlx::query("SELECT id, name, is_admin, created_at FROM users WHERE name = $1")
+                sqlx::query("SELECT id, name, is_admin, created_at, disabled_at FROM users WHERE name = $1")
                     .bind(name)
                     .fetch_optional(&self.pool)
                     .await
@@ -692,7 +693,7 @@ macro_rules! impl_store {
             }
 
             async fn list_users(&self) -> Result<Vec<UserRow>> {
-                sqlx::query("SELECT id, name, is_admin, created_at FROM users ORDER BY name")
+                sqlx::query("SELECT id, name, is_admin, created_at, disabled_at FROM users ORDER BY name")
                     .fetch_all(&self.pool)
                     .await
                     .map_err(database_error)?
@@ -715,7 +716,8 @@ macro_rules! impl_store {
                 let Some(row) = sqlx::query(&format!(
                     "SELECT t.id, t.user_id, t.role_id, t.name, t.token_hash, t.display_prefix, \
                      t.created_at, t.expires_at, t.revoked_at, t.last_used_at, u.name AS user_name, \
-                     u.is_admin, u.created_at AS user_created_at, {ROLE_COLUMNS} \
+                     u.is_admin, u.created_at AS user_created_at, u.disabled_at AS user_disabled_at, \
+                     {ROLE_COLUMNS} \
                      FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id \
                      LEFT JOIN workload_roles r ON r.id = t.role_id \
                      LEFT JOIN workspaces rw ON rw.id = r.workspace_id WHERE t.token_hash = $1",
@@ -734,6 +736,7 @@ macro_rules! impl_store {
                         name: row.try_get("user_name").map_err(database_error)?,
                         admin: row.try_get("is_admin").map_err(database_error)?,
                         created_at: row.try_get("user_created_at").map_err(database_error)?,
+                        disabled_at: row.try_get("user_disabled_at").map_err(database_error)?,
                     }),
                     TokenOwner::Role(_) => TokenSubject::Role(role_row_from(&row)?),
                 };
@@ -914,8 +917,8 @@ macro_rules! impl_store {
                     "INSERT INTO credentials (id, workspace_id, name, kind, auth_method, registry_host, \
                      path_prefix, username, settings, secret_ciphertext, secret_wrapped_key, \
                      secret_key_version, secret_version, revision, created_at, updated_at, created_by, \
-                     verify_status, verify_message, verified_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-                     $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                     verify_status, verify_message, verified_at, name_folded) VALUES ($1, $2, $3, $4, $5, \
+                     $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, lower($3))",
                 )
                 .bind(&credential.id)
                 .bind(&credential.workspace_id)
@@ -944,7 +947,7 @@ macro_rules! impl_store {
                         error,
                         "credential_exists",
                         format!(
-                            "a credential named {} already exists in {}",
+                            "a credential named {} already exists in {} (names are unique without regard to case)",
                             credential.name, credential.workspace_name
                         ),
                     )
@@ -954,8 +957,12 @@ macro_rules! impl_store {
             }
 
             async fn credential(&self, workspace_id: &str, name: &str) -> Result<Option<Credential>> {
+                // Without regard to case; the exact spelling first, so each of two names
+                // that differed only by case before migration 0008 stays reachable.
                 sqlx::query(&format!(
-                    "SELECT {CREDENTIAL_COLUMNS} FROM {CREDENTIAL_FROM} WHERE c.workspace_id = $1 AND c.name = $2"
+                    "SELECT {CREDENTIAL_COLUMNS} FROM {CREDENTIAL_FROM} WHERE c.workspace_id = $1 \
+                     AND (c.name = $2 OR c.name_folded = lower($2)) \
+                     ORDER BY CASE WHEN c.name = $2 THEN 0 ELSE 1 END LIMIT 1"
                 ))
                 .bind(workspace_id)
                 .bind(name)
@@ -1026,7 +1033,9 @@ macro_rules! impl_store {
                      path_prefix = $5, username = $6, settings = $7, secret_ciphertext = $8, \
                      secret_wrapped_key = $9, secret_key_version = $10, secret_version = $11, \
                      revision = $12, updated_at = $13, verify_status = $14, verify_message = $15, \
-                     verified_at = $16 WHERE id = $17 AND revision = $18",
+                     verified_at = $16, \
+                     name_folded = CASE WHEN name = $1 THEN name_folded ELSE lower($1) END \
+                     WHERE id = $17 AND revision = $18",
                 )
                 .bind(&credential.name)
                 .bind(credential.kind.as_str())
@@ -1053,7 +1062,7 @@ macro_rules! impl_store {
                         error,
                         "credential_exists",
                         format!(
-                            "a credential named {} already exists in {}",
+                            "a credential named {} already exists in {} (names are unique without regard to case)",
                             credential.name, credential.workspace_name
                         ),
                     )
@@ -1565,6 +1574,63 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            // ---- Grants and user lifecycle: SQL in store/access_sql.rs -------------------
+            async fn put_role_grant(
+                &self,
+                grant: &crate::store::RoleGrantRow,
+                audit: AuditRecord,
+            ) -> Result<()> {
+                self.grant_put(grant, audit).await
+            }
+
+            async fn delete_role_grant(
+                &self,
+                workspace_id: &str,
+                role_id: &str,
+                audit: AuditRecord,
+            ) -> Result<bool> {
+                self.grant_delete(workspace_id, role_id, audit).await
+            }
+
+            async fn role_grants(&self, workspace_id: &str) -> Result<Vec<crate::store::RoleGrantRow>> {
+                self.grant_list(workspace_id).await
+            }
+
+            async fn role_grant_in_force(&self, workspace_id: &str, role_id: &str) -> Result<bool> {
+                self.grant_in_force(workspace_id, role_id).await
+            }
+
+            async fn all_roles(&self) -> Result<Vec<RoleRow>> {
+                self.roles_everywhere().await
+            }
+
+            async fn api_token_by_id(&self, token_id: &str) -> Result<Option<ApiTokenRow>> {
+                self.token_by_id(token_id).await
+            }
+
+            async fn disable_user(&self, user_id: &str, at: Timestamp, audit: AuditRecord) -> Result<bool> {
+                self.user_disable(user_id, at, audit).await
+            }
+
+            async fn enable_user(
+                &self,
+                user_id: &str,
+                token: &ApiTokenRow,
+                audit: AuditRecord,
+            ) -> Result<bool> {
+                self.user_enable(user_id, token, audit).await
+            }
+
+            async fn delete_user(
+                &self,
+                user_id: &str,
+                personal_workspace_id: &str,
+                audit: AuditRecord,
+            ) -> Result<bool> {
+                self.user_delete(user_id, personal_workspace_id, audit).await
+            }
+            // ---- end of grants and user lifecycle ----------------------------------------
+
             // ---- Sync targets: SQL in store/sync_sql.rs (`impl_sync_queries!`) ----------
             async fn insert_sync_target(
                 &self,
@@ -1627,6 +1693,7 @@ macro_rules! impl_store {
         }
 
         crate::store::sync_sql::impl_sync_queries!($store);
+        crate::store::access_sql::impl_access_queries!($store);
     };
 }
 

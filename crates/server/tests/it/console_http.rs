@@ -266,3 +266,38 @@ fn a_viewer_sees_credentials_but_no_controls() {
     assert!(add.body.contains("role=\"alert\""));
     assert!(add.body.contains("maintain or higher"), "{}", add.body);
 }
+
+/// Issue 12 item 17: a disabled, or deleted, user's console session ends on their
+/// very next request (the session's API token is revoked with the user).
+#[test]
+fn a_disabled_or_deleted_users_console_session_ends_at_once() {
+    let server = TestServer::start();
+    let admin = server.admin();
+    let mut sessions = Vec::new();
+    for name in ["gina", "hank"] {
+        let created: wire::UserCreated = admin
+            .post(
+                "/api/v1/users",
+                &wire::UserInput {
+                    name: name.into(),
+                    admin: false,
+                },
+            )
+            .unwrap();
+        let (session, _) = sign_in(&server, created.token.expose(), &[]);
+        sessions.push(pair(&session));
+    }
+    let _: wire::UserDisabled = admin
+        .post("/api/v1/users/gina/disable", &serde_json::json!({}))
+        .unwrap();
+    let _: wire::UserDeleted = admin.delete_for("/api/v1/users/hank?confirm=true").unwrap();
+    for session in sessions {
+        let page = request(&server, "GET", "/console/workspaces", &[session], &[], None);
+        assert_eq!(
+            (page.status, page.location.as_deref()),
+            (303, Some("/console/")),
+            "{}",
+            page.body
+        );
+    }
+}

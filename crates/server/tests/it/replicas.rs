@@ -646,3 +646,94 @@ fn two_replicas_resolving_a_new_identity_at_once_mint_once() {
         assert_eq!(logins[0], logins[1], "trial {trial}");
     }
 }
+
+/// Issue 12 items 2 and 17 across replicas: a cross-workspace grant revoked, and a
+/// user disabled, on one replica stop the role's resolves and the user's token on the
+/// others as soon as the database's notification arrives, well inside the caches'
+/// lifetime.
+#[test]
+fn a_revoked_grant_and_a_disabled_user_stop_on_every_replica_within_a_second() {
+    let Some(replicas) = Replicas::start(3, &[]) else {
+        return;
+    };
+    shared_workspace(&replicas);
+    add_docker_credential(&replicas.admin(0), "app", "app.example.com");
+    let admin = replicas.admin(0);
+    let _: wire::Workspace = admin
+        .post(
+            "/api/v1/workspaces",
+            &wire::WorkspaceInput {
+                name: "team/tools".into(),
+            },
+        )
+        .unwrap();
+    let _: wire::Role = admin
+        .post(
+            &format!("/api/v1/workspaces/{}/roles", segment("team/tools")),
+            &wire::RoleInput {
+                name: Some("puller".into()),
+                description: None,
+                policy: Some(serde_json::json!({"Statement": [{"Effect": "Allow",
+                    "Action": "credentials:Resolve", "Resource": format!("rk:{WORKSPACE}:credential/*")}]})),
+            },
+        )
+        .unwrap();
+    let created: wire::ApiTokenCreated = admin
+        .post(
+            &format!(
+                "/api/v1/workspaces/{}/roles/puller/tokens",
+                segment("team/tools")
+            ),
+            &wire::ApiTokenInput {
+                name: "ci".into(),
+                expires_in_seconds: None,
+            },
+        )
+        .unwrap();
+    let role_token = created.secret.expose().to_owned();
+    let bob = member(&replicas, "bob", "launch");
+    // Warm every cache on B and C.
+    for replica in [1, 2] {
+        resolve(
+            &replicas.client(replica, &role_token),
+            "app.example.com/app:1",
+        )
+        .unwrap();
+        resolve(&replicas.client(replica, &bob), "app.example.com/app:1").unwrap();
+    }
+
+    admin
+        .delete(&format!(
+            "/api/v1/workspaces/{}/role-grants/{}",
+            segment(WORKSPACE),
+            segment("rk:team/tools:role/puller")
+        ))
+        .unwrap();
+    let _: wire::UserDisabled = admin
+        .post("/api/v1/users/bob/disable", &serde_json::json!({}))
+        .unwrap();
+    for replica in [1, 2] {
+        let role = replicas.client(replica, &role_token);
+        within(NOTIFIED_WITHIN, "revoked grant refused", || {
+            status(resolve(&role, "app.example.com/app:1")) == 403
+        });
+        let user = replicas.client(replica, &bob);
+        within(NOTIFIED_WITHIN, "disabled user refused", || {
+            me(&user) == 401
+        });
+    }
+    // Granted again on C, it works again on A.
+    let _: serde_json::Value = replicas
+        .admin(2)
+        .post(
+            &format!("/api/v1/workspaces/{}/role-grants", segment(WORKSPACE)),
+            &wire::RoleGrantInput {
+                role: "rk:team/tools:role/puller".into(),
+            },
+        )
+        .unwrap();
+    let role = replicas.client(0, &role_token);
+    within(NOTIFIED_WITHIN, "renewed grant honoured", || {
+        resolve(&role, "app.example.com/app:1").is_ok()
+    });
+}

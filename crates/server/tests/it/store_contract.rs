@@ -18,8 +18,10 @@ use super::support::PostgresDatabase;
 
 mod sync_targets;
 mod token_claims;
+mod trust_controls;
 use sync_targets::sync_targets_lifecycle;
 use token_claims::{mint_claims_are_exclusive_and_respect_backoff, sealed_pages_name_every_value};
+use trust_controls::grants_and_user_lifecycle;
 
 /// A store under test and whatever keeps its database alive.
 struct Subject {
@@ -65,6 +67,7 @@ fn new_user(name: &str) -> NewUser {
         name: name.into(),
         admin: false,
         created_at: 1_000,
+        disabled_at: None,
     };
     NewUser {
         workspace: WorkspaceRow {
@@ -955,6 +958,7 @@ macro_rules! contract {
             case!(sync_targets_lifecycle);
             case!(mint_claims_are_exclusive_and_respect_backoff);
             case!(sealed_pages_name_every_value);
+            case!(grants_and_user_lifecycle);
         }
     };
 }

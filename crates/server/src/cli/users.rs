@@ -1,0 +1,70 @@
+//! `regkeeper users disable|enable|delete`: the user lifecycle after creation, for
+//! site administrators. Each says what happens to the user's personal workspace.
+
+use regkeeper_client::{segment, Client};
+use regkeeper_wire as wire;
+
+use super::output;
+use super::{OutputFormat, UsersCommand};
+
+fn user_path(name: &str) -> String {
+    format!("/api/v1/users/{}", segment(name))
+}
+
+pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> {
+    match command {
+        UsersCommand::Disable { name, output } => {
+            let disabled: wire::UserDisabled = client.post(
+                &format!("{}/disable", user_path(&name)),
+                &serde_json::json!({}),
+            )?;
+            if output.output == OutputFormat::Json {
+                return output::json(&disabled);
+            }
+            println!(
+                "Disabled user {name}: revoked {} API token(s), which ends their console sessions.",
+                disabled.revoked_tokens
+            );
+            println!("{}.", disabled.personal_workspace);
+            if !disabled.sole_owner_of.is_empty() {
+                println!(
+                    "Warning: {name} is the only owner of {}; nobody can manage it until {name} is enabled again.",
+                    disabled.sole_owner_of.join(", ")
+                );
+            }
+            Ok(())
+        }
+        UsersCommand::Enable { name, output } => {
+            let enabled: wire::UserCreated = client.post(
+                &format!("{}/enable", user_path(&name)),
+                &serde_json::json!({}),
+            )?;
+            if output.output == OutputFormat::Json {
+                return output::json(&enabled);
+            }
+            eprintln!(
+                "Enabled user {name}; their old tokens stay revoked. Their new API token is shown only now:"
+            );
+            println!("{}", enabled.token.expose());
+            Ok(())
+        }
+        UsersCommand::Delete { name, yes, output } => {
+            let path = format!("{}?confirm={yes}", user_path(&name));
+            let deleted: wire::UserDeleted = client.delete_for(&path)?;
+            if output.output == OutputFormat::Json {
+                return output::json(&deleted);
+            }
+            println!(
+                "Deleted user {name}, revoked {} API token(s), and deleted {} with its {} credential(s) and {} workload role(s).",
+                deleted.revoked_tokens,
+                deleted.personal_workspace,
+                deleted.deleted_credentials,
+                deleted.deleted_roles
+            );
+            Ok(())
+        }
+        UsersCommand::Create { .. } | UsersCommand::List { .. } => {
+            unreachable!("create and list are handled in commands.rs")
+        }
+    }
+}
