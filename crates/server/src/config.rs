@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
 use serde::Deserialize;
 use url::{Host, Url};
 
@@ -166,10 +167,11 @@ impl fmt::Debug for Config {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     data_dir: Option<PathBuf>,
-    database_url: Option<String>,
+    /// May hold a password: read into a string that is wiped on drop.
+    database_url: Option<SecretString>,
     listen: Option<String>,
     proxy_listen: Option<String>,
-    bootstrap_token: Option<String>,
+    bootstrap_token: Option<SecretString>,
     master_key_file: Option<PathBuf>,
     outbound_allow_networks: Option<Vec<String>>,
     outbound_ca_file: Option<PathBuf>,
@@ -197,12 +199,14 @@ enum ByteSize {
     Text(String),
 }
 
-/// Values given on the command line, which win over everything else.
+/// Values given on the command line (or, for the bootstrap token, on standard input
+/// with `--bootstrap-token-stdin`), which win over everything else.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Option<String>,
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretString>,
     pub proxy_listen: Option<String>,
+    pub bootstrap_token: Option<SecretString>,
 }
 
 impl Config {
@@ -225,21 +229,22 @@ impl Config {
         let database_url = overrides
             .database_url
             .clone()
-            .or_else(|| env("REGKEEPER_DATABASE_URL"))
+            .or_else(|| env("REGKEEPER_DATABASE_URL").map(SecretString::from))
             .or(settings.database_url);
         let database = match database_url {
             None => Database::Sqlite(data_dir.join("regkeeper.db")),
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Database::Url(SecretString::from(url))
-            }
-            Some(url) if url.starts_with("sqlite://") => {
-                Database::Sqlite(PathBuf::from(url.trim_start_matches("sqlite://")))
-            }
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    key: "REGKEEPER_DATABASE_URL",
-                    message: "expected postgres://USER@HOST/DB or sqlite://PATH".into(),
-                })
+            Some(url) => {
+                let text = url.expose_secret();
+                if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+                    Database::Url(url)
+                } else if let Some(path) = text.strip_prefix("sqlite://") {
+                    Database::Sqlite(PathBuf::from(path))
+                } else {
+                    return Err(ConfigError::Invalid {
+                        key: "REGKEEPER_DATABASE_URL",
+                        message: "expected postgres://USER@HOST/DB or sqlite://PATH".into(),
+                    });
+                }
             }
         };
         let listen = parse_address(
@@ -258,9 +263,12 @@ impl Config {
             .or(settings.proxy_listen)
             .map(|value| parse_address("REGKEEPER_PROXY_LISTEN", value))
             .transpose()?;
-        let bootstrap_token = env("REGKEEPER_BOOTSTRAP_TOKEN")
+        let bootstrap_token = overrides
+            .bootstrap_token
+            .clone()
+            .or_else(|| env("REGKEEPER_BOOTSTRAP_TOKEN").map(SecretString::from))
             .or(settings.bootstrap_token)
-            .map(|token| validate_bootstrap_token(token.trim().to_owned()))
+            .map(|token| validate_bootstrap_token(token.expose_secret()))
             .transpose()?;
         let master_key_file = env("REGKEEPER_MASTER_KEY_FILE")
             .map(PathBuf::from)
@@ -535,10 +543,13 @@ fn load_sync(
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    // The file may hold the database URL's password and the bootstrap token.
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+        ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        }
+    })?);
     toml::from_str(&text).map_err(|error| ConfigError::Parse {
         path: path.to_owned(),
         message: error.message().to_owned(),
@@ -635,14 +646,15 @@ fn parse_bool(key: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-fn validate_bootstrap_token(token: String) -> Result<SecretString, ConfigError> {
+fn validate_bootstrap_token(token: &str) -> Result<SecretString, ConfigError> {
+    let token = token.trim();
     if token.len() < 16 || token.chars().any(char::is_whitespace) {
         return Err(ConfigError::Invalid {
             key: "REGKEEPER_BOOTSTRAP_TOKEN",
             message: "must be at least 16 characters without spaces".into(),
         });
     }
-    Ok(SecretString::from(token))
+    Ok(SecretString::from(token.to_owned()))
 }
 
 #[cfg(test)]

@@ -311,6 +311,13 @@ fn print_credential(credential: &wire::Credential, format: OutputFormat) -> anyh
             pairs.push((label, value.clone()));
         }
     }
+    pairs.push((
+        "Origin",
+        match credential.origin.as_str() {
+            "helper" => "helper (a docker login through docker-credential-regkeeper)".into(),
+            other => other.to_owned(),
+        },
+    ));
     let verification = &credential.verification;
     pairs.push((
         "Verified",

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use regkeeper::audit::{verify_chain, AuditRecord};
 use regkeeper::domain::credential::{
-    AuthMethod, Credential, CredentialKind, CredentialSettings, SealedSecret, Verification,
-    VerificationStatus,
+    AuthMethod, Credential, CredentialKind, CredentialOrigin, CredentialSettings, SealedSecret,
+    Verification, VerificationStatus,
 };
 use regkeeper::domain::identity::{Role, WorkspaceKind};
 use regkeeper::domain::Error;
@@ -122,6 +122,7 @@ fn credential(workspace: &WorkspaceRow, name: &str) -> Credential {
         created_at: 1_000,
         updated_at: 1_000,
         created_by: "alice".into(),
+        origin: CredentialOrigin::User,
         verification: Verification {
             status: VerificationStatus::Unverified,
             checked_at: None,
@@ -468,6 +469,87 @@ async fn credentials_lifecycle(subject: Subject) {
             .id,
         first.id
     );
+}
+
+/// Issue 12 item 1: a credential's origin (a person, or the docker credential helper's
+/// `store`) is stored, read back, and never changed by an update; the column accepts
+/// only the two origins.
+async fn credential_origins(subject: Subject) {
+    let store = &subject.store;
+    let alice = new_user("alice");
+    store
+        .create_user(&alice, record("user.create"))
+        .await
+        .unwrap();
+    let workspace = &alice.workspace;
+    let curated = credential(workspace, "curated");
+    let from_login = Credential {
+        origin: CredentialOrigin::Helper,
+        ..credential(workspace, "from-login")
+    };
+    for created in [&curated, &from_login] {
+        store
+            .insert_credential(created, record("credential.create"))
+            .await
+            .unwrap();
+    }
+    let origins: Vec<(String, CredentialOrigin)> = store
+        .credentials(&workspace.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|credential| (credential.name, credential.origin))
+        .collect();
+    assert_eq!(
+        origins,
+        vec![
+            ("curated".to_owned(), CredentialOrigin::User),
+            ("from-login".to_owned(), CredentialOrigin::Helper),
+        ]
+    );
+    // An update writes everything but the origin, which records who created it.
+    let updated = Credential {
+        revision: 2,
+        username: Some("changed".into()),
+        origin: CredentialOrigin::User,
+        ..from_login.clone()
+    };
+    store
+        .update_credential(&updated, 1, record("credential.update"))
+        .await
+        .unwrap();
+    let reloaded = store
+        .credential(&workspace.id, "from-login")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reloaded.username.as_deref(), Some("changed"));
+    assert_eq!(reloaded.origin, CredentialOrigin::Helper);
+
+    let statement = format!(
+        "UPDATE credentials SET origin = 'robot' WHERE id = '{}'",
+        curated.id
+    );
+    let refused = if subject.raw_url.starts_with("sqlite://") {
+        use sqlx::Connection;
+        let mut connection = sqlx::SqliteConnection::connect(&subject.raw_url)
+            .await
+            .unwrap();
+        sqlx::query(&statement)
+            .execute(&mut connection)
+            .await
+            .map(|_| ())
+    } else {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect(&subject.raw_url)
+            .await
+            .unwrap();
+        sqlx::query(&statement)
+            .execute(&mut connection)
+            .await
+            .map(|_| ())
+    };
+    assert!(refused.is_err(), "an unknown origin was stored");
 }
 
 async fn key_checks_and_rewrapping(subject: Subject) {
@@ -943,6 +1025,7 @@ macro_rules! contract {
             case!(workload_roles_and_their_tokens);
             case!(workspaces_and_members);
             case!(credentials_lifecycle);
+            case!(credential_origins);
             case!(key_checks_and_rewrapping);
             case!(audit_chain_under_concurrency);
             case!(audit_log_is_append_only);
