@@ -102,9 +102,7 @@ impl Client {
         environment: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ClientError> {
         let expected_settings_path = settings_path(environment);
-        let settings_path = expected_settings_path
-            .clone()
-            .filter(|path| path.is_file());
+        let settings_path = expected_settings_path.clone().filter(|path| path.is_file());
         let file = match &settings_path {
             Some(path) => {
                 // The file may hold the token: read into a buffer that is wiped.
@@ -586,7 +584,11 @@ MAMBAf8wDgYDVR0PAQH/BAQDAgIEMAoGCCqGSM49BAMCA0cAMEQCIHXK8abnjan6
         let directory = scratch_directory("no-token");
         let config_home = directory.to_string_lossy().into_owned();
         let settings = directory.join("regkeeper/config.toml");
-        for settings_text in [None, Some("url = \"http://127.0.0.1:1\"\n"), Some("token = \" \"\n")] {
+        for settings_text in [
+            None,
+            Some("url = \"http://127.0.0.1:1\"\n"),
+            Some("token = \" \"\n"),
+        ] {
             if let Some(text) = settings_text {
                 std::fs::create_dir_all(settings.parent().unwrap()).unwrap();
                 std::fs::write(&settings, text).unwrap();
@@ -610,8 +612,14 @@ MAMBAf8wDgYDVR0PAQH/BAQDAgIEMAoGCCqGSM49BAMCA0cAMEQCIHXK8abnjan6
             }
             assert!(!error.contains("header"), "{error}");
         }
-        let without_home = Client::from_environment(&|_| None).err().unwrap().to_string();
-        assert!(without_home.contains("~/.config/regkeeper/config.toml"), "{without_home}");
+        let without_home = Client::from_environment(&|_| None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            without_home.contains("~/.config/regkeeper/config.toml"),
+            "{without_home}"
+        );
         std::fs::remove_dir_all(&directory).unwrap();
     }
 

@@ -215,9 +215,12 @@ fn store(environment: Environment<'_>, input: &mut dyn Read) -> Result<(), Helpe
         ..wire::CredentialInput::default()
     };
     match existing {
-        Some(credential) if credential.origin != HELPER_ORIGIN => {
-            Err(not_the_helpers(&credential, &workspace, &server.host, "update"))
-        }
+        Some(credential) if credential.origin != HELPER_ORIGIN => Err(not_the_helpers(
+            &credential,
+            &workspace,
+            &server.host,
+            "update",
+        )),
         Some(credential) => {
             let changed = client.patch::<_, wire::Credential>(
                 &format!("{path}/{}", segment(&credential.name)),
@@ -256,9 +259,12 @@ fn erase(environment: Environment<'_>, input: &mut dyn Read) -> Result<(), Helpe
     let workspace = personal_workspace(&client)?;
     match credential_for_host(&client, &workspace, &server.host)? {
         None => Err(HelperError::NotFound),
-        Some(credential) if credential.origin != HELPER_ORIGIN => {
-            Err(not_the_helpers(&credential, &workspace, &server.host, "delete"))
-        }
+        Some(credential) if credential.origin != HELPER_ORIGIN => Err(not_the_helpers(
+            &credential,
+            &workspace,
+            &server.host,
+            "delete",
+        )),
         Some(credential) => {
             let deleted = client.delete(&format!(
                 "{}/{}?origin={HELPER_ORIGIN}",
@@ -541,7 +547,10 @@ mod tests {
         for action in ["--help", "-h", "help"] {
             let (status, output, errors) = run_action(Some(action), "");
             assert_eq!((status, errors.as_str()), (0, ""), "{action}");
-            assert!(output.starts_with("Usage: docker-credential-regkeeper ACTION"), "{output}");
+            assert!(
+                output.starts_with("Usage: docker-credential-regkeeper ACTION"),
+                "{output}"
+            );
             for word in ["get", "store", "erase", "list", "REGKEEPER_TOKEN"] {
                 assert!(output.contains(word), "{action}: {word}");
             }
@@ -559,7 +568,10 @@ mod tests {
         };
         for (action, input) in [
             ("get", "ghcr.io"),
-            ("store", r#"{"ServerURL":"ghcr.io","Username":"u","Secret":"s3cret-canary"}"#),
+            (
+                "store",
+                r#"{"ServerURL":"ghcr.io","Username":"u","Secret":"s3cret-canary"}"#,
+            ),
             ("erase", "ghcr.io"),
             ("list", ""),
         ] {

@@ -267,9 +267,8 @@ mod tests {
     /// otherwise give "cannot reach regkeeper").
     #[test]
     fn no_token_fails_before_reaching_the_server() {
-        let environment = |name: &str| {
-            (name == "REGKEEPER_URL").then(|| "http://127.0.0.1:1".to_owned())
-        };
+        let environment =
+            |name: &str| (name == "REGKEEPER_URL").then(|| "http://127.0.0.1:1".to_owned());
         let request = r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"ghcr.io/a/b"}"#;
         let mut output = Vec::new();
         let mut errors = Vec::new();

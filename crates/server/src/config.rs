@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
-use zeroize::Zeroizing;
 use serde::Deserialize;
 use url::{Host, Url};
+use zeroize::Zeroizing;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = "./regkeeper-data";
@@ -544,12 +544,13 @@ fn load_sync(
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     // The file may hold the database URL's password and the bootstrap token.
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-        ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        }
-    })?);
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+        );
     toml::from_str(&text).map_err(|error| ConfigError::Parse {
         path: path.to_owned(),
         message: error.message().to_owned(),
@@ -765,6 +766,50 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("pw@"), "{printed}");
         assert!(!printed.contains("rk_bootstrap"), "{printed}");
+    }
+
+    /// Issue 12 item 18: the settings file's database URL and bootstrap token are read
+    /// straight into strings wiped on drop (they were plain `String`s), as are the
+    /// command line's, and print redacted.
+    #[test]
+    fn secrets_from_the_file_and_the_command_line_are_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("regkeeper.toml");
+        std::fs::write(
+            &path,
+            "database_url = \"postgres://u:pw-canary@db/regkeeper\"\nbootstrap_token = \"rk_file_bootstrap_canary\"\n",
+        )
+        .unwrap();
+        let settings = read_file(&path).unwrap();
+        wiped_on_drop(&settings.database_url);
+        wiped_on_drop(&settings.bootstrap_token);
+        let overrides = Overrides {
+            database_url: Some(SecretString::from(
+                "postgres://u:cli-canary@db/x".to_owned(),
+            )),
+            bootstrap_token: Some(SecretString::from("rk_stdin_bootstrap_canary".to_owned())),
+            ..Overrides::default()
+        };
+        wiped_on_drop(&overrides.database_url);
+        wiped_on_drop(&overrides.bootstrap_token);
+        assert!(!format!("{overrides:?}").contains("canary"));
+        let config = Config::load(Some(&path), &|_| None, &overrides).unwrap();
+        assert_eq!(
+            config.bootstrap_token.as_ref().unwrap().expose_secret(),
+            "rk_stdin_bootstrap_canary",
+            "the token read with --bootstrap-token-stdin wins"
+        );
+        match &config.database {
+            Database::Url(url) => assert!(url.expose_secret().contains("cli-canary")),
+            other => panic!("{other:?}"),
+        }
+        let from_file = Config::load(Some(&path), &|_| None, &Overrides::default()).unwrap();
+        assert_eq!(
+            from_file.bootstrap_token.as_ref().unwrap().expose_secret(),
+            "rk_file_bootstrap_canary"
+        );
+        assert!(!format!("{from_file:?}").contains("canary"));
     }
 
     #[test]

@@ -38,9 +38,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use zeroize::Zeroizing;
 use ipnet::IpNet;
 use url::{Host, Url};
+use zeroize::Zeroizing;
 
 pub use policy::{forbidden_rule, rule};
 
@@ -114,7 +114,12 @@ fn forbidden_message(host: &str, address: &Option<IpAddr>, rule: &str) -> String
 
 /// Rules that refuse addresses where an operator's own registry may well run.
 fn on_own_network(rule: &str) -> bool {
-    [policy::rule::LOOPBACK, policy::rule::PRIVATE, policy::rule::SHARED].contains(&rule)
+    [
+        policy::rule::LOOPBACK,
+        policy::rule::PRIVATE,
+        policy::rule::SHARED,
+    ]
+    .contains(&rule)
 }
 
 impl OutboundError {
@@ -702,8 +707,14 @@ mod tests {
                 rule,
             }
             .to_string();
-            assert!(message.contains("REGKEEPER_OUTBOUND_ALLOW_NETWORKS"), "{message}");
-            for setting in ["REGKEEPER_OUTBOUND_HTTP_REGISTRIES", "REGKEEPER_OUTBOUND_CA_FILE"] {
+            assert!(
+                message.contains("REGKEEPER_OUTBOUND_ALLOW_NETWORKS"),
+                "{message}"
+            );
+            for setting in [
+                "REGKEEPER_OUTBOUND_HTTP_REGISTRIES",
+                "REGKEEPER_OUTBOUND_CA_FILE",
+            ] {
                 assert_eq!(message.contains(setting), names_both, "{message}");
             }
         }

@@ -38,15 +38,17 @@ pub fn move_out_of_environment(token_on_stdin: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     if token_on_stdin {
-        bail!("{VARIABLE} is set and {STDIN_FLAG} was given: give the bootstrap token one way only");
+        bail!(
+            "{VARIABLE} is set and {STDIN_FLAG} was given: give the bootstrap token one way only"
+        );
     }
     let token = Zeroizing::new(
         value
             .into_string()
             .map_err(|_| anyhow::anyhow!("{VARIABLE}: the token is not valid UTF-8"))?,
     );
-    let (mut sender, receiver) =
-        UnixStream::pair().context("creating the socket pair that hands the bootstrap token over")?;
+    let (mut sender, receiver) = UnixStream::pair()
+        .context("creating the socket pair that hands the bootstrap token over")?;
     // Far below a socket buffer, so this cannot block with no reader yet.
     sender
         .write_all(token.as_bytes())

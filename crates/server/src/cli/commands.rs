@@ -147,6 +147,8 @@ fn credential_input(
         aws_region: fields.aws_region,
         azure_tenant_id: fields.azure_tenant_id,
         verify: fields.no_verify.then_some(false),
+        // A person's: only the docker credential helper marks what it creates.
+        origin: None,
     })
 }
 

@@ -14,7 +14,10 @@ pub const USAGE_EXIT_STATUS: u8 = 2;
 /// Whether `error` is a request for help or the version rather than a mistake: those
 /// go to stdout as clap prints them, with exit status 0.
 pub fn is_information(error: &clap::Error) -> bool {
-    matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+    matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    )
 }
 
 /// The usage error as one line (without the `error: ` that `main` puts before it).
@@ -112,9 +115,7 @@ mod tests {
     use super::*;
 
     fn usage_error(arguments: &[&str]) -> (ErrorKind, String) {
-        let error = Cli::try_parse_from(arguments)
-            .err()
-            .expect("a usage error");
+        let error = Cli::try_parse_from(arguments).err().expect("a usage error");
         (error.kind(), one_line(&error))
     }
 
@@ -131,21 +132,29 @@ mod tests {
                 &["regkeeper", "credentials", "add", "--registry", "ghcr.io"],
                 "the following required arguments were not provided: --name <NAME>",
             ),
-            (&["regkeeper", "frobnicate"], "unrecognized subcommand 'frobnicate'"),
+            (
+                &["regkeeper", "frobnicate"],
+                "unrecognized subcommand 'frobnicate'",
+            ),
             (
                 &["regkeeper", "credentials", "list", "--output", "yaml"],
                 "invalid value 'yaml' for '--output <OUTPUT>'",
             ),
         ] {
             let (kind, line) = usage_error(arguments);
-            assert!(!is_information(&Cli::try_parse_from(arguments).err().unwrap()));
+            assert!(!is_information(
+                &Cli::try_parse_from(arguments).err().unwrap()
+            ));
             assert!(!line.contains('\n'), "{kind:?}: {line}");
             assert!(line.contains(expected), "{kind:?}: {line}");
             assert!(!line.starts_with("error:"), "{line}");
             assert!(line.ends_with("--help`"), "{line}");
         }
         let (_, line) = usage_error(&["regkeeper", "credentials", "add", "--bogus"]);
-        assert!(line.ends_with("see `regkeeper credentials add --help`"), "{line}");
+        assert!(
+            line.ends_with("see `regkeeper credentials add --help`"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -154,18 +163,28 @@ mod tests {
         assert_eq!(kind, ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
         assert!(!line.contains('\n'), "{line}");
         assert!(
-            line.starts_with("`regkeeper credentials` needs a command: add, list, show, update, delete, verify"),
+            line.starts_with(
+                "`regkeeper credentials` needs a command: add, list, show, update, delete, verify"
+            ),
             "{line}"
         );
-        assert!(line.ends_with("see `regkeeper credentials --help`"), "{line}");
+        assert!(
+            line.ends_with("see `regkeeper credentials --help`"),
+            "{line}"
+        );
         let (_, line) = usage_error(&["regkeeper"]);
-        assert!(line.starts_with("`regkeeper` needs a command: serve, credentials"), "{line}");
+        assert!(
+            line.starts_with("`regkeeper` needs a command: serve, credentials"),
+            "{line}"
+        );
     }
 
     #[test]
     fn help_and_version_are_not_errors() {
         for arguments in [&["regkeeper", "--help"][..], &["regkeeper", "--version"]] {
-            assert!(is_information(&Cli::try_parse_from(arguments).err().unwrap()));
+            assert!(is_information(
+                &Cli::try_parse_from(arguments).err().unwrap()
+            ));
         }
         assert_eq!(strip_escapes("\u{1b}[1;31merror:\u{1b}[0m x"), "error: x");
     }

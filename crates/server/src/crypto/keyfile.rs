@@ -291,9 +291,8 @@ mod tests {
         }
         let rewritten = serde_json::to_vec_pretty(&contents).unwrap();
         assert_eq!(rewritten, text, "serialised as the plain base64 string");
-        assert!(!format!("{:?}", contents.keys[0].key).contains(&BASE64.encode(
-            keys.get(1).unwrap().expose_bytes()
-        )));
+        assert!(!format!("{:?}", contents.keys[0].key)
+            .contains(&BASE64.encode(keys.get(1).unwrap().expose_bytes())));
     }
 
     #[test]

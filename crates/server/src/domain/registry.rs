@@ -546,10 +546,22 @@ mod tests {
     #[test]
     fn plain_http_server_urls_name_their_endpoint() {
         for (input, endpoint) in [
-            ("http://registry.example.com", Some("registry.example.com:80")),
-            ("http://registry.example.com:80", Some("registry.example.com:80")),
-            ("HTTP://Registry.Example.com:80/v2/", Some("registry.example.com:80")),
-            ("http://registry.example.com:443", Some("registry.example.com:443")),
+            (
+                "http://registry.example.com",
+                Some("registry.example.com:80"),
+            ),
+            (
+                "http://registry.example.com:80",
+                Some("registry.example.com:80"),
+            ),
+            (
+                "HTTP://Registry.Example.com:80/v2/",
+                Some("registry.example.com:80"),
+            ),
+            (
+                "http://registry.example.com:443",
+                Some("registry.example.com:443"),
+            ),
             ("http://127.0.0.1:5000/team", Some("127.0.0.1:5000")),
             ("http://[0:0::1]:5001", Some("[::1]:5001")),
             ("https://registry.example.com", None),

@@ -9,7 +9,8 @@ use zeroize::Zeroizing;
 use crate::crypto::Binding;
 use crate::domain::credential::{
     Credential, CredentialDraft, CredentialKind, CredentialOrigin, CredentialParts,
-    CredentialPolicy, CredentialSecret, CredentialSettings, SealedSecret, Verification, VerificationStatus,
+    CredentialPolicy, CredentialSecret, CredentialSettings, SealedSecret, Verification,
+    VerificationStatus,
 };
 use crate::domain::identity::{Principal, Role};
 use crate::domain::policy::Action;

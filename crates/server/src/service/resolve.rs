@@ -310,11 +310,16 @@ mod tests {
             let error = target(&registry(server), &[]).err().expect(server);
             assert!(matches!(error, Error::NotFound(_)), "{server}: {error:?}");
             assert!(
-                error.to_string().contains("REGKEEPER_OUTBOUND_HTTP_REGISTRIES"),
+                error
+                    .to_string()
+                    .contains("REGKEEPER_OUTBOUND_HTTP_REGISTRIES"),
                 "{error}"
             );
         }
-        let listed = ["registry.example.com:80".to_owned(), "127.0.0.1:5000".to_owned()];
+        let listed = [
+            "registry.example.com:80".to_owned(),
+            "127.0.0.1:5000".to_owned(),
+        ];
         for (server, host) in [
             ("http://registry.example.com", "registry.example.com"),
             ("http://registry.example.com:80/", "registry.example.com"),

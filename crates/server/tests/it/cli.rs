@@ -4,8 +4,8 @@ use regkeeper_wire as wire;
 
 use super::peers::tls::TestCa;
 use super::support::{
-    contains, files_under, ok, run_cli, stderr, stdout, PostgresDatabase, ServerOptions, TestServer,
-    ADMIN_TOKEN,
+    contains, files_under, ok, run_cli, stderr, stdout, PostgresDatabase, ServerOptions,
+    TestServer, ADMIN_TOKEN,
 };
 
 const SECRET: &str = "cli-e2e-secret-5c1f0e";
@@ -567,7 +567,10 @@ fn usage_errors_are_one_line() {
             &["credentials", "add", "--bogus"][..],
             "unexpected argument '--bogus' found",
         ),
-        (&["credentials"], "`regkeeper credentials` needs a command: add, list"),
+        (
+            &["credentials"],
+            "`regkeeper credentials` needs a command: add, list",
+        ),
         (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
         (
             &["credentials", "add", "--registry", "ghcr.io"],
@@ -582,7 +585,13 @@ fn usage_errors_are_one_line() {
         assert!(message.contains(expected), "{args:?}: {message}");
         assert!(message.trim_end().ends_with("--help`"), "{message}");
     }
-    let help = run_cli("http://127.0.0.1:1", "rk_unused", &["credentials", "--help"], None, &[]);
+    let help = run_cli(
+        "http://127.0.0.1:1",
+        "rk_unused",
+        &["credentials", "--help"],
+        None,
+        &[],
+    );
     assert_eq!(help.status.code(), Some(0));
     assert!(stdout(&help).contains("Usage: regkeeper credentials"));
 }

@@ -69,7 +69,10 @@ fn listening_url(printed: &str) -> String {
 fn the_banner_says_which_url_goes_with_the_token() {
     let (mut child, printed, _directory) = serve(&["--listen", "127.0.0.1:0"], &[]);
     let url = listening_url(&printed);
-    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":7070"), "{url}");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && !url.ends_with(":7070"),
+        "{url}"
+    );
     let export_url = format!("    export REGKEEPER_URL={url}");
     let lines: Vec<&str> = printed.lines().collect();
     let at = lines
@@ -93,7 +96,11 @@ fn the_banner_says_which_url_goes_with_the_token() {
         &["--listen", "0.0.0.0:0"],
         &[("REGKEEPER_BOOTSTRAP_TOKEN", ADMIN_TOKEN)],
     );
-    let port = listening_url(&printed).rsplit(':').next().unwrap().to_owned();
+    let port = listening_url(&printed)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
     assert!(
         printed.contains(&format!(
             "Clients reach this server with: export REGKEEPER_URL=http://127.0.0.1:{port}\n"
@@ -129,12 +136,21 @@ fn the_bootstrap_token_leaves_the_servers_environment() {
 
     // Given on standard input instead, and both ways at once is refused.
     let output = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--bootstrap-token-stdin"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap-token-stdin",
+        ])
         .env_clear()
         .env("REGKEEPER_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("one way only"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("one way only"),
+        "{}",
+        stderr(&output)
+    );
 }

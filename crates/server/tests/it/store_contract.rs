@@ -541,9 +541,7 @@ async fn credential_origins(subject: Subject) {
             .map(|_| ())
     } else {
         use sqlx::Connection;
-        let mut connection = sqlx::PgConnection::connect(&subject.raw_url)
-            .await
-            .unwrap();
+        let mut connection = sqlx::PgConnection::connect(&subject.raw_url).await.unwrap();
         sqlx::query(&statement)
             .execute(&mut connection)
             .await
