@@ -8,9 +8,22 @@ use std::time::Duration;
 
 use super::support::{binary, ok, run_cli, stderr, TestServer, ADMIN_TOKEN};
 
+/// A started server, killed and waited for on drop.
+struct Served {
+    child: Child,
+    _directory: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `regkeeper serve` with only `environment`, and its stdout up to the line that says
 /// it listens.
-fn serve(args: &[&str], environment: &[(&str, &str)]) -> (Child, String, tempfile::TempDir) {
+fn serve(args: &[&str], environment: &[(&str, &str)]) -> (Served, String) {
     let directory = tempfile::tempdir().unwrap();
     let mut command = Command::new(binary());
     command
@@ -25,8 +38,11 @@ fn serve(args: &[&str], environment: &[(&str, &str)]) -> (Child, String, tempfil
     for (name, value) in environment {
         command.env(name, value);
     }
-    let mut child = command.spawn().expect("regkeeper serve starts");
-    let stdout = child.stdout.take().unwrap();
+    let mut served = Served {
+        child: command.spawn().expect("regkeeper serve starts"),
+        _directory: directory,
+    };
+    let stdout = served.child.stdout.take().unwrap();
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -39,16 +55,13 @@ fn serve(args: &[&str], environment: &[(&str, &str)]) -> (Child, String, tempfil
     loop {
         let line = receiver
             .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("server did not start: {printed}")
-            });
+            .unwrap_or_else(|_| panic!("server did not start: {printed}"));
         printed.push_str(&line);
         printed.push('\n');
         if line.starts_with("regkeeper listening on ") {
             // Keep reading, so the server never writes to a closed pipe.
             std::thread::spawn(move || while receiver.recv().is_ok() {});
-            return (child, printed, directory);
+            return (served, printed);
         }
     }
 }
@@ -67,7 +80,7 @@ fn listening_url(printed: &str) -> String {
 /// so the two pasted lines work with a non-default `--listen`.
 #[test]
 fn the_banner_says_which_url_goes_with_the_token() {
-    let (mut child, printed, _directory) = serve(&["--listen", "127.0.0.1:0"], &[]);
+    let (served, printed) = serve(&["--listen", "127.0.0.1:0"], &[]);
     let url = listening_url(&printed);
     assert!(
         url.starts_with("http://127.0.0.1:") && !url.ends_with(":7070"),
@@ -88,11 +101,10 @@ fn the_banner_says_which_url_goes_with_the_token() {
     // The two lines work as printed.
     let output = run_cli(&url, token, &["credentials", "list"], None, &[]);
     ok(&output);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
 
     // An unspecified address is reached on loopback; the URL line is there every time.
-    let (mut child, printed, _directory) = serve(
+    let (served, printed) = serve(
         &["--listen", "0.0.0.0:0"],
         &[("REGKEEPER_BOOTSTRAP_TOKEN", ADMIN_TOKEN)],
     );
@@ -108,8 +120,7 @@ fn the_banner_says_which_url_goes_with_the_token() {
         "{printed}"
     );
     assert!(!printed.contains(ADMIN_TOKEN), "{printed}");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
 }
 
 /// Issue 12 item 18: the bootstrap token given in REGKEEPER_BOOTSTRAP_TOKEN is gone from
