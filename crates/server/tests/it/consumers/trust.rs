@@ -372,4 +372,22 @@ fn no_token_fails_fast_without_a_network_call() {
         assert!(!message.contains("header"), "{what}: {message}");
         assert!(!message.contains("store-canary"), "{what}: {message}");
     }
+
+    // Help needs neither a token nor a server, and is not an "unknown action".
+    for action in ["--help", "-h", "help"] {
+        let (output, connected) = without_token(&sibling(HELPER), &[action], "");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{action}: {}",
+            stderr(&output)
+        );
+        assert!(!connected);
+        assert!(
+            stdout(&output).starts_with("Usage: docker-credential-regkeeper ACTION"),
+            "{action}: {}",
+            stdout(&output)
+        );
+        assert_eq!(stderr(&output), "", "{action}");
+    }
 }
