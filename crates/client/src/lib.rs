@@ -101,12 +101,14 @@ impl Client {
     pub fn from_environment(
         environment: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ClientError> {
-        let settings_path = settings_path(environment).filter(|path| path.is_file());
+        let expected_settings_path = settings_path(environment);
+        let settings_path = expected_settings_path.clone().filter(|path| path.is_file());
         let file = match &settings_path {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|error| {
+                // The file may hold the token: read into a buffer that is wiped.
+                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|error| {
                     ClientError::Config(format!("cannot read {}: {error}", path.display()))
-                })?;
+                })?);
                 toml::from_str::<FileSettings>(&text).map_err(|error| {
                     ClientError::Config(format!("{}: {}", path.display(), error.message()))
                 })?
@@ -122,11 +124,14 @@ impl Client {
                 "REGKEEPER_URL must start with http:// or https://, not `{url}`"
             )));
         }
-        let token = match non_empty("REGKEEPER_TOKEN") {
-            Some(token) => Some(Sensitive::new(token.trim())),
+        let token = match non_empty("REGKEEPER_TOKEN").map(Zeroizing::new) {
+            Some(token) => Sensitive::new(token.trim()),
             None => match non_empty("REGKEEPER_TOKEN_FILE") {
-                Some(path) => Some(read_token_file(Path::new(&path))?),
-                None => file.token,
+                Some(path) => read_token_file(Path::new(&path))?,
+                None => file
+                    .token
+                    .filter(|token| !token.expose().trim().is_empty())
+                    .ok_or_else(|| no_token(expected_settings_path.as_deref()))?,
             },
         };
         // Read only when configured: the docker helper starts once per pull.
@@ -141,7 +146,7 @@ impl Client {
                 _ => None,
             },
         };
-        Ok(Self::with_tls(&url, token, tls))
+        Ok(Self::with_tls(&url, Some(token), tls))
     }
 
     pub fn base_url(&self) -> &str {
@@ -320,6 +325,18 @@ fn tls_config(setting: &str, path: &Path) -> Result<Arc<rustls::ClientConfig>, C
     Ok(Arc::new(config))
 }
 
+/// Every request needs an API token, so its absence is told before any connection is
+/// made, with each place a token may come from.
+fn no_token(settings_path: Option<&Path>) -> ClientError {
+    let settings = settings_path.map_or_else(
+        || "$XDG_CONFIG_HOME/regkeeper/config.toml (or ~/.config/regkeeper/config.toml)".to_owned(),
+        |path| path.display().to_string(),
+    );
+    ClientError::Config(format!(
+        "no API token: set REGKEEPER_TOKEN, or REGKEEPER_TOKEN_FILE to a file holding it, or put `token = \"rk_…\"` in {settings}"
+    ))
+}
+
 /// The token in `REGKEEPER_TOKEN_FILE`, surrounding white space dropped. Errors name
 /// the variable and the path, never the contents.
 fn read_token_file(path: &Path) -> Result<Sensitive, ClientError> {
@@ -467,7 +484,11 @@ MAMBAf8wDgYDVR0PAQH/BAQDAgIEMAoGCCqGSM49BAMCA0cAMEQCIHXK8abnjan6
 
     fn with_ca_file(path: &Path) -> Result<Client, ClientError> {
         let path = path.to_string_lossy().into_owned();
-        Client::from_environment(&|name| (name == "REGKEEPER_CA_FILE").then(|| path.clone()))
+        Client::from_environment(&|name| match name {
+            "REGKEEPER_CA_FILE" => Some(path.clone()),
+            "REGKEEPER_TOKEN" => Some("rk_unit".into()),
+            _ => None,
+        })
     }
 
     #[test]
@@ -533,7 +554,7 @@ MAMBAf8wDgYDVR0PAQH/BAQDAgIEMAoGCCqGSM49BAMCA0cAMEQCIHXK8abnjan6
         let settings = directory.join("regkeeper/config.toml");
         let config_home = directory.to_string_lossy().into_owned();
         let from_settings = |text: &str| {
-            std::fs::write(&settings, text).unwrap();
+            std::fs::write(&settings, format!("token = \"rk_unit\"\n{text}")).unwrap();
             Client::from_environment(&|name| {
                 (name == "XDG_CONFIG_HOME").then(|| config_home.clone())
             })
@@ -553,9 +574,57 @@ MAMBAf8wDgYDVR0PAQH/BAQDAgIEMAoGCCqGSM49BAMCA0cAMEQCIHXK8abnjan6
         assert!(Client::from_environment(&|name| match name {
             "XDG_CONFIG_HOME" => Some(config_home.clone()),
             "REGKEEPER_CA_FILE" => Some(path.clone()),
+            "REGKEEPER_TOKEN" => Some("rk_unit".into()),
             _ => None,
         })
         .is_ok());
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    /// Issue 12 item 15: without a token anywhere, the client refuses before any
+    /// request (the server's answer spoke of HTTP headers), naming every place a token
+    /// can come from, the settings file with its path and key included.
+    #[test]
+    fn a_missing_token_names_every_place_it_can_come_from() {
+        let directory = scratch_directory("no-token");
+        let config_home = directory.to_string_lossy().into_owned();
+        let settings = directory.join("regkeeper/config.toml");
+        for settings_text in [
+            None,
+            Some("url = \"http://127.0.0.1:1\"\n"),
+            Some("token = \" \"\n"),
+        ] {
+            if let Some(text) = settings_text {
+                std::fs::create_dir_all(settings.parent().unwrap()).unwrap();
+                std::fs::write(&settings, text).unwrap();
+            }
+            let error = Client::from_environment(&|name| match name {
+                "XDG_CONFIG_HOME" => Some(config_home.clone()),
+                "REGKEEPER_TOKEN" => Some("  ".into()),
+                _ => None,
+            })
+            .err()
+            .expect("no token is an error")
+            .to_string();
+            for expected in [
+                "no API token",
+                "REGKEEPER_TOKEN,",
+                "REGKEEPER_TOKEN_FILE",
+                "token = \"rk_…\"",
+                &settings.display().to_string(),
+            ] {
+                assert!(error.contains(expected), "{expected} missing: {error}");
+            }
+            assert!(!error.contains("header"), "{error}");
+        }
+        let without_home = Client::from_environment(&|_| None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            without_home.contains("~/.config/regkeeper/config.toml"),
+            "{without_home}"
+        );
         std::fs::remove_dir_all(&directory).unwrap();
     }
 

@@ -21,6 +21,34 @@ use crate::{describe, json_problem, one_line, Environment};
 
 pub const PROGRAM: &str = "docker-credential-regkeeper";
 
+/// What `--help` prints: the protocol's actions and the settings this program reads.
+const USAGE: &str = "\
+Usage: docker-credential-regkeeper ACTION
+
+A docker credential helper (Docker, Podman, skopeo, buildah, crane) that hands out the
+registry logins stored in regkeeper. Clients run it themselves: name it in the client's
+configuration, e.g. \"credHelpers\": {\"ghcr.io\": \"regkeeper\"} or
+\"credsStore\": \"regkeeper\" in ~/.docker/config.json or the containers auth.json.
+
+Actions (input on standard input):
+  get       read a registry server URL, print {\"ServerURL\",\"Username\",\"Secret\"}
+  store     read {\"ServerURL\",\"Username\",\"Secret\"} (after `docker login`) and save it in
+            your personal workspace; only credentials it created itself are changed
+  erase     read a registry server URL (`docker logout`) and delete the credential
+            `store` created for it; credentials added with regkeeper are kept
+  list      print {\"SERVER\": \"USERNAME\", ...} for your personal workspace
+  version   print the version
+  help      print this help
+
+Settings (environment, else ~/.config/regkeeper/config.toml with url, token, ca_file):
+  REGKEEPER_URL         the regkeeper server (default http://127.0.0.1:7070)
+  REGKEEPER_TOKEN       an API token (or REGKEEPER_TOKEN_FILE, a file holding one)
+  REGKEEPER_CA_FILE     a PEM bundle to trust for the server's certificate
+
+A miss prints \"credentials not found in native keychain\" on standard output and exits 1;
+any other failure is one line on standard error, exit status 1.
+";
+
 /// Enough for any server URL or login; a client never sends more.
 const INPUT_LIMIT: u64 = 1 << 20;
 
@@ -85,8 +113,12 @@ pub fn run(
             )?;
             Ok(())
         }
+        Some("help" | "--help" | "-h") => {
+            output.write_all(USAGE.as_bytes())?;
+            Ok(())
+        }
         Some(other) => Err(HelperError::Usage(format!(
-            "unknown action `{}`: use get, store, erase, list or version",
+            "unknown action `{}`: use get, store, erase, list or version (see {PROGRAM} --help)",
             other.chars().take(40).collect::<String>()
         ))),
         None => Err(HelperError::Usage(
@@ -125,9 +157,21 @@ fn get(
     Ok(())
 }
 
+/// What the helper marks the credentials it creates with, and requires of those it
+/// changes or deletes (`wire::CredentialInput::origin`, `?origin=` on delete).
+const HELPER_ORIGIN: &str = "helper";
+
 /// Saves a login `docker login` (or `podman login`, `skopeo login`) has just made as a
-/// `docker` credential in the caller's personal workspace: the credential for that host
-/// without a path prefix if there is one, else a new one named after the host.
+/// `docker` credential in the caller's personal workspace: it updates the host's
+/// credential without a path prefix if `store` itself created it, else creates one
+/// named after the host, marked as the helper's (origin `helper`).
+///
+/// A credential for that host that a person added (`regkeeper credentials add`, the
+/// API, the console) is never touched: a login on a laptop must not replace a curated
+/// user name and password, nor reset its verification. `store` then fails with one line
+/// naming the credential and the command that changes it. The server checks the origin
+/// again on the update itself (409 `origin_mismatch`), so a credential added between
+/// the look-up and the update is safe too.
 ///
 /// It is stored without verification (`verify: false`, shown as `skipped`): the client
 /// calls `store` only after its own login to the registry succeeded, from where the
@@ -167,18 +211,22 @@ fn store(environment: Environment<'_>, input: &mut dyn Read) -> Result<(), Helpe
         username: Some(username),
         password: Some(secret),
         verify: Some(false),
+        origin: Some(HELPER_ORIGIN.to_owned()),
         ..wire::CredentialInput::default()
     };
     match existing {
-        Some(credential) if credential.kind != "docker" => Err(HelperError::Regkeeper(format!(
-            "credential {} in {workspace} already serves {} as an {} credential; change it with `regkeeper credentials update {}` instead",
-            credential.name, server.host, credential.kind, credential.name
-        ))),
+        Some(credential) if credential.origin != HELPER_ORIGIN => Err(not_the_helpers(
+            &credential,
+            &workspace,
+            &server.host,
+            "update",
+        )),
         Some(credential) => {
-            client.patch::<_, wire::Credential>(
+            let changed = client.patch::<_, wire::Credential>(
                 &format!("{path}/{}", segment(&credential.name)),
                 &update,
-            )?;
+            );
+            refused_by_origin(changed, &credential, &workspace, &server.host, "update")?;
             Ok(())
         }
         None => {
@@ -200,24 +248,69 @@ fn store(environment: Environment<'_>, input: &mut dyn Read) -> Result<(), Helpe
     }
 }
 
-/// Deletes what `store` saves for a host: its `docker` credential without a path
-/// prefix. Credentials of other types, or limited to a path, were put there with
-/// `regkeeper` and are left alone (a `docker logout` should not remove an ECR role).
+/// Deletes what `store` created for a host: its credential without a path prefix, if
+/// the helper made it. One a person added is left alone, with one line saying how to
+/// delete it deliberately (a `docker logout` must not remove a curated credential or an
+/// ECR role).
 fn erase(environment: Environment<'_>, input: &mut dyn Read) -> Result<(), HelperError> {
     let server_url = read_server_url(input)?;
     let server = ServerAddress::parse(&server_url)?;
     let client = Client::from_environment(environment)?;
     let workspace = personal_workspace(&client)?;
     match credential_for_host(&client, &workspace, &server.host)? {
-        Some(credential) if credential.kind == "docker" => {
-            client.delete(&format!(
-                "{}/{}",
+        None => Err(HelperError::NotFound),
+        Some(credential) if credential.origin != HELPER_ORIGIN => Err(not_the_helpers(
+            &credential,
+            &workspace,
+            &server.host,
+            "delete",
+        )),
+        Some(credential) => {
+            let deleted = client.delete(&format!(
+                "{}/{}?origin={HELPER_ORIGIN}",
                 credentials_path(&workspace),
                 segment(&credential.name)
-            ))?;
-            Ok(())
+            ));
+            refused_by_origin(deleted, &credential, &workspace, &server.host, "delete")
         }
-        _ => Err(HelperError::NotFound),
+    }
+}
+
+/// Why `store` or `erase` leaves a credential alone, and the command that would change
+/// it (`update` or `delete`) on purpose.
+fn not_the_helpers(
+    credential: &wire::Credential,
+    workspace: &str,
+    host: &str,
+    command: &str,
+) -> HelperError {
+    let how = if command == "update" {
+        format!(
+            "regkeeper credentials update {} --password-stdin",
+            credential.name
+        )
+    } else {
+        format!("regkeeper credentials delete {}", credential.name)
+    };
+    HelperError::Regkeeper(format!(
+        "credential {workspace}/{} serves {host} but was added with regkeeper, not by a docker login, so the credential helper leaves it unchanged; to {command} it, run `{how}`",
+        credential.name
+    ))
+}
+
+/// The server's own origin check (409 `origin_mismatch`) as the same line.
+fn refused_by_origin<T>(
+    result: Result<T, ClientError>,
+    credential: &wire::Credential,
+    workspace: &str,
+    host: &str,
+    command: &str,
+) -> Result<T, HelperError> {
+    match result {
+        Err(error) if error.code() == Some("origin_mismatch") => {
+            Err(not_the_helpers(credential, workspace, host, command))
+        }
+        other => other.map_err(HelperError::from),
     }
 }
 
@@ -445,6 +538,61 @@ mod tests {
         let (status, output, errors) = run_action(Some("version"), "");
         assert_eq!(status, 0, "{errors}");
         assert!(output.starts_with("docker-credential-regkeeper (regkeeper) "));
+    }
+
+    /// Issue 12 item 15: `--help`, `-h` and `help` print the usage on stdout and exit 0
+    /// without needing a server (they answered "unknown action").
+    #[test]
+    fn help_prints_the_usage_on_stdout() {
+        for action in ["--help", "-h", "help"] {
+            let (status, output, errors) = run_action(Some(action), "");
+            assert_eq!((status, errors.as_str()), (0, ""), "{action}");
+            assert!(
+                output.starts_with("Usage: docker-credential-regkeeper ACTION"),
+                "{output}"
+            );
+            for word in ["get", "store", "erase", "list", "REGKEEPER_TOKEN"] {
+                assert!(output.contains(word), "{action}: {word}");
+            }
+        }
+    }
+
+    /// Issue 12 item 15: with no token configured anywhere, every action that needs the
+    /// server fails at once with one line naming the settings, before any connection
+    /// (the URL here would otherwise give "cannot reach regkeeper").
+    #[test]
+    fn no_token_fails_before_reaching_the_server() {
+        let environment = |name: &str| match name {
+            "REGKEEPER_URL" => Some("http://127.0.0.1:1".to_owned()),
+            _ => None,
+        };
+        for (action, input) in [
+            ("get", "ghcr.io"),
+            (
+                "store",
+                r#"{"ServerURL":"ghcr.io","Username":"u","Secret":"s3cret-canary"}"#,
+            ),
+            ("erase", "ghcr.io"),
+            ("list", ""),
+        ] {
+            let mut output = Vec::new();
+            let mut errors = Vec::new();
+            let status = main(
+                Some(action),
+                &environment,
+                &mut input.as_bytes(),
+                &mut output,
+                &mut errors,
+            );
+            let errors = String::from_utf8(errors).unwrap();
+            assert_eq!(status, 1, "{action}");
+            assert!(output.is_empty(), "{action}");
+            assert_eq!(errors.lines().count(), 1, "{errors}");
+            assert!(errors.contains("no API token"), "{action}: {errors}");
+            assert!(errors.contains("REGKEEPER_TOKEN_FILE"), "{errors}");
+            assert!(!errors.contains("cannot reach"), "{errors}");
+            assert!(!errors.contains("s3cret-canary"), "{errors}");
+        }
     }
 
     #[test]

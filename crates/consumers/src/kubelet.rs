@@ -262,6 +262,33 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Issue 12 item 15: with no token configured the provider fails at once with a
+    /// clear error, before reading the request or reaching the server (this URL would
+    /// otherwise give "cannot reach regkeeper").
+    #[test]
+    fn no_token_fails_before_reaching_the_server() {
+        let environment =
+            |name: &str| (name == "REGKEEPER_URL").then(|| "http://127.0.0.1:1".to_owned());
+        let request = r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"ghcr.io/a/b"}"#;
+        let mut output = Vec::new();
+        let mut errors = Vec::new();
+        let status = main(
+            &environment,
+            &mut request.as_bytes(),
+            &mut output,
+            &mut errors,
+            &SystemTime::now,
+        );
+        let errors = String::from_utf8(errors).unwrap();
+        assert_eq!(status, 1);
+        assert!(output.is_empty());
+        assert_eq!(errors.lines().count(), 1, "{errors}");
+        assert!(errors.starts_with(PROGRAM), "{errors}");
+        assert!(errors.contains("no API token"), "{errors}");
+        assert!(errors.contains("REGKEEPER_TOKEN_FILE"), "{errors}");
+        assert!(!errors.contains("cannot reach"), "{errors}");
+    }
+
     #[test]
     fn durations_print_as_go_does() {
         for (seconds, expected) in [

@@ -2,10 +2,12 @@
 //! client of its REST API (`REGKEEPER_URL`, `REGKEEPER_TOKEN`). Secrets are read from
 //! stdin, an environment variable or a file — never from an argument.
 
+mod bootstrap_token;
 mod commands;
 mod output;
 mod roles;
 mod sync;
+mod usage;
 mod users;
 
 use std::path::PathBuf;
@@ -90,6 +92,10 @@ struct ServeArgs {
     /// Address of the pull-through proxy listener.
     #[arg(long)]
     proxy_listen: Option<String>,
+    /// Read the bootstrap token (the first admin's API token, used only while the
+    /// database is empty) from standard input rather than REGKEEPER_BOOTSTRAP_TOKEN.
+    #[arg(long)]
+    bootstrap_token_stdin: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
@@ -510,7 +516,14 @@ enum RoleTokensCommand {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if usage::is_information(&error) => error.exit(),
+        Err(error) => {
+            eprintln!("error: {}", usage::one_line(&error));
+            return ExitCode::from(usage::USAGE_EXIT_STATUS);
+        }
+    };
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         other => commands::run(other),
@@ -538,10 +551,19 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // First, while this is the only thread: a token in the environment would stay in
+    // /proc/PID/environ for the server's whole life.
+    bootstrap_token::move_out_of_environment(args.bootstrap_token_stdin)?;
+    let bootstrap_token = if args.bootstrap_token_stdin {
+        Some(bootstrap_token::read(&mut std::io::stdin().lock())?)
+    } else {
+        None
+    };
     let overrides = Overrides {
         listen: args.listen,
-        database_url: args.database_url,
+        database_url: args.database_url.map(secrecy::SecretString::from),
         proxy_listen: args.proxy_listen,
+        bootstrap_token,
     };
     let config = Config::load(
         args.config.as_deref(),

@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::{Host, Url};
+use zeroize::Zeroizing;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = "./regkeeper-data";
@@ -171,10 +172,11 @@ impl fmt::Debug for Config {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     data_dir: Option<PathBuf>,
-    database_url: Option<String>,
+    /// May hold a password: read into a string that is wiped on drop.
+    database_url: Option<SecretString>,
     listen: Option<String>,
     proxy_listen: Option<String>,
-    bootstrap_token: Option<String>,
+    bootstrap_token: Option<SecretString>,
     master_key_file: Option<PathBuf>,
     outbound_allow_networks: Option<Vec<String>>,
     outbound_ca_file: Option<PathBuf>,
@@ -203,12 +205,14 @@ enum ByteSize {
     Text(String),
 }
 
-/// Values given on the command line, which win over everything else.
+/// Values given on the command line (or, for the bootstrap token, on standard input
+/// with `--bootstrap-token-stdin`), which win over everything else.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Option<String>,
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretString>,
     pub proxy_listen: Option<String>,
+    pub bootstrap_token: Option<SecretString>,
 }
 
 impl Config {
@@ -231,21 +235,22 @@ impl Config {
         let database_url = overrides
             .database_url
             .clone()
-            .or_else(|| env("REGKEEPER_DATABASE_URL"))
+            .or_else(|| env("REGKEEPER_DATABASE_URL").map(SecretString::from))
             .or(settings.database_url);
         let database = match database_url {
             None => Database::Sqlite(data_dir.join("regkeeper.db")),
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Database::Url(SecretString::from(url))
-            }
-            Some(url) if url.starts_with("sqlite://") => {
-                Database::Sqlite(PathBuf::from(url.trim_start_matches("sqlite://")))
-            }
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    key: "REGKEEPER_DATABASE_URL",
-                    message: "expected postgres://USER@HOST/DB or sqlite://PATH".into(),
-                })
+            Some(url) => {
+                let text = url.expose_secret();
+                if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+                    Database::Url(url)
+                } else if let Some(path) = text.strip_prefix("sqlite://") {
+                    Database::Sqlite(PathBuf::from(path))
+                } else {
+                    return Err(ConfigError::Invalid {
+                        key: "REGKEEPER_DATABASE_URL",
+                        message: "expected postgres://USER@HOST/DB or sqlite://PATH".into(),
+                    });
+                }
             }
         };
         let listen = parse_address(
@@ -264,9 +269,12 @@ impl Config {
             .or(settings.proxy_listen)
             .map(|value| parse_address("REGKEEPER_PROXY_LISTEN", value))
             .transpose()?;
-        let bootstrap_token = env("REGKEEPER_BOOTSTRAP_TOKEN")
+        let bootstrap_token = overrides
+            .bootstrap_token
+            .clone()
+            .or_else(|| env("REGKEEPER_BOOTSTRAP_TOKEN").map(SecretString::from))
             .or(settings.bootstrap_token)
-            .map(|token| validate_bootstrap_token(token.trim().to_owned()))
+            .map(|token| validate_bootstrap_token(token.expose_secret()))
             .transpose()?;
         let master_key_file = env("REGKEEPER_MASTER_KEY_FILE")
             .map(PathBuf::from)
@@ -551,10 +559,14 @@ fn load_sync(
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    // The file may hold the database URL's password and the bootstrap token.
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+        );
     toml::from_str(&text).map_err(|error| ConfigError::Parse {
         path: path.to_owned(),
         message: error.message().to_owned(),
@@ -666,14 +678,15 @@ fn parse_bool(key: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-fn validate_bootstrap_token(token: String) -> Result<SecretString, ConfigError> {
+fn validate_bootstrap_token(token: &str) -> Result<SecretString, ConfigError> {
+    let token = token.trim();
     if token.len() < 16 || token.chars().any(char::is_whitespace) {
         return Err(ConfigError::Invalid {
             key: "REGKEEPER_BOOTSTRAP_TOKEN",
             message: "must be at least 16 characters without spaces".into(),
         });
     }
-    Ok(SecretString::from(token))
+    Ok(SecretString::from(token.to_owned()))
 }
 
 #[cfg(test)]
@@ -793,6 +806,50 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("pw@"), "{printed}");
         assert!(!printed.contains("rk_bootstrap"), "{printed}");
+    }
+
+    /// Issue 12 item 18: the settings file's database URL and bootstrap token are read
+    /// straight into strings wiped on drop (they were plain `String`s), as are the
+    /// command line's, and print redacted.
+    #[test]
+    fn secrets_from_the_file_and_the_command_line_are_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("regkeeper.toml");
+        std::fs::write(
+            &path,
+            "database_url = \"postgres://u:pw-canary@db/regkeeper\"\nbootstrap_token = \"rk_file_bootstrap_canary\"\n",
+        )
+        .unwrap();
+        let settings = read_file(&path).unwrap();
+        wiped_on_drop(&settings.database_url);
+        wiped_on_drop(&settings.bootstrap_token);
+        let overrides = Overrides {
+            database_url: Some(SecretString::from(
+                "postgres://u:cli-canary@db/x".to_owned(),
+            )),
+            bootstrap_token: Some(SecretString::from("rk_stdin_bootstrap_canary".to_owned())),
+            ..Overrides::default()
+        };
+        wiped_on_drop(&overrides.database_url);
+        wiped_on_drop(&overrides.bootstrap_token);
+        assert!(!format!("{overrides:?}").contains("canary"));
+        let config = Config::load(Some(&path), &|_| None, &overrides).unwrap();
+        assert_eq!(
+            config.bootstrap_token.as_ref().unwrap().expose_secret(),
+            "rk_stdin_bootstrap_canary",
+            "the token read with --bootstrap-token-stdin wins"
+        );
+        match &config.database {
+            Database::Url(url) => assert!(url.expose_secret().contains("cli-canary")),
+            other => panic!("{other:?}"),
+        }
+        let from_file = Config::load(Some(&path), &|_| None, &Overrides::default()).unwrap();
+        assert_eq!(
+            from_file.bootstrap_token.as_ref().unwrap().expose_secret(),
+            "rk_file_bootstrap_canary"
+        );
+        assert!(!format!("{from_file:?}").contains("canary"));
     }
 
     #[test]

@@ -40,6 +40,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
 use url::{Host, Url};
+use zeroize::Zeroizing;
 
 pub use policy::{forbidden_rule, rule};
 
@@ -94,10 +95,31 @@ fn forbidden_message(host: &str, address: &Option<IpAddr>, rule: &str) -> String
         Some(address) => format!("{address} (host {host})"),
         None => host.to_owned(),
     };
-    format!(
+    let mut message = format!(
         "destination {destination} is forbidden: {rule} addresses are not allowed; an \
          operator can allow the network with REGKEEPER_OUTBOUND_ALLOW_NETWORKS"
-    )
+    );
+    // A registry on the operator's own network usually needs a second setting too; say
+    // so now, or the next attempt fails on it and costs another restart.
+    if let (Some(address), true) = (address, on_own_network(rule)) {
+        let prefix = if address.is_ipv4() { 32 } else { 128 };
+        message.push_str(&format!(
+            " (e.g. {address}/{prefix}) and, in the same restart, list a registry there \
+             that speaks plain http in REGKEEPER_OUTBOUND_HTTP_REGISTRIES (host:port), or \
+             give the private CA of its TLS certificate in REGKEEPER_OUTBOUND_CA_FILE"
+        ));
+    }
+    message
+}
+
+/// Rules that refuse addresses where an operator's own registry may well run.
+fn on_own_network(rule: &str) -> bool {
+    [
+        policy::rule::LOOPBACK,
+        policy::rule::PRIVATE,
+        policy::rule::SHARED,
+    ]
+    .contains(&rule)
 }
 
 impl OutboundError {
@@ -442,6 +464,48 @@ impl OutboundClient {
         }
         Ok(body.freeze())
     }
+
+    /// As [`read_capped`](Self::read_capped), for an answer that is itself a secret (a
+    /// token service's): gathered in a buffer that is wiped on drop, and moved to a
+    /// larger wiped one when it must grow, so this code leaves no copy of the secret in
+    /// freed memory. (The HTTP stack's own chunk buffers are outside its reach.)
+    pub async fn read_capped_secret(
+        mut response: reqwest::Response,
+        limit: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, OutboundError> {
+        let too_large = OutboundError::TooLarge { limit };
+        let announced = response.content_length();
+        if announced.is_some_and(|length| length > limit as u64) {
+            return Err(too_large);
+        }
+        let host = response.url().host_str().unwrap_or_default().to_owned();
+        let expected = announced.map_or(0, |length| usize::try_from(length).unwrap_or(limit));
+        let mut body = Zeroizing::new(Vec::with_capacity(expected.min(limit)));
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| classify(&error, &host))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large);
+            }
+            append_wiped(&mut body, &chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// Appends `chunk` to `body` without letting `Vec` reallocate: a reallocation would
+/// free the old buffer with the secret still in it.
+fn append_wiped(body: &mut Zeroizing<Vec<u8>>, chunk: &[u8]) {
+    let needed = body.len() + chunk.len();
+    if needed > body.capacity() {
+        let mut grown = Zeroizing::new(Vec::with_capacity(needed.max(body.capacity() * 2)));
+        grown.extend_from_slice(body);
+        // The old buffer is wiped as it drops here.
+        *body = grown;
+    }
+    body.extend_from_slice(chunk);
 }
 
 /// Turns a reqwest error into ours by looking for what caused it: our own refusal (from
@@ -541,6 +605,24 @@ mod tests {
         OutboundClient::new(&config).unwrap()
     }
 
+    /// Issue 12 item 18: a secret answer grows only into wiped buffers, never by a
+    /// reallocation that would free a copy of it.
+    #[test]
+    fn secret_bodies_grow_without_reallocating() {
+        let mut body = Zeroizing::new(Vec::with_capacity(4));
+        let mut expected = Vec::new();
+        for chunk in [&b"ab"[..], b"cdef", b"g", &[b'h'; 100]] {
+            let before = body.as_ptr();
+            let room = body.capacity() - body.len();
+            append_wiped(&mut body, chunk);
+            expected.extend_from_slice(chunk);
+            if chunk.len() <= room {
+                assert_eq!(body.as_ptr(), before, "appended in place");
+            }
+        }
+        assert_eq!(body.as_slice(), expected.as_slice());
+    }
+
     fn check(client: &OutboundClient, url: &str) -> Result<(), OutboundError> {
         client.check_url(&Url::parse(url).unwrap())
     }
@@ -605,8 +687,37 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "destination 127.0.0.1 (host localhost) is forbidden: loopback addresses are not \
-             allowed; an operator can allow the network with REGKEEPER_OUTBOUND_ALLOW_NETWORKS"
+             allowed; an operator can allow the network with REGKEEPER_OUTBOUND_ALLOW_NETWORKS \
+             (e.g. 127.0.0.1/32) and, in the same restart, list a registry there that speaks \
+             plain http in REGKEEPER_OUTBOUND_HTTP_REGISTRIES (host:port), or give the \
+             private CA of its TLS certificate in REGKEEPER_OUTBOUND_CA_FILE"
         );
+        // Issue 12 item 15: an address on the operator's own network names every setting
+        // the first request will need, so one restart suffices; others only the first.
+        for (address, rule, names_both) in [
+            ("10.1.2.3", rule::PRIVATE, true),
+            ("fd00::5", rule::PRIVATE, true),
+            ("100.64.0.9", rule::SHARED, true),
+            ("169.254.169.254", rule::LINK_LOCAL, false),
+            ("224.0.0.1", rule::MULTICAST, false),
+        ] {
+            let message = OutboundError::DestinationForbidden {
+                host: address.into(),
+                address: Some(address.parse().unwrap()),
+                rule,
+            }
+            .to_string();
+            assert!(
+                message.contains("REGKEEPER_OUTBOUND_ALLOW_NETWORKS"),
+                "{message}"
+            );
+            for setting in [
+                "REGKEEPER_OUTBOUND_HTTP_REGISTRIES",
+                "REGKEEPER_OUTBOUND_CA_FILE",
+            ] {
+                assert_eq!(message.contains(setting), names_both, "{message}");
+            }
+        }
         let literal = check(&client(OutboundConfig::default()), "https://[::1]:8/").unwrap_err();
         assert!(
             literal

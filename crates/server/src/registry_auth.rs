@@ -439,10 +439,12 @@ pub(crate) fn challenges_of(response: &reqwest::Response) -> Vec<Challenge> {
         .collect()
 }
 
+/// A token service's answer. Both token fields are read into strings wiped on drop,
+/// as is the body they come from ([`OutboundClient::read_capped_secret`]).
 #[derive(Deserialize)]
 struct TokenResponse {
-    token: Option<String>,
-    access_token: Option<String>,
+    token: Option<SecretString>,
+    access_token: Option<SecretString>,
     expires_in: Option<u64>,
 }
 
@@ -450,7 +452,7 @@ async fn parse_token_response(
     host: &str,
     response: reqwest::Response,
 ) -> Result<BearerToken, RegistryError> {
-    let body = OutboundClient::read_capped(response, TOKEN_RESPONSE_LIMIT)
+    let body = OutboundClient::read_capped_secret(response, TOKEN_RESPONSE_LIMIT)
         .await
         .map_err(|error| match error {
             // The cap alone would not say whose answer was too large.
@@ -472,15 +474,16 @@ pub fn parse_token_json(host: &str, body: &[u8]) -> Result<BearerToken, Registry
             reason: "the answer is not the token JSON".into(),
         })?;
     // Services send `token`, `access_token` or both; an empty one does not hide the other.
+    let usable = |token: &SecretString| !token.expose_secret().is_empty();
     let token = parsed
         .token
-        .filter(|token| !token.is_empty())
-        .or(parsed.access_token.filter(|token| !token.is_empty()))
+        .filter(usable)
+        .or(parsed.access_token.filter(usable))
         .ok_or_else(|| RegistryError::TokenService {
             host: host.to_owned(),
             reason: "the answer holds no token".into(),
         })?;
-    let granted = granted_access(&token);
+    let granted = granted_access(token.expose_secret());
     let claimed = parsed
         .expires_in
         .filter(|seconds| *seconds > 0)
@@ -493,7 +496,7 @@ pub fn parse_token_json(host: &str, body: &[u8]) -> Result<BearerToken, Registry
         );
     }
     Ok(BearerToken {
-        token: SecretString::from(token),
+        token,
         expires_in: Duration::from_secs(claimed.min(MAXIMUM_TOKEN_SECONDS)),
         granted,
     })
@@ -574,6 +577,20 @@ mod tests {
         assert!(
             parse_token_json("registry.example", br#"{"token":"","access_token":""}"#).is_err()
         );
+    }
+
+    /// Issue 12 item 18: a token service's token fields are read into strings wiped on
+    /// drop, the unused one included (they were plain `String`s).
+    #[test]
+    fn token_answers_are_held_in_strings_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let parsed: TokenResponse =
+            serde_json::from_slice(br#"{"token":"t-canary","access_token":"a-canary"}"#).unwrap();
+        wiped_on_drop(&parsed.token);
+        wiped_on_drop(&parsed.access_token);
+        let bearer = parse_token_json("registry.example", br#"{"token":"t-canary"}"#).unwrap();
+        wiped_on_drop(&bearer.token);
+        assert!(!format!("{:?}", parsed.token).contains("canary"));
     }
 
     #[test]

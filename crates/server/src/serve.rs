@@ -153,19 +153,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(database = ?config.database, data_dir = %config.data_dir.display(), "server.starting");
     let app = build_app(config, Arc::new(SystemClock)).await?;
     let _change_watcher = watch_changes(&app).await;
-    if let Some((token, generated)) = identity::bootstrap(&app).await? {
-        announce_bootstrap(&token, generated);
-    }
+    // Bound before the first admin is made, so its banner can say where to reach it.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen} (REGKEEPER_LISTEN)"))?;
     let address = listener.local_addr()?;
+    let url = client_url(address);
+    if let Some((token, generated)) = identity::bootstrap(&app).await? {
+        announce_bootstrap(&token, generated, &url);
+    }
     let shutdown = shutdown_signal()?;
     let proxy = match app.config.proxy_listen {
         Some(proxy_listen) => Some(start_proxy(&app, proxy_listen, shutdown.clone()).await?),
         None => None,
     };
     tracing::info!(listen.address = %address, backend = app.store.backend(), "server.listening");
+    // Before the line that says the server is up: whoever waits for that line may stop
+    // reading after it.
+    println!("Clients reach this server with: export REGKEEPER_URL={url}");
     println!("regkeeper listening on http://{address}");
     std::io::stdout().flush().ok();
     tokio::spawn(reload_keys_periodically(Arc::clone(&app)));
@@ -267,12 +272,29 @@ async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// The URL a client on this machine uses for a server listening on `address`: the API
+/// listener speaks plain http, and an unspecified address (`0.0.0.0`, `::`) is reached
+/// on the loopback address of its family.
+pub fn client_url(address: SocketAddr) -> String {
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, address.port()))
+}
+
 /// The first admin's token is shown on stdout only, once, and only if the server made
-/// it up; it never reaches the log.
-fn announce_bootstrap(token: &secrecy::SecretString, generated: bool) {
+/// it up; it never reaches the log. The URL goes with it, so the two lines can be
+/// pasted as they are whatever `--listen` was.
+fn announce_bootstrap(token: &secrecy::SecretString, generated: bool, url: &str) {
     if generated {
         println!(
-            "Created user `admin` (workspace ~admin). Its API token is shown only now:\n\n    export REGKEEPER_TOKEN={}\n",
+            "Created user `admin` (workspace ~admin). Its API token is shown only now:\n\n    export REGKEEPER_URL={url}\n    export REGKEEPER_TOKEN={}\n",
             token.expose_secret()
         );
     } else {
@@ -353,4 +375,24 @@ fn shutdown_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
         let _ = sender.send(true);
     });
     Ok(receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12 item 15: the banner's `REGKEEPER_URL` matches the listen address.
+    #[test]
+    fn the_client_url_follows_the_listen_address() {
+        for (listen, url) in [
+            ("127.0.0.1:7070", "http://127.0.0.1:7070"),
+            ("127.0.0.1:9000", "http://127.0.0.1:9000"),
+            ("0.0.0.0:8080", "http://127.0.0.1:8080"),
+            ("10.1.2.3:7070", "http://10.1.2.3:7070"),
+            ("[::]:7070", "http://[::1]:7070"),
+            ("[fd00::5]:7443", "http://[fd00::5]:7443"),
+        ] {
+            assert_eq!(client_url(listen.parse().unwrap()), url, "{listen}");
+        }
+    }
 }

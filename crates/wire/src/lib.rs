@@ -82,6 +82,13 @@ pub struct CredentialInput {
     /// Log in to the registry before storing (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<bool>,
+    /// Who creates the credential: `user` (the default) or `helper`, which the docker
+    /// credential helper's `store` sends so that its `store` and `erase` later touch
+    /// only what it created. Fixed at creation; on an update it is a condition instead:
+    /// the update is refused (409 `origin_mismatch`) unless the credential has this
+    /// origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// A credential as the API shows it: metadata only, never the secret.
@@ -121,6 +128,11 @@ pub struct Credential {
     pub created_at: String,
     pub updated_at: String,
     pub created_by: String,
+    /// `user` (added with the CLI, the API or the console) or `helper` (created by a
+    /// `docker login` through `docker-credential-regkeeper store`). Absent from servers
+    /// older than origins, which reads as neither.
+    #[serde(default)]
+    pub origin: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -147,6 +147,8 @@ fn credential_input(
         aws_region: fields.aws_region,
         azure_tenant_id: fields.azure_tenant_id,
         verify: fields.no_verify.then_some(false),
+        // A person's: only the docker credential helper marks what it creates.
+        origin: None,
     })
 }
 
@@ -311,6 +313,13 @@ fn print_credential(credential: &wire::Credential, format: OutputFormat) -> anyh
             pairs.push((label, value.clone()));
         }
     }
+    pairs.push((
+        "Origin",
+        match credential.origin.as_str() {
+            "helper" => "helper (a docker login through docker-credential-regkeeper)".into(),
+            other => other.to_owned(),
+        },
+    ));
     let verification = &credential.verification;
     pairs.push((
         "Verified",

@@ -156,6 +156,7 @@ impl CredentialForm {
             aws_region: optional(&self.aws_region),
             azure_tenant_id: None,
             verify: None,
+            origin: None,
         }
     }
 }

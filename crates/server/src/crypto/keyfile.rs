@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -89,7 +90,14 @@ struct FileContents {
 #[serde(deny_unknown_fields)]
 struct FileKey {
     version: u32,
-    key: String,
+    /// The key in base64: as secret as the key itself, so wiped on drop, on every
+    /// path (a malformed file's early return included).
+    #[serde(serialize_with = "expose")]
+    key: SecretString,
+}
+
+fn expose<S: serde::Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose_secret())
 }
 
 pub fn load(path: &Path) -> Result<MasterKeys, KeyFileError> {
@@ -127,7 +135,7 @@ pub fn load(path: &Path) -> Result<MasterKeys, KeyFileError> {
     for entry in &contents.keys {
         let bytes = Zeroizing::new(
             BASE64
-                .decode(entry.key.as_bytes())
+                .decode(entry.key.expose_secret().as_bytes())
                 .map_err(|_| malformed(format!("key version {} is not base64", entry.version)))?,
         );
         let key = Key::from_bytes(&bytes)
@@ -228,15 +236,13 @@ fn write_atomically(
             .versions()
             .map(|(version, key)| FileKey {
                 version,
-                key: BASE64.encode(key.expose_bytes()),
+                key: SecretString::from(BASE64.encode(key.expose_bytes())),
             })
             .collect(),
     };
     let text =
         Zeroizing::new(serde_json::to_vec_pretty(&contents).expect("key file contents serialize"));
-    for key in contents.keys {
-        drop(Zeroizing::new(key.key));
-    }
+    drop(contents);
     if let Some(parent) = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
@@ -351,6 +357,30 @@ mod tests {
             "a malformed file is never replaced"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "garbage");
+    }
+
+    /// Issue 12 item 18: the file's base64 keys are read into strings wiped on drop
+    /// (they were plain `String`s), and still written and read back as before.
+    #[test]
+    fn base64_keys_are_held_in_strings_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("master.key");
+        let keys = MasterKeys::generate();
+        create(&path, &keys).unwrap();
+        let text = std::fs::read(&path).unwrap();
+        let contents: FileContents = serde_json::from_slice(&text).unwrap();
+        for entry in &contents.keys {
+            wiped_on_drop(&entry.key);
+            assert_eq!(
+                BASE64.decode(entry.key.expose_secret()).unwrap(),
+                keys.get(entry.version).unwrap().expose_bytes()
+            );
+        }
+        let rewritten = serde_json::to_vec_pretty(&contents).unwrap();
+        assert_eq!(rewritten, text, "serialised as the plain base64 string");
+        assert!(!format!("{:?}", contents.keys[0].key)
+            .contains(&BASE64.encode(keys.get(1).unwrap().expose_bytes())));
     }
 
     #[test]

@@ -71,6 +71,49 @@ impl fmt::Display for CredentialKind {
     }
 }
 
+/// Who created a credential. The docker credential helper's `store` marks what it
+/// creates as `Helper`, and its `store` and `erase` touch only such credentials, so a
+/// `docker login` never overwrites (nor a logout deletes) one a person curated. Set once
+/// at creation and never changed: it records where the credential came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CredentialOrigin {
+    /// Added with the CLI, the API or the console (and every credential from before
+    /// origins were recorded).
+    #[default]
+    User,
+    /// Created by `docker-credential-regkeeper store` after a client's own login.
+    Helper,
+}
+
+impl CredentialOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Helper => "helper",
+        }
+    }
+
+    /// Parses an origin given in a request.
+    pub fn parse_requested(value: &str) -> Result<Self> {
+        match value {
+            "user" => Ok(Self::User),
+            "helper" => Ok(Self::Helper),
+            other => Err(Error::invalid(
+                "invalid_origin",
+                format!(
+                    "unknown credential origin `{}`: expected user or helper",
+                    truncate(other)
+                ),
+            )),
+        }
+    }
+
+    pub fn parse_stored(value: &str) -> Result<Self> {
+        Self::parse_requested(value)
+            .map_err(|_| Error::internal(format!("unknown stored credential origin {value}")))
+    }
+}
+
 /// How the stored secret becomes registry auth; derived from the type and fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -219,6 +262,8 @@ pub struct Credential {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub created_by: String,
+    /// Who created it: a person, or the docker credential helper's `store`.
+    pub origin: CredentialOrigin,
     pub verification: Verification,
     /// The minted token this credential currently uses, if any (read-only here:
     /// written by the token service, joined in by the store).

@@ -193,6 +193,26 @@ pub fn normalize(input: &str) -> Result<RegistryAddress, RegistryError> {
     Ok(RegistryAddress { host, path_prefix })
 }
 
+/// The `host:port` a server URL asks to reach over plain `http://` (port 80 when it
+/// names none), or `None` for `https://` and for no scheme, which are read as TLS.
+///
+/// [`normalize`] drops the scheme, since credentials are stored for TLS hosts; whoever
+/// asks for a credential with an `http://` server URL must check this against the
+/// operator's plain-http list, or a secret meant for TLS would go out over plain http.
+pub fn plain_http_endpoint(input: &str) -> Result<Option<String>, RegistryError> {
+    let trimmed = input.trim();
+    if trimmed.contains('@') {
+        return Err(RegistryError::Credentials);
+    }
+    let (plain_http, rest) = strip_scheme(trimmed)?;
+    if !plain_http {
+        return Ok(None);
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = split_host_port(authority)?;
+    Ok(Some(format!("{host}:{}", port.unwrap_or(80))))
+}
+
 /// Checks a repository path prefix against the OCI naming rules and strips its surrounding slashes; an empty prefix covers the whole registry.
 pub fn normalize_path_prefix(input: &str) -> Result<String, RegistryError> {
     let path = input.trim().trim_matches('/');
@@ -507,6 +527,50 @@ mod tests {
         }
         assert_eq!(
             normalize("user:s3cret@host"),
+            Err(RegistryError::Credentials)
+        );
+    }
+
+    /// Issue 12 item 5: an `http://` server URL is told apart from TLS, with the
+    /// port it means, whatever [`normalize`] makes of it.
+    #[test]
+    fn plain_http_server_urls_name_their_endpoint() {
+        for (input, endpoint) in [
+            (
+                "http://registry.example.com",
+                Some("registry.example.com:80"),
+            ),
+            (
+                "http://registry.example.com:80",
+                Some("registry.example.com:80"),
+            ),
+            (
+                "HTTP://Registry.Example.com:80/v2/",
+                Some("registry.example.com:80"),
+            ),
+            (
+                "http://registry.example.com:443",
+                Some("registry.example.com:443"),
+            ),
+            ("http://127.0.0.1:5000/team", Some("127.0.0.1:5000")),
+            ("http://[0:0::1]:5001", Some("[::1]:5001")),
+            ("https://registry.example.com", None),
+            ("registry.example.com:80", None),
+            ("127.0.0.1:5000", None),
+        ] {
+            assert_eq!(
+                plain_http_endpoint(input).unwrap().as_deref(),
+                endpoint,
+                "{input}"
+            );
+        }
+        // The stored address is the same for both: only the scheme tells them apart.
+        assert_eq!(
+            normalize("http://registry.example.com:80").unwrap().host,
+            normalize("https://registry.example.com").unwrap().host
+        );
+        assert_eq!(
+            plain_http_endpoint("http://user:pw@host"),
             Err(RegistryError::Credentials)
         );
     }

@@ -1,11 +1,12 @@
 //! Credential endpoints: `/api/v1/workspaces/{workspace}/credentials[/{name}]`. The
 //! workspace is one path segment, so `acme/ci` travels as `acme%2Fci`.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use regkeeper_wire as wire;
 
+use crate::domain::credential::CredentialOrigin;
 use crate::service::credentials;
 
 use super::auth::Caller;
@@ -74,16 +75,29 @@ pub async fn update(
     Ok(Json(views::credential(&updated)))
 }
 
-/// Delete a credential.
+#[derive(serde::Deserialize)]
+pub struct DeleteParams {
+    origin: Option<String>,
+}
+
+/// Delete a credential; with `?origin=helper` (what the docker credential helper's
+/// `erase` sends) only if the docker credential helper created it.
 #[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/credentials/{name}", tag = "credentials",
-    params(("workspace" = String, Path), ("name" = String, Path)),
-    responses((status = 204), (status = 404, body = wire::ErrorBody)))]
+    params(("workspace" = String, Path), ("name" = String, Path),
+        ("origin" = Option<String>, Query, description = "`user` or `helper`: delete only a credential of this origin (else 409 `origin_mismatch`)")),
+    responses((status = 204), (status = 404, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody)))]
 pub async fn delete(
     State(state): State<ApiState>,
     Caller(principal): Caller,
     Path((workspace, name)): Path<(String, String)>,
+    Query(params): Query<DeleteParams>,
 ) -> ApiResult<StatusCode> {
-    credentials::delete(&state.app, &principal, Some(&workspace), &name).await?;
+    let origin = params
+        .origin
+        .as_deref()
+        .map(CredentialOrigin::parse_requested)
+        .transpose()?;
+    credentials::delete_if_origin(&state.app, &principal, Some(&workspace), &name, origin).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -38,6 +38,7 @@ pub fn credential(credential: &Credential) -> wire::Credential {
         created_at: format_timestamp(credential.created_at),
         updated_at: format_timestamp(credential.updated_at),
         created_by: credential.created_by.clone(),
+        origin: credential.origin.as_str().to_owned(),
     }
 }
 

@@ -8,8 +8,9 @@ use zeroize::Zeroizing;
 
 use crate::crypto::Binding;
 use crate::domain::credential::{
-    Credential, CredentialDraft, CredentialKind, CredentialParts, CredentialPolicy,
-    CredentialSecret, CredentialSettings, SealedSecret, Verification, VerificationStatus,
+    Credential, CredentialDraft, CredentialKind, CredentialOrigin, CredentialParts,
+    CredentialPolicy, CredentialSecret, CredentialSettings, SealedSecret, Verification,
+    VerificationStatus,
 };
 use crate::domain::identity::{Principal, Role};
 use crate::domain::policy::Action;
@@ -138,7 +139,43 @@ fn audit_detail(credential: &Credential) -> serde_json::Value {
         "registry": credential.registry_host,
         "pathPrefix": credential.path_prefix,
         "secretVersion": credential.secret_version,
+        "origin": credential.origin.as_str(),
     })
+}
+
+fn requested_origin(input: &CredentialInput) -> Result<Option<CredentialOrigin>> {
+    input
+        .origin
+        .as_deref()
+        .map(CredentialOrigin::parse_requested)
+        .transpose()
+}
+
+/// Refuses to change `existing` when the caller asked for another origin: the docker
+/// credential helper sends `helper`, so a `docker login` or `docker logout` can never
+/// change or delete a credential a person added, even one added between the helper's
+/// look-up and its request.
+fn check_origin(existing: &Credential, expected: Option<CredentialOrigin>) -> Result<()> {
+    match expected {
+        Some(expected) if expected != existing.origin => Err(Error::conflict(
+            "origin_mismatch",
+            format!(
+                "credential {} in {} was created by {}, not by {}; it is left unchanged",
+                existing.name,
+                existing.workspace_name,
+                origin_description(existing.origin),
+                origin_description(expected),
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn origin_description(origin: CredentialOrigin) -> &'static str {
+    match origin {
+        CredentialOrigin::User => "a person (regkeeper credentials add, the API or the console)",
+        CredentialOrigin::Helper => "the docker credential helper (a docker login)",
+    }
 }
 
 pub async fn create(
@@ -199,6 +236,7 @@ pub async fn create(
             created_at: now,
             updated_at: now,
             created_by: principal.user_name.clone(),
+            origin: requested_origin(&input)?.unwrap_or_default(),
             verification: verification(&input, now),
             token: None,
         };
@@ -309,6 +347,7 @@ pub async fn update(
     app.audited(record.clone(), async {
         let access = require(app, principal, Some(&workspace_name), Role::Maintain, "updating credentials").await?;
         let existing = find(app, &access.workspace.id, &access.workspace.name, name).await?;
+        check_origin(&existing, requested_origin(&input)?)?;
         let secret_given = input.password.is_some() || input.session_token.is_some();
         if input.session_token.is_some() && input.password.is_none() {
             return Err(Error::invalid(
@@ -419,6 +458,18 @@ pub async fn delete(
     workspace: Option<&str>,
     name: &str,
 ) -> Result<()> {
+    delete_if_origin(app, principal, workspace, name, None).await
+}
+
+/// As [`delete`], refused (409 `origin_mismatch`) unless the credential has `origin`
+/// when one is given.
+pub async fn delete_if_origin(
+    app: &App,
+    principal: &Principal,
+    workspace: Option<&str>,
+    name: &str,
+    origin: Option<CredentialOrigin>,
+) -> Result<()> {
     let workspace_name = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
     let record = app
         .record(Some(principal), "credential.delete")
@@ -434,6 +485,7 @@ pub async fn delete(
         )
         .await?;
         let existing = find(app, &access.workspace.id, &access.workspace.name, name).await?;
+        check_origin(&existing, origin)?;
         let record = record
             .clone()
             .workspace(Some(&existing.workspace_id), &existing.workspace_name)

@@ -41,7 +41,10 @@ struct Target {
     repository: String,
 }
 
-fn target(request: &Request<'_>) -> Result<Option<Target>> {
+/// What a request is for. `http_registries` are the operator's plain-http
+/// `host:port`s: a server URL that asks for plain `http://` gets a credential only for
+/// one of them, since every other credential is meant to travel over TLS.
+fn target(request: &Request<'_>, http_registries: &[String]) -> Result<Option<Target>> {
     match (request.image, request.registry) {
         (Some(_), Some(_)) => Err(Error::invalid(
             "invalid_resolve",
@@ -56,6 +59,15 @@ fn target(request: &Request<'_>) -> Result<Option<Target>> {
             }))
         }
         (None, Some(server)) => {
+            let plain_http = registry::plain_http_endpoint(server)
+                .map_err(|error| Error::invalid("invalid_registry", error.to_string()))?;
+            if let Some(endpoint) = plain_http {
+                if !http_registries.contains(&endpoint) {
+                    return Err(Error::NotFound(format!(
+                        "credential for plain-http http://{endpoint} (only the registries in REGKEEPER_OUTBOUND_HTTP_REGISTRIES get credentials over plain http)"
+                    )));
+                }
+            }
             // A path in the server URL is read as a repository, so a credential with
             // a matching path prefix can serve it.
             let address = registry::normalize(server)
@@ -159,7 +171,7 @@ async fn resolve_inner(
         .workspace(None, &workspace_name)
         .target(text::without_secrets(shown));
     app.audited(record.clone(), async {
-        let target = target(&request)?;
+        let target = target(&request, &app.config.outbound.http_registries)?;
         let named = named?;
         let workspace = workspace_for(app, principal, &workspace_name).await?;
         let credential = match (&named, &target) {
@@ -279,5 +291,55 @@ async fn workspace_for(app: &App, principal: &Principal, name: &str) -> Result<W
         )
         .await?
         .workspace),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(server: &str) -> Request<'_> {
+        Request {
+            registry: Some(server),
+            ..Request::default()
+        }
+    }
+
+    /// Issue 12 item 5: `http://HOST` (also `:80`) does not reach the credential meant
+    /// for TLS unless the operator listed that host and port for plain http.
+    #[test]
+    fn plain_http_server_urls_need_the_operators_plain_http_list() {
+        for server in [
+            "http://registry.example.com",
+            "http://registry.example.com:80",
+            "HTTP://registry.example.com:80/team",
+            "http://registry.example.com:443",
+        ] {
+            let error = target(&registry(server), &[]).err().expect(server);
+            assert!(matches!(error, Error::NotFound(_)), "{server}: {error:?}");
+            assert!(
+                error
+                    .to_string()
+                    .contains("REGKEEPER_OUTBOUND_HTTP_REGISTRIES"),
+                "{error}"
+            );
+        }
+        let listed = [
+            "registry.example.com:80".to_owned(),
+            "127.0.0.1:5000".to_owned(),
+        ];
+        for (server, host) in [
+            ("http://registry.example.com", "registry.example.com"),
+            ("http://registry.example.com:80/", "registry.example.com"),
+            ("http://127.0.0.1:5000", "127.0.0.1:5000"),
+            ("https://registry.example.com", "registry.example.com"),
+            ("registry.example.com", "registry.example.com"),
+        ] {
+            let found = target(&registry(server), &listed).unwrap().unwrap();
+            assert_eq!(found.host, host, "{server}");
+        }
+        // Listing another port does not open this one.
+        assert!(target(&registry("http://127.0.0.1:5001"), &listed).is_err());
+        assert!(target(&registry("https://127.0.0.1:5001"), &listed).is_ok());
     }
 }

@@ -186,8 +186,8 @@ pub(super) fn covering_prefixes(repository: &str) -> Vec<&str> {
 pub(super) const CREDENTIAL_COLUMNS: &str = "c.id, c.workspace_id, w.name AS workspace_name, \
     c.name, c.kind, c.auth_method, c.registry_host, c.path_prefix, c.username, c.settings, \
     c.secret_ciphertext, c.secret_wrapped_key, c.secret_key_version, c.secret_version, \
-    c.revision, c.created_at, c.updated_at, c.created_by, c.verify_status, c.verify_message, \
-    c.verified_at, t.status AS token_status, t.expires_at AS token_expires_at, \
+    c.revision, c.created_at, c.updated_at, c.created_by, c.origin, c.verify_status, \
+    c.verify_message, c.verified_at, t.status AS token_status, t.expires_at AS token_expires_at, \
     t.refresh_at AS token_refresh_at, t.last_error AS token_last_error";
 
 /// The credential tables as the credential queries read them.
@@ -208,7 +208,7 @@ macro_rules! impl_store {
 
         use crate::audit::{AuditRecord, AuditRow};
         use crate::domain::credential::{
-            AuthMethod, Credential, CredentialKind, SealedSecret, Timestamp, Verification,
+            AuthMethod, Credential, CredentialKind, CredentialOrigin, SealedSecret, Timestamp, Verification,
             VerificationStatus,
         };
         use crate::domain::identity::{Role, WorkspaceKind};
@@ -308,6 +308,7 @@ macro_rules! impl_store {
             let auth_method: String = row.try_get("auth_method").map_err(database_error)?;
             let settings: String = row.try_get("settings").map_err(database_error)?;
             let verify_status: String = row.try_get("verify_status").map_err(database_error)?;
+            let origin: String = row.try_get("origin").map_err(database_error)?;
             Ok(Credential {
                 id: row.try_get("id").map_err(database_error)?,
                 workspace_id: row.try_get("workspace_id").map_err(database_error)?,
@@ -325,6 +326,7 @@ macro_rules! impl_store {
                 created_at: row.try_get("created_at").map_err(database_error)?,
                 updated_at: row.try_get("updated_at").map_err(database_error)?,
                 created_by: row.try_get("created_by").map_err(database_error)?,
+                origin: CredentialOrigin::parse_stored(&origin)?,
                 verification: Verification {
                     status: VerificationStatus::parse(&verify_status)?,
                     checked_at: row.try_get("verified_at").map_err(database_error)?,
@@ -917,8 +919,8 @@ macro_rules! impl_store {
                     "INSERT INTO credentials (id, workspace_id, name, kind, auth_method, registry_host, \
                      path_prefix, username, settings, secret_ciphertext, secret_wrapped_key, \
                      secret_key_version, secret_version, revision, created_at, updated_at, created_by, \
-                     verify_status, verify_message, verified_at, name_folded) VALUES ($1, $2, $3, $4, $5, \
-                     $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, lower($3))",
+                     verify_status, verify_message, verified_at, origin, name_folded) VALUES ($1, $2, $3, $4, \
+                     $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, lower($3))",
                 )
                 .bind(&credential.id)
                 .bind(&credential.workspace_id)
@@ -940,6 +942,7 @@ macro_rules! impl_store {
                 .bind(credential.verification.status.as_str())
                 .bind(&credential.verification.message)
                 .bind(credential.verification.checked_at)
+                .bind(credential.origin.as_str())
                 .execute(&mut *transaction)
                 .await
                 .map_err(|error| {

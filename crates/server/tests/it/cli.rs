@@ -4,8 +4,8 @@ use regkeeper_wire as wire;
 
 use super::peers::tls::TestCa;
 use super::support::{
-    contains, files_under, ok, run_cli, stderr, PostgresDatabase, ServerOptions, TestServer,
-    ADMIN_TOKEN,
+    contains, files_under, ok, run_cli, stderr, stdout, PostgresDatabase, ServerOptions,
+    TestServer, ADMIN_TOKEN,
 };
 
 const SECRET: &str = "cli-e2e-secret-5c1f0e";
@@ -555,4 +555,43 @@ fn ca_file_lets_the_cli_reach_a_server_behind_a_private_ca() {
         &[ca_file],
     ));
     assert!(!listed.contains("error"), "{listed}");
+}
+
+/// Issue 12 item 15: a usage error is one line on stderr with exit status 2, as the
+/// README promises for every error (clap printed the error, a tip, the usage and a
+/// pointer to --help over several lines); --help still prints the help, with status 0.
+#[test]
+fn usage_errors_are_one_line() {
+    for (args, expected) in [
+        (
+            &["credentials", "add", "--bogus"][..],
+            "unexpected argument '--bogus' found",
+        ),
+        (
+            &["credentials"],
+            "`regkeeper credentials` needs a command: add, list",
+        ),
+        (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+        (
+            &["credentials", "add", "--registry", "ghcr.io"],
+            "required arguments were not provided: --name <NAME>",
+        ),
+    ] {
+        let output = run_cli("http://127.0.0.1:1", "rk_unused", args, None, &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert_eq!(message.lines().count(), 1, "{args:?}: {message}");
+        assert!(message.starts_with("error: "), "{message}");
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert!(message.trim_end().ends_with("--help`"), "{message}");
+    }
+    let help = run_cli(
+        "http://127.0.0.1:1",
+        "rk_unused",
+        &["credentials", "--help"],
+        None,
+        &[],
+    );
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("Usage: regkeeper credentials"));
 }

@@ -19,6 +19,8 @@ use super::peers::registry::{Registry, SkopeoAuth, SKOPEO_BINARY};
 use super::registry_logins::moto_ecr_login;
 use super::support::{add, ok, run_cli, stderr, stdout, ServerOptions, TestServer, ADMIN_TOKEN};
 
+mod trust;
+
 const HELPER: &str = "docker-credential-regkeeper";
 const PROVIDER: &str = "regkeeper-kubelet-credential-provider";
 const ROBOT: &str = "robot";
@@ -74,7 +76,14 @@ fn run(program: &Path, args: &[&str], stdin: &str, environment: &[(&str, &str)])
     }
     let mut child = command.spawn().expect("program starts");
     let mut input = child.stdin.take().expect("stdin piped");
-    input.write_all(stdin.as_bytes()).expect("write stdin");
+    // A program that fails before reading its input (no token) may have exited.
+    if let Err(error) = input.write_all(stdin.as_bytes()) {
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "write stdin: {error}"
+        );
+    }
     drop(input);
     child.wait_with_output().expect("program finishes")
 }
@@ -255,9 +264,18 @@ fn skopeo_pulls_with_only_the_docker_helper_configured() {
     let version = ok(&helper(&server, ADMIN_TOKEN, "version", ""));
     assert!(version.starts_with(HELPER), "{version}");
 
-    // `erase` removes the host's docker credential (what `store` would have made).
-    ok(&helper(&server, ADMIN_TOKEN, "erase", &host));
-    assert!(credentials(&server).is_empty());
+    // `erase` leaves a credential added with regkeeper alone (issue 12 item 1), on
+    // stderr with the command that deletes it; `store`'s own are erased (see below).
+    let erase = helper(&server, ADMIN_TOKEN, "erase", &host);
+    assert_eq!(erase.status.code(), Some(1), "{}", stderr(&erase));
+    assert_eq!(stdout(&erase), "");
+    assert!(
+        stderr(&erase).contains("`regkeeper credentials delete local`"),
+        "{}",
+        stderr(&erase)
+    );
+    assert_eq!(credentials(&server).len(), 1);
+    ok(&server.cli(ADMIN_TOKEN, &["credentials", "delete", "local"], None));
     assert_not_found(&helper(&server, ADMIN_TOKEN, "erase", &host));
     assert!(!server.log().contains(ROBOT_PASSWORD));
 }
@@ -296,6 +314,7 @@ fn skopeo_login_stores_through_the_helper_and_logout_erases() {
         ),
         ("docker", host.as_str(), Some(ROBOT), "skipped")
     );
+    assert_eq!(credential.origin, "helper");
     assert_success(&skopeo.pull("team/app:1"), "pull after login", &registry);
 
     // Logging in again updates the same credential rather than adding another.

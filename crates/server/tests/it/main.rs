@@ -24,6 +24,7 @@ mod proxy;
 mod registry_logins;
 mod replicas;
 mod roles;
+mod startup;
 mod store_contract;
 mod support;
 mod sync_targets;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use regkeeper::audit::{verify_chain, AuditRecord};
 use regkeeper::domain::credential::{
-    AuthMethod, Credential, CredentialKind, CredentialSettings, SealedSecret, Verification,
-    VerificationStatus,
+    AuthMethod, Credential, CredentialKind, CredentialOrigin, CredentialSettings, SealedSecret,
+    Verification, VerificationStatus,
 };
 use regkeeper::domain::identity::{Role, WorkspaceKind};
 use regkeeper::domain::Error;
@@ -16,9 +16,11 @@ use regkeeper::store::{
 
 use super::support::PostgresDatabase;
 
+mod credential_origins;
 mod sync_targets;
 mod token_claims;
 mod trust_controls;
+use credential_origins::credential_origins;
 use sync_targets::sync_targets_lifecycle;
 use token_claims::{mint_claims_are_exclusive_and_respect_backoff, sealed_pages_name_every_value};
 use trust_controls::grants_and_user_lifecycle;
@@ -127,6 +129,7 @@ fn credential(workspace: &WorkspaceRow, name: &str) -> Credential {
         created_at: 1_000,
         updated_at: 1_000,
         created_by: "alice".into(),
+        origin: CredentialOrigin::User,
         verification: Verification {
             status: VerificationStatus::Unverified,
             checked_at: None,
@@ -948,6 +951,7 @@ macro_rules! contract {
             case!(workload_roles_and_their_tokens);
             case!(workspaces_and_members);
             case!(credentials_lifecycle);
+            case!(credential_origins);
             case!(key_checks_and_rewrapping);
             case!(audit_chain_under_concurrency);
             case!(audit_log_is_append_only);

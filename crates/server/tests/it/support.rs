@@ -230,6 +230,11 @@ impl TestServer {
         Client::new(&self.url, Some(Sensitive::new(token)))
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn admin(&self) -> Client {
         self.client(ADMIN_TOKEN)
     }
