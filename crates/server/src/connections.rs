@@ -188,7 +188,7 @@ pub async fn serve<C>(
     connect_info: fn(SocketAddr) -> C,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    C: Clone + Send + Sync + 'static,
+    C: Clone + Send + Sync + Unpin + 'static,
 {
     // Each connection task holds a sender; all are gone when all have ended.
     let (alive, mut ended) = mpsc::channel::<()>(1);
@@ -297,7 +297,7 @@ struct Connection<C> {
 
 impl<C> Connection<C>
 where
-    C: Clone + Send + Sync + 'static,
+    C: Clone + Send + Sync + Unpin + 'static,
 {
     async fn run(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
         let Some(acceptor) = tls else {
