@@ -305,10 +305,8 @@ where
             return;
         };
         let slot = Arc::clone(&self.admitted.slot);
-        let handshake = tokio::time::timeout(
-            self.limits.header_read_timeout,
-            acceptor.accept(stream),
-        );
+        let handshake =
+            tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
         let stream = tokio::select! {
             handshake = handshake => match handshake {
                 Ok(Ok(stream)) => stream,
@@ -484,7 +482,11 @@ mod tests {
                     .expect("the oldest waiting connection is told to close");
             });
         drop(first);
-        assert_eq!(connections.open(), 3, "an evicted slot is not released twice");
+        assert_eq!(
+            connections.open(),
+            3,
+            "an evicted slot is not released twice"
+        );
         // When every connection is in use, a new one is refused.
         for admitted in [&_second, &third, &fourth] {
             admitted.slot.requested.store(true, Ordering::Release);

@@ -154,7 +154,12 @@ impl<'a> RegistryClient<'a> {
     }
 
     fn base_url(&self, host: &str) -> Result<url::Url, RegistryError> {
-        let scheme = if self.config.http_registries.iter().any(|allowed| allowed == host) {
+        let scheme = if self
+            .config
+            .http_registries
+            .iter()
+            .any(|allowed| allowed == host)
+        {
             "http"
         } else {
             "https"
@@ -270,7 +275,14 @@ impl<'a> RegistryClient<'a> {
                 let token = match repository {
                     Some(repository) => {
                         let name = repository_path(registry_host, repository);
-                        let wide = format!("repository:{name}:pull,push");
+                        // A push check also asks for `delete`, which distribution wants
+                        // for cancelling the upload it opens.
+                        let actions = if request.check_push {
+                            "pull,push,delete"
+                        } else {
+                            "pull,push"
+                        };
+                        let wide = format!("repository:{name}:{actions}");
                         match self.bearer_token(host, challenge, login, Some(&wide)).await {
                             Ok(token) => token,
                             Err(
@@ -313,10 +325,8 @@ impl<'a> RegistryClient<'a> {
                         .collect();
                     self.check_pull_bearer(&base, host, &name, &token).await?;
                     if request.check_push {
-                        let authorization = SecretString::from(format!(
-                            "Bearer {}",
-                            token.token.expose_secret()
-                        ));
+                        let authorization =
+                            SecretString::from(format!("Bearer {}", token.token.expose_secret()));
                         push = Some(self.check_push(&base, &name, &authorization).await?);
                     }
                 }

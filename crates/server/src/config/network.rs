@@ -111,11 +111,7 @@ fn number(
         if !range.contains(&value) {
             return Err(ConfigError::Invalid {
                 key,
-                message: format!(
-                    "must be between {} and {}",
-                    range.start(),
-                    range.end()
-                ),
+                message: format!("must be between {} and {}", range.start(), range.end()),
             });
         }
     }
@@ -241,7 +237,9 @@ mod tests {
         ] {
             let error = TokenRealmGrant::parse(bad).unwrap_err();
             assert!(
-                error.to_string().starts_with("REGKEEPER_OUTBOUND_TOKEN_REALMS"),
+                error
+                    .to_string()
+                    .starts_with("REGKEEPER_OUTBOUND_TOKEN_REALMS"),
                 "{bad}: {error}"
             );
         }

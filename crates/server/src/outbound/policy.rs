@@ -101,10 +101,11 @@ fn metadata_refused(address: IpAddr, allow: &[IpNet]) -> bool {
         })
     };
     let refused = |candidate: IpAddr| {
-        METADATA_ADDRESSES
-            .iter()
-            .any(|known| known.parse::<IpAddr>().is_ok_and(|known| known == candidate))
-            && !named_exactly(candidate)
+        METADATA_ADDRESSES.iter().any(|known| {
+            known
+                .parse::<IpAddr>()
+                .is_ok_and(|known| known == candidate)
+        }) && !named_exactly(candidate)
     };
     match address {
         IpAddr::V4(_) => refused(address),
@@ -440,7 +441,10 @@ mod tests {
             "::/0",
         ]);
         let cases: &[(&str, &str)] = &[
-            ("169.254.169.254", "AWS, GCP, Azure, Oracle, DigitalOcean instance metadata"),
+            (
+                "169.254.169.254",
+                "AWS, GCP, Azure, Oracle, DigitalOcean instance metadata",
+            ),
             ("169.254.169.253", "AWS Route 53 Resolver"),
             ("169.254.169.123", "AWS Time Sync"),
             ("169.254.170.2", "AWS ECS task metadata and credentials"),
@@ -471,8 +475,14 @@ mod tests {
         // Listing the one address opens it, as an operator running a registry there
         // (however unlikely) would need.
         let exact = networks(&["168.63.129.16/32", "fd00:ec2::254/128"]);
-        assert_eq!(forbidden_rule("168.63.129.16".parse().unwrap(), &exact), None);
-        assert_eq!(forbidden_rule("fd00:ec2::254".parse().unwrap(), &exact), None);
+        assert_eq!(
+            forbidden_rule("168.63.129.16".parse().unwrap(), &exact),
+            None
+        );
+        assert_eq!(
+            forbidden_rule("fd00:ec2::254".parse().unwrap(), &exact),
+            None
+        );
         // Neighbours are judged by the ordinary rules.
         assert_eq!(rule_of("168.63.129.17"), None);
         assert_eq!(rule_of("100.100.100.201"), Some(rule::SHARED));

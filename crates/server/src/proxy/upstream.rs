@@ -179,7 +179,12 @@ impl Upstream {
 
     fn base_url(&self, host: &str) -> Result<url::Url, UpstreamError> {
         let api = api_host(host);
-        let scheme = if self.config.http_registries.iter().any(|allowed| allowed == api) {
+        let scheme = if self
+            .config
+            .http_registries
+            .iter()
+            .any(|allowed| allowed == api)
+        {
             "http"
         } else {
             "https"

@@ -21,9 +21,11 @@ pub const ANSWER_LIMIT: usize = 64 * 1024;
 /// What opening a blob upload with the credential showed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushCheck {
-    /// The registry opened the upload (202): the credential may push. The upload was
-    /// cancelled when `cancelled` is true.
-    Granted { cancelled: bool },
+    /// The registry opened the upload (202): the credential may push. `not_cancelled`
+    /// says why the upload could not be cancelled, if it could not (distribution wants
+    /// the `delete` action for that, which a pushing token may lack); the registry then
+    /// removes it when it purges stale uploads.
+    Granted { not_cancelled: Option<String> },
     /// The registry refused it (401 or 403), as it should for a pull credential.
     Refused,
     /// Another answer (a read-only mirror's 405, a 404), so push rights are unknown.
@@ -54,12 +56,20 @@ pub async fn registry_answer(
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .map(|value| value.split(';').next().unwrap_or_default().trim().to_owned())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
         .filter(|value| !value.is_empty());
     let described = || {
-        content_type
-            .as_deref()
-            .map_or_else(|| "an untyped body".to_owned(), |kind| format!("a {kind} body"))
+        content_type.as_deref().map_or_else(
+            || "an untyped body".to_owned(),
+            |kind| format!("a {kind} body"),
+        )
     };
     if let Some(encoding) = headers
         .get(CONTENT_ENCODING)
@@ -150,7 +160,10 @@ impl RegistryClient<'_> {
         let request = self
             .outbound
             .request(Method::POST, uploads.clone())
-            .header(reqwest::header::AUTHORIZATION, authorization.expose_secret())
+            .header(
+                reqwest::header::AUTHORIZATION,
+                authorization.expose_secret(),
+            )
             .body(Vec::<u8>::new());
         // No redirect is followed: the credentials go to the registry and nowhere else.
         let response = self.outbound.send_once(request).await?;
@@ -175,19 +188,36 @@ impl RegistryClient<'_> {
                     && location.port_or_known_default() == base.port_or_known_default()
             });
         let Some(location) = location else {
-            return Ok(PushCheck::Granted { cancelled: false });
+            return Ok(PushCheck::Granted {
+                not_cancelled: Some("the registry named no upload location on its own host".into()),
+            });
         };
-        let cancel = self
-            .outbound
-            .request(Method::DELETE, location)
-            .header(reqwest::header::AUTHORIZATION, authorization.expose_secret());
-        let cancelled = match self.outbound.send_once(cancel).await {
-            Ok(answer) => answer.status().is_success(),
+        let cancel = self.outbound.request(Method::DELETE, location).header(
+            reqwest::header::AUTHORIZATION,
+            authorization.expose_secret(),
+        );
+        let not_cancelled = match self.outbound.send_once(cancel).await {
+            Ok(answer) if answer.status().is_success() => None,
+            Ok(answer)
+                if matches!(
+                    answer.status(),
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+                ) =>
+            {
+                Some(format!(
+                    "cancelling it was refused (HTTP {}): the credential may push but not delete",
+                    answer.status().as_u16()
+                ))
+            }
+            Ok(answer) => Some(format!(
+                "cancelling it answered HTTP {}",
+                answer.status().as_u16()
+            )),
             Err(error) => {
                 tracing::info!(error.code = error.code(), "verify.upload_cancel_failed");
-                false
+                Some(format!("cancelling it failed ({})", error.code()))
             }
         };
-        Ok(PushCheck::Granted { cancelled })
+        Ok(PushCheck::Granted { not_cancelled })
     }
 }

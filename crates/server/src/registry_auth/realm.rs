@@ -30,9 +30,7 @@ pub fn realm_trusted(registry: &str, realm: &Url, grants: &[TokenRealmGrant]) ->
     if realm_host == registry_host {
         return true;
     }
-    if let (Host::Domain(registry_name), Host::Domain(realm_name)) =
-        (&registry_host, &realm_host)
-    {
+    if let (Host::Domain(registry_name), Host::Domain(realm_name)) = (&registry_host, &realm_host) {
         if let (Some(registry_domain), Some(realm_domain)) = (
             registrable_domain(registry_name),
             registrable_domain(realm_name),
@@ -87,8 +85,14 @@ mod tests {
             ("registry.gitlab.com", "https://gitlab.com/jwt/auth"),
             ("ghcr.io", "https://ghcr.io/token"),
             ("quay.io", "https://quay.io/v2/auth"),
-            ("myregistry.azurecr.io", "https://myregistry.azurecr.io/oauth2/token"),
-            ("harbor.example.com:8443", "https://harbor.example.com/service/token"),
+            (
+                "myregistry.azurecr.io",
+                "https://myregistry.azurecr.io/oauth2/token",
+            ),
+            (
+                "harbor.example.com:8443",
+                "https://harbor.example.com/service/token",
+            ),
             ("Registry.Example.COM", "https://auth.example.com./token"),
             ("127.0.0.1:5000", "https://127.0.0.1:5001/token"),
             ("[::1]:5000", "https://[::1]:443/token"),
@@ -123,12 +127,24 @@ mod tests {
         let allowed = |registry: &str, realm: &str| {
             realm_trusted(registry, &Url::parse(realm).unwrap(), &grants)
         };
-        assert!(allowed("registry.example.com", "https://auth.example.net/token"));
-        assert!(allowed("registry.example.com:443", "https://AUTH.example.net:8443/t"));
+        assert!(allowed(
+            "registry.example.com",
+            "https://auth.example.net/token"
+        ));
+        assert!(allowed(
+            "registry.example.com:443",
+            "https://AUTH.example.net:8443/t"
+        ));
         assert!(allowed("127.0.0.1:5000", "https://localhost:9443/token"));
         assert!(!allowed("127.0.0.1:5000", "https://localhost:9444/token"));
         assert!(!allowed("127.0.0.1:5001", "https://localhost:9443/token"));
-        assert!(!allowed("registry.example.com", "https://auth.example.org/token"));
-        assert!(!allowed("other.example.org", "https://auth.example.net/token"));
+        assert!(!allowed(
+            "registry.example.com",
+            "https://auth.example.org/token"
+        ));
+        assert!(!allowed(
+            "other.example.org",
+            "https://auth.example.net/token"
+        ));
     }
 }

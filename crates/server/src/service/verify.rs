@@ -114,17 +114,23 @@ pub async fn check_with(
         ));
     }
     match &report.push {
-        Some(PushCheck::Granted { cancelled }) => notes.push(format!(
-            "warning: the credential may push to {repository_name} (a blob upload was opened{}); \
-             a pull-only credential is safer",
-            if *cancelled { " and cancelled" } else { "; it could not be cancelled and expires on its own" }
+        Some(PushCheck::Granted { not_cancelled }) => notes.push(match not_cancelled {
+            None => format!(
+                "warning: the credential may push to {repository_name} (a blob upload was \
+                 opened and cancelled); a pull-only credential is safer"
+            ),
+            Some(reason) => format!(
+                "warning: the credential may push to {repository_name} (a blob upload was \
+                 opened; {reason}, so the registry removes the empty upload when it purges \
+                 stale ones); a pull-only credential is safer"
+            ),
+        }),
+        Some(PushCheck::Refused) => notes.push(format!(
+            "push to {repository_name} refused, as it should be"
         )),
-        Some(PushCheck::Refused) => {
-            notes.push(format!("push to {repository_name} refused, as it should be"))
+        Some(PushCheck::Unknown(reason)) => {
+            notes.push(format!("push rights could not be checked: {reason}"))
         }
-        Some(PushCheck::Unknown(reason)) => notes.push(format!(
-            "push rights could not be checked: {reason}"
-        )),
         // Without the upload, only a Bearer token's claims say what it grants.
         None if repository.is_some() && !report.grants_known => notes.push(
             "push rights could not be checked from the login alone; `regkeeper credentials \

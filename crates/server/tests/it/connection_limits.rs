@@ -44,7 +44,10 @@ async fn get(server: SocketAddr, source: Ipv4Addr, path: &str) -> (String, Durat
     let started = Instant::now();
     let mut stream = connect_from(source, server).await.expect("connect");
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: regkeeper\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: regkeeper\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .expect("send the request");
     let mut answer = Vec::new();
@@ -129,10 +132,9 @@ async fn attack(listener: SocketAddr, probe: &str, expected: &str) {
     // Once the header-read time-out has passed, every socket has ended: the oldest were
     // closed to make room, the rest answered 408.
     let wait = Duration::from_secs(HEADER_READ_TIMEOUT_SECONDS + 8);
-    let endings = futures_util::future::join_all(
-        sockets.into_iter().map(|socket| ending(socket, wait)),
-    )
-    .await;
+    let endings =
+        futures_util::future::join_all(sockets.into_iter().map(|socket| ending(socket, wait)))
+            .await;
     let timed_out = endings
         .iter()
         .filter(|ending| **ending == Ending::RequestTimeout)
@@ -141,13 +143,21 @@ async fn attack(listener: SocketAddr, probe: &str, expected: &str) {
         .iter()
         .filter(|ending| !matches!(ending, Ending::RequestTimeout | Ending::Closed))
         .collect();
-    assert!(odd.is_empty(), "{} sockets ended otherwise: {:?}", odd.len(), &odd[..odd.len().min(3)]);
+    assert!(
+        odd.is_empty(),
+        "{} sockets ended otherwise: {:?}",
+        odd.len(),
+        &odd[..odd.len().min(3)]
+    );
     assert!(
         timed_out >= MAX_CONNECTIONS - 10,
         "only {timed_out} of the sockets still open got a 408"
     );
     let (status, _) = get(listener, Ipv4Addr::LOCALHOST, probe).await;
-    assert!(status.contains(expected), "{probe} answered {status:?} after the attack");
+    assert!(
+        status.contains(expected),
+        "{probe} answered {status:?} after the attack"
+    );
 }
 
 /// Issue 12 item 6: on the API listener and the proxy listener alike, 3000 half-open
@@ -164,7 +174,10 @@ fn half_open_connections_are_bounded_and_health_checks_still_answer() {
                 "REGKEEPER_HEADER_READ_TIMEOUT_SECONDS".into(),
                 HEADER_READ_TIMEOUT_SECONDS.to_string(),
             ),
-            ("REGKEEPER_MAX_CONNECTIONS".into(), MAX_CONNECTIONS.to_string()),
+            (
+                "REGKEEPER_MAX_CONNECTIONS".into(),
+                MAX_CONNECTIONS.to_string(),
+            ),
             (
                 "REGKEEPER_MAX_CONNECTIONS_PER_ADDRESS".into(),
                 SOCKETS_PER_ADDRESS.to_string(),
@@ -207,6 +220,9 @@ fn idle_kept_alive_connections_are_closed_quietly() {
         let started = Instant::now();
         let ending = ending(stream, Duration::from_secs(HEADER_READ_TIMEOUT_SECONDS + 5)).await;
         assert_eq!(ending, Ending::Closed);
-        assert!(started.elapsed() >= Duration::from_secs(HEADER_READ_TIMEOUT_SECONDS) - Duration::from_millis(200));
+        assert!(
+            started.elapsed()
+                >= Duration::from_secs(HEADER_READ_TIMEOUT_SECONDS) - Duration::from_millis(200)
+        );
     });
 }
