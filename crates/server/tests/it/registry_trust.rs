@@ -94,7 +94,8 @@ fn registries_at_metadata_addresses_are_refused_before_connecting() {
 /// Issue 12 item 8: a registry whose Bearer realm is on another host (here `localhost`
 /// for a registry at `127.0.0.1`; both allowed destinations) does not get the password
 /// sent there: the token service records no request, and the error names the realm
-/// and the setting. With the operator's `REGKEEPER_OUTBOUND_TOKEN_REALMS` entry the
+/// and the setting; the pull-through proxy, which mints its upstream tokens the same
+/// way, refuses likewise. With the operator's `REGKEEPER_OUTBOUND_TOKEN_REALMS` entry the
 /// same login works.
 #[test]
 fn a_token_realm_on_another_host_never_receives_the_password() {
@@ -126,7 +127,9 @@ fn a_token_realm_on_another_host_never_receives_the_password() {
             registry.ca_file().display().to_string(),
         ),
     ];
-    let server = server_with(&base);
+    let mut with_proxy = base.clone();
+    with_proxy.push(("REGKEEPER_PROXY_LISTEN", "127.0.0.1:0".to_owned()));
+    let server = server_with(&with_proxy);
     let args = [
         "--name",
         "elsewhere",
@@ -146,6 +149,38 @@ fn a_token_realm_on_another_host_never_receives_the_password() {
     );
     assert!(!message.contains(PULLER_PASSWORD), "{message}");
     assert_eq!(issuer.requests(), Vec::new(), "the realm was never asked");
+
+    // Stored without verification, the login still never reaches the realm through
+    // the proxy.
+    let mut unverified = args.to_vec();
+    unverified.push("--no-verify");
+    ok(&add(&server, &unverified, PULLER_PASSWORD));
+    let proxy = server.proxy_url.as_deref().expect("the proxy listens");
+    let upstream = host.replace(':', "_");
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("admin:{ADMIN_TOKEN}"),
+    );
+    let answer = ureq::get(&format!("{proxy}/v2/{upstream}/team/app/manifests/1"))
+        .set("Authorization", &format!("Basic {basic}"))
+        .call();
+    let (status, body) = match answer {
+        Ok(response) => (
+            response.status(),
+            response.into_string().unwrap_or_default(),
+        ),
+        Err(ureq::Error::Status(status, response)) => {
+            (status, response.into_string().unwrap_or_default())
+        }
+        Err(error) => panic!("proxy request failed: {error}"),
+    };
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("REGKEEPER_OUTBOUND_TOKEN_REALMS"), "{body}");
+    assert_eq!(
+        issuer.requests(),
+        Vec::new(),
+        "the proxy never asked the realm"
+    );
 
     let mut allowing = base.clone();
     allowing.push((
