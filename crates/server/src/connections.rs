@@ -39,6 +39,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::ConnectionLimits;
+use crate::metrics::{ConnectionLabels, Metrics};
 
 /// How long writing a 408 or a refusal may take before the socket is simply closed.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -48,9 +49,10 @@ const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// One listener's connections and its bounds.
 pub struct Connections {
     limits: ConnectionLimits,
-    /// `api` or `proxy`, for the log.
+    /// `api` or `proxy`, for the log and the metrics.
     listener: &'static str,
     state: Mutex<Open>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Default)]
@@ -114,12 +116,30 @@ fn address_key(address: IpAddr) -> IpAddr {
 }
 
 impl Connections {
-    pub fn new(limits: ConnectionLimits, listener: &'static str) -> Arc<Self> {
+    pub fn new(
+        limits: ConnectionLimits,
+        listener: &'static str,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             limits,
             listener,
             state: Mutex::new(Open::default()),
+            metrics,
         })
+    }
+
+    /// Counts a connection a bound ended, in `regkeeper_connections_ended_total`.
+    fn ended(&self, reason: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .connections_ended
+                .get_or_create(&ConnectionLabels {
+                    listener: self.listener.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .inc();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
@@ -158,6 +178,7 @@ impl Connections {
                 release(&mut open, slot.address);
                 // A stored permit: the connection sees it even if it is not waiting yet.
                 slot.evicted.notify_one();
+                self.ended("evicted");
             }
         }
         let id = open.next_id;
@@ -221,6 +242,10 @@ pub async fn serve<C>(
             }
             Err(refusal) => {
                 tracing::debug!(listener = connections.listener, client.address = %peer, refusal = ?refusal, "connections.refused");
+                connections.ended(match refusal {
+                    Refusal::PerAddress(_) => "refused_per_address",
+                    Refusal::Full(_) => "refused_full",
+                });
                 if tls.is_none() {
                     tokio::spawn(refuse(stream, refusal));
                 }
@@ -385,6 +410,7 @@ where
             // An idle kept-alive connection is closed silently, as clients expect.
             if !parts.read_buf.is_empty() || !slot.requested.load(Ordering::Acquire) {
                 tracing::debug!("connections.header_read_timeout");
+                self.admitted.connections.ended("header_timeout");
                 write_and_close(
                     &mut stream,
                     &request_timeout_answer(self.limits.header_read_timeout),
@@ -455,7 +481,7 @@ mod tests {
     /// room by closing the oldest connection that has sent no request.
     #[test]
     fn admission_bounds_addresses_and_evicts_the_oldest_waiting_connection() {
-        let connections = Connections::new(limits(3, Some(2)), "test");
+        let connections = Connections::new(limits(3, Some(2)), "test", None);
         let first = connections.admit(peer("10.0.0.1")).unwrap();
         let _second = connections.admit(peer("10.0.0.1")).unwrap();
         assert_eq!(
@@ -501,7 +527,7 @@ mod tests {
 
     #[test]
     fn ipv6_clients_are_counted_per_64() {
-        let connections = Connections::new(limits(10, Some(1)), "test");
+        let connections = Connections::new(limits(10, Some(1)), "test", None);
         let _held = connections.admit(peer("2001:db8:1:2::1")).unwrap();
         assert!(connections.admit(peer("2001:db8:1:2::ffff")).is_err());
         assert!(connections.admit(peer("2001:db8:1:3::1")).is_ok());

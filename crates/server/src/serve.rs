@@ -173,6 +173,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(reload_keys_periodically(Arc::clone(&app)));
     tokio::spawn(refresh_tokens_periodically(Arc::clone(&app)));
     tokio::spawn(sync_targets_periodically(Arc::clone(&app)));
+    let metrics = Arc::clone(&app.metrics);
     let state = ApiState {
         app,
         limiter: Arc::new(AuthLimiter::default()),
@@ -181,7 +182,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         None,
         router(state),
-        crate::connections::Connections::new(limits, "api"),
+        crate::connections::Connections::new(limits, "api", Some(Arc::clone(&metrics))),
         |peer: SocketAddr| peer,
         shutdown,
     )
@@ -246,6 +247,7 @@ async fn start_proxy(
         .with_context(|| format!("binding {listen} (REGKEEPER_PROXY_LISTEN)"))?;
     let address = listener.local_addr()?;
     let service = crate::proxy::router(crate::proxy::ProxyState::new(Arc::clone(app), cache));
+    let metrics = Arc::clone(&app.metrics);
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen.address = %address, tls = tls.is_some(), cache = proxy_config.cache_dir.is_some(), "proxy.listening");
     println!("regkeeper proxy listening on {scheme}://{address}");
@@ -254,7 +256,7 @@ async fn start_proxy(
             listener,
             tls,
             service,
-            crate::connections::Connections::new(limits, "proxy"),
+            crate::connections::Connections::new(limits, "proxy", Some(metrics)),
             crate::proxy::listener::ClientAddress,
             shutdown,
         )

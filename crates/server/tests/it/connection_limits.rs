@@ -191,6 +191,17 @@ fn half_open_connections_are_bounded_and_health_checks_still_answer() {
     let runtime = runtime();
     runtime.block_on(attack(api, "/healthz", "200"));
     runtime.block_on(attack(proxy, "/v2/", "401"));
+    // What the bounds did is visible to the operator.
+    let (status, metrics) = super::support::raw(&server, "GET", "/metrics", None, None, None);
+    assert_eq!(status, 200);
+    for line in [
+        r#"regkeeper_connections_ended_total{listener="api",reason="refused_per_address"} 1"#,
+        r#"regkeeper_connections_ended_total{listener="proxy",reason="refused_per_address"} 1"#,
+        r#"regkeeper_connections_ended_total{listener="api",reason="evicted"}"#,
+        r#"regkeeper_connections_ended_total{listener="proxy",reason="header_timeout"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 /// Issue 12 item 6: a kept-alive connection that goes idle is closed after the
