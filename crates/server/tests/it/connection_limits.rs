@@ -109,8 +109,9 @@ async fn attack(listener: SocketAddr, probe: &str, expected: &str) {
     // the probe gets in at once.
     let (status, took) = get(listener, Ipv4Addr::LOCALHOST, probe).await;
     assert!(status.contains(expected), "{probe} answered {status:?}");
+    // Generous for a loaded CI machine; the incident it guards against took minutes.
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(3),
         "{probe} took {took:?} under attack (sockets opened in {opened:?})"
     );
 
