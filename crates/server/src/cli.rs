@@ -236,6 +236,10 @@ enum CredentialsCommand {
         /// Also check pull access to this repository.
         #[arg(long)]
         repository: Option<String>,
+        /// Also check whether the credential may push to the repository, by opening a
+        /// blob upload there and cancelling it at once (nothing is written).
+        #[arg(long, requires = "repository")]
+        check_push: bool,
         #[command(flatten)]
         workspace: WorkspaceArg,
         #[command(flatten)]

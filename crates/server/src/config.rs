@@ -12,6 +12,10 @@ use serde::Deserialize;
 use url::{Host, Url};
 use zeroize::Zeroizing;
 
+mod network;
+
+pub use network::{ConnectionLimits, TokenRealmGrant};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = "./regkeeper-data";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -58,6 +62,9 @@ pub struct OutboundConfig {
     pub http_registries: Vec<String>,
     /// How long one outbound request may take (`None`: the outbound module's default).
     pub timeout: Option<std::time::Duration>,
+    /// Token realms on other hosts that a registry's login may be sent to
+    /// (`REGKEEPER_OUTBOUND_TOKEN_REALMS`).
+    pub token_realms: Vec<TokenRealmGrant>,
 }
 
 /// Where sync targets may deliver: operator choices, never a tenant's.
@@ -120,6 +127,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub sync: SyncConfig,
     pub proxy: ProxyConfig,
+    /// Bounds on client connections, for the API and proxy listeners alike.
+    pub connections: ConnectionLimits,
 }
 
 /// The pull-through proxy's settings besides its address (`proxy_listen`).
@@ -163,6 +172,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("sync", &self.sync)
             .field("proxy", &self.proxy)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -182,6 +192,10 @@ struct FileSettings {
     outbound_ca_file: Option<PathBuf>,
     outbound_http_registries: Option<Vec<String>>,
     outbound_timeout_seconds: Option<u64>,
+    outbound_token_realms: Option<Vec<String>>,
+    header_read_timeout_seconds: Option<u64>,
+    max_connections: Option<u64>,
+    max_connections_per_address: Option<u64>,
     allow_ambient_aws_credentials: Option<bool>,
     ambient_aws_accounts: Option<Vec<String>>,
     azure_authority_url: Option<String>,
@@ -318,6 +332,18 @@ impl Config {
                 });
             }
         }
+        let token_realms = list(env("REGKEEPER_OUTBOUND_TOKEN_REALMS"))
+            .or(settings.outbound_token_realms)
+            .unwrap_or_default()
+            .iter()
+            .map(|entry| TokenRealmGrant::parse(entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        let connections = ConnectionLimits::load(
+            &env,
+            settings.header_read_timeout_seconds,
+            settings.max_connections,
+            settings.max_connections_per_address,
+        )?;
         let allow_ambient_aws_credentials = match env("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS") {
             Some(value) => parse_bool("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", &value)?,
             None => settings.allow_ambient_aws_credentials.unwrap_or(false),
@@ -397,6 +423,7 @@ impl Config {
                 .or(settings.proxy_tls_key_file),
         )?;
         Ok(Self {
+            connections,
             proxy,
             sync,
             aws_endpoint_url,
@@ -411,6 +438,7 @@ impl Config {
                 ca_file,
                 http_registries,
                 timeout: outbound_timeout_seconds.map(std::time::Duration::from_secs),
+                token_realms,
             },
             allow_ambient_aws_credentials,
             ambient_aws_accounts,

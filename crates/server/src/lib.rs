@@ -5,6 +5,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod crypto;
 pub mod domain;

@@ -44,6 +44,15 @@ pub struct Metrics {
     pub proxy_bytes: Family<SourceLabels, Counter>,
     pub proxy_upstream_retries: Counter,
     pub proxy_digest_mismatches: Counter,
+    pub connections_ended: Family<ConnectionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `api` or `proxy`.
+    pub listener: String,
+    /// `refused_per_address`, `refused_full`, `evicted` or `header_timeout`.
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -155,7 +164,14 @@ impl Metrics {
             "Upstream or cached bodies cut off because they did not match their digest",
             proxy_digest_mismatches.clone(),
         );
+        let connections_ended = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "connections_ended",
+            "Client connections refused or closed by a connection bound, by listener and reason",
+            connections_ended.clone(),
+        );
         Self {
+            connections_ended,
             proxy_requests,
             proxy_bytes,
             proxy_upstream_retries,

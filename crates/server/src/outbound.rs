@@ -95,6 +95,13 @@ fn forbidden_message(host: &str, address: &Option<IpAddr>, rule: &str) -> String
         Some(address) => format!("{address} (host {host})"),
         None => host.to_owned(),
     };
+    if rule == policy::rule::METADATA {
+        return format!(
+            "destination {destination} is forbidden: it is a {rule} address, which no \
+             registry uses; only an exact entry for it (a /32 or /128) in \
+             REGKEEPER_OUTBOUND_ALLOW_NETWORKS opens it"
+        );
+    }
     let mut message = format!(
         "destination {destination} is forbidden: {rule} addresses are not allowed; an \
          operator can allow the network with REGKEEPER_OUTBOUND_ALLOW_NETWORKS"
@@ -168,7 +175,16 @@ impl Policy {
         let address = match host {
             Host::Ipv4(address) => Some(IpAddr::V4(address)),
             Host::Ipv6(address) => Some(IpAddr::V6(address)),
-            // Names are judged by what they resolve to, in the resolver.
+            // Metadata names are refused as names, since inside the cloud they resolve
+            // to the metadata service; other names are judged by what they resolve to,
+            // in the resolver.
+            Host::Domain(name) if policy::is_metadata_host(name) => {
+                return Err(OutboundError::DestinationForbidden {
+                    host: host_text.to_owned(),
+                    address: None,
+                    rule: policy::rule::METADATA,
+                })
+            }
             Host::Domain(_) => None,
         };
         if let Some(address) = address {
@@ -642,6 +658,9 @@ mod tests {
             "https://169.254.169.254/",
             "http://169.254.169.254/latest/meta-data/",
             "https://[fd00:ec2::254]/",
+            "https://168.63.129.16/",
+            "https://metadata.google.internal/computeMetadata/v1/",
+            "http://metadata/",
             "https://0.0.0.0/",
         ] {
             let error = check(&client, url).unwrap_err();

@@ -74,7 +74,7 @@ impl ProxyState {
     pub fn new(app: Arc<App>, cache: Option<Arc<BlobCache>>) -> Arc<Self> {
         let upstream = Upstream::new(
             app.outbound.clone(),
-            app.config.outbound.http_registries.clone(),
+            app.config.outbound.clone(),
             Arc::clone(&app.clock),
         );
         Arc::new(Self {

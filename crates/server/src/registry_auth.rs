@@ -3,6 +3,8 @@
 //! credentials and to mint Bearer tokens; every request goes through `outbound`.
 
 pub mod challenge;
+mod probe;
+pub mod realm;
 
 use std::time::Duration;
 
@@ -12,10 +14,12 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::config::OutboundConfig;
 use crate::domain::registry::DOCKER_HUB;
 use crate::outbound::{OutboundClient, OutboundError};
 
 use challenge::{Challenge, Scheme};
+pub use probe::PushCheck;
 
 /// Token endpoints answer with small JSON documents; anything bigger is refused.
 const TOKEN_RESPONSE_LIMIT: usize = 256 * 1024;
@@ -41,6 +45,20 @@ pub enum RegistryError {
     Unauthorized { host: String },
     #[error("{host} refused pull access to repository {repository}; the credential is valid but not allowed to read it")]
     ScopeDenied { host: String, repository: String },
+    #[error("{host} has no repository {repository}, or does not show it to this credential (HTTP 404{}); check the repository name", code.as_deref().map(|code| format!(" {code}")).unwrap_or_default())]
+    RepositoryNotFound {
+        host: String,
+        repository: String,
+        code: Option<String>,
+    },
+    #[error("{host} answered {path} with HTTP 200 but not as a container registry: {reason}; is this a registry (Docker Registry API v2), or a captive portal or web server in between?")]
+    NotARegistry {
+        host: String,
+        path: &'static str,
+        reason: String,
+    },
+    #[error("{host} sends logins to a token service at {realm_host}, which is neither the registry's own host nor in its domain, so the credentials were not sent there; if that token service belongs to this registry, an operator can allow it with REGKEEPER_OUTBOUND_TOKEN_REALMS={host}={realm_host}")]
+    RealmNotAllowed { host: String, realm_host: String },
     #[error("{host} answered HTTP {status} at {path}; is this a container registry (Docker Registry API v2)?")]
     UnexpectedStatus {
         host: String,
@@ -59,6 +77,9 @@ impl RegistryError {
             Self::Outbound(error) => error.code(),
             Self::Unauthorized { .. } => "registry_unauthorized",
             Self::ScopeDenied { .. } => "registry_scope_denied",
+            Self::RepositoryNotFound { .. } => "registry_repository_not_found",
+            Self::NotARegistry { .. } => "registry_not_a_registry",
+            Self::RealmNotAllowed { .. } => "registry_realm_not_allowed",
             Self::UnexpectedStatus { .. } => "registry_unexpected_status",
             Self::BadChallenge { .. } => "registry_bad_challenge",
             Self::TokenService { .. } => "registry_token_service_failed",
@@ -78,10 +99,16 @@ impl RegistryError {
 /// How a registry authenticated a login, and what the verification learnt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginReport {
-    /// `none` (anonymous registry), `basic` or `bearer`.
+    /// `none` (the registry asked for no credentials, so none were checked), `basic` or
+    /// `bearer`.
     pub scheme: &'static str,
     /// Actions a Bearer token granted beyond pull, when the token says so.
     pub extra_actions: Vec<String>,
+    /// Whether the Bearer token said what it grants (its JWT `access` claim); a Basic
+    /// login never does.
+    pub grants_known: bool,
+    /// The result of opening and cancelling a blob upload, when asked for.
+    pub push: Option<PushCheck>,
 }
 
 /// A Bearer token from a registry's token service.
@@ -112,20 +139,32 @@ pub fn repository_path<'a>(registry_host: &str, repository: &'a str) -> std::bor
 
 pub struct RegistryClient<'a> {
     outbound: &'a OutboundClient,
-    /// `host:port`s that may be reached over plain http (the operator's list).
-    http_registries: &'a [String],
+    /// The operator's plain-http registries and trusted token realms.
+    config: &'a OutboundConfig,
+}
+
+/// What one verification asks of the registry besides the login itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyRequest<'a> {
+    /// Ask for pull access to this repository and prove it with its tags list.
+    pub repository: Option<&'a str>,
+    /// Open a blob upload in the repository and cancel it, to learn whether the
+    /// credential may push.
+    pub check_push: bool,
 }
 
 impl<'a> RegistryClient<'a> {
-    pub fn new(outbound: &'a OutboundClient, http_registries: &'a [String]) -> Self {
-        Self {
-            outbound,
-            http_registries,
-        }
+    pub fn new(outbound: &'a OutboundClient, config: &'a OutboundConfig) -> Self {
+        Self { outbound, config }
     }
 
     fn base_url(&self, host: &str) -> Result<url::Url, RegistryError> {
-        let scheme = if self.http_registries.iter().any(|allowed| allowed == host) {
+        let scheme = if self
+            .config
+            .http_registries
+            .iter()
+            .any(|allowed| allowed == host)
+        {
             "http"
         } else {
             "https"
@@ -137,13 +176,17 @@ impl<'a> RegistryClient<'a> {
     }
 
     /// Logs in to `registry_host` as a client would: `GET /v2/`, then the challenge.
-    /// Given a repository, asks for pull access to it and checks it is granted.
+    /// Given a repository, asks for pull access to it and checks it is granted. A `/v2/`
+    /// that answers 200 must answer as a registry (its API version header, or JSON read
+    /// within a small cap), or a captive portal would pass for a login; a registry that
+    /// asks for no credentials at all is reported with scheme `none`.
     pub async fn verify(
         &self,
         registry_host: &str,
         login: &Login<'_>,
-        repository: Option<&str>,
+        request: VerifyRequest<'_>,
     ) -> Result<LoginReport, RegistryError> {
+        let repository = request.repository;
         let host = api_host(registry_host);
         let base = self.base_url(host)?;
         let ping = base.join("v2/").expect("static path joins");
@@ -151,15 +194,35 @@ impl<'a> RegistryClient<'a> {
             .outbound
             .send(self.outbound.request(Method::GET, ping.clone()))
             .await?;
-        let challenges = challenges_of(&response);
-        match response.status() {
+        let (challenges, anonymous_root) = match response.status() {
             status if status.is_success() => {
-                return Ok(LoginReport {
-                    scheme: "none",
-                    extra_actions: Vec::new(),
-                })
+                probe::registry_answer(host, "/v2/", response).await?;
+                // `/v2/` may be open while repositories are not: ask the repository.
+                let Some(repository) = repository else {
+                    return Ok(LoginReport::anonymous());
+                };
+                let name = repository_path(registry_host, repository);
+                let tags = tags_url(&base, host, &name)?;
+                let response = self
+                    .outbound
+                    .send(self.outbound.request(Method::GET, tags))
+                    .await?;
+                match response.status() {
+                    StatusCode::UNAUTHORIZED => (challenges_of(&response), true),
+                    status if status.is_success() => return Ok(LoginReport::anonymous()),
+                    StatusCode::NOT_FOUND => {
+                        return Err(probe::not_found(host, &name, response).await)
+                    }
+                    status => {
+                        return Err(RegistryError::UnexpectedStatus {
+                            host: host.to_owned(),
+                            path: "/v2/<name>/tags/list",
+                            status: status.as_u16(),
+                        })
+                    }
+                }
             }
-            StatusCode::UNAUTHORIZED => {}
+            StatusCode::UNAUTHORIZED => (challenges_of(&response), false),
             status => {
                 return Err(RegistryError::UnexpectedStatus {
                     host: host.to_owned(),
@@ -167,7 +230,7 @@ impl<'a> RegistryClient<'a> {
                     status: status.as_u16(),
                 })
             }
-        }
+        };
         let challenge =
             challenge::preferred(&challenges).ok_or_else(|| RegistryError::BadChallenge {
                 host: host.to_owned(),
@@ -175,26 +238,39 @@ impl<'a> RegistryClient<'a> {
             })?;
         match &challenge.scheme {
             Scheme::Basic => {
-                let status = self.basic_get(&ping, login).await?;
-                if status == StatusCode::UNAUTHORIZED {
-                    return Err(RegistryError::Unauthorized {
-                        host: host.to_owned(),
-                    });
+                // An open `/v2/` would answer 200 to any password: only the repository
+                // can tell, below.
+                if !anonymous_root {
+                    let response = self.basic_get(&ping, login).await?;
+                    let status = response.status();
+                    if status == StatusCode::UNAUTHORIZED {
+                        return Err(RegistryError::Unauthorized {
+                            host: host.to_owned(),
+                        });
+                    }
+                    if !status.is_success() {
+                        return Err(RegistryError::UnexpectedStatus {
+                            host: host.to_owned(),
+                            path: "/v2/",
+                            status: status.as_u16(),
+                        });
+                    }
+                    probe::registry_answer(host, "/v2/", response).await?;
                 }
-                if !status.is_success() {
-                    return Err(RegistryError::UnexpectedStatus {
-                        host: host.to_owned(),
-                        path: "/v2/",
-                        status: status.as_u16(),
-                    });
-                }
+                let mut push = None;
                 if let Some(repository) = repository {
-                    self.check_pull_basic(&base, host, registry_host, repository, login)
-                        .await?;
+                    let name = repository_path(registry_host, repository);
+                    self.check_pull_basic(&base, host, &name, login).await?;
+                    if request.check_push {
+                        let authorization = SecretString::from(basic_header(login));
+                        push = Some(self.check_push(&base, &name, &authorization).await?);
+                    }
                 }
                 Ok(LoginReport {
                     scheme: "basic",
                     extra_actions: Vec::new(),
+                    grants_known: false,
+                    push,
                 })
             }
             Scheme::Bearer => {
@@ -204,7 +280,14 @@ impl<'a> RegistryClient<'a> {
                 let token = match repository {
                     Some(repository) => {
                         let name = repository_path(registry_host, repository);
-                        let wide = format!("repository:{name}:pull,push");
+                        // A push check also asks for `delete`, which distribution wants
+                        // for cancelling the upload it opens.
+                        let actions = if request.check_push {
+                            "pull,push,delete"
+                        } else {
+                            "pull,push"
+                        };
+                        let wide = format!("repository:{name}:{actions}");
                         match self.bearer_token(host, challenge, login, Some(&wide)).await {
                             Ok(token) => token,
                             Err(
@@ -221,6 +304,7 @@ impl<'a> RegistryClient<'a> {
                     None => self.bearer_token(host, challenge, login, None).await?,
                 };
                 let mut extra_actions = Vec::new();
+                let mut push = None;
                 if let Some(repository) = repository {
                     let name = repository_path(registry_host, repository);
                     let actions: Vec<&String> = token
@@ -245,10 +329,17 @@ impl<'a> RegistryClient<'a> {
                         .cloned()
                         .collect();
                     self.check_pull_bearer(&base, host, &name, &token).await?;
+                    if request.check_push {
+                        let authorization =
+                            SecretString::from(format!("Bearer {}", token.token.expose_secret()));
+                        push = Some(self.check_push(&base, &name, &authorization).await?);
+                    }
                 }
                 Ok(LoginReport {
                     scheme: "bearer",
                     extra_actions,
+                    grants_known: !token.granted.is_empty(),
+                    push,
                 })
             }
             Scheme::Other(name) => Err(RegistryError::BadChallenge {
@@ -262,44 +353,26 @@ impl<'a> RegistryClient<'a> {
         &self,
         url: &url::Url,
         login: &Login<'_>,
-    ) -> Result<StatusCode, RegistryError> {
+    ) -> Result<reqwest::Response, RegistryError> {
         let request = self
             .outbound
             .request(Method::GET, url.clone())
             .header(reqwest::header::AUTHORIZATION, basic_header(login));
-        Ok(self.outbound.send(request).await?.status())
+        Ok(self.outbound.send(request).await?)
     }
 
-    /// Pull access over Basic auth: the tags list answers 200 only to a reader.
+    /// Pull access over Basic auth: the tags list answers 200 only to a reader, and
+    /// 404 when the repository does not exist (or is hidden from this credential).
     async fn check_pull_basic(
         &self,
         base: &url::Url,
         host: &str,
-        registry_host: &str,
-        repository: &str,
+        name: &str,
         login: &Login<'_>,
     ) -> Result<(), RegistryError> {
-        let name = repository_path(registry_host, repository);
-        let url =
-            base.join(&format!("v2/{name}/tags/list"))
-                .map_err(|_| RegistryError::ScopeDenied {
-                    host: host.to_owned(),
-                    repository: name.to_string(),
-                })?;
-        match self.basic_get(&url, login).await? {
-            status if status.is_success() => Ok(()),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
-                Err(RegistryError::ScopeDenied {
-                    host: host.to_owned(),
-                    repository: name.into_owned(),
-                })
-            }
-            status => Err(RegistryError::UnexpectedStatus {
-                host: host.to_owned(),
-                path: "/v2/<name>/tags/list",
-                status: status.as_u16(),
-            }),
-        }
+        let url = tags_url(base, host, name)?;
+        let response = self.basic_get(&url, login).await?;
+        tags_answer(host, name, response).await
     }
 
     async fn check_pull_bearer(
@@ -309,36 +382,21 @@ impl<'a> RegistryClient<'a> {
         repository: &str,
         token: &BearerToken,
     ) -> Result<(), RegistryError> {
-        let url = base
-            .join(&format!("v2/{repository}/tags/list"))
-            .map_err(|_| RegistryError::ScopeDenied {
-                host: host.to_owned(),
-                repository: repository.to_owned(),
-            })?;
+        let url = tags_url(base, host, repository)?;
         let request = self
             .outbound
             .request(Method::GET, url)
             .bearer_auth(token.token.expose_secret());
-        match self.outbound.send(request).await?.status() {
-            status if status.is_success() => Ok(()),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
-                Err(RegistryError::ScopeDenied {
-                    host: host.to_owned(),
-                    repository: repository.to_owned(),
-                })
-            }
-            status => Err(RegistryError::UnexpectedStatus {
-                host: host.to_owned(),
-                path: "/v2/<name>/tags/list",
-                status: status.as_u16(),
-            }),
-        }
+        let response = self.outbound.send(request).await?;
+        tags_answer(host, repository, response).await
     }
 
     /// Fetches a Bearer token from the challenge's realm: the OAuth2 password grant by
     /// POST first (what Docker does when it has a password), then the classic GET
     /// with Basic auth when the service does not support it. Credentials go to the
-    /// realm only over https (or to an operator-allowed plain-http registry).
+    /// realm only over https (or to an operator-allowed plain-http registry), and only
+    /// to a realm `realm::realm_trusted` accepts for `host`, which is checked after
+    /// `outbound`'s own destination checks and before anything is sent.
     pub async fn bearer_token(
         &self,
         host: &str,
@@ -360,10 +418,19 @@ impl<'a> RegistryClient<'a> {
             Some(port) => format!("{}:{port}", realm.host_str().unwrap_or_default()),
             None => realm.host_str().unwrap_or_default().to_owned(),
         };
-        if realm.scheme() != "https" && !self.http_registries.contains(&realm_host_port) {
+        if realm.scheme() != "https" && !self.config.http_registries.contains(&realm_host_port) {
             return Err(RegistryError::BadChallenge {
                 host: host.to_owned(),
                 reason: format!("the token realm {realm_host_port} is not https; credentials are only sent over https"),
+            });
+        }
+        // Where the realm is matters before whose it is: a forbidden address is refused
+        // as such, whoever claims it.
+        self.outbound.check_url(&realm)?;
+        if !realm::realm_trusted(host, &realm, &self.config.token_realms) {
+            return Err(RegistryError::RealmNotAllowed {
+                host: host.to_owned(),
+                realm_host: realm_host_port,
             });
         }
         let service = challenge.service().unwrap_or_default();
@@ -414,6 +481,47 @@ impl<'a> RegistryClient<'a> {
                 host: host.to_owned(),
                 reason: format!("HTTP {status}"),
             }),
+        }
+    }
+}
+
+/// `BASE/v2/NAME/tags/list`.
+fn tags_url(base: &url::Url, host: &str, name: &str) -> Result<url::Url, RegistryError> {
+    base.join(&format!("v2/{name}/tags/list"))
+        .map_err(|_| RegistryError::ScopeDenied {
+            host: host.to_owned(),
+            repository: name.to_owned(),
+        })
+}
+
+/// What a tags list answer to a login says about pull access.
+async fn tags_answer(
+    host: &str,
+    name: &str,
+    response: reqwest::Response,
+) -> Result<(), RegistryError> {
+    match response.status() {
+        status if status.is_success() => Ok(()),
+        StatusCode::NOT_FOUND => Err(probe::not_found(host, name, response).await),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(RegistryError::ScopeDenied {
+            host: host.to_owned(),
+            repository: name.to_owned(),
+        }),
+        status => Err(RegistryError::UnexpectedStatus {
+            host: host.to_owned(),
+            path: "/v2/<name>/tags/list",
+            status: status.as_u16(),
+        }),
+    }
+}
+
+impl LoginReport {
+    fn anonymous() -> Self {
+        Self {
+            scheme: "none",
+            extra_actions: Vec::new(),
+            grants_known: false,
+            push: None,
         }
     }
 }

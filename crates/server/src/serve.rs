@@ -9,7 +9,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Database, LogFormat};
+use crate::config::{Config, ConnectionLimits, Database, LogFormat};
 use crate::http::{router, ApiState, AuthLimiter};
 use crate::metrics::Metrics;
 use crate::outbound::OutboundClient;
@@ -163,8 +163,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         announce_bootstrap(&token, generated, &url);
     }
     let shutdown = shutdown_signal()?;
+    let limits = connection_limits(&app.config);
     let proxy = match app.config.proxy_listen {
-        Some(proxy_listen) => Some(start_proxy(&app, proxy_listen, shutdown.clone()).await?),
+        Some(proxy_listen) => {
+            Some(start_proxy(&app, proxy_listen, limits, shutdown.clone()).await?)
+        }
         None => None,
     };
     tracing::info!(listen.address = %address, backend = app.store.backend(), "server.listening");
@@ -176,16 +179,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(reload_keys_periodically(Arc::clone(&app)));
     tokio::spawn(refresh_tokens_periodically(Arc::clone(&app)));
     tokio::spawn(sync_targets_periodically(Arc::clone(&app)));
+    let metrics = Arc::clone(&app.metrics);
     let state = ApiState {
         app,
         limiter: Arc::new(AuthLimiter::default()),
     };
-    axum::serve(
+    crate::connections::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        None,
+        router(state),
+        crate::connections::Connections::new(limits, "api", Some(Arc::clone(&metrics))),
+        |peer: SocketAddr| peer,
+        shutdown,
     )
-    .with_graceful_shutdown(stopped(shutdown))
-    .await?;
+    .await;
     if let Some(proxy) = proxy {
         proxy.await.context("the proxy listener task")??;
     }
@@ -218,6 +225,7 @@ async fn watch_changes(app: &Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
 async fn start_proxy(
     app: &Arc<App>,
     listen: SocketAddr,
+    limits: ConnectionLimits,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let proxy_config = &app.config.proxy;
@@ -244,32 +252,57 @@ async fn start_proxy(
         .await
         .with_context(|| format!("binding {listen} (REGKEEPER_PROXY_LISTEN)"))?;
     let address = listener.local_addr()?;
-    let service = crate::proxy::router(crate::proxy::ProxyState::new(Arc::clone(app), cache))
-        .into_make_service_with_connect_info::<crate::proxy::listener::ClientAddress>();
+    let service = crate::proxy::router(crate::proxy::ProxyState::new(Arc::clone(app), cache));
+    let metrics = Arc::clone(&app.metrics);
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen.address = %address, tls = tls.is_some(), cache = proxy_config.cache_dir.is_some(), "proxy.listening");
     println!("regkeeper proxy listening on {scheme}://{address}");
     Ok(tokio::spawn(async move {
-        match tls {
-            Some(acceptor) => {
-                let listener = crate::proxy::listener::TlsListener::new(listener, acceptor)?;
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(stopped(shutdown))
-                    .await?;
-            }
-            None => {
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(stopped(shutdown))
-                    .await?;
-            }
-        }
+        crate::connections::serve(
+            listener,
+            tls,
+            service,
+            crate::connections::Connections::new(limits, "proxy", Some(metrics)),
+            crate::proxy::listener::ClientAddress,
+            shutdown,
+        )
+        .await;
         Ok(())
     }))
 }
 
-/// Completes once shutdown has been asked for.
-async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+/// File descriptors kept for everything but client connections: the database pool,
+/// outbound requests, the blob cache, log and key files.
+const RESERVED_FILE_DESCRIPTORS: u64 = 512;
+
+/// The configured connection limits, lowered if the process may not open that many
+/// files: a listener that runs out of descriptors cannot accept even a health check.
+/// Raises the soft open-file limit to the hard one first, as Go servers do.
+fn connection_limits(config: &Config) -> ConnectionLimits {
+    let mut limits = config.connections;
+    let listeners = if config.proxy_listen.is_some() { 2 } else { 1 };
+    let available = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(error = %error, "connections.file_limit_unknown");
+            return limits;
+        }
+    };
+    let room = available.saturating_sub(RESERVED_FILE_DESCRIPTORS) / listeners;
+    let room = usize::try_from(room).unwrap_or(usize::MAX).max(16);
+    if limits.max_connections > room {
+        tracing::warn!(
+            configured = limits.max_connections,
+            used = room,
+            open_file_limit = available,
+            "connections.limit_lowered_to_fit_open_file_limit"
+        );
+        limits.max_connections = room;
+        limits.max_connections_per_address = limits
+            .max_connections_per_address
+            .map(|limit| limit.min(room));
+    }
+    limits
 }
 
 /// The URL a client on this machine uses for a server listening on `address`: the API

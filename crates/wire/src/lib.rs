@@ -153,7 +153,8 @@ pub struct TokenStatus {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
-    /// `unverified`, `skipped`, `ok` or `failed`.
+    /// `unverified`, `skipped`, `ok`, `unverifiable` (the registry asks for no
+    /// credentials, so the login could not be checked; `message` says so) or `failed`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checked_at: Option<String>,
@@ -450,6 +451,10 @@ pub struct VerifyInput {
     /// Also check pull access to this repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
+    /// Also learn whether the credential may push to `repository` by opening a blob
+    /// upload there and cancelling it at once; push granted is reported as a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_push: Option<bool>,
 }
 
 /// Create or change a workload role. On create `name` and `policy` are required; on

@@ -250,6 +250,13 @@ fn saved_message(done: &str, credential: &Credential) -> String {
                 with_full_stop(message)
             )
         }
+        (VerificationStatus::Unverifiable, Some(message)) => {
+            format!(
+                "{done} {}. Not verifiable: {}",
+                credential.name,
+                with_full_stop(message)
+            )
+        }
         _ => format!("{done} {}.", credential.name),
     }
 }
@@ -348,6 +355,11 @@ pub async fn verify(
                 let message = verified.verification.message.as_deref().unwrap_or_default();
                 if verified.verification.status == VerificationStatus::Ok {
                     Flash::status(format!("Verified {name}: {}", with_full_stop(message)))
+                } else if verified.verification.status == VerificationStatus::Unverifiable {
+                    Flash::status(format!(
+                        "{name} could not be verified: {}",
+                        with_full_stop(message)
+                    ))
                 } else {
                     let reason = message
                         .strip_prefix("verification failed: ")

@@ -208,6 +208,8 @@ pub enum VerificationStatus {
     Unverified,
     Skipped,
     Ok,
+    /// The registry asked for no credentials, so whether they are right is unknown.
+    Unverifiable,
     Failed,
 }
 
@@ -217,6 +219,7 @@ impl VerificationStatus {
             Self::Unverified => "unverified",
             Self::Skipped => "skipped",
             Self::Ok => "ok",
+            Self::Unverifiable => "unverifiable",
             Self::Failed => "failed",
         }
     }
@@ -226,6 +229,7 @@ impl VerificationStatus {
             "unverified" => Ok(Self::Unverified),
             "skipped" => Ok(Self::Skipped),
             "ok" => Ok(Self::Ok),
+            "unverifiable" => Ok(Self::Unverifiable),
             "failed" => Ok(Self::Failed),
             other => Err(Error::internal(format!(
                 "unknown verification status {other}"

@@ -113,12 +113,15 @@ pub async fn verify(
     Path((workspace, name)): Path<(String, String)>,
     ApiJson(input): ApiJson<wire::VerifyInput>,
 ) -> ApiResult<Json<wire::Credential>> {
-    let verified = crate::service::verify::verify(
+    let verified = crate::service::verify::verify_with(
         &state.app,
         &principal,
         Some(&workspace),
         &name,
-        input.repository.as_deref(),
+        crate::registry_auth::VerifyRequest {
+            repository: input.repository.as_deref(),
+            check_push: input.check_push.unwrap_or(false),
+        },
     )
     .await?;
     Ok(Json(views::credential(&verified)))

@@ -6,6 +6,12 @@
 //! can make regkeeper fetch a URL must not be able to reach the cloud metadata service,
 //! the server's own admin ports or the private network it runs in. Operators open
 //! specific networks with `REGKEEPER_OUTBOUND_ALLOW_NETWORKS` (tests open loopback).
+//!
+//! Cloud metadata and link-local service addresses ([`METADATA_ADDRESSES`]) are refused
+//! before the operator's networks are consulted: allowing `10.0.0.0/8` or `fc00::/7`
+//! for a private registry must not open AWS's `fd00:ec2::254`, and Azure's wireserver
+//! `168.63.129.16` is a public address that no range rule catches. Only an allow entry
+//! naming exactly that one address (`168.63.129.16/32`) opens it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -24,6 +30,104 @@ pub mod rule {
     pub const DOCUMENTATION: &str = "documentation";
     pub const BENCHMARKING: &str = "benchmarking";
     pub const RESERVED: &str = "reserved";
+    pub const METADATA: &str = "cloud metadata service";
+}
+
+/// Cloud providers' instance metadata, credential and link-local service addresses.
+/// Each answers any process on the instance, often with credentials, so none of them is
+/// ever a registry. Sources, each the provider's own documentation:
+/// - AWS: instance metadata `169.254.169.254` and `fd00:ec2::254` (EC2 User Guide,
+///   "Access instance metadata"); Route 53 Resolver `169.254.169.253` and
+///   `fd00:ec2::253` (VPC User Guide, "Amazon DNS server"); Time Sync `169.254.169.123`
+///   and `fd00:ec2::123` (EC2 User Guide, "Set the time"); ECS task metadata and
+///   credentials `169.254.170.2` (ECS Developer Guide, "Task metadata endpoint");
+///   EKS Pod Identity agent `169.254.170.23` and `fd00:ec2::23` (EKS User Guide, "EKS
+///   Pod Identity").
+/// - Google Cloud: metadata server `169.254.169.254` and `fd20:ce::254` (Compute Engine,
+///   "About VM metadata"); the names in [`METADATA_HOSTS`].
+/// - Azure: Instance Metadata Service `169.254.169.254`; the wireserver / platform
+///   virtual IP `168.63.129.16` (Azure Virtual Network, "What is IP address
+///   168.63.129.16?").
+/// - Alibaba Cloud: instance metadata `100.100.100.200` (ECS, "Instance metadata").
+/// - Oracle Cloud: instance metadata `169.254.169.254` and `192.0.0.192` (OCI,
+///   "Getting Instance Metadata").
+/// - Tencent Cloud: `169.254.0.23` (CVM, "Querying Instance Metadata").
+/// - DigitalOcean, Hetzner, OpenStack, IBM Cloud, Huawei Cloud: `169.254.169.254`.
+pub const METADATA_ADDRESSES: &[&str] = &[
+    "169.254.169.254",
+    "169.254.169.253",
+    "169.254.169.123",
+    "169.254.170.2",
+    "169.254.170.23",
+    "169.254.0.23",
+    "168.63.129.16",
+    "100.100.100.200",
+    "192.0.0.192",
+    "fd00:ec2::254",
+    "fd00:ec2::253",
+    "fd00:ec2::123",
+    "fd00:ec2::23",
+    "fd20:ce::254",
+];
+
+/// Host names that lead to a metadata service from inside a cloud network (compared
+/// without case and without a trailing dot): Google's `metadata.google.internal`, its
+/// short form and `metadata.goog`; AWS's `instance-data` names; Tencent's.
+pub const METADATA_HOSTS: &[&str] = &[
+    "metadata.google.internal",
+    "metadata",
+    "metadata.goog",
+    "instance-data",
+    "instance-data.ec2.internal",
+    "metadata.tencentyun.com",
+];
+
+/// Whether `host` (a URL's host name) is one of [`METADATA_HOSTS`].
+pub fn is_metadata_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    METADATA_HOSTS
+        .iter()
+        .any(|known| known.eq_ignore_ascii_case(host))
+}
+
+/// Whether `address`, or the IPv4 address an IPv6 form of it leads to, is a metadata
+/// address that `allow` does not name exactly. The embedded forms are looked at here
+/// because an allow entry such as `::ffff:0:0/96` would otherwise open them before
+/// they are judged by their IPv4 address.
+fn metadata_refused(address: IpAddr, allow: &[IpNet]) -> bool {
+    let named_exactly = |candidate: IpAddr| {
+        allow.iter().any(|network| {
+            network.prefix_len() == network.max_prefix_len() && network.addr() == candidate
+        })
+    };
+    let refused = |candidate: IpAddr| {
+        METADATA_ADDRESSES.iter().any(|known| {
+            known
+                .parse::<IpAddr>()
+                .is_ok_and(|known| known == candidate)
+        }) && !named_exactly(candidate)
+    };
+    match address {
+        IpAddr::V4(_) => refused(address),
+        IpAddr::V6(v6) => {
+            refused(address) || embedded_ipv4(v6).is_some_and(|v4| refused(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// The IPv4 address an IPv6 address leads to: mapped, compatible, NAT64 or 6to4.
+fn embedded_ipv4(address: Ipv6Addr) -> Option<Ipv4Addr> {
+    let bits = u128::from(address);
+    if let Some(mapped) = address.to_ipv4_mapped() {
+        return Some(mapped);
+    }
+    if bits >> 32 == 0 || prefix_matches_v6(bits, 0x0064_ff9b_u128 << 96, 96) {
+        return Some(Ipv4Addr::from(bits as u32));
+    }
+    if prefix_matches_v6(bits, 0x2002_u128 << 112, 16) {
+        return Some(Ipv4Addr::from((bits >> 80) as u32));
+    }
+    None
 }
 
 /// IPv4 special-purpose ranges (IANA registry), most specific first where they nest.
@@ -36,7 +140,7 @@ const IPV4_RULES: &[(Ipv4Addr, u8, &str)] = &[
     (Ipv4Addr::new(172, 16, 0, 0), 12, rule::PRIVATE),
     (Ipv4Addr::new(192, 168, 0, 0), 16, rule::PRIVATE),
     (Ipv4Addr::new(100, 64, 0, 0), 10, rule::SHARED),
-    // Includes 169.254.169.254, the metadata service of every major cloud.
+    // Also holds most metadata services, refused on their own in METADATA_ADDRESSES.
     (Ipv4Addr::new(169, 254, 0, 0), 16, rule::LINK_LOCAL),
     // IETF protocol assignments (DS-Lite, NAT64 discovery, ...): never a registry.
     (Ipv4Addr::new(192, 0, 0, 0), 24, rule::RESERVED),
@@ -106,12 +210,16 @@ const IPV6_RULES: &[(Ipv6Addr, u8, &str)] = &[
 ];
 
 /// Why `address` may not be reached, or `None` when it may: it is ordinary public
-/// unicast, or it lies inside one of the operator's `allow` networks.
+/// unicast, or it lies inside one of the operator's `allow` networks — except a cloud
+/// metadata address, which only an allow entry of exactly that address opens.
 ///
 /// IPv6 forms that carry an IPv4 address (`::ffff:a.b.c.d`, `::a.b.c.d`,
 /// `64:ff9b::a.b.c.d`, `2002:AABB:CCDD::/48`) are judged by the IPv4 address they lead
 /// to, so `::ffff:127.0.0.1` is loopback and allowing `127.0.0.0/8` allows it too.
 pub fn forbidden_rule(address: IpAddr, allow: &[IpNet]) -> Option<&'static str> {
+    if metadata_refused(address, allow) {
+        return Some(rule::METADATA);
+    }
     if allow.iter().any(|network| network.contains(&address)) {
         return None;
     }
@@ -208,7 +316,7 @@ mod tests {
             ("192.168.1.1", rule::PRIVATE),
             ("100.64.0.1", rule::SHARED),
             ("100.127.255.255", rule::SHARED),
-            ("169.254.169.254", rule::LINK_LOCAL),
+            ("169.254.169.254", rule::METADATA),
             ("169.254.0.1", rule::LINK_LOCAL),
             ("192.0.0.8", rule::RESERVED),
             ("192.0.2.10", rule::DOCUMENTATION),
@@ -255,15 +363,15 @@ mod tests {
             ("::1", rule::LOOPBACK),
             ("::", rule::UNSPECIFIED),
             ("::ffff:127.0.0.1", rule::LOOPBACK),
-            ("::ffff:169.254.169.254", rule::LINK_LOCAL),
+            ("::ffff:169.254.169.254", rule::METADATA),
             ("::ffff:10.1.2.3", rule::PRIVATE),
             ("::127.0.0.1", rule::LOOPBACK),
             ("::8.8.8.8", rule::RESERVED),
             ("64:ff9b::127.0.0.1", rule::LOOPBACK),
-            ("64:ff9b::169.254.169.254", rule::LINK_LOCAL),
+            ("64:ff9b::169.254.169.254", rule::METADATA),
             ("64:ff9b:1::1", rule::PRIVATE),
             ("2002:7f00:1::", rule::LOOPBACK),
-            ("2002:a9fe:a9fe::1", rule::LINK_LOCAL),
+            ("2002:a9fe:a9fe::1", rule::METADATA),
             ("2002:c0a8:101::1", rule::PRIVATE),
             ("fc00::1", rule::PRIVATE),
             ("fd12:3456::1", rule::PRIVATE),
@@ -313,6 +421,86 @@ mod tests {
         assert!(!allowed("169.254.169.254"));
     }
 
+    /// Issue 12 item 7: every cloud metadata and link-local service address the
+    /// providers document (see [`METADATA_ADDRESSES`] for the sources) is refused, in
+    /// its IPv6 spellings too, and stays refused when the operator allows a broad
+    /// network around it; only an allow entry naming exactly that address opens it.
+    #[test]
+    fn metadata_addresses_stay_refused_inside_allowed_networks() {
+        let broad = networks(&[
+            "10.0.0.0/8",
+            "fc00::/7",
+            "169.254.0.0/16",
+            "100.64.0.0/10",
+            "168.63.0.0/16",
+            "192.0.0.0/24",
+            "::ffff:0:0/96",
+            "64:ff9b::/96",
+            "2002::/16",
+            "0.0.0.0/0",
+            "::/0",
+        ]);
+        let cases: &[(&str, &str)] = &[
+            (
+                "169.254.169.254",
+                "AWS, GCP, Azure, Oracle, DigitalOcean instance metadata",
+            ),
+            ("169.254.169.253", "AWS Route 53 Resolver"),
+            ("169.254.169.123", "AWS Time Sync"),
+            ("169.254.170.2", "AWS ECS task metadata and credentials"),
+            ("169.254.170.23", "AWS EKS Pod Identity agent"),
+            ("fd00:ec2::254", "AWS instance metadata over IPv6"),
+            ("fd00:ec2::253", "AWS DNS over IPv6"),
+            ("fd00:ec2::123", "AWS Time Sync over IPv6"),
+            ("fd00:ec2::23", "AWS EKS Pod Identity over IPv6"),
+            ("fd20:ce::254", "GCP metadata over IPv6"),
+            ("168.63.129.16", "Azure wireserver"),
+            ("100.100.100.200", "Alibaba Cloud metadata"),
+            ("192.0.0.192", "Oracle Cloud metadata"),
+            ("169.254.0.23", "Tencent Cloud metadata"),
+            ("::ffff:168.63.129.16", "Azure wireserver, IPv4-mapped"),
+            ("64:ff9b::a83f:8110", "Azure wireserver through NAT64"),
+            ("2002:a83f:8110::1", "Azure wireserver through 6to4"),
+            ("::ffff:169.254.169.254", "instance metadata, IPv4-mapped"),
+        ];
+        for (address, what) in cases {
+            let parsed: IpAddr = address.parse().unwrap();
+            assert_eq!(rule_of(address), Some(rule::METADATA), "{address} ({what})");
+            assert_eq!(
+                forbidden_rule(parsed, &broad),
+                Some(rule::METADATA),
+                "{address} ({what}) inside broad allowed networks"
+            );
+        }
+        // Listing the one address opens it, as an operator running a registry there
+        // (however unlikely) would need.
+        let exact = networks(&["168.63.129.16/32", "fd00:ec2::254/128"]);
+        assert_eq!(
+            forbidden_rule("168.63.129.16".parse().unwrap(), &exact),
+            None
+        );
+        assert_eq!(
+            forbidden_rule("fd00:ec2::254".parse().unwrap(), &exact),
+            None
+        );
+        // Neighbours are judged by the ordinary rules.
+        assert_eq!(rule_of("168.63.129.17"), None);
+        assert_eq!(rule_of("100.100.100.201"), Some(rule::SHARED));
+        assert_eq!(forbidden_rule("fd00:ec2::1".parse().unwrap(), &broad), None);
+        for host in [
+            "metadata.google.internal",
+            "METADATA.google.internal.",
+            "metadata",
+            "metadata.goog",
+            "instance-data",
+            "instance-data.ec2.internal",
+        ] {
+            assert!(is_metadata_host(host), "{host}");
+        }
+        assert!(!is_metadata_host("metadata.example.com"));
+        assert!(!is_metadata_host("registry.example.com"));
+    }
+
     fn in_network(bits: u32, network: &str) -> Ipv4Addr {
         let network: ipnet::Ipv4Net = network.parse().unwrap();
         let host_bits = !u32::from(network.netmask());
@@ -357,6 +545,9 @@ mod tests {
             length in 0u8..=128,
         ) {
             let address = Ipv6Addr::from(bits);
+            // Metadata addresses are the one exception, tested above.
+            prop_assume!(!metadata_refused(IpAddr::V6(address), &[]));
+            prop_assume!(!metadata_refused(IpAddr::V4(Ipv4Addr::from(bits as u32)), &[]));
             let network = IpNet::new(IpAddr::V6(address), length).unwrap().trunc();
             prop_assert_eq!(forbidden_rule(IpAddr::V6(address), &[network]), None);
             let ipv4 = Ipv4Addr::from(bits as u32);

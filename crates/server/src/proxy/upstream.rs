@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::clock::Clock;
+use crate::config::OutboundConfig;
 use crate::domain::credential::Credential;
 use crate::outbound::{OutboundClient, OutboundError, MAX_REDIRECTS};
 use crate::providers::RegistryLogin;
@@ -151,21 +152,18 @@ pub enum UpstreamError {
 
 pub struct Upstream {
     outbound: OutboundClient,
-    http_registries: Vec<String>,
+    /// The operator's plain-http registries and trusted token realms.
+    config: OutboundConfig,
     clock: Arc<dyn Clock>,
     challenges: moka::sync::Cache<String, Arc<HostAuth>>,
     tokens: moka::sync::Cache<TokenKey, Arc<Authorization>>,
 }
 
 impl Upstream {
-    pub fn new(
-        outbound: OutboundClient,
-        http_registries: Vec<String>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub fn new(outbound: OutboundClient, config: OutboundConfig, clock: Arc<dyn Clock>) -> Self {
         Self {
             outbound,
-            http_registries,
+            config,
             clock,
             challenges: moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -181,7 +179,12 @@ impl Upstream {
 
     fn base_url(&self, host: &str) -> Result<url::Url, UpstreamError> {
         let api = api_host(host);
-        let scheme = if self.http_registries.iter().any(|allowed| allowed == api) {
+        let scheme = if self
+            .config
+            .http_registries
+            .iter()
+            .any(|allowed| allowed == api)
+        {
             "http"
         } else {
             "https"
@@ -333,7 +336,7 @@ impl Upstream {
                 minted_login: None,
             },
             HostAuth::Bearer(challenge) => {
-                let registry = RegistryClient::new(&self.outbound, &self.http_registries);
+                let registry = RegistryClient::new(&self.outbound, &self.config);
                 let scope = format!("repository:{}:pull", session.repository);
                 let token = registry
                     .bearer_token(api_host(&session.host), challenge, &login, Some(&scope))

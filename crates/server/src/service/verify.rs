@@ -1,5 +1,7 @@
 //! Verifying a credential: a real login at its registry (and, given a repository, a
-//! pull check), plus warnings when it can do more than pull.
+//! pull check), plus warnings when it can do more than pull. A registry that asks for
+//! no credentials cannot tell a good login from a bad one: that is `unverifiable`, with
+//! the reason, not `ok`.
 
 use crate::domain::credential::{
     AuthMethod, Credential, CredentialSecret, Verification, VerificationStatus,
@@ -8,7 +10,7 @@ use crate::domain::identity::{Principal, Role};
 use crate::domain::{Error, Result};
 use crate::outbound::OutboundError;
 use crate::providers::ProviderError;
-use crate::registry_auth::{Login, RegistryClient, RegistryError};
+use crate::registry_auth::{Login, PushCheck, RegistryClient, RegistryError, VerifyRequest};
 
 use super::access::require;
 use super::credentials::open_secret;
@@ -35,6 +37,9 @@ fn registry_failure(error: &RegistryError) -> Error {
         )
         | RegistryError::Unauthorized { .. }
         | RegistryError::ScopeDenied { .. }
+        | RegistryError::RepositoryNotFound { .. }
+        | RegistryError::NotARegistry { .. }
+        | RegistryError::RealmNotAllowed { .. }
         | RegistryError::BadChallenge { .. } => Error::unprocessable(error.code(), message),
         _ => Error::Upstream {
             code: error.code(),
@@ -50,13 +55,30 @@ pub async fn check(
     secret: &CredentialSecret,
     repository: Option<&str>,
 ) -> Result<Verification> {
+    let request = VerifyRequest {
+        repository,
+        check_push: false,
+    };
+    check_with(app, credential, secret, request).await
+}
+
+/// As [`check`], with a push check when `request.check_push` (which needs a
+/// repository).
+pub async fn check_with(
+    app: &App,
+    credential: &Credential,
+    secret: &CredentialSecret,
+    request: VerifyRequest<'_>,
+) -> Result<Verification> {
+    let repository = request.repository;
+    push_check_has_repository(request)?;
     let now = app.now();
     let login = app
         .providers
         .login(credential, secret, now)
         .await
         .map_err(|error| provider_failure(&error))?;
-    let client = RegistryClient::new(&app.outbound, &app.config.outbound.http_registries);
+    let client = RegistryClient::new(&app.outbound, &app.config.outbound);
     let report = client
         .verify(
             &credential.registry_host,
@@ -64,17 +86,59 @@ pub async fn check(
                 username: &login.username,
                 password: &login.secret,
             },
-            repository,
+            request,
         )
         .await
         .map_err(|error| registry_failure(&error))?;
+    if report.scheme == "none" {
+        let scope = match repository {
+            Some(repository) => format!("/v2/ and repository {repository}"),
+            None => "/v2/".to_owned(),
+        };
+        return Ok(Verification {
+            status: VerificationStatus::Unverifiable,
+            checked_at: Some(now),
+            message: Some(format!(
+                "the registry asks for no credentials at {scope} (anonymous access), so it \
+                 cannot tell whether this login is right; pulls there work without it"
+            )),
+        });
+    }
     let mut notes = vec![format!("logged in ({})", report.scheme)];
+    let repository_name = repository.unwrap_or_default();
     if !report.extra_actions.is_empty() {
         notes.push(format!(
-            "warning: the registry grants {} on {}, more than pull; a pull-only credential is safer",
+            "warning: the registry grants {} on {repository_name}, more than pull; a \
+             pull-only credential is safer",
             report.extra_actions.join(", "),
-            repository.unwrap_or_default()
         ));
+    }
+    match &report.push {
+        Some(PushCheck::Granted { not_cancelled }) => notes.push(match not_cancelled {
+            None => format!(
+                "warning: the credential may push to {repository_name} (a blob upload was \
+                 opened and cancelled); a pull-only credential is safer"
+            ),
+            Some(reason) => format!(
+                "warning: the credential may push to {repository_name} (a blob upload was \
+                 opened; {reason}, so the registry removes the empty upload when it purges \
+                 stale ones); a pull-only credential is safer"
+            ),
+        }),
+        Some(PushCheck::Refused) => notes.push(format!(
+            "push to {repository_name} refused, as it should be"
+        )),
+        Some(PushCheck::Unknown(reason)) => {
+            notes.push(format!("push rights could not be checked: {reason}"))
+        }
+        // Without the upload, only a Bearer token's claims say what it grants.
+        None if repository.is_some() && !report.grants_known => notes.push(
+            "push rights could not be checked from the login alone; `regkeeper credentials \
+             verify NAME --repository REPO --check-push` checks them by opening and \
+             cancelling a blob upload"
+                .into(),
+        ),
+        None => {}
     }
     if matches!(credential.auth_method, AuthMethod::AwsKeys) {
         match app.providers.ecr.caller_arn(credential, secret).await {
@@ -92,6 +156,16 @@ pub async fn check(
     })
 }
 
+fn push_check_has_repository(request: VerifyRequest<'_>) -> Result<()> {
+    if request.check_push && request.repository.is_none() {
+        return Err(Error::invalid(
+            "check_push_needs_repository",
+            "checking push rights needs a repository (--repository, or `repository` in the body)",
+        ));
+    }
+    Ok(())
+}
+
 /// `credentials verify`: checks a stored credential and records the result, whether
 /// the login worked or not (the result says which).
 pub async fn verify(
@@ -101,6 +175,23 @@ pub async fn verify(
     name: &str,
     repository: Option<&str>,
 ) -> Result<Credential> {
+    let request = VerifyRequest {
+        repository,
+        check_push: false,
+    };
+    verify_with(app, principal, workspace, name, request).await
+}
+
+/// As [`verify`], with a push check when `request.check_push`.
+pub async fn verify_with(
+    app: &App,
+    principal: &Principal,
+    workspace: Option<&str>,
+    name: &str,
+    request: VerifyRequest<'_>,
+) -> Result<Credential> {
+    push_check_has_repository(request)?;
+    let repository = request.repository;
     let workspace_name = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
     let record = app
         .record(Some(principal), "credential.verify")
@@ -131,7 +222,7 @@ pub async fn verify(
             .await?
             .ok_or_else(|| Error::NotFound(format!("credential {name} in {workspace_name}")))?;
         let secret = open_secret(app, &existing)?;
-        let outcome = check(app, &existing, &secret, repository).await;
+        let outcome = check_with(app, &existing, &secret, request).await;
         let verification = match &outcome {
             Ok(verification) => verification.clone(),
             Err(error) => Verification {
@@ -156,6 +247,7 @@ pub async fn verify(
             .detail(serde_json::json!({
                 "id": existing.id,
                 "repository": repository,
+                "checkPush": request.check_push,
                 "status": updated.verification.status.as_str(),
             }));
         app.store

@@ -30,6 +30,7 @@ fn client(allow: &[&str], http: &[String]) -> OutboundClient {
         ca_file: None,
         http_registries: http.to_vec(),
         timeout: None,
+        token_realms: Vec::new(),
     })
 }
 
@@ -447,8 +448,7 @@ async fn outbound_untrusted_certificates_point_at_the_ca_file_setting() {
     let trusting = client_with(OutboundConfig {
         allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
         ca_file: Some(ca_file),
-        http_registries: Vec::new(),
-        timeout: None,
+        ..OutboundConfig::default()
     });
     for host in ["localhost", "127.0.0.1"] {
         let response = get(&trusting, &format!("https://{host}:{port}/v2/"))

@@ -149,7 +149,7 @@ fn htpasswd_registry_verify_resolve_and_pull() {
         None,
     );
     assert!(
-        stderr(&missing).contains("refused pull access"),
+        stderr(&missing).contains("has no repository team/nothing"),
         "{}",
         stderr(&missing)
     );
