@@ -36,6 +36,8 @@ Actions (input on standard input):
             your personal workspace; only credentials it created itself are changed
   erase     read a registry server URL (`docker logout`) and delete the credential
             `store` created for it; credentials added with regkeeper are kept
+            (store and erase refuse http:// server URLs: add plain-http registries
+            with `regkeeper credentials add`)
   list      print {\"SERVER\": \"USERNAME\", ...} for your personal workspace
   version   print the version
   help      print this help
@@ -203,6 +205,7 @@ fn store(environment: Environment<'_>, input: &mut dyn Read) -> Result<(), Helpe
         secret,
     } = credentials;
     let server = ServerAddress::parse(&server_url)?;
+    refuse_plain_http(&server, "store")?;
     let client = Client::from_environment(environment)?;
     let workspace = personal_workspace(&client)?;
     let path = credentials_path(&workspace);
@@ -255,6 +258,7 @@ fn store(environment: Environment<'_>, input: &mut dyn Read) -> Result<(), Helpe
 fn erase(environment: Environment<'_>, input: &mut dyn Read) -> Result<(), HelperError> {
     let server_url = read_server_url(input)?;
     let server = ServerAddress::parse(&server_url)?;
+    refuse_plain_http(&server, "erase")?;
     let client = Client::from_environment(environment)?;
     let workspace = personal_workspace(&client)?;
     match credential_for_host(&client, &workspace, &server.host)? {
@@ -340,17 +344,35 @@ fn credentials_path(workspace: &str) -> String {
     format!("/api/v1/workspaces/{}/credentials", segment(workspace))
 }
 
-/// The workspace's credential for `host` without a path prefix, if any.
+/// The workspace's credential for `host` without a path prefix, if any (see
+/// [`pick_for_host`]).
 fn credential_for_host(
     client: &Client,
     workspace: &str,
     host: &str,
 ) -> Result<Option<wire::Credential>, HelperError> {
     let listed: wire::CredentialList = client.get(&credentials_path(workspace))?;
-    Ok(listed.credentials.into_iter().find(|credential| {
+    Ok(pick_for_host(listed.credentials, host))
+}
+
+/// Of `credentials`, the one without a path prefix for `host` that `store` and `erase`
+/// act on: the helper's own if there is one, whatever the list order (a curated
+/// credential for the same host must not hide it), else any other, which they then
+/// refuse to touch.
+fn pick_for_host(credentials: Vec<wire::Credential>, host: &str) -> Option<wire::Credential> {
+    let mut serving = credentials.into_iter().filter(|credential| {
         credential.path_prefix.is_empty()
             && ServerAddress::parse(&credential.registry).is_ok_and(|stored| stored.host == host)
-    }))
+    });
+    let first = serving.next()?;
+    if first.origin == HELPER_ORIGIN {
+        return Some(first);
+    }
+    Some(
+        serving
+            .find(|credential| credential.origin == HELPER_ORIGIN)
+            .unwrap_or(first),
+    )
 }
 
 fn read_input(input: &mut dyn Read) -> Result<Zeroizing<Vec<u8>>, HelperError> {
@@ -386,6 +408,9 @@ struct ServerAddress {
     host: String,
     /// The server as given, scheme kept (it decides the default port), path dropped.
     without_path: String,
+    /// Given as `http://`: a plain-http registry, which `store` and `erase` leave to
+    /// `regkeeper credentials add` (see [`refuse_plain_http`]).
+    plain_http: bool,
 }
 
 const DOCKER_HUB_HOSTS: [&str; 4] = [
@@ -431,8 +456,24 @@ impl ServerAddress {
         Ok(Self {
             host,
             without_path: format!("{scheme}{authority}"),
+            plain_http: scheme == "http://",
         })
     }
+}
+
+/// `store` and `erase` never act on a plain-http server URL. Their credential is found
+/// by host alone, so `http://HOST` would otherwise overwrite or delete the credential
+/// meant for HOST over TLS; and whether a host may get credentials over plain http at
+/// all is the operator's server setting (`REGKEEPER_OUTBOUND_HTTP_REGISTRIES`, which
+/// `get` is answered by), which this program cannot read. One line says how to add it.
+fn refuse_plain_http(server: &ServerAddress, action: &str) -> Result<(), HelperError> {
+    if !server.plain_http {
+        return Ok(());
+    }
+    Err(HelperError::Input(format!(
+        "{action} does not handle plain-http server URLs (http://{}): add a credential for a plain-http registry with `regkeeper credentials add --registry {}`; the server hands it out over plain http only if its operator lists the registry in REGKEEPER_OUTBOUND_HTTP_REGISTRIES",
+        server.host, server.host
+    )))
 }
 
 /// A credential name (`[A-Za-z0-9_-]{1,100}`) made from a host: every other character
@@ -627,6 +668,84 @@ mod tests {
             r#"{"ServerURL":"ghcr.io","Username":"<token>","Secret":"store-canary-5521"}"#,
         );
         assert!(errors.contains("identity tokens"), "{errors}");
+    }
+
+    fn listed(name: &str, registry: &str, path_prefix: &str, origin: &str) -> wire::Credential {
+        serde_json::from_value(serde_json::json!({
+            "id": format!("id-{name}"), "name": name, "workspace": "~u", "type": "docker",
+            "authMethod": "password", "registry": registry, "pathPrefix": path_prefix,
+            "hasSecret": true, "secretVersion": 1,
+            "verification": {"status": "skipped"},
+            "createdAt": "", "updatedAt": "", "createdBy": "u", "origin": origin,
+        }))
+        .unwrap()
+    }
+
+    /// Issue 12 item 1: with a curated and a helper-made credential both serving a
+    /// host, `store` and `erase` act on the helper's own whatever the list order; the
+    /// curated one alone is found (and then refused) only when the helper has none.
+    #[test]
+    fn the_helpers_own_credential_is_preferred_for_a_host() {
+        let curated = listed("curated", "registry.example.com", "", "user");
+        let prefixed = listed("team", "registry.example.com", "team", HELPER_ORIGIN);
+        let own = listed(
+            "registry-example-com",
+            "https://registry.example.com:443",
+            "",
+            HELPER_ORIGIN,
+        );
+        let other = listed("ghcr", "ghcr.io", "", HELPER_ORIGIN);
+        for order in [
+            vec![
+                curated.clone(),
+                prefixed.clone(),
+                own.clone(),
+                other.clone(),
+            ],
+            vec![own.clone(), curated.clone(), other.clone()],
+            vec![
+                other.clone(),
+                prefixed.clone(),
+                curated.clone(),
+                own.clone(),
+            ],
+        ] {
+            let picked = pick_for_host(order, "registry.example.com").unwrap();
+            assert_eq!(picked.name, "registry-example-com");
+        }
+        let picked = pick_for_host(
+            vec![prefixed.clone(), curated.clone(), other.clone()],
+            "registry.example.com",
+        )
+        .unwrap();
+        assert_eq!(picked.name, "curated");
+        assert!(pick_for_host(vec![prefixed, other], "registry.example.com").is_none());
+    }
+
+    /// Issue 12 item 5, the helper's side: `store` and `erase` with an `http://` server
+    /// URL refuse in one line, before reaching the server (they would have acted on the
+    /// host's TLS credential), and say how to add a plain-http registry.
+    #[test]
+    fn store_and_erase_refuse_plain_http_server_urls() {
+        for (action, input) in [
+            (
+                "store",
+                r#"{"ServerURL":"http://registry.example.com","Username":"u","Secret":"plain-canary"}"#,
+            ),
+            ("erase", "http://registry.example.com:80"),
+            ("erase", "HTTP://registry.example.com:5000/"),
+        ] {
+            let (status, output, errors) = run_action(Some(action), input);
+            assert_eq!((status, output.as_str()), (1, ""), "{action} {input}");
+            assert_eq!(errors.lines().count(), 1, "{errors}");
+            assert!(errors.contains("plain-http"), "{errors}");
+            assert!(errors.contains("regkeeper credentials add"), "{errors}");
+            assert!(!errors.contains("cannot reach"), "{errors}");
+            assert!(!errors.contains("plain-canary"), "{errors}");
+        }
+        // https:// and no scheme still go on to the server (unreachable here).
+        let (_, _, errors) = run_action(Some("erase"), "https://registry.example.com");
+        assert!(errors.contains("cannot reach"), "{errors}");
     }
 
     #[test]
