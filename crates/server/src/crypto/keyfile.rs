@@ -193,23 +193,27 @@ pub fn replace(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
     write_atomically(path, keys, Placement::Replace)
 }
 
-/// Puts back `keys` after a rotation that did not complete: the current file may hold
-/// one version more than `keys`, and only that one is dropped.
+/// Puts back `keys` after a rotation that did not complete: the file must still hold
+/// every version of `keys`, each the same key, plus at most the one version the
+/// rotation added (current + 1), which alone is dropped. Anything else (another
+/// deployment's file moved in meanwhile, a version missing or added by someone else)
+/// is left as it is.
 pub fn restore(path: &Path, keys: &MasterKeys) -> Result<(), KeyFileError> {
     let current = load(path)?;
-    let extra: Vec<u32> = current
-        .versions()
-        .map(|(version, _)| version)
-        .filter(|version| keys.get(*version).is_none())
-        .collect();
-    if extra.len() > 1
-        || extra
-            .first()
-            .is_some_and(|version| *version <= keys.current_version())
-    {
-        return Err(KeyFileError::Malformed {
+    if let Some(reason) = differs(&current, keys) {
+        return Err(KeyFileError::Changed {
             path: path.to_owned(),
-            reason: "the file changed in an unexpected way; not restoring it".into(),
+            reason,
+        });
+    }
+    let added = keys.current_version() + 1;
+    if let Some((version, _)) = current
+        .versions()
+        .find(|(version, _)| keys.get(*version).is_none() && *version != added)
+    {
+        return Err(KeyFileError::Changed {
+            path: path.to_owned(),
+            reason: format!("it holds version {version}, which this rotation did not add"),
         });
     }
     write_atomically(path, keys, Placement::Replace)
@@ -315,6 +319,41 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), before, "left intact");
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(compare(&path, &ours), FileState::Differs(_)));
+    }
+
+    /// Undoing a rotation drops only the version it added; a file replaced between the
+    /// rotation's write and its undo (same versions, other keys), or one holding a
+    /// version the rotation did not add, is left as it is.
+    #[test]
+    fn restore_puts_back_only_our_own_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("master.key");
+        let ours = MasterKeys::generate();
+        create(&path, &ours).unwrap();
+        replace(&path, &ours.with_new_version()).unwrap();
+        restore(&path, &ours).unwrap();
+        assert!(matches!(compare(&path, &ours), FileState::Same));
+
+        // Another deployment's valid file, with the very versions a rotation leaves.
+        let theirs = MasterKeys::generate().with_new_version();
+        std::fs::remove_file(&path).unwrap();
+        create(&path, &theirs).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let Err(KeyFileError::Changed { reason, .. }) = restore(&path, &ours) else {
+            panic!("restore overwrote another deployment's key file");
+        };
+        assert_eq!(reason, "its version 1 is a different key");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "left intact");
+
+        // Ours, but two versions ahead: not what one rotation adds.
+        std::fs::remove_file(&path).unwrap();
+        create(&path, &ours.with_new_version().with_new_version()).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(
+            restore(&path, &ours),
+            Err(KeyFileError::Changed { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before, "left intact");
     }
 
     #[test]
