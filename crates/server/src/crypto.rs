@@ -307,16 +307,8 @@ impl Keyring {
         }
     }
 
-    /// Why the key file differs from the loaded keys, if it does (see
-    /// `service::keys::check_key_file`).
-    pub fn file_mismatch(&self) -> Option<String> {
-        self.file_mismatch
-            .read()
-            .expect("keyring lock poisoned")
-            .clone()
-    }
-
-    /// Records whether the key file matches; returns true when that changed.
+    /// Records whether the key file matches (see `service::keys::check_key_file`);
+    /// returns true when that changed, so the change is logged once.
     pub fn set_file_mismatch(&self, mismatch: Option<String>) -> bool {
         let mut current = self.file_mismatch.write().expect("keyring lock poisoned");
         let changed = *current != mismatch;
@@ -327,10 +319,10 @@ impl Keyring {
     pub fn keys(&self) -> Result<Arc<MasterKeys>, Error> {
         match &*self.state.read().expect("keyring lock poisoned") {
             Ok(keys) => Ok(Arc::clone(keys)),
-            Err(reason) => Err(Error::Unavailable {
-                code: "master_key_unavailable",
-                message: format!("secrets are unavailable: {reason}"),
-            }),
+            Err(reason) => Err(Error::unavailable(
+                "master_key_unavailable",
+                format!("secrets are unavailable: {reason}"),
+            )),
         }
     }
 

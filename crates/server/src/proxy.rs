@@ -108,10 +108,10 @@ pub fn router(state: Arc<ProxyState>) -> Router {
 }
 
 async fn overloaded(_: tower::BoxError) -> Response {
-    ProxyError::Service(Error::Unavailable {
-        code: "timeout",
-        message: "the request took too long to start answering; retry".into(),
-    })
+    ProxyError::Service(Error::unavailable(
+        "timeout",
+        "the request took too long to start answering; retry",
+    ))
     .into_response()
 }
 

@@ -132,15 +132,17 @@ fn failure_outcome(error: &Error) -> Outcome {
 
 /// Why, in the audit log's words: what the admins reading it may know, which is more
 /// than the caller was told (a hidden workspace is named as such); never internal
-/// detail. Messages never hold secrets (user input in them is echoed through
-/// `text::echo`), and are cut short like a target.
+/// detail. User input in messages is echoed through `text::echo`; as a backstop for
+/// what a provider or registry said (a URL with a signed query, user info), the reason
+/// also goes through `text::without_secrets` before it is kept for good, and is cut
+/// short like a target.
 fn failure_reason(error: &Error) -> String {
     let reason = match error {
         Error::Hidden(what) => format!("{what} is not visible to the caller"),
         Error::Internal(_) => "internal error (see the server log)".to_owned(),
         other => other.to_string(),
     };
-    reason
+    crate::text::without_secrets(&reason)
         .chars()
         .take(crate::audit::TARGET_LIMIT * 2)
         .collect()
@@ -148,4 +150,34 @@ fn failure_reason(error: &Error) -> String {
 
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12 item 19's backstop: a provider's message quoting a signed URL or user
+    /// info is not kept in the append-only audit log as it was.
+    #[test]
+    fn failure_reasons_keep_no_query_or_user_info() {
+        let reason = failure_reason(&Error::Upstream {
+            code: "aws_failed",
+            message: "error sending request for url \
+                      (https://api.ecr.us-east-1.amazonaws.com/?X-Amz-Signature=SIGNATURE-CANARY)"
+                .into(),
+        });
+        assert!(!reason.contains("SIGNATURE-CANARY"), "{reason}");
+        assert!(
+            reason.contains("api.ecr.us-east-1.amazonaws.com"),
+            "{reason}"
+        );
+        let reason = failure_reason(&Error::unavailable(
+            "registry_unreachable",
+            "cannot reach https://robot:PASSWORD-CANARY@registry.example.com/v2/",
+        ));
+        assert!(!reason.contains("PASSWORD-CANARY"), "{reason}");
+        assert!(reason.contains("registry.example.com/v2/"), "{reason}");
+        let long = failure_reason(&Error::unavailable("x", "a".repeat(10_000)));
+        assert_eq!(long.chars().count(), crate::audit::TARGET_LIMIT * 2);
+    }
 }

@@ -345,6 +345,20 @@ pub trait Store: Send + Sync {
         owner: &str,
         lease_until: Timestamp,
     ) -> Result<Option<StoredToken>>;
+    /// Leases the token of `identity` to `owner` for a mint on demand by a replica that
+    /// cannot open the stored token (sealed under a master key version it lacks, or
+    /// damaged): only while the row still holds the token issued at `issued_at` (a newer
+    /// one may be readable), no live lease holds it, and no failed attempt's backoff is
+    /// running (`failures = 0` or `next_attempt_at <= now`; a healthy token's refresh
+    /// point is no reason to wait, as it cannot be served). Returns the row as leased.
+    async fn claim_unreadable_token(
+        &self,
+        identity: &str,
+        issued_at: Timestamp,
+        now: Timestamp,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<Option<StoredToken>>;
     /// Writes a refresh result if `owner` still holds the lease; false otherwise.
     async fn finish_registry_token(&self, token: &StoredToken, owner: &str) -> Result<bool>;
     async fn delete_registry_token(&self, identity: &str) -> Result<()>;

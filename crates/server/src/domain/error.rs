@@ -34,8 +34,14 @@ pub enum Error {
     #[error("{message}")]
     Upstream { code: &'static str, message: String },
     /// A dependency the operation needs is unavailable (e.g. the master key).
+    /// `retry_after_seconds` is how long to wait when the service knows (a failed
+    /// mint's backoff); `None` leaves the HTTP layer's default.
     #[error("{message}")]
-    Unavailable { code: &'static str, message: String },
+    Unavailable {
+        code: &'static str,
+        message: String,
+        retry_after_seconds: Option<u32>,
+    },
     /// Anything unexpected. The detail is logged at the HTTP boundary, never returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -60,6 +66,15 @@ impl Error {
         Self::Conflict {
             code,
             message: message.into(),
+        }
+    }
+
+    /// A 503 with the default wait before a retry.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            code,
+            message: message.into(),
+            retry_after_seconds: None,
         }
     }
 

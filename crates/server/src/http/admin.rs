@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::service::{audit_log, keys};
 
 use super::auth::Caller;
-use super::error::{ApiJson, ApiResult};
+use super::error::{ApiJsonOrDefault, ApiResult};
 use super::{views, ApiState};
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -73,7 +73,7 @@ pub async fn key_status(
     Caller(principal): Caller,
 ) -> ApiResult<Json<wire::KeyStatus>> {
     crate::service::access::require_site_admin(&principal, "reading the master key status")?;
-    let mismatch = state.app.keyring.file_mismatch();
+    let mismatch = keys::key_file_mismatch_now(&state.app);
     Ok(Json(match state.app.keyring.status() {
         Ok(version) => wire::KeyStatus {
             state: "available".into(),
@@ -102,7 +102,8 @@ pub async fn key_status(
 /// Rotate the master key online: a new version, every data key re-wrapped under it.
 /// Refused (422 `master_key_unreadable_values`, naming them, nothing changed) while a
 /// sealed value cannot be opened, unless `skipUnreadable`; refused (409
-/// `master_key_file_changed`) while the key file differs from the loaded keys.
+/// `master_key_file_changed`) while the key file differs from the loaded keys. The
+/// body may be left out (no `Content-Type`): the default options.
 #[utoipa::path(post, path = "/api/v1/admin/master-key/rotate", tag = "admin",
     request_body = wire::KeyRotateInput,
     responses((status = 200, body = wire::KeyRotation), (status = 409, body = wire::ErrorBody),
@@ -110,7 +111,7 @@ pub async fn key_status(
 pub async fn key_rotate(
     State(state): State<ApiState>,
     Caller(principal): Caller,
-    ApiJson(input): ApiJson<wire::KeyRotateInput>,
+    ApiJsonOrDefault(input): ApiJsonOrDefault<wire::KeyRotateInput>,
 ) -> ApiResult<Json<wire::KeyRotation>> {
     let rotation = keys::rotate(&state.app, &principal, input.skip_unreadable).await?;
     Ok(Json(wire::KeyRotation {

@@ -65,6 +65,20 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
 /// fail-over or restart to make progress, short enough for a pull to still succeed.
 pub const RETRY_AFTER_SECONDS: &str = "5";
 
+/// Replaces the default `Retry-After` of a 503 with the wait `error` knows, if any.
+pub fn set_retry_after(response: &mut Response, error: &Error) {
+    if let Error::Unavailable {
+        retry_after_seconds: Some(seconds),
+        ..
+    } = error
+    {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(*seconds),
+        );
+    }
+}
+
 /// The message a client gets for `error`. Internal detail is logged here and replaced
 /// by a generic message; 503s and 502s are logged here with the message the client
 /// gets. Called once per failed request, by the REST API and by the console.
@@ -74,7 +88,7 @@ pub fn client_message(error: &Error) -> String {
             tracing::error!(error.detail = %detail, "request.internal_error");
             "internal error; the server log has the details".to_owned()
         }
-        Error::Unavailable { code, message } => {
+        Error::Unavailable { code, message, .. } => {
             tracing::warn!(error.code = code, error.message = %message, "request.unavailable");
             message.clone()
         }
@@ -89,7 +103,9 @@ pub fn client_message(error: &Error) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_of(&self.0);
-        error_response(status, self.0.code(), client_message(&self.0))
+        let mut response = error_response(status, self.0.code(), client_message(&self.0));
+        set_retry_after(&mut response, &self.0);
+        response
     }
 }
 
@@ -115,6 +131,48 @@ where
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+/// As [`ApiJson`], but a request with no body and no `Content-Type` (`curl -X POST
+/// URL`) is the input's default: for endpoints whose body holds only options, so a call
+/// written before the options existed keeps working.
+pub struct ApiJsonOrDefault<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJsonOrDefault<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if request
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+        {
+            return ApiJson::from_request(request, state)
+                .await
+                .map(|ApiJson(value)| Self(value));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                error_response(
+                    rejection.status(),
+                    "invalid_body",
+                    "the request body could not be read",
+                )
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            Ok(Self(T::default()))
+        } else {
+            Err(error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ))
         }
     }
 }
@@ -237,26 +295,27 @@ mod tests {
             StatusCode::CONFLICT
         );
         assert_eq!(
-            status_of(&Error::Unavailable {
-                code: "master_key_unavailable",
-                message: String::new()
-            }),
+            status_of(&Error::unavailable("master_key_unavailable", "")),
             StatusCode::SERVICE_UNAVAILABLE
         );
     }
 
     #[test]
     fn unavailable_answers_carry_retry_after() {
-        let response = ApiError(Error::Unavailable {
-            code: "database_unavailable",
-            message: "down".into(),
-        })
-        .into_response();
+        let response = ApiError(Error::unavailable("database_unavailable", "down")).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.headers()[axum::http::header::RETRY_AFTER],
             RETRY_AFTER_SECONDS
         );
+        // Issue 12 item 20: a failed mint's backoff says how long it really lasts.
+        let response = ApiError(Error::Unavailable {
+            code: "token_mint_backing_off",
+            message: "backing off".into(),
+            retry_after_seconds: Some(37),
+        })
+        .into_response();
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "37");
         let response = ApiError(Error::NotFound("x".into())).into_response();
         assert!(!response
             .headers()

@@ -161,6 +161,9 @@ impl IntoResponse for ProxyError {
             "errors": [{ "code": code, "message": message, "detail": null }]
         });
         let mut response = (status, axum::Json(body)).into_response();
+        if let Self::Service(error) | Self::Upstream(UpstreamError::Relogin(error)) = &self {
+            crate::http::error::set_retry_after(&mut response, error);
+        }
         let headers = response.headers_mut();
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(
@@ -168,7 +171,7 @@ impl IntoResponse for ProxyError {
                 HeaderValue::from_static(CHALLENGE),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE && !headers.contains_key(header::RETRY_AFTER) {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(crate::http::error::RETRY_AFTER_SECONDS),

@@ -68,9 +68,14 @@ async fn write_batches(store: SharedStore, mut receiver: mpsc::Receiver<Pending>
             let _ = done.send(match &result {
                 Ok(_) => Ok(()),
                 // An unreachable or full store stays a 503 that tells clients to retry.
-                Err(Error::Unavailable { code, message }) => Err(Error::Unavailable {
+                Err(Error::Unavailable {
+                    code,
+                    message,
+                    retry_after_seconds,
+                }) => Err(Error::Unavailable {
                     code,
                     message: format!("audit log write failed: {message}"),
+                    retry_after_seconds: *retry_after_seconds,
                 }),
                 Err(error) => Err(Error::internal(format!("audit log write failed: {error}"))),
             });

@@ -71,13 +71,13 @@ pub fn open_secret(app: &App, credential: &Credential) -> Result<CredentialSecre
     let keys = app.keyring.keys()?;
     let plaintext = keys.open(sealed, binding(credential)).map_err(|error| {
         tracing::error!(credential.id = %credential.id, error = %error, "credential.open_failed");
-        Error::Unavailable {
-            code: "secret_unreadable",
-            message: format!(
+        Error::unavailable(
+            "secret_unreadable",
+            format!(
                 "the stored secret of credential {} cannot be decrypted ({error}); re-enter it with `regkeeper credentials update`",
                 credential.name
             ),
-        }
+        )
     })?;
     let fields: OpenedFields = serde_json::from_slice(&plaintext)
         .map_err(|_| Error::internal("sealed secret is not the expected JSON"))?;

@@ -188,10 +188,10 @@ pub async fn rotate(app: &App, principal: &Principal, skip_unreadable: bool) -> 
             .await?;
         keyfile::replace(path, &rotated).map_err(|error| match error {
             KeyFileError::Changed { reason, .. } => file_changed(path, &reason),
-            error => Error::Unavailable {
-                code: "master_key_write_failed",
-                message: format!("rotation did not happen: {error}"),
-            },
+            error => Error::unavailable(
+                "master_key_write_failed",
+                format!("rotation did not happen: {error}"),
+            ),
         })?;
         let new_key = rotated.get(version).expect("the new version exists");
         let stored = app
@@ -320,6 +320,15 @@ fn check_key_file(app: &App, loaded: &MasterKeys) -> Option<String> {
     };
     record_file_state(app, mismatch.clone());
     mismatch
+}
+
+/// Whether the key file still holds the loaded keys, checked now rather than at the
+/// last reload tick, so `key status` right after a file is replaced tells the truth
+/// (and the gauge and the log follow at once). `None` while no keys are loaded: then
+/// there is nothing to compare with, and `key status` reports the keyring instead.
+pub fn key_file_mismatch_now(app: &App) -> Option<String> {
+    let loaded = app.keyring.keys().ok()?;
+    check_key_file(app, &loaded)
 }
 
 fn record_file_state(app: &App, mismatch: Option<String>) {

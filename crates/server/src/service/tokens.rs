@@ -36,9 +36,14 @@ fn provider_error(credential: &Credential, error: &ProviderError) -> Error {
     if let ProviderError::Store(error) = error {
         // Not the provider's failure: the store's own error, with its own status.
         return match error {
-            Error::Unavailable { code, message } => Error::Unavailable {
+            Error::Unavailable {
+                code,
+                message,
+                retry_after_seconds,
+            } => Error::Unavailable {
                 code,
                 message: message.clone(),
+                retry_after_seconds: *retry_after_seconds,
             },
             other => Error::internal(other),
         };
@@ -52,6 +57,13 @@ fn provider_error(credential: &Credential, error: &ProviderError) -> Error {
         Error::Unavailable {
             code: error.code(),
             message,
+            // A failed mint's backoff knows how long the wait is; say so, at least 1 s.
+            retry_after_seconds: match error {
+                ProviderError::BackingOff {
+                    retry_in_seconds, ..
+                } => Some(u32::try_from((*retry_in_seconds).max(1)).unwrap_or(u32::MAX)),
+                _ => None,
+            },
         }
     } else {
         Error::Upstream {
@@ -167,31 +179,41 @@ async fn stored_or_minted(
             .registry_token(identity)
             .await
             .map_err(ProviderError::Store)?;
+        let mut unreadable = None;
         if let Some(stored) = stored.as_ref().filter(|stored| serveable(stored, now)) {
             match open_token(app, stored) {
                 Ok(login) => return Ok(login),
-                Err(error) => {
-                    // Sealed under a master key this replica lacks (its key file is a
-                    // rotation behind) or damaged: a new token, sealed under ours, serves
-                    // everyone, and waiting for a lease would not make this one readable.
-                    tracing::warn!(error.code = error.code(), "token.unreadable_reminted");
-                    return mint_and_store(app, credential, secret, identity, now).await;
-                }
+                // Sealed under a master key this replica lacks (its key file is a
+                // rotation behind) or damaged: a new token, sealed under ours, serves
+                // everyone. It is minted like a first one — under the row's lease, with
+                // a failure's backoff shared — so an outage costs the provider no more
+                // calls here than elsewhere.
+                Err(error) => unreadable = Some((stored.issued_at, error.code())),
             }
         }
         if let Some(stored) = &stored {
-            if stored.failures > 0 && now < stored.next_attempt_at {
-                return Err(ProviderError::BackingOff {
-                    last_error: stored.last_error.clone().unwrap_or_default(),
-                    retry_in_seconds: (stored.next_attempt_at - now + 999) / 1000,
-                });
+            if let Some(backing_off) = backing_off(stored, now) {
+                return Err(backing_off);
             }
         }
-        let claimed = app
-            .store
-            .claim_token_for_mint(&pending(identity, now), now, &owner, now + LEASE_MS)
-            .await
-            .map_err(ProviderError::Store)?;
+        let claimed = match unreadable {
+            Some((issued_at, code)) => {
+                let claimed = app
+                    .store
+                    .claim_unreadable_token(identity, issued_at, now, &owner, now + LEASE_MS)
+                    .await
+                    .map_err(ProviderError::Store)?;
+                if claimed.is_some() {
+                    tracing::warn!(error.code = code, "token.unreadable_reminted");
+                }
+                claimed
+            }
+            None => app
+                .store
+                .claim_token_for_mint(&pending(identity, now), now, &owner, now + LEASE_MS)
+                .await
+                .map_err(ProviderError::Store)?,
+        };
         match claimed {
             Some(leased) => return mint_leased(app, credential, secret, leased, &owner).await,
             // Another replica (or the refresher) holds the lease: wait for its row.
@@ -199,6 +221,14 @@ async fn stored_or_minted(
         }
     }
     Err(ProviderError::MintInProgress)
+}
+
+/// The failure a mint on demand answers at once while a failed attempt's backoff runs.
+fn backing_off(stored: &StoredToken, now: Timestamp) -> Option<ProviderError> {
+    (stored.failures > 0 && now < stored.next_attempt_at).then(|| ProviderError::BackingOff {
+        last_error: stored.last_error.clone().unwrap_or_default(),
+        retry_in_seconds: (stored.next_attempt_at - now + 999) / 1000,
+    })
 }
 
 /// Whether a stored row holds a token that may be handed out now.

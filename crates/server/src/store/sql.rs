@@ -71,10 +71,7 @@ pub(super) fn database_error(error: sqlx::Error) -> Error {
     match unavailability(&error) {
         Some((code, message)) => {
             tracing::debug!(error.detail = %error, error.code = code, "store.database_unavailable");
-            Error::Unavailable {
-                code,
-                message: message.to_owned(),
-            }
+            Error::unavailable(code, message)
         }
         None => Error::internal(format!("database: {error}")),
     }
@@ -292,13 +289,28 @@ macro_rules! impl_store {
             })
         }
 
+        /// A damaged row (ciphertext or wrapped key NULL, a key version NULL or out of
+        /// range) comes back with the missing part empty and key version 0, which no
+        /// master key opens: a rotation then names it as unreadable by its label
+        /// instead of failing as a whole.
         fn sealed_ref_from(row: &Row) -> Result<SealedRef> {
+            let ciphertext: Option<Vec<u8>> =
+                row.try_get("secret_ciphertext").map_err(database_error)?;
+            let wrapped_key: Option<Vec<u8>> =
+                row.try_get("secret_wrapped_key").map_err(database_error)?;
+            let key_version: Option<i64> =
+                row.try_get("secret_key_version").map_err(database_error)?;
             Ok(SealedRef {
                 owner_id: row.try_get("id").map_err(database_error)?,
                 workspace_id: row.try_get("workspace_id").map_err(database_error)?,
                 secret_version: row.try_get("secret_version").map_err(database_error)?,
-                sealed: sealed_from(row)?
-                    .ok_or_else(|| Error::internal("sealed secret row is incomplete"))?,
+                sealed: SealedSecret {
+                    ciphertext: ciphertext.unwrap_or_default(),
+                    wrapped_key: wrapped_key.unwrap_or_default(),
+                    key_version: key_version
+                        .and_then(|version| u32::try_from(version).ok())
+                        .unwrap_or(0),
+                },
                 label: row.try_get("label").map_err(database_error)?,
             })
         }
@@ -1419,6 +1431,46 @@ macro_rules! impl_store {
                         .map_err(database_error)?;
                         Some(placeholder.clone())
                     }
+                };
+                commit(transaction).await?;
+                Ok(claimed)
+            }
+
+            async fn claim_unreadable_token(
+                &self,
+                identity: &str,
+                issued_at: Timestamp,
+                now: Timestamp,
+                owner: &str,
+                lease_until: Timestamp,
+            ) -> Result<Option<StoredToken>> {
+                let mut transaction = self.begin_write().await?;
+                let leased = sqlx::query(
+                    "UPDATE registry_tokens SET lease_owner = $1, lease_until = $2 WHERE identity = $3 \
+                     AND issued_at = $4 AND (failures = 0 OR next_attempt_at <= $5) \
+                     AND (lease_until IS NULL OR lease_until < $5)",
+                )
+                .bind(owner)
+                .bind(lease_until)
+                .bind(identity)
+                .bind(issued_at)
+                .bind(now)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database_error)?
+                .rows_affected()
+                    == 1;
+                let claimed = if leased {
+                    sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE identity = $1"))
+                        .bind(identity)
+                        .fetch_optional(&mut *transaction)
+                        .await
+                        .map_err(database_error)?
+                        .as_ref()
+                        .map(token_from)
+                        .transpose()?
+                } else {
+                    None
                 };
                 commit(transaction).await?;
                 Ok(claimed)

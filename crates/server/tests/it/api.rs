@@ -240,3 +240,36 @@ fn operational_endpoints() {
         "{metrics}"
     );
 }
+
+/// The README's `POST /api/v1/admin/master-key/rotate` with no body (and no
+/// `Content-Type`) rotates with the default options; a body that is not declared JSON
+/// is still refused.
+#[test]
+fn master_key_rotation_needs_no_body() {
+    let server = TestServer::start();
+    let path = "/api/v1/admin/master-key/rotate";
+    let (status, body) = raw(&server, "POST", path, Some(ADMIN_TOKEN), None, None);
+    assert_eq!(status, 200, "{body}");
+    let rotation: wire::KeyRotation = serde_json::from_str(&body).unwrap();
+    assert_eq!(rotation.current_version, rotation.previous_version + 1);
+    let (status, body) = raw(&server, "POST", path, Some(ADMIN_TOKEN), None, Some(b""));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = raw(
+        &server,
+        "POST",
+        path,
+        Some(ADMIN_TOKEN),
+        None,
+        Some(br#"{"skipUnreadable":true}"#),
+    );
+    assert_eq!(status, 415, "{body}");
+    let (status, body) = raw(
+        &server,
+        "POST",
+        path,
+        Some(ADMIN_TOKEN),
+        Some("application/json"),
+        Some(br#"{"skipUnreadable":true}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+}

@@ -182,7 +182,8 @@ fn throttled_refreshes_back_off_and_the_last_good_token_is_served_until_it_expir
 /// An in-process server on a paused clock whose AWS is `relay`: its data directory,
 /// clock, runtime, app and admin.
 struct InProcess {
-    _directory: tempfile::TempDir,
+    _directory: Option<tempfile::TempDir>,
+    data: std::path::PathBuf,
     clock: Arc<ManualClock>,
     runtime: tokio::runtime::Runtime,
     app: Arc<App>,
@@ -192,15 +193,28 @@ struct InProcess {
 impl InProcess {
     fn start(relay: &AwsRelay) -> Self {
         let directory = tempfile::tempdir().unwrap();
+        let data = directory.path().join("data");
+        Self::start_on(relay, Some(directory), data, 1_800_000_000_000)
+    }
+
+    /// Another replica of `self`: the same database and key file, its own memory, and
+    /// a clock of its own set to the same time.
+    fn replica(&self, relay: &AwsRelay) -> Self {
+        Self::start_on(relay, None, self.data.clone(), self.clock.now())
+    }
+
+    fn start_on(
+        relay: &AwsRelay,
+        directory: Option<tempfile::TempDir>,
+        data: std::path::PathBuf,
+        now: i64,
+    ) -> Self {
         let variables: HashMap<&str, String> = HashMap::from([
-            (
-                "REGKEEPER_DATA_DIR",
-                directory.path().join("data").display().to_string(),
-            ),
+            ("REGKEEPER_DATA_DIR", data.display().to_string()),
             ("REGKEEPER_BOOTSTRAP_TOKEN", ADMIN_TOKEN.to_owned()),
             ("AWS_ENDPOINT_URL", relay.endpoint_url()),
         ]);
-        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let clock = Arc::new(ManualClock::new(now));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -218,6 +232,7 @@ impl InProcess {
         });
         Self {
             _directory: directory,
+            data,
             clock,
             runtime,
             app,
@@ -363,6 +378,17 @@ fn resolves_during_throttling_leave_the_provider_alone() {
     let error = error.err().expect("still backing off");
     assert!(error.retryable(), "{error}");
     assert!(error.to_string().contains("throttling"), "{error}");
+    // The 503's Retry-After is what is left of the 5 s backoff, 4 s in: 1 s.
+    assert!(
+        matches!(
+            error,
+            regkeeper::domain::Error::Unavailable {
+                retry_after_seconds: Some(1),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     // After it: one more call for the whole burst.
     server.clock.advance(1_500);
     server.burst(newcomer, 20);
@@ -377,6 +403,80 @@ fn resolves_during_throttling_leave_the_provider_alone() {
     let answers = server.burst(newcomer, 20);
     assert_eq!(relay.token_calls() - before, 3);
     assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+}
+
+/// Issue 12 item 20, a token this replica cannot open (sealed under a key version it
+/// lacks, or damaged; here one flipped byte): it is re-minted like a missing one —
+/// under the row's lease, so a burst makes one call, and a failure's backoff holds, so
+/// while AWS throttles further resolves answer at once without calling it. It used to
+/// call the provider on every resolve.
+#[test]
+fn an_unreadable_stored_token_is_reminted_under_the_lease_and_backoff() {
+    let Some(moto) = Moto::start() else { return };
+    let relay = AwsRelay::start(
+        moto.endpoint_url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+    );
+    let first_replica = InProcess::start(&relay);
+    let image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1";
+    first_replica.add_ecr(
+        "sealed",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        moto::ACCESS_KEY_ID,
+    );
+    let first = first_replica.burst(image, 1)[0].expect("the first token is minted");
+    assert_eq!(relay.token_calls(), 1);
+    first_replica.runtime.block_on(async {
+        use sqlx::Connection;
+        let mut connection = sqlx::SqliteConnection::connect(&format!(
+            "sqlite://{}",
+            first_replica.data.join("regkeeper.db").display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE registry_tokens SET token_ciphertext = \
+             substr(token_ciphertext, 1, 8) || X'FF' || substr(token_ciphertext, 10)",
+        )
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    });
+    // A replica with nothing in memory finds only the unreadable row.
+    let server = first_replica.replica(&relay);
+    relay.set_throttle(true);
+    let answers = server.burst(image, 20);
+    assert_eq!(relay.token_calls(), 2, "20 concurrent resolves: one call");
+    assert!(
+        answers
+            .iter()
+            .all(|answer| matches!(answer, Err("aws_throttled" | "token_mint_backing_off"))),
+        "{answers:?}"
+    );
+    for _ in 0..4 {
+        server.clock.advance(1_000);
+        let answers = server.burst(image, 20);
+        assert!(
+            answers
+                .iter()
+                .all(|answer| *answer == Err("token_mint_backing_off")),
+            "{answers:?}"
+        );
+    }
+    assert_eq!(relay.token_calls(), 2, "no call inside the backoff");
+    // Throttling over and the backoff run out: one call mints a readable token.
+    relay.set_throttle(false);
+    server.clock.advance(1_500);
+    let answers = server.burst(image, 20);
+    assert_eq!(relay.token_calls(), 3);
+    let renewed = answers[0].expect("re-minted");
+    assert!(renewed > first);
+    assert!(
+        answers.iter().all(|answer| *answer == Ok(renewed)),
+        "{answers:?}"
+    );
 }
 
 /// Issue 12 item 12: an ECR answer claiming an expiry ten years ahead is trusted for
