@@ -65,6 +65,10 @@ pub struct ApiTokenRow {
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
     pub last_used_at: Option<Timestamp>,
+    /// The user who created a workload role's token, so disabling or deleting them
+    /// revokes it. `None` for a user's own token, one a role created, and role tokens
+    /// from before this was recorded (migration 0009).
+    pub created_by: Option<String>,
 }
 
 /// A workload role as stored. `policy` is the validated policy as JSON text, with the
@@ -408,8 +412,11 @@ pub trait Store: Send + Sync {
     async fn all_roles(&self) -> Result<Vec<RoleRow>>;
     /// An API token by id, whoever owns it.
     async fn api_token_by_id(&self, token_id: &str) -> Result<Option<ApiTokenRow>>;
-    /// Disables the user at `at`, revoking every unrevoked token of theirs in the same
-    /// transaction; false if no such enabled user.
+    /// The workload-role tokens `user_id` created, in any workspace, whatever their state.
+    async fn role_tokens_created_by(&self, user_id: &str) -> Result<Vec<ApiTokenRow>>;
+    /// Disables the user at `at`, revoking every unrevoked token of theirs, and every
+    /// unrevoked role token they created, in the same transaction; false if no such
+    /// enabled user.
     async fn disable_user(&self, user_id: &str, at: Timestamp, audit: AuditRecord) -> Result<bool>;
     /// Enables a disabled user and stores `token`, their new API token; false if no
     /// such disabled user.
@@ -421,11 +428,13 @@ pub trait Store: Send + Sync {
     ) -> Result<bool>;
     /// Deletes the user, every token of theirs, their memberships, and their personal
     /// workspace with everything in it (credentials, roles and their tokens, sync
-    /// targets, grants); false if no such user.
+    /// targets, grants), and revokes at `at` the role tokens they created in other
+    /// workspaces (kept, revoked, with no creator); false if no such user.
     async fn delete_user(
         &self,
         user_id: &str,
         personal_workspace_id: &str,
+        at: Timestamp,
         audit: AuditRecord,
     ) -> Result<bool>;
     // ---- end of grants and user lifecycle -----------------------------------------

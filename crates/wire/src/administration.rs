@@ -17,6 +17,10 @@ use crate::User;
 pub struct UserDisabled {
     pub user: User,
     pub revoked_tokens: usize,
+    /// Workload-role tokens the user created, in any workspace, revoked with theirs
+    /// (role tokens created before regkeeper recorded creators are not among them).
+    #[serde(default)]
+    pub revoked_role_tokens: usize,
     /// What happened to the personal workspace, in a sentence.
     pub personal_workspace: String,
     /// Organisation workspaces the user alone owns: nobody can manage them until the
@@ -35,6 +39,9 @@ pub struct UserDeleted {
     pub deleted_credentials: usize,
     pub deleted_roles: usize,
     pub revoked_tokens: usize,
+    /// Workload-role tokens the user created in other workspaces, revoked.
+    #[serde(default)]
+    pub revoked_role_tokens: usize,
 }
 
 /// Who may reach into a workspace from outside: a role and its grant there.

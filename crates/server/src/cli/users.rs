@@ -22,8 +22,8 @@ pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> 
                 return output::json(&disabled);
             }
             println!(
-                "Disabled user {name}: revoked {} API token(s), which ends their console sessions.",
-                disabled.revoked_tokens
+                "Disabled user {name}: revoked {} API token(s), which ends their console sessions, and {} workload-role token(s) they created.",
+                disabled.revoked_tokens, disabled.revoked_role_tokens
             );
             println!("{}.", disabled.personal_workspace);
             if !disabled.sole_owner_of.is_empty() {
@@ -55,8 +55,9 @@ pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> 
                 return output::json(&deleted);
             }
             println!(
-                "Deleted user {name}, revoked {} API token(s), and deleted {} with its {} credential(s) and {} workload role(s).",
+                "Deleted user {name}, revoked {} API token(s) and {} workload-role token(s) they created elsewhere, and deleted {} with its {} credential(s) and {} workload role(s).",
                 deleted.revoked_tokens,
+                deleted.revoked_role_tokens,
                 deleted.personal_workspace,
                 deleted.deleted_credentials,
                 deleted.deleted_roles

@@ -196,6 +196,7 @@ pub async fn disable_user(
     Ok(Json(wire::UserDisabled {
         user: views::user(&disabled.user),
         revoked_tokens: disabled.revoked_tokens,
+        revoked_role_tokens: disabled.revoked_role_tokens,
         personal_workspace: users::kept_workspace_note(&name),
         sole_owner_of: disabled.sole_owner_of,
     }))
@@ -247,6 +248,7 @@ pub async fn delete_user(
         deleted_credentials: deleted.credentials,
         deleted_roles: deleted.roles,
         revoked_tokens: deleted.revoked_tokens,
+        revoked_role_tokens: deleted.revoked_role_tokens,
     }))
 }
 

@@ -65,6 +65,7 @@ pub(super) fn token_row(
         expires_at,
         revoked_at: None,
         last_used_at: None,
+        created_by: None,
     }
 }
 

@@ -302,7 +302,10 @@ pub async fn create_token(
         let now = app.now();
         let expires_at = token_expiry(now, token_name, expires_in_seconds)?;
         let token = generate_token();
-        let row = token_row(TokenOwner::Role(found.id), token_name, &token, now, expires_at);
+        let mut row = token_row(TokenOwner::Role(found.id), token_name, &token, now, expires_at);
+        // Recorded so that disabling or deleting this user revokes it (a role making a
+        // token records nobody: it has no user behind it to disable).
+        row.created_by = (!principal.user_id.is_empty()).then(|| principal.user_id.clone());
         let record = record
             .clone()
             .workspace(Some(&access.workspace.id), workspace)

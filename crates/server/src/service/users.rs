@@ -1,5 +1,6 @@
 //! The user lifecycle after creation, for site administrators: disabling (every API
-//! token revoked, sign-in refused, everything else kept for a later `enable`),
+//! token revoked, and every workload-role token the user created, sign-in refused,
+//! everything else kept for a later `enable`),
 //! enabling (with a new API token, since the old ones stay revoked), deleting (the
 //! user, their tokens and memberships, and their personal workspace with everything
 //! in it, only once confirmed), and any user's API tokens, listed and revoked.
@@ -24,6 +25,8 @@ use super::App;
 pub struct Disabled {
     pub user: UserRow,
     pub revoked_tokens: usize,
+    /// Workload-role tokens the user created (in any workspace), revoked with theirs.
+    pub revoked_role_tokens: usize,
     /// Organisation workspaces the user alone owns, which nobody can manage until the
     /// user is enabled or another owner is made.
     pub sole_owner_of: Vec<String>,
@@ -35,6 +38,8 @@ pub struct Deleted {
     pub credentials: usize,
     pub roles: usize,
     pub revoked_tokens: usize,
+    /// Workload-role tokens the user created in other workspaces, revoked.
+    pub revoked_role_tokens: usize,
 }
 
 /// The sentence the CLI and the API give about a disabled user's personal workspace.
@@ -85,15 +90,42 @@ async fn solely_owned(app: &App, user: &UserRow) -> Result<Vec<String>> {
     Ok(names)
 }
 
-async fn active_tokens(app: &App, user: &UserRow) -> Result<usize> {
-    let now = app.now();
-    Ok(app
-        .store
-        .list_api_tokens(&TokenOwner::User(user.id.clone()))
-        .await?
+fn active(tokens: &[ApiTokenRow], now: i64) -> usize {
+    tokens
         .iter()
         .filter(|token| token.revoked_at.is_none() && token.expires_at.is_none_or(|at| at > now))
-        .count())
+        .count()
+}
+
+async fn active_tokens(app: &App, user: &UserRow) -> Result<usize> {
+    let tokens = app
+        .store
+        .list_api_tokens(&TokenOwner::User(user.id.clone()))
+        .await?;
+    Ok(active(&tokens, app.now()))
+}
+
+/// Active workload-role tokens `user` created, outside `except_workspace` (whose roles
+/// go with it). Role tokens from before creators were recorded are not among them.
+async fn active_role_tokens(
+    app: &App,
+    user: &UserRow,
+    except_workspace: Option<&str>,
+) -> Result<usize> {
+    let mut tokens = app.store.role_tokens_created_by(&user.id).await?;
+    if let Some(workspace_id) = except_workspace {
+        let doomed: Vec<String> = app
+            .store
+            .roles(workspace_id)
+            .await?
+            .into_iter()
+            .map(|role| role.id)
+            .collect();
+        tokens.retain(
+            |token| !matches!(&token.owner, TokenOwner::Role(role) if doomed.contains(role)),
+        );
+    }
+    Ok(active(&tokens, app.now()))
 }
 
 pub async fn disable(app: &App, principal: &Principal, name: &str) -> Result<Disabled> {
@@ -107,11 +139,13 @@ pub async fn disable(app: &App, principal: &Principal, name: &str) -> Result<Dis
             ));
         }
         let revoked_tokens = active_tokens(app, &user).await?;
+        let revoked_role_tokens = active_role_tokens(app, &user, None).await?;
         let sole_owner_of = solely_owned(app, &user).await?;
         let now = app.now();
-        let record = record
-            .clone()
-            .detail(serde_json::json!({ "revokedTokens": revoked_tokens }));
+        let record = record.clone().detail(serde_json::json!({
+            "revokedTokens": revoked_tokens,
+            "revokedRoleTokens": revoked_role_tokens,
+        }));
         if !app.store.disable_user(&user.id, now, record).await? {
             return Err(Error::conflict(
                 "user_disabled",
@@ -123,6 +157,7 @@ pub async fn disable(app: &App, principal: &Principal, name: &str) -> Result<Dis
         Ok(Disabled {
             user,
             revoked_tokens,
+            revoked_role_tokens,
             sole_owner_of,
         })
     })
@@ -202,11 +237,12 @@ pub async fn delete(
             return Err(Error::invalid(
                 "confirmation_required",
                 format!(
-                    "deleting user {name} also deletes {personal_name} with its {credentials} credential(s) and {roles} workload role(s), their tokens and sync targets, and revokes every API token of {name}; confirm with --yes (REST: ?confirm=true), or disable the user instead to keep them"
+                    "deleting user {name} also deletes {personal_name} with its {credentials} credential(s) and {roles} workload role(s), their tokens and sync targets, and revokes every API token of {name} and the workload-role tokens {name} created elsewhere; confirm with --yes (REST: ?confirm=true), or disable the user instead to keep them"
                 ),
             ));
         }
         let revoked_tokens = active_tokens(app, &user).await?;
+        let revoked_role_tokens = active_role_tokens(app, &user, Some(&personal.id)).await?;
         let record = record
             .clone()
             .workspace(Some(&personal.id), &personal_name)
@@ -215,8 +251,13 @@ pub async fn delete(
                 "deletedCredentials": credentials,
                 "deletedRoles": roles,
                 "revokedTokens": revoked_tokens,
+                "revokedRoleTokens": revoked_role_tokens,
             }));
-        if !app.store.delete_user(&user.id, &personal.id, record).await? {
+        if !app
+            .store
+            .delete_user(&user.id, &personal.id, app.now(), record)
+            .await?
+        {
             return Err(Error::NotFound(format!("user {name}")));
         }
         app.caches.forget_identities();
@@ -226,6 +267,7 @@ pub async fn delete(
             credentials,
             roles,
             revoked_tokens,
+            revoked_role_tokens,
         })
     })
     .await

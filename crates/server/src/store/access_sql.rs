@@ -120,7 +120,8 @@ macro_rules! impl_access_queries {
             async fn token_by_id(&self, token_id: &str) -> Result<Option<ApiTokenRow>> {
                 sqlx::query(
                     "SELECT id, user_id, role_id, name, token_hash, display_prefix, created_at, \
-                     expires_at, revoked_at, last_used_at FROM api_tokens WHERE id = $1",
+                     expires_at, revoked_at, last_used_at, created_by AS token_created_by \
+                     FROM api_tokens WHERE id = $1",
                 )
                 .bind(token_id)
                 .fetch_optional(&self.pool)
@@ -129,6 +130,22 @@ macro_rules! impl_access_queries {
                 .as_ref()
                 .map(api_token_from)
                 .transpose()
+            }
+
+            async fn tokens_created_by(&self, user_id: &str) -> Result<Vec<ApiTokenRow>> {
+                sqlx::query(
+                    "SELECT id, user_id, role_id, name, token_hash, display_prefix, created_at, \
+                     expires_at, revoked_at, last_used_at, created_by AS token_created_by \
+                     FROM api_tokens WHERE created_by = $1 AND role_id IS NOT NULL \
+                     ORDER BY created_at, id",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database_error)?
+                .iter()
+                .map(api_token_from)
+                .collect()
             }
 
             async fn user_enable(
@@ -172,7 +189,7 @@ macro_rules! impl_access_queries {
                     == 1;
                 if disabled {
                     sqlx::query(
-                        "UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 \
+                        "UPDATE api_tokens SET revoked_at = $1 WHERE (user_id = $2 OR created_by = $2) \
                          AND revoked_at IS NULL",
                     )
                     .bind(at)
@@ -188,9 +205,22 @@ macro_rules! impl_access_queries {
                 &self,
                 user_id: &str,
                 personal_workspace_id: &str,
+                at: Timestamp,
                 audit: AuditRecord,
             ) -> Result<bool> {
                 let mut transaction = self.begin_write().await?;
+                // Role tokens they made elsewhere stay (revoked, so the workspace's
+                // admins still see them), no longer naming a creator that is gone;
+                // explicitly, as the foreign key's ON DELETE is not relied on.
+                sqlx::query(
+                    "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1), created_by = NULL \
+                     WHERE created_by = $2",
+                )
+                .bind(at)
+                .bind(user_id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database_error)?;
                 // Tokens go first and explicitly, so no backend's foreign-key setting
                 // decides whether a deleted user's, or a deleted role's, tokens still
                 // authenticate; the workspace's own rows follow it by cascade.

@@ -268,6 +268,7 @@ macro_rules! impl_store {
                 expires_at: row.try_get("expires_at").map_err(database_error)?,
                 revoked_at: row.try_get("revoked_at").map_err(database_error)?,
                 last_used_at: row.try_get("last_used_at").map_err(database_error)?,
+                created_by: row.try_get("token_created_by").map_err(database_error)?,
             })
         }
 
@@ -573,8 +574,8 @@ macro_rules! impl_store {
             let (user_id, role_id) = owner_columns(&token.owner);
             sqlx::query(
                 "INSERT INTO api_tokens (id, user_id, role_id, name, token_hash, display_prefix, \
-                 created_at, expires_at, revoked_at, last_used_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 created_at, expires_at, revoked_at, last_used_at, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&token.id)
             .bind(user_id)
@@ -586,6 +587,7 @@ macro_rules! impl_store {
             .bind(token.expires_at)
             .bind(token.revoked_at)
             .bind(token.last_used_at)
+            .bind(&token.created_by)
             .execute(&mut **transaction)
             .await
             .map_err(|error| {
@@ -729,7 +731,8 @@ macro_rules! impl_store {
             ) -> Result<Option<(ApiTokenRow, TokenSubject)>> {
                 let Some(row) = sqlx::query(&format!(
                     "SELECT t.id, t.user_id, t.role_id, t.name, t.token_hash, t.display_prefix, \
-                     t.created_at, t.expires_at, t.revoked_at, t.last_used_at, u.name AS user_name, \
+                     t.created_at, t.expires_at, t.revoked_at, t.last_used_at, \
+                     t.created_by AS token_created_by, u.name AS user_name, \
                      u.is_admin, u.created_at AS user_created_at, u.disabled_at AS user_disabled_at, \
                      {ROLE_COLUMNS} \
                      FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id \
@@ -774,7 +777,8 @@ macro_rules! impl_store {
                 };
                 sqlx::query(&format!(
                     "SELECT id, user_id, role_id, name, token_hash, display_prefix, created_at, \
-                     expires_at, revoked_at, last_used_at FROM api_tokens WHERE {column} = $1 \
+                     expires_at, revoked_at, last_used_at, created_by AS token_created_by \
+                     FROM api_tokens WHERE {column} = $1 \
                      ORDER BY created_at, id",
                 ))
                 .bind(id)
@@ -1663,6 +1667,10 @@ macro_rules! impl_store {
                 self.token_by_id(token_id).await
             }
 
+            async fn role_tokens_created_by(&self, user_id: &str) -> Result<Vec<ApiTokenRow>> {
+                self.tokens_created_by(user_id).await
+            }
+
             async fn disable_user(&self, user_id: &str, at: Timestamp, audit: AuditRecord) -> Result<bool> {
                 self.user_disable(user_id, at, audit).await
             }
@@ -1680,9 +1688,10 @@ macro_rules! impl_store {
                 &self,
                 user_id: &str,
                 personal_workspace_id: &str,
+                at: Timestamp,
                 audit: AuditRecord,
             ) -> Result<bool> {
-                self.user_delete(user_id, personal_workspace_id, audit).await
+                self.user_delete(user_id, personal_workspace_id, at, audit).await
             }
             // ---- end of grants and user lifecycle ----------------------------------------
 

@@ -94,6 +94,7 @@ fn token(user_id: &str, hash: &str) -> ApiTokenRow {
         expires_at: Some(9_000),
         revoked_at: None,
         last_used_at: None,
+        created_by: None,
     }
 }
 

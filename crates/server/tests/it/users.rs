@@ -5,7 +5,9 @@
 use regkeeper_client::segment;
 use regkeeper_wire as wire;
 
-use super::grants::{credential, member, status, user, workspace};
+use super::grants::{
+    create_role, credential, member, resolve_reference, role_token, status, user, workspace,
+};
 use super::support::{ok, stderr, TestServer, ADMIN_TOKEN};
 
 fn me(server: &TestServer, token: &str) -> u16 {
@@ -178,6 +180,71 @@ fn deleting_a_user_needs_confirmation_and_never_orphans_a_workspace() {
     assert_eq!(
         status(admin.delete_for::<wire::UserDeleted>("/api/v1/users/nobody?confirm=true")),
         404
+    );
+}
+
+/// Issue 12 item 17: the workload-role tokens a user minted in an organisation
+/// workspace are revoked when the user is disabled, and when deleted (they used to
+/// keep working: role tokens recorded no creator); tokens others minted for the same
+/// role keep working, and the revoked ones stay listed for the workspace's admins.
+#[test]
+fn disabling_or_deleting_a_user_revokes_the_role_tokens_they_created() {
+    let server = TestServer::start();
+    let admin = server.admin();
+    workspace(&admin, "acme/ci");
+    credential(&admin, "acme/ci", "app", "registry.acme.example", "app-secret");
+    let grace = server.client(&user(&admin, "grace"));
+    member(&admin, "acme/ci", "grace", "admin");
+    let policy = serde_json::json!({"Statement": [{"Effect": "Allow",
+        "Action": "credentials:Resolve", "Resource": "rk:acme/ci:credential/app"}]});
+    create_role(&grace, "acme/ci", "deployer", policy).unwrap();
+    let by_grace = server.client(&role_token(&grace, "acme/ci", "deployer"));
+    let by_admin = server.client(&role_token(&admin, "acme/ci", "deployer"));
+    for client in [&by_grace, &by_admin] {
+        resolve_reference(client, "rk:acme/ci:credential/app").unwrap();
+    }
+
+    let said = ok(&server.cli(ADMIN_TOKEN, &["users", "disable", "grace"], None));
+    assert!(
+        said.contains("and 1 workload-role token(s) they created"),
+        "{said}"
+    );
+    assert_eq!(
+        status(resolve_reference(&by_grace, "rk:acme/ci:credential/app")),
+        401
+    );
+    resolve_reference(&by_admin, "rk:acme/ci:credential/app").unwrap();
+
+    // Enabled, grace mints another; deleting grace revokes it too.
+    let fresh = ok(&server.cli(ADMIN_TOKEN, &["users", "enable", "grace"], None))
+        .trim()
+        .to_owned();
+    let again = server.client(&role_token(&server.client(&fresh), "acme/ci", "deployer"));
+    resolve_reference(&again, "rk:acme/ci:credential/app").unwrap();
+    let deleted: wire::UserDeleted = admin
+        .delete_for("/api/v1/users/grace?confirm=true")
+        .unwrap();
+    assert_eq!(deleted.revoked_role_tokens, 1);
+    assert_eq!(
+        status(resolve_reference(&again, "rk:acme/ci:credential/app")),
+        401
+    );
+    resolve_reference(&by_admin, "rk:acme/ci:credential/app").unwrap();
+    let listed = ok(&server.cli(
+        ADMIN_TOKEN,
+        &["roles", "tokens", "list", "deployer", "--workspace", "acme/ci", "--output", "json"],
+        None,
+    ));
+    let listed: wire::ApiTokenList = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.tokens.len(), 3, "{listed:?}");
+    assert_eq!(
+        listed
+            .tokens
+            .iter()
+            .filter(|token| token.revoked_at.is_some())
+            .count(),
+        2,
+        "{listed:?}"
     );
 }
 

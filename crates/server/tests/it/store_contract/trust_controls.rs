@@ -66,6 +66,38 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         .insert_api_token(&role_token, record("role.token_create"))
         .await
         .unwrap();
+    // Issue 12 item 17: a role in acme/ci with a token bob created there, and one from
+    // before creators were recorded (no creator).
+    let deployer = RoleRow {
+        id: uuid(),
+        workspace_id: target.id.clone(),
+        workspace_name: target.name.clone(),
+        name: "deployer".into(),
+        ..role.clone()
+    };
+    store
+        .create_role(&deployer, record("role.create"))
+        .await
+        .unwrap();
+    let by_bob = ApiTokenRow {
+        owner: TokenOwner::Role(deployer.id.clone()),
+        created_by: Some(bob.user.id.clone()),
+        ..token(&bob.user.id, "hash-acme-by-bob")
+    };
+    let unattributed = ApiTokenRow {
+        owner: TokenOwner::Role(deployer.id.clone()),
+        ..token(&bob.user.id, "hash-acme-unattributed")
+    };
+    for row in [&by_bob, &unattributed] {
+        store
+            .insert_api_token(row, record("role.token_create"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.role_tokens_created_by(&bob.user.id).await.unwrap(),
+        vec![by_bob.clone()]
+    );
     assert!(store
         .all_roles()
         .await
@@ -171,6 +203,28 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         .unwrap()
         .unwrap();
     assert_eq!(found.revoked_at, None);
+    // ...and the role tokens he created anywhere, but not those nobody is recorded for.
+    let revoked_by_bob = store
+        .api_token_by_hash("hash-acme-by-bob")
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(revoked_by_bob.revoked_at, Some(4_000));
+    assert_eq!(
+        revoked_by_bob.created_by.as_deref(),
+        Some(bob.user.id.as_str())
+    );
+    assert_eq!(
+        store
+            .api_token_by_hash("hash-acme-unattributed")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .revoked_at,
+        None
+    );
     assert_eq!(
         store
             .user_by_name("bob")
@@ -228,11 +282,43 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         .insert_credential(&kept, record("credential.create"))
         .await
         .unwrap();
+    let later = ApiTokenRow {
+        owner: TokenOwner::Role(deployer.id.clone()),
+        created_by: Some(bob.user.id.clone()),
+        ..token(&bob.user.id, "hash-acme-by-bob-later")
+    };
+    store
+        .insert_api_token(&later, record("role.token_create"))
+        .await
+        .unwrap();
     let before = audit_count(store).await;
     assert!(store
-        .delete_user(&bob.user.id, &bob.workspace.id, record("user.delete"))
+        .delete_user(
+            &bob.user.id,
+            &bob.workspace.id,
+            6_000,
+            record("user.delete")
+        )
         .await
         .unwrap());
+    // The role tokens he created in acme/ci stay, revoked (when first revoked), with
+    // no creator left to name.
+    for (hash, revoked_at) in [
+        ("hash-acme-by-bob", 4_000),
+        ("hash-acme-by-bob-later", 6_000),
+    ] {
+        let (found, _) = store.api_token_by_hash(hash).await.unwrap().unwrap();
+        assert_eq!(
+            (found.revoked_at, found.created_by),
+            (Some(revoked_at), None),
+            "{hash}"
+        );
+    }
+    assert!(store
+        .role_tokens_created_by(&bob.user.id)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(audit_count(store).await, before + 1);
     assert!(store.user_by_name("bob").await.unwrap().is_none());
     assert!(store.workspace_by_name("~bob").await.unwrap().is_none());
@@ -245,7 +331,12 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
     assert_eq!(store.role_of(&target.id, &bob.user.id).await.unwrap(), None);
     assert!(store.role_grants(&target.id).await.unwrap().is_empty());
     assert!(!store
-        .delete_user(&bob.user.id, &bob.workspace.id, record("user.delete"))
+        .delete_user(
+            &bob.user.id,
+            &bob.workspace.id,
+            6_500,
+            record("user.delete")
+        )
         .await
         .unwrap());
 
