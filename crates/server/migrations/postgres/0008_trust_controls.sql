@@ -19,13 +19,18 @@ CREATE INDEX role_grants_by_role ON role_grants (role_id);
 
 -- Existing cross-workspace policies keep working only where the role's creator
 -- still administers the workspace its policy names; every other reach stops until an
--- admin there grants it (`regkeeper roles grants add`). Wildcard workspace patterns
--- are never granted here.
+-- admin there grants it (`regkeeper roles grants add`). Only an Allow statement's
+-- resource naming the workspace exactly counts (a Deny reaches nothing, and wildcard
+-- workspace patterns are never granted here).
 INSERT INTO role_grants (id, workspace_id, role_id, granted_by_user_id, granted_by, granted_at)
     SELECT md5(r.id || '/' || w.id), w.id, r.id, u.id, u.name, r.updated_at
     FROM workload_roles r
     JOIN workspaces w ON w.id <> r.workspace_id
-        AND strpos(r.policy, '"rk:' || w.name || ':credential/') > 0
+        AND jsonb_path_exists(
+            r.policy::jsonb,
+            '$.statements[*] ? (@.effect == "Allow").resources[*].pattern ? (@ starts with $prefix)',
+            jsonb_build_object('prefix', 'rk:' || w.name || ':credential/')
+        )
     JOIN users u ON u.name = r.created_by
     JOIN memberships m ON m.workspace_id = w.id AND m.user_id = u.id
         AND m.role IN ('owner', 'admin');

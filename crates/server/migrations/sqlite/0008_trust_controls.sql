@@ -19,13 +19,23 @@ CREATE INDEX role_grants_by_role ON role_grants (role_id);
 
 -- Existing cross-workspace policies keep working only where the role's creator
 -- still administers the workspace its policy names; every other reach stops until an
--- admin there grants it (`regkeeper roles grants add`). Wildcard workspace patterns
--- are never granted here.
+-- admin there grants it (`regkeeper roles grants add`). Only an Allow statement's
+-- resource naming the workspace exactly counts (a Deny reaches nothing, and wildcard
+-- workspace patterns are never granted here).
 INSERT INTO role_grants (id, workspace_id, role_id, granted_by_user_id, granted_by, granted_at)
     SELECT lower(hex(randomblob(16))), w.id, r.id, u.id, u.name, r.updated_at
     FROM workload_roles r
     JOIN workspaces w ON w.id <> r.workspace_id
-        AND instr(r.policy, '"rk:' || w.name || ':credential/') > 0
+        AND EXISTS (
+            SELECT 1
+            FROM json_each(CASE WHEN json_valid(r.policy) THEN r.policy ELSE '{}' END,
+                           '$.statements') statement,
+                 json_each(statement.value, '$.resources') resource
+            WHERE json_extract(statement.value, '$.effect') = 'Allow'
+                AND substr(json_extract(resource.value, '$.pattern'), 1,
+                           length('rk:' || w.name || ':credential/'))
+                    = 'rk:' || w.name || ':credential/'
+        )
     JOIN users u ON u.name = r.created_by
     JOIN memberships m ON m.workspace_id = w.id AND m.user_id = u.id
         AND m.role IN ('owner', 'admin');

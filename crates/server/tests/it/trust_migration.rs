@@ -16,7 +16,8 @@ const VERSION: i64 = 8;
 
 /// Rows in the schema just before 0008: in acme/ci `Deploy-prod` (older) and
 /// `deploy-prod` (newer), and `app`; roles of alice/tools reaching acme/ci, one created
-/// by alice (admin of acme/ci), one by mallory (a member of nothing).
+/// by alice (admin of acme/ci), one by mallory (a member of nothing), and one by alice
+/// that only denies acme/ci's credentials (so reaches nothing there to grant).
 const BEFORE: &[&str] = &[
     "INSERT INTO users (id, name, is_admin, created_at) VALUES ('u-alice', 'alice', FALSE, 1)",
     "INSERT INTO users (id, name, is_admin, created_at) VALUES ('u-mallory', 'mallory', FALSE, 1)",
@@ -41,6 +42,11 @@ const BEFORE: &[&str] = &[
      VALUES ('r-mallory', 'w-tools', 'sneaky', '', \
      '{\"statements\":[{\"effect\":\"Allow\",\"actions\":[\"credentials:Resolve\"],\"resources\":[{\"pattern\":\"rk:acme/ci:credential/app\",\"credentialId\":\"c-app\"}]}]}', \
      1, 1, 1, 'mallory')",
+    "INSERT INTO workload_roles (id, workspace_id, name, description, policy, revision, created_at, updated_at, created_by) \
+     VALUES ('r-deny', 'w-tools', 'fenced', '', \
+     '{\"statements\":[{\"effect\":\"Allow\",\"actions\":[\"credentials:Resolve\"],\"resources\":[{\"pattern\":\"rk:alice/tools:credential/*\"}]},\
+     {\"effect\":\"Deny\",\"actions\":[\"credentials:Resolve\"],\"resources\":[{\"pattern\":\"rk:acme/ci:credential/deploy-*\"}]}]}', \
+     1, 1, 1, 'alice')",
 ];
 
 async fn migrator(backend: &str) -> sqlx::migrate::Migrator {
@@ -138,8 +144,10 @@ async fn after_migration(store: SharedStore) {
         .await
         .unwrap();
 
-    // Alice still administers acme/ci: her role keeps its reach. Mallory's does not.
+    // Alice still administers acme/ci: her role keeps its reach. Mallory's does not,
+    // and a role that only denies acme/ci's credentials is granted nothing there.
     assert!(store.role_grant_in_force(&ci.id, "r-alice").await.unwrap());
+    assert!(!store.role_grant_in_force(&ci.id, "r-deny").await.unwrap());
     assert!(!store
         .role_grant_in_force(&ci.id, "r-mallory")
         .await
