@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod credentials;
 pub mod error;
+mod federation;
 mod identity;
 mod ops;
 mod roles;
@@ -50,6 +51,8 @@ pub struct ApiState {
         credentials::verify, credentials::resolve, credentials::resolve_default,
         roles::list, roles::create, roles::show, roles::update, roles::delete,
         roles::list_tokens, roles::create_token, roles::revoke_token, roles::simulate,
+        federation::list_trusts, federation::add_trust, federation::remove_trust,
+        federation::exchange,
         admin::audit_list, admin::audit_verify, admin::key_status, admin::key_rotate,
         sync::list, sync::create, sync::delete, sync::run,
     ),
@@ -160,6 +163,15 @@ pub fn router(state: ApiState) -> Router {
             "/workspaces/{workspace}/roles/{name}/simulate",
             post(roles::simulate),
         )
+        .route(
+            "/workspaces/{workspace}/roles/{name}/trusts",
+            get(federation::list_trusts).post(federation::add_trust),
+        )
+        .route(
+            "/workspaces/{workspace}/roles/{name}/trusts/{id}",
+            delete(federation::remove_trust),
+        )
+        .route("/oidc/exchange", post(federation::exchange))
         .route(
             "/workspaces/{workspace}/credentials/{name}/sync-targets",
             get(sync::list).post(sync::create),

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub proxy_bytes: Family<SourceLabels, Counter>,
     pub proxy_upstream_retries: Counter,
     pub proxy_digest_mismatches: Counter,
+    /// OIDC token exchanges by outcome: `issued`, `reused`, `rejected`, `failed`.
+    pub oidc_exchanges: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -155,7 +157,14 @@ impl Metrics {
             "Upstream or cached bodies cut off because they did not match their digest",
             proxy_digest_mismatches.clone(),
         );
+        let oidc_exchanges = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "oidc_exchanges",
+            "OIDC token exchanges, by outcome (issued, reused, rejected, failed)",
+            oidc_exchanges.clone(),
+        );
         Self {
+            oidc_exchanges,
             proxy_requests,
             proxy_bytes,
             proxy_upstream_retries,

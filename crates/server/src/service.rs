@@ -11,7 +11,9 @@ pub mod identity;
 pub mod keys;
 pub mod resolve;
 pub mod roles;
+pub mod oidc;
 pub mod sync;
+pub mod trusts;
 pub mod tokens;
 pub mod verify;
 
@@ -54,6 +56,8 @@ pub struct App {
     pub caches: caches::Caches,
     /// Group commit for audit entries written on their own.
     pub audit_writer: audit_writer::AuditWriter,
+    /// OIDC issuers' signing keys, for the token exchange.
+    pub oidc_keys: oidc::KeyCache,
 }
 
 impl App {

@@ -6,10 +6,12 @@
 //! misspelt field is an error rather than a silently ignored setting.
 
 pub mod docker_helper;
+mod federation;
 pub mod kubelet;
 mod sensitive;
 mod sync;
 
+pub use federation::{ExchangeInput, Exchanged, Trust, TrustInput, TrustList};
 pub use sensitive::Sensitive;
 pub use sync::{SyncTarget, SyncTargetCreated, SyncTargetInput, SyncTargetList};
 
