@@ -3,6 +3,7 @@
 //! stdin, an environment variable or a file — never from an argument.
 
 mod commands;
+mod federation;
 mod output;
 mod roles;
 mod sync;
@@ -417,6 +418,9 @@ enum RolesCommand {
     /// Manage the API tokens of a role.
     #[command(subcommand)]
     Tokens(RoleTokensCommand),
+    /// Manage the OIDC identity providers a role trusts (identity federation).
+    #[command(subcommand)]
+    Trust(federation::RoleTrustCommand),
 }
 
 #[derive(Subcommand)]

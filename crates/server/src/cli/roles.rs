@@ -178,6 +178,7 @@ pub(super) fn run(client: &Client, command: RolesCommand) -> anyhow::Result<()> 
             Ok(())
         }
         RolesCommand::Tokens(command) => tokens(client, command),
+        RolesCommand::Trust(command) => super::federation::trust(client, command),
     }
 }
 

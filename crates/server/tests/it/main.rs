@@ -14,6 +14,7 @@ mod fake_ecr_public;
 mod fake_google_oauth;
 mod fake_kubernetes_api;
 mod faults;
+mod federation;
 mod master_key;
 mod outbound;
 mod peers;

@@ -1,0 +1,379 @@
+//! Identity federation (issue 13 §1-2) against a real server and a real OIDC provider
+//! (oauth2-mock-server over HTTPS with the test CA): roles trust issuers through the
+//! CLI and REST API, tokens from the provider are exchanged for role tokens that
+//! resolve credentials, and every adversarial token is refused with one 401
+//! `oidc_token_rejected` naming the failed check, never echoing the token.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use regkeeper_client::{segment, Client};
+use regkeeper_wire as wire;
+use serde_json::{json, Value};
+
+use super::peers::identity_provider::{IdentityProvider, SigningKey};
+use super::peers::tls::TestCa;
+use super::support::{ok, raw, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
+
+const WORKSPACE: &str = "acme/ci";
+const AUDIENCE: &str = "regkeeper";
+
+fn now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs(),
+    )
+    .expect("fits")
+}
+
+fn server_trusting(ca: &TestCa) -> TestServer {
+    TestServer::start_with(ServerOptions {
+        environment: vec![
+            (
+                "REGKEEPER_OUTBOUND_ALLOW_NETWORKS".into(),
+                "127.0.0.0/8".into(),
+            ),
+            (
+                "REGKEEPER_OUTBOUND_CA_FILE".into(),
+                ca.ca_file().display().to_string(),
+            ),
+        ],
+        ..ServerOptions::default()
+    })
+}
+
+/// A workspace with credential `hub` and roles `builder` and `deployer`, each allowed
+/// to resolve it.
+fn set_up(server: &TestServer) -> Client {
+    let admin = server.admin();
+    let _: wire::Workspace = admin
+        .post(
+            "/api/v1/workspaces",
+            &wire::WorkspaceInput {
+                name: WORKSPACE.into(),
+            },
+        )
+        .unwrap();
+    let _: wire::Credential = admin
+        .post(
+            &format!("/api/v1/workspaces/{}/credentials", segment(WORKSPACE)),
+            &wire::CredentialInput {
+                name: Some("hub".into()),
+                registry: Some("registry.example.com".into()),
+                username: Some("robot".into()),
+                password: Some(wire::Sensitive::new("hub-password-42")),
+                verify: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for role in ["builder", "deployer"] {
+        let _: wire::Role = admin
+            .post(
+                &format!("/api/v1/workspaces/{}/roles", segment(WORKSPACE)),
+                &wire::RoleInput {
+                    name: Some(role.into()),
+                    description: None,
+                    policy: Some(json!({"Version": "2026-11-01", "Statement": [{
+                        "Effect": "Allow", "Action": ["credentials:Resolve"],
+                        "Resource": [format!("rk:{WORKSPACE}:credential/hub")]}]})),
+                },
+            )
+            .unwrap();
+    }
+    admin
+}
+
+fn trust_cli(server: &TestServer, role: &str, issuer: &str, extra: &[&str]) -> wire::Trust {
+    let mut args = vec![
+        "roles", "trust", "add", role, "--workspace", WORKSPACE, "--issuer", issuer,
+        "--audience", AUDIENCE, "--output", "json",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &args, None))).expect("trust JSON")
+}
+
+fn exchange(server: &TestServer, role: &str, token: &str) -> (u16, Value) {
+    let body = json!({"role": format!("rk:{WORKSPACE}:role/{role}"), "token": token});
+    let (status, text) = raw(
+        server,
+        "POST",
+        "/api/v1/oidc/exchange",
+        None,
+        Some("application/json"),
+        Some(body.to_string().as_bytes()),
+    );
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Asserts a refusal naming `check`, without the token in it.
+fn assert_rejected(server: &TestServer, role: &str, token: &str, check: &str) {
+    let (status, body) = exchange(server, role, token);
+    assert_eq!(status, 401, "{check}: {body}");
+    assert_eq!(body["error"]["code"], "oidc_token_rejected", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(check), "expected `{check}` in: {message}");
+    let signature = token.rsplit('.').next().unwrap_or_default();
+    assert!(
+        signature.len() < 8 || !message.contains(signature),
+        "the message echoes the token: {message}"
+    );
+}
+
+fn resolve_with(server: &TestServer, token: &str) -> Result<wire::Resolved, u16> {
+    server
+        .client(token)
+        .post(
+            &format!("/api/v1/workspaces/{}/resolve", segment(WORKSPACE)),
+            &wire::ResolveInput {
+                image: Some("registry.example.com/team/app:1".into()),
+                ..Default::default()
+            },
+        )
+        .map_err(|error| error.status().unwrap_or(0))
+}
+
+fn github_claims() -> Value {
+    json!({
+        "sub": "repo:acme/app:ref:refs/heads/main",
+        "repository": "acme/app",
+        "repository_owner": "acme",
+    })
+}
+
+/// Issue 13 items 1 and 2: trusts through the CLI contract; a provider's GitHub- and
+/// Kubernetes-shaped tokens exchanged for role tokens that resolve credentials; a
+/// replay returns the same token; the exchange is audited as `oidc:ISSUER#SUB` and
+/// counted; removing the trust ends the session it granted.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_exchange_end_to_end_with_a_real_provider() {
+    let ca = TestCa::generate();
+    let Some(provider) = IdentityProvider::start(&ca, "key-1") else {
+        return;
+    };
+    let server = server_trusting(&ca);
+    let admin = set_up(&server);
+
+    // Refused before anything is stored: open to every GitHub user.
+    let open = server.cli(
+        ADMIN_TOKEN,
+        &[
+            "roles", "trust", "add", "builder", "--workspace", WORKSPACE, "--issuer",
+            "https://token.actions.githubusercontent.com", "--audience", AUDIENCE,
+            "--subject", "repo:*",
+        ],
+        None,
+    );
+    assert!(!open.status.success());
+    assert!(stderr(&open).contains("repository_owner"), "{}", stderr(&open));
+    let too_long = server.cli(
+        ADMIN_TOKEN,
+        &[
+            "roles", "trust", "add", "builder", "--workspace", WORKSPACE, "--issuer",
+            &provider.issuer, "--audience", AUDIENCE, "--subject", "x", "--max-session", "13h",
+        ],
+        None,
+    );
+    assert!(stderr(&too_long).contains("12 h"), "{}", stderr(&too_long));
+
+    let github = trust_cli(
+        &server,
+        "builder",
+        &provider.issuer,
+        &["--subject", "repo:acme/app:*", "--claim", "repository_owner=acme", "--max-session", "30m"],
+    );
+    assert_eq!(github.max_session_seconds, 1800);
+    assert_eq!(github.role, format!("rk:{WORKSPACE}:role/builder"));
+    let kubernetes = trust_cli(
+        &server,
+        "deployer",
+        &provider.issuer,
+        &[
+            "--subject", "system:serviceaccount:ci:*",
+            "--claim", "kubernetes.io.namespace=ci",
+            "--claim", "kubernetes.io.serviceaccount.name=build*",
+        ],
+    );
+    assert_eq!(kubernetes.max_session_seconds, 3600, "the default is an hour");
+    let listed = ok(&server.cli(
+        ADMIN_TOKEN,
+        &["roles", "trust", "list", "deployer", "--workspace", WORKSPACE],
+        None,
+    ));
+    assert!(listed.contains(&kubernetes.id) && listed.contains("kubernetes.io.namespace=ci"), "{listed}");
+
+    // GitHub-shaped token from the provider.
+    let jwt = provider.token(AUDIENCE, &github_claims()).await;
+    let (status, body) = exchange(&server, "builder", &jwt);
+    assert_eq!(status, 200, "{body}");
+    let issued = body["token"].as_str().unwrap().to_owned();
+    assert!(issued.starts_with("rk_"));
+    let expires_at = time::OffsetDateTime::parse(
+        body["expiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp();
+    assert!(
+        (expires_at - (now() + 1800)).abs() <= 5,
+        "min(exp + 30m, now + 30m) is now + 30m: {expires_at}"
+    );
+    let resolved = resolve_with(&server, &issued).expect("the role token resolves");
+    assert_eq!(resolved.username, "robot");
+    assert_eq!(resolved.secret.expose(), "hub-password-42");
+    // A replay of the same JWT gets the same token, not a new row.
+    let (_, again) = exchange(&server, "builder", &jwt);
+    assert_eq!(again["token"].as_str(), Some(issued.as_str()));
+    let tokens: wire::ApiTokenList = admin
+        .get(&format!("/api/v1/workspaces/{}/roles/builder/tokens", segment(WORKSPACE)))
+        .unwrap();
+    assert_eq!(tokens.tokens.len(), 1, "one row for two exchanges");
+
+    // Kubernetes-shaped token, nested claims.
+    let pod = json!({
+        "sub": "system:serviceaccount:ci:builder",
+        "kubernetes.io": {"namespace": "ci", "serviceaccount": {"name": "builder", "uid": "u-1"}},
+    });
+    let (status, body) = exchange(&server, "deployer", &provider.token(AUDIENCE, &pod).await);
+    assert_eq!(status, 200, "{body}");
+    let mut other_namespace = pod.clone();
+    other_namespace["kubernetes.io"]["namespace"] = json!("prod");
+    let token = provider.token(AUDIENCE, &other_namespace).await;
+    assert_rejected(&server, "deployer", &token, "claim kubernetes.io.namespace");
+
+    // Audited with the federated principal and the role; counted by outcome.
+    let audit: wire::AuditList = admin.get("/api/v1/audit?limit=500").unwrap();
+    let principal = format!("oidc:{}#repo:acme/app:ref:refs/heads/main", provider.issuer);
+    assert!(
+        audit.entries.iter().any(|entry| entry.action == "oidc.exchange"
+            && entry.actor == principal
+            && entry.target.as_deref() == Some(&format!("rk:{WORKSPACE}:role/builder"))),
+        "no audit entry for {principal}"
+    );
+    assert!(audit.entries.iter().any(|entry| entry.action == "oidc.exchange" && entry.outcome == "denied"));
+    let (_, metrics) = raw(&server, "GET", "/metrics", None, None, None);
+    assert!(metrics.contains("regkeeper_oidc_exchanges_total{outcome=\"issued\"} 2"), "{metrics}");
+    assert!(metrics.contains("regkeeper_oidc_exchanges_total{outcome=\"reused\"} 1"));
+    assert!(metrics.contains("regkeeper_oidc_exchanges_total{outcome=\"rejected\"} 1"));
+    assert!(!server.log().contains(&issued) && !server.log().contains(&jwt));
+
+    // Removing the trust ends the session it granted.
+    ok(&server.cli(
+        ADMIN_TOKEN,
+        &["roles", "trust", "remove", "builder", &github.id, "--workspace", WORKSPACE],
+        None,
+    ));
+    assert_eq!(resolve_with(&server, &issued).unwrap_err(), 401);
+    assert_rejected(&server, "builder", &jwt, "issuer unknown to the role");
+}
+
+/// Issue 13 item 2: the adversarial list — audience, expired, future `nbf`, issuer,
+/// a second issuer reusing the first's `kid`, `none`, HS256 with the public key,
+/// unknown `kid`, subject, claim, a token for role A presented for role B, size.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_exchange_refuses_adversarial_tokens() {
+    let ca = TestCa::generate();
+    let Some(provider) = IdentityProvider::start(&ca, "shared-kid") else {
+        return;
+    };
+    let Some(second) = IdentityProvider::start(&ca, "shared-kid") else {
+        return;
+    };
+    let server = server_trusting(&ca);
+    set_up(&server);
+    trust_cli(
+        &server,
+        "builder",
+        &provider.issuer,
+        &["--subject", "repo:acme/app:*", "--claim", "repository_owner=acme"],
+    );
+    trust_cli(&server, "deployer", &second.issuer, &["--subject", "repo:acme/app:*"]);
+    let base = |issuer: &str| {
+        let mut claims = github_claims();
+        claims["iss"] = json!(issuer);
+        claims["aud"] = json!(AUDIENCE);
+        claims["iat"] = json!(now());
+        claims["exp"] = json!(now() + 600);
+        claims
+    };
+    let good = provider.key.sign(&base(&provider.issuer));
+    assert_eq!(exchange(&server, "builder", &good).0, 200, "the forged-but-valid baseline");
+
+    let wrong_audience = provider.token("someone-else", &github_claims()).await;
+    assert_rejected(&server, "builder", &wrong_audience, "audience");
+    let mut claims = base(&provider.issuer);
+    claims["exp"] = json!(now() - 120);
+    assert_rejected(&server, "builder", &provider.key.sign(&claims), "expired");
+    let mut claims = base(&provider.issuer);
+    claims["nbf"] = json!(now() + 600);
+    assert_rejected(&server, "builder", &provider.key.sign(&claims), "not yet valid");
+    // A real token of the second issuer, for a role that trusts only the first.
+    let foreign = second.token(AUDIENCE, &github_claims()).await;
+    assert_rejected(&server, "builder", &foreign, "issuer unknown to the role");
+    // The second issuer's key, same kid, claiming to be the first issuer.
+    let impostor = second.key.sign(&base(&provider.issuer));
+    assert_rejected(&server, "builder", &impostor, "signature");
+    // And the other way round: the first's key for the second's role.
+    assert_rejected(&server, "deployer", &provider.key.sign(&base(&second.issuer)), "signature");
+
+    let encode = |value: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        encode(&json!({"alg": "none", "typ": "JWT"})),
+        encode(&base(&provider.issuer))
+    );
+    assert_rejected(&server, "builder", &none, "algorithm");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("shared-kid".into());
+    let public = provider.key.pair.public_key_pem();
+    let confused = jsonwebtoken::encode(
+        &header,
+        &base(&provider.issuer),
+        &jsonwebtoken::EncodingKey::from_secret(public.as_bytes()),
+    )
+    .unwrap();
+    assert_rejected(&server, "builder", &confused, "algorithm");
+    let stranger = SigningKey::generate("unknown-kid");
+    assert_rejected(&server, "builder", &stranger.sign(&base(&provider.issuer)), "signature");
+
+    let mut claims = base(&provider.issuer);
+    claims["sub"] = json!("repo:evil/app:ref:refs/heads/main");
+    assert_rejected(&server, "builder", &provider.key.sign(&claims), "subject");
+    let mut claims = base(&provider.issuer);
+    claims["repository_owner"] = json!("evil");
+    assert_rejected(&server, "builder", &provider.key.sign(&claims), "claim repository_owner");
+    // Role A's token presented for role B (which trusts another issuer).
+    assert_rejected(&server, "deployer", &good, "issuer unknown to the role");
+    assert_rejected(&server, "nobody", &good, "issuer unknown to the role");
+    let mut claims = base(&provider.issuer);
+    claims["padding"] = json!("x".repeat(17 * 1024));
+    assert_rejected(&server, "builder", &provider.key.sign(&claims), "larger than 16384 bytes");
+}
+
+/// Issue 13 item 2: the issuer's documents come only through the guarded outbound
+/// client: an issuer on a loopback address the server does not allow gets no
+/// connection at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_keys_on_a_forbidden_address_make_no_connection() {
+    let ca = TestCa::generate();
+    let Some(provider) = IdentityProvider::start(&ca, "key-1") else {
+        return;
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let tripwire = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    // No REGKEEPER_OUTBOUND_ALLOW_NETWORKS: loopback is forbidden.
+    let server = TestServer::start();
+    set_up(&server);
+    trust_cli(&server, "builder", &tripwire, &["--subject", "repo:acme/app:*"]);
+    let mut claims = github_claims();
+    claims["iss"] = json!(tripwire);
+    claims["aud"] = json!(AUDIENCE);
+    claims["exp"] = json!(now() + 600);
+    assert_rejected(&server, "builder", &provider.key.sign(&claims), "forbidden");
+    assert!(listener.accept().is_err(), "a connection reached the forbidden address");
+}
