@@ -377,3 +377,114 @@ async fn oidc_keys_on_a_forbidden_address_make_no_connection() {
     assert_rejected(&server, "builder", &provider.key.sign(&claims), "forbidden");
     assert!(listener.accept().is_err(), "a connection reached the forbidden address");
 }
+
+fn outbound_trusting(ca: &TestCa) -> regkeeper::outbound::OutboundClient {
+    regkeeper::outbound::OutboundClient::new(&regkeeper::config::OutboundConfig {
+        allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        ca_file: Some(ca.ca_file().to_owned()),
+        http_registries: Vec::new(),
+        timeout: None,
+    })
+    .expect("outbound client")
+}
+
+/// Issue 13 item 2: an unknown `kid` then a key rotation: keys are cached per issuer,
+/// an unknown `kid` re-fetches at most once a minute (the clock is passed in), and the
+/// discovery document must name the issuer exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_unknown_kid_refetches_at_most_once_a_minute() {
+    use regkeeper::service::oidc::{KeyCache, KeysError, REFETCH_INTERVAL_MS};
+    let ca = TestCa::generate();
+    let Some(mut provider) = IdentityProvider::start(&ca, "key-1") else {
+        return;
+    };
+    let outbound = outbound_trusting(&ca);
+    let cache = KeyCache::default();
+    let issuer = provider.issuer.clone();
+    let keys = cache.keys(&outbound, &issuer, Some("key-1"), 0).await.unwrap();
+    assert!(keys.find("key-1").is_some());
+
+    let rotated = SigningKey::generate("key-2");
+    provider.add_key(&rotated);
+    let soon = cache
+        .keys(&outbound, &issuer, Some("key-2"), REFETCH_INTERVAL_MS - 1)
+        .await
+        .unwrap();
+    assert!(soon.find("key-2").is_none(), "re-fetched within the minute");
+    let later = cache
+        .keys(&outbound, &issuer, Some("key-2"), REFETCH_INTERVAL_MS)
+        .await
+        .unwrap();
+    assert!(later.find("key-2").is_some(), "the rotated key is fetched after a minute");
+
+    let spelled_otherwise = format!("{issuer}/");
+    let error = cache
+        .keys(&outbound, &spelled_otherwise, None, 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, KeysError::IssuerMismatch { .. }), "{error}");
+}
+
+/// Serves a discovery document whose JWKS is 10 MiB, over TLS with the test CA.
+/// Hand-written (`fake_*`): no real provider serves such a JWKS.
+async fn fake_oversized_jwks(ca: &TestCa) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(ca.rustls_server_config()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let discovery = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}).to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let discovery = discovery.clone();
+            tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut head = vec![0; 4096];
+                let read = stream.read(&mut head).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&head[..read]).into_owned();
+                let body = if head.starts_with("GET /jwks") {
+                    format!("{{\"keys\":[],\"padding\":\"{}\"}}", "x".repeat(10 << 20))
+                } else {
+                    discovery
+                };
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    issuer
+}
+
+/// Issue 13 item 2: a 10 MiB JWKS is refused (size-capped), not buffered.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_oversized_jwks_is_refused() {
+    use regkeeper::service::oidc::{KeyCache, KeysError};
+    let ca = TestCa::generate();
+    let issuer = fake_oversized_jwks(&ca).await;
+    let error = KeyCache::default()
+        .keys(&outbound_trusting(&ca), &issuer, Some("any"), 0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, KeysError::Outbound(outbound) if outbound.to_string().contains("larger than")),
+        "{error}"
+    );
+    // And through the server, as one rejection naming the cause.
+    let server = server_trusting(&ca);
+    set_up(&server);
+    trust_cli(&server, "builder", &issuer, &["--subject", "repo:acme/app:*"]);
+    let key = SigningKey::generate("any");
+    let mut claims = github_claims();
+    claims["iss"] = json!(issuer);
+    claims["aud"] = json!(AUDIENCE);
+    claims["exp"] = json!(now() + 600);
+    assert_rejected(&server, "builder", &key.sign(&claims), "larger than");
+}
