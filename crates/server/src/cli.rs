@@ -71,6 +71,9 @@ enum Command {
     /// Manage workload roles, their policies and their API tokens (workspace admins).
     #[command(subcommand)]
     Roles(RolesCommand),
+    /// Exchange an OIDC token for a short-lived API token of a workload role and print
+    /// it (or save it in the CLI settings with --save).
+    Login(federation::LoginArgs),
     /// Kubelet image credential provider: reads a credentialprovider.kubelet.k8s.io/v1
     /// CredentialProviderRequest on stdin, prints the CredentialProviderResponse.
     KubeletCredentialProvider,

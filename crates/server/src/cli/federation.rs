@@ -1,10 +1,13 @@
-//! `regkeeper roles trust …` (issue 13 §1): the OIDC identity providers a workload role
-//! trusts.
+//! Identity federation in the CLI (issue 13): `regkeeper roles trust …`, the OIDC
+//! identity providers a workload role trusts, and `regkeeper login --role`, which
+//! exchanges an OIDC token for a short-lived API token of the role.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use regkeeper_wire::Sensitive;
+use secrecy::zeroize::Zeroizing;
 use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
 
@@ -163,4 +166,71 @@ pub(super) fn trust(client: &Client, command: RoleTrustCommand) -> anyhow::Resul
             Ok(())
         }
     }
+}
+
+/// The audience `--github-actions` asks GitHub for unless `--audience` says otherwise;
+/// the role's trust must name the same.
+pub(super) const DEFAULT_AUDIENCE: &str = "regkeeper";
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("oidc_token").required(true)
+    .args(["oidc_token_file", "oidc_token_env", "github_actions"])))]
+pub(super) struct LoginArgs {
+    /// The role to sign in as: rk:WORKSPACE:role/NAME.
+    #[arg(long)]
+    role: Option<String>,
+    /// A file holding the OIDC token (a projected Kubernetes service-account token, a
+    /// CI system's token).
+    #[arg(long)]
+    oidc_token_file: Option<std::path::PathBuf>,
+    /// An environment variable holding the OIDC token (GitLab's `id_tokens`, ...).
+    #[arg(long)]
+    oidc_token_env: Option<String>,
+    /// Fetch the GitHub Actions job's OIDC token (needs `permissions: id-token: write`).
+    #[arg(long)]
+    github_actions: bool,
+    /// The audience to ask GitHub Actions for; the role's trust must name it.
+    #[arg(long, default_value = DEFAULT_AUDIENCE, requires = "github_actions")]
+    audience: String,
+    /// Write the URL and the new token to the CLI settings file (0600) instead of
+    /// printing the token.
+    #[arg(long)]
+    save: bool,
+}
+
+fn read_token(text: Zeroizing<String>, source: &str) -> anyhow::Result<Sensitive> {
+    let token = text.trim();
+    anyhow::ensure!(!token.is_empty(), "{source} holds no OIDC token");
+    Ok(Sensitive::new(token))
+}
+
+pub(super) fn login(client: &Client, args: LoginArgs) -> anyhow::Result<()> {
+    let role = args.role.context(
+        "regkeeper login needs --role rk:WORKSPACE:role/NAME; signing people in through single sign-on is not available yet",
+    )?;
+    let environment = |name: &str| std::env::var(name).ok();
+    let oidc_token = if let Some(path) = &args.oidc_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the OIDC token file {}", path.display()))?;
+        read_token(Zeroizing::new(text), &path.display().to_string())?
+    } else if let Some(variable) = &args.oidc_token_env {
+        let text = std::env::var(variable)
+            .with_context(|| format!("the environment variable {variable} is not set"))?;
+        read_token(Zeroizing::new(text), variable)?
+    } else {
+        regkeeper_client::github_actions_token(&environment, &args.audience)?
+    };
+    let exchanged = client.exchange_oidc(&role, &oidc_token)?;
+    if args.save {
+        let path = regkeeper_client::save_settings(&environment, client.base_url(), &exchanged.token)?;
+        eprintln!(
+            "Signed in as {role} until {}; saved in {}.",
+            exchanged.expires_at,
+            path.display()
+        );
+    } else {
+        eprintln!("Signed in as {role} until {}.", exchanged.expires_at);
+        println!("{}", exchanged.token.expose());
+    }
+    Ok(())
 }

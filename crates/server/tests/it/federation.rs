@@ -488,3 +488,138 @@ async fn oidc_oversized_jwks_is_refused() {
     claims["exp"] = json!(now() + 600);
     assert_rejected(&server, "builder", &key.sign(&claims), "larger than");
 }
+
+/// A stand-in for GitHub Actions' OIDC token endpoint (`fake_*`: GitHub's cannot run
+/// here): answers `{"value": TOKEN}` to a GET carrying the request token and an
+/// `audience`, and 401 to anything else. Plain http on loopback.
+fn fake_github_actions_token_endpoint(token: String, bearer: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token?api-version=2.0", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push(line);
+            }
+            let authorised = head.iter().any(|line| {
+                line.to_ascii_lowercase().starts_with("authorization:")
+                    && line.trim_end().ends_with(&format!("Bearer {bearer}"))
+            });
+            let audience = head
+                .first()
+                .is_some_and(|line| line.contains(&format!("&audience={AUDIENCE} ")));
+            let (status, body) = if authorised && audience {
+                ("200 OK", json!({"value": token}).to_string())
+            } else {
+                ("401 Unauthorized", "{}".to_owned())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// Issue 13 item 3: `regkeeper login --role` with `--oidc-token-file`,
+/// `--oidc-token-env` and `--github-actions`, printing the token or saving it (0600)
+/// in the CLI settings that later commands use.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_login_with_a_role() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = TestCa::generate();
+    let Some(provider) = IdentityProvider::start(&ca, "key-1") else {
+        return;
+    };
+    let server = server_trusting(&ca);
+    set_up(&server);
+    trust_cli(
+        &server,
+        "builder",
+        &provider.issuer,
+        &["--subject", "repo:acme/app:*", "--claim", "repository_owner=acme"],
+    );
+    let role = format!("rk:{WORKSPACE}:role/builder");
+    let jwt = provider.token(AUDIENCE, &github_claims()).await;
+    let directory = tempfile::tempdir().unwrap();
+    let token_file = directory.path().join("oidc-token");
+    std::fs::write(&token_file, format!("{jwt}\n")).unwrap();
+
+    let from_file = super::support::run_cli(
+        &server.url,
+        "",
+        &["login", "--role", &role, "--oidc-token-file", token_file.to_str().unwrap()],
+        None,
+        &[],
+    );
+    let issued = ok(&from_file).trim().to_owned();
+    assert!(issued.starts_with("rk_"), "{issued}");
+    assert!(resolve_with(&server, &issued).is_ok());
+    let from_env = super::support::run_cli(
+        &server.url,
+        "",
+        &["login", "--role", &role, "--oidc-token-env", "JOB_OIDC_TOKEN"],
+        None,
+        &[("JOB_OIDC_TOKEN", &jwt)],
+    );
+    assert_eq!(ok(&from_env).trim(), issued, "the same JWT gets the same token");
+
+    let github_jwt = provider.token(AUDIENCE, &github_claims()).await;
+    let endpoint = fake_github_actions_token_endpoint(github_jwt, "request-token-1");
+    let home = directory.path().join("home");
+    let home_text = home.display().to_string();
+    let github = [
+        ("ACTIONS_ID_TOKEN_REQUEST_URL", endpoint.as_str()),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "request-token-1"),
+        ("HOME", home_text.as_str()),
+    ];
+    let saved = super::support::run_cli(
+        &server.url,
+        "",
+        &["login", "--role", &role, "--github-actions", "--save"],
+        None,
+        &github,
+    );
+    assert!(ok(&saved).trim().is_empty(), "--save prints no token");
+    let settings = home.join(".config/regkeeper/config.toml");
+    let mode = std::fs::metadata(&settings).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let resolved = super::support::run_cli(
+        &server.url,
+        "",
+        &["resolve", "registry.example.com/team/app:1", "--workspace", WORKSPACE],
+        None,
+        &[("HOME", home_text.as_str())],
+    );
+    assert!(ok(&resolved).contains("hub-password-42"), "the saved token resolves");
+
+    let wrong_request_token = super::support::run_cli(
+        &server.url,
+        "",
+        &["login", "--role", &role, "--github-actions"],
+        None,
+        &[
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", endpoint.as_str()),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "wrong"),
+        ],
+    );
+    assert!(stderr(&wrong_request_token).contains("HTTP 401"), "{}", stderr(&wrong_request_token));
+    let no_role = super::support::run_cli(
+        &server.url,
+        "",
+        &["login", "--oidc-token-file", token_file.to_str().unwrap()],
+        None,
+        &[],
+    );
+    assert!(stderr(&no_role).contains("not available yet"), "{}", stderr(&no_role));
+    assert!(!stderr(&no_role).contains(&jwt));
+}
