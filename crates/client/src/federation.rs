@@ -68,9 +68,9 @@ pub fn github_actions_token(
         .set("Accept", "application/json")
         .call()
         .map_err(|error| match error {
-            ureq::Error::Status(status, _) => {
-                failed(format!("GitHub Actions answered HTTP {status} for the job's OIDC token"))
-            }
+            ureq::Error::Status(status, _) => failed(format!(
+                "GitHub Actions answered HTTP {status} for the job's OIDC token"
+            )),
             ureq::Error::Transport(transport) => failed(transport.kind().to_string()),
         })?;
     #[derive(serde::Deserialize)]
@@ -91,10 +91,13 @@ pub fn save_settings(
     token: &Sensitive,
 ) -> Result<PathBuf, ClientError> {
     let path = settings_path(environment).ok_or_else(|| {
-        ClientError::Config("cannot tell where to save: neither XDG_CONFIG_HOME nor HOME is set".to_owned())
+        ClientError::Config(
+            "cannot tell where to save: neither XDG_CONFIG_HOME nor HOME is set".to_owned(),
+        )
     })?;
-    let failed =
-        |error: std::io::Error| ClientError::Config(format!("cannot write {}: {error}", path.display()));
+    let failed = |error: std::io::Error| {
+        ClientError::Config(format!("cannot write {}: {error}", path.display()))
+    };
     let existing: FileSettings = std::fs::read_to_string(&path)
         .ok()
         .and_then(|text| toml::from_str(&text).ok())
@@ -107,7 +110,10 @@ pub fn save_settings(
         quote(token.expose())
     ));
     if let Some(ca_file) = existing.ca_file {
-        text.push_str(&format!("ca_file = {}\n", quote(&ca_file.display().to_string())));
+        text.push_str(&format!(
+            "ca_file = {}\n",
+            quote(&ca_file.display().to_string())
+        ));
     }
     let directory = path.parent().expect("the settings path has a directory");
     std::fs::create_dir_all(directory).map_err(failed)?;

@@ -9,12 +9,12 @@ pub mod caches;
 pub mod credentials;
 pub mod identity;
 pub mod keys;
+pub mod oidc;
 pub mod resolve;
 pub mod roles;
-pub mod oidc;
 pub mod sync;
-pub mod trusts;
 pub mod tokens;
+pub mod trusts;
 pub mod verify;
 
 use std::sync::Arc;

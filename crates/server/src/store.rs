@@ -431,7 +431,8 @@ pub trait Store: Send + Sync {
     async fn trusts(&self, role_id: &str) -> Result<Vec<TrustRow>>;
     /// Deletes one of the role's trusts, and every token exchanged under it, with its
     /// audit entry; false if the role has no such trust (nothing written).
-    async fn delete_trust(&self, role_id: &str, trust_id: &str, audit: AuditRecord) -> Result<bool>;
+    async fn delete_trust(&self, role_id: &str, trust_id: &str, audit: AuditRecord)
+        -> Result<bool>;
     /// Inserts a role's token issued by an exchange under `trust_id`, with its audit
     /// entry. A token with the same hash conflicts (`token_exists`).
     async fn insert_exchanged_token(

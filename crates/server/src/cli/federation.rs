@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use regkeeper_wire::Sensitive;
-use secrecy::zeroize::Zeroizing;
 use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
+use regkeeper_wire::Sensitive;
+use secrecy::zeroize::Zeroizing;
 
 use super::commands::{parse_duration, workspace_or_personal};
 use super::output;
@@ -222,7 +222,8 @@ pub(super) fn login(client: &Client, args: LoginArgs) -> anyhow::Result<()> {
     };
     let exchanged = client.exchange_oidc(&role, &oidc_token)?;
     if args.save {
-        let path = regkeeper_client::save_settings(&environment, client.base_url(), &exchanged.token)?;
+        let path =
+            regkeeper_client::save_settings(&environment, client.base_url(), &exchanged.token)?;
         eprintln!(
             "Signed in as {role} until {}; saved in {}.",
             exchanged.expires_at,

@@ -55,9 +55,12 @@ fn check_pattern(what: &str, pattern: &str) -> Result<()> {
 fn check_claim_name(name: &str) -> Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 200
-        && name
-            .split('.')
-            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "_-:/".contains(c)));
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-:/".contains(c))
+        });
     if !valid {
         return Err(invalid(
             "invalid_trust",
@@ -103,7 +106,11 @@ impl Trust {
                 format!("the issuer `{}` is not a URL", truncate(issuer)),
             )
         })?;
-        if url.scheme() != "https" || url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
+        if url.scheme() != "https"
+            || url.host_str().is_none()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
             return Err(invalid(
                 "invalid_trust",
                 format!(
@@ -117,7 +124,8 @@ impl Trust {
         if audience.contains('*') {
             return Err(invalid(
                 "invalid_trust",
-                "the audience is matched exactly: name the one audience the tokens are issued for".to_owned(),
+                "the audience is matched exactly: name the one audience the tokens are issued for"
+                    .to_owned(),
             ));
         }
         check_pattern("subject", subject)?;
@@ -163,10 +171,7 @@ impl Trust {
                 || claim_pinned("repository_owner_id", literal)
                 || claim_pinned("repository", pinned_owner)
                 || claim_pinned("repository_id", literal)
-                || self
-                    .subject
-                    .strip_prefix("repo:")
-                    .is_some_and(pinned_owner);
+                || self.subject.strip_prefix("repo:").is_some_and(pinned_owner);
             if !pinned {
                 return Err(invalid(
                     "trust_too_open",
@@ -251,7 +256,10 @@ pub fn parse_claim_condition(text: &str) -> Result<(String, String)> {
         .ok_or_else(|| {
             invalid(
                 "invalid_trust",
-                format!("a claim condition is NAME=PATTERN, not `{}`", truncate(text)),
+                format!(
+                    "a claim condition is NAME=PATTERN, not `{}`",
+                    truncate(text)
+                ),
             )
         })
 }
@@ -302,9 +310,22 @@ mod tests {
     fn max_session_defaults_to_an_hour_and_caps_at_twelve() {
         let made = trust("https://idp.example", "a", &[]).unwrap();
         assert_eq!(made.max_session_seconds, 3600);
-        let too_long = Trust::new("https://idp.example", "a", "a", BTreeMap::new(), Some(12 * 3600 + 1));
+        let too_long = Trust::new(
+            "https://idp.example",
+            "a",
+            "a",
+            BTreeMap::new(),
+            Some(12 * 3600 + 1),
+        );
         assert!(too_long.unwrap_err().to_string().contains("12 h"));
-        assert!(Trust::new("https://idp.example", "a", "a", BTreeMap::new(), Some(12 * 3600)).is_ok());
+        assert!(Trust::new(
+            "https://idp.example",
+            "a",
+            "a",
+            BTreeMap::new(),
+            Some(12 * 3600)
+        )
+        .is_ok());
         assert!(trust("http://idp.example", "a", &[]).is_err());
         assert!(Trust::new("https://idp.example", "*", "a", BTreeMap::new(), None).is_err());
         assert!(trust("https://idp.example", "a", &[("sub", "x")]).is_err());
@@ -334,7 +355,10 @@ mod tests {
         );
         token["sub"] = json!("system:serviceaccount:prod:builder");
         assert_eq!(made.failed_condition(&token).as_deref(), Some("subject"));
-        assert_eq!(claim_value(&json!({"a": {"b": 7}}), "a.b").as_deref(), Some("7"));
+        assert_eq!(
+            claim_value(&json!({"a": {"b": 7}}), "a.b").as_deref(),
+            Some("7")
+        );
         assert_eq!(claim_value(&json!({"a": {"b": [1]}}), "a.b"), None);
     }
 }

@@ -189,17 +189,23 @@ async fn attempt(
 ) -> std::result::Result<(Exchanged, bool), ExchangeError> {
     let jwt = jwt.expose_secret();
     if jwt.len() > MAX_TOKEN_BYTES {
-        return Err(reject(format!("the token is larger than {MAX_TOKEN_BYTES} bytes")));
+        return Err(reject(format!(
+            "the token is larger than {MAX_TOKEN_BYTES} bytes"
+        )));
     }
     let (workspace, role_name) = parse_role_reference(role_ref)?;
     let mut parts = jwt.split('.');
     let (Some(header), Some(payload), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(reject("malformed: not a signed JWT (three dot-separated parts)"));
+        return Err(reject(
+            "malformed: not a signed JWT (three dot-separated parts)",
+        ));
     };
     let (Some(header), Some(payload)) = (decode_part(header), decode_part(payload)) else {
-        return Err(reject("malformed: the header or payload is not base64url JSON"));
+        return Err(reject(
+            "malformed: the header or payload is not base64url JSON",
+        ));
     };
     let text = |value: &serde_json::Value, name: &str| {
         value
@@ -257,7 +263,9 @@ async fn attempt(
                     message: format!("the issuer's keys could not be fetched: {outbound}"),
                 })
             }
-            other => reject(format!("signature: the issuer's keys are unavailable ({other})")),
+            other => reject(format!(
+                "signature: the issuer's keys are unavailable ({other})"
+            )),
         })?;
     let jwk = match kid.as_deref() {
         Some(kid) => keys.find(kid),
@@ -270,7 +278,9 @@ async fn attempt(
         .key_algorithm
         .is_some_and(|key_algorithm| format!("{key_algorithm:?}") != format!("{algorithm:?}"))
     {
-        return Err(reject("algorithm: the issuer's key is for another algorithm"));
+        return Err(reject(
+            "algorithm: the issuer's key is for another algorithm",
+        ));
     }
     let key = DecodingKey::from_jwk(jwk)
         .map_err(|_| reject("signature: the issuer's key is not usable"))?;
@@ -331,7 +341,9 @@ async fn attempt(
         }
     }
     let Some(trust) = accepted else {
-        return Err(reject(first_failure.unwrap_or_else(|| "subject".to_owned())));
+        return Err(reject(
+            first_failure.unwrap_or_else(|| "subject".to_owned()),
+        ));
     };
     issue(app, &role, trust, &verified, jwt, expires).await
 }
@@ -358,7 +370,10 @@ async fn issue(
         token_characters(&mac.finalize().into_bytes())
     ));
     let hash = hash_token(token.expose_secret());
-    let subject = verified.get("sub").and_then(serde_json::Value::as_str).unwrap_or_default();
+    let subject = verified
+        .get("sub")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
     let principal = principal_label(&trust.issuer, subject);
     let reference = role_reference(&role.workspace_name, &role.name);
     let now = app.now();
@@ -368,7 +383,9 @@ async fn issue(
 
     if let Some((existing, _)) = app.store.api_token_by_hash(&hash).await? {
         if existing.revoked_at.is_some() {
-            return Err(reject("the token issued for this OIDC token has been revoked"));
+            return Err(reject(
+                "the token issued for this OIDC token has been revoked",
+            ));
         }
         if let Some(expires_at) = existing.expires_at.filter(|expires_at| *expires_at > now) {
             let record = record.detail(serde_json::json!({
@@ -396,7 +413,11 @@ async fn issue(
     let record = record.detail(serde_json::json!({
         "trust": trust.id, "tokenId": row.id, "expiresAt": expires_at,
     }));
-    match app.store.insert_exchanged_token(&row, &trust.id, record).await {
+    match app
+        .store
+        .insert_exchanged_token(&row, &trust.id, record)
+        .await
+    {
         Ok(()) => Ok((Exchanged { token, expires_at }, false)),
         // A concurrent replay of the same JWT inserted it first: the same token.
         Err(Error::Conflict { .. }) => Ok((Exchanged { token, expires_at }, true)),

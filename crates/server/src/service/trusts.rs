@@ -42,8 +42,14 @@ pub async fn add(
         .workspace(None, workspace)
         .target(role);
     app.audited(record.clone(), async {
-        let (access, found) =
-            administered(app, principal, workspace, role, "managing workload role trusts").await?;
+        let (access, found) = administered(
+            app,
+            principal,
+            workspace,
+            role,
+            "managing workload role trusts",
+        )
+        .await?;
         let row = TrustRow {
             id: new_id(),
             role_id: found.id.clone(),
@@ -79,8 +85,14 @@ pub async fn list(
     workspace: &str,
     role: &str,
 ) -> Result<(RoleRow, Vec<TrustView>)> {
-    let (_, found) =
-        administered(app, principal, workspace, role, "reading workload role trusts").await?;
+    let (_, found) = administered(
+        app,
+        principal,
+        workspace,
+        role,
+        "reading workload role trusts",
+    )
+    .await?;
     let trusts = app
         .store
         .trusts(&found.id)
@@ -103,8 +115,14 @@ pub async fn remove(
         .workspace(None, workspace)
         .target(role);
     app.audited(record.clone(), async {
-        let (access, found) =
-            administered(app, principal, workspace, role, "managing workload role trusts").await?;
+        let (access, found) = administered(
+            app,
+            principal,
+            workspace,
+            role,
+            "managing workload role trusts",
+        )
+        .await?;
         let record = record
             .clone()
             .workspace(Some(&access.workspace.id), workspace)

@@ -88,8 +88,18 @@ fn set_up(server: &TestServer) -> Client {
 
 fn trust_cli(server: &TestServer, role: &str, issuer: &str, extra: &[&str]) -> wire::Trust {
     let mut args = vec![
-        "roles", "trust", "add", role, "--workspace", WORKSPACE, "--issuer", issuer,
-        "--audience", AUDIENCE, "--output", "json",
+        "roles",
+        "trust",
+        "add",
+        role,
+        "--workspace",
+        WORKSPACE,
+        "--issuer",
+        issuer,
+        "--audience",
+        AUDIENCE,
+        "--output",
+        "json",
     ];
     args.extend_from_slice(extra);
     serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &args, None))).expect("trust JSON")
@@ -160,19 +170,44 @@ async fn oidc_exchange_end_to_end_with_a_real_provider() {
     let open = server.cli(
         ADMIN_TOKEN,
         &[
-            "roles", "trust", "add", "builder", "--workspace", WORKSPACE, "--issuer",
-            "https://token.actions.githubusercontent.com", "--audience", AUDIENCE,
-            "--subject", "repo:*",
+            "roles",
+            "trust",
+            "add",
+            "builder",
+            "--workspace",
+            WORKSPACE,
+            "--issuer",
+            "https://token.actions.githubusercontent.com",
+            "--audience",
+            AUDIENCE,
+            "--subject",
+            "repo:*",
         ],
         None,
     );
     assert!(!open.status.success());
-    assert!(stderr(&open).contains("repository_owner"), "{}", stderr(&open));
+    assert!(
+        stderr(&open).contains("repository_owner"),
+        "{}",
+        stderr(&open)
+    );
     let too_long = server.cli(
         ADMIN_TOKEN,
         &[
-            "roles", "trust", "add", "builder", "--workspace", WORKSPACE, "--issuer",
-            &provider.issuer, "--audience", AUDIENCE, "--subject", "x", "--max-session", "13h",
+            "roles",
+            "trust",
+            "add",
+            "builder",
+            "--workspace",
+            WORKSPACE,
+            "--issuer",
+            &provider.issuer,
+            "--audience",
+            AUDIENCE,
+            "--subject",
+            "x",
+            "--max-session",
+            "13h",
         ],
         None,
     );
@@ -182,7 +217,14 @@ async fn oidc_exchange_end_to_end_with_a_real_provider() {
         &server,
         "builder",
         &provider.issuer,
-        &["--subject", "repo:acme/app:*", "--claim", "repository_owner=acme", "--max-session", "30m"],
+        &[
+            "--subject",
+            "repo:acme/app:*",
+            "--claim",
+            "repository_owner=acme",
+            "--max-session",
+            "30m",
+        ],
     );
     assert_eq!(github.max_session_seconds, 1800);
     assert_eq!(github.role, format!("rk:{WORKSPACE}:role/builder"));
@@ -191,18 +233,34 @@ async fn oidc_exchange_end_to_end_with_a_real_provider() {
         "deployer",
         &provider.issuer,
         &[
-            "--subject", "system:serviceaccount:ci:*",
-            "--claim", "kubernetes.io.namespace=ci",
-            "--claim", "kubernetes.io.serviceaccount.name=build*",
+            "--subject",
+            "system:serviceaccount:ci:*",
+            "--claim",
+            "kubernetes.io.namespace=ci",
+            "--claim",
+            "kubernetes.io.serviceaccount.name=build*",
         ],
     );
-    assert_eq!(kubernetes.max_session_seconds, 3600, "the default is an hour");
+    assert_eq!(
+        kubernetes.max_session_seconds, 3600,
+        "the default is an hour"
+    );
     let listed = ok(&server.cli(
         ADMIN_TOKEN,
-        &["roles", "trust", "list", "deployer", "--workspace", WORKSPACE],
+        &[
+            "roles",
+            "trust",
+            "list",
+            "deployer",
+            "--workspace",
+            WORKSPACE,
+        ],
         None,
     ));
-    assert!(listed.contains(&kubernetes.id) && listed.contains("kubernetes.io.namespace=ci"), "{listed}");
+    assert!(
+        listed.contains(&kubernetes.id) && listed.contains("kubernetes.io.namespace=ci"),
+        "{listed}"
+    );
 
     // GitHub-shaped token from the provider.
     let jwt = provider.token(AUDIENCE, &github_claims()).await;
@@ -227,7 +285,10 @@ async fn oidc_exchange_end_to_end_with_a_real_provider() {
     let (_, again) = exchange(&server, "builder", &jwt);
     assert_eq!(again["token"].as_str(), Some(issued.as_str()));
     let tokens: wire::ApiTokenList = admin
-        .get(&format!("/api/v1/workspaces/{}/roles/builder/tokens", segment(WORKSPACE)))
+        .get(&format!(
+            "/api/v1/workspaces/{}/roles/builder/tokens",
+            segment(WORKSPACE)
+        ))
         .unwrap();
     assert_eq!(tokens.tokens.len(), 1, "one row for two exchanges");
 
@@ -247,14 +308,23 @@ async fn oidc_exchange_end_to_end_with_a_real_provider() {
     let audit: wire::AuditList = admin.get("/api/v1/audit?limit=500").unwrap();
     let principal = format!("oidc:{}#repo:acme/app:ref:refs/heads/main", provider.issuer);
     assert!(
-        audit.entries.iter().any(|entry| entry.action == "oidc.exchange"
-            && entry.actor == principal
-            && entry.target.as_deref() == Some(&format!("rk:{WORKSPACE}:role/builder"))),
+        audit
+            .entries
+            .iter()
+            .any(|entry| entry.action == "oidc.exchange"
+                && entry.actor == principal
+                && entry.target.as_deref() == Some(&format!("rk:{WORKSPACE}:role/builder"))),
         "no audit entry for {principal}"
     );
-    assert!(audit.entries.iter().any(|entry| entry.action == "oidc.exchange" && entry.outcome == "denied"));
+    assert!(audit
+        .entries
+        .iter()
+        .any(|entry| entry.action == "oidc.exchange" && entry.outcome == "denied"));
     let (_, metrics) = raw(&server, "GET", "/metrics", None, None, None);
-    assert!(metrics.contains("regkeeper_oidc_exchanges_total{outcome=\"issued\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("regkeeper_oidc_exchanges_total{outcome=\"issued\"} 2"),
+        "{metrics}"
+    );
     assert!(metrics.contains("regkeeper_oidc_exchanges_total{outcome=\"reused\"} 1"));
     assert!(metrics.contains("regkeeper_oidc_exchanges_total{outcome=\"rejected\"} 1"));
     assert!(!server.log().contains(&issued) && !server.log().contains(&jwt));
@@ -262,7 +332,15 @@ async fn oidc_exchange_end_to_end_with_a_real_provider() {
     // Removing the trust ends the session it granted.
     ok(&server.cli(
         ADMIN_TOKEN,
-        &["roles", "trust", "remove", "builder", &github.id, "--workspace", WORKSPACE],
+        &[
+            "roles",
+            "trust",
+            "remove",
+            "builder",
+            &github.id,
+            "--workspace",
+            WORKSPACE,
+        ],
         None,
     ));
     assert_eq!(resolve_with(&server, &issued).unwrap_err(), 401);
@@ -287,9 +365,19 @@ async fn oidc_exchange_refuses_adversarial_tokens() {
         &server,
         "builder",
         &provider.issuer,
-        &["--subject", "repo:acme/app:*", "--claim", "repository_owner=acme"],
+        &[
+            "--subject",
+            "repo:acme/app:*",
+            "--claim",
+            "repository_owner=acme",
+        ],
     );
-    trust_cli(&server, "deployer", &second.issuer, &["--subject", "repo:acme/app:*"]);
+    trust_cli(
+        &server,
+        "deployer",
+        &second.issuer,
+        &["--subject", "repo:acme/app:*"],
+    );
     let base = |issuer: &str| {
         let mut claims = github_claims();
         claims["iss"] = json!(issuer);
@@ -299,7 +387,11 @@ async fn oidc_exchange_refuses_adversarial_tokens() {
         claims
     };
     let good = provider.key.sign(&base(&provider.issuer));
-    assert_eq!(exchange(&server, "builder", &good).0, 200, "the forged-but-valid baseline");
+    assert_eq!(
+        exchange(&server, "builder", &good).0,
+        200,
+        "the forged-but-valid baseline"
+    );
 
     let wrong_audience = provider.token("someone-else", &github_claims()).await;
     assert_rejected(&server, "builder", &wrong_audience, "audience");
@@ -308,7 +400,12 @@ async fn oidc_exchange_refuses_adversarial_tokens() {
     assert_rejected(&server, "builder", &provider.key.sign(&claims), "expired");
     let mut claims = base(&provider.issuer);
     claims["nbf"] = json!(now() + 600);
-    assert_rejected(&server, "builder", &provider.key.sign(&claims), "not yet valid");
+    assert_rejected(
+        &server,
+        "builder",
+        &provider.key.sign(&claims),
+        "not yet valid",
+    );
     // A real token of the second issuer, for a role that trusts only the first.
     let foreign = second.token(AUDIENCE, &github_claims()).await;
     assert_rejected(&server, "builder", &foreign, "issuer unknown to the role");
@@ -316,11 +413,15 @@ async fn oidc_exchange_refuses_adversarial_tokens() {
     let impostor = second.key.sign(&base(&provider.issuer));
     assert_rejected(&server, "builder", &impostor, "signature");
     // And the other way round: the first's key for the second's role.
-    assert_rejected(&server, "deployer", &provider.key.sign(&base(&second.issuer)), "signature");
+    assert_rejected(
+        &server,
+        "deployer",
+        &provider.key.sign(&base(&second.issuer)),
+        "signature",
+    );
 
-    let encode = |value: &Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
-    };
+    let encode =
+        |value: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
     let none = format!(
         "{}.{}.",
         encode(&json!({"alg": "none", "typ": "JWT"})),
@@ -338,20 +439,35 @@ async fn oidc_exchange_refuses_adversarial_tokens() {
     .unwrap();
     assert_rejected(&server, "builder", &confused, "algorithm");
     let stranger = SigningKey::generate("unknown-kid");
-    assert_rejected(&server, "builder", &stranger.sign(&base(&provider.issuer)), "signature");
+    assert_rejected(
+        &server,
+        "builder",
+        &stranger.sign(&base(&provider.issuer)),
+        "signature",
+    );
 
     let mut claims = base(&provider.issuer);
     claims["sub"] = json!("repo:evil/app:ref:refs/heads/main");
     assert_rejected(&server, "builder", &provider.key.sign(&claims), "subject");
     let mut claims = base(&provider.issuer);
     claims["repository_owner"] = json!("evil");
-    assert_rejected(&server, "builder", &provider.key.sign(&claims), "claim repository_owner");
+    assert_rejected(
+        &server,
+        "builder",
+        &provider.key.sign(&claims),
+        "claim repository_owner",
+    );
     // Role A's token presented for role B (which trusts another issuer).
     assert_rejected(&server, "deployer", &good, "issuer unknown to the role");
     assert_rejected(&server, "nobody", &good, "issuer unknown to the role");
     let mut claims = base(&provider.issuer);
     claims["padding"] = json!("x".repeat(17 * 1024));
-    assert_rejected(&server, "builder", &provider.key.sign(&claims), "larger than 16384 bytes");
+    assert_rejected(
+        &server,
+        "builder",
+        &provider.key.sign(&claims),
+        "larger than 16384 bytes",
+    );
 }
 
 /// Issue 13 item 2: the issuer's documents come only through the guarded outbound
@@ -365,17 +481,28 @@ async fn oidc_keys_on_a_forbidden_address_make_no_connection() {
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
-    let tripwire = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let tripwire = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
     // No REGKEEPER_OUTBOUND_ALLOW_NETWORKS: loopback is forbidden.
     let server = TestServer::start();
     set_up(&server);
-    trust_cli(&server, "builder", &tripwire, &["--subject", "repo:acme/app:*"]);
+    trust_cli(
+        &server,
+        "builder",
+        &tripwire,
+        &["--subject", "repo:acme/app:*"],
+    );
     let mut claims = github_claims();
     claims["iss"] = json!(tripwire);
     claims["aud"] = json!(AUDIENCE);
     claims["exp"] = json!(now() + 600);
     assert_rejected(&server, "builder", &provider.key.sign(&claims), "forbidden");
-    assert!(listener.accept().is_err(), "a connection reached the forbidden address");
+    assert!(
+        listener.accept().is_err(),
+        "a connection reached the forbidden address"
+    );
 }
 
 fn outbound_trusting(ca: &TestCa) -> regkeeper::outbound::OutboundClient {
@@ -401,7 +528,10 @@ async fn oidc_unknown_kid_refetches_at_most_once_a_minute() {
     let outbound = outbound_trusting(&ca);
     let cache = KeyCache::default();
     let issuer = provider.issuer.clone();
-    let keys = cache.keys(&outbound, &issuer, Some("key-1"), 0).await.unwrap();
+    let keys = cache
+        .keys(&outbound, &issuer, Some("key-1"), 0)
+        .await
+        .unwrap();
     assert!(keys.find("key-1").is_some());
 
     let rotated = SigningKey::generate("key-2");
@@ -415,7 +545,10 @@ async fn oidc_unknown_kid_refetches_at_most_once_a_minute() {
         .keys(&outbound, &issuer, Some("key-2"), REFETCH_INTERVAL_MS)
         .await
         .unwrap();
-    assert!(later.find("key-2").is_some(), "the rotated key is fetched after a minute");
+    assert!(
+        later.find("key-2").is_some(),
+        "the rotated key is fetched after a minute"
+    );
 
     let spelled_otherwise = format!("{issuer}/");
     let error = cache
@@ -429,10 +562,12 @@ async fn oidc_unknown_kid_refetches_at_most_once_a_minute() {
 /// Hand-written (`fake_*`): no real provider serves such a JWKS.
 async fn fake_oversized_jwks(ca: &TestCa) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(ca.rustls_server_config()));
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(ca.rustls_server_config()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let issuer = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
     let discovery = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}).to_string();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -480,7 +615,12 @@ async fn oidc_oversized_jwks_is_refused() {
     // And through the server, as one rejection naming the cause.
     let server = server_trusting(&ca);
     set_up(&server);
-    trust_cli(&server, "builder", &issuer, &["--subject", "repo:acme/app:*"]);
+    trust_cli(
+        &server,
+        "builder",
+        &issuer,
+        &["--subject", "repo:acme/app:*"],
+    );
     let key = SigningKey::generate("any");
     let mut claims = github_claims();
     claims["iss"] = json!(issuer);
@@ -495,7 +635,10 @@ async fn oidc_oversized_jwks_is_refused() {
 fn fake_github_actions_token_endpoint(token: String, bearer: &'static str) -> String {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/token?api-version=2.0", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/token?api-version=2.0",
+        listener.local_addr().unwrap()
+    );
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
@@ -546,7 +689,12 @@ async fn oidc_login_with_a_role() {
         &server,
         "builder",
         &provider.issuer,
-        &["--subject", "repo:acme/app:*", "--claim", "repository_owner=acme"],
+        &[
+            "--subject",
+            "repo:acme/app:*",
+            "--claim",
+            "repository_owner=acme",
+        ],
     );
     let role = format!("rk:{WORKSPACE}:role/builder");
     let jwt = provider.token(AUDIENCE, &github_claims()).await;
@@ -557,7 +705,13 @@ async fn oidc_login_with_a_role() {
     let from_file = super::support::run_cli(
         &server.url,
         "",
-        &["login", "--role", &role, "--oidc-token-file", token_file.to_str().unwrap()],
+        &[
+            "login",
+            "--role",
+            &role,
+            "--oidc-token-file",
+            token_file.to_str().unwrap(),
+        ],
         None,
         &[],
     );
@@ -567,11 +721,21 @@ async fn oidc_login_with_a_role() {
     let from_env = super::support::run_cli(
         &server.url,
         "",
-        &["login", "--role", &role, "--oidc-token-env", "JOB_OIDC_TOKEN"],
+        &[
+            "login",
+            "--role",
+            &role,
+            "--oidc-token-env",
+            "JOB_OIDC_TOKEN",
+        ],
         None,
         &[("JOB_OIDC_TOKEN", &jwt)],
     );
-    assert_eq!(ok(&from_env).trim(), issued, "the same JWT gets the same token");
+    assert_eq!(
+        ok(&from_env).trim(),
+        issued,
+        "the same JWT gets the same token"
+    );
 
     let github_jwt = provider.token(AUDIENCE, &github_claims()).await;
     let endpoint = fake_github_actions_token_endpoint(github_jwt, "request-token-1");
@@ -596,11 +760,19 @@ async fn oidc_login_with_a_role() {
     let resolved = super::support::run_cli(
         &server.url,
         "",
-        &["resolve", "registry.example.com/team/app:1", "--workspace", WORKSPACE],
+        &[
+            "resolve",
+            "registry.example.com/team/app:1",
+            "--workspace",
+            WORKSPACE,
+        ],
         None,
         &[("HOME", home_text.as_str())],
     );
-    assert!(ok(&resolved).contains("hub-password-42"), "the saved token resolves");
+    assert!(
+        ok(&resolved).contains("hub-password-42"),
+        "the saved token resolves"
+    );
 
     let wrong_request_token = super::support::run_cli(
         &server.url,
@@ -612,7 +784,11 @@ async fn oidc_login_with_a_role() {
             ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "wrong"),
         ],
     );
-    assert!(stderr(&wrong_request_token).contains("HTTP 401"), "{}", stderr(&wrong_request_token));
+    assert!(
+        stderr(&wrong_request_token).contains("HTTP 401"),
+        "{}",
+        stderr(&wrong_request_token)
+    );
     let no_role = super::support::run_cli(
         &server.url,
         "",
@@ -620,6 +796,10 @@ async fn oidc_login_with_a_role() {
         None,
         &[],
     );
-    assert!(stderr(&no_role).contains("not available yet"), "{}", stderr(&no_role));
+    assert!(
+        stderr(&no_role).contains("not available yet"),
+        "{}",
+        stderr(&no_role)
+    );
     assert!(!stderr(&no_role).contains(&jwt));
 }

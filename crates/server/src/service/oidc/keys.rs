@@ -89,13 +89,16 @@ impl KeyCache {
             }
         }
         let keys = Arc::new(fetch(outbound, issuer).await?);
-        self.entries.lock().expect("key cache lock poisoned").insert(
-            issuer.to_owned(),
-            Entry {
-                keys: Arc::clone(&keys),
-                fetched_at: now,
-            },
-        );
+        self.entries
+            .lock()
+            .expect("key cache lock poisoned")
+            .insert(
+                issuer.to_owned(),
+                Entry {
+                    keys: Arc::clone(&keys),
+                    fetched_at: now,
+                },
+            );
         Ok(keys)
     }
 }

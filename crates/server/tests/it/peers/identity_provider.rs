@@ -104,9 +104,16 @@ impl IdentityProvider {
             .send()
             .await
             .expect("token request");
-        assert!(response.status().is_success(), "token request: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "token request: {}",
+            response.status()
+        );
         let body: Value = response.json().await.expect("token response");
-        body["access_token"].as_str().expect("access_token").to_owned()
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
     }
 
     /// Publishes another key (a rotation) and waits until the provider serves it.

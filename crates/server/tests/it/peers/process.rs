@@ -46,9 +46,7 @@ impl PeerProcess {
     /// As [`PeerProcess::spawn`], keeping whatever stdin `command` was given (a pipe
     /// for a peer that takes commands; see [`PeerProcess::stdin`]).
     pub fn spawn_with_stdin(name: &str, command: &mut Command) -> Self {
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .unwrap_or_else(|error| panic!("{name} does not start: {error}"));

@@ -26,7 +26,10 @@ fn trust(role: &RoleRow, subject: &str) -> TrustRow {
 pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
     let store = &subject.store;
     let alice = new_user("alice");
-    store.create_user(&alice, record("user.create")).await.unwrap();
+    store
+        .create_user(&alice, record("user.create"))
+        .await
+        .unwrap();
     let role = RoleRow {
         id: uuid(),
         workspace_id: alice.workspace.id.clone(),
@@ -39,15 +42,24 @@ pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
         updated_at: 2_000,
         created_by: "alice".into(),
     };
-    store.create_role(&role, record("role.create")).await.unwrap();
+    store
+        .create_role(&role, record("role.create"))
+        .await
+        .unwrap();
     let first = trust(&role, "repo:acme/app:*");
     let second = TrustRow {
         created_at: 3_000,
         ..trust(&role, "repo:acme/lib:*")
     };
     let before = audit_count(store).await;
-    store.insert_trust(&first, record("role.trust_add")).await.unwrap();
-    store.insert_trust(&second, record("role.trust_add")).await.unwrap();
+    store
+        .insert_trust(&first, record("role.trust_add"))
+        .await
+        .unwrap();
+    store
+        .insert_trust(&second, record("role.trust_add"))
+        .await
+        .unwrap();
     assert_eq!(audit_count(store).await, before + 2);
     assert_eq!(
         store.trusts(&role.id).await.unwrap(),
@@ -86,15 +98,39 @@ pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
         .insert_exchanged_token(&replay, &first.id, record("oidc.exchange"))
         .await
         .unwrap_err();
-    assert!(matches!(error, Error::Conflict { code: "token_exists", .. }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            Error::Conflict {
+                code: "token_exists",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
 
     // Only expired exchanged tokens are pruned; a user's expired token is not.
     let user_expired = token(&alice.user.id, "hash-user-expired");
-    store.insert_api_token(&user_expired, record("token.create")).await.unwrap();
+    store
+        .insert_api_token(&user_expired, record("token.create"))
+        .await
+        .unwrap();
     assert_eq!(store.prune_exchanged_tokens(10_000, 100).await.unwrap(), 1);
-    assert!(store.api_token_by_hash("hash-expired").await.unwrap().is_none());
-    assert!(store.api_token_by_hash("hash-live").await.unwrap().is_some());
-    assert!(store.api_token_by_hash("hash-user-expired").await.unwrap().is_some());
+    assert!(store
+        .api_token_by_hash("hash-expired")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .api_token_by_hash("hash-live")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .api_token_by_hash("hash-user-expired")
+        .await
+        .unwrap()
+        .is_some());
 
     // Removing a trust takes its tokens with it, and only its own.
     assert!(!store
@@ -107,12 +143,27 @@ pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
         .await
         .unwrap());
     assert_eq!(audit_count(store).await, before + 1);
-    assert!(store.api_token_by_hash("hash-live").await.unwrap().is_none());
-    assert!(store.api_token_by_hash("hash-other-trust").await.unwrap().is_some());
+    assert!(store
+        .api_token_by_hash("hash-live")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .api_token_by_hash("hash-other-trust")
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(store.trusts(&role.id).await.unwrap(), vec![second.clone()]);
 
     // Deleting the role takes its trusts and their tokens.
-    assert!(store.delete_role(&role.id, record("role.delete")).await.unwrap());
+    assert!(store
+        .delete_role(&role.id, record("role.delete"))
+        .await
+        .unwrap());
     assert!(store.trusts(&role.id).await.unwrap().is_empty());
-    assert!(store.api_token_by_hash("hash-other-trust").await.unwrap().is_none());
+    assert!(store
+        .api_token_by_hash("hash-other-trust")
+        .await
+        .unwrap()
+        .is_none());
 }
