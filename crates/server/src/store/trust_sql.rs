@@ -122,7 +122,7 @@ macro_rules! impl_trust_queries {
                 let mut transaction = self.begin_write().await?;
                 let pruned = sqlx::query(
                     "DELETE FROM api_tokens WHERE id IN (SELECT id FROM api_tokens \
-                     WHERE trust_id IS NOT NULL AND expires_at < $1 LIMIT $2)",
+                     WHERE trust_id IS NOT NULL AND expires_at <= $1 LIMIT $2)",
                 )
                 .bind(now)
                 .bind(limit)

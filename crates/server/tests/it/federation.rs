@@ -803,3 +803,86 @@ async fn oidc_login_with_a_role() {
     );
     assert!(!stderr(&no_role).contains(&jwt));
 }
+
+/// Issue 13 item 1: a trust removed on one replica ends the sessions it granted on
+/// another within the caches' documented bound (the NOTIFY of `role_trusts` and
+/// `api_tokens`; at most `service::caches::CACHE_TTL`, 5 s), on PostgreSQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_trust_removed_on_one_replica_ends_sessions_on_another() {
+    use std::time::{Duration, Instant};
+    let ca = TestCa::generate();
+    let Some(provider) = IdentityProvider::start(&ca, "key-1") else {
+        return;
+    };
+    let Some(database) = tokio::task::spawn_blocking(super::support::PostgresDatabase::create)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let environment = vec![
+        (
+            "REGKEEPER_OUTBOUND_ALLOW_NETWORKS".to_owned(),
+            "127.0.0.0/8".to_owned(),
+        ),
+        (
+            "REGKEEPER_OUTBOUND_CA_FILE".to_owned(),
+            ca.ca_file().display().to_string(),
+        ),
+        (
+            "REGKEEPER_MASTER_KEY_FILE".to_owned(),
+            keys.path().join("master.key").display().to_string(),
+        ),
+    ];
+    let start = || {
+        TestServer::start_with(ServerOptions {
+            database_url: Some(database.url.clone()),
+            data_dir: None,
+            environment: environment.clone(),
+        })
+    };
+    let first = start();
+    let second = start();
+    set_up(&first);
+    let trust = trust_cli(
+        &first,
+        "builder",
+        &provider.issuer,
+        &[
+            "--subject",
+            "repo:acme/app:*",
+            "--claim",
+            "repository_owner=acme",
+        ],
+    );
+    let jwt = provider.token(AUDIENCE, &github_claims()).await;
+    let (status, body) = exchange(&second, "builder", &jwt);
+    assert_eq!(status, 200, "{body}");
+    let issued = body["token"].as_str().unwrap().to_owned();
+    // Cached on the second replica by a successful request.
+    assert!(resolve_with(&second, &issued).is_ok());
+    ok(&first.cli(
+        ADMIN_TOKEN,
+        &[
+            "roles",
+            "trust",
+            "remove",
+            "builder",
+            &trust.id,
+            "--workspace",
+            WORKSPACE,
+        ],
+        None,
+    ));
+    let removed_at = Instant::now();
+    while resolve_with(&second, &issued).is_ok() {
+        assert!(
+            removed_at.elapsed() < Duration::from_secs(5),
+            "the token still works on the other replica after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(resolve_with(&second, &issued).unwrap_err(), 401);
+    assert_rejected(&second, "builder", &jwt, "issuer unknown to the role");
+}
