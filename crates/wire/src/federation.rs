@@ -74,3 +74,25 @@ pub struct Exchanged {
     pub token: Sensitive,
     pub expires_at: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13 item 2: the exchange's bodies never show a token in `Debug`.
+    #[test]
+    fn exchange_bodies_redact_their_tokens() {
+        let input: ExchangeInput =
+            serde_json::from_str(r#"{"role":"rk:acme/ci:role/builder","token":"jwt-canary-1"}"#)
+                .unwrap();
+        let answer = Exchanged {
+            token: Sensitive::new("rk_canary-2"),
+            expires_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let shown = format!("{input:?} {answer:?}");
+        assert!(!shown.contains("canary"), "{shown}");
+        assert!(
+            serde_json::from_str::<ExchangeInput>(r#"{"role":"r","token":"t","x":1}"#).is_err()
+        );
+    }
+}
