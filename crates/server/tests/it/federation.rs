@@ -320,6 +320,8 @@ async fn oidc_exchange_end_to_end_with_a_real_provider() {
         .entries
         .iter()
         .any(|entry| entry.action == "oidc.exchange" && entry.outcome == "denied"));
+    let (_, openapi) = raw(&server, "GET", "/api/v1/openapi.json", None, None, None);
+    assert!(openapi.contains("/api/v1/oidc/exchange") && openapi.contains("/trusts"));
     let (_, metrics) = raw(&server, "GET", "/metrics", None, None, None);
     assert!(
         metrics.contains("regkeeper_oidc_exchanges_total{outcome=\"issued\"} 2"),
