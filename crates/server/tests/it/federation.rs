@@ -888,3 +888,82 @@ async fn oidc_trust_removed_on_one_replica_ends_sessions_on_another() {
     assert_eq!(resolve_with(&second, &issued).unwrap_err(), 401);
     assert_rejected(&second, "builder", &jwt, "issuer unknown to the role");
 }
+
+/// Issue 13 item 2, end to end with real peers: a GitHub-shaped token from the
+/// provider → the exchange → `resolve` with the issued role token → skopeo pulls from
+/// distribution (htpasswd, TLS) with the login it got.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_exchanged_token_lets_skopeo_pull() {
+    use super::peers::registry::{Registry, SkopeoAuth};
+    let Some(registry) = Registry::htpasswd(&[("robot", "robot-password")]) else {
+        return;
+    };
+    registry.push_test_image("team/app", "1", "robot", "robot-password");
+    let ca = registry.ca();
+    let Some(provider) = IdentityProvider::start(ca, "key-1") else {
+        return;
+    };
+    let server = server_trusting(ca);
+    let admin = set_up(&server);
+    let _: wire::Credential = admin
+        .post(
+            &format!("/api/v1/workspaces/{}/credentials", segment(WORKSPACE)),
+            &wire::CredentialInput {
+                name: Some("local".into()),
+                registry: Some(registry.host_port().into()),
+                username: Some("robot".into()),
+                password: Some(wire::Sensitive::new("robot-password")),
+                verify: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let _: wire::Role = admin
+        .patch(
+            &format!("/api/v1/workspaces/{}/roles/builder", segment(WORKSPACE)),
+            &wire::RoleInput {
+                name: None,
+                description: None,
+                policy: Some(json!({"Version": "2026-11-01", "Statement": [{
+                    "Effect": "Allow", "Action": ["credentials:Resolve"],
+                    "Resource": [format!("rk:{WORKSPACE}:credential/local")]}]})),
+            },
+        )
+        .unwrap();
+    trust_cli(
+        &server,
+        "builder",
+        &provider.issuer,
+        &[
+            "--subject",
+            "repo:acme/app:*",
+            "--claim",
+            "repository_owner=acme",
+        ],
+    );
+    let jwt = provider.token(AUDIENCE, &github_claims()).await;
+    let (status, body) = exchange(&server, "builder", &jwt);
+    assert_eq!(status, 200, "{body}");
+    let resolved: wire::Resolved = server
+        .client(body["token"].as_str().unwrap())
+        .post(
+            &format!("/api/v1/workspaces/{}/resolve", segment(WORKSPACE)),
+            &wire::ResolveInput {
+                image: Some(registry.image("team/app:1")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let pulled = registry.skopeo_pull(
+        "team/app:1",
+        &SkopeoAuth::Basic {
+            username: &resolved.username,
+            password: resolved.secret.expose(),
+        },
+    );
+    assert!(
+        pulled.status.success(),
+        "skopeo pull failed: {}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+}
