@@ -2,6 +2,8 @@
 //! node-side helpers. It deliberately avoids the server's dependencies (sqlx, axum,
 //! cloud SDKs) so the binaries built on it start in milliseconds.
 
+mod federation;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,8 @@ use rustls::pki_types::CertificateDer;
 use secrecy::zeroize::Zeroizing;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+pub use federation::{github_actions_token, save_settings};
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
 

@@ -27,6 +27,7 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
         Command::Key(command) => key(&client, command),
         Command::Audit(command) => audit(&client, command),
         Command::Roles(command) => super::roles::run(&client, command),
+        Command::Login(args) => super::federation::login(&client, args),
         Command::Sync(command) => super::sync::run(&client, command),
         Command::Resolve {
             image,

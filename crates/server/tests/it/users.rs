@@ -192,7 +192,13 @@ fn disabling_or_deleting_a_user_revokes_the_role_tokens_they_created() {
     let server = TestServer::start();
     let admin = server.admin();
     workspace(&admin, "acme/ci");
-    credential(&admin, "acme/ci", "app", "registry.acme.example", "app-secret");
+    credential(
+        &admin,
+        "acme/ci",
+        "app",
+        "registry.acme.example",
+        "app-secret",
+    );
     let grace = server.client(&user(&admin, "grace"));
     member(&admin, "acme/ci", "grace", "admin");
     let policy = serde_json::json!({"Statement": [{"Effect": "Allow",
@@ -232,7 +238,16 @@ fn disabling_or_deleting_a_user_revokes_the_role_tokens_they_created() {
     resolve_reference(&by_admin, "rk:acme/ci:credential/app").unwrap();
     let listed = ok(&server.cli(
         ADMIN_TOKEN,
-        &["roles", "tokens", "list", "deployer", "--workspace", "acme/ci", "--output", "json"],
+        &[
+            "roles",
+            "tokens",
+            "list",
+            "deployer",
+            "--workspace",
+            "acme/ci",
+            "--output",
+            "json",
+        ],
         None,
     ));
     let listed: wire::ApiTokenList = serde_json::from_str(&listed).unwrap();
