@@ -105,6 +105,22 @@ impl Client {
     pub fn from_environment(
         environment: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ClientError> {
+        Self::load(environment, true)
+    }
+
+    /// The server's address and TLS settings as `from_environment` reads them, without
+    /// an API token: for the one call that needs none, the OIDC token exchange of
+    /// `regkeeper login`, which is how a job without a token gets one.
+    pub fn anonymous_from_environment(
+        environment: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ClientError> {
+        Self::load(environment, false)
+    }
+
+    fn load(
+        environment: &dyn Fn(&str) -> Option<String>,
+        needs_token: bool,
+    ) -> Result<Self, ClientError> {
         let expected_settings_path = settings_path(environment);
         let settings_path = expected_settings_path.clone().filter(|path| path.is_file());
         let file = match &settings_path {
@@ -129,14 +145,15 @@ impl Client {
             )));
         }
         let token = match non_empty("REGKEEPER_TOKEN").map(Zeroizing::new) {
-            Some(token) => Sensitive::new(token.trim()),
-            None => match non_empty("REGKEEPER_TOKEN_FILE") {
+            _ if !needs_token => None,
+            Some(token) => Some(Sensitive::new(token.trim())),
+            None => Some(match non_empty("REGKEEPER_TOKEN_FILE") {
                 Some(path) => read_token_file(Path::new(&path))?,
                 None => file
                     .token
                     .filter(|token| !token.expose().trim().is_empty())
                     .ok_or_else(|| no_token(expected_settings_path.as_deref()))?,
-            },
+            }),
         };
         // Read only when configured: the docker helper starts once per pull.
         let tls = match non_empty("REGKEEPER_CA_FILE") {
@@ -150,7 +167,7 @@ impl Client {
                 _ => None,
             },
         };
-        Ok(Self::with_tls(&url, Some(token), tls))
+        Ok(Self::with_tls(&url, token, tls))
     }
 
     pub fn base_url(&self) -> &str {
