@@ -2,6 +2,8 @@
 //! node-side helpers. It deliberately avoids the server's dependencies (sqlx, axum,
 //! cloud SDKs) so the binaries built on it start in milliseconds.
 
+mod federation;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,8 @@ use rustls::pki_types::CertificateDer;
 use secrecy::zeroize::Zeroizing;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+pub use federation::{github_actions_token, save_settings};
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
 
@@ -101,6 +105,22 @@ impl Client {
     pub fn from_environment(
         environment: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ClientError> {
+        Self::load(environment, true)
+    }
+
+    /// The server's address and TLS settings as `from_environment` reads them, without
+    /// an API token: for the one call that needs none, the OIDC token exchange of
+    /// `regkeeper login`, which is how a job without a token gets one.
+    pub fn anonymous_from_environment(
+        environment: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ClientError> {
+        Self::load(environment, false)
+    }
+
+    fn load(
+        environment: &dyn Fn(&str) -> Option<String>,
+        needs_token: bool,
+    ) -> Result<Self, ClientError> {
         let expected_settings_path = settings_path(environment);
         let settings_path = expected_settings_path.clone().filter(|path| path.is_file());
         let file = match &settings_path {
@@ -125,14 +145,15 @@ impl Client {
             )));
         }
         let token = match non_empty("REGKEEPER_TOKEN").map(Zeroizing::new) {
-            Some(token) => Sensitive::new(token.trim()),
-            None => match non_empty("REGKEEPER_TOKEN_FILE") {
+            _ if !needs_token => None,
+            Some(token) => Some(Sensitive::new(token.trim())),
+            None => Some(match non_empty("REGKEEPER_TOKEN_FILE") {
                 Some(path) => read_token_file(Path::new(&path))?,
                 None => file
                     .token
                     .filter(|token| !token.expose().trim().is_empty())
                     .ok_or_else(|| no_token(expected_settings_path.as_deref()))?,
-            },
+            }),
         };
         // Read only when configured: the docker helper starts once per pull.
         let tls = match non_empty("REGKEEPER_CA_FILE") {
@@ -146,7 +167,7 @@ impl Client {
                 _ => None,
             },
         };
-        Ok(Self::with_tls(&url, Some(token), tls))
+        Ok(Self::with_tls(&url, token, tls))
     }
 
     pub fn base_url(&self) -> &str {

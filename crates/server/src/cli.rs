@@ -4,6 +4,7 @@
 
 mod bootstrap_token;
 mod commands;
+mod federation;
 mod output;
 mod roles;
 mod sync;
@@ -73,6 +74,9 @@ enum Command {
     /// Manage workload roles, their policies and their API tokens (workspace admins).
     #[command(subcommand)]
     Roles(RolesCommand),
+    /// Exchange an OIDC token for a short-lived API token of a workload role and print
+    /// it (or save it in the CLI settings with --save).
+    Login(federation::LoginArgs),
     /// Kubelet image credential provider: reads a credentialprovider.kubelet.k8s.io/v1
     /// CredentialProviderRequest on stdin, prints the CredentialProviderResponse.
     KubeletCredentialProvider,
@@ -459,6 +463,9 @@ enum RolesCommand {
     /// Manage the API tokens of a role.
     #[command(subcommand)]
     Tokens(RoleTokensCommand),
+    /// Manage the OIDC identity providers a role trusts (identity federation).
+    #[command(subcommand)]
+    Trust(federation::RoleTrustCommand),
     /// Which roles of other workspaces may reach this workspace's credentials.
     #[command(subcommand)]
     Grants(RoleGrantsCommand),

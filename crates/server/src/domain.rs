@@ -8,5 +8,6 @@ pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod sync_target;
+pub mod trust;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod credentials;
 pub mod error;
+mod federation;
 mod identity;
 mod ops;
 mod roles;
@@ -53,6 +54,8 @@ pub struct ApiState {
         roles::list, roles::create, roles::show, roles::update, roles::delete,
         roles::list_tokens, roles::create_token, roles::revoke_token, roles::simulate,
         roles::list_grants, roles::add_grant, roles::revoke_grant,
+        federation::list_trusts, federation::add_trust, federation::remove_trust,
+        federation::exchange,
         admin::audit_list, admin::audit_verify, admin::key_status, admin::key_rotate,
         sync::list, sync::create, sync::delete, sync::run,
     ),
@@ -179,6 +182,15 @@ pub fn router(state: ApiState) -> Router {
             "/workspaces/{workspace}/role-grants/{role}",
             delete(roles::revoke_grant),
         )
+        .route(
+            "/workspaces/{workspace}/roles/{name}/trusts",
+            get(federation::list_trusts).post(federation::add_trust),
+        )
+        .route(
+            "/workspaces/{workspace}/roles/{name}/trusts/{id}",
+            delete(federation::remove_trust),
+        )
+        .route("/oidc/exchange", post(federation::exchange))
         .route(
             "/workspaces/{workspace}/credentials/{name}/sync-targets",
             get(sync::list).post(sync::create),

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub proxy_bytes: Family<SourceLabels, Counter>,
     pub proxy_upstream_retries: Counter,
     pub proxy_digest_mismatches: Counter,
+    /// OIDC token exchanges by outcome: `issued`, `reused`, `rejected`, `failed`.
+    pub oidc_exchanges: Family<OutcomeLabels, Counter>,
     pub connections_ended: Family<ConnectionLabels, Counter>,
 }
 
@@ -170,8 +172,15 @@ impl Metrics {
             "Client connections refused or closed by a connection bound, by listener and reason",
             connections_ended.clone(),
         );
+        let oidc_exchanges = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "oidc_exchanges",
+            "OIDC token exchanges, by outcome (issued, reused, rejected, failed)",
+            oidc_exchanges.clone(),
+        );
         Self {
             connections_ended,
+            oidc_exchanges,
             proxy_requests,
             proxy_bytes,
             proxy_upstream_retries,

@@ -145,6 +145,7 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
         seal_gate: tokio::sync::RwLock::new(()),
         caches: crate::service::caches::Caches::default(),
         audit_writer,
+        oidc_keys: crate::service::oidc::KeyCache::default(),
     }))
 }
 
@@ -180,6 +181,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(refresh_tokens_periodically(Arc::clone(&app)));
     tokio::spawn(sync_targets_periodically(Arc::clone(&app)));
     let metrics = Arc::clone(&app.metrics);
+    tokio::spawn(prune_exchanged_tokens_periodically(Arc::clone(&app)));
     let state = ApiState {
         app,
         limiter: Arc::new(AuthLimiter::default()),
@@ -365,6 +367,21 @@ async fn refresh_tokens_periodically(app: Arc<App>) {
             ),
             Ok(_) => {}
             Err(error) => tracing::warn!(error.code = error.code(), "token.refresh_cycle_failed"),
+        }
+    }
+}
+
+/// Exchanges run on every CI job and pod start: the tokens they issued are deleted once
+/// expired, a bounded batch a minute, so the table holds about one session's worth.
+async fn prune_exchanged_tokens_periodically(app: Arc<App>) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(60));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match app.store.prune_exchanged_tokens(app.now(), 10_000).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "oidc.tokens_pruned"),
+            Err(error) => tracing::warn!(error.code = error.code(), "oidc.prune_failed"),
         }
     }
 }

@@ -10,10 +10,12 @@ pub mod credentials;
 pub mod grants;
 pub mod identity;
 pub mod keys;
+pub mod oidc;
 pub mod resolve;
 pub mod roles;
 pub mod sync;
 pub mod tokens;
+pub mod trusts;
 pub mod users;
 pub mod verify;
 
@@ -56,6 +58,8 @@ pub struct App {
     pub caches: caches::Caches,
     /// Group commit for audit entries written on their own.
     pub audit_writer: audit_writer::AuditWriter,
+    /// OIDC issuers' signing keys, for the token exchange.
+    pub oidc_keys: oidc::KeyCache,
 }
 
 impl App {

@@ -7,6 +7,7 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 mod sync_sql;
+mod trust_sql;
 
 use std::sync::Arc;
 
@@ -103,6 +104,21 @@ pub struct RoleGrantRow {
     pub granted_at: Timestamp,
     /// Computed on read: whether the granting user still holds admin or owner there.
     pub in_force: bool,
+}
+
+/// A trust of a workload role (issue 13 §1) as stored; `claims` is the JSON object of
+/// claim conditions. Never secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustRow {
+    pub id: String,
+    pub role_id: String,
+    pub issuer: String,
+    pub audience: String,
+    pub subject: String,
+    pub claims: String,
+    pub max_session_seconds: i64,
+    pub created_at: Timestamp,
+    pub created_by: String,
 }
 
 /// Who presents a token.
@@ -494,6 +510,27 @@ pub trait Store: Send + Sync {
     /// How many targets are in each stored status, for the metrics.
     async fn sync_target_counts(&self) -> Result<Vec<(String, i64)>>;
     // ---- end of sync targets --------------------------------------------------------
+
+    // ---- Role trusts and exchanged tokens (SQL in `store/trust_sql.rs`) ---------------
+    /// Inserts a trust with its audit entry.
+    async fn insert_trust(&self, trust: &TrustRow, audit: AuditRecord) -> Result<()>;
+    /// The role's trusts, oldest first.
+    async fn trusts(&self, role_id: &str) -> Result<Vec<TrustRow>>;
+    /// Deletes one of the role's trusts, and every token exchanged under it, with its
+    /// audit entry; false if the role has no such trust (nothing written).
+    async fn delete_trust(&self, role_id: &str, trust_id: &str, audit: AuditRecord)
+        -> Result<bool>;
+    /// Inserts a role's token issued by an exchange under `trust_id`, with its audit
+    /// entry. A token with the same hash conflicts (`token_exists`).
+    async fn insert_exchanged_token(
+        &self,
+        token: &ApiTokenRow,
+        trust_id: &str,
+        audit: AuditRecord,
+    ) -> Result<()>;
+    /// Deletes up to `limit` exchanged tokens that expired before `now`; how many.
+    async fn prune_exchanged_tokens(&self, now: Timestamp, limit: i64) -> Result<u64>;
+    // ---- end of role trusts ----------------------------------------------------------
 }
 
 pub type SharedStore = Arc<dyn Store>;

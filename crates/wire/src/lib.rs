@@ -7,11 +7,13 @@
 
 mod administration;
 pub mod docker_helper;
+mod federation;
 pub mod kubelet;
 mod sensitive;
 mod sync;
 
 pub use administration::{RoleGrant, RoleGrantInput, RoleGrantList, UserDeleted, UserDisabled};
+pub use federation::{ExchangeInput, Exchanged, Trust, TrustInput, TrustList};
 pub use sensitive::Sensitive;
 pub use sync::{SyncTarget, SyncTargetCreated, SyncTargetInput, SyncTargetList};
 

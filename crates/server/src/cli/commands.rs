@@ -16,7 +16,13 @@ use super::{
 };
 
 pub(super) fn run(command: Command) -> anyhow::Result<()> {
-    let client = Client::from_environment(&|name| std::env::var(name).ok())?;
+    let environment = |name: &str| std::env::var(name).ok();
+    if let Command::Login(args) = command {
+        // A login is how a job without an API token gets one.
+        let client = Client::anonymous_from_environment(&environment)?;
+        return super::federation::login(&client, args);
+    }
+    let client = Client::from_environment(&environment)?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled before the client starts"),
         Command::Credentials(command) => credentials(&client, *command),
@@ -27,6 +33,7 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
         Command::Key(command) => key(&client, command),
         Command::Audit(command) => audit(&client, command),
         Command::Roles(command) => super::roles::run(&client, command),
+        Command::Login(_) => unreachable!("login is handled before the token is read"),
         Command::Sync(command) => super::sync::run(&client, command),
         Command::Resolve {
             image,

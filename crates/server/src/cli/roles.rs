@@ -195,6 +195,7 @@ pub(super) fn run(client: &Client, command: RolesCommand) -> anyhow::Result<()> 
             Ok(())
         }
         RolesCommand::Tokens(command) => tokens(client, command),
+        RolesCommand::Trust(command) => super::federation::trust(client, command),
         RolesCommand::Grants(command) => grants(client, command),
     }
 }

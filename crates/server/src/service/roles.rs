@@ -174,7 +174,7 @@ pub async fn create(
 }
 
 /// Checks that the caller administers `workspace` and reads the role there.
-async fn administered(
+pub(super) async fn administered(
     app: &App,
     principal: &Principal,
     workspace: &str,

@@ -1754,10 +1754,38 @@ macro_rules! impl_store {
                 self.sync_counts().await
             }
             // ---- end of sync targets ------------------------------------------------------
+
+            // ---- Role trusts: SQL in store/trust_sql.rs (`impl_trust_queries!`) ---------
+            async fn insert_trust(&self, trust: &crate::store::TrustRow, audit: AuditRecord) -> Result<()> {
+                self.trust_insert(trust, audit).await
+            }
+
+            async fn trusts(&self, role_id: &str) -> Result<Vec<crate::store::TrustRow>> {
+                self.trust_list(role_id).await
+            }
+
+            async fn delete_trust(&self, role_id: &str, trust_id: &str, audit: AuditRecord) -> Result<bool> {
+                self.trust_delete(role_id, trust_id, audit).await
+            }
+
+            async fn insert_exchanged_token(
+                &self,
+                token: &ApiTokenRow,
+                trust_id: &str,
+                audit: AuditRecord,
+            ) -> Result<()> {
+                self.trust_insert_token(token, trust_id, audit).await
+            }
+
+            async fn prune_exchanged_tokens(&self, now: Timestamp, limit: i64) -> Result<u64> {
+                self.trust_prune_tokens(now, limit).await
+            }
+            // ---- end of role trusts ----------------------------------------------------
         }
 
         crate::store::sync_sql::impl_sync_queries!($store);
         crate::store::access_sql::impl_access_queries!($store);
+        crate::store::trust_sql::impl_trust_queries!($store);
     };
 }
 

@@ -16,6 +16,7 @@ mod fake_ecr_public;
 mod fake_google_oauth;
 mod fake_kubernetes_api;
 mod faults;
+mod federation;
 mod grants;
 mod master_key;
 mod outbound;

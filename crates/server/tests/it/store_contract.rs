@@ -21,6 +21,8 @@ mod sync_targets;
 mod token_claims;
 mod trust_controls;
 use credential_origins::credential_origins;
+mod role_trusts;
+use role_trusts::role_trusts_and_exchanged_tokens;
 use sync_targets::sync_targets_lifecycle;
 use token_claims::{mint_claims_are_exclusive_and_respect_backoff, sealed_pages_name_every_value};
 use trust_controls::grants_and_user_lifecycle;
@@ -961,6 +963,7 @@ macro_rules! contract {
             case!(audit_appends_chained_to_the_last_known_entry);
             case!(best_credential_by_prefix);
             case!(sync_targets_lifecycle);
+            case!(role_trusts_and_exchanged_tokens);
             case!(mint_claims_are_exclusive_and_respect_backoff);
             case!(sealed_pages_name_every_value);
             case!(grants_and_user_lifecycle);

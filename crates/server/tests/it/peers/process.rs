@@ -40,10 +40,13 @@ pub struct PeerProcess {
 impl PeerProcess {
     /// Starts `command` with stdout and stderr captured line by line.
     pub fn spawn(name: &str, command: &mut Command) -> Self {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        Self::spawn_with_stdin(name, command.stdin(Stdio::null()))
+    }
+
+    /// As [`PeerProcess::spawn`], keeping whatever stdin `command` was given (a pipe
+    /// for a peer that takes commands; see [`PeerProcess::stdin`]).
+    pub fn spawn_with_stdin(name: &str, command: &mut Command) -> Self {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .unwrap_or_else(|error| panic!("{name} does not start: {error}"));
@@ -88,6 +91,11 @@ impl PeerProcess {
                 ),
             }
         }
+    }
+
+    /// The process's stdin, if it was spawned with a pipe there.
+    pub fn stdin(&mut self) -> Option<&mut std::process::ChildStdin> {
+        self.child.stdin.as_mut()
     }
 
     /// Everything the process printed so far, stdout and stderr interleaved.

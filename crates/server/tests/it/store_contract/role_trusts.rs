@@ -1,0 +1,169 @@
+//! The role-trust part of the store contract (issue 13, migration 0012): trusts come
+//! back as they went in, with their audit entries; tokens exchanged under a trust
+//! authenticate as the role, conflict on a replayed hash, are pruned once expired
+//! (and only those), and go with their trust and with their role.
+
+use regkeeper::domain::Error;
+use regkeeper::store::{ApiTokenRow, RoleRow, TokenOwner, TokenSubject, TrustRow};
+
+use super::{audit_count, new_user, record, token, uuid, Subject};
+
+fn trust(role: &RoleRow, subject: &str) -> TrustRow {
+    TrustRow {
+        id: uuid(),
+        role_id: role.id.clone(),
+        issuer: "https://token.actions.githubusercontent.com".into(),
+        audience: "regkeeper".into(),
+        subject: subject.into(),
+        claims: r#"{"repository_owner":"acme"}"#.into(),
+        max_session_seconds: 3600,
+        created_at: 2_000,
+        created_by: "alice".into(),
+    }
+}
+
+/// Issue 13 item 1: trusts and exchanged tokens on both backends.
+pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
+    let store = &subject.store;
+    let alice = new_user("alice");
+    store
+        .create_user(&alice, record("user.create"))
+        .await
+        .unwrap();
+    let role = RoleRow {
+        id: uuid(),
+        workspace_id: alice.workspace.id.clone(),
+        workspace_name: alice.workspace.name.clone(),
+        name: "builder".into(),
+        description: String::new(),
+        policy: r#"{"statements":[]}"#.into(),
+        revision: 1,
+        created_at: 2_000,
+        updated_at: 2_000,
+        created_by: "alice".into(),
+    };
+    store
+        .create_role(&role, record("role.create"))
+        .await
+        .unwrap();
+    let first = trust(&role, "repo:acme/app:*");
+    let second = TrustRow {
+        created_at: 3_000,
+        ..trust(&role, "repo:acme/lib:*")
+    };
+    let before = audit_count(store).await;
+    store
+        .insert_trust(&first, record("role.trust_add"))
+        .await
+        .unwrap();
+    store
+        .insert_trust(&second, record("role.trust_add"))
+        .await
+        .unwrap();
+    assert_eq!(audit_count(store).await, before + 2);
+    assert_eq!(
+        store.trusts(&role.id).await.unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+
+    let exchanged = |hash: &str, expires_at: i64| ApiTokenRow {
+        owner: TokenOwner::Role(role.id.clone()),
+        expires_at: Some(expires_at),
+        ..token(&alice.user.id, hash)
+    };
+    let live = exchanged("hash-live", 50_000);
+    let expired = exchanged("hash-expired", 4_000);
+    let other = exchanged("hash-other-trust", 50_000);
+    store
+        .insert_exchanged_token(&live, &first.id, record("oidc.exchange"))
+        .await
+        .unwrap();
+    store
+        .insert_exchanged_token(&expired, &first.id, record("oidc.exchange"))
+        .await
+        .unwrap();
+    store
+        .insert_exchanged_token(&other, &second.id, record("oidc.exchange"))
+        .await
+        .unwrap();
+    let (found, subject_of) = store.api_token_by_hash("hash-live").await.unwrap().unwrap();
+    assert_eq!(found, live);
+    assert_eq!(subject_of, TokenSubject::Role(role.clone()));
+    // A replay that derived the same token conflicts instead of adding a row.
+    let replay = ApiTokenRow {
+        id: uuid(),
+        ..live.clone()
+    };
+    let error = store
+        .insert_exchanged_token(&replay, &first.id, record("oidc.exchange"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Conflict {
+                code: "token_exists",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+
+    // Only expired exchanged tokens are pruned; a user's expired token is not.
+    let user_expired = token(&alice.user.id, "hash-user-expired");
+    store
+        .insert_api_token(&user_expired, record("token.create"))
+        .await
+        .unwrap();
+    assert_eq!(store.prune_exchanged_tokens(10_000, 100).await.unwrap(), 1);
+    assert!(store
+        .api_token_by_hash("hash-expired")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .api_token_by_hash("hash-live")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .api_token_by_hash("hash-user-expired")
+        .await
+        .unwrap()
+        .is_some());
+
+    // Removing a trust takes its tokens with it, and only its own.
+    assert!(!store
+        .delete_trust(&uuid(), &first.id, record("role.trust_remove"))
+        .await
+        .unwrap());
+    let before = audit_count(store).await;
+    assert!(store
+        .delete_trust(&role.id, &first.id, record("role.trust_remove"))
+        .await
+        .unwrap());
+    assert_eq!(audit_count(store).await, before + 1);
+    assert!(store
+        .api_token_by_hash("hash-live")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .api_token_by_hash("hash-other-trust")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.trusts(&role.id).await.unwrap(), vec![second.clone()]);
+
+    // Deleting the role takes its trusts and their tokens.
+    assert!(store
+        .delete_role(&role.id, record("role.delete"))
+        .await
+        .unwrap());
+    assert!(store.trusts(&role.id).await.unwrap().is_empty());
+    assert!(store
+        .api_token_by_hash("hash-other-trust")
+        .await
+        .unwrap()
+        .is_none());
+}
