@@ -67,10 +67,11 @@ fn an_undecryptable_row_refuses_rotation_by_name_and_changes_nothing() {
             .unwrap();
     }
     // One flipped byte in the middle of one row's ciphertext.
+    // One byte changed to a value it did not hold, whatever it was.
     sqlite(
         &server,
         "UPDATE credentials SET secret_ciphertext = \
-         substr(secret_ciphertext, 1, 8) || X'FF' || substr(secret_ciphertext, 10) \
+         substr(secret_ciphertext, 1, 8) || CASE WHEN substr(secret_ciphertext, 9, 1) = X'FF' THEN X'00' ELSE X'FF' END || substr(secret_ciphertext, 10) \
          WHERE name = 'broken'",
     );
     let key_path = server.data_dir.join("master.key");
@@ -144,14 +145,20 @@ fn skip_unreadable_rotates_the_rest_and_names_what_it_left() {
             .post(CREDENTIALS, &input(name, &format!("{name}-secret")))
             .unwrap();
     }
+    // One byte changed to a value it did not hold (a fixed 0xFF would leave a 0xFF
+    // byte as it was, and the row readable, once in 256 runs).
     sqlite(
         &server,
         "UPDATE credentials SET secret_wrapped_key = \
-         substr(secret_wrapped_key, 1, 8) || X'FF' || substr(secret_wrapped_key, 10) \
+         substr(secret_wrapped_key, 1, 8) || CASE WHEN substr(secret_wrapped_key, 9, 1) = X'FF' THEN X'00' ELSE X'FF' END || substr(secret_wrapped_key, 10) \
          WHERE name = 'broken'",
     );
     let refused = server.cli(ADMIN_TOKEN, &["key", "rotate"], None);
-    assert!(stderr(&refused).contains("credential rk:~admin:credential/broken"));
+    assert!(
+        stderr(&refused).contains("credential rk:~admin:credential/broken"),
+        "{}",
+        stderr(&refused)
+    );
     let rotated = ok(&server.cli(ADMIN_TOKEN, &["key", "rotate", "--skip-unreadable"], None));
     assert!(
         rotated
