@@ -357,9 +357,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Issue 12 item 15: with no token configured the provider fails at once with a
-    /// clear error, before reading the request or reaching the server (this URL would
-    /// otherwise give "cannot reach regkeeper").
+    /// Issue 12 item 15: with no token configured (and no service-account token in the
+    /// request) the provider fails at once with a clear error naming every way to
+    /// configure one, before reaching the server (this URL would otherwise give
+    /// "cannot reach regkeeper").
     #[test]
     fn no_token_fails_before_reaching_the_server() {
         let environment =
@@ -381,6 +382,8 @@ mod tests {
         assert!(errors.starts_with(PROGRAM), "{errors}");
         assert!(errors.contains("no API token"), "{errors}");
         assert!(errors.contains("REGKEEPER_TOKEN_FILE"), "{errors}");
+        assert!(errors.contains("REGKEEPER_ROLE"), "{errors}");
+        assert!(errors.contains("tokenAttributes"), "{errors}");
         assert!(!errors.contains("cannot reach"), "{errors}");
     }
 
