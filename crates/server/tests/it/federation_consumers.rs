@@ -358,7 +358,9 @@ fn service_account(namespace: &str, name: &str) -> Value {
 /// only what that role allows, with strictly the v1 response fields and a cache
 /// no longer than the session; another namespace's service account is refused that
 /// role, a role's policy denies what it does not allow, and a token without the
-/// annotation is refused; no token appears in any output.
+/// annotation is refused; no token appears in any output. A node-level
+/// `REGKEEPER_ROLE` + `REGKEEPER_OIDC_TOKEN_FILE` serves requests without a
+/// service-account token, exchanging once for two calls (its 0600 cache).
 #[tokio::test(flavor = "multi_thread")]
 async fn kubelet_provider_exchanges_each_pods_service_account_token() {
     let ca = TestCa::generate();
@@ -504,6 +506,50 @@ async fn kubelet_provider_exchanges_each_pods_service_account_token() {
             stderr(&output)
         );
     }
+
+    // A node-level role instead (REGKEEPER_ROLE + REGKEEPER_OIDC_TOKEN_FILE) serves a
+    // request without a service-account token, and caches the role token in a 0600 file.
+    let home = tempfile::tempdir().unwrap();
+    let token_file = home.path().join("node-token");
+    std::fs::write(&token_file, &token_a).unwrap();
+    let token_path = token_file.display().to_string();
+    let home_path = home.path().display().to_string();
+    let request = json!({
+        "apiVersion": API_VERSION,
+        "kind": "CredentialProviderRequest",
+        "image": "a.registry.example/team/app",
+    })
+    .to_string();
+    let before = exchanges(&server);
+    for _ in 0..2 {
+        let output = run(
+            &sibling("regkeeper-kubelet-credential-provider"),
+            &[],
+            &request,
+            &[
+                ("REGKEEPER_URL", server.url.as_str()),
+                ("REGKEEPER_ROLE", role_a.as_str()),
+                ("REGKEEPER_OIDC_TOKEN_FILE", token_path.as_str()),
+                ("HOME", home_path.as_str()),
+            ],
+        );
+        no_secret_leaks("node role", &output);
+        let response: CredentialProviderResponse = serde_json::from_str(&ok(&output)).unwrap();
+        assert_eq!(
+            response.auth["a.registry.example"].password.expose(),
+            "password-a-canary"
+        );
+    }
+    assert_eq!(
+        exchanges(&server),
+        before + 1,
+        "the second call used the cache"
+    );
+    let files = cache_files(home.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
     for signature in &signatures {
         assert!(!server.log().contains(signature));
     }
