@@ -27,6 +27,16 @@ impl Client {
             },
         )
     }
+
+    /// This client's server and TLS settings with `token` as its API token: how the
+    /// node-side programs call with the token an exchange gave them.
+    pub fn with_token(&self, token: Sensitive) -> Client {
+        Client {
+            base_url: self.base_url.clone(),
+            token: Some(token),
+            agent: self.agent.clone(),
+        }
+    }
 }
 
 /// The job's OIDC token from GitHub Actions: `ACTIONS_ID_TOKEN_REQUEST_URL` with

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::time::SystemTime;
 
 use regkeeper_client::{segment, Client, ClientError};
 use regkeeper_wire as wire;
@@ -17,6 +18,7 @@ use regkeeper_wire::docker_helper::{
 };
 use zeroize::Zeroizing;
 
+use crate::federation::{self, RoleSettings};
 use crate::{describe, json_problem, one_line, Environment};
 
 pub const PROGRAM: &str = "docker-credential-regkeeper";
@@ -45,6 +47,10 @@ Actions (input on standard input):
 Settings (environment, else ~/.config/regkeeper/config.toml with url, token, ca_file):
   REGKEEPER_URL         the regkeeper server (default http://127.0.0.1:7070)
   REGKEEPER_TOKEN       an API token (or REGKEEPER_TOKEN_FILE, a file holding one)
+  REGKEEPER_ROLE        instead of a token, for `get`: a role (rk:WORKSPACE:role/NAME) to
+                        exchange the OIDC token in REGKEEPER_OIDC_TOKEN_FILE for; the
+                        role's token is kept (0600) in ~/.cache/regkeeper/tokens until
+                        shortly before it expires
   REGKEEPER_CA_FILE     a PEM bundle to trust for the server's certificate
 
 A miss prints \"credentials not found in native keychain\" on standard output and exits 1;
@@ -82,8 +88,9 @@ pub fn main(
     input: &mut dyn Read,
     output: &mut dyn Write,
     errors: &mut dyn Write,
+    clock: &dyn Fn() -> SystemTime,
 ) -> u8 {
-    match run(action, environment, input, output) {
+    match run(action, environment, input, output, clock) {
         Ok(()) => 0,
         Err(HelperError::NotFound) => {
             let _ = writeln!(output, "{CREDENTIALS_NOT_FOUND}");
@@ -101,9 +108,19 @@ pub fn run(
     environment: Environment<'_>,
     input: &mut dyn Read,
     output: &mut dyn Write,
+    clock: &dyn Fn() -> SystemTime,
 ) -> Result<(), HelperError> {
+    if matches!(action, Some("store" | "erase" | "list")) {
+        if let Some(settings) = RoleSettings::from_environment(environment)? {
+            return Err(HelperError::Usage(format!(
+                "{} works on a person's personal workspace and needs their API token (REGKEEPER_TOKEN); REGKEEPER_ROLE ({}) serves `get` only",
+                action.unwrap_or_default(),
+                settings.role()
+            )));
+        }
+    }
     match action {
-        Some("get") => get(environment, input, output),
+        Some("get") => get(environment, input, output, clock),
         Some("store") => store(environment, input),
         Some("erase") => erase(environment, input),
         Some("list") => list(environment, output),
@@ -134,16 +151,22 @@ fn get(
     environment: Environment<'_>,
     input: &mut dyn Read,
     output: &mut dyn Write,
+    clock: &dyn Fn() -> SystemTime,
 ) -> Result<(), HelperError> {
     let server_url = read_server_url(input)?;
-    let client = Client::from_environment(environment)?;
     let request = wire::ResolveInput {
         registry: Some(server_url.clone()),
         ..wire::ResolveInput::default()
     };
-    let resolved: wire::Resolved = match client.post("/api/v1/resolve", &request) {
+    let resolve = |client: &Client| client.post::<_, wire::Resolved>("/api/v1/resolve", &request);
+    let resolved = match federation::with_client(environment, clock, &resolve) {
         Ok(resolved) => resolved,
         Err(ClientError::Api { status: 404, .. }) => return Err(HelperError::NotFound),
+        Err(ClientError::Config(message)) if message.starts_with("no API token") => {
+            return Err(HelperError::Regkeeper(format!(
+                "{message}; or set REGKEEPER_ROLE and REGKEEPER_OIDC_TOKEN_FILE to exchange an OIDC token for a role's"
+            )))
+        }
         Err(error) => return Err(error.into()),
     };
     let credentials = HelperCredentials {
@@ -515,6 +538,7 @@ mod tests {
             &mut input.as_bytes(),
             &mut output,
             &mut errors,
+            &SystemTime::now,
         );
         (
             status,
@@ -624,6 +648,7 @@ mod tests {
                 &mut input.as_bytes(),
                 &mut output,
                 &mut errors,
+                &SystemTime::now,
             );
             let errors = String::from_utf8(errors).unwrap();
             assert_eq!(status, 1, "{action}");

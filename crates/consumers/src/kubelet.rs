@@ -21,6 +21,22 @@
 //!   [`NOT_FOUND_CACHE_SECONDS`] so a credential added later is used within a minute.
 //!   Failures to reach regkeeper exit non-zero instead: the kubelet then caches
 //!   nothing and asks again on the next pull.
+//!
+//! Per pod (KEP-4412): when the kubelet's `tokenAttributes` make it send the pod's
+//! `serviceAccountToken` and `serviceAccountAnnotations`, the token is exchanged for
+//! the role named by the annotation [`ROLE_ANNOTATION`] (`rk:WORKSPACE:role/NAME`)
+//! and the image is resolved with the role's token, so a pod gets only what its
+//! service account's role allows and the node needs no token. A token without the
+//! annotation is refused, never answered with the node's own token, which would hand
+//! every unannotated pod the node's rights. The response has no field naming the
+//! service account: the kubelet keys its cache by the service account (namespace,
+//! name, UID and the annotations it passed) when its `tokenAttributes.cacheType` is
+//! `ServiceAccount`, and by the token with `Token`, so one account's answer never
+//! reaches another; the kubelet reads responses strictly, so a field outside the v1
+//! API would make it drop the answer. `cacheDuration` is also capped at the exchanged
+//! token's expiry, so a removed trust stops new pulls once the session ends.
+//! Without a service-account token the node's own settings are used: `REGKEEPER_TOKEN`
+//! (or its file), or `REGKEEPER_ROLE` + `REGKEEPER_OIDC_TOKEN_FILE` (see `federation`).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -36,9 +52,14 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use crate::federation::{self, check_role_reference};
 use crate::{describe, json_problem, one_line, Environment};
 
 pub const PROGRAM: &str = "regkeeper-kubelet-credential-provider";
+
+/// The service-account annotation naming the role a pod pulls as. List it under the
+/// provider's `tokenAttributes.requiredServiceAccountAnnotationKeys`.
+pub const ROLE_ANNOTATION: &str = "regkeeper.io/role";
 
 /// How long the kubelet may keep a stored password, which does not expire but may be
 /// changed in regkeeper.
@@ -81,10 +102,7 @@ pub fn main(
     errors: &mut dyn Write,
     clock: &dyn Fn() -> SystemTime,
 ) -> u8 {
-    let result = Client::from_environment(environment)
-        .map_err(ProviderError::from)
-        .and_then(|client| run(&client, input, output, clock));
-    match result {
+    match run(environment, input, output, clock) {
         Ok(()) => 0,
         Err(error) => {
             let _ = writeln!(errors, "{PROGRAM}: {}", one_line(&error.to_string()));
@@ -93,31 +111,90 @@ pub fn main(
     }
 }
 
-/// Reads the request, resolves its image with `client`, writes the response. Shared by
-/// the standalone binary and `regkeeper kubelet-credential-provider`. `clock` is read
+/// Reads the request, resolves its image with the pod's role (a service-account token
+/// in the request) or the node's settings, writes the response. Shared by the
+/// standalone binary and `regkeeper kubelet-credential-provider`. `clock` is read
 /// after regkeeper answered, so the time the request took is not cached.
 pub fn run(
-    client: &Client,
+    environment: Environment<'_>,
     input: &mut dyn Read,
     output: &mut dyn Write,
     clock: &dyn Fn() -> SystemTime,
 ) -> Result<(), ProviderError> {
     let request = read_request(input)?;
-    let image = checked_image(&request)?;
-    let resolve = wire::ResolveInput {
-        image: Some(image.to_owned()),
-        ..wire::ResolveInput::default()
+    let image = checked_image(&request)?.to_owned();
+    let (lookup, session_expires_at) = match &request.service_account_token {
+        Some(service_account_token) => {
+            let role = pod_role(&request)?;
+            let anonymous = Client::anonymous_from_environment(environment)?;
+            let exchanged = anonymous
+                .exchange_oidc(role, service_account_token)
+                .map_err(|error| match error {
+                    ClientError::Api { code, message, .. } => ProviderError::Regkeeper(format!(
+                        "regkeeper refused to exchange the pod's service-account token for {role} (annotation {ROLE_ANNOTATION}): {message} ({code})"
+                    )),
+                    other => other.into(),
+                })?;
+            let client = anonymous.with_token(exchanged.token);
+            (look_up(&client, &image)?, Some(exchanged.expires_at))
+        }
+        None => (
+            federation::with_client(environment, clock, &|client| look_up(client, &image))
+                .map_err(|error| ProviderError::Regkeeper(node_problem(environment, &error)))?,
+            None,
+        ),
     };
-    let lookup = match client.post("/api/v1/resolve", &resolve) {
-        Ok(resolved) => Lookup::Found(resolved),
-        Err(ClientError::Api { status: 404, .. }) => Lookup::NotFound,
-        Err(error) => return Err(error.into()),
-    };
-    let response = respond(&request, &lookup, clock())?;
+    let response = respond_within(&request, &lookup, session_expires_at.as_deref(), clock())?;
     let text = Zeroizing::new(serde_json::to_string(&response).expect("response serialises"));
     writeln!(output, "{}", text.as_str())?;
     output.flush()?;
     Ok(())
+}
+
+fn look_up(client: &Client, image: &str) -> Result<Lookup, ClientError> {
+    let resolve = wire::ResolveInput {
+        image: Some(image.to_owned()),
+        ..wire::ResolveInput::default()
+    };
+    match client.post("/api/v1/resolve", &resolve) {
+        Ok(resolved) => Ok(Lookup::Found(resolved)),
+        Err(ClientError::Api { status: 404, .. }) => Ok(Lookup::NotFound),
+        Err(error) => Err(error),
+    }
+}
+
+/// A node without any setting is told every way to give it one.
+fn node_problem(environment: Environment<'_>, error: &ClientError) -> String {
+    let described = describe(error);
+    let unconfigured = environment(federation::ROLE_VARIABLE).is_none()
+        && matches!(error, ClientError::Config(message) if message.starts_with("no API token"));
+    if unconfigured {
+        format!(
+            "{described}; or set REGKEEPER_ROLE and REGKEEPER_OIDC_TOKEN_FILE to exchange an OIDC token, or give the provider tokenAttributes so the kubelet sends each pod's service-account token"
+        )
+    } else {
+        described
+    }
+}
+
+/// The role a request's service account names, checked for shape.
+fn pod_role(request: &CredentialProviderRequest) -> Result<&str, ProviderError> {
+    let role = request
+        .service_account_annotations
+        .get(ROLE_ANNOTATION)
+        .map(|role| role.trim())
+        .filter(|role| !role.is_empty())
+        .ok_or_else(|| {
+            ProviderError::Request(format!(
+                "the kubelet sent a service-account token but no annotation {ROLE_ANNOTATION}: annotate the pod's service account with the role to pull as (rk:WORKSPACE:role/NAME) and list {ROLE_ANNOTATION} under tokenAttributes.requiredServiceAccountAnnotationKeys"
+            ))
+        })?;
+    check_role_reference(role).map_err(|problem| {
+        ProviderError::Request(format!(
+            "the service account's annotation {ROLE_ANNOTATION} {problem}"
+        ))
+    })?;
+    Ok(role)
 }
 
 /// Parses a request without quoting it in errors (it may hold a service-account token).
@@ -164,7 +241,22 @@ pub fn respond(
     lookup: &Lookup,
     now: SystemTime,
 ) -> Result<CredentialProviderResponse, ProviderError> {
+    respond_within(request, lookup, None, now)
+}
+
+/// [`respond`] for an answer obtained with an exchanged token that expires at
+/// `session_expires_at` (RFC 3339): the kubelet may not cache it for longer, so a pod
+/// keeps no access its role's trust no longer grants.
+pub fn respond_within(
+    request: &CredentialProviderRequest,
+    lookup: &Lookup,
+    session_expires_at: Option<&str>,
+    now: SystemTime,
+) -> Result<CredentialProviderResponse, ProviderError> {
     checked_image(request)?;
+    if request.service_account_token.is_some() {
+        pod_role(request)?;
+    }
     let (cache_key_type, seconds, auth) = match lookup {
         Lookup::NotFound => (
             CacheKeyType::Image,
@@ -191,18 +283,15 @@ pub fn respond(
             (CacheKeyType::Image, cache_seconds(resolved, now), auth)
         }
     };
+    let seconds = match session_expires_at {
+        Some(limit) => seconds.min(seconds_until(limit, now)),
+        None => seconds,
+    };
     Ok(CredentialProviderResponse {
         api_version: API_VERSION.to_owned(),
         kind: RESPONSE_KIND.to_owned(),
         cache_key_type,
         cache_duration: Some(go_duration(seconds)),
-        // The login depends on neither the pod nor its token, so one answer serves every
-        // pod of the service account. The kubelet ignores a response without this when
-        // it sent a token (its `tokenAttributes` are set).
-        service_account_token_cache_type: request
-            .service_account_token
-            .as_ref()
-            .map(|_| "ServiceAccount".to_owned()),
         auth,
     })
 }
@@ -217,18 +306,24 @@ fn cache_seconds(resolved: &wire::Resolved, now: SystemTime) -> u64 {
     if limits.is_empty() {
         return PASSWORD_CACHE_SECONDS;
     }
-    let now = nanoseconds_since_epoch(now);
     limits
         .into_iter()
-        .map(|limit| match OffsetDateTime::parse(limit, &Rfc3339) {
-            // Rounded down, so the cache never outlives the limit by a fraction.
-            Ok(at) => u64::try_from((at.unix_timestamp_nanos() - now).div_euclid(1_000_000_000))
-                .unwrap_or(0),
-            // A time that cannot be read gives no licence to cache.
-            Err(_) => 0,
-        })
+        .map(|limit| seconds_until(limit, now))
         .min()
         .unwrap_or(0)
+}
+
+/// Whole seconds from `now` to the RFC 3339 time `limit`, rounded down (so the cache
+/// never outlives the limit by a fraction), 0 if it has passed.
+fn seconds_until(limit: &str, now: SystemTime) -> u64 {
+    match OffsetDateTime::parse(limit, &Rfc3339) {
+        Ok(at) => u64::try_from(
+            (at.unix_timestamp_nanos() - nanoseconds_since_epoch(now)).div_euclid(1_000_000_000),
+        )
+        .unwrap_or(0),
+        // A time that cannot be read gives no licence to cache.
+        Err(_) => 0,
+    }
 }
 
 fn nanoseconds_since_epoch(time: SystemTime) -> i128 {
@@ -262,9 +357,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Issue 12 item 15: with no token configured the provider fails at once with a
-    /// clear error, before reading the request or reaching the server (this URL would
-    /// otherwise give "cannot reach regkeeper").
+    /// Issue 12 item 15: with no token configured (and no service-account token in the
+    /// request) the provider fails at once with a clear error naming every way to
+    /// configure one, before reaching the server (this URL would otherwise give
+    /// "cannot reach regkeeper").
     #[test]
     fn no_token_fails_before_reaching_the_server() {
         let environment =
@@ -286,6 +382,8 @@ mod tests {
         assert!(errors.starts_with(PROGRAM), "{errors}");
         assert!(errors.contains("no API token"), "{errors}");
         assert!(errors.contains("REGKEEPER_TOKEN_FILE"), "{errors}");
+        assert!(errors.contains("REGKEEPER_ROLE"), "{errors}");
+        assert!(errors.contains("tokenAttributes"), "{errors}");
         assert!(!errors.contains("cannot reach"), "{errors}");
     }
 
@@ -349,26 +447,62 @@ mod tests {
         }
     }
 
+    /// Issue 13 §3 (KEP-4412): a service-account answer has only the v1 fields (the
+    /// kubelet decodes strictly and keys its cache by service account itself), is
+    /// cached no longer than the exchanged session, and never echoes the token.
     #[test]
-    fn a_service_account_token_is_answered_per_service_account_and_never_echoed() {
+    fn a_service_account_answer_is_strict_v1_capped_by_the_session_and_never_echoes() {
         let request: CredentialProviderRequest = serde_json::from_str(
             r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest",
-                "image":"123456789012.dkr.ecr.us-east-1.amazonaws.com/app","serviceAccountToken":"sa-canary-4410"}"#,
+                "image":"123456789012.dkr.ecr.us-east-1.amazonaws.com/app","serviceAccountToken":"sa-canary-4410",
+                "serviceAccountAnnotations":{"regkeeper.io/role":"rk:acme:role/app"}}"#,
         )
         .unwrap();
-        let response = respond(
+        let response = respond_within(
             &request,
             &Lookup::Found(resolved(Some("2025-06-01T20:00:00Z"), None)),
+            Some("2025-06-01T12:30:00Z"),
             at("2025-06-01T12:00:00Z"),
         )
         .unwrap();
+        assert_eq!(response.cache_duration.as_deref(), Some("30m0s"));
+        let printed: serde_json::Value = serde_json::to_value(&response).unwrap();
+        let fields: Vec<&String> = printed.as_object().unwrap().keys().collect();
         assert_eq!(
-            response.service_account_token_cache_type.as_deref(),
-            Some("ServiceAccount")
+            fields,
+            [
+                "apiVersion",
+                "auth",
+                "cacheDuration",
+                "cacheKeyType",
+                "kind"
+            ]
         );
-        assert!(!serde_json::to_string(&response)
-            .unwrap()
-            .contains("sa-canary-4410"));
+        assert!(!printed.to_string().contains("sa-canary-4410"));
+    }
+
+    /// Issue 13 §3: a service-account token without the role annotation, or with a
+    /// malformed one, is refused with the annotation named (never the node's token).
+    #[test]
+    fn a_service_account_token_needs_the_role_annotation() {
+        for (annotations, expected) in [
+            ("{}", "no annotation regkeeper.io/role"),
+            (
+                r#"{"regkeeper.io/role":"acme/app"}"#,
+                "annotation regkeeper.io/role must be a role reference",
+            ),
+        ] {
+            let request: CredentialProviderRequest = serde_json::from_str(&format!(
+                r#"{{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest",
+                    "image":"ghcr.io/a/b","serviceAccountToken":"sa-canary-5","serviceAccountAnnotations":{annotations}}}"#
+            ))
+            .unwrap();
+            let error = respond(&request, &Lookup::NotFound, at("2025-06-01T12:00:00Z"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{error}");
+            assert!(!error.contains("sa-canary-5"), "{error}");
+        }
     }
 
     #[test]

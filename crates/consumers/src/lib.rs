@@ -9,6 +9,7 @@
 //! crate stays off the server's dependencies (see `tests/dependencies.rs`).
 
 pub mod docker_helper;
+pub mod federation;
 pub mod kubelet;
 
 use regkeeper_client::ClientError;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use regkeeper_consumers::kubelet::{read_request, respond, Lookup};
+use regkeeper_consumers::kubelet::{read_request, respond_within, Lookup};
 
 /// 2025-06-01T12:00:00Z, the "now" of every case.
 const NOW_UNIX_SECONDS: u64 = 1_748_779_200;
@@ -30,7 +30,7 @@ fn read_json(path: &Path) -> serde_json::Value {
 fn every_golden_case_answers_as_recorded() {
     let now = UNIX_EPOCH + Duration::from_secs(NOW_UNIX_SECONDS);
     let cases = cases();
-    assert!(cases.len() >= 8, "golden cases missing: {cases:?}");
+    assert!(cases.len() >= 13, "golden cases missing: {cases:?}");
     for case in cases {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
         let request_text = std::fs::read(case.join("request.json")).expect("request.json");
@@ -45,7 +45,15 @@ fn every_golden_case_answers_as_recorded() {
         } else {
             Lookup::NotFound
         };
-        let result = respond(&request, &lookup, now);
+        // Present when the provider exchanged the request's service-account token.
+        let exchanged_path = case.join("exchanged.json");
+        let session_expires_at = exchanged_path.exists().then(|| {
+            read_json(&exchanged_path)["expiresAt"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: exchanged.json has no expiresAt"))
+                .to_owned()
+        });
+        let result = respond_within(&request, &lookup, session_expires_at.as_deref(), now);
         let error_path = case.join("error.txt");
         if error_path.exists() {
             let expected = std::fs::read_to_string(&error_path).unwrap();

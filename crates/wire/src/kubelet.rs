@@ -27,7 +27,8 @@ pub struct CredentialProviderRequest {
     #[serde(default)]
     pub image: String,
     /// A token of the pod's service account, sent only when the kubelet's
-    /// `tokenAttributes` ask for one. Held as a secret; regkeeper does not use it.
+    /// `tokenAttributes` ask for one (KEP-4412): the provider exchanges it for the
+    /// role its service account names. Held as a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_token: Option<Sensitive>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -43,7 +44,9 @@ pub enum CacheKeyType {
     Global,
 }
 
-/// What the provider prints on its standard output.
+/// What the provider prints on its standard output. The kubelet decodes it strictly:
+/// a field outside these (the service-account cache type belongs to the kubelet's
+/// `tokenAttributes`, not here) makes it discard the whole answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialProviderResponse {
@@ -54,10 +57,6 @@ pub struct CredentialProviderResponse {
     /// `defaultCacheDuration` of the kubelet's configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_duration: Option<String>,
-    /// `ServiceAccount` or `Pod`; required by the kubelet when the request carried a
-    /// service-account token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account_token_cache_type: Option<String>,
     /// Logins keyed by the image pattern they serve (`host[:port][/path]`). Empty when
     /// the provider has nothing for the image.
     #[serde(default)]
@@ -93,7 +92,6 @@ mod tests {
             kind: RESPONSE_KIND.into(),
             cache_key_type: CacheKeyType::Registry,
             cache_duration: Some("5m0s".into()),
-            service_account_token_cache_type: None,
             auth: BTreeMap::from([(
                 "ghcr.io".to_owned(),
                 AuthConfig {

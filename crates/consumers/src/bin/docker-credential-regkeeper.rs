@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         &mut std::io::stdin().lock(),
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
+        &std::time::SystemTime::now,
     );
     ExitCode::from(status)
 }

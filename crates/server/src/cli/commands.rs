@@ -22,6 +22,16 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
         let client = Client::anonymous_from_environment(&environment)?;
         return super::federation::login(&client, args);
     }
+    if let Command::KubeletCredentialProvider = command {
+        // The same code as the standalone `regkeeper-kubelet-credential-provider`,
+        // which needs no API token when it exchanges an OIDC or service-account token.
+        return Ok(regkeeper_consumers::kubelet::run(
+            &environment,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+            &std::time::SystemTime::now,
+        )?);
+    }
     let client = Client::from_environment(&environment)?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled before the client starts"),
@@ -51,13 +61,9 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
             )?;
             output::json(&resolved)
         }
-        // The same code as the standalone `regkeeper-kubelet-credential-provider`.
-        Command::KubeletCredentialProvider => Ok(regkeeper_consumers::kubelet::run(
-            &client,
-            &mut std::io::stdin().lock(),
-            &mut std::io::stdout().lock(),
-            &std::time::SystemTime::now,
-        )?),
+        Command::KubeletCredentialProvider => {
+            unreachable!("the kubelet provider is handled before the token is read")
+        }
     }
 }
 

@@ -27,7 +27,7 @@ const ROBOT: &str = "robot";
 const ROBOT_PASSWORD: &str = "robot-consumer-canary-5f1e";
 
 /// A binary of the workspace built next to `regkeeper`.
-fn sibling(name: &str) -> PathBuf {
+pub(super) fn sibling(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_regkeeper")).with_file_name(name);
     assert!(
         path.is_file(),
@@ -61,7 +61,12 @@ fn server_for(registry: &Registry, extra: &[(&str, &str)]) -> TestServer {
 }
 
 /// Runs `program` with only PATH, a throwaway HOME and `environment`, feeding `stdin`.
-fn run(program: &Path, args: &[&str], stdin: &str, environment: &[(&str, &str)]) -> Output {
+pub(super) fn run(
+    program: &Path,
+    args: &[&str],
+    stdin: &str,
+    environment: &[(&str, &str)],
+) -> Output {
     let mut command = Command::new(program);
     command
         .args(args)

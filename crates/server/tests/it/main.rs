@@ -17,6 +17,7 @@ mod fake_google_oauth;
 mod fake_kubernetes_api;
 mod faults;
 mod federation;
+mod federation_consumers;
 mod grants;
 mod master_key;
 mod outbound;
