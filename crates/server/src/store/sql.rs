@@ -395,6 +395,22 @@ macro_rules! impl_store {
             })
         }
 
+        /// One identity's registry token row, read from the pool or, where a lease was just
+        /// taken, from inside that write transaction so the read sees it.
+        async fn token_by_identity<'e, E>(executor: E, identity: &str) -> Result<Option<StoredToken>>
+        where
+            E: sqlx::Executor<'e, Database = $database>,
+        {
+            sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE identity = $1"))
+                .bind(identity)
+                .fetch_optional(executor)
+                .await
+                .map_err(database_error)?
+                .as_ref()
+                .map(token_from)
+                .transpose()
+        }
+
         /// Appends `record` to the chain inside `transaction`, which the backend has
         /// already serialised against other writers.
         async fn append_in(transaction: &mut Transaction, record: AuditRecord) -> Result<()> {
@@ -570,12 +586,18 @@ macro_rules! impl_store {
             r.policy AS role_policy, r.revision AS role_revision, r.created_at AS role_created_at, \
             r.updated_at AS role_updated_at, r.created_by AS role_created_by";
 
-        async fn insert_token_in(transaction: &mut Transaction, token: &ApiTokenRow) -> Result<()> {
+        /// Inserts `token` inside `transaction`; `trust_id` names the trust a token issued
+        /// by an exchange was issued under (deleting the trust deletes the token).
+        async fn insert_token_in(
+            transaction: &mut Transaction,
+            token: &ApiTokenRow,
+            trust_id: Option<&str>,
+        ) -> Result<()> {
             let (user_id, role_id) = owner_columns(&token.owner);
             sqlx::query(
                 "INSERT INTO api_tokens (id, user_id, role_id, name, token_hash, display_prefix, \
-                 created_at, expires_at, revoked_at, last_used_at, created_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 created_at, expires_at, revoked_at, last_used_at, created_by, trust_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&token.id)
             .bind(user_id)
@@ -588,6 +610,7 @@ macro_rules! impl_store {
             .bind(token.revoked_at)
             .bind(token.last_used_at)
             .bind(&token.created_by)
+            .bind(trust_id)
             .execute(&mut **transaction)
             .await
             .map_err(|error| {
@@ -691,7 +714,7 @@ macro_rules! impl_store {
                     })?;
                 insert_workspace_with_owner(&mut transaction, &new.workspace, &new.user.id).await?;
                 if let Some(token) = &new.token {
-                    insert_token_in(&mut transaction, token).await?;
+                    insert_token_in(&mut transaction, token, None).await?;
                 }
                 append_in(&mut transaction, audit).await?;
                 commit(transaction).await
@@ -720,7 +743,7 @@ macro_rules! impl_store {
 
             async fn insert_api_token(&self, token: &ApiTokenRow, audit: AuditRecord) -> Result<()> {
                 let mut transaction = self.begin_write().await?;
-                insert_token_in(&mut transaction, token).await?;
+                insert_token_in(&mut transaction, token, None).await?;
                 append_in(&mut transaction, audit).await?;
                 commit(transaction).await
             }
@@ -1297,14 +1320,7 @@ macro_rules! impl_store {
             }
 
             async fn registry_token(&self, identity: &str) -> Result<Option<StoredToken>> {
-                sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE identity = $1"))
-                    .bind(identity)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(database_error)?
-                    .as_ref()
-                    .map(token_from)
-                    .transpose()
+                token_by_identity(&self.pool, identity).await
             }
 
             async fn put_registry_token(&self, token: &StoredToken) -> Result<()> {
@@ -1398,14 +1414,7 @@ macro_rules! impl_store {
                 .map_err(database_error)?
                 .rows_affected()
                     == 1;
-                let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE identity = $1"))
-                    .bind(&placeholder.identity)
-                    .fetch_optional(&mut *transaction)
-                    .await
-                    .map_err(database_error)?
-                    .as_ref()
-                    .map(token_from)
-                    .transpose()?;
+                let row = token_by_identity(&mut *transaction, &placeholder.identity).await?;
                 let claimed = match row {
                     Some(row) => leased.then_some(row),
                     None => {
@@ -1465,14 +1474,7 @@ macro_rules! impl_store {
                 .rows_affected()
                     == 1;
                 let claimed = if leased {
-                    sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE identity = $1"))
-                        .bind(identity)
-                        .fetch_optional(&mut *transaction)
-                        .await
-                        .map_err(database_error)?
-                        .as_ref()
-                        .map(token_from)
-                        .transpose()?
+                    token_by_identity(&mut *transaction, identity).await?
                 } else {
                     None
                 };
