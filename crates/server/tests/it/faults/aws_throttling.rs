@@ -50,12 +50,7 @@ fn backoff_state(database: &std::path::Path, runtime: &tokio::runtime::Runtime) 
 #[test]
 fn throttled_refreshes_back_off_and_the_last_good_token_is_served_until_it_expires() {
     let Some(moto) = Moto::start() else { return };
-    let target = moto
-        .endpoint_url()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let relay = AwsRelay::start(target);
+    let relay = AwsRelay::to_moto(&moto);
     let directory = tempfile::tempdir().unwrap();
     let data = directory.path().join("data");
     let variables: HashMap<&str, String> = HashMap::from([
@@ -290,12 +285,7 @@ impl InProcess {
 #[test]
 fn resolves_during_throttling_leave_the_provider_alone() {
     let Some(moto) = Moto::start() else { return };
-    let relay = AwsRelay::start(
-        moto.endpoint_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    );
+    let relay = AwsRelay::to_moto(&moto);
     let server = InProcess::start(&relay);
     let image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1";
     server.add_ecr(
@@ -413,12 +403,7 @@ fn resolves_during_throttling_leave_the_provider_alone() {
 #[test]
 fn an_unreadable_stored_token_is_reminted_under_the_lease_and_backoff() {
     let Some(moto) = Moto::start() else { return };
-    let relay = AwsRelay::start(
-        moto.endpoint_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    );
+    let relay = AwsRelay::to_moto(&moto);
     let first_replica = InProcess::start(&relay);
     let image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1";
     first_replica.add_ecr(
@@ -485,12 +470,7 @@ fn an_unreadable_stored_token_is_reminted_under_the_lease_and_backoff() {
 #[test]
 fn an_expiry_ten_years_ahead_is_capped_at_twelve_hours() {
     let Some(moto) = Moto::start() else { return };
-    let relay = AwsRelay::start(
-        moto.endpoint_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    );
+    let relay = AwsRelay::to_moto(&moto);
     relay.set_far_expiry(true);
     let server = InProcess::start(&relay);
     server.add_ecr(
@@ -530,12 +510,7 @@ fn a_real_server_logs_the_capped_expiry() {
     use crate::support::{add, ok, ServerOptions, TestServer};
 
     let Some(moto) = Moto::start() else { return };
-    let relay = AwsRelay::start(
-        moto.endpoint_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    );
+    let relay = AwsRelay::to_moto(&moto);
     relay.set_far_expiry(true);
     let server = TestServer::start_with(ServerOptions {
         environment: vec![("AWS_ENDPOINT_URL".to_owned(), relay.endpoint_url())],
