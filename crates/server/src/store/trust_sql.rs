@@ -62,18 +62,21 @@ macro_rules! impl_trust_queries {
                 .collect()
             }
 
-            async fn trust_delete(&self, role_id: &str, trust_id: &str, audit: AuditRecord) -> Result<bool> {
+            async fn trust_delete(
+                &self,
+                role_id: &str,
+                trust_id: &str,
+                audit: AuditRecord,
+            ) -> Result<bool> {
                 let mut transaction = self.begin_write().await?;
                 // Tokens first and explicitly, as `delete_role` does: no backend's
                 // foreign-key setting decides whether they still authenticate.
-                sqlx::query(
-                    "DELETE FROM api_tokens WHERE trust_id = $1 AND role_id = $2",
-                )
-                .bind(trust_id)
-                .bind(role_id)
-                .execute(&mut *transaction)
-                .await
-                .map_err(database_error)?;
+                sqlx::query("DELETE FROM api_tokens WHERE trust_id = $1 AND role_id = $2")
+                    .bind(trust_id)
+                    .bind(role_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(database_error)?;
                 let deleted = sqlx::query("DELETE FROM role_trusts WHERE id = $1 AND role_id = $2")
                     .bind(trust_id)
                     .bind(role_id)

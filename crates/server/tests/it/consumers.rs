@@ -197,7 +197,6 @@ impl<'a> HelperSkopeo<'a> {
         }
     }
 
-
     fn pull(&self, reference: &str) -> Output {
         let target = self.home.path().join("layout");
         let _ = std::fs::remove_dir_all(&target);
@@ -212,7 +211,6 @@ impl<'a> HelperSkopeo<'a> {
             "",
         )
     }
-
 }
 
 impl HelperClient for HelperSkopeo<'_> {

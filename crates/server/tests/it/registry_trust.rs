@@ -46,14 +46,7 @@ fn server_trusting(registry: &Registry) -> TestServer {
 fn add_robot(server: &TestServer, host: &str) {
     ok(&add(
         server,
-        &[
-            "--name",
-            "robot",
-            "--registry",
-            host,
-            "--username",
-            "robot",
-        ],
+        &["--name", "robot", "--registry", host, "--username", "robot"],
         "robot-password",
     ));
 }
