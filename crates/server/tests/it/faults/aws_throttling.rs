@@ -277,6 +277,40 @@ impl InProcess {
     }
 }
 
+/// While AWS throttles and `image`'s identity has no usable token: a burst of 20
+/// concurrent resolves makes one GetAuthorizationToken call and all fail; inside the
+/// 5 s backoff that follows, every resolve gets the last error at once, with no call.
+fn one_call_then_backing_off(server: &InProcess, relay: &AwsRelay, image: &str) {
+    let before = relay.token_calls();
+    let answers = server.burst(image, 20);
+    assert_eq!(
+        relay.token_calls() - before,
+        1,
+        "20 concurrent resolves: one call"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|answer| matches!(answer, Err("aws_throttled" | "token_mint_backing_off"))),
+        "{answers:?}"
+    );
+    for _ in 0..4 {
+        server.clock.advance(1_000);
+        let answers = server.burst(image, 20);
+        assert!(
+            answers
+                .iter()
+                .all(|answer| *answer == Err("token_mint_backing_off")),
+            "{answers:?}"
+        );
+    }
+    assert_eq!(
+        relay.token_calls() - before,
+        1,
+        "no call inside the backoff"
+    );
+}
+
 /// Issue 12 item 20: during a provider outage resolves do not call the provider. With a
 /// valid token past its refresh point, 20 resolves a second for 30 s while AWS throttles
 /// make no GetAuthorizationToken call (the refresher makes its own, backing off); with no
@@ -328,34 +362,7 @@ fn resolves_during_throttling_leave_the_provider_alone() {
     );
     let newcomer = "210987654321.dkr.ecr.us-east-1.amazonaws.com/team/app:1";
     let before = relay.token_calls();
-    let answers = server.burst(newcomer, 20);
-    assert_eq!(
-        relay.token_calls() - before,
-        1,
-        "20 concurrent first resolves: one call"
-    );
-    assert!(
-        answers
-            .iter()
-            .all(|answer| matches!(answer, Err("aws_throttled" | "token_mint_backing_off"))),
-        "{answers:?}"
-    );
-    // Inside the 5 s backoff: the last error at once, no call.
-    for _ in 0..4 {
-        server.clock.advance(1_000);
-        let answers = server.burst(newcomer, 20);
-        assert!(
-            answers
-                .iter()
-                .all(|answer| *answer == Err("token_mint_backing_off")),
-            "{answers:?}"
-        );
-    }
-    assert_eq!(
-        relay.token_calls() - before,
-        1,
-        "no call inside the backoff"
-    );
+    one_call_then_backing_off(&server, &relay, newcomer);
     let error = server.runtime.block_on(resolve::resolve(
         &server.app,
         &server.admin,
@@ -433,25 +440,8 @@ fn an_unreadable_stored_token_is_reminted_under_the_lease_and_backoff() {
     // A replica with nothing in memory finds only the unreadable row.
     let server = first_replica.replica(&relay);
     relay.set_throttle(true);
-    let answers = server.burst(image, 20);
-    assert_eq!(relay.token_calls(), 2, "20 concurrent resolves: one call");
-    assert!(
-        answers
-            .iter()
-            .all(|answer| matches!(answer, Err("aws_throttled" | "token_mint_backing_off"))),
-        "{answers:?}"
-    );
-    for _ in 0..4 {
-        server.clock.advance(1_000);
-        let answers = server.burst(image, 20);
-        assert!(
-            answers
-                .iter()
-                .all(|answer| *answer == Err("token_mint_backing_off")),
-            "{answers:?}"
-        );
-    }
-    assert_eq!(relay.token_calls(), 2, "no call inside the backoff");
+    one_call_then_backing_off(&server, &relay, image);
+    assert_eq!(relay.token_calls(), 2);
     // Throttling over and the backoff run out: one call mints a readable token.
     relay.set_throttle(false);
     server.clock.advance(1_500);
