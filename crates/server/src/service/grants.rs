@@ -8,13 +8,14 @@
 //! admins list and revoke grants (and see every outside role whose policy reaches
 //! them, granted or not). `access::role_workspace` checks it on every request.
 
+use crate::audit::AuditRecord;
 use crate::domain::identity::parse_role_reference;
 use crate::domain::identity::{Principal, Role};
 use crate::domain::policy::{role_reference, Effect, Policy};
 use crate::domain::{Error, Result};
 use crate::store::{RoleGrantRow, RoleRow, WorkspaceRow};
 
-use super::access::require;
+use super::access::{require, WorkspaceAccess};
 use super::{new_id, App};
 
 /// Where a role stands in a workspace other than its own.
@@ -155,29 +156,55 @@ fn grant_row(
     }
 }
 
+/// The audit record of granting or revoking `role` in `workspace`, before either is
+/// resolved (a failure is recorded with what the caller asked for, capped).
+fn grant_record(
+    app: &App,
+    principal: &Principal,
+    action: &'static str,
+    workspace: &str,
+    role: &str,
+) -> AuditRecord {
+    app.record(Some(principal), action)
+        .workspace(None, workspace)
+        .target(role.chars().take(200).collect::<String>())
+}
+
+/// What granting and revoking both check first: the caller administers `workspace`,
+/// and `role` names a role of another workspace. Returns them with `record` naming the
+/// workspace's id and the role it resolved to.
+async fn administered_outside_role(
+    app: &App,
+    principal: &Principal,
+    workspace: &str,
+    role: &str,
+    doing: &str,
+    record: AuditRecord,
+) -> Result<(WorkspaceAccess, RoleRow, AuditRecord)> {
+    let access = require(app, principal, Some(workspace), Role::Admin, doing).await?;
+    let found = outside_role(app, &access.workspace, role).await?;
+    let record = record
+        .workspace(Some(&access.workspace.id), workspace)
+        .target(role_reference(&found.workspace_name, &found.name))
+        .detail(serde_json::json!({ "roleId": found.id }));
+    Ok((access, found, record))
+}
+
 /// Grants (or grants again, as the caller) an outside role access to `workspace`, as
 /// far as its policy reaches there.
 pub async fn add(app: &App, principal: &Principal, workspace: &str, role: &str) -> Result<()> {
-    let record = app
-        .record(Some(principal), "role.grant")
-        .workspace(None, workspace)
-        .target(role.chars().take(200).collect::<String>());
+    let record = grant_record(app, principal, "role.grant", workspace, role);
     app.audited(record.clone(), async {
-        let access = require(
+        let (access, found, record) = administered_outside_role(
             app,
             principal,
-            Some(workspace),
-            Role::Admin,
+            workspace,
+            role,
             "granting outside workload roles",
+            record.clone(),
         )
         .await?;
-        let found = outside_role(app, &access.workspace, role).await?;
         let row = grant_row(&access.workspace, &found, principal, app.now());
-        let record = record
-            .clone()
-            .workspace(Some(&access.workspace.id), workspace)
-            .target(role_reference(&found.workspace_name, &found.name))
-            .detail(serde_json::json!({ "roleId": found.id }));
         app.store.put_role_grant(&row, record).await?;
         app.caches.forget_identities();
         Ok(())
@@ -187,25 +214,17 @@ pub async fn add(app: &App, principal: &Principal, workspace: &str, role: &str) 
 
 /// Revokes an outside role's grant in `workspace`: it stops reaching there at once.
 pub async fn revoke(app: &App, principal: &Principal, workspace: &str, role: &str) -> Result<()> {
-    let record = app
-        .record(Some(principal), "role.grant_revoke")
-        .workspace(None, workspace)
-        .target(role.chars().take(200).collect::<String>());
+    let record = grant_record(app, principal, "role.grant_revoke", workspace, role);
     app.audited(record.clone(), async {
-        let access = require(
+        let (access, found, record) = administered_outside_role(
             app,
             principal,
-            Some(workspace),
-            Role::Admin,
+            workspace,
+            role,
             "revoking grants of outside workload roles",
+            record.clone(),
         )
         .await?;
-        let found = outside_role(app, &access.workspace, role).await?;
-        let record = record
-            .clone()
-            .workspace(Some(&access.workspace.id), workspace)
-            .target(role_reference(&found.workspace_name, &found.name))
-            .detail(serde_json::json!({ "roleId": found.id }));
         if !app
             .store
             .delete_role_grant(&access.workspace.id, &found.id, record)

@@ -257,6 +257,28 @@ fn pending(identity: &str, now: Timestamp) -> StoredToken {
     }
 }
 
+/// The row after a failed mint or refresh of `token`, the one rule both paths record:
+/// a token never minted stays pending, one still usable turns stale (served while
+/// retries back off), any other expired; the next attempt waits out the backoff.
+fn failed_attempt(token: StoredToken, error: &ProviderError, now: Timestamp) -> StoredToken {
+    let failures = token.failures + 1;
+    let status = if token.status == PENDING {
+        PENDING
+    } else if usable(token.expires_at, now) {
+        "stale"
+    } else {
+        "expired"
+    };
+    StoredToken {
+        status: status.into(),
+        failures,
+        last_error: Some(error.to_string()),
+        next_attempt_at: now + backoff(failures),
+        updated_at: now,
+        ..token
+    }
+}
+
 /// Mints the token whose lease this lookup holds and finishes the row as lease holder:
 /// the new token, or the failure with its backoff (the refresher's rule), so the next
 /// attempt — anyone's — waits for it. The credential is linked either way, so the
@@ -276,25 +298,7 @@ async fn mint_leased(
         .inc();
     let finished = match &result {
         Ok(login) => seal_token(app, &leased.identity, login, now),
-        Err(error) => {
-            let failures = leased.failures + 1;
-            let never_minted = leased.status == PENDING;
-            Ok(StoredToken {
-                status: if never_minted {
-                    PENDING
-                } else if usable(leased.expires_at, now) {
-                    "stale"
-                } else {
-                    "expired"
-                }
-                .into(),
-                failures,
-                last_error: Some(error.to_string()),
-                next_attempt_at: now + backoff(failures),
-                updated_at: now,
-                ..leased.clone()
-            })
-        }
+        Err(error) => Ok(failed_attempt(leased.clone(), error, now)),
     };
     let stored = async {
         let finished = finished?;
@@ -531,23 +535,7 @@ async fn refresh_one(app: &App, token: StoredToken, owner: &str) -> Result<Refre
             Ok(Refreshed::Yes)
         }
         Err(error) => {
-            let failures = token.failures + 1;
-            let still_valid = usable(token.expires_at, now);
-            let failed = StoredToken {
-                status: if token.status == PENDING {
-                    PENDING
-                } else if still_valid {
-                    "stale"
-                } else {
-                    "expired"
-                }
-                .into(),
-                failures,
-                last_error: Some(error.to_string()),
-                next_attempt_at: now + backoff(failures),
-                updated_at: now,
-                ..token
-            };
+            let failed = failed_attempt(token, &error, now);
             app.store.finish_registry_token(&failed, owner).await?;
             app.metrics
                 .token_refreshes
@@ -556,7 +544,7 @@ async fn refresh_one(app: &App, token: StoredToken, owner: &str) -> Result<Refre
             tracing::warn!(
                 credential.id = %credential.id,
                 error.code = error.code(),
-                failures,
+                failures = failed.failures,
                 "token.refresh_failed"
             );
             Ok(Refreshed::Failed)

@@ -165,7 +165,7 @@ macro_rules! impl_access_queries {
                 .rows_affected()
                     == 1;
                 if enabled {
-                    insert_token_in(&mut transaction, token).await?;
+                    insert_token_in(&mut transaction, token, None).await?;
                 }
                 commit_audited_if(transaction, enabled, audit).await
             }

@@ -395,6 +395,42 @@ macro_rules! impl_store {
             })
         }
 
+        /// Binds a token row's state, `username` to `next_attempt_at` in column order: what
+        /// every statement that writes a token row sets, whatever it binds around it.
+        fn bind_token_state<'q>(
+            query: sqlx::query::Query<'q, $database, <$database as sqlx::Database>::Arguments<'q>>,
+            token: &'q StoredToken,
+        ) -> sqlx::query::Query<'q, $database, <$database as sqlx::Database>::Arguments<'q>> {
+            query
+                .bind(&token.username)
+                .bind(&token.sealed.ciphertext)
+                .bind(&token.sealed.wrapped_key)
+                .bind(i64::from(token.sealed.key_version))
+                .bind(token.issued_at)
+                .bind(token.expires_at)
+                .bind(token.refresh_at)
+                .bind(&token.status)
+                .bind(token.failures)
+                .bind(&token.last_error)
+                .bind(token.next_attempt_at)
+        }
+
+        /// One identity's registry token row, read from the pool or, where a lease was just
+        /// taken, from inside that write transaction so the read sees it.
+        async fn token_by_identity<'e, E>(executor: E, identity: &str) -> Result<Option<StoredToken>>
+        where
+            E: sqlx::Executor<'e, Database = $database>,
+        {
+            sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE identity = $1"))
+                .bind(identity)
+                .fetch_optional(executor)
+                .await
+                .map_err(database_error)?
+                .as_ref()
+                .map(token_from)
+                .transpose()
+        }
+
         /// Appends `record` to the chain inside `transaction`, which the backend has
         /// already serialised against other writers.
         async fn append_in(transaction: &mut Transaction, record: AuditRecord) -> Result<()> {
@@ -570,12 +606,18 @@ macro_rules! impl_store {
             r.policy AS role_policy, r.revision AS role_revision, r.created_at AS role_created_at, \
             r.updated_at AS role_updated_at, r.created_by AS role_created_by";
 
-        async fn insert_token_in(transaction: &mut Transaction, token: &ApiTokenRow) -> Result<()> {
+        /// Inserts `token` inside `transaction`; `trust_id` names the trust a token issued
+        /// by an exchange was issued under (deleting the trust deletes the token).
+        async fn insert_token_in(
+            transaction: &mut Transaction,
+            token: &ApiTokenRow,
+            trust_id: Option<&str>,
+        ) -> Result<()> {
             let (user_id, role_id) = owner_columns(&token.owner);
             sqlx::query(
                 "INSERT INTO api_tokens (id, user_id, role_id, name, token_hash, display_prefix, \
-                 created_at, expires_at, revoked_at, last_used_at, created_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 created_at, expires_at, revoked_at, last_used_at, created_by, trust_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&token.id)
             .bind(user_id)
@@ -588,6 +630,7 @@ macro_rules! impl_store {
             .bind(token.revoked_at)
             .bind(token.last_used_at)
             .bind(&token.created_by)
+            .bind(trust_id)
             .execute(&mut **transaction)
             .await
             .map_err(|error| {
@@ -691,7 +734,7 @@ macro_rules! impl_store {
                     })?;
                 insert_workspace_with_owner(&mut transaction, &new.workspace, &new.user.id).await?;
                 if let Some(token) = &new.token {
-                    insert_token_in(&mut transaction, token).await?;
+                    insert_token_in(&mut transaction, token, None).await?;
                 }
                 append_in(&mut transaction, audit).await?;
                 commit(transaction).await
@@ -720,7 +763,7 @@ macro_rules! impl_store {
 
             async fn insert_api_token(&self, token: &ApiTokenRow, audit: AuditRecord) -> Result<()> {
                 let mut transaction = self.begin_write().await?;
-                insert_token_in(&mut transaction, token).await?;
+                insert_token_in(&mut transaction, token, None).await?;
                 append_in(&mut transaction, audit).await?;
                 commit(transaction).await
             }
@@ -1297,42 +1340,27 @@ macro_rules! impl_store {
             }
 
             async fn registry_token(&self, identity: &str) -> Result<Option<StoredToken>> {
-                sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE identity = $1"))
-                    .bind(identity)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(database_error)?
-                    .as_ref()
-                    .map(token_from)
-                    .transpose()
+                token_by_identity(&self.pool, identity).await
             }
 
             async fn put_registry_token(&self, token: &StoredToken) -> Result<()> {
                 let mut transaction = self.begin_write().await?;
-                sqlx::query(
-                    "INSERT INTO registry_tokens (identity, username, token_ciphertext, token_wrapped_key, \
-                     token_key_version, issued_at, expires_at, refresh_at, status, failures, last_error, \
-                     next_attempt_at, lease_owner, lease_until, updated_at) VALUES ($1, $2, $3, $4, $5, $6, \
-                     $7, $8, $9, $10, $11, $12, NULL, NULL, $13) ON CONFLICT (identity) DO UPDATE SET \
-                     username = excluded.username, token_ciphertext = excluded.token_ciphertext, \
-                     token_wrapped_key = excluded.token_wrapped_key, token_key_version = excluded.token_key_version, \
-                     issued_at = excluded.issued_at, expires_at = excluded.expires_at, \
-                     refresh_at = excluded.refresh_at, status = excluded.status, failures = excluded.failures, \
-                     last_error = excluded.last_error, next_attempt_at = excluded.next_attempt_at, \
-                     updated_at = excluded.updated_at",
+                bind_token_state(
+                    sqlx::query(
+                        "INSERT INTO registry_tokens (identity, username, token_ciphertext, token_wrapped_key, \
+                         token_key_version, issued_at, expires_at, refresh_at, status, failures, last_error, \
+                         next_attempt_at, lease_owner, lease_until, updated_at) VALUES ($1, $2, $3, $4, $5, $6, \
+                         $7, $8, $9, $10, $11, $12, NULL, NULL, $13) ON CONFLICT (identity) DO UPDATE SET \
+                         username = excluded.username, token_ciphertext = excluded.token_ciphertext, \
+                         token_wrapped_key = excluded.token_wrapped_key, token_key_version = excluded.token_key_version, \
+                         issued_at = excluded.issued_at, expires_at = excluded.expires_at, \
+                         refresh_at = excluded.refresh_at, status = excluded.status, failures = excluded.failures, \
+                         last_error = excluded.last_error, next_attempt_at = excluded.next_attempt_at, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(&token.identity),
+                    token,
                 )
-                .bind(&token.identity)
-                .bind(&token.username)
-                .bind(&token.sealed.ciphertext)
-                .bind(&token.sealed.wrapped_key)
-                .bind(i64::from(token.sealed.key_version))
-                .bind(token.issued_at)
-                .bind(token.expires_at)
-                .bind(token.refresh_at)
-                .bind(&token.status)
-                .bind(token.failures)
-                .bind(&token.last_error)
-                .bind(token.next_attempt_at)
                 .bind(token.updated_at)
                 .execute(&mut *transaction)
                 .await
@@ -1398,35 +1426,20 @@ macro_rules! impl_store {
                 .map_err(database_error)?
                 .rows_affected()
                     == 1;
-                let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE identity = $1"))
-                    .bind(&placeholder.identity)
-                    .fetch_optional(&mut *transaction)
-                    .await
-                    .map_err(database_error)?
-                    .as_ref()
-                    .map(token_from)
-                    .transpose()?;
+                let row = token_by_identity(&mut *transaction, &placeholder.identity).await?;
                 let claimed = match row {
                     Some(row) => leased.then_some(row),
                     None => {
-                        sqlx::query(
-                            "INSERT INTO registry_tokens (identity, username, token_ciphertext, token_wrapped_key, \
-                             token_key_version, issued_at, expires_at, refresh_at, status, failures, last_error, \
-                             next_attempt_at, lease_owner, lease_until, updated_at) VALUES ($1, $2, $3, $4, $5, $6, \
-                             $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                        bind_token_state(
+                            sqlx::query(
+                                "INSERT INTO registry_tokens (identity, username, token_ciphertext, token_wrapped_key, \
+                                 token_key_version, issued_at, expires_at, refresh_at, status, failures, last_error, \
+                                 next_attempt_at, lease_owner, lease_until, updated_at) VALUES ($1, $2, $3, $4, $5, $6, \
+                                 $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                            )
+                            .bind(&placeholder.identity),
+                            placeholder,
                         )
-                        .bind(&placeholder.identity)
-                        .bind(&placeholder.username)
-                        .bind(&placeholder.sealed.ciphertext)
-                        .bind(&placeholder.sealed.wrapped_key)
-                        .bind(i64::from(placeholder.sealed.key_version))
-                        .bind(placeholder.issued_at)
-                        .bind(placeholder.expires_at)
-                        .bind(placeholder.refresh_at)
-                        .bind(&placeholder.status)
-                        .bind(placeholder.failures)
-                        .bind(&placeholder.last_error)
-                        .bind(placeholder.next_attempt_at)
                         .bind(owner)
                         .bind(lease_until)
                         .bind(placeholder.updated_at)
@@ -1465,14 +1478,7 @@ macro_rules! impl_store {
                 .rows_affected()
                     == 1;
                 let claimed = if leased {
-                    sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM registry_tokens WHERE identity = $1"))
-                        .bind(identity)
-                        .fetch_optional(&mut *transaction)
-                        .await
-                        .map_err(database_error)?
-                        .as_ref()
-                        .map(token_from)
-                        .transpose()?
+                    token_by_identity(&mut *transaction, identity).await?
                 } else {
                     None
                 };
@@ -1482,23 +1488,15 @@ macro_rules! impl_store {
 
             async fn finish_registry_token(&self, token: &StoredToken, owner: &str) -> Result<bool> {
                 let mut transaction = self.begin_write().await?;
-                let updated = sqlx::query(
-                    "UPDATE registry_tokens SET username = $1, token_ciphertext = $2, token_wrapped_key = $3, \
-                     token_key_version = $4, issued_at = $5, expires_at = $6, refresh_at = $7, status = $8, \
-                     failures = $9, last_error = $10, next_attempt_at = $11, updated_at = $12, \
-                     lease_owner = NULL, lease_until = NULL WHERE identity = $13 AND lease_owner = $14",
+                let updated = bind_token_state(
+                    sqlx::query(
+                        "UPDATE registry_tokens SET username = $1, token_ciphertext = $2, token_wrapped_key = $3, \
+                         token_key_version = $4, issued_at = $5, expires_at = $6, refresh_at = $7, status = $8, \
+                         failures = $9, last_error = $10, next_attempt_at = $11, updated_at = $12, \
+                         lease_owner = NULL, lease_until = NULL WHERE identity = $13 AND lease_owner = $14",
+                    ),
+                    token,
                 )
-                .bind(&token.username)
-                .bind(&token.sealed.ciphertext)
-                .bind(&token.sealed.wrapped_key)
-                .bind(i64::from(token.sealed.key_version))
-                .bind(token.issued_at)
-                .bind(token.expires_at)
-                .bind(token.refresh_at)
-                .bind(&token.status)
-                .bind(token.failures)
-                .bind(&token.last_error)
-                .bind(token.next_attempt_at)
                 .bind(token.updated_at)
                 .bind(&token.identity)
                 .bind(owner)

@@ -1,7 +1,7 @@
 //! The SQL of role trusts and exchanged tokens (issue 13), for both backends.
 //! `impl_trust_queries!` is expanded by `impl_store!` next to the store it implements
 //! (it uses that expansion's `Row`, `Transaction`, `append_in`, `commit` and
-//! `owner_columns`), as inherent methods the `Store` trait's trust methods delegate to.
+//! `insert_token_in`), as inherent methods the `Store` trait's trust methods delegate to.
 
 /// Inherent methods on `$store` holding the trust SQL; see the module comment.
 macro_rules! impl_trust_queries {
@@ -62,18 +62,21 @@ macro_rules! impl_trust_queries {
                 .collect()
             }
 
-            async fn trust_delete(&self, role_id: &str, trust_id: &str, audit: AuditRecord) -> Result<bool> {
+            async fn trust_delete(
+                &self,
+                role_id: &str,
+                trust_id: &str,
+                audit: AuditRecord,
+            ) -> Result<bool> {
                 let mut transaction = self.begin_write().await?;
                 // Tokens first and explicitly, as `delete_role` does: no backend's
                 // foreign-key setting decides whether they still authenticate.
-                sqlx::query(
-                    "DELETE FROM api_tokens WHERE trust_id = $1 AND role_id = $2",
-                )
-                .bind(trust_id)
-                .bind(role_id)
-                .execute(&mut *transaction)
-                .await
-                .map_err(database_error)?;
+                sqlx::query("DELETE FROM api_tokens WHERE trust_id = $1 AND role_id = $2")
+                    .bind(trust_id)
+                    .bind(role_id)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(database_error)?;
                 let deleted = sqlx::query("DELETE FROM role_trusts WHERE id = $1 AND role_id = $2")
                     .bind(trust_id)
                     .bind(role_id)
@@ -91,29 +94,8 @@ macro_rules! impl_trust_queries {
                 trust_id: &str,
                 audit: AuditRecord,
             ) -> Result<()> {
-                let (user_id, role_id) = owner_columns(&token.owner);
                 let mut transaction = self.begin_write().await?;
-                sqlx::query(
-                    "INSERT INTO api_tokens (id, user_id, role_id, name, token_hash, display_prefix, \
-                     created_at, expires_at, revoked_at, last_used_at, trust_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(&token.id)
-                .bind(user_id)
-                .bind(role_id)
-                .bind(&token.name)
-                .bind(&token.token_hash)
-                .bind(&token.display_prefix)
-                .bind(token.created_at)
-                .bind(token.expires_at)
-                .bind(token.revoked_at)
-                .bind(token.last_used_at)
-                .bind(trust_id)
-                .execute(&mut *transaction)
-                .await
-                .map_err(|error| {
-                    conflict_or(error, "token_exists", "an identical API token already exists".to_owned())
-                })?;
+                insert_token_in(&mut transaction, token, Some(trust_id)).await?;
                 append_in(&mut transaction, audit).await?;
                 commit(transaction).await
             }

@@ -110,6 +110,76 @@ fn assert_not_found(output: &Output) {
     assert_eq!(stderr(output), "", "nothing on stderr for a miss");
 }
 
+/// A registry client (skopeo, podman) configured with nothing but the helper; both
+/// take the same login and logout flags, so those are written once here.
+trait HelperClient {
+    fn registry(&self) -> &Registry;
+    fn auth_file(&self) -> &Path;
+    /// Runs the client with `args`, writing `stdin` to it.
+    fn run(&self, args: &[String], stdin: &str) -> Output;
+
+    fn login(&self, username: &str, password: &str) -> Output {
+        self.run(
+            &[
+                "login".to_owned(),
+                format!("--authfile={}", self.auth_file().display()),
+                format!("--cert-dir={}", self.registry().ca().cert_dir().display()),
+                format!("--username={username}"),
+                "--password-stdin".to_owned(),
+                self.registry().host_port().to_owned(),
+            ],
+            &format!("{password}\n"),
+        )
+    }
+
+    fn logout(&self) -> Output {
+        self.run(
+            &[
+                "logout".to_owned(),
+                format!("--authfile={}", self.auth_file().display()),
+                self.registry().host_port().to_owned(),
+            ],
+            "",
+        )
+    }
+}
+
+/// A temporary home with an auth file that names the helper (`credHelpers`) for
+/// `registry` and nothing else.
+fn helper_home(registry: &Registry) -> (tempfile::TempDir, PathBuf) {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let auth_file = home.path().join("auth.json");
+    let auth = serde_json::json!({"credHelpers": {registry.host_port(): "regkeeper"}});
+    std::fs::write(&auth_file, auth.to_string()).expect("write auth file");
+    (home, auth_file)
+}
+
+/// PATH with the helper's directory first, so the client finds the helper just built.
+fn path_with_helper() -> String {
+    let helper_directory = sibling(HELPER).parent().unwrap().to_owned();
+    format!(
+        "{}:{}",
+        helper_directory.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Runs `command` with `stdin` written to it and its output captured.
+fn run_with_stdin(command: &mut Command, stdin: &str, program: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{program} runs: {error}"));
+    let mut input = child.stdin.take().expect("stdin piped");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    child
+        .wait_with_output()
+        .unwrap_or_else(|error| panic!("{program} finishes: {error}"))
+}
+
 /// skopeo configured with nothing but the helper: an auth file naming it for the
 /// registry, the helper's directory on PATH, and regkeeper's URL and token.
 struct HelperSkopeo<'a> {
@@ -122,10 +192,7 @@ struct HelperSkopeo<'a> {
 
 impl<'a> HelperSkopeo<'a> {
     fn new(registry: &'a Registry, server: &TestServer, token: &str) -> Self {
-        let home = tempfile::tempdir().expect("temporary directory");
-        let auth_file = home.path().join("auth.json");
-        let auth = serde_json::json!({"credHelpers": {registry.host_port(): "regkeeper"}});
-        std::fs::write(&auth_file, auth.to_string()).expect("write auth file");
+        let (home, auth_file) = helper_home(registry);
         Self {
             registry,
             url: server.url.clone(),
@@ -133,33 +200,6 @@ impl<'a> HelperSkopeo<'a> {
             home,
             auth_file,
         }
-    }
-
-    fn run(&self, args: &[String], stdin: &str) -> Output {
-        let helper_directory = sibling(HELPER).parent().unwrap().to_owned();
-        let path = format!(
-            "{}:{}",
-            helper_directory.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut child = Command::new(SKOPEO_BINARY)
-            .arg("--insecure-policy")
-            .args(args)
-            .env_clear()
-            .env("PATH", path)
-            .env("HOME", self.home.path())
-            .env("XDG_RUNTIME_DIR", self.home.path())
-            .env("REGKEEPER_URL", &self.url)
-            .env("REGKEEPER_TOKEN", &self.token)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("skopeo runs");
-        let mut input = child.stdin.take().expect("stdin piped");
-        input.write_all(stdin.as_bytes()).expect("write stdin");
-        drop(input);
-        child.wait_with_output().expect("skopeo finishes")
     }
 
     fn pull(&self, reference: &str) -> Output {
@@ -176,30 +216,29 @@ impl<'a> HelperSkopeo<'a> {
             "",
         )
     }
+}
 
-    fn login(&self, username: &str, password: &str) -> Output {
-        self.run(
-            &[
-                "login".to_owned(),
-                format!("--authfile={}", self.auth_file.display()),
-                format!("--cert-dir={}", self.registry.ca().cert_dir().display()),
-                format!("--username={username}"),
-                "--password-stdin".to_owned(),
-                self.registry.host_port().to_owned(),
-            ],
-            &format!("{password}\n"),
-        )
+impl HelperClient for HelperSkopeo<'_> {
+    fn registry(&self) -> &Registry {
+        self.registry
     }
 
-    fn logout(&self) -> Output {
-        self.run(
-            &[
-                "logout".to_owned(),
-                format!("--authfile={}", self.auth_file.display()),
-                self.registry.host_port().to_owned(),
-            ],
-            "",
-        )
+    fn auth_file(&self) -> &Path {
+        &self.auth_file
+    }
+
+    fn run(&self, args: &[String], stdin: &str) -> Output {
+        let mut command = Command::new(SKOPEO_BINARY);
+        command
+            .arg("--insecure-policy")
+            .args(args)
+            .env_clear()
+            .env("PATH", path_with_helper())
+            .env("HOME", self.home.path())
+            .env("XDG_RUNTIME_DIR", self.home.path())
+            .env("REGKEEPER_URL", &self.url)
+            .env("REGKEEPER_TOKEN", &self.token);
+        run_with_stdin(&mut command, stdin, "skopeo")
     }
 }
 

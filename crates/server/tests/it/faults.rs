@@ -114,6 +114,28 @@ fn docker_credential(
     })
 }
 
+/// A server on the PostgreSQL database at `database_url` holding one Docker
+/// credential, `steady`, that needs no registry: where the database fault tests start.
+fn server_holding_steady(database_url: String) -> TestServer {
+    let server = TestServer::start_with(ServerOptions {
+        database_url: Some(database_url),
+        ..ServerOptions::default()
+    });
+    let added = api(
+        &server.url,
+        "POST",
+        CREDENTIALS,
+        Some(docker_credential(
+            "steady",
+            "steady.registry.example",
+            &password_of("steady"),
+            false,
+        )),
+    );
+    assert_eq!(added.status, 201, "{}", added.body);
+    server
+}
+
 fn password_of(name: &str) -> String {
     format!("pw-{name}-0123456789")
 }

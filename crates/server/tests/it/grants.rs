@@ -8,23 +8,9 @@ use serde_json::{json, Value};
 
 use super::support::{ok, stderr, TestServer, ADMIN_TOKEN};
 
-pub fn status<T>(result: Result<T, ClientError>) -> u16 {
-    match result {
-        Ok(_) => 200,
-        Err(error) => error
-            .status()
-            .unwrap_or_else(|| panic!("transport error: {error}")),
-    }
-}
-
-pub fn workspace(client: &Client, name: &str) {
-    let _: wire::Workspace = client
-        .post(
-            "/api/v1/workspaces",
-            &wire::WorkspaceInput { name: name.into() },
-        )
-        .unwrap();
-}
+// The shared set-up of the access tests, kept in `roles` where it was first written;
+// re-exported here so the later access tests import every helper from one place.
+pub use super::roles::{credential, status, workspace};
 
 /// Creates a user and returns their API token.
 pub fn user(admin: &Client, name: &str) -> String {
@@ -45,22 +31,6 @@ pub fn member(client: &Client, workspace: &str, user: &str, role: &str) {
         .put(
             &format!("/api/v1/workspaces/{}/members/{user}", segment(workspace)),
             &wire::MemberInput { role: role.into() },
-        )
-        .unwrap();
-}
-
-pub fn credential(client: &Client, workspace: &str, name: &str, registry: &str, password: &str) {
-    let _: wire::Credential = client
-        .post(
-            &format!("/api/v1/workspaces/{}/credentials", segment(workspace)),
-            &wire::CredentialInput {
-                name: Some(name.into()),
-                registry: Some(registry.into()),
-                username: Some(format!("user-{name}")),
-                password: Some(wire::Sensitive::new(password)),
-                verify: Some(false),
-                ..Default::default()
-            },
         )
         .unwrap();
 }

@@ -30,6 +30,27 @@ fn server_with(variables: &[(&str, String)]) -> TestServer {
     })
 }
 
+/// A server that may reach registries on loopback and trusts `registry`'s CA: how
+/// every test here reaches the real distribution it started.
+fn server_trusting(registry: &Registry) -> TestServer {
+    server_with(&[
+        ("REGKEEPER_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
+        (
+            "REGKEEPER_OUTBOUND_CA_FILE",
+            registry.ca_file().display().to_string(),
+        ),
+    ])
+}
+
+/// Adds credential `robot` for the htpasswd registry at `host` (user `robot`).
+fn add_robot(server: &TestServer, host: &str) {
+    ok(&add(
+        server,
+        &["--name", "robot", "--registry", host, "--username", "robot"],
+        "robot-password",
+    ));
+}
+
 fn credential(output: &std::process::Output) -> wire::Credential {
     serde_json::from_str(&ok(output)).expect("a credential as JSON")
 }
@@ -342,13 +363,7 @@ fn an_anonymous_registry_makes_verification_unverifiable() {
     };
     registry.push_test_image("team/app", "1", "", "");
     let host = registry.host_port().to_owned();
-    let server = server_with(&[
-        ("REGKEEPER_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
-        (
-            "REGKEEPER_OUTBOUND_CA_FILE",
-            registry.ca_file().display().to_string(),
-        ),
-    ]);
+    let server = server_trusting(&registry);
     let added = credential(&add(
         &server,
         &[
@@ -386,25 +401,8 @@ fn a_missing_repository_is_not_called_refused_access() {
     };
     registry.push_test_image("team/app", "1", "robot", "robot-password");
     let host = registry.host_port().to_owned();
-    let server = server_with(&[
-        ("REGKEEPER_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
-        (
-            "REGKEEPER_OUTBOUND_CA_FILE",
-            registry.ca_file().display().to_string(),
-        ),
-    ]);
-    ok(&add(
-        &server,
-        &[
-            "--name",
-            "robot",
-            "--registry",
-            &host,
-            "--username",
-            "robot",
-        ],
-        "robot-password",
-    ));
+    let server = server_trusting(&registry);
+    add_robot(&server, &host);
     let missing = verify(&server, &["robot", "--repository", "team/nothing"]);
     let message = stderr(&missing);
     assert!(!missing.status.success());
@@ -444,25 +442,8 @@ fn push_rights_are_checked_on_request_and_otherwise_said_unknown() {
     };
     registry.push_test_image("team/app", "1", "robot", "robot-password");
     let host = registry.host_port().to_owned();
-    let server = server_with(&[
-        ("REGKEEPER_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
-        (
-            "REGKEEPER_OUTBOUND_CA_FILE",
-            registry.ca_file().display().to_string(),
-        ),
-    ]);
-    ok(&add(
-        &server,
-        &[
-            "--name",
-            "robot",
-            "--registry",
-            &host,
-            "--username",
-            "robot",
-        ],
-        "robot-password",
-    ));
+    let server = server_trusting(&registry);
+    add_robot(&server, &host);
     let plain = credential(&verify(&server, &["robot", "--repository", "team/app"]));
     let message = plain.verification.message.unwrap_or_default();
     assert!(
@@ -524,13 +505,7 @@ fn push_rights_are_checked_on_request_and_otherwise_said_unknown() {
     token_registry.push_test_image("team/app", "1", PUSHER, PUSHER_PASSWORD);
     let before = uploads_left(&token_registry, "team/app");
     let token_host = token_registry.host_port().to_owned();
-    let server = server_with(&[
-        ("REGKEEPER_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
-        (
-            "REGKEEPER_OUTBOUND_CA_FILE",
-            token_registry.ca_file().display().to_string(),
-        ),
-    ]);
+    let server = server_trusting(&token_registry);
     for (name, user, password) in [
         ("puller", PULLER, PULLER_PASSWORD),
         ("pusher", PUSHER, PUSHER_PASSWORD),

@@ -590,12 +590,7 @@ fn two_replicas_resolving_a_new_identity_at_once_mint_once() {
     use super::peers::aws_relay::AwsRelay;
 
     let Some(moto) = Moto::start() else { return };
-    let relay = AwsRelay::start(
-        moto.endpoint_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    );
+    let relay = AwsRelay::to_moto(&moto);
     let endpoint = relay.endpoint_url();
     let Some(replicas) = Replicas::start(2, &[("AWS_ENDPOINT_URL", &endpoint)]) else {
         return;

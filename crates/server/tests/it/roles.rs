@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::support::{ok, stderr, TestServer};
 
-fn status<T>(result: Result<T, ClientError>) -> u16 {
+pub fn status<T>(result: Result<T, ClientError>) -> u16 {
     match result {
         Ok(_) => 200,
         Err(error) => error
@@ -21,7 +21,7 @@ fn message<T: std::fmt::Debug>(result: Result<T, ClientError>) -> String {
     result.unwrap_err().to_string()
 }
 
-fn workspace(admin: &Client, name: &str) {
+pub fn workspace(admin: &Client, name: &str) {
     let _: wire::Workspace = admin
         .post(
             "/api/v1/workspaces",
@@ -30,7 +30,7 @@ fn workspace(admin: &Client, name: &str) {
         .unwrap();
 }
 
-fn credential(
+pub fn credential(
     client: &Client,
     workspace: &str,
     name: &str,

@@ -3,10 +3,9 @@
 //! (item 1), plain-http server URLs (item 5), and the helper and the kubelet provider
 //! without a token (item 15).
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use regkeeper_wire as wire;
 use regkeeper_wire::docker_helper::HelperCredentials;
@@ -15,8 +14,8 @@ use super::super::peers::process::available;
 use super::super::peers::registry::Registry;
 use super::super::support::{add, ok, raw, stderr, stdout, ServerOptions, TestServer, ADMIN_TOKEN};
 use super::{
-    assert_not_found, credentials, helper, run, server_for, sibling, HELPER, PROVIDER, ROBOT,
-    ROBOT_PASSWORD,
+    assert_not_found, credentials, helper, helper_home, path_with_helper, run, run_with_stdin,
+    server_for, sibling, HelperClient, HELPER, PROVIDER, ROBOT, ROBOT_PASSWORD,
 };
 
 const PODMAN_BINARY: &str = "/usr/bin/podman";
@@ -38,10 +37,7 @@ impl<'a> HelperPodman<'a> {
         if !available(Path::new(PODMAN_BINARY), "Debian package podman") {
             return None;
         }
-        let home = tempfile::tempdir().expect("temporary directory");
-        let auth_file = home.path().join("auth.json");
-        let auth = serde_json::json!({"credHelpers": {registry.host_port(): "regkeeper"}});
-        std::fs::write(&auth_file, auth.to_string()).expect("write auth file");
+        let (home, auth_file) = helper_home(registry);
         Some(Self {
             registry,
             url: server.url.clone(),
@@ -49,62 +45,34 @@ impl<'a> HelperPodman<'a> {
             auth_file,
         })
     }
+}
+
+impl HelperClient for HelperPodman<'_> {
+    fn registry(&self) -> &Registry {
+        self.registry
+    }
+
+    fn auth_file(&self) -> &Path {
+        &self.auth_file
+    }
 
     fn run(&self, args: &[String], stdin: &str) -> Output {
-        let helper_directory = sibling(HELPER).parent().unwrap().to_owned();
-        let path = format!(
-            "{}:{}",
-            helper_directory.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
         let storage = self.home.path().join("storage");
-        let mut child = Command::new(PODMAN_BINARY)
+        let mut command = Command::new(PODMAN_BINARY);
+        command
             .arg(format!("--root={}", storage.join("root").display()))
             .arg(format!("--runroot={}", storage.join("run").display()))
             .arg("--storage-driver=vfs")
             .arg("--events-backend=none")
             .args(args)
             .env_clear()
-            .env("PATH", path)
+            .env("PATH", path_with_helper())
             .env("HOME", self.home.path())
             .env("XDG_RUNTIME_DIR", self.home.path())
             .env("XDG_CONFIG_HOME", self.home.path().join("config"))
             .env("REGKEEPER_URL", &self.url)
-            .env("REGKEEPER_TOKEN", ADMIN_TOKEN)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("podman runs");
-        let mut input = child.stdin.take().expect("stdin piped");
-        input.write_all(stdin.as_bytes()).expect("write stdin");
-        drop(input);
-        child.wait_with_output().expect("podman finishes")
-    }
-
-    fn login(&self, username: &str, password: &str) -> Output {
-        self.run(
-            &[
-                "login".to_owned(),
-                format!("--authfile={}", self.auth_file.display()),
-                format!("--cert-dir={}", self.registry.ca().cert_dir().display()),
-                format!("--username={username}"),
-                "--password-stdin".to_owned(),
-                self.registry.host_port().to_owned(),
-            ],
-            &format!("{password}\n"),
-        )
-    }
-
-    fn logout(&self) -> Output {
-        self.run(
-            &[
-                "logout".to_owned(),
-                format!("--authfile={}", self.auth_file.display()),
-                self.registry.host_port().to_owned(),
-            ],
-            "",
-        )
+            .env("REGKEEPER_TOKEN", ADMIN_TOKEN);
+        run_with_stdin(&mut command, stdin, "podman")
     }
 }
 

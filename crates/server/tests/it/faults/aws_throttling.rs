@@ -50,12 +50,7 @@ fn backoff_state(database: &std::path::Path, runtime: &tokio::runtime::Runtime) 
 #[test]
 fn throttled_refreshes_back_off_and_the_last_good_token_is_served_until_it_expires() {
     let Some(moto) = Moto::start() else { return };
-    let target = moto
-        .endpoint_url()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let relay = AwsRelay::start(target);
+    let relay = AwsRelay::to_moto(&moto);
     let directory = tempfile::tempdir().unwrap();
     let data = directory.path().join("data");
     let variables: HashMap<&str, String> = HashMap::from([
@@ -282,6 +277,40 @@ impl InProcess {
     }
 }
 
+/// While AWS throttles and `image`'s identity has no usable token: a burst of 20
+/// concurrent resolves makes one GetAuthorizationToken call and all fail; inside the
+/// 5 s backoff that follows, every resolve gets the last error at once, with no call.
+fn one_call_then_backing_off(server: &InProcess, relay: &AwsRelay, image: &str) {
+    let before = relay.token_calls();
+    let answers = server.burst(image, 20);
+    assert_eq!(
+        relay.token_calls() - before,
+        1,
+        "20 concurrent resolves: one call"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|answer| matches!(answer, Err("aws_throttled" | "token_mint_backing_off"))),
+        "{answers:?}"
+    );
+    for _ in 0..4 {
+        server.clock.advance(1_000);
+        let answers = server.burst(image, 20);
+        assert!(
+            answers
+                .iter()
+                .all(|answer| *answer == Err("token_mint_backing_off")),
+            "{answers:?}"
+        );
+    }
+    assert_eq!(
+        relay.token_calls() - before,
+        1,
+        "no call inside the backoff"
+    );
+}
+
 /// Issue 12 item 20: during a provider outage resolves do not call the provider. With a
 /// valid token past its refresh point, 20 resolves a second for 30 s while AWS throttles
 /// make no GetAuthorizationToken call (the refresher makes its own, backing off); with no
@@ -290,12 +319,7 @@ impl InProcess {
 #[test]
 fn resolves_during_throttling_leave_the_provider_alone() {
     let Some(moto) = Moto::start() else { return };
-    let relay = AwsRelay::start(
-        moto.endpoint_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    );
+    let relay = AwsRelay::to_moto(&moto);
     let server = InProcess::start(&relay);
     let image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1";
     server.add_ecr(
@@ -338,34 +362,7 @@ fn resolves_during_throttling_leave_the_provider_alone() {
     );
     let newcomer = "210987654321.dkr.ecr.us-east-1.amazonaws.com/team/app:1";
     let before = relay.token_calls();
-    let answers = server.burst(newcomer, 20);
-    assert_eq!(
-        relay.token_calls() - before,
-        1,
-        "20 concurrent first resolves: one call"
-    );
-    assert!(
-        answers
-            .iter()
-            .all(|answer| matches!(answer, Err("aws_throttled" | "token_mint_backing_off"))),
-        "{answers:?}"
-    );
-    // Inside the 5 s backoff: the last error at once, no call.
-    for _ in 0..4 {
-        server.clock.advance(1_000);
-        let answers = server.burst(newcomer, 20);
-        assert!(
-            answers
-                .iter()
-                .all(|answer| *answer == Err("token_mint_backing_off")),
-            "{answers:?}"
-        );
-    }
-    assert_eq!(
-        relay.token_calls() - before,
-        1,
-        "no call inside the backoff"
-    );
+    one_call_then_backing_off(&server, &relay, newcomer);
     let error = server.runtime.block_on(resolve::resolve(
         &server.app,
         &server.admin,
@@ -413,12 +410,7 @@ fn resolves_during_throttling_leave_the_provider_alone() {
 #[test]
 fn an_unreadable_stored_token_is_reminted_under_the_lease_and_backoff() {
     let Some(moto) = Moto::start() else { return };
-    let relay = AwsRelay::start(
-        moto.endpoint_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    );
+    let relay = AwsRelay::to_moto(&moto);
     let first_replica = InProcess::start(&relay);
     let image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1";
     first_replica.add_ecr(
@@ -448,25 +440,8 @@ fn an_unreadable_stored_token_is_reminted_under_the_lease_and_backoff() {
     // A replica with nothing in memory finds only the unreadable row.
     let server = first_replica.replica(&relay);
     relay.set_throttle(true);
-    let answers = server.burst(image, 20);
-    assert_eq!(relay.token_calls(), 2, "20 concurrent resolves: one call");
-    assert!(
-        answers
-            .iter()
-            .all(|answer| matches!(answer, Err("aws_throttled" | "token_mint_backing_off"))),
-        "{answers:?}"
-    );
-    for _ in 0..4 {
-        server.clock.advance(1_000);
-        let answers = server.burst(image, 20);
-        assert!(
-            answers
-                .iter()
-                .all(|answer| *answer == Err("token_mint_backing_off")),
-            "{answers:?}"
-        );
-    }
-    assert_eq!(relay.token_calls(), 2, "no call inside the backoff");
+    one_call_then_backing_off(&server, &relay, image);
+    assert_eq!(relay.token_calls(), 2);
     // Throttling over and the backoff run out: one call mints a readable token.
     relay.set_throttle(false);
     server.clock.advance(1_500);
@@ -485,12 +460,7 @@ fn an_unreadable_stored_token_is_reminted_under_the_lease_and_backoff() {
 #[test]
 fn an_expiry_ten_years_ahead_is_capped_at_twelve_hours() {
     let Some(moto) = Moto::start() else { return };
-    let relay = AwsRelay::start(
-        moto.endpoint_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    );
+    let relay = AwsRelay::to_moto(&moto);
     relay.set_far_expiry(true);
     let server = InProcess::start(&relay);
     server.add_ecr(
@@ -530,12 +500,7 @@ fn a_real_server_logs_the_capped_expiry() {
     use crate::support::{add, ok, ServerOptions, TestServer};
 
     let Some(moto) = Moto::start() else { return };
-    let relay = AwsRelay::start(
-        moto.endpoint_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    );
+    let relay = AwsRelay::to_moto(&moto);
     relay.set_far_expiry(true);
     let server = TestServer::start_with(ServerOptions {
         environment: vec![("AWS_ENDPOINT_URL".to_owned(), relay.endpoint_url())],

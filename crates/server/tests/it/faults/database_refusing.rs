@@ -6,8 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::{api, docker_credential, log_tail, password_of, resolve_secret, CREDENTIALS};
-use crate::support::{PostgresDatabase, ServerOptions, TestServer};
+use super::{
+    api, docker_credential, log_tail, password_of, resolve_secret, server_holding_steady,
+    CREDENTIALS,
+};
+use crate::support::{PostgresDatabase, TestServer};
 
 /// The pool waits at most 3 s for a connection (README, "Errors"); a second of slack
 /// for the request around it.
@@ -67,22 +70,7 @@ fn a_database_that_refuses_us_answers_503_with_retry_after_and_recovers() {
     let Some(database) = PostgresDatabase::create() else {
         return;
     };
-    let server = TestServer::start_with(ServerOptions {
-        database_url: Some(database.url.clone()),
-        ..ServerOptions::default()
-    });
-    let added = api(
-        &server.url,
-        "POST",
-        CREDENTIALS,
-        Some(docker_credential(
-            "steady",
-            "steady.registry.example",
-            &password_of("steady"),
-            false,
-        )),
-    );
-    assert_eq!(added.status, 201, "{}", added.body);
+    let server = server_holding_steady(database.url.clone());
     wait_for_resolve(&server);
 
     // Read-only (25006): the resolve's reads work, its audit append cannot be written.

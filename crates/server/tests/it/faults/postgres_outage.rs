@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{
-    api, audit_verifies, docker_credential, log_tail, password_of, resolve_secret, CREDENTIALS,
+    api, audit_verifies, log_tail, password_of, resolve_secret, server_holding_steady, CREDENTIALS,
     RESOLVE,
 };
-use crate::support::{ServerOptions, TestServer};
 
 /// A PostgreSQL cluster of this test's own, on its own port, so that stopping it
 /// disturbs no other test. Stopped (immediately) on drop.
@@ -164,22 +163,7 @@ fn postgres_stopped_under_load_answers_503_then_recovers_without_a_restart() {
     let Some(cluster) = PrivateCluster::start() else {
         return;
     };
-    let server = TestServer::start_with(ServerOptions {
-        database_url: Some(cluster.url()),
-        ..ServerOptions::default()
-    });
-    let added = api(
-        &server.url,
-        "POST",
-        CREDENTIALS,
-        Some(docker_credential(
-            "steady",
-            "steady.registry.example",
-            &password_of("steady"),
-            false,
-        )),
-    );
-    assert_eq!(added.status, 201, "{}", added.body);
+    let server = server_holding_steady(cluster.url());
 
     // Load: resolves from three threads for the whole test, each answer recorded.
     let running = Arc::new(AtomicBool::new(true));

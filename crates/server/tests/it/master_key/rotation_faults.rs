@@ -37,6 +37,32 @@ fn sqlite(server: &TestServer, statement: &str) -> Vec<(String, i64)> {
         })
 }
 
+/// A server holding one credential per name, each with secret `NAME-secret`.
+fn server_holding(names: &[&str]) -> TestServer {
+    let server = TestServer::start();
+    for name in names {
+        let _: wire::Credential = server
+            .admin()
+            .post(CREDENTIALS, &input(name, &format!("{name}-secret")))
+            .unwrap();
+    }
+    server
+}
+
+/// Changes the ninth byte of credential `name`'s `column` to a value it did not hold
+/// (a fixed 0xFF would leave a 0xFF byte as it was, and the row readable, once in 256
+/// runs).
+fn damage(server: &TestServer, column: &str, name: &str) {
+    sqlite(
+        server,
+        &format!(
+            "UPDATE credentials SET {column} = substr({column}, 1, 8) || \
+             CASE WHEN substr({column}, 9, 1) = X'FF' THEN X'00' ELSE X'FF' END || \
+             substr({column}, 10) WHERE name = '{name}'"
+        ),
+    );
+}
+
 fn key_status(server: &TestServer) -> wire::KeyStatus {
     serde_json::from_str(&ok(&server.cli(
         ADMIN_TOKEN,
@@ -59,21 +85,8 @@ fn versions(server: &TestServer) -> Vec<(String, i64)> {
 /// every readable row and names the one it left.
 #[test]
 fn an_undecryptable_row_refuses_rotation_by_name_and_changes_nothing() {
-    let server = TestServer::start();
-    for name in ["alpha", "broken", "omega"] {
-        let _: wire::Credential = server
-            .admin()
-            .post(CREDENTIALS, &input(name, &format!("{name}-secret")))
-            .unwrap();
-    }
-    // One flipped byte in the middle of one row's ciphertext.
-    // One byte changed to a value it did not hold, whatever it was.
-    sqlite(
-        &server,
-        "UPDATE credentials SET secret_ciphertext = \
-         substr(secret_ciphertext, 1, 8) || CASE WHEN substr(secret_ciphertext, 9, 1) = X'FF' THEN X'00' ELSE X'FF' END || substr(secret_ciphertext, 10) \
-         WHERE name = 'broken'",
-    );
+    let server = server_holding(&["alpha", "broken", "omega"]);
+    damage(&server, "secret_ciphertext", "broken");
     let key_path = server.data_dir.join("master.key");
     let key_file = std::fs::read(&key_path).unwrap();
     let before = versions(&server);
@@ -138,21 +151,8 @@ fn an_undecryptable_row_refuses_rotation_by_name_and_changes_nothing() {
 /// old version with `--skip-unreadable`, and listed.
 #[test]
 fn skip_unreadable_rotates_the_rest_and_names_what_it_left() {
-    let server = TestServer::start();
-    for name in ["alpha", "broken"] {
-        let _: wire::Credential = server
-            .admin()
-            .post(CREDENTIALS, &input(name, &format!("{name}-secret")))
-            .unwrap();
-    }
-    // One byte changed to a value it did not hold (a fixed 0xFF would leave a 0xFF
-    // byte as it was, and the row readable, once in 256 runs).
-    sqlite(
-        &server,
-        "UPDATE credentials SET secret_wrapped_key = \
-         substr(secret_wrapped_key, 1, 8) || CASE WHEN substr(secret_wrapped_key, 9, 1) = X'FF' THEN X'00' ELSE X'FF' END || substr(secret_wrapped_key, 10) \
-         WHERE name = 'broken'",
-    );
+    let server = server_holding(&["alpha", "broken"]);
+    damage(&server, "secret_wrapped_key", "broken");
     let refused = server.cli(ADMIN_TOKEN, &["key", "rotate"], None);
     assert!(
         stderr(&refused).contains("credential rk:~admin:credential/broken"),
@@ -176,13 +176,7 @@ fn skip_unreadable_rotates_the_rest_and_names_what_it_left() {
 /// rotation answer 500 ("sealed secret row is incomplete").
 #[test]
 fn a_row_missing_its_ciphertext_is_named_not_a_500() {
-    let server = TestServer::start();
-    for name in ["alpha", "emptied", "nulled"] {
-        let _: wire::Credential = server
-            .admin()
-            .post(CREDENTIALS, &input(name, &format!("{name}-secret")))
-            .unwrap();
-    }
+    let server = server_holding(&["alpha", "emptied", "nulled"]);
     sqlite(
         &server,
         "UPDATE credentials SET secret_ciphertext = NULL WHERE name = 'nulled'",

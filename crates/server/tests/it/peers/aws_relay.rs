@@ -8,6 +8,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::moto::Moto;
+
 const THROTTLED: &[u8] = br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
 
 #[derive(Default)]
@@ -38,6 +40,16 @@ impl AwsRelay {
             }
         });
         Self { port, switches }
+    }
+
+    /// Relays to the running `moto`, the one target every test gives it.
+    pub fn to_moto(moto: &Moto) -> Self {
+        Self::start(
+            moto.endpoint_url()
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_owned(),
+        )
     }
 
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
