@@ -213,20 +213,32 @@ pub async fn complete(
             tracing::info!(user.name = %signed_in.user.name, client = client.as_str(), "sso.signed_in");
         }
         Err(error) => {
-            let mut record = app.record(None, "auth.sso_sign_in");
-            record.actor = actor;
-            let record = record.outcome(Outcome::Denied).detail(serde_json::json!({
-                "client": client.as_str(),
-                "reason": error.reason(),
-                "message": truncate(&error.to_string()),
-            }));
-            if let Err(audit_error) = app.audit_writer.append(record).await {
-                tracing::error!(error.code = audit_error.code(), "audit.append_failed");
-            }
-            tracing::info!(reason = error.reason(), client = client.as_str(), "sso.refused");
+            record_refusal(app, actor, client, error.reason(), &error.to_string()).await;
         }
     }
     result
+}
+
+/// Audits and logs a refused sign-in: by the service, or by the console before it
+/// (a `state` that does not match, an error the provider sent back).
+pub async fn record_refusal(
+    app: &App,
+    actor: String,
+    client: Client,
+    reason: &'static str,
+    message: &str,
+) {
+    let mut record = app.record(None, "auth.sso_sign_in");
+    record.actor = actor;
+    let record = record.outcome(Outcome::Denied).detail(serde_json::json!({
+        "client": client.as_str(),
+        "reason": reason,
+        "message": truncate(message),
+    }));
+    if let Err(audit_error) = app.audit_writer.append(record).await {
+        tracing::error!(error.code = audit_error.code(), "audit.append_failed");
+    }
+    tracing::info!(reason, client = client.as_str(), "sso.refused");
 }
 
 async fn attempt(
