@@ -51,7 +51,10 @@ fn decode_component(text: &str) -> String {
 
 /// What the browser brought to the loopback listener.
 enum Arrival {
-    Code { code: Sensitive, state: String },
+    Code {
+        code: Sensitive,
+        state: String,
+    },
     Error(String),
     /// Another path (a favicon), or a request without our parameters.
     Other,
@@ -113,7 +116,9 @@ impl Client {
         timeout: Duration,
     ) -> Result<SignedIn, ClientError> {
         let local = |error: std::io::Error| {
-            ClientError::Config(format!("the loopback listener for the browser failed: {error}"))
+            ClientError::Config(format!(
+                "the loopback listener for the browser failed: {error}"
+            ))
         };
         let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(local)?;
         let port = listener.local_addr().map_err(local)?.port();

@@ -446,8 +446,9 @@ impl Config {
             username_claim: env("REGKEEPER_OIDC_USERNAME_CLAIM").or(settings.oidc_username_claim),
             auto_create: env("REGKEEPER_OIDC_AUTO_CREATE")
                 .or(settings.oidc_auto_create.map(|value| value.to_string())),
-            token_sign_in: env("REGKEEPER_CONSOLE_TOKEN_SIGN_IN")
-                .or(settings.console_token_sign_in.map(|value| value.to_string())),
+            token_sign_in: env("REGKEEPER_CONSOLE_TOKEN_SIGN_IN").or(settings
+                .console_token_sign_in
+                .map(|value| value.to_string())),
         })?;
         Ok(Self {
             single_sign_on,

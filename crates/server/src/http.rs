@@ -8,10 +8,10 @@ mod auth;
 mod credentials;
 pub mod error;
 mod federation;
-mod sign_in;
 mod identity;
 mod ops;
 mod roles;
+mod sign_in;
 mod sync;
 mod views;
 

@@ -47,7 +47,13 @@ pub async fn home(
     if signed_in {
         return see_other("/console/workspaces", &[]);
     }
-    sign_in_page(&state, &visit, &headers, StatusCode::OK, visit.flash.clone())
+    sign_in_page(
+        &state,
+        &visit,
+        &headers,
+        StatusCode::OK,
+        visit.flash.clone(),
+    )
 }
 
 /// The sign-in form with its double-submit token: the one in the browser's cookie if
@@ -77,7 +83,11 @@ pub(super) fn sign_in_page(
         single_sign_on: state.app.config.single_sign_on.is_some(),
         token: state.app.config.console_token_sign_in,
     };
-    visit.page_with(status, pages::sign_in(&token, notice.as_ref(), methods), cookies)
+    visit.page_with(
+        status,
+        pages::sign_in(&token, notice.as_ref(), methods),
+        cookies,
+    )
 }
 
 pub async fn sign_in(
@@ -103,12 +113,19 @@ pub async fn sign_in(
         return visit.refused(None);
     }
     let again = |status: StatusCode, message: String| {
-        sign_in_page(&state, &visit, &headers, status, Some(Flash::alert(message)))
+        sign_in_page(
+            &state,
+            &visit,
+            &headers,
+            status,
+            Some(Flash::alert(message)),
+        )
     };
     if !app.config.console_token_sign_in {
         return again(
             StatusCode::FORBIDDEN,
-            "Signing in with an API token is turned off on this server; use Sign in with SSO.".into(),
+            "Signing in with an API token is turned off on this server; use Sign in with SSO."
+                .into(),
         );
     }
     let now = app.now();

@@ -564,10 +564,27 @@ mod tests {
             token: true,
         };
         let page = sign_in("abc", None, both).into_string();
-        assert!(page.contains("<a class=\"button\" href=\"/console/sign-in/sso\">Sign in with SSO</a>"));
-        let sso_only = sign_in("abc", None, SignInMethods { token: false, ..both }).into_string();
+        assert!(
+            page.contains("<a class=\"button\" href=\"/console/sign-in/sso\">Sign in with SSO</a>")
+        );
+        let sso_only = sign_in(
+            "abc",
+            None,
+            SignInMethods {
+                token: false,
+                ..both
+            },
+        )
+        .into_string();
         assert!(sso_only.contains("Sign in with SSO") && !sso_only.contains("name=\"token\""));
-        let tokens_only = sign_in("abc", None, SignInMethods { single_sign_on: false, ..both });
+        let tokens_only = sign_in(
+            "abc",
+            None,
+            SignInMethods {
+                single_sign_on: false,
+                ..both
+            },
+        );
         assert!(!tokens_only.into_string().contains("/console/sign-in/sso"));
         assert!(page.contains("<form method=\"post\" action=\"/console/sign-in\">"));
         assert!(page.contains("<label for=\"token\">API token</label>"));

@@ -72,7 +72,10 @@ pub async fn start(State(state): State<ApiState>, headers: HeaderMap) -> Respons
         return problem(
             &visit,
             None,
-            &Error::invalid("invalid_host", "the request's Host header is not a host name"),
+            &Error::invalid(
+                "invalid_host",
+                "the request's Host header is not a host name",
+            ),
         );
     };
     let pending = Pending {
@@ -95,11 +98,19 @@ pub async fn start(State(state): State<ApiState>, headers: HeaderMap) -> Respons
         Err(error) => return refused(&state, &visit, &headers, &error),
     };
     let Some(sealed) = session::seal_pending(&keys, &pending, app.now()) else {
-        return problem(&visit, None, &Error::internal("console SSO key not derivable"));
+        return problem(
+            &visit,
+            None,
+            &Error::internal("console SSO key not derivable"),
+        );
     };
     see_other(
         url.as_str(),
-        &[session::set_pending_cookie(&sealed, Lifetime::Session, visit.secure)],
+        &[session::set_pending_cookie(
+            &sealed,
+            Lifetime::Session,
+            visit.secure,
+        )],
     )
 }
 
@@ -111,7 +122,10 @@ fn refused(state: &ApiState, visit: &Visit, headers: &HeaderMap, error: &SignInE
         SignInError::UnknownUser(_) | SignInError::Disabled(_) => {
             (StatusCode::FORBIDDEN, super::sentence(&error.to_string()))
         }
-        _ => (StatusCode::UNAUTHORIZED, super::sentence(&error.to_string())),
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            super::sentence(&error.to_string()),
+        ),
     };
     refused_with(state, visit, headers, status, message)
 }
@@ -123,7 +137,10 @@ fn refused_with(
     status: StatusCode,
     message: String,
 ) -> Response {
-    let message = format!("Single sign-on did not sign you in: {}", super::sentence(&message));
+    let message = format!(
+        "Single sign-on did not sign you in: {}",
+        super::sentence(&message)
+    );
     let mut response = sign_in_page(state, visit, headers, status, Some(Flash::alert(message)));
     if let Ok(value) = session::set_pending_cookie("", Lifetime::Expired, visit.secure).parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -150,14 +167,18 @@ fn returned(
             .unwrap_or_default();
         return Err((
             "provider_error",
-            format!("the identity provider answered `{}`{description}", truncate(error)),
+            format!(
+                "the identity provider answered `{}`{description}",
+                truncate(error)
+            ),
         ));
     }
     let given_state = fields.get("state").unwrap_or_default();
     if !session::sign_in_token_matches(Some(&pending.state), given_state) {
         return Err((
             "state_mismatch",
-            "the answer does not belong to the sign-in this browser started (state); start again".into(),
+            "the answer does not belong to the sign-in this browser started (state); start again"
+                .into(),
         ));
     }
     let code = SecretString::from(fields.text("code"));
@@ -189,8 +210,14 @@ pub async fn callback(
     let (pending, code) = match returned(pending, &fields) {
         Ok(found) => found,
         Err((reason, message)) => {
-            sign_in::record_refusal(app, "oidc:unknown".into(), Client::Console, reason, &message)
-                .await;
+            sign_in::record_refusal(
+                app,
+                "oidc:unknown".into(),
+                Client::Console,
+                reason,
+                &message,
+            )
+            .await;
             return refused_with(&state, &visit, &headers, StatusCode::BAD_REQUEST, message);
         }
     };
@@ -206,7 +233,11 @@ pub async fn callback(
     };
     let Some(sealed) = session::seal_session(&keys, signed_in.token.expose_secret(), app.now())
     else {
-        return problem(&visit, None, &Error::internal("console session key not derivable"));
+        return problem(
+            &visit,
+            None,
+            &Error::internal("console session key not derivable"),
+        );
     };
     html(
         StatusCode::OK,

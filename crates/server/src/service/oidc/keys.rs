@@ -165,7 +165,10 @@ pub(super) async fn get_json(
     })
 }
 
-async fn discovery(outbound: &OutboundClient, issuer: &str) -> Result<serde_json::Value, KeysError> {
+async fn discovery(
+    outbound: &OutboundClient,
+    issuer: &str,
+) -> Result<serde_json::Value, KeysError> {
     let invalid = |document, message: &str| KeysError::Invalid {
         document,
         message: message.to_owned(),

@@ -151,12 +151,17 @@ fn endpoint(document: &serde_json::Value, name: &str) -> Result<Url, SignInError
         .ok_or_else(|| {
             SignInError::Other(Error::Upstream {
                 code: "oidc_discovery_invalid",
-                message: format!("the identity provider's discovery document has no valid `{name}`"),
+                message: format!(
+                    "the identity provider's discovery document has no valid `{name}`"
+                ),
             })
         })
 }
 
-async fn discovery(app: &App, issuer: &str) -> Result<std::sync::Arc<serde_json::Value>, SignInError> {
+async fn discovery(
+    app: &App,
+    issuer: &str,
+) -> Result<std::sync::Arc<serde_json::Value>, SignInError> {
     app.oidc_keys
         .discovery(&app.outbound, issuer, app.now())
         .await
@@ -393,7 +398,8 @@ async fn redeem(
         ("code_verifier", callback.verifier.expose_secret()),
         ("client_id", settings.client_id.as_str()),
     ];
-    let encode = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let encode =
+        |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
     let request = app
         .outbound
         .request(reqwest::Method::POST, token_endpoint)
@@ -409,11 +415,10 @@ async fn redeem(
             message,
         })
     };
-    let response = app
-        .outbound
-        .send_once(request)
-        .await
-        .map_err(|error| unreachable(format!("the identity provider's token endpoint: {error}")))?;
+    let response =
+        app.outbound.send_once(request).await.map_err(|error| {
+            unreachable(format!("the identity provider's token endpoint: {error}"))
+        })?;
     let status = response.status();
     let body = OutboundClient::read_capped_secret(response, MAX_TOKEN_RESPONSE_BYTES)
         .await
@@ -421,12 +426,15 @@ async fn redeem(
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if !status.is_success() {
         // RFC 6749 §5.2: `error` is a fixed word; the description is the provider's.
-        let error = claim_text(&answer, "error").unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+        let error =
+            claim_text(&answer, "error").unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
         let description = claim_text(&answer, "error_description")
             .map(|text| format!(" ({})", truncate(&text)))
             .unwrap_or_default();
         return Err(if status.is_server_error() {
-            unreachable(format!("the identity provider's token endpoint answered {error}"))
+            unreachable(format!(
+                "the identity provider's token endpoint answered {error}"
+            ))
         } else {
             SignInError::Provider(format!("{}{description}", truncate(&error)))
         });
@@ -483,7 +491,9 @@ mod tests {
             code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
-        assert!(valid_verifier("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"));
+        assert!(valid_verifier(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        ));
         assert!(!valid_verifier("short"));
         assert!(!valid_verifier(&"a".repeat(129)));
         assert!(!valid_verifier(&format!("{}!", "a".repeat(50))));
@@ -509,7 +519,10 @@ mod tests {
         assert_eq!(user_name(&settings(None), &claims).unwrap(), "alice");
         let only_email = serde_json::json!({ "email": "bob" });
         assert_eq!(user_name(&settings(None), &only_email).unwrap(), "bob");
-        assert_eq!(user_name(&settings(Some("login")), &claims).unwrap(), "carol");
+        assert_eq!(
+            user_name(&settings(Some("login")), &claims).unwrap(),
+            "carol"
+        );
         assert!(matches!(
             user_name(&settings(Some("login")), &only_email),
             Err(SignInError::NoUserName(_))
@@ -518,6 +531,9 @@ mod tests {
         let Err(SignInError::NoUserName(message)) = user_name(&settings(None), &email) else {
             panic!("an email address is no user name");
         };
-        assert!(message.contains("REGKEEPER_OIDC_USERNAME_CLAIM"), "{message}");
+        assert!(
+            message.contains("REGKEEPER_OIDC_USERNAME_CLAIM"),
+            "{message}"
+        );
     }
 }
