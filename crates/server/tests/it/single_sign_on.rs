@@ -540,3 +540,55 @@ async fn regkeeper_login_signs_a_person_in_through_the_browser() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("invalid_redirect_uri"));
 }
+
+/// Issue 13 item 4: "Sign in with SSO" in Chromium (playwright-core): the console, the
+/// provider and back, landing signed in; signing out ends the session.
+#[tokio::test(flavor = "multi_thread")]
+async fn sso_in_a_real_browser() {
+    use std::path::Path;
+    let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !super::peers::process::available(Path::new("/usr/bin/chromium"), "Debian package chromium")
+        || !super::peers::process::available(
+            &browser.join("node_modules/playwright-core/package.json"),
+            "npm ci --prefix crates/server/tests/browser",
+        )
+    {
+        return;
+    }
+    let Some(mut setup) = start(&[]).await else {
+        return;
+    };
+    ok(&setup
+        .server
+        .cli(ADMIN_TOKEN, &["users", "create", "dana"], None));
+    setup
+        .provider
+        .set_login(&json!({"preferred_username": "dana"}));
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new("/usr/bin/node")
+        .arg(browser.join("sso.mjs"))
+        .current_dir(&browser)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("CONSOLE_URL", &setup.server.url)
+        .env("USER_NAME", "dana")
+        .env("SCREENSHOT", artifacts.join("sso-signed-in.png"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{printed}\n--- server log ---\n{}",
+        setup.server.log()
+    );
+    assert!(printed.contains("all steps passed"), "{printed}");
+    assert!(!setup.server.log().contains(CLIENT_SECRET));
+}
