@@ -14,6 +14,7 @@ use url::{Host, Url};
 
 use crate::clock::format_timestamp;
 use crate::domain::identity::truncate;
+use crate::domain::Error;
 use crate::service::oidc::sign_in::{self, Callback, Client, SignInError};
 
 use super::error::{error_response, ApiError, ApiJson};
@@ -24,14 +25,8 @@ const MAX_VALUE_CHARS: usize = 256;
 
 /// Only a loopback `http` redirect (RFC 8252 §7.3): the code must come back to the
 /// machine that asked, never to a host the request names.
-fn loopback_redirect(redirect_uri: &str) -> Result<(), Response> {
-    let refused = |message: String| {
-        Err(error_response(
-            StatusCode::BAD_REQUEST,
-            "invalid_redirect_uri",
-            message,
-        ))
-    };
+fn loopback_redirect(redirect_uri: &str) -> Result<(), Error> {
+    let refused = |message: String| Err(Error::invalid("invalid_redirect_uri", message));
     let Ok(url) = Url::parse(redirect_uri) else {
         return refused(format!("`{}` is not a URL", truncate(redirect_uri)));
     };
@@ -53,10 +48,9 @@ fn loopback_redirect(redirect_uri: &str) -> Result<(), Response> {
     Ok(())
 }
 
-fn bounded(name: &str, value: &str) -> Result<(), Response> {
+fn bounded(name: &str, value: &str) -> Result<(), Error> {
     if value.len() < 16 || value.len() > MAX_VALUE_CHARS {
-        return Err(error_response(
-            StatusCode::BAD_REQUEST,
+        return Err(Error::invalid(
             "invalid_sign_in",
             format!("`{name}` must be 16-{MAX_VALUE_CHARS} random characters"),
         ));
@@ -89,12 +83,12 @@ pub async fn start(
     State(state): State<ApiState>,
     ApiJson(input): ApiJson<wire::SignInStart>,
 ) -> Response {
-    if let Err(response) = loopback_redirect(&input.redirect_uri)
+    if let Err(error) = loopback_redirect(&input.redirect_uri)
         .and_then(|()| bounded("state", &input.state))
         .and_then(|()| bounded("nonce", &input.nonce))
         .and_then(|()| bounded("codeChallenge", &input.code_challenge))
     {
-        return response;
+        return ApiError(error).into_response();
     }
     match sign_in::authorization_url(
         &state.app,
@@ -124,10 +118,10 @@ pub async fn complete(
     State(state): State<ApiState>,
     ApiJson(input): ApiJson<wire::SignInInput>,
 ) -> Response {
-    if let Err(response) =
+    if let Err(error) =
         loopback_redirect(&input.redirect_uri).and_then(|()| bounded("nonce", &input.nonce))
     {
-        return response;
+        return ApiError(error).into_response();
     }
     let code = SecretString::from(input.code.expose().to_owned());
     let verifier = SecretString::from(input.code_verifier.expose().to_owned());
