@@ -869,6 +869,44 @@ mod tests {
     /// Issue 12 item 18: the settings file's database URL and bootstrap token are read
     /// straight into strings wiped on drop (they were plain `String`s), as are the
     /// command line's, and print redacted.
+    /// Issue 13 item 4: single sign-on is read from the file's keys, the environment
+    /// wins, the client secret is never shown, and the file's bad value names its
+    /// variable.
+    #[test]
+    fn single_sign_on_comes_from_the_file_or_the_environment() {
+        let directory = tempfile::tempdir().unwrap();
+        let secret = directory.path().join("client-secret");
+        std::fs::write(&secret, "file-canary-client-secret\n").unwrap();
+        let path = directory.path().join("regkeeper.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "oidc_issuer = \"https://idp.example.com\"\noidc_client_id = \"rk\"\noidc_client_secret_file = \"{}\"\noidc_username_claim = \"email\"\noidc_auto_create = true\nconsole_token_sign_in = false\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), &|_| None, &Overrides::default()).unwrap();
+        let sso = config.single_sign_on.as_ref().unwrap();
+        assert_eq!(sso.issuer, "https://idp.example.com");
+        assert_eq!(sso.username_claim.as_deref(), Some("email"));
+        assert!(sso.auto_create && !config.console_token_sign_in);
+        assert!(!format!("{config:?}").contains("file-canary-client-secret"));
+        let environment = |name: &str| {
+            (name == "REGKEEPER_OIDC_CLIENT_ID").then(|| "from-environment".to_owned())
+        };
+        let config = Config::load(Some(&path), &environment, &Overrides::default()).unwrap();
+        assert_eq!(config.single_sign_on.unwrap().client_id, "from-environment");
+        let bad = |name: &str| (name == "REGKEEPER_OIDC_AUTO_CREATE").then(|| "maybe".to_owned());
+        let error = Config::load(Some(&path), &bad, &Overrides::default())
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().starts_with("REGKEEPER_OIDC_AUTO_CREATE:"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn secrets_from_the_file_and_the_command_line_are_wiped_on_drop() {
         fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}

@@ -32,6 +32,10 @@ struct Setup {
 
 /// A provider demanding the client secret, and a server signing in through it.
 async fn start(extra: &[(&str, &str)]) -> Option<Setup> {
+    start_on(None, extra).await
+}
+
+async fn start_on(database_url: Option<String>, extra: &[(&str, &str)]) -> Option<Setup> {
     let ca = TestCa::generate();
     let mut provider = IdentityProvider::start(&ca, "sso-key")?;
     provider.require_client(CLIENT_ID, CLIENT_SECRET);
@@ -60,6 +64,7 @@ async fn start(extra: &[(&str, &str)]) -> Option<Setup> {
     );
     let server = TestServer::start_with(ServerOptions {
         environment,
+        database_url,
         ..ServerOptions::default()
     });
     let ca_pem = std::fs::read(ca.ca_file()).unwrap();
@@ -522,6 +527,19 @@ async fn regkeeper_login_signs_a_person_in_through_the_browser() {
         .iter()
         .any(|token| token.name == "sso: regkeeper login" && token.expires_at.is_some()));
     assert!(!rest.join("\n").contains(&token), "the token was printed");
+    // Neither the client secret nor the issued token is kept or shown anywhere else.
+    let audit = serde_json::to_string(&setup.audit()).unwrap();
+    let log = setup.server.log();
+    for secret in [CLIENT_SECRET, token.as_str()] {
+        assert!(!log.contains(secret) && !audit.contains(secret));
+        for (path, bytes) in super::support::files_under(&setup.server.data_dir) {
+            assert!(
+                !super::support::contains(&bytes, secret),
+                "{} holds a secret",
+                path.display()
+            );
+        }
+    }
 
     // The server refuses a redirect that is not the CLI's loopback listener.
     let (status, body) = super::support::raw(
@@ -539,6 +557,17 @@ async fn regkeeper_login_signs_a_person_in_through_the_browser() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("invalid_redirect_uri"));
+    let (_, openapi) = super::support::raw(
+        &setup.server,
+        "GET",
+        "/api/v1/openapi.json",
+        None,
+        None,
+        None,
+    );
+    assert!(
+        openapi.contains("/api/v1/oidc/login/start") && openapi.contains("\"/api/v1/oidc/login\"")
+    );
 }
 
 /// Issue 13 item 4: "Sign in with SSO" in Chromium (playwright-core): the console, the
@@ -591,4 +620,53 @@ async fn sso_in_a_real_browser() {
     );
     assert!(printed.contains("all steps passed"), "{printed}");
     assert!(!setup.server.log().contains(CLIENT_SECRET));
+}
+
+/// Issue 13 item 4: on PostgreSQL too, a first sign-in creates the user, their personal
+/// workspace and their token together, and a known user signs in.
+#[tokio::test(flavor = "multi_thread")]
+async fn sso_auto_creates_users_on_postgres() {
+    let Some(database) = tokio::task::spawn_blocking(super::support::PostgresDatabase::create)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let Some(setup) = start_on(
+        Some(database.url.clone()),
+        &[("REGKEEPER_OIDC_AUTO_CREATE", "true")],
+    )
+    .await
+    else {
+        return;
+    };
+    let returned = setup
+        .console_sign_in(&json!({"preferred_username": "erin"}), &no_tamper)
+        .await;
+    assert_eq!(returned.status, 200, "{}", returned.page);
+    let again = setup
+        .console_sign_in(&json!({"preferred_username": "erin"}), &no_tamper)
+        .await;
+    assert_eq!(again.status, 200, "{}", again.page);
+    let tokens: wire::ApiTokenList = setup
+        .server
+        .admin()
+        .get("/api/v1/users/erin/tokens")
+        .unwrap();
+    assert_eq!(
+        tokens
+            .tokens
+            .iter()
+            .filter(|token| token.name == "sso: console")
+            .count(),
+        2
+    );
+    let (session, _) = again.cookies["regkeeper_session"].clone();
+    let page = setup
+        .console_get("/console/workspaces", &session)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("~erin"), "{page}");
 }
