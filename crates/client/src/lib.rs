@@ -3,6 +3,7 @@
 //! cloud SDKs) so the binaries built on it start in milliseconds.
 
 mod federation;
+mod sign_in;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -13,6 +13,9 @@ use url::{Host, Url};
 use zeroize::Zeroizing;
 
 mod network;
+mod sign_in;
+
+pub use sign_in::SingleSignOn;
 
 pub use network::{ConnectionLimits, TokenRealmGrant};
 
@@ -129,6 +132,10 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Bounds on client connections, for the API and proxy listeners alike.
     pub connections: ConnectionLimits,
+    /// The OIDC provider people sign in with (`REGKEEPER_OIDC_*`), if any.
+    pub single_sign_on: Option<SingleSignOn>,
+    /// `REGKEEPER_CONSOLE_TOKEN_SIGN_IN`: whether the console takes an API token.
+    pub console_token_sign_in: bool,
 }
 
 /// The pull-through proxy's settings besides its address (`proxy_listen`).
@@ -173,6 +180,8 @@ impl fmt::Debug for Config {
             .field("sync", &self.sync)
             .field("proxy", &self.proxy)
             .field("connections", &self.connections)
+            .field("single_sign_on", &self.single_sign_on)
+            .field("console_token_sign_in", &self.console_token_sign_in)
             .finish()
     }
 }
@@ -209,6 +218,12 @@ struct FileSettings {
     proxy_cache_max_bytes: Option<ByteSize>,
     proxy_tls_cert_file: Option<PathBuf>,
     proxy_tls_key_file: Option<PathBuf>,
+    oidc_issuer: Option<String>,
+    oidc_client_id: Option<String>,
+    oidc_client_secret_file: Option<PathBuf>,
+    oidc_username_claim: Option<String>,
+    oidc_auto_create: Option<bool>,
+    console_token_sign_in: Option<bool>,
 }
 
 /// A size in the file: a number of bytes, or text such as `10GiB`.
@@ -422,7 +437,22 @@ impl Config {
                 .map(PathBuf::from)
                 .or(settings.proxy_tls_key_file),
         )?;
+        let (single_sign_on, console_token_sign_in) = sign_in::load(sign_in::SignInSources {
+            issuer: env("REGKEEPER_OIDC_ISSUER").or(settings.oidc_issuer),
+            client_id: env("REGKEEPER_OIDC_CLIENT_ID").or(settings.oidc_client_id),
+            client_secret_file: env("REGKEEPER_OIDC_CLIENT_SECRET_FILE")
+                .map(PathBuf::from)
+                .or(settings.oidc_client_secret_file),
+            username_claim: env("REGKEEPER_OIDC_USERNAME_CLAIM").or(settings.oidc_username_claim),
+            auto_create: env("REGKEEPER_OIDC_AUTO_CREATE")
+                .or(settings.oidc_auto_create.map(|value| value.to_string())),
+            token_sign_in: env("REGKEEPER_CONSOLE_TOKEN_SIGN_IN").or(settings
+                .console_token_sign_in
+                .map(|value| value.to_string())),
+        })?;
         Ok(Self {
+            single_sign_on,
+            console_token_sign_in,
             connections,
             proxy,
             sync,
@@ -839,6 +869,44 @@ mod tests {
     /// Issue 12 item 18: the settings file's database URL and bootstrap token are read
     /// straight into strings wiped on drop (they were plain `String`s), as are the
     /// command line's, and print redacted.
+    /// Issue 13 item 4: single sign-on is read from the file's keys, the environment
+    /// wins, the client secret is never shown, and the file's bad value names its
+    /// variable.
+    #[test]
+    fn single_sign_on_comes_from_the_file_or_the_environment() {
+        let directory = tempfile::tempdir().unwrap();
+        let secret = directory.path().join("client-secret");
+        std::fs::write(&secret, "file-canary-client-secret\n").unwrap();
+        let path = directory.path().join("regkeeper.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "oidc_issuer = \"https://idp.example.com\"\noidc_client_id = \"rk\"\noidc_client_secret_file = \"{}\"\noidc_username_claim = \"email\"\noidc_auto_create = true\nconsole_token_sign_in = false\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), &|_| None, &Overrides::default()).unwrap();
+        let sso = config.single_sign_on.as_ref().unwrap();
+        assert_eq!(sso.issuer, "https://idp.example.com");
+        assert_eq!(sso.username_claim.as_deref(), Some("email"));
+        assert!(sso.auto_create && !config.console_token_sign_in);
+        assert!(!format!("{config:?}").contains("file-canary-client-secret"));
+        let environment = |name: &str| {
+            (name == "REGKEEPER_OIDC_CLIENT_ID").then(|| "from-environment".to_owned())
+        };
+        let config = Config::load(Some(&path), &environment, &Overrides::default()).unwrap();
+        assert_eq!(config.single_sign_on.unwrap().client_id, "from-environment");
+        let bad = |name: &str| (name == "REGKEEPER_OIDC_AUTO_CREATE").then(|| "maybe".to_owned());
+        let error = Config::load(Some(&path), &bad, &Overrides::default())
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().starts_with("REGKEEPER_OIDC_AUTO_CREATE:"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn secrets_from_the_file_and_the_command_line_are_wiped_on_drop() {
         fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}

@@ -12,6 +12,7 @@ mod handlers;
 mod pages;
 mod paths;
 mod session;
+mod single_sign_on;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware;
@@ -36,6 +37,8 @@ pub fn router() -> Router<ApiState> {
         .route("/console", get(handlers::root))
         .route("/console/", get(handlers::home))
         .route("/console/sign-in", post(handlers::sign_in))
+        .route("/console/sign-in/sso", get(single_sign_on::start))
+        .route(single_sign_on::CALLBACK_PATH, get(single_sign_on::callback))
         .route("/console/sign-out", post(handlers::sign_out))
         .route("/console/workspaces", get(handlers::workspaces))
         .route("/console/workspaces/{workspace}", get(handlers::workspace))

@@ -11,6 +11,7 @@ mod federation;
 mod identity;
 mod ops;
 mod roles;
+mod sign_in;
 mod sync;
 mod views;
 
@@ -55,7 +56,7 @@ pub struct ApiState {
         roles::list_tokens, roles::create_token, roles::revoke_token, roles::simulate,
         roles::list_grants, roles::add_grant, roles::revoke_grant,
         federation::list_trusts, federation::add_trust, federation::remove_trust,
-        federation::exchange,
+        federation::exchange, sign_in::start, sign_in::complete,
         admin::audit_list, admin::audit_verify, admin::key_status, admin::key_rotate,
         sync::list, sync::create, sync::delete, sync::run,
     ),
@@ -191,6 +192,8 @@ pub fn router(state: ApiState) -> Router {
             delete(federation::remove_trust),
         )
         .route("/oidc/exchange", post(federation::exchange))
+        .route("/oidc/login/start", post(sign_in::start))
+        .route("/oidc/login", post(sign_in::complete))
         .route(
             "/workspaces/{workspace}/credentials/{name}/sync-targets",
             get(sync::list).post(sync::create),

@@ -75,6 +75,56 @@ pub struct Exchanged {
     pub expires_at: String,
 }
 
+/// `POST /api/v1/oidc/login/start`: what `regkeeper login` (without `--role`) sends to
+/// learn where to send the person's browser (issue 13 §4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignInStart {
+    /// The CLI's loopback redirect, `http://127.0.0.1:PORT/...` (RFC 8252).
+    pub redirect_uri: String,
+    pub state: String,
+    pub nonce: String,
+    /// The PKCE S256 challenge of the CLI's verifier.
+    pub code_challenge: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SignInStarted {
+    /// The identity provider's authorization URL to open in a browser.
+    pub authorization_url: String,
+}
+
+/// `POST /api/v1/oidc/login`: the code the provider sent to the CLI's loopback
+/// redirect, and what the CLI kept. The server holds the client secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignInInput {
+    /// Write-only.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, write_only))]
+    pub code: Sensitive,
+    /// The PKCE verifier. Write-only.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, write_only))]
+    pub code_verifier: Sensitive,
+    pub redirect_uri: String,
+    pub nonce: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SignedIn {
+    /// The regkeeper user the provider named.
+    pub user: String,
+    /// A short-lived API token of that user (`rk_…`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub token: Sensitive,
+    pub expires_at: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +144,21 @@ mod tests {
         assert!(
             serde_json::from_str::<ExchangeInput>(r#"{"role":"r","token":"t","x":1}"#).is_err()
         );
+    }
+
+    /// Issue 13 item 4: the sign-in bodies never show a code, verifier or token.
+    #[test]
+    fn sign_in_bodies_redact_their_secrets() {
+        let input: SignInInput = serde_json::from_str(
+            r#"{"code":"code-canary","codeVerifier":"verifier-canary","redirectUri":"http://127.0.0.1:1/","nonce":"n"}"#,
+        )
+        .unwrap();
+        let answer = SignedIn {
+            user: "alice".into(),
+            token: Sensitive::new("rk_canary"),
+            expires_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let shown = format!("{input:?} {answer:?}");
+        assert!(!shown.contains("canary"), "{shown}");
     }
 }

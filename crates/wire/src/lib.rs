@@ -13,7 +13,10 @@ mod sensitive;
 mod sync;
 
 pub use administration::{RoleGrant, RoleGrantInput, RoleGrantList, UserDeleted, UserDisabled};
-pub use federation::{ExchangeInput, Exchanged, Trust, TrustInput, TrustList};
+pub use federation::{
+    ExchangeInput, Exchanged, SignInInput, SignInStart, SignInStarted, SignedIn, Trust, TrustInput,
+    TrustList,
+};
 pub use sensitive::Sensitive;
 pub use sync::{SyncTarget, SyncTargetCreated, SyncTargetInput, SyncTargetList};
 

@@ -172,13 +172,21 @@ pub(super) fn trust(client: &Client, command: RoleTrustCommand) -> anyhow::Resul
 /// the role's trust must name the same.
 pub(super) const DEFAULT_AUDIENCE: &str = "regkeeper";
 
+/// How long `regkeeper login` waits for the browser to come back.
+const BROWSER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("oidc_token").required(true)
+#[command(group(clap::ArgGroup::new("oidc_token").requires("role")
     .args(["oidc_token_file", "oidc_token_env", "github_actions"])))]
 pub(super) struct LoginArgs {
-    /// The role to sign in as: rk:WORKSPACE:role/NAME.
-    #[arg(long)]
+    /// The workload role to sign in as: rk:WORKSPACE:role/NAME, with an OIDC token.
+    /// Without it, you sign in as yourself through the server's single sign-on in a
+    /// browser.
+    #[arg(long, requires = "oidc_token")]
     role: Option<String>,
+    /// Print the sign-in URL only; do not try to open a browser (single sign-on).
+    #[arg(long, conflicts_with = "role")]
+    no_browser: bool,
     /// A file holding the OIDC token (a projected Kubernetes service-account token, a
     /// CI system's token).
     #[arg(long)]
@@ -205,10 +213,10 @@ fn read_token(text: Zeroizing<String>, source: &str) -> anyhow::Result<Sensitive
 }
 
 pub(super) fn login(client: &Client, args: LoginArgs) -> anyhow::Result<()> {
-    let role = args.role.context(
-        "regkeeper login needs --role rk:WORKSPACE:role/NAME; signing people in through single sign-on is not available yet",
-    )?;
     let environment = |name: &str| std::env::var(name).ok();
+    let Some(role) = args.role else {
+        return sign_in_with_browser(client, &environment, args.no_browser);
+    };
     let oidc_token = if let Some(path) = &args.oidc_token_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the OIDC token file {}", path.display()))?;
@@ -234,4 +242,47 @@ pub(super) fn login(client: &Client, args: LoginArgs) -> anyhow::Result<()> {
         println!("{}", exchanged.token.expose());
     }
     Ok(())
+}
+
+/// `regkeeper login` for a person: single sign-on in a browser, and the short-lived
+/// token it yields saved in the settings file (0600).
+fn sign_in_with_browser(
+    client: &Client,
+    environment: &dyn Fn(&str) -> Option<String>,
+    no_browser: bool,
+) -> anyhow::Result<()> {
+    let mut open = |url: &str| {
+        eprintln!("Open this address in your browser to sign in:\n\n  {url}\n");
+        if !no_browser {
+            try_browser(url);
+        }
+    };
+    let signed_in = client
+        .sign_in_with_browser(&mut open, BROWSER_TIMEOUT)
+        .context("signing in with single sign-on")?;
+    let path = regkeeper_client::save_settings(environment, client.base_url(), &signed_in.token)?;
+    eprintln!(
+        "Signed in as {} until {}; saved in {}.",
+        signed_in.user,
+        signed_in.expires_at,
+        path.display()
+    );
+    Ok(())
+}
+
+/// Starts `xdg-open` if this machine has one; the printed address is enough otherwise
+/// (a server over SSH has no browser).
+fn try_browser(url: &str) {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|directory| directory.join("xdg-open").is_file())
+    });
+    if found {
+        // Its output would interleave with ours; whether it worked, the person sees.
+        let _ = std::process::Command::new("xdg-open")
+            .arg(url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
 }

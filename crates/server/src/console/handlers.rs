@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::domain::Error;
 use crate::http::ApiState;
+use crate::service::oidc::sign_in::Client;
 use crate::service::{audit_log, identity};
 
 use super::forms::{detect, FormFields};
@@ -46,12 +47,19 @@ pub async fn home(
     if signed_in {
         return see_other("/console/workspaces", &[]);
     }
-    sign_in_page(&visit, &headers, StatusCode::OK, visit.flash.clone())
+    sign_in_page(
+        &state,
+        &visit,
+        &headers,
+        StatusCode::OK,
+        visit.flash.clone(),
+    )
 }
 
 /// The sign-in form with its double-submit token: the one in the browser's cookie if
 /// it has a plausible one, else a new one set now.
-fn sign_in_page(
+pub(super) fn sign_in_page(
+    state: &ApiState,
     visit: &Visit,
     headers: &HeaderMap,
     status: StatusCode,
@@ -71,7 +79,15 @@ fn sign_in_page(
             (token, vec![cookie])
         }
     };
-    visit.page_with(status, pages::sign_in(&token, notice.as_ref()), cookies)
+    let methods = pages::SignInMethods {
+        single_sign_on: state.app.config.single_sign_on.is_some(),
+        token: state.app.config.console_token_sign_in,
+    };
+    visit.page_with(
+        status,
+        pages::sign_in(&token, notice.as_ref(), methods),
+        cookies,
+    )
 }
 
 pub async fn sign_in(
@@ -97,8 +113,21 @@ pub async fn sign_in(
         return visit.refused(None);
     }
     let again = |status: StatusCode, message: String| {
-        sign_in_page(&visit, &headers, status, Some(Flash::alert(message)))
+        sign_in_page(
+            &state,
+            &visit,
+            &headers,
+            status,
+            Some(Flash::alert(message)),
+        )
     };
+    if !app.config.console_token_sign_in {
+        return again(
+            StatusCode::FORBIDDEN,
+            "Signing in with an API token is turned off on this server; use Sign in with SSO."
+                .into(),
+        );
+    }
     let now = app.now();
     if state.limiter.blocked(address, now) {
         return again(
@@ -196,6 +225,7 @@ pub async fn sign_out(
                 return visit.refused(None);
             }
             signed_out.insert(&open);
+            revoke_single_sign_on_token(&state, open.token()).await;
         }
     }
     visit.redirect(
@@ -204,6 +234,25 @@ pub async fn sign_out(
         keys.as_deref(),
         vec![visit.cookie(SESSION_COOKIE, "", Lifetime::Expired)],
     )
+}
+
+/// A single sign-on's API token exists only for its console session, so signing out
+/// revokes it: a copied session cookie then stops working on every replica, not only
+/// on this one. A pasted token is the person's own and stays.
+async fn revoke_single_sign_on_token(state: &ApiState, token: &str) {
+    let app = &state.app;
+    let Ok(principal) = identity::authenticate(app, token).await else {
+        return;
+    };
+    let is_session_token = matches!(
+        app.store.api_token_by_id(&principal.token_id).await,
+        Ok(Some(row)) if row.name == Client::Console.token_name()
+    );
+    if is_session_token {
+        if let Err(error) = identity::revoke_token(app, &principal, &principal.token_id).await {
+            tracing::warn!(error.code = error.code(), "console.sign_out_revoke_failed");
+        }
+    }
 }
 
 pub async fn workspaces(State(state): State<ApiState>, signed: SignedIn) -> Response {
@@ -277,7 +326,7 @@ pub async fn icon() -> Response {
         .into_response()
 }
 
-pub async fn not_found() -> Response {
+pub(super) async fn not_found() -> Response {
     html(
         StatusCode::NOT_FOUND,
         pages::problem(

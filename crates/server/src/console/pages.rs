@@ -92,31 +92,74 @@ pub fn message(flash: &Flash) -> Markup {
     }
 }
 
-pub fn sign_in(csrf: &str, notice: Option<&Flash>) -> Markup {
+/// The ways the sign-in page offers (`REGKEEPER_OIDC_*`, `REGKEEPER_CONSOLE_TOKEN_SIGN_IN`).
+#[derive(Debug, Clone, Copy)]
+pub struct SignInMethods {
+    pub single_sign_on: bool,
+    pub token: bool,
+}
+
+pub fn sign_in(csrf: &str, notice: Option<&Flash>, methods: SignInMethods) -> Markup {
     layout(
         "Sign in",
         None,
         notice,
         html! {
             h1 { "Sign in" }
-            p { "Sign in with your regkeeper API token (it starts with " code { "rk_" } "). "
-                "The server prints the first administrator's token when it starts; "
-                "others come from " code { "regkeeper users create" } " or "
-                code { "regkeeper tokens create" } "." }
-            form method="post" action="/console/sign-in" {
-                input type="hidden" name="csrf" value=(csrf);
-                div class="field" {
-                    label for="token" { "API token" }
-                    input id="token" name="token" type="password" autocomplete="off" required
-                        aria-describedby="token-hint";
-                    p class="hint" id="token-hint" {
-                        "Kept encrypted in a cookie for at most 12 hours, never shown again."
-                    }
+            @if methods.single_sign_on {
+                p { "Sign in with your organisation's account." }
+                // A link, not a form: starting a sign-in changes nothing, and the
+                // browser must follow it to the identity provider.
+                p { a class="button" href="/console/sign-in/sso" { "Sign in with SSO" } }
+            }
+            @if methods.token {
+                @if methods.single_sign_on {
+                    h2 { "Or with an API token" }
                 }
-                button type="submit" { "Sign in" }
+                p { "Sign in with your regkeeper API token (it starts with " code { "rk_" } "). "
+                    "The server prints the first administrator's token when it starts; "
+                    "others come from " code { "regkeeper users create" } " or "
+                    code { "regkeeper tokens create" } "." }
+                form method="post" action="/console/sign-in" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    div class="field" {
+                        label for="token" { "API token" }
+                        input id="token" name="token" type="password" autocomplete="off" required
+                            aria-describedby="token-hint";
+                        p class="hint" id="token-hint" {
+                            "Kept encrypted in a cookie for at most 12 hours, never shown again."
+                        }
+                    }
+                    button type="submit" { "Sign in" }
+                }
             }
         },
     )
+}
+
+/// The page after a single sign-on: it moves on to the workspaces itself, because the
+/// session cookie is `SameSite=Strict` and a browser withholds it from a redirect
+/// chain that began at the identity provider; a navigation this page starts is the
+/// console's own.
+pub fn signed_in(user: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content="0; url=/console/workspaces";
+                title { "Signed in · regkeeper" }
+                link rel="stylesheet" href="/console/static/console.css";
+            }
+            body {
+                main id="main" {
+                    h1 { "Signed in" }
+                    p { "You are signed in as " strong { (user) } ". "
+                        a href="/console/workspaces" { "Continue to your workspaces" } "." }
+                }
+            }
+        }
+    }
 }
 
 pub fn workspaces(
@@ -516,7 +559,33 @@ mod tests {
 
     #[test]
     fn the_sign_in_page_has_the_exact_form() {
-        let page = sign_in("abc", None).into_string();
+        let both = SignInMethods {
+            single_sign_on: true,
+            token: true,
+        };
+        let page = sign_in("abc", None, both).into_string();
+        assert!(
+            page.contains("<a class=\"button\" href=\"/console/sign-in/sso\">Sign in with SSO</a>")
+        );
+        let sso_only = sign_in(
+            "abc",
+            None,
+            SignInMethods {
+                token: false,
+                ..both
+            },
+        )
+        .into_string();
+        assert!(sso_only.contains("Sign in with SSO") && !sso_only.contains("name=\"token\""));
+        let tokens_only = sign_in(
+            "abc",
+            None,
+            SignInMethods {
+                single_sign_on: false,
+                ..both
+            },
+        );
+        assert!(!tokens_only.into_string().contains("/console/sign-in/sso"));
         assert!(page.contains("<form method=\"post\" action=\"/console/sign-in\">"));
         assert!(page.contains("<label for=\"token\">API token</label>"));
         assert!(page.contains(

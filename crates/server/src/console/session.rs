@@ -20,6 +20,11 @@ pub const SESSION_COOKIE: &str = "regkeeper_session";
 /// The pre-session double-submit token of the sign-in form.
 pub const CSRF_COOKIE: &str = "regkeeper_csrf";
 pub const FLASH_COOKIE: &str = "regkeeper_flash";
+/// A single sign-on under way: its `state`, `nonce` and PKCE verifier.
+pub const PENDING_COOKIE: &str = "regkeeper_sso";
+/// Time enough to sign in at the identity provider, short enough that a stolen
+/// cookie is soon useless.
+pub const PENDING_LIFETIME_MS: i64 = 10 * 60 * 1000;
 /// Every console cookie is scoped to the console, so the REST API never receives one.
 pub const COOKIE_PATH: &str = "/console";
 const SESSION_LIFETIME_SECONDS: u64 = 12 * 60 * 60;
@@ -31,6 +36,8 @@ const CSRF_LABEL: &str = "console-csrf";
 const FLASH_LABEL: &str = "console-flash";
 const SESSION_CONTEXT: &[u8] = b"regkeeper/console-session/v1";
 const FLASH_CONTEXT: &[u8] = b"regkeeper/console-flash/v1";
+const PENDING_LABEL: &str = "console-sso";
+const PENDING_CONTEXT: &[u8] = b"regkeeper/console-sso/v1";
 const SESSION_ID_BYTES: usize = 16;
 const EXPIRY_BYTES: usize = 8;
 const VERSION_BYTES: usize = 4;
@@ -244,6 +251,80 @@ pub fn open_flash(keys: &MasterKeys, value: &str) -> Option<Flash> {
     })
 }
 
+/// What the browser carries between leaving for the identity provider and coming
+/// back: random values only, and the redirect URI the code is bound to. No `Debug`:
+/// the verifier is what makes a stolen code useless.
+pub struct Pending {
+    pub state: String,
+    pub nonce: String,
+    pub verifier: SecretString,
+    pub redirect_uri: String,
+}
+
+/// Seals a pending sign-in that expires [`PENDING_LIFETIME_MS`] after `now`.
+pub fn seal_pending(keys: &MasterKeys, pending: &Pending, now: i64) -> Option<String> {
+    let version = keys.current_version();
+    let key = keys.derived_key(version, PENDING_LABEL)?;
+    let expires_at = now.saturating_add(PENDING_LIFETIME_MS);
+    // None of the four holds a newline: three are base64url, the URI is a parsed URL.
+    let text = Zeroizing::new(format!(
+        "{}\n{}\n{}\n{}",
+        pending.state,
+        pending.nonce,
+        pending.verifier.expose_secret(),
+        pending.redirect_uri
+    ));
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(EXPIRY_BYTES + text.len()));
+    plaintext.extend_from_slice(&expires_at.to_be_bytes());
+    plaintext.extend_from_slice(text.as_bytes());
+    Some(with_version(
+        version,
+        &seal_with_key(&key, &plaintext, PENDING_CONTEXT),
+    ))
+}
+
+/// Opens a pending sign-in; `None` if altered, foreign or expired at `now`.
+pub fn open_pending(keys: &MasterKeys, value: &str, now: i64) -> Option<Pending> {
+    let (version, sealed) = split_version(value)?;
+    let key = keys.derived_key(version, PENDING_LABEL)?;
+    let plaintext = Zeroizing::new(open_with_key(&key, &sealed, PENDING_CONTEXT).ok()?);
+    let (expiry, rest) = plaintext.split_first_chunk::<EXPIRY_BYTES>()?;
+    let expires_at = i64::from_be_bytes(*expiry);
+    if expires_at <= now || expires_at > now.saturating_add(PENDING_LIFETIME_MS) {
+        return None;
+    }
+    let text = std::str::from_utf8(rest).ok()?;
+    let mut parts = text.split('\n');
+    let (Some(state), Some(nonce), Some(verifier), Some(redirect_uri), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    Some(Pending {
+        state: state.to_owned(),
+        nonce: nonce.to_owned(),
+        verifier: SecretString::from(verifier.to_owned()),
+        redirect_uri: redirect_uri.to_owned(),
+    })
+}
+
+/// The pending sign-in's cookie: `SameSite=Lax`, unlike every other console cookie,
+/// because the browser must send it on the identity provider's redirect back, a
+/// cross-site top-level navigation that `Strict` would strip it from. It holds no
+/// authority: it only lets this browser finish the sign-in it started.
+pub fn set_pending_cookie(value: &str, lifetime: Lifetime, secure: bool) -> String {
+    let max_age = match lifetime {
+        Lifetime::Expired => 0,
+        _ => PENDING_LIFETIME_MS / 1000,
+    };
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{PENDING_COOKIE}={value}; Path={COOKIE_PATH}; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
+}
+
 fn with_version(version: u32, sealed: &[u8]) -> String {
     let mut bytes = Vec::with_capacity(VERSION_BYTES + sealed.len());
     bytes.extend_from_slice(&version.to_be_bytes());
@@ -436,6 +517,35 @@ mod tests {
         assert!(secure.ends_with("; Secure"));
         assert!(set_cookie(FLASH_COOKIE, "", Lifetime::Expired, false).contains("Max-Age=0"));
         assert!(!set_cookie(CSRF_COOKIE, "v", Lifetime::Browser, false).contains("Max-Age"));
+    }
+
+    /// Issue 13 item 4: the pending sign-in round-trips sealed, expires, resists
+    /// tampering, and rides a Lax cookie.
+    #[test]
+    fn a_pending_sign_in_is_sealed_short_lived_and_lax() {
+        let keys = MasterKeys::generate();
+        let pending = Pending {
+            state: "state-value".into(),
+            nonce: "nonce-value".into(),
+            verifier: SecretString::from("verifier-canary-value".to_owned()),
+            redirect_uri: "https://rk.example.com/console/sign-in/sso/callback".into(),
+        };
+        let value = seal_pending(&keys, &pending, NOW).unwrap();
+        assert!(!value.contains("canary"));
+        let opened = open_pending(&keys, &value, NOW + 1).unwrap();
+        assert_eq!(opened.state, "state-value");
+        assert_eq!(opened.nonce, "nonce-value");
+        assert_eq!(opened.verifier.expose_secret(), "verifier-canary-value");
+        assert_eq!(opened.redirect_uri, pending.redirect_uri);
+        assert!(open_pending(&keys, &value, NOW + PENDING_LIFETIME_MS).is_none());
+        assert!(open_pending(&MasterKeys::generate(), &value, NOW).is_none());
+        let session = seal_session(&keys, TOKEN, NOW).unwrap();
+        assert!(open_pending(&keys, &session, NOW).is_none());
+        assert!(open_session(&keys, &value, NOW).is_none());
+        assert_eq!(
+            set_pending_cookie("v", Lifetime::Session, false),
+            "regkeeper_sso=v; Path=/console; HttpOnly; SameSite=Lax; Max-Age=600"
+        );
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-pub(super) fn token_row(
+pub(crate) fn token_row(
     owner: TokenOwner,
     name: &str,
     token: &SecretString,

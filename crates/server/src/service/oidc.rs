@@ -22,6 +22,7 @@
 //! gets a new token; the old one keeps working until it expires.
 
 mod keys;
+pub mod sign_in;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -86,7 +87,7 @@ struct Claimed {
     subject: String,
 }
 
-fn principal_label(issuer: &str, subject: &str) -> String {
+pub(crate) fn principal_label(issuer: &str, subject: &str) -> String {
     format!("oidc:{}#{}", truncate(issuer), truncate(subject))
 }
 
@@ -126,6 +127,139 @@ fn count(app: &App, outcome: &str) {
             outcome: outcome.to_owned(),
         })
         .inc();
+}
+
+pub(crate) fn claim_text(value: &serde_json::Value, name: &str) -> Option<String> {
+    value
+        .get(name)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+}
+
+/// A JWT's header and payload before anything is verified, and its algorithm if it is
+/// one regkeeper accepts (the error names it otherwise). Size and shape are checked
+/// here; the caller records the unverified issuer and subject before checking the
+/// algorithm, so a refusal's audit entry says who the token claimed to be.
+pub(crate) fn parse(
+    jwt: &str,
+) -> std::result::Result<
+    (
+        serde_json::Value,
+        serde_json::Value,
+        std::result::Result<Algorithm, ExchangeError>,
+    ),
+    ExchangeError,
+> {
+    if jwt.len() > MAX_TOKEN_BYTES {
+        return Err(reject(format!(
+            "the token is larger than {MAX_TOKEN_BYTES} bytes"
+        )));
+    }
+    let mut parts = jwt.split('.');
+    let (Some(header), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(reject(
+            "malformed: not a signed JWT (three dot-separated parts)",
+        ));
+    };
+    let (Some(header), Some(payload)) = (decode_part(header), decode_part(payload)) else {
+        return Err(reject(
+            "malformed: the header or payload is not base64url JSON",
+        ));
+    };
+    let named = claim_text(&header, "alg").unwrap_or_default();
+    let algorithm = ALLOWED
+        .into_iter()
+        .find(|allowed| format!("{allowed:?}") == named)
+        .ok_or_else(|| {
+            reject(format!(
+                "algorithm `{}` is not accepted (RS256/384/512, PS256/384/512, ES256/384 or EdDSA)",
+                truncate(&named)
+            ))
+        });
+    Ok((header, payload, algorithm))
+}
+
+/// The `aud` claim as a list, whether it is one string or an array.
+pub(crate) fn audiences(claims: &serde_json::Value) -> Vec<&str> {
+    match claims.get("aud") {
+        Some(serde_json::Value::String(one)) => vec![one.as_str()],
+        Some(serde_json::Value::Array(many)) => {
+            many.iter().filter_map(serde_json::Value::as_str).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The claims of `jwt` once its signature (a key of `issuer`'s JWKS, fetched through
+/// the key cache) and lifetime (`exp` required; `nbf`, `iat`; [`LEEWAY_SECONDS`]
+/// against the injected clock) are verified, and its `exp` in seconds. Shared by the
+/// exchange and single sign-on, so an ID token is checked exactly as a CI job's token.
+pub(crate) async fn verified_claims(
+    app: &App,
+    jwt: &str,
+    header: &serde_json::Value,
+    algorithm: Algorithm,
+    issuer: &str,
+) -> std::result::Result<(serde_json::Value, i64), ExchangeError> {
+    let kid = claim_text(header, "kid");
+    let keys = app
+        .oidc_keys
+        .keys(&app.outbound, issuer, kid.as_deref(), app.now())
+        .await
+        .map_err(|error| match error {
+            KeysError::IssuerMismatch { .. } => reject(format!("issuer: {error}")),
+            KeysError::Outbound(outbound) if outbound.retryable() => {
+                ExchangeError::Other(Error::Upstream {
+                    code: "oidc_issuer_unreachable",
+                    message: format!("the issuer's keys could not be fetched: {outbound}"),
+                })
+            }
+            other => reject(format!(
+                "signature: the issuer's keys are unavailable ({other})"
+            )),
+        })?;
+    let jwk = match kid.as_deref() {
+        Some(kid) => keys.find(kid),
+        None if keys.keys.len() == 1 => keys.keys.first(),
+        None => None,
+    }
+    .ok_or_else(|| reject("signature: no key of the issuer has the token's key id"))?;
+    if jwk
+        .common
+        .key_algorithm
+        .is_some_and(|key_algorithm| format!("{key_algorithm:?}") != format!("{algorithm:?}"))
+    {
+        return Err(reject(
+            "algorithm: the issuer's key is for another algorithm",
+        ));
+    }
+    let key = DecodingKey::from_jwk(jwk)
+        .map_err(|_| reject("signature: the issuer's key is not usable"))?;
+    let mut validation = Validation::new(algorithm);
+    // Lifetime is checked below against the injected clock; audience per trust.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let verified = jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &validation)
+        .map_err(|_| reject("signature"))?
+        .claims;
+
+    let now_seconds = app.now().div_euclid(1000);
+    let seconds = |name: &str| verified.get(name).and_then(serde_json::Value::as_i64);
+    let expires = seconds("exp").ok_or_else(|| reject("expired: the token has no `exp`"))?;
+    if expires + LEEWAY_SECONDS < now_seconds {
+        return Err(reject("expired"));
+    }
+    if seconds("nbf").is_some_and(|nbf| nbf > now_seconds + LEEWAY_SECONDS) {
+        return Err(reject("not yet valid (nbf)"));
+    }
+    if seconds("iat").is_some_and(|iat| iat > now_seconds + LEEWAY_SECONDS) {
+        return Err(reject("not yet valid (iat is in the future)"));
+    }
+    Ok((verified, expires))
 }
 
 /// Exchanges `jwt` for an API token of the role `role_ref`. Audited and counted
@@ -194,40 +328,13 @@ async fn attempt(
         )));
     }
     let (workspace, role_name) = parse_role_reference(role_ref)?;
-    let mut parts = jwt.split('.');
-    let (Some(header), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(reject(
-            "malformed: not a signed JWT (three dot-separated parts)",
-        ));
-    };
-    let (Some(header), Some(payload)) = (decode_part(header), decode_part(payload)) else {
-        return Err(reject(
-            "malformed: the header or payload is not base64url JSON",
-        ));
-    };
-    let text = |value: &serde_json::Value, name: &str| {
-        value
-            .get(name)
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-    };
-    let issuer = text(&payload, "iss").unwrap_or_default();
+    let (header, payload, algorithm) = parse(jwt)?;
+    let issuer = claim_text(&payload, "iss").unwrap_or_default();
     *claimed = Some(Claimed {
         issuer: issuer.clone(),
-        subject: text(&payload, "sub").unwrap_or_default(),
+        subject: claim_text(&payload, "sub").unwrap_or_default(),
     });
-    let algorithm = text(&header, "alg").unwrap_or_default();
-    let Some(algorithm) = ALLOWED
-        .into_iter()
-        .find(|allowed| format!("{allowed:?}") == algorithm)
-    else {
-        return Err(reject(format!(
-            "algorithm `{}` is not accepted (RS256/384/512, PS256/384/512, ES256/384 or EdDSA)",
-            truncate(&algorithm)
-        )));
-    };
+    let algorithm = algorithm?;
 
     let found_workspace = app.store.workspace_by_name(&workspace).await?;
     let role = match &found_workspace {
@@ -250,69 +357,8 @@ async fn attempt(
         return Err(unknown_issuer());
     }
 
-    let kid = text(&header, "kid");
-    let keys = app
-        .oidc_keys
-        .keys(&app.outbound, &issuer, kid.as_deref(), app.now())
-        .await
-        .map_err(|error| match error {
-            KeysError::IssuerMismatch { .. } => reject(format!("issuer: {error}")),
-            KeysError::Outbound(outbound) if outbound.retryable() => {
-                ExchangeError::Other(Error::Upstream {
-                    code: "oidc_issuer_unreachable",
-                    message: format!("the issuer's keys could not be fetched: {outbound}"),
-                })
-            }
-            other => reject(format!(
-                "signature: the issuer's keys are unavailable ({other})"
-            )),
-        })?;
-    let jwk = match kid.as_deref() {
-        Some(kid) => keys.find(kid),
-        None if keys.keys.len() == 1 => keys.keys.first(),
-        None => None,
-    }
-    .ok_or_else(|| reject("signature: no key of the issuer has the token's key id"))?;
-    if jwk
-        .common
-        .key_algorithm
-        .is_some_and(|key_algorithm| format!("{key_algorithm:?}") != format!("{algorithm:?}"))
-    {
-        return Err(reject(
-            "algorithm: the issuer's key is for another algorithm",
-        ));
-    }
-    let key = DecodingKey::from_jwk(jwk)
-        .map_err(|_| reject("signature: the issuer's key is not usable"))?;
-    let mut validation = Validation::new(algorithm);
-    // Lifetime is checked below against the injected clock; audience per trust.
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    let verified = jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &validation)
-        .map_err(|_| reject("signature"))?
-        .claims;
-
-    let now_seconds = app.now().div_euclid(1000);
-    let seconds = |name: &str| verified.get(name).and_then(serde_json::Value::as_i64);
-    let expires = seconds("exp").ok_or_else(|| reject("expired: the token has no `exp`"))?;
-    if expires + LEEWAY_SECONDS < now_seconds {
-        return Err(reject("expired"));
-    }
-    if seconds("nbf").is_some_and(|nbf| nbf > now_seconds + LEEWAY_SECONDS) {
-        return Err(reject("not yet valid (nbf)"));
-    }
-    if seconds("iat").is_some_and(|iat| iat > now_seconds + LEEWAY_SECONDS) {
-        return Err(reject("not yet valid (iat is in the future)"));
-    }
-    let audiences: Vec<&str> = match verified.get("aud") {
-        Some(serde_json::Value::String(one)) => vec![one.as_str()],
-        Some(serde_json::Value::Array(many)) => {
-            many.iter().filter_map(serde_json::Value::as_str).collect()
-        }
-        _ => Vec::new(),
-    };
+    let (verified, expires) = verified_claims(app, jwt, &header, algorithm, &issuer).await?;
+    let audiences = audiences(&verified);
     let for_audience: Vec<&TrustRow> = trusts
         .iter()
         .filter(|trust| audiences.contains(&trust.audience.as_str()))

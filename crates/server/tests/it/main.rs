@@ -28,6 +28,7 @@ mod registry_logins;
 mod registry_trust;
 mod replicas;
 mod roles;
+mod single_sign_on;
 mod startup;
 mod store_contract;
 mod support;

@@ -40,8 +40,8 @@ pub enum KeysError {
     IssuerMismatch { found: String },
 }
 
-struct Entry {
-    keys: Arc<JwkSet>,
+struct Entry<T = JwkSet> {
+    keys: Arc<T>,
     fetched_at: i64,
 }
 
@@ -52,6 +52,9 @@ pub struct KeyCache {
     /// One fetch at a time: concurrent exchanges for a cold issuer wait for the first
     /// fetch rather than each fetching.
     fetching: tokio::sync::Mutex<()>,
+    /// Discovery documents for single sign-on, which needs the authorization and token
+    /// endpoints; kept as long as keys.
+    documents: Mutex<HashMap<String, Entry<serde_json::Value>>>,
 }
 
 impl KeyCache {
@@ -103,7 +106,39 @@ impl KeyCache {
     }
 }
 
-async fn get_json(
+impl KeyCache {
+    /// The issuer's discovery document (its `issuer` checked to be exactly `issuer`),
+    /// fetched if none is cached or it is older than [`KEYS_TTL_MS`].
+    pub async fn discovery(
+        &self,
+        outbound: &OutboundClient,
+        issuer: &str,
+        now: i64,
+    ) -> Result<Arc<serde_json::Value>, KeysError> {
+        {
+            let documents = self.documents.lock().expect("key cache lock poisoned");
+            if let Some(entry) = documents.get(issuer) {
+                if now - entry.fetched_at < KEYS_TTL_MS {
+                    return Ok(Arc::clone(&entry.keys));
+                }
+            }
+        }
+        let document = Arc::new(discovery(outbound, issuer).await?);
+        self.documents
+            .lock()
+            .expect("key cache lock poisoned")
+            .insert(
+                issuer.to_owned(),
+                Entry {
+                    keys: Arc::clone(&document),
+                    fetched_at: now,
+                },
+            );
+        Ok(document)
+    }
+}
+
+pub(super) async fn get_json(
     outbound: &OutboundClient,
     url: Url,
     document: &'static str,
@@ -130,7 +165,10 @@ async fn get_json(
     })
 }
 
-async fn fetch(outbound: &OutboundClient, issuer: &str) -> Result<JwkSet, KeysError> {
+async fn discovery(
+    outbound: &OutboundClient,
+    issuer: &str,
+) -> Result<serde_json::Value, KeysError> {
     let invalid = |document, message: &str| KeysError::Invalid {
         document,
         message: message.to_owned(),
@@ -156,6 +194,15 @@ async fn fetch(outbound: &OutboundClient, issuer: &str) -> Result<JwkSet, KeysEr
             found: crate::domain::identity::truncate(found),
         });
     }
+    Ok(discovery)
+}
+
+async fn fetch(outbound: &OutboundClient, issuer: &str) -> Result<JwkSet, KeysError> {
+    let invalid = |document, message: &str| KeysError::Invalid {
+        document,
+        message: message.to_owned(),
+    };
+    let discovery = discovery(outbound, issuer).await?;
     let jwks_uri = discovery
         .get("jwks_uri")
         .and_then(serde_json::Value::as_str)

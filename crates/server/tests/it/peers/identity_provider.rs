@@ -116,6 +116,27 @@ impl IdentityProvider {
             .to_owned()
     }
 
+    /// Sends `line` on the provider's stdin and waits for its answer `done`.
+    fn command(&mut self, line: &str, done: &str) {
+        self.process
+            .stdin()
+            .expect("stdin piped")
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("command the provider");
+        self.process
+            .wait_for(|answer| (answer == done).then_some(()));
+    }
+
+    /// Makes the token endpoint demand this client's secret (HTTP Basic).
+    pub fn require_client(&mut self, id: &str, secret: &str) {
+        self.command(&format!("client {id} {secret}"), "client set");
+    }
+
+    /// The claims of the person a real browser signs in as (no `claims` parameter).
+    pub fn set_login(&mut self, claims: &Value) {
+        self.command(&format!("login {claims}"), "login set");
+    }
+
     /// Publishes another key (a rotation) and waits until the provider serves it.
     pub fn add_key(&mut self, key: &SigningKey) {
         let path = key.write(&self.directory);
