@@ -563,7 +563,14 @@ async fn oidc_unknown_kid_refetches_at_most_once_a_minute() {
 
 /// Serves a discovery document whose JWKS is 10 MiB, over TLS with the test CA.
 /// Hand-written (`fake_*`): no real provider serves such a JWKS.
+/// A `fake_*` issuer over TLS (oauth2-mock-server cannot point its `jwks_uri` elsewhere
+/// nor serve 10 MiB of keys): its discovery document names `jwks_uri`, or its own
+/// `/jwks`, which answers 10 MiB of padding.
 async fn fake_oversized_jwks(ca: &TestCa) -> String {
+    fake_issuer(ca, None).await
+}
+
+async fn fake_issuer(ca: &TestCa, jwks_uri: Option<String>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(ca.rustls_server_config()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -571,7 +578,8 @@ async fn fake_oversized_jwks(ca: &TestCa) -> String {
         "https://127.0.0.1:{}",
         listener.local_addr().unwrap().port()
     );
-    let discovery = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}).to_string();
+    let jwks_uri = jwks_uri.unwrap_or_else(|| format!("{issuer}/jwks"));
+    let discovery = json!({"issuer": issuer, "jwks_uri": jwks_uri}).to_string();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
@@ -599,6 +607,43 @@ async fn fake_oversized_jwks(ca: &TestCa) -> String {
         }
     });
     issuer
+}
+
+/// Issue 13 item 2: an allowed issuer whose discovery document points its `jwks_uri`
+/// at an address the server may not reach gets the key fetch refused before any
+/// connection: the tripwire on 127.0.0.2 (outside the allowed 127.0.0.1/32) is never
+/// connected to.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_jwks_uri_on_a_forbidden_address_makes_no_connection() {
+    use regkeeper::service::oidc::{KeyCache, KeysError};
+    let ca = TestCa::generate();
+    let tripwire = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    tripwire.set_nonblocking(true).unwrap();
+    let jwks_uri = format!(
+        "https://127.0.0.2:{}/jwks",
+        tripwire.local_addr().unwrap().port()
+    );
+    let issuer = fake_issuer(&ca, Some(jwks_uri)).await;
+    let outbound = regkeeper::outbound::OutboundClient::new(&regkeeper::config::OutboundConfig {
+        allow_networks: vec!["127.0.0.1/32".parse().unwrap()],
+        ca_file: Some(ca.ca_file().to_owned()),
+        http_registries: Vec::new(),
+        timeout: None,
+        token_realms: Vec::new(),
+    })
+    .expect("outbound client");
+    let error = KeyCache::default()
+        .keys(&outbound, &issuer, Some("any"), 0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, KeysError::Outbound(outbound) if outbound.to_string().contains("forbidden")),
+        "{error}"
+    );
+    assert!(
+        tripwire.accept().is_err(),
+        "a connection reached the forbidden JWKS address"
+    );
 }
 
 /// Issue 13 item 2: a 10 MiB JWKS is refused (size-capped), not buffered.
