@@ -4,6 +4,8 @@
 //! resolve credentials, and every adversarial token is refused with one 401
 //! `oidc_token_rejected` naming the failed check, never echoing the token.
 
+pub mod setup;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -14,9 +16,9 @@ use serde_json::{json, Value};
 use super::peers::identity_provider::{IdentityProvider, SigningKey};
 use super::peers::tls::TestCa;
 use super::support::{ok, raw, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
+use setup::{add_trust, server_trusting, set_up_workspace, AUDIENCE};
 
 const WORKSPACE: &str = "acme/ci";
-const AUDIENCE: &str = "regkeeper";
 
 fn now() -> i64 {
     i64::try_from(
@@ -28,81 +30,19 @@ fn now() -> i64 {
     .expect("fits")
 }
 
-fn server_trusting(ca: &TestCa) -> TestServer {
-    TestServer::start_with(ServerOptions {
-        environment: vec![
-            (
-                "REGKEEPER_OUTBOUND_ALLOW_NETWORKS".into(),
-                "127.0.0.0/8".into(),
-            ),
-            (
-                "REGKEEPER_OUTBOUND_CA_FILE".into(),
-                ca.ca_file().display().to_string(),
-            ),
-        ],
-        ..ServerOptions::default()
-    })
-}
-
 /// A workspace with credential `hub` and roles `builder` and `deployer`, each allowed
 /// to resolve it.
 fn set_up(server: &TestServer) -> Client {
-    let admin = server.admin();
-    let _: wire::Workspace = admin
-        .post(
-            "/api/v1/workspaces",
-            &wire::WorkspaceInput {
-                name: WORKSPACE.into(),
-            },
-        )
-        .unwrap();
-    let _: wire::Credential = admin
-        .post(
-            &format!("/api/v1/workspaces/{}/credentials", segment(WORKSPACE)),
-            &wire::CredentialInput {
-                name: Some("hub".into()),
-                registry: Some("registry.example.com".into()),
-                username: Some("robot".into()),
-                password: Some(wire::Sensitive::new("hub-password-42")),
-                verify: Some(false),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    for role in ["builder", "deployer"] {
-        let _: wire::Role = admin
-            .post(
-                &format!("/api/v1/workspaces/{}/roles", segment(WORKSPACE)),
-                &wire::RoleInput {
-                    name: Some(role.into()),
-                    description: None,
-                    policy: Some(json!({"Version": "2026-11-01", "Statement": [{
-                        "Effect": "Allow", "Action": ["credentials:Resolve"],
-                        "Resource": [format!("rk:{WORKSPACE}:credential/hub")]}]})),
-                },
-            )
-            .unwrap();
-    }
-    admin
+    set_up_workspace(
+        server,
+        WORKSPACE,
+        &[("hub", "registry.example.com", "hub-password-42")],
+        &[("builder", "hub"), ("deployer", "hub")],
+    )
 }
 
 fn trust_cli(server: &TestServer, role: &str, issuer: &str, extra: &[&str]) -> wire::Trust {
-    let mut args = vec![
-        "roles",
-        "trust",
-        "add",
-        role,
-        "--workspace",
-        WORKSPACE,
-        "--issuer",
-        issuer,
-        "--audience",
-        AUDIENCE,
-        "--output",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &args, None))).expect("trust JSON")
+    add_trust(server, WORKSPACE, role, issuer, extra)
 }
 
 fn exchange(server: &TestServer, role: &str, token: &str) -> (u16, Value) {

@@ -8,35 +8,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use regkeeper_client::segment;
-use regkeeper_wire as wire;
 use regkeeper_wire::kubelet::{CredentialProviderResponse, API_VERSION};
 use serde_json::{json, Value};
 
 use super::consumers::{run, sibling};
+use super::federation::setup::{add_trust, server_trusting, set_up_workspace, AUDIENCE};
 use super::peers::identity_provider::IdentityProvider;
 use super::peers::registry::{Registry, SKOPEO_BINARY};
 use super::peers::tls::TestCa;
-use super::support::{ok, raw, run_cli, stderr, stdout, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{ok, raw, run_cli, stderr, stdout, TestServer};
 
 const WORKSPACE: &str = "acme/k8s";
-const AUDIENCE: &str = "regkeeper";
-
-fn server_trusting(ca: &TestCa) -> TestServer {
-    TestServer::start_with(ServerOptions {
-        environment: vec![
-            (
-                "REGKEEPER_OUTBOUND_ALLOW_NETWORKS".into(),
-                "127.0.0.0/8".into(),
-            ),
-            (
-                "REGKEEPER_OUTBOUND_CA_FILE".into(),
-                ca.ca_file().display().to_string(),
-            ),
-        ],
-        ..ServerOptions::default()
-    })
-}
 
 fn role_reference(name: &str) -> String {
     format!("rk:{WORKSPACE}:role/{name}")
@@ -45,61 +27,11 @@ fn role_reference(name: &str) -> String {
 /// The workspace with a password credential per `(name, registry, password)` and a
 /// role per `(role, credential)` allowed to resolve only that credential.
 fn set_up(server: &TestServer, credentials: &[(&str, &str, &str)], roles: &[(&str, &str)]) {
-    let admin = server.admin();
-    let _: wire::Workspace = admin
-        .post(
-            "/api/v1/workspaces",
-            &wire::WorkspaceInput {
-                name: WORKSPACE.into(),
-            },
-        )
-        .unwrap();
-    for (name, registry, password) in credentials {
-        let _: wire::Credential = admin
-            .post(
-                &format!("/api/v1/workspaces/{}/credentials", segment(WORKSPACE)),
-                &wire::CredentialInput {
-                    name: Some((*name).into()),
-                    registry: Some((*registry).into()),
-                    username: Some("robot".into()),
-                    password: Some(wire::Sensitive::new(*password)),
-                    verify: Some(false),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-    }
-    for (role, credential) in roles {
-        let _: wire::Role = admin
-            .post(
-                &format!("/api/v1/workspaces/{}/roles", segment(WORKSPACE)),
-                &wire::RoleInput {
-                    name: Some((*role).into()),
-                    description: None,
-                    policy: Some(json!({"Version": "2026-11-01", "Statement": [{
-                        "Effect": "Allow", "Action": ["credentials:Resolve"],
-                        "Resource": [format!("rk:{WORKSPACE}:credential/{credential}")]}]})),
-                },
-            )
-            .unwrap();
-    }
+    set_up_workspace(server, WORKSPACE, credentials, roles);
 }
 
 fn trust(server: &TestServer, role: &str, issuer: &str, extra: &[&str]) {
-    let mut args = vec![
-        "roles",
-        "trust",
-        "add",
-        role,
-        "--workspace",
-        WORKSPACE,
-        "--issuer",
-        issuer,
-        "--audience",
-        AUDIENCE,
-    ];
-    args.extend_from_slice(extra);
-    ok(&server.cli(ADMIN_TOKEN, &args, None));
+    add_trust(server, WORKSPACE, role, issuer, extra);
 }
 
 /// Every exchange the server answered, whatever its outcome.

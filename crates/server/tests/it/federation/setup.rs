@@ -1,0 +1,105 @@
+//! The set-up both federation suites need (the server's and the node-side consumers'),
+//! kept in one place so a change to how a trust or a role is made reaches both.
+
+use regkeeper_client::{segment, Client};
+use regkeeper_wire as wire;
+use serde_json::json;
+
+use crate::peers::tls::TestCa;
+use crate::support::{ok, ServerOptions, TestServer, ADMIN_TOKEN};
+
+pub const AUDIENCE: &str = "regkeeper";
+
+/// A server that may connect to loopback and trusts the test CA: the identity
+/// provider it fetches discovery and keys from listens on 127.0.0.1 over HTTPS.
+pub fn server_trusting(ca: &TestCa) -> TestServer {
+    TestServer::start_with(ServerOptions {
+        environment: vec![
+            (
+                "REGKEEPER_OUTBOUND_ALLOW_NETWORKS".into(),
+                "127.0.0.0/8".into(),
+            ),
+            (
+                "REGKEEPER_OUTBOUND_CA_FILE".into(),
+                ca.ca_file().display().to_string(),
+            ),
+        ],
+        ..ServerOptions::default()
+    })
+}
+
+/// `workspace` with a password credential per `(name, registry, password)` and a
+/// role per `(role, credential)` allowed to resolve only that credential.
+pub fn set_up_workspace(
+    server: &TestServer,
+    workspace: &str,
+    credentials: &[(&str, &str, &str)],
+    roles: &[(&str, &str)],
+) -> Client {
+    let admin = server.admin();
+    let _: wire::Workspace = admin
+        .post(
+            "/api/v1/workspaces",
+            &wire::WorkspaceInput {
+                name: workspace.into(),
+            },
+        )
+        .unwrap();
+    for (name, registry, password) in credentials {
+        let _: wire::Credential = admin
+            .post(
+                &format!("/api/v1/workspaces/{}/credentials", segment(workspace)),
+                &wire::CredentialInput {
+                    name: Some((*name).into()),
+                    registry: Some((*registry).into()),
+                    username: Some("robot".into()),
+                    password: Some(wire::Sensitive::new(*password)),
+                    verify: Some(false),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+    for (role, credential) in roles {
+        let _: wire::Role = admin
+            .post(
+                &format!("/api/v1/workspaces/{}/roles", segment(workspace)),
+                &wire::RoleInput {
+                    name: Some((*role).into()),
+                    description: None,
+                    policy: Some(json!({"Version": "2026-11-01", "Statement": [{
+                        "Effect": "Allow", "Action": ["credentials:Resolve"],
+                        "Resource": [format!("rk:{workspace}:credential/{credential}")]}]})),
+                },
+            )
+            .unwrap();
+    }
+    admin
+}
+
+/// `roles trust add` through the CLI, as an operator adds one, with `extra` flags
+/// (subject, claims, ...) after the issuer and audience.
+pub fn add_trust(
+    server: &TestServer,
+    workspace: &str,
+    role: &str,
+    issuer: &str,
+    extra: &[&str],
+) -> wire::Trust {
+    let mut args = vec![
+        "roles",
+        "trust",
+        "add",
+        role,
+        "--workspace",
+        workspace,
+        "--issuer",
+        issuer,
+        "--audience",
+        AUDIENCE,
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &args, None))).expect("trust JSON")
+}
