@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use super::peers::identity_provider::{IdentityProvider, SigningKey};
 use super::peers::tls::TestCa;
 use super::support::{ok, raw, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
-use setup::{add_trust, server_trusting, set_up_workspace, AUDIENCE};
+use setup::{
+    add_trust, github_claims, server_trusting, set_up_workspace, trust_github_builder, AUDIENCE,
+};
 
 const WORKSPACE: &str = "acme/ci";
 
@@ -83,14 +85,6 @@ fn resolve_with(server: &TestServer, token: &str) -> Result<wire::Resolved, u16>
             },
         )
         .map_err(|error| error.status().unwrap_or(0))
-}
-
-fn github_claims() -> Value {
-    json!({
-        "sub": "repo:acme/app:ref:refs/heads/main",
-        "repository": "acme/app",
-        "repository_owner": "acme",
-    })
 }
 
 /// Issue 13 items 1 and 2: trusts through the CLI contract; a provider's GitHub- and
@@ -303,17 +297,7 @@ async fn oidc_exchange_refuses_adversarial_tokens() {
     };
     let server = server_trusting(&ca);
     set_up(&server);
-    trust_cli(
-        &server,
-        "builder",
-        &provider.issuer,
-        &[
-            "--subject",
-            "repo:acme/app:*",
-            "--claim",
-            "repository_owner=acme",
-        ],
-    );
+    trust_github_builder(&server, WORKSPACE, &provider.issuer);
     trust_cli(
         &server,
         "deployer",
@@ -673,17 +657,7 @@ async fn oidc_login_with_a_role() {
     };
     let server = server_trusting(&ca);
     set_up(&server);
-    trust_cli(
-        &server,
-        "builder",
-        &provider.issuer,
-        &[
-            "--subject",
-            "repo:acme/app:*",
-            "--claim",
-            "repository_owner=acme",
-        ],
-    );
+    trust_github_builder(&server, WORKSPACE, &provider.issuer);
     let role = format!("rk:{WORKSPACE}:role/builder");
     let jwt = provider.token(AUDIENCE, &github_claims()).await;
     let directory = tempfile::tempdir().unwrap();
@@ -834,17 +808,7 @@ async fn oidc_trust_removed_on_one_replica_ends_sessions_on_another() {
     let first = start();
     let second = start();
     set_up(&first);
-    let trust = trust_cli(
-        &first,
-        "builder",
-        &provider.issuer,
-        &[
-            "--subject",
-            "repo:acme/app:*",
-            "--claim",
-            "repository_owner=acme",
-        ],
-    );
+    let trust = trust_github_builder(&first, WORKSPACE, &provider.issuer);
     let jwt = provider.token(AUDIENCE, &github_claims()).await;
     let (status, body) = exchange(&second, "builder", &jwt);
     assert_eq!(status, 200, "{body}");
@@ -917,17 +881,7 @@ async fn oidc_exchanged_token_lets_skopeo_pull() {
             },
         )
         .unwrap();
-    trust_cli(
-        &server,
-        "builder",
-        &provider.issuer,
-        &[
-            "--subject",
-            "repo:acme/app:*",
-            "--claim",
-            "repository_owner=acme",
-        ],
-    );
+    trust_github_builder(&server, WORKSPACE, &provider.issuer);
     let jwt = provider.token(AUDIENCE, &github_claims()).await;
     let (status, body) = exchange(&server, "builder", &jwt);
     assert_eq!(status, 200, "{body}");

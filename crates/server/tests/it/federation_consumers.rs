@@ -12,7 +12,9 @@ use regkeeper_wire::kubelet::{CredentialProviderResponse, API_VERSION};
 use serde_json::{json, Value};
 
 use super::consumers::{run, sibling};
-use super::federation::setup::{add_trust, server_trusting, set_up_workspace, AUDIENCE};
+use super::federation::setup::{
+    add_trust, github_claims, server_trusting, set_up_workspace, trust_github_builder, AUDIENCE,
+};
 use super::peers::identity_provider::IdentityProvider;
 use super::peers::registry::{Registry, SKOPEO_BINARY};
 use super::peers::tls::TestCa;
@@ -127,22 +129,8 @@ async fn oidc_helper_with_a_role_lets_skopeo_pull_and_caches_the_token() {
         &[("local", registry.host_port(), "robot-password")],
         &[("builder", "local")],
     );
-    trust(
-        &server,
-        "builder",
-        &provider.issuer,
-        &[
-            "--subject",
-            "repo:acme/app:*",
-            "--claim",
-            "repository_owner=acme",
-        ],
-    );
-    let claims = json!({
-        "sub": "repo:acme/app:ref:refs/heads/main",
-        "repository": "acme/app",
-        "repository_owner": "acme",
-    });
+    trust_github_builder(&server, WORKSPACE, &provider.issuer);
+    let claims = github_claims();
     let jwt = provider.token(AUDIENCE, &claims).await;
     let home = tempfile::tempdir().unwrap();
     let token_file = home.path().join("oidc-token");

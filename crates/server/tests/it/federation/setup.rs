@@ -3,7 +3,7 @@
 
 use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::peers::tls::TestCa;
 use crate::support::{ok, ServerOptions, TestServer, ADMIN_TOKEN};
@@ -102,4 +102,30 @@ pub fn add_trust(
     ];
     args.extend_from_slice(extra);
     serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &args, None))).expect("trust JSON")
+}
+
+/// The trust `github_claims()` meets: `builder` for any ref of acme/app, owner acme,
+/// the trust most tests need before they exchange.
+pub fn trust_github_builder(server: &TestServer, workspace: &str, issuer: &str) -> wire::Trust {
+    add_trust(
+        server,
+        workspace,
+        "builder",
+        issuer,
+        &[
+            "--subject",
+            "repo:acme/app:*",
+            "--claim",
+            "repository_owner=acme",
+        ],
+    )
+}
+
+/// The claims of a GitHub Actions token for a run on acme/app's main branch.
+pub fn github_claims() -> Value {
+    json!({
+        "sub": "repo:acme/app:ref:refs/heads/main",
+        "repository": "acme/app",
+        "repository_owner": "acme",
+    })
 }
