@@ -184,9 +184,24 @@ impl Setup {
         list.entries
     }
 
-    /// Asserts a refused sign-in: no session, the page says `expected`, and a refusal
-    /// with `reason` is audited.
-    fn assert_refused(&self, returned: &Returned, status: u16, expected: &str, reason: &str) {
+    /// Runs `regkeeper users COMMAND NAME` as the admin, which must succeed.
+    fn users(&self, command: &str, name: &str) {
+        ok(&self
+            .server
+            .cli(ADMIN_TOKEN, &["users", command, name], None));
+    }
+
+    /// Signs in as `console_sign_in` does and asserts it is refused: no session, the
+    /// page says `expected`, and a refusal with `reason` is audited.
+    async fn assert_sign_in_refused(
+        &self,
+        claims: &Value,
+        tamper: &dyn Fn(String) -> String,
+        status: u16,
+        expected: &str,
+        reason: &str,
+    ) {
+        let returned = self.console_sign_in(claims, tamper).await;
         assert_eq!(returned.status, status, "{}", returned.page);
         assert!(returned.page.contains(expected), "{}", returned.page);
         assert!(!returned.cookies.contains_key("regkeeper_session"));
@@ -211,9 +226,7 @@ async fn sso_signs_a_person_in_to_the_console_and_out_again() {
     let Some(setup) = start(&[]).await else {
         return;
     };
-    ok(&setup
-        .server
-        .cli(ADMIN_TOKEN, &["users", "create", "alice"], None));
+    setup.users("create", "alice");
     let page = reqwest::get(format!("{}/console/", setup.server.url))
         .await
         .unwrap()
@@ -298,9 +311,7 @@ async fn sso_refuses_a_state_mismatch() {
     let Some(setup) = start(&[]).await else {
         return;
     };
-    ok(&setup
-        .server
-        .cli(ADMIN_TOKEN, &["users", "create", "alice"], None));
+    setup.users("create", "alice");
     let swap_state = |url: String| {
         let mut url = reqwest::Url::parse(&url).unwrap();
         let pairs: Vec<(String, String)> = url
@@ -317,10 +328,15 @@ async fn sso_refuses_a_state_mismatch() {
         url.query_pairs_mut().clear().extend_pairs(pairs);
         url.to_string()
     };
-    let returned = setup
-        .console_sign_in(&json!({"preferred_username": "alice"}), &swap_state)
+    setup
+        .assert_sign_in_refused(
+            &json!({"preferred_username": "alice"}),
+            &swap_state,
+            400,
+            "(state)",
+            "state_mismatch",
+        )
         .await;
-    setup.assert_refused(&returned, 400, "(state)", "state_mismatch");
 }
 
 /// Issue 13 item 4: an ID token carrying another sign-in's nonce, or issued for
@@ -330,23 +346,25 @@ async fn sso_refuses_a_foreign_nonce_or_audience() {
     let Some(setup) = start(&[]).await else {
         return;
     };
-    ok(&setup
-        .server
-        .cli(ADMIN_TOKEN, &["users", "create", "alice"], None));
-    let returned = setup
-        .console_sign_in(
+    setup.users("create", "alice");
+    setup
+        .assert_sign_in_refused(
             &json!({"preferred_username": "alice", "nonce": "another-sign-in"}),
             &no_tamper,
+            401,
+            "nonce",
+            "id_token_rejected",
         )
         .await;
-    setup.assert_refused(&returned, 401, "nonce", "id_token_rejected");
-    let returned = setup
-        .console_sign_in(
+    setup
+        .assert_sign_in_refused(
             &json!({"preferred_username": "alice", "aud": "some-other-client"}),
             &no_tamper,
+            401,
+            "audience",
+            "id_token_rejected",
         )
         .await;
-    setup.assert_refused(&returned, 401, "audience", "id_token_rejected");
 }
 
 /// Issue 13 item 4: a person regkeeper does not know, or whose user is disabled, is
@@ -356,29 +374,30 @@ async fn sso_refuses_unknown_and_disabled_users() {
     let Some(setup) = start(&[]).await else {
         return;
     };
-    let returned = setup
-        .console_sign_in(&json!({"preferred_username": "mallory"}), &no_tamper)
+    setup
+        .assert_sign_in_refused(
+            &json!({"preferred_username": "mallory"}),
+            &no_tamper,
+            403,
+            "No regkeeper user is named `mallory`",
+            "unknown_user",
+        )
         .await;
-    setup.assert_refused(
-        &returned,
-        403,
-        "No regkeeper user is named `mallory`",
-        "unknown_user",
-    );
     assert!(setup
         .audit()
         .iter()
         .any(|entry| entry.actor == format!("oidc:{}#johndoe", setup.provider.issuer)));
-    ok(&setup
-        .server
-        .cli(ADMIN_TOKEN, &["users", "create", "bob"], None));
-    ok(&setup
-        .server
-        .cli(ADMIN_TOKEN, &["users", "disable", "bob"], None));
-    let returned = setup
-        .console_sign_in(&json!({"preferred_username": "bob"}), &no_tamper)
+    setup.users("create", "bob");
+    setup.users("disable", "bob");
+    setup
+        .assert_sign_in_refused(
+            &json!({"preferred_username": "bob"}),
+            &no_tamper,
+            403,
+            "is disabled",
+            "user_disabled",
+        )
         .await;
-    setup.assert_refused(&returned, 403, "is disabled", "user_disabled");
 }
 
 /// Issue 13 item 4: with `REGKEEPER_OIDC_AUTO_CREATE=true` a new person becomes a user
@@ -453,9 +472,7 @@ async fn regkeeper_login_signs_a_person_in_through_the_browser() {
     let Some(mut setup) = start(&[]).await else {
         return;
     };
-    ok(&setup
-        .server
-        .cli(ADMIN_TOKEN, &["users", "create", "carol"], None));
+    setup.users("create", "carol");
     setup
         .provider
         .set_login(&json!({"preferred_username": "carol"}));
@@ -587,9 +604,7 @@ async fn sso_in_a_real_browser() {
     let Some(mut setup) = start(&[]).await else {
         return;
     };
-    ok(&setup
-        .server
-        .cli(ADMIN_TOKEN, &["users", "create", "dana"], None));
+    setup.users("create", "dana");
     setup
         .provider
         .set_login(&json!({"preferred_username": "dana"}));
