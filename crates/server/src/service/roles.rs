@@ -11,6 +11,7 @@ use regex::Regex;
 use secrecy::SecretString;
 use std::sync::LazyLock;
 
+use crate::audit::AuditRecord;
 use crate::domain::identity::{parse_workspace_name, truncate, Principal, Role};
 use crate::domain::policy::{
     credential_reference, Action, CredentialFacts, CredentialRef, Decision, Policy,
@@ -133,10 +134,7 @@ pub async fn create(
     description: &str,
     document: &serde_json::Value,
 ) -> Result<RoleView> {
-    let record = app
-        .record(Some(principal), "role.create")
-        .workspace(None, workspace)
-        .target(name);
+    let record = role_record(app, principal, "role.create", workspace, name);
     app.audited(record.clone(), async {
         let access = require(
             app,
@@ -186,6 +184,35 @@ pub(super) async fn administered(
     Ok((access, found))
 }
 
+/// The audit record of a change to role `name` in `workspace`, before either is
+/// resolved (a failure is recorded with what the caller asked for).
+pub(super) fn role_record(
+    app: &App,
+    principal: &Principal,
+    action: &'static str,
+    workspace: &str,
+    name: &str,
+) -> AuditRecord {
+    app.record(Some(principal), action)
+        .workspace(None, workspace)
+        .target(name)
+}
+
+/// `administered` for a change: the role, and `record` naming the workspace's id as
+/// the store writes it once the change is known to be allowed.
+pub(super) async fn administered_change(
+    app: &App,
+    principal: &Principal,
+    workspace: &str,
+    name: &str,
+    doing: &str,
+    record: AuditRecord,
+) -> Result<(RoleRow, AuditRecord)> {
+    let (access, found) = administered(app, principal, workspace, name, doing).await?;
+    let record = record.workspace(Some(&access.workspace.id), workspace);
+    Ok((found, record))
+}
+
 async fn find(app: &App, workspace_id: &str, workspace: &str, name: &str) -> Result<RoleRow> {
     app.store
         .role(workspace_id, name)
@@ -229,13 +256,17 @@ pub async fn update(
     description: Option<&str>,
     document: Option<&serde_json::Value>,
 ) -> Result<RoleView> {
-    let record = app
-        .record(Some(principal), "role.update")
-        .workspace(None, workspace)
-        .target(name);
+    let record = role_record(app, principal, "role.update", workspace, name);
     app.audited(record.clone(), async {
-        let (access, existing) =
-            administered(app, principal, workspace, name, "managing workload roles").await?;
+        let (existing, record) = administered_change(
+            app,
+            principal,
+            workspace,
+            name,
+            "managing workload roles",
+            record.clone(),
+        )
+        .await?;
         let mut row = existing.clone();
         if let Some(description) = description {
             validate_description(description)?;
@@ -248,10 +279,8 @@ pub async fn update(
         row.policy = policy_text(&policy);
         row.revision = existing.revision + 1;
         row.updated_at = app.now();
-        let record = record
-            .clone()
-            .workspace(Some(&access.workspace.id), workspace)
-            .detail(serde_json::json!({ "id": row.id, "policy": policy.document() }));
+        let record =
+            record.detail(serde_json::json!({ "id": row.id, "policy": policy.document() }));
         app.store
             .update_role(&row, existing.revision, record)
             .await?;
@@ -265,17 +294,18 @@ pub async fn update(
 }
 
 pub async fn delete(app: &App, principal: &Principal, workspace: &str, name: &str) -> Result<()> {
-    let record = app
-        .record(Some(principal), "role.delete")
-        .workspace(None, workspace)
-        .target(name);
+    let record = role_record(app, principal, "role.delete", workspace, name);
     app.audited(record.clone(), async {
-        let (access, existing) =
-            administered(app, principal, workspace, name, "managing workload roles").await?;
-        let record = record
-            .clone()
-            .workspace(Some(&access.workspace.id), workspace)
-            .detail(serde_json::json!({ "id": existing.id }));
+        let (existing, record) = administered_change(
+            app,
+            principal,
+            workspace,
+            name,
+            "managing workload roles",
+            record.clone(),
+        )
+        .await?;
+        let record = record.detail(serde_json::json!({ "id": existing.id }));
         if !app.store.delete_role(&existing.id, record).await? {
             return Err(Error::NotFound(format!("role {name} in {workspace}")));
         }
@@ -293,23 +323,33 @@ pub async fn create_token(
     token_name: &str,
     expires_in_seconds: Option<u64>,
 ) -> Result<(ApiTokenRow, SecretString)> {
-    let record = app
-        .record(Some(principal), "role.token_create")
-        .workspace(None, workspace)
-        .target(role);
+    let record = role_record(app, principal, "role.token_create", workspace, role);
     app.audited(record.clone(), async {
-        let (access, found) = administered(app, principal, workspace, role, "issuing tokens to workload roles").await?;
+        let (found, record) = administered_change(
+            app,
+            principal,
+            workspace,
+            role,
+            "issuing tokens to workload roles",
+            record.clone(),
+        )
+        .await?;
         let now = app.now();
         let expires_at = token_expiry(now, token_name, expires_in_seconds)?;
         let token = generate_token();
-        let mut row = token_row(TokenOwner::Role(found.id), token_name, &token, now, expires_at);
+        let mut row = token_row(
+            TokenOwner::Role(found.id),
+            token_name,
+            &token,
+            now,
+            expires_at,
+        );
         // Recorded so that disabling or deleting this user revokes it (a role making a
         // token records nobody: it has no user behind it to disable).
         row.created_by = (!principal.user_id.is_empty()).then(|| principal.user_id.clone());
-        let record = record
-            .clone()
-            .workspace(Some(&access.workspace.id), workspace)
-            .detail(serde_json::json!({ "id": row.id, "prefix": row.display_prefix, "name": token_name }));
+        let record = record.detail(
+            serde_json::json!({ "id": row.id, "prefix": row.display_prefix, "name": token_name }),
+        );
         app.store.insert_api_token(&row, record).await?;
         Ok((row, token))
     })
@@ -334,23 +374,18 @@ pub async fn revoke_token(
     role: &str,
     token_id: &str,
 ) -> Result<()> {
-    let record = app
-        .record(Some(principal), "role.token_revoke")
-        .workspace(None, workspace)
-        .target(role);
+    let record = role_record(app, principal, "role.token_revoke", workspace, role);
     app.audited(record.clone(), async {
-        let (access, found) = administered(
+        let (found, record) = administered_change(
             app,
             principal,
             workspace,
             role,
             "revoking workload role tokens",
+            record.clone(),
         )
         .await?;
-        let record = record
-            .clone()
-            .workspace(Some(&access.workspace.id), workspace)
-            .detail(serde_json::json!({ "id": token_id }));
+        let record = record.detail(serde_json::json!({ "id": token_id }));
         if !app
             .store
             .revoke_api_token(&TokenOwner::Role(found.id), token_id, app.now(), record)

@@ -9,7 +9,7 @@ use crate::domain::trust::Trust;
 use crate::domain::{Error, Result};
 use crate::store::{RoleRow, TrustRow};
 
-use super::roles::administered;
+use super::roles::{administered, administered_change, role_record};
 use super::{new_id, App};
 
 /// A stored trust with its conditions parsed back, and the role it belongs to.
@@ -37,17 +37,15 @@ pub async fn add(
     role: &str,
     trust: Trust,
 ) -> Result<(RoleRow, TrustView)> {
-    let record = app
-        .record(Some(principal), "role.trust_add")
-        .workspace(None, workspace)
-        .target(role);
+    let record = role_record(app, principal, "role.trust_add", workspace, role);
     app.audited(record.clone(), async {
-        let (access, found) = administered(
+        let (found, record) = administered_change(
             app,
             principal,
             workspace,
             role,
             "managing workload role trusts",
+            record.clone(),
         )
         .await?;
         let row = TrustRow {
@@ -61,17 +59,14 @@ pub async fn add(
             created_at: app.now(),
             created_by: principal.user_name.clone(),
         };
-        let record = record
-            .clone()
-            .workspace(Some(&access.workspace.id), workspace)
-            .detail(serde_json::json!({
-                "id": row.id,
-                "issuer": row.issuer,
-                "audience": row.audience,
-                "subject": row.subject,
-                "claims": trust.claims,
-                "maxSessionSeconds": row.max_session_seconds,
-            }));
+        let record = record.detail(serde_json::json!({
+            "id": row.id,
+            "issuer": row.issuer,
+            "audience": row.audience,
+            "subject": row.subject,
+            "claims": trust.claims,
+            "maxSessionSeconds": row.max_session_seconds,
+        }));
         app.store.insert_trust(&row, record).await?;
         app.caches.forget_identities();
         Ok((found, view(row)?))
@@ -110,23 +105,18 @@ pub async fn remove(
     role: &str,
     trust_id: &str,
 ) -> Result<()> {
-    let record = app
-        .record(Some(principal), "role.trust_remove")
-        .workspace(None, workspace)
-        .target(role);
+    let record = role_record(app, principal, "role.trust_remove", workspace, role);
     app.audited(record.clone(), async {
-        let (access, found) = administered(
+        let (found, record) = administered_change(
             app,
             principal,
             workspace,
             role,
             "managing workload role trusts",
+            record.clone(),
         )
         .await?;
-        let record = record
-            .clone()
-            .workspace(Some(&access.workspace.id), workspace)
-            .detail(serde_json::json!({ "id": trust_id }));
+        let record = record.detail(serde_json::json!({ "id": trust_id }));
         if !app.store.delete_trust(&found.id, trust_id, record).await? {
             return Err(Error::NotFound(format!("trust {trust_id} of role {role}")));
         }
