@@ -85,6 +85,32 @@ fn new_user(name: &str) -> NewUser {
     }
 }
 
+/// `new_user(name)`, created in `store`: where most parts of the contract start.
+async fn created_user(store: &SharedStore, name: &str) -> NewUser {
+    let user = new_user(name);
+    store
+        .create_user(&user, record("user.create"))
+        .await
+        .unwrap();
+    user
+}
+
+/// Role `name` of `workspace` with no statements, made by `created_by`.
+fn role(workspace: &WorkspaceRow, name: &str, created_by: &str) -> RoleRow {
+    RoleRow {
+        id: uuid(),
+        workspace_id: workspace.id.clone(),
+        workspace_name: workspace.name.clone(),
+        name: name.into(),
+        description: String::new(),
+        policy: r#"{"statements":[]}"#.into(),
+        revision: 1,
+        created_at: 2_000,
+        updated_at: 2_000,
+        created_by: created_by.into(),
+    }
+}
+
 fn token(user_id: &str, hash: &str) -> ApiTokenRow {
     ApiTokenRow {
         id: uuid(),
@@ -156,11 +182,7 @@ async fn audit_count(store: &SharedStore) -> usize {
 async fn users_and_personal_workspaces(subject: Subject) {
     let store = &subject.store;
     assert_eq!(store.count_users().await.unwrap(), 0);
-    let alice = new_user("alice");
-    store
-        .create_user(&alice, record("user.create"))
-        .await
-        .unwrap();
+    let alice = created_user(store, "alice").await;
     assert_eq!(store.count_users().await.unwrap(), 1);
     assert_eq!(
         store.user_by_name("alice").await.unwrap(),
@@ -196,16 +218,8 @@ async fn users_and_personal_workspaces(subject: Subject) {
 
 async fn api_tokens(subject: Subject) {
     let store = &subject.store;
-    let alice = new_user("alice");
-    store
-        .create_user(&alice, record("user.create"))
-        .await
-        .unwrap();
-    let bob = new_user("bob");
-    store
-        .create_user(&bob, record("user.create"))
-        .await
-        .unwrap();
+    let alice = created_user(store, "alice").await;
+    let bob = created_user(store, "bob").await;
     let second = token(&alice.user.id, "hash-second");
     store
         .insert_api_token(&second, record("api_token.create"))
@@ -342,11 +356,7 @@ async fn workspaces_and_members(subject: Subject) {
 
 async fn credentials_lifecycle(subject: Subject) {
     let store = &subject.store;
-    let alice = new_user("alice");
-    store
-        .create_user(&alice, record("user.create"))
-        .await
-        .unwrap();
+    let alice = created_user(store, "alice").await;
     let workspace = &alice.workspace;
     let first = credential(workspace, "prod");
     store
@@ -501,11 +511,7 @@ async fn key_checks_and_rewrapping(subject: Subject) {
     );
     assert_eq!(store.key_checks().await.unwrap(), vec![check]);
 
-    let alice = new_user("alice");
-    store
-        .create_user(&alice, record("user.create"))
-        .await
-        .unwrap();
+    let alice = created_user(store, "alice").await;
     let sealed = credential(&alice.workspace, "prod");
     store
         .insert_credential(&sealed, record("credential.create"))
@@ -676,11 +682,7 @@ async fn no_audit_no_action(subject: Subject) {
 /// Resolve's choice: same host, then the longest prefix covering whole components.
 async fn best_credential_by_prefix(subject: Subject) {
     let store = &subject.store;
-    let alice = new_user("alice");
-    store
-        .create_user(&alice, record("user.create"))
-        .await
-        .unwrap();
+    let alice = created_user(store, "alice").await;
     let host = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
     for (name, prefix) in [
         ("root", ""),
@@ -735,22 +737,10 @@ async fn best_credential_by_prefix(subject: Subject) {
 
 async fn workload_roles_and_their_tokens(subject: Subject) {
     let store = &subject.store;
-    let alice = new_user("alice");
-    store
-        .create_user(&alice, record("user.create"))
-        .await
-        .unwrap();
+    let alice = created_user(store, "alice").await;
     let role = RoleRow {
-        id: uuid(),
-        workspace_id: alice.workspace.id.clone(),
-        workspace_name: alice.workspace.name.clone(),
-        name: "builder".into(),
         description: "CI".into(),
-        policy: r#"{"statements":[]}"#.into(),
-        revision: 1,
-        created_at: 2_000,
-        updated_at: 2_000,
-        created_by: "alice".into(),
+        ..role(&alice.workspace, "builder", "alice")
     };
     store
         .create_role(&role, record("role.create"))

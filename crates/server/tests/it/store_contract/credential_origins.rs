@@ -2,18 +2,14 @@
 
 use regkeeper::domain::credential::{Credential, CredentialOrigin};
 
-use super::{credential, new_user, record, Subject};
+use super::{created_user, credential, record, Subject};
 
 /// Issue 12 item 1: a credential's origin (a person, or the docker credential helper's
 /// `store`) is stored, read back, and never changed by an update; the column accepts
 /// only the two origins.
 pub(super) async fn credential_origins(subject: Subject) {
     let store = &subject.store;
-    let alice = new_user("alice");
-    store
-        .create_user(&alice, record("user.create"))
-        .await
-        .unwrap();
+    let alice = created_user(store, "alice").await;
     let workspace = &alice.workspace;
     let curated = credential(workspace, "curated");
     let from_login = Credential {

@@ -6,7 +6,7 @@
 use regkeeper::domain::Error;
 use regkeeper::store::{ApiTokenRow, RoleRow, TokenOwner, TokenSubject, TrustRow};
 
-use super::{audit_count, new_user, record, token, uuid, Subject};
+use super::{audit_count, created_user, record, role, token, uuid, Subject};
 
 fn trust(role: &RoleRow, subject: &str) -> TrustRow {
     TrustRow {
@@ -25,23 +25,8 @@ fn trust(role: &RoleRow, subject: &str) -> TrustRow {
 /// Issue 13 item 1: trusts and exchanged tokens on both backends.
 pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
     let store = &subject.store;
-    let alice = new_user("alice");
-    store
-        .create_user(&alice, record("user.create"))
-        .await
-        .unwrap();
-    let role = RoleRow {
-        id: uuid(),
-        workspace_id: alice.workspace.id.clone(),
-        workspace_name: alice.workspace.name.clone(),
-        name: "builder".into(),
-        description: String::new(),
-        policy: r#"{"statements":[]}"#.into(),
-        revision: 1,
-        created_at: 2_000,
-        updated_at: 2_000,
-        created_by: "alice".into(),
-    };
+    let alice = created_user(store, "alice").await;
+    let role = role(&alice.workspace, "builder", "alice");
     store
         .create_role(&role, record("role.create"))
         .await

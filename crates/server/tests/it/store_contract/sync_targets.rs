@@ -7,7 +7,7 @@ use regkeeper::domain::credential::SealedSecret;
 use regkeeper::domain::sync_target::{Delivered, SyncDestination, SyncStatus, SyncTarget};
 use regkeeper::store::{SealedKind, StoredToken};
 
-use super::{audit_count, credential, new_user, record, uuid, Subject};
+use super::{audit_count, created_user, credential, record, uuid, Subject};
 
 fn target(
     credential: &regkeeper::domain::credential::Credential,
@@ -67,11 +67,7 @@ fn synced(mut target: SyncTarget, at: i64, delivered: Delivered) -> SyncTarget {
 
 pub(super) async fn sync_targets_lifecycle(subject: Subject) {
     let store = &subject.store;
-    let alice = new_user("alice");
-    store
-        .create_user(&alice, record("user.create"))
-        .await
-        .unwrap();
+    let alice = created_user(store, "alice").await;
     let mut ecr = credential(&alice.workspace, "ecr");
     store
         .insert_credential(&ecr, record("credential.create"))

@@ -151,11 +151,7 @@ pub async fn sealed_pages_name_every_value(subject: Subject) {
     use regkeeper::store::SealedKind;
 
     let store = &subject.store;
-    let alice = super::new_user("alice");
-    store
-        .create_user(&alice, super::record("user.create"))
-        .await
-        .unwrap();
+    let alice = super::created_user(store, "alice").await;
     let mut ids = Vec::new();
     for name in ["one", "two", "three"] {
         let credential = super::credential(&alice.workspace, name);

@@ -8,7 +8,7 @@ use regkeeper::store::{
     ApiTokenRow, RoleGrantRow, RoleRow, TokenOwner, TokenSubject, WorkspaceRow,
 };
 
-use super::{audit_count, credential, new_user, record, token, uuid, Subject};
+use super::{audit_count, credential, new_user, record, role, token, uuid, Subject};
 
 /// Issue 12 items 2 and 17: grants, user disabling and deletion, on both backends.
 pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
@@ -43,16 +43,9 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         .unwrap();
     // A role in bob's personal workspace, with a token, reaching acme/ci.
     let role = RoleRow {
-        id: uuid(),
-        workspace_id: bob.workspace.id.clone(),
-        workspace_name: bob.workspace.name.clone(),
-        name: "puller".into(),
-        description: String::new(),
-        policy: r#"{"statements":[]}"#.into(),
-        revision: 1,
         created_at: 1_000,
         updated_at: 1_000,
-        created_by: "bob".into(),
+        ..role(&bob.workspace, "puller", "bob")
     };
     store
         .create_role(&role, record("role.create"))
