@@ -62,6 +62,15 @@ fn verify(server: &TestServer, args: &[&str]) -> std::process::Output {
     server.cli(ADMIN_TOKEN, &full, None)
 }
 
+/// `credentials verify NAME --repository team/app --check-push`: the credential with
+/// its verification, for the push-rights tests.
+fn verify_push(server: &TestServer, name: &str) -> wire::Credential {
+    credential(&verify(
+        server,
+        &[name, "--repository", "team/app", "--check-push"],
+    ))
+}
+
 /// Issue 12 item 7: a registry at Azure's wireserver address, or at Google's metadata
 /// name, is refused before any connection, even with a broad network around the
 /// address allowed and the address listed for plain http.
@@ -453,10 +462,7 @@ fn push_rights_are_checked_on_request_and_otherwise_said_unknown() {
     assert!(message.contains("--check-push"), "{message}");
 
     let before = uploads_left(&registry, "team/app");
-    let checked = credential(&verify(
-        &server,
-        &["robot", "--repository", "team/app", "--check-push"],
-    ));
+    let checked = verify_push(&server, "robot");
     assert_eq!(checked.verification.status, "ok");
     let message = checked.verification.message.unwrap_or_default();
     assert!(
@@ -524,20 +530,18 @@ fn push_rights_are_checked_on_request_and_otherwise_said_unknown() {
             password,
         ));
     }
-    let puller = credential(&verify(
-        &server,
-        &["puller", "--repository", "team/app", "--check-push"],
-    ));
-    let message = puller.verification.message.unwrap_or_default();
+    let message = verify_push(&server, "puller")
+        .verification
+        .message
+        .unwrap_or_default();
     assert!(
         message.contains("push to team/app refused") && !message.contains("warning"),
         "{message}"
     );
-    let pusher = credential(&verify(
-        &server,
-        &["pusher", "--repository", "team/app", "--check-push"],
-    ));
-    let message = pusher.verification.message.unwrap_or_default();
+    let message = verify_push(&server, "pusher")
+        .verification
+        .message
+        .unwrap_or_default();
     // Distribution wants `delete` to cancel an upload, which the pusher lacks: the
     // warning says the empty upload stays until the registry purges it.
     assert!(
@@ -550,11 +554,10 @@ fn push_rights_are_checked_on_request_and_otherwise_said_unknown() {
         before.len() + 2
     );
     // With `delete` granted too, the upload is cancelled, and `delete` is warned about.
-    let maintainer = credential(&verify(
-        &server,
-        &["maintainer", "--repository", "team/app", "--check-push"],
-    ));
-    let message = maintainer.verification.message.unwrap_or_default();
+    let message = verify_push(&server, "maintainer")
+        .verification
+        .message
+        .unwrap_or_default();
     assert!(
         message.contains("grants push, delete on team/app")
             && message.contains("opened and cancelled"),
