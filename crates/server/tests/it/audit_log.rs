@@ -12,6 +12,7 @@ use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
 
 use super::console_http::{pair, request, sign_in};
+use super::grants::{credential, member, user, workspace};
 use super::support::{ok, raw, ServerOptions, TestServer, ADMIN_TOKEN};
 
 /// A name that, printed raw, ends its row and prints a fake, green, reordered one.
@@ -176,20 +177,6 @@ fn a_stored_user_name_cannot_forge_credential_rows() {
     assert!(edit.body.contains(FORGED_NAME), "{}", edit.body);
 }
 
-/// A user with an API token of their own.
-fn user(admin: &Client, name: &str) -> String {
-    let created: wire::UserCreated = admin
-        .post(
-            "/api/v1/users",
-            &wire::UserInput {
-                name: name.into(),
-                admin: false,
-            },
-        )
-        .unwrap();
-    created.token.expose().to_owned()
-}
-
 fn resolve_status(client: &Client, workspace: &str, image: &str) -> u16 {
     let path = format!("/api/v1/workspaces/{}/resolve", segment(workspace));
     let input = wire::ResolveInput {
@@ -231,37 +218,17 @@ fn misses_and_refusals_are_told_apart_and_shown_to_the_workspace() {
         ..ServerOptions::default()
     });
     let admin = server.admin();
-    let _: wire::Workspace = admin
-        .post(
-            "/api/v1/workspaces",
-            &wire::WorkspaceInput {
-                name: "acme/ci".into(),
-            },
-        )
-        .unwrap();
-    let _: wire::Credential = admin
-        .post(
-            &format!("/api/v1/workspaces/{}/credentials", segment("acme/ci")),
-            &wire::CredentialInput {
-                name: Some("mirror".into()),
-                registry: Some("registry.example.com".into()),
-                username: Some("robot".into()),
-                password: Some(wire::Sensitive::new("audit-gaps-password")),
-                verify: Some(false),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    workspace(&admin, "acme/ci");
+    credential(
+        &admin,
+        "acme/ci",
+        "mirror",
+        "registry.example.com",
+        "audit-gaps-password",
+    );
     let bob_token = user(&admin, "bob");
     let carol_token = user(&admin, "carol");
-    admin
-        .put(
-            &format!("/api/v1/workspaces/{}/members/bob", segment("acme/ci")),
-            &wire::MemberInput {
-                role: "launch".into(),
-            },
-        )
-        .unwrap();
+    member(&admin, "acme/ci", "bob", "launch");
     let bob = server.client(&bob_token);
     let carol = server.client(&carol_token);
 

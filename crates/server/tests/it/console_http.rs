@@ -2,9 +2,9 @@
 //! attributes, refused forged posts, the security headers, and what a viewer sees.
 //! (The browser tests are in `console.rs`.)
 
-use regkeeper_client::segment;
 use regkeeper_wire as wire;
 
+use super::grants::{credential, member, user, workspace};
 use super::support::{TestServer, ADMIN_TOKEN};
 
 pub(super) struct Answer {
@@ -183,45 +183,17 @@ fn a_post_without_its_csrf_token_is_refused_and_changes_nothing() {
 fn a_viewer_sees_credentials_but_no_controls() {
     let server = TestServer::start();
     let admin = server.admin();
-    let _: wire::Workspace = admin
-        .post(
-            "/api/v1/workspaces",
-            &wire::WorkspaceInput {
-                name: "acme/ci".into(),
-            },
-        )
-        .unwrap();
-    let _: wire::Credential = admin
-        .post(
-            &format!("/api/v1/workspaces/{}/credentials", segment("acme/ci")),
-            &wire::CredentialInput {
-                name: Some("mirror".into()),
-                registry: Some("registry.example.com".into()),
-                username: Some("robot".into()),
-                password: Some(wire::Sensitive::new("viewer-canary-secret")),
-                verify: Some(false),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let created: wire::UserCreated = admin
-        .post(
-            "/api/v1/users",
-            &wire::UserInput {
-                name: "viewer".into(),
-                admin: false,
-            },
-        )
-        .unwrap();
-    admin
-        .put(
-            &format!("/api/v1/workspaces/{}/members/viewer", segment("acme/ci")),
-            &wire::MemberInput {
-                role: "view".into(),
-            },
-        )
-        .unwrap();
-    let (session, _) = sign_in(&server, created.token.expose(), &[]);
+    workspace(&admin, "acme/ci");
+    credential(
+        &admin,
+        "acme/ci",
+        "mirror",
+        "registry.example.com",
+        "viewer-canary-secret",
+    );
+    let token = user(&admin, "viewer");
+    member(&admin, "acme/ci", "viewer", "view");
+    let (session, _) = sign_in(&server, &token, &[]);
     let cookies = [pair(&session)];
     let workspaces = request(&server, "GET", "/console/workspaces", &cookies, &[], None);
     assert!(workspaces
@@ -275,16 +247,7 @@ fn a_disabled_or_deleted_users_console_session_ends_at_once() {
     let admin = server.admin();
     let mut sessions = Vec::new();
     for name in ["gina", "hank"] {
-        let created: wire::UserCreated = admin
-            .post(
-                "/api/v1/users",
-                &wire::UserInput {
-                    name: name.into(),
-                    admin: false,
-                },
-            )
-            .unwrap();
-        let (session, _) = sign_in(&server, created.token.expose(), &[]);
+        let (session, _) = sign_in(&server, &user(&admin, name), &[]);
         sessions.push(pair(&session));
     }
     let _: wire::UserDisabled = admin
