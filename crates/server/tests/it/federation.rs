@@ -17,7 +17,8 @@ use super::peers::identity_provider::{IdentityProvider, SigningKey};
 use super::peers::tls::TestCa;
 use super::support::{ok, raw, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
 use setup::{
-    add_trust, github_claims, server_trusting, set_up_workspace, trust_github_builder, AUDIENCE,
+    add_trust, federated_pull, github_claims, server_trusting, set_up_workspace,
+    trust_github_builder, AUDIENCE,
 };
 
 const WORKSPACE: &str = "acme/ci";
@@ -845,43 +846,10 @@ async fn oidc_trust_removed_on_one_replica_ends_sessions_on_another() {
 /// distribution (htpasswd, TLS) with the login it got.
 #[tokio::test(flavor = "multi_thread")]
 async fn oidc_exchanged_token_lets_skopeo_pull() {
-    use super::peers::registry::{Registry, SkopeoAuth};
-    let Some(registry) = Registry::htpasswd(&[("robot", "robot-password")]) else {
+    use super::peers::registry::SkopeoAuth;
+    let Some((registry, provider, server)) = federated_pull(WORKSPACE) else {
         return;
     };
-    registry.push_test_image("team/app", "1", "robot", "robot-password");
-    let ca = registry.ca();
-    let Some(provider) = IdentityProvider::start(ca, "key-1") else {
-        return;
-    };
-    let server = server_trusting(ca);
-    let admin = set_up(&server);
-    let _: wire::Credential = admin
-        .post(
-            &format!("/api/v1/workspaces/{}/credentials", segment(WORKSPACE)),
-            &wire::CredentialInput {
-                name: Some("local".into()),
-                registry: Some(registry.host_port().into()),
-                username: Some("robot".into()),
-                password: Some(wire::Sensitive::new("robot-password")),
-                verify: Some(false),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let _: wire::Role = admin
-        .patch(
-            &format!("/api/v1/workspaces/{}/roles/builder", segment(WORKSPACE)),
-            &wire::RoleInput {
-                name: None,
-                description: None,
-                policy: Some(json!({"Version": "2026-11-01", "Statement": [{
-                    "Effect": "Allow", "Action": ["credentials:Resolve"],
-                    "Resource": [format!("rk:{WORKSPACE}:credential/local")]}]})),
-            },
-        )
-        .unwrap();
-    trust_github_builder(&server, WORKSPACE, &provider.issuer);
     let jwt = provider.token(AUDIENCE, &github_claims()).await;
     let (status, body) = exchange(&server, "builder", &jwt);
     assert_eq!(status, 200, "{body}");

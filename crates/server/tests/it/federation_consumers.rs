@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::consumers::{run, sibling};
 use super::federation::setup::{
-    add_trust, github_claims, server_trusting, set_up_workspace, trust_github_builder, AUDIENCE,
+    add_trust, federated_pull, github_claims, server_trusting, set_up_workspace, AUDIENCE,
 };
 use super::peers::identity_provider::IdentityProvider;
 use super::peers::registry::{Registry, SKOPEO_BINARY};
@@ -115,21 +115,9 @@ fn cache_files(home: &Path) -> Vec<PathBuf> {
 /// printed.
 #[tokio::test(flavor = "multi_thread")]
 async fn oidc_helper_with_a_role_lets_skopeo_pull_and_caches_the_token() {
-    let Some(registry) = Registry::htpasswd(&[("robot", "robot-password")]) else {
+    let Some((registry, provider, server)) = federated_pull(WORKSPACE) else {
         return;
     };
-    registry.push_test_image("team/app", "1", "robot", "robot-password");
-    let ca = registry.ca();
-    let Some(provider) = IdentityProvider::start(ca, "key-1") else {
-        return;
-    };
-    let server = server_trusting(ca);
-    set_up(
-        &server,
-        &[("local", registry.host_port(), "robot-password")],
-        &[("builder", "local")],
-    );
-    trust_github_builder(&server, WORKSPACE, &provider.issuer);
     let claims = github_claims();
     let jwt = provider.token(AUDIENCE, &claims).await;
     let home = tempfile::tempdir().unwrap();

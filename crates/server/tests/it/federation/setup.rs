@@ -5,6 +5,8 @@ use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
 use serde_json::{json, Value};
 
+use crate::peers::identity_provider::IdentityProvider;
+use crate::peers::registry::Registry;
 use crate::peers::tls::TestCa;
 use crate::support::{ok, ServerOptions, TestServer, ADMIN_TOKEN};
 
@@ -128,4 +130,23 @@ pub fn github_claims() -> Value {
         "repository": "acme/app",
         "repository_owner": "acme",
     })
+}
+
+/// Distribution behind htpasswd holding `team/app:1`, a provider with the registry's
+/// CA, and a server trusting it where `builder` resolves only the registry's login
+/// (`local`) and trusts the provider's GitHub-shaped tokens: what a federated pull
+/// needs. `None` where a peer cannot run here.
+pub fn federated_pull(workspace: &str) -> Option<(Registry, IdentityProvider, TestServer)> {
+    let registry = Registry::htpasswd(&[("robot", "robot-password")])?;
+    registry.push_test_image("team/app", "1", "robot", "robot-password");
+    let provider = IdentityProvider::start(registry.ca(), "key-1")?;
+    let server = server_trusting(registry.ca());
+    set_up_workspace(
+        &server,
+        workspace,
+        &[("local", registry.host_port(), "robot-password")],
+        &[("builder", "local")],
+    );
+    trust_github_builder(&server, workspace, &provider.issuer);
+    Some((registry, provider, server))
 }
