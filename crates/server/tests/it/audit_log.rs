@@ -43,6 +43,19 @@ fn console_audit_page(server: &TestServer, workspace: &str) -> String {
     page.body
 }
 
+/// POSTs `body` unchanged to the admin's personal credentials: these tests send the
+/// forged values byte for byte, as a hostile client would, not through our client.
+fn post_admin_credential(server: &TestServer, body: &serde_json::Value) -> (u16, String) {
+    raw(
+        server,
+        "POST",
+        "/api/v1/workspaces/%7Eadmin/credentials",
+        Some(ADMIN_TOKEN),
+        Some("application/json"),
+        Some(body.to_string().as_bytes()),
+    )
+}
+
 /// Issue 12 item 14: a credential name with a newline, ANSI escapes, U+202E and NUL
 /// is refused and audited exactly (JSON), but `audit list` prints it as one escaped
 /// line and the console's audit page shows the escaped form.
@@ -56,14 +69,7 @@ fn a_rejected_name_cannot_forge_audit_rows_or_colour_the_terminal() {
         "password": "not-a-secret",
         "verify": false,
     });
-    let (status, answer) = raw(
-        &server,
-        "POST",
-        "/api/v1/workspaces/%7Eadmin/credentials",
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(body.to_string().as_bytes()),
-    );
+    let (status, answer) = post_admin_credential(&server, &body);
     assert_eq!(status, 400, "{answer}");
 
     // JSON stays exact: the entry holds the name as it was sent.
@@ -116,14 +122,7 @@ fn a_stored_user_name_cannot_forge_credential_rows() {
         "password": "not-a-secret",
         "verify": false,
     });
-    let (status, answer) = raw(
-        &server,
-        "POST",
-        "/api/v1/workspaces/%7Eadmin/credentials",
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(body.to_string().as_bytes()),
-    );
+    let (status, answer) = post_admin_credential(&server, &body);
     assert_eq!(status, 201, "{answer}");
 
     let list = ok(&server.cli(ADMIN_TOKEN, &["credentials", "list"], None));
