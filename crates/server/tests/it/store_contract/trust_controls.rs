@@ -8,7 +8,7 @@ use regkeeper::store::{
     ApiTokenRow, RoleGrantRow, RoleRow, TokenOwner, TokenSubject, WorkspaceRow,
 };
 
-use super::{audit_count, credential, new_user, record, role, token, uuid, Subject};
+use super::{audit_count, credential, new_user, record, role, token, token_stored, uuid, Subject};
 
 /// Issue 12 items 2 and 17: grants, user disabling and deletion, on both backends.
 pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
@@ -259,11 +259,7 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
             .disabled_at,
         None
     );
-    assert!(store
-        .api_token_by_hash("hash-bob-fresh")
-        .await
-        .unwrap()
-        .is_some());
+    assert!(token_stored(store, "hash-bob-fresh").await);
     assert!(store
         .role_grant_in_force(&target.id, &role.id)
         .await
