@@ -10,6 +10,15 @@ use regkeeper::store::{
 
 use super::{audit_count, credential, new_user, record, role, token, token_stored, uuid, Subject};
 
+/// A token of `role` made by user `user_id`: one disabling or deleting them revokes.
+fn role_token_by(role: &RoleRow, user_id: &str, hash: &str) -> ApiTokenRow {
+    ApiTokenRow {
+        owner: TokenOwner::Role(role.id.clone()),
+        created_by: Some(user_id.into()),
+        ..token(user_id, hash)
+    }
+}
+
 /// Issue 12 items 2 and 17: grants, user disabling and deletion, on both backends.
 pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
     let store = &subject.store;
@@ -72,11 +81,7 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         .create_role(&deployer, record("role.create"))
         .await
         .unwrap();
-    let by_bob = ApiTokenRow {
-        owner: TokenOwner::Role(deployer.id.clone()),
-        created_by: Some(bob.user.id.clone()),
-        ..token(&bob.user.id, "hash-acme-by-bob")
-    };
+    let by_bob = role_token_by(&deployer, &bob.user.id, "hash-acme-by-bob");
     let unattributed = ApiTokenRow {
         owner: TokenOwner::Role(deployer.id.clone()),
         ..token(&bob.user.id, "hash-acme-unattributed")
@@ -271,11 +276,7 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         .insert_credential(&kept, record("credential.create"))
         .await
         .unwrap();
-    let later = ApiTokenRow {
-        owner: TokenOwner::Role(deployer.id.clone()),
-        created_by: Some(bob.user.id.clone()),
-        ..token(&bob.user.id, "hash-acme-by-bob-later")
-    };
+    let later = role_token_by(&deployer, &bob.user.id, "hash-acme-by-bob-later");
     store
         .insert_api_token(&later, record("role.token_create"))
         .await
