@@ -18,7 +18,7 @@ use super::peers::tls::TestCa;
 use super::support::{ok, raw, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
 use setup::{
     add_trust, federated_pull, github_claims, server_trusting, set_up_workspace,
-    trust_github_builder, AUDIENCE,
+    trust_github_builder, try_add_trust, AUDIENCE,
 };
 
 const WORKSPACE: &str = "acme/ci";
@@ -102,23 +102,12 @@ async fn oidc_exchange_end_to_end_with_a_real_provider() {
     let admin = set_up(&server);
 
     // Refused before anything is stored: open to every GitHub user.
-    let open = server.cli(
-        ADMIN_TOKEN,
-        &[
-            "roles",
-            "trust",
-            "add",
-            "builder",
-            "--workspace",
-            WORKSPACE,
-            "--issuer",
-            "https://token.actions.githubusercontent.com",
-            "--audience",
-            AUDIENCE,
-            "--subject",
-            "repo:*",
-        ],
-        None,
+    let open = try_add_trust(
+        &server,
+        WORKSPACE,
+        "builder",
+        "https://token.actions.githubusercontent.com",
+        &["--subject", "repo:*"],
     );
     assert!(!open.status.success());
     assert!(
@@ -126,25 +115,12 @@ async fn oidc_exchange_end_to_end_with_a_real_provider() {
         "{}",
         stderr(&open)
     );
-    let too_long = server.cli(
-        ADMIN_TOKEN,
-        &[
-            "roles",
-            "trust",
-            "add",
-            "builder",
-            "--workspace",
-            WORKSPACE,
-            "--issuer",
-            &provider.issuer,
-            "--audience",
-            AUDIENCE,
-            "--subject",
-            "x",
-            "--max-session",
-            "13h",
-        ],
-        None,
+    let too_long = try_add_trust(
+        &server,
+        WORKSPACE,
+        "builder",
+        &provider.issuer,
+        &["--subject", "x", "--max-session", "13h"],
     );
     assert!(stderr(&too_long).contains("12 h"), "{}", stderr(&too_long));
 

@@ -1,6 +1,8 @@
 //! The set-up both federation suites need (the server's and the node-side consumers'),
 //! kept in one place so a change to how a trust or a role is made reaches both.
 
+use std::process::Output;
+
 use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
 use serde_json::{json, Value};
@@ -80,14 +82,14 @@ pub fn set_up_workspace(
 }
 
 /// `roles trust add` through the CLI, as an operator adds one, with `extra` flags
-/// (subject, claims, ...) after the issuer and audience.
-pub fn add_trust(
+/// (subject, claims, ...) after the issuer and audience; it may be refused.
+pub fn try_add_trust(
     server: &TestServer,
     workspace: &str,
     role: &str,
     issuer: &str,
     extra: &[&str],
-) -> wire::Trust {
+) -> Output {
     let mut args = vec![
         "roles",
         "trust",
@@ -103,7 +105,19 @@ pub fn add_trust(
         "json",
     ];
     args.extend_from_slice(extra);
-    serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &args, None))).expect("trust JSON")
+    server.cli(ADMIN_TOKEN, &args, None)
+}
+
+/// `try_add_trust`, which must succeed: the trust it stored.
+pub fn add_trust(
+    server: &TestServer,
+    workspace: &str,
+    role: &str,
+    issuer: &str,
+    extra: &[&str],
+) -> wire::Trust {
+    let output = try_add_trust(server, workspace, role, issuer, extra);
+    serde_json::from_str(&ok(&output)).expect("trust JSON")
 }
 
 /// The trust `github_claims()` meets: `builder` for any ref of acme/app, owner acme,
