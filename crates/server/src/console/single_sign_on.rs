@@ -5,6 +5,8 @@
 //! brings back against that cookie and hands the code to `service::oidc::sign_in`,
 //! whose API token the session then carries exactly as a pasted one.
 
+use std::sync::Arc;
+
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
@@ -13,10 +15,12 @@ use base64::Engine as _;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::crypto::MasterKeys;
 use crate::domain::identity::truncate;
 use crate::domain::Error;
 use crate::http::ApiState;
 use crate::service::oidc::sign_in::{self, Callback, Client, SignInError};
+use crate::service::App;
 
 use super::forms::FormFields;
 use super::guard::{over_tls, problem, Visit};
@@ -56,17 +60,27 @@ fn callback_url(headers: &HeaderMap) -> Option<String> {
     Some(format!("{scheme}://{host}{CALLBACK_PATH}"))
 }
 
+/// What both halves of the sign-in check first: single sign-on is configured (else
+/// the console has no such page) and the master keys that seal the pending sign-in's
+/// cookie are loaded. Otherwise, the response to give.
+async fn entered(app: &App, headers: &HeaderMap) -> Result<(Visit, Arc<MasterKeys>), Response> {
+    if app.config.single_sign_on.is_none() {
+        return Err(not_found().await);
+    }
+    let keys = app.keyring.keys();
+    let visit = Visit::of(headers, keys.as_deref().ok());
+    match keys {
+        Ok(keys) => Ok((visit, keys)),
+        Err(error) => Err(problem(&visit, None, &error)),
+    }
+}
+
 /// `GET /console/sign-in/sso`: off to the identity provider.
 pub async fn start(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let app = &state.app;
-    if app.config.single_sign_on.is_none() {
-        return not_found().await;
-    }
-    let keys = app.keyring.keys();
-    let visit = Visit::of(&headers, keys.as_deref().ok());
-    let keys = match keys {
-        Ok(keys) => keys,
-        Err(error) => return problem(&visit, None, &error),
+    let (visit, keys) = match entered(app, &headers).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let Some(redirect_uri) = callback_url(&headers) else {
         return problem(
@@ -195,14 +209,9 @@ pub async fn callback(
     headers: HeaderMap,
 ) -> Response {
     let app = &state.app;
-    if app.config.single_sign_on.is_none() {
-        return not_found().await;
-    }
-    let keys = app.keyring.keys();
-    let visit = Visit::of(&headers, keys.as_deref().ok());
-    let keys = match keys {
-        Ok(keys) => keys,
-        Err(error) => return problem(&visit, None, &error),
+    let (visit, keys) = match entered(app, &headers).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let fields = FormFields::parse(query.as_deref().unwrap_or_default().as_bytes());
     let pending = session::cookie(&headers, PENDING_COOKIE)
