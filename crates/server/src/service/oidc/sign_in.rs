@@ -308,15 +308,19 @@ async fn attempt(
             "expiresAt": expires_at,
         })
     };
+    // The session's token, for a known user or one this sign-in creates.
+    let token_for = |user_id: &str| {
+        token_row(
+            TokenOwner::User(user_id.to_owned()),
+            client.token_name(),
+            &token,
+            now,
+            Some(expires_at),
+        )
+    };
     let user = match user {
         Some(user) => {
-            let row = token_row(
-                TokenOwner::User(user.id.clone()),
-                client.token_name(),
-                &token,
-                now,
-                Some(expires_at),
-            );
+            let row = token_for(&user.id);
             let mut record = app.record(None, "auth.sso_sign_in").target(&user.name);
             record.actor = user.name.clone();
             app.store
@@ -332,13 +336,7 @@ async fn attempt(
                 created_at: now,
                 disabled_at: None,
             };
-            let row = token_row(
-                TokenOwner::User(user.id.clone()),
-                client.token_name(),
-                &token,
-                now,
-                Some(expires_at),
-            );
+            let row = token_for(&user.id);
             let workspace = WorkspaceRow {
                 id: new_id(),
                 name: personal_workspace_name(&name),
