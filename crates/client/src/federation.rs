@@ -14,12 +14,7 @@ impl Client {
     /// `POST /api/v1/oidc/exchange`, sent without this client's own API token: the
     /// OIDC token is the only credential, and a stored token has no business there.
     pub fn exchange_oidc(&self, role: &str, token: &Sensitive) -> Result<Exchanged, ClientError> {
-        let anonymous = Client {
-            base_url: self.base_url.clone(),
-            token: None,
-            agent: self.agent.clone(),
-        };
-        anonymous.post(
+        self.anonymous().post(
             "/api/v1/oidc/exchange",
             &ExchangeInput {
                 role: role.to_owned(),
@@ -34,6 +29,16 @@ impl Client {
         Client {
             base_url: self.base_url.clone(),
             token: Some(token),
+            agent: self.agent.clone(),
+        }
+    }
+
+    /// A copy (same agent and TLS) that sends no API token, for the calls that are how
+    /// one is had: the OIDC exchange and the browser sign-in.
+    pub(crate) fn anonymous(&self) -> Client {
+        Client {
+            base_url: self.base_url.clone(),
+            token: None,
             agent: self.agent.clone(),
         }
     }

@@ -347,6 +347,16 @@ fn tls_config(setting: &str, path: &Path) -> Result<Arc<rustls::ClientConfig>, C
     Ok(Arc::new(config))
 }
 
+const NO_TOKEN: &str = "no API token";
+
+impl ClientError {
+    /// Whether no API token is configured at all (as opposed to a wrong one), so a
+    /// consumer can name its other ways in (a role and an OIDC token).
+    pub fn is_missing_token(&self) -> bool {
+        matches!(self, ClientError::Config(message) if message.starts_with(NO_TOKEN))
+    }
+}
+
 /// Every request needs an API token, so its absence is told before any connection is
 /// made, with each place a token may come from.
 fn no_token(settings_path: Option<&Path>) -> ClientError {
@@ -355,7 +365,7 @@ fn no_token(settings_path: Option<&Path>) -> ClientError {
         |path| path.display().to_string(),
     );
     ClientError::Config(format!(
-        "no API token: set REGKEEPER_TOKEN, or REGKEEPER_TOKEN_FILE to a file holding it, or put `token = \"rk_…\"` in {settings}"
+        "{NO_TOKEN}: set REGKEEPER_TOKEN, or REGKEEPER_TOKEN_FILE to a file holding it, or put `token = \"rk_…\"` in {settings}"
     ))
 }
 

@@ -128,11 +128,7 @@ impl Client {
         let verifier = Sensitive::new(random_value()?);
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.expose().as_bytes()));
         // Neither request may carry a stored API token: the sign-in is how one is had.
-        let anonymous = Client {
-            base_url: self.base_url.clone(),
-            token: None,
-            agent: self.agent.clone(),
-        };
+        let anonymous = self.anonymous();
         let started: SignInStarted = anonymous.post(
             "/api/v1/oidc/login/start",
             &SignInStart {

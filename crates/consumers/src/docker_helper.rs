@@ -162,9 +162,9 @@ fn get(
     let resolved = match federation::with_client(environment, clock, &resolve) {
         Ok(resolved) => resolved,
         Err(ClientError::Api { status: 404, .. }) => return Err(HelperError::NotFound),
-        Err(ClientError::Config(message)) if message.starts_with("no API token") => {
+        Err(error) if error.is_missing_token() => {
             return Err(HelperError::Regkeeper(format!(
-                "{message}; or set REGKEEPER_ROLE and REGKEEPER_OIDC_TOKEN_FILE to exchange an OIDC token for a role's"
+                "{error}; or set REGKEEPER_ROLE and REGKEEPER_OIDC_TOKEN_FILE to exchange an OIDC token for a role's"
             )))
         }
         Err(error) => return Err(error.into()),

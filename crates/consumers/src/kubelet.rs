@@ -166,8 +166,7 @@ fn look_up(client: &Client, image: &str) -> Result<Lookup, ClientError> {
 /// A node without any setting is told every way to give it one.
 fn node_problem(environment: Environment<'_>, error: &ClientError) -> String {
     let described = describe(error);
-    let unconfigured = environment(federation::ROLE_VARIABLE).is_none()
-        && matches!(error, ClientError::Config(message) if message.starts_with("no API token"));
+    let unconfigured = environment(federation::ROLE_VARIABLE).is_none() && error.is_missing_token();
     if unconfigured {
         format!(
             "{described}; or set REGKEEPER_ROLE and REGKEEPER_OIDC_TOKEN_FILE to exchange an OIDC token, or give the provider tokenAttributes so the kubelet sends each pod's service-account token"

@@ -102,9 +102,7 @@ impl App {
     /// console. The entry tells its readers nothing they may not know: they administer
     /// that workspace, and the caller who was refused never sees the log.
     async fn targeted_workspace_id(&self, record: &AuditRecord) -> Option<String> {
-        let workspace = self
-            .store
-            .workspace_by_name(record.workspace.as_deref()?)
+        let workspace = access::workspace_by_name(self, record.workspace.as_deref()?)
             .await
             .ok()??;
         Some(workspace.id)

@@ -4,6 +4,7 @@
 //! Pure functions of keys, values and time, so every rule is unit-tested here.
 
 use std::fmt;
+use subtle::ConstantTimeEq;
 
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -166,6 +167,12 @@ fn csrf_mac(keys: &MasterKeys, session: &Session) -> Option<Hmac<Sha256>> {
 
 /// A fresh random value for the sign-in form's double-submit cookie.
 pub fn new_sign_in_token() -> String {
+    new_random_value()
+}
+
+/// 32 random bytes from the OS, base64url: the sign-in form's double-submit value and
+/// single sign-on's `state`, `nonce` and PKCE verifier.
+pub fn new_random_value() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
@@ -177,14 +184,10 @@ pub fn sign_in_token_matches(cookie: Option<&str>, given: &str) -> bool {
     let Some(cookie) = cookie else {
         return false;
     };
-    if cookie.len() < 32 || cookie.len() != given.len() {
+    if cookie.len() < 32 {
         return false;
     }
-    cookie
-        .bytes()
-        .zip(given.bytes())
-        .fold(0u8, |difference, (left, right)| difference | (left ^ right))
-        == 0
+    bool::from(cookie.as_bytes().ct_eq(given.as_bytes()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

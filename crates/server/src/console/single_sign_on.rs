@@ -10,9 +10,6 @@ use std::sync::Arc;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::crypto::MasterKeys;
@@ -29,12 +26,6 @@ use super::session::{self, Flash, Lifetime, Pending, PENDING_COOKIE, SESSION_COO
 use super::{error_message, html, pages, see_other};
 
 pub const CALLBACK_PATH: &str = "/console/sign-in/sso/callback";
-
-fn random_value() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
 
 /// The callback's absolute URL as the browser reaches the console: the scheme a TLS
 /// proxy reports, and its `X-Forwarded-Host` or the `Host`. A forged host only makes
@@ -93,9 +84,9 @@ pub async fn start(State(state): State<ApiState>, headers: HeaderMap) -> Respons
         );
     };
     let pending = Pending {
-        state: random_value(),
-        nonce: random_value(),
-        verifier: SecretString::from(random_value()),
+        state: session::new_random_value(),
+        nonce: session::new_random_value(),
+        verifier: SecretString::from(session::new_random_value()),
         redirect_uri,
     };
     let challenge = sign_in::code_challenge(pending.verifier.expose_secret());

@@ -116,7 +116,7 @@ async fn role_granted(app: &App, workspace_id: &str, role_id: &str) -> Result<bo
 }
 
 /// A workspace by name, through the cache.
-async fn workspace_by_name(app: &App, name: &str) -> Result<Option<WorkspaceRow>> {
+pub(super) async fn workspace_by_name(app: &App, name: &str) -> Result<Option<WorkspaceRow>> {
     if let Some(found) = app.caches.workspaces.get(name) {
         return Ok(found);
     }

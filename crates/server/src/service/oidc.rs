@@ -169,9 +169,10 @@ pub(crate) fn parse(
         ));
     };
     let named = claim_text(&header, "alg").unwrap_or_default();
-    let algorithm = ALLOWED
-        .into_iter()
-        .find(|allowed| format!("{allowed:?}") == named)
+    let algorithm = named
+        .parse::<Algorithm>()
+        .ok()
+        .filter(|parsed| ALLOWED.contains(parsed))
         .ok_or_else(|| {
             reject(format!(
                 "algorithm `{}` is not accepted (RS256/384/512, PS256/384/512, ES256/384 or EdDSA)",
@@ -336,7 +337,7 @@ async fn attempt(
     });
     let algorithm = algorithm?;
 
-    let found_workspace = app.store.workspace_by_name(&workspace).await?;
+    let found_workspace = super::access::workspace_by_name(app, &workspace).await?;
     let role = match &found_workspace {
         Some(found) => app.store.role(&found.id, &role_name).await?,
         None => None,

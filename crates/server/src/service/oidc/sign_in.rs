@@ -21,6 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use url::Url;
 
 use crate::audit::Outcome;
@@ -280,7 +281,7 @@ async fn attempt(
         return Err(SignInError::Rejected("authorized party (azp)".into()));
     }
     let nonce = claim_text(&claims, "nonce").unwrap_or_default();
-    if nonce.is_empty() || !constant_time_equal(nonce.as_bytes(), callback.nonce.as_bytes()) {
+    if nonce.is_empty() || !bool::from(nonce.as_bytes().ct_eq(callback.nonce.as_bytes())) {
         return Err(SignInError::Rejected(
             "nonce: the ID token was not issued for this sign-in".into(),
         ));
@@ -467,15 +468,6 @@ fn user_name(settings: &SingleSignOn, claims: &serde_json::Value) -> Result<Stri
         ))
     })?;
     Ok(name)
-}
-
-fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            == 0
 }
 
 #[cfg(test)]
