@@ -222,6 +222,12 @@ pub async fn verify_with(
             .await?
             .ok_or_else(|| Error::NotFound(format!("credential {name} in {workspace_name}")))?;
         let secret = open_secret(app, &existing)?;
+        // The registry is asked about the repository as checked and normalised above,
+        // the same name the audit entry records.
+        let request = VerifyRequest {
+            repository,
+            ..request
+        };
         let outcome = check_with(app, &existing, &secret, request).await;
         let verification = match &outcome {
             Ok(verification) => verification.clone(),

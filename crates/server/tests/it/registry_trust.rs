@@ -423,6 +423,22 @@ fn a_missing_repository_is_not_called_refused_access() {
     );
 }
 
+/// Review fix: the repository is normalised (surrounding slashes and spaces dropped)
+/// before the registry is asked, as the audit entry records it; the registry used to
+/// be asked for `/team/app/` as typed, which no registry has.
+#[test]
+fn a_repository_is_asked_for_as_normalised() {
+    let Some(registry) = Registry::htpasswd(&[("robot", "robot-password")]) else {
+        return;
+    };
+    registry.push_test_image("team/app", "1", "robot", "robot-password");
+    let host = registry.host_port().to_owned();
+    let server = server_trusting(&registry);
+    add_robot(&server, &host);
+    let verified = verify(&server, &["robot", "--repository", " /team/app/ "]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+}
+
 /// The files of open blob uploads in `repository`: an upload's `data` and `startedat`.
 /// (Distribution 2.8 writes a hash state once more after removing a cancelled upload;
 /// that leftover holds no data and is not counted.)
