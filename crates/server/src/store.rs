@@ -312,13 +312,6 @@ pub trait Store: Send + Sync {
     ) -> Result<()>;
     async fn delete_credential(&self, credential_id: &str, audit: AuditRecord) -> Result<bool>;
 
-    /// Sealed secrets whose data key is wrapped by another master key version.
-    async fn sealed_not_under(
-        &self,
-        kind: SealedKind,
-        key_version: u32,
-        limit: i64,
-    ) -> Result<Vec<SealedRef>>;
     /// Every sealed value of one kind whose owner id sorts after `after`, at most
     /// `limit`, in owner id order, whatever master key version wraps it (a rotation
     /// checks them all before it changes anything, then re-wraps them page by page).

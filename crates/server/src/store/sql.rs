@@ -1265,27 +1265,6 @@ macro_rules! impl_store {
                 commit_audited_if(transaction, deleted, audit).await
             }
 
-            async fn sealed_not_under(
-                &self,
-                kind: SealedKind,
-                key_version: u32,
-                limit: i64,
-            ) -> Result<Vec<SealedRef>> {
-                let statement = format!(
-                    "SELECT * FROM ({}) sealed WHERE secret_key_version <> $1 ORDER BY id LIMIT $2",
-                    sealed_select(kind)
-                );
-                sqlx::query(&statement)
-                    .bind(i64::from(key_version))
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(database_error)?
-                    .iter()
-                    .map(sealed_ref_from)
-                    .collect()
-            }
-
             async fn sealed_page(&self, kind: SealedKind, after: &str, limit: i64) -> Result<Vec<SealedRef>> {
                 let statement = format!(
                     "SELECT * FROM ({}) sealed WHERE id > $1 ORDER BY id LIMIT $2",

@@ -122,9 +122,12 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
     // A master-key rotation finds the signing key, with its credential's workspace for
     // the binding, and swaps in the re-wrapped data key by compare-and-swap.
     let pending = store
-        .sealed_not_under(SealedKind::SyncSigningKey, 3, 10)
+        .sealed_page(SealedKind::SyncSigningKey, "", 10)
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .filter(|sealed| sealed.sealed.key_version != 3)
+        .collect::<Vec<_>>();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].owner_id, hook.id);
     assert_eq!(pending[0].workspace_id, ecr.workspace_id);
@@ -152,9 +155,12 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
         .await
         .unwrap());
     assert!(store
-        .sealed_not_under(SealedKind::SyncSigningKey, 3, 10)
+        .sealed_page(SealedKind::SyncSigningKey, "", 10)
         .await
         .unwrap()
+        .into_iter()
+        .filter(|sealed| sealed.sealed.key_version != 3)
+        .collect::<Vec<_>>()
         .is_empty());
     hook.signing_key = Some(rewrapped);
 
