@@ -11,8 +11,9 @@
 //! server URL, the role and the OIDC token, so another server, role or OIDC token (a
 //! CI job's next one) never reuses it. A cached token the server refuses (401) is
 //! forgotten and exchanged again, once. The cache is only a saving: if the directory
-//! cannot be made private (0700) or written, every call exchanges. Neither token is
-//! ever printed, logged or put in an error.
+//! cannot be made private (0700) or written, every call exchanges — as it does when
+//! neither `XDG_CACHE_HOME` nor `HOME` is set (a kubelet's provider `env` may have to
+//! set one). Neither token is ever printed, logged or put in an error.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};

@@ -1,6 +1,11 @@
 //! The command line: `regkeeper serve` runs the server; every other command is a
 //! client of its REST API (`REGKEEPER_URL`, `REGKEEPER_TOKEN`). Secrets are read from
 //! stdin, an environment variable or a file — never from an argument.
+//!
+//! The client commands are one or two REST calls each through `regkeeper_client`, one
+//! file per command group; `kubelet-credential-provider` is
+//! `regkeeper_consumers::kubelet::run`, called before any API token is required. No
+//! command but `serve` opens the store or the key file.
 
 mod bootstrap_token;
 mod commands;

@@ -1,5 +1,10 @@
 //! Time as an injected dependency, so expiry and refresh logic is tested on a clock the
 //! test controls instead of with sleeps.
+//!
+//! Logic asks `App::now()` (or the [`Clock`] it was given, as the login cache and the
+//! providers are) and never reads the OS clock itself: [`SystemClock`] is the one
+//! reader. The background loops' periods and a resolve's polls while another replica
+//! holds a mint lease are tokio timers; the AWS SDK signs with the OS clock.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 

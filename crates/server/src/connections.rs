@@ -17,6 +17,10 @@
 //! before any handshake work). HTTP/1.1 is served on plain connections (no h2c), HTTP/2
 //! or HTTP/1.1 over TLS by ALPN; an HTTP/2 connection that sends no request within the
 //! header-read time-out is closed, and dead ones are found by pings.
+//!
+//! Shutdown stops accepting, shuts every connection down gracefully and waits for
+//! them. This module knows no routes: it serves whatever `Router` it is given, adding
+//! `ConnectInfo` from the peer address.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;

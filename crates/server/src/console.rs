@@ -4,6 +4,14 @@
 //! HTTP, never SQL. `session` keeps the token sealed in a cookie, `guard` re-checks it
 //! on every request and refuses forged posts, `pages` renders (maud escapes every
 //! value), and here domain errors become sentences on a page.
+//!
+//! Every page leaves through `html`, which escapes non-printing characters in text
+//! between tags (attribute values, which forms post back, stay exact), and a
+//! middleware sets the Content-Security-Policy and the other security headers on every
+//! answer. Failed sign-ins count in the REST API's `AuthLimiter`. The console holds no
+//! state beyond `session::SignedOut`, reads the store only to find a single sign-on
+//! token to revoke at sign-out, and never puts a secret in a page, a URL, the log or a
+//! cookie in plain text.
 
 mod credentials;
 mod forms;

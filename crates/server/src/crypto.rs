@@ -2,6 +2,19 @@
 //! data key (AES-256-GCM), bound by associated data to its workspace, owner and
 //! version; the data key is wrapped by a versioned master key. Rotating the master key
 //! re-wraps data keys only, so secrets are never decrypted and re-encrypted in bulk.
+//!
+//! What each sealed value is bound to ([`Binding`]: purpose, workspace, owner,
+//! version): a credential secret to `credential-secret`, its workspace, the credential
+//! id and its secret version; a minted registry token to `registry-token`, no
+//! workspace, its shared identity and its issue time; a webhook's signing key to
+//! `sync-signing-key`, its workspace, the target id and 1. A wrapped data key is bound
+//! to its master-key version. A ciphertext moved to another row or version therefore
+//! fails to open.
+//!
+//! [`Keyring`] is the server's current state: ready keys, or unavailable with a
+//! reason, and every caller of `keys()` then gets a 503-shaped `Error::Unavailable`.
+//! This module knows nothing of credentials, HTTP or SQL; the key file on disk is
+//! `keyfile`'s.
 
 pub mod keyfile;
 

@@ -2,6 +2,14 @@
 //! domain errors become HTTP status codes (`error`). Handlers are thin: they parse,
 //! call `service`, and shape the response with `views`. The web console's pages
 //! (`crate::console`) are merged into the same router, under `/` and `/console`.
+//!
+//! Every request is bounded by a 60 s time-out (503 `timeout`) and 1024 requests in
+//! progress; a panic in a handler is caught and answered as a generic 500. The answers
+//! that have no domain error (an unknown route, 405, the time-out, a caught panic)
+//! use `error::error_response`'s body shape. `/readyz` gives states only, never
+//! reasons. Only `credentials::resolve` puts a registry secret into a response; the
+//! other secrets an answer may carry once are a new API token and a generated webhook
+//! signing key. Handlers hold no business rule and run no SQL.
 
 mod admin;
 mod auth;

@@ -1,5 +1,9 @@
 //! Prometheus metrics, kept in one registry that is passed around (no globals) and
 //! rendered in the text exposition format at `/metrics`.
+//!
+//! Labels are route templates and fixed words, never raw paths, so no name or token
+//! ends up in a label. `regkeeper_token_refreshes_total` counts every provider call for
+//! a shared token, on demand or by the refresher, but not verification's logins.
 
 use std::sync::atomic::AtomicI64;
 

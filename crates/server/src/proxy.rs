@@ -7,6 +7,21 @@
 //! against their digests; an optional on-disk cache serves verified blobs again, but
 //! only to callers whose own credential the upstream has confirmed may pull them.
 //!
+//! Who asks comes first: a caller without a valid token learns nothing, not even
+//! whether its path is well formed (failures count in an `AuthLimiter` of the proxy's
+//! own). Only GET and HEAD are served (anything else is 405 `UNSUPPORTED`). The
+//! credential is chosen by `service::resolve::authorize_pull` — the one a REST resolve
+//! would pick, under the same permissions — without opening its secret; `upstream`
+//! takes the login only when it has no upstream token cached. The same request by the
+//! same token is audited once per `AUDIT_REPEAT_WINDOW`, its permissions checked
+//! every time and every failure recorded.
+//!
+//! Limits: the read API only (no push, catalog or referrers); the blob cache and the
+//! grants belong to one process, so after a restart the first pull of a cached blob
+//! re-confirms with a `HEAD`; a client that stops reading keeps its upstream
+//! connection open, since hyper has no write time-out and the concurrency limit counts
+//! a request only until its response starts.
+//!
 //! Architecture invariant: the proxy serves nothing (not even from its cache) before
 //! the caller's credential for that upstream repository has been resolved.
 

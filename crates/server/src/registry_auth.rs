@@ -1,6 +1,12 @@
 //! Docker Registry HTTP API v2 authentication: the `/v2/` ping, the `WWW-Authenticate`
 //! challenge, and Basic or Bearer login with per-repository scopes. Used to verify
 //! credentials and to mint Bearer tokens; every request goes through `outbound`.
+//!
+//! Credentials travel only in the `Authorization` header, to the registry's host or
+//! to a Bearer realm `realm::realm_trusted` accepts; this module builds no HTTP client
+//! of its own. A 401's challenges are answered Bearer over Basic; `probe` reads what
+//! a registry's answers mean (a 200 that is a registry's, a missing repository, a
+//! blob upload opened and cancelled for `check_push`).
 
 pub mod challenge;
 mod probe;

@@ -1,5 +1,17 @@
 //! Starting the server: configuration, logging, store, keyring, bootstrap, listener,
 //! and graceful shutdown on SIGINT/SIGTERM.
+//!
+//! In order: the data directory (created 0700), [`build_app`] (store opened and
+//! migrated, keyring loaded, outbound client — start fails if its CA file is unusable
+//! —, providers, caches), the change watcher on PostgreSQL, the API listener bound,
+//! the first admin bootstrapped (a generated token printed once on stdout, next to the
+//! `export REGKEEPER_URL=` line that matches the bound address), the proxy's listener
+//! if configured (its `regkeeper proxy listening on` line first), then the API's lines
+//! and the background tasks: the key reload every 10 s, the token refresher and the
+//! sync pusher every 5 s (each with an owner id `replica-<random UUID>` for its
+//! leases; a slow cycle delays the next tick rather than overlapping it), and pruning
+//! expired exchanged tokens every minute. Both listeners are served by
+//! `connections::serve`, never `axum::serve`.
 
 use std::io::Write;
 use std::net::SocketAddr;

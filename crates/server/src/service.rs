@@ -1,6 +1,13 @@
 //! The application: authorisation and business rules for every action, composed of
-//! the store, the keyring and the clock. HTTP-agnostic — the REST handlers (and later
-//! the console and proxy) call these functions with an authenticated [`Principal`].
+//! the store, the keyring and the clock. HTTP-agnostic — the REST handlers, the
+//! console and the proxy call these functions with an authenticated [`Principal`];
+//! they return `domain::Result` and never choose a status code.
+//!
+//! [`App::audited`] runs an action and, when it fails, appends an entry on its own
+//! (best effort): `denied` for `Forbidden`, `Hidden` and `Unauthenticated`,
+//! `not_found` for `NotFound`, else `failed`, with the error's code and reason, in the
+//! workspace the record names whenever that workspace exists, so its admins see
+//! outsiders' and removed members' attempts too.
 
 pub mod access;
 pub mod audit_log;

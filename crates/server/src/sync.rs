@@ -8,6 +8,14 @@
 //! only to `REGKEEPER_SYNC_KUBERNETES_NAMESPACES` and only over Secrets regkeeper made
 //! for the same workspace (`kubernetes`), and webhooks go through the guarded
 //! `outbound` client without following redirects (`webhook`).
+//!
+//! [`Pushers`] (in `App`, built at start from the operator's sync settings) first
+//! `check`s that a destination is enabled at all — a file root, a cluster, an allowed
+//! namespace, a webhook URL `outbound` accepts — then `push`es. A [`Delivery`] prints
+//! its secret redacted, and `scrub` removes the secret (and its Basic form) from a
+//! destination's error before it is stored or shown; [`SyncError`] messages name only
+//! relative paths, namespaces and hosts. This module opens no connection to a
+//! tenant-chosen host except through `outbound`.
 
 mod file;
 mod kubernetes;

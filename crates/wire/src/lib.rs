@@ -3,7 +3,14 @@
 //! stay small.
 //!
 //! Timestamps are RFC 3339 strings in UTC. Request bodies reject unknown fields, so a
-//! misspelt field is an error rather than a silently ignored setting.
+//! misspelt field is an error rather than a silently ignored setting. Every REST body
+//! is camelCase; `docker_helper` and `kubelet` are other programs' protocols and keep
+//! their field names.
+//!
+//! [`Resolved::secret`] is the one response field that carries a registry secret;
+//! `Credential.token` describes a minted token without the token, and is absent until
+//! the credential's first resolve links it to one. This crate depends on nothing
+//! server-side and holds no logic beyond (de)serialisation.
 
 mod administration;
 pub mod docker_helper;

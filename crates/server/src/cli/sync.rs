@@ -1,5 +1,6 @@
 //! `regkeeper sync …`: a credential's push targets (docker config files, Kubernetes
-//! Secrets, webhooks), each command one or two REST calls.
+//! Secrets, webhooks), each command one or two REST calls. `add` and `run` exit
+//! non-zero when the push failed; a generated signing key is printed once, by `add`.
 
 use std::path::PathBuf;
 

@@ -2,6 +2,10 @@
 //! verify and delete. Each calls one `service` function with the signed-in principal;
 //! a domain error re-renders the form with what was typed (never the password) or
 //! becomes a page that says what went wrong.
+//!
+//! Limits: the forms have no ECR session token or Azure tenant id (the CLI has);
+//! sync targets are shown but managed only with `regkeeper sync`; a credential named
+//! `new` cannot be opened at its page path, which is the add form's.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

@@ -1,5 +1,12 @@
 //! Signing in and out, the workspace picker, the audit view, type detection and the
 //! static assets. The credential pages are in `credentials`.
+//!
+//! Signing in: the form carries a double-submit token that must equal the
+//! `regkeeper_csrf` cookie and come from this origin; the token is authenticated (a
+//! workload role's is refused) and sealed into the session cookie, and the browser goes
+//! to the workspaces — not to the page it first asked for. Signing out expires the
+//! cookie, remembers the session id in `SignedOut`, and revokes a single sign-on's
+//! token, which ends copies of the cookie on every replica.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

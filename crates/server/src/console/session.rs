@@ -66,7 +66,7 @@ impl Session {
 /// Sessions signed out in this process. A sealed cookie cannot be taken back, so
 /// signing out remembers the session's id until it would have expired anyway, and a
 /// replayed cookie is refused. Per process: another replica accepts a replayed cookie
-/// until it expires or its API token is revoked (ARCHITECTURE.md, Not yet built).
+/// until it expires or its API token is revoked (ARCHITECTURE.md, Known gaps).
 pub struct SignedOut(moka::sync::Cache<[u8; SESSION_ID_BYTES], ()>);
 
 impl Default for SignedOut {

@@ -1,5 +1,12 @@
 //! The master key file: every key version, created with mode 0600 and replaced only by
 //! an atomic rename to a file that still holds every earlier version.
+//!
+//! The file is JSON (format `regkeeper-master-keys/v1`, every version's key in
+//! base64). Every write goes to a 0600 temporary file in the same directory, fsynced,
+//! then placed: [`create`] hard-links it, so an existing file is never clobbered, even
+//! in a race; [`replace`] renames it over the old file; [`restore`] undoes a rotation
+//! that lost a race. Errors never quote the file's contents. Only `service::keys`
+//! calls this module (start-up, rotation, reload).
 
 use std::collections::BTreeMap;
 use std::io::Write;

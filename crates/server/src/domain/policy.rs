@@ -10,6 +10,11 @@
 //! Names match without regard to case (credential names are unique that way too), so
 //! `Deny rk:acme/ci:credential/deploy-*` also holds for `Deploy-prod`. A document that
 //! names a key twice is refused ([`Policy::parse_json`]), never read as its last value.
+//!
+//! [`Policy`] derives serde for one purpose: its stored JSON form, statements with
+//! their bound ids, which the store keeps as text. Users' documents are parsed from
+//! IAM's spelling, and responses show [`Policy::document`]; no domain type is a
+//! response shape (those are `regkeeper_wire`'s).
 
 use std::fmt;
 

@@ -1,4 +1,13 @@
 //! Authenticating requests by API token, and limiting how fast one address may fail.
+//!
+//! [`Caller`] takes the client address from the connection. An address with
+//! `FAILURES_PER_WINDOW` failures in the current minute gets 429 `rate_limited` before
+//! its token is looked at. A missing or non-Bearer header is 401; otherwise
+//! `service::identity::authenticate` decides, and an unknown, revoked or expired token
+//! is 401, counted in `regkeeper_auth_failures_total`, recorded in the limiter and
+//! logged as `auth.failed` with the address and reason — never the token. What the
+//! caller may then do is decided per workspace by `service::access`. The limiter is in
+//! memory, per process; the console uses the API's, the proxy has its own.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -2,7 +2,9 @@
 //! whole (up to [`MANIFEST_LIMIT`]), hashed, and served only if it matches the digest
 //! it was asked by, or the digest the upstream announced for a tag. Verified manifests
 //! stay in a small in-memory cache keyed by digest, served under the same grants as
-//! cached blobs.
+//! cached blobs. A manifest asked for by tag always goes to the upstream, since a tag
+//! may move; only one asked for by digest is served from the cache. Tag lists have
+//! their `name` and `Link` rewritten to the proxy's own names.
 
 use std::sync::Arc;
 

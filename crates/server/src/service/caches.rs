@@ -14,6 +14,11 @@
 //! without the connection being seen to drop, or when a lookup that read the database
 //! before the commit stores its answer after the notification. An API token's expiry
 //! and revocation times are checked against the clock on every request, cached or not.
+//!
+//! Invalidation is coarse: a change clears the whole affected cache, on every replica.
+//! The in-process cache of minted logins is not one of these: it holds logins,
+//! not permissions, hears of no change, and every resolve passes the access checks
+//! first.
 
 use std::sync::Arc;
 use std::time::Duration;

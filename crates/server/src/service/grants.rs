@@ -7,6 +7,12 @@
 //! when its granter loses admin there, leaves, is disabled or deleted, and the target's
 //! admins list and revoke grants (and see every outside role whose policy reaches
 //! them, granted or not). `access::role_workspace` checks it on every request.
+//!
+//! Limits: a grant covers whatever the role's policy allows in the workspace —
+//! narrowing it to some credentials is the policy's job, and the target's admins who
+//! do not also administer the role's workspace cannot change the statements reaching
+//! them. Listing the roles that reach a workspace reads every role of every workspace
+//! (an administrative action, never on a resolve's path).
 
 use crate::audit::AuditRecord;
 use crate::domain::identity::parse_role_reference;

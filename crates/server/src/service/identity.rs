@@ -1,4 +1,11 @@
 //! Users, API tokens, workspaces and memberships.
+//!
+//! An API token is `rk_` and 40 random characters, stored only as its SHA-256 and a
+//! display prefix. [`authenticate`] finds a token by that hash (through the 5 s token
+//! cache, which every replica clears on a change to tokens, users, roles, workspaces or
+//! memberships), checks revocation and expiry against the clock on every request,
+//! and writes `last_used_at` at most once a minute. Only an owner grants or removes
+//! the owner role, and a workspace's last owner cannot be demoted or removed.
 
 use rand::distributions::Alphanumeric;
 use rand::Rng;

@@ -1,5 +1,36 @@
 //! Loading the master keys at start (and checking them against the database) and
 //! rotating them online.
+//!
+//! Start-up ([`load_keyring`]): the database's key checks (one per master-key version
+//! ever used) are read; a missing key file with no checks is a new installation, so
+//! version 1 is generated and created (never over an existing file); a missing file
+//! with checks, or a malformed one, leaves the keyring unavailable with a reason naming
+//! what to restore. Every version with a check must be in the file and match it;
+//! versions new to the database get their check recorded (`ensure_key_check`, which
+//! also catches two replicas generating different keys for one version). Whatever
+//! fails, the server starts: secret operations answer 503 `master_key_unavailable`,
+//! `/readyz` is 503, and nothing is regenerated or overwritten.
+//!
+//! Rotation ([`rotate`], site administrators only, one at a time per process under
+//! `App.rotation`): refused with 409 `rotation_in_progress` when the database already
+//! knows a newer version (another replica rotated), with 409 `master_key_file_changed`
+//! when the key file no longer holds the loaded keys, and with 422
+//! `master_key_unreadable_values` when a sealed value cannot be opened (unless asked to
+//! skip those; an unreadable minted token is only reported, since it is re-minted).
+//! Then: a new version becomes current (`MasterKeys::with_new_version`), the audit
+//! entry is written, the key file is replaced atomically, and the version's check is
+//! recorded — if another replica recorded a different key for it first, the previous
+//! file is restored and the answer is 409. Holding `App.seal_gate` exclusively (no
+//! secret sealed under the old key is still on its way to the store), the keyring
+//! swaps keys; then every data key is re-wrapped page by page (the ciphertext is left
+//! alone), each swapped in only if the row still holds the old wrapped key, so a
+//! concurrent update is never undone.
+//!
+//! Other replicas are not told: every 10 s [`reload_if_changed`] takes a key file that
+//! holds a newer version (and every loaded one unchanged) once it matches the
+//! database's checks; a file that no longer holds the loaded keys is reported (`key
+//! status`, a gauge, one warning) and never written over. Until a replica has the new
+//! file it seals under the old version, which everyone can still open.
 
 use crate::crypto::keyfile::{self, FileState, KeyFileError};
 use crate::crypto::{key_check, key_check_matches, Binding, Keyring, MasterKeys};

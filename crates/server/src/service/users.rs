@@ -10,6 +10,10 @@
 //! cache forgets them (at once here, by the database's notification elsewhere).
 //! Nobody disables or deletes themselves, so a site administrator remains, and no
 //! organisation workspace is left without an owner.
+//!
+//! Limits: a disabled user's personal workspace keeps its workload roles, and their
+//! tokens that others created, working; role tokens created before migration 0009
+//! have no recorded creator, so disabling or deleting their creator leaves them.
 
 use secrecy::SecretString;
 

@@ -2,6 +2,14 @@
 //! pull check), plus warnings when it can do more than pull. A registry that asks for
 //! no credentials cannot tell a good login from a bad one: that is `unverifiable`, with
 //! the reason, not `ok`.
+//!
+//! A failure the user must fix (the registry refused the login, a forbidden or
+//! plain-http destination, a missing repository, not a registry, a realm not allowed)
+//! is 422; anything that failed upstream or may pass later is 502 (`Upstream`).
+//! Verification always logs in afresh through `Providers::login`: it neither reads nor
+//! stores the shared minted tokens (`registry_tokens`), so it proves the stored secret
+//! itself. A credential is stored only after [`check`] passed, unless the caller asked
+//! not to verify (`skipped`).
 
 use crate::domain::credential::{
     AuthMethod, Credential, CredentialSecret, Verification, VerificationStatus,

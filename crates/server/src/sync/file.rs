@@ -13,6 +13,10 @@
 //! a temporary file in the same directory (mode 0600, fsynced) and renamed over the old
 //! one, then the directory is fsynced: a reader sees the old file or the new one, never
 //! a partial one.
+//!
+//! Writes in one process are serialised (`Pushers`); two replicas writing one file on
+//! a shared filesystem are not. A `credsStore` kept in a merged file still wins over
+//! our `auths` entry in the docker CLI.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,9 @@
 //! regkeeper` and annotation `regkeeper.io/workspace-id`), so a target can never take
 //! over someone else's Secret. The existing Secret is read as metadata only
 //! (`PartialObjectMetadata`): its data never reaches regkeeper.
+//!
+//! Every namespace of a target is tried on each push; the first failure is the one
+//! reported. A 409 is tried once more (see `put_secret`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

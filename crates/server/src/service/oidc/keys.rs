@@ -5,6 +5,9 @@
 //! Keys are kept for [`KEYS_TTL_MS`]; a token naming a `kid` the cached set lacks (a key
 //! rotation) re-fetches at most once per [`REFETCH_INTERVAL_MS`] per issuer, so a flood
 //! of forged `kid`s cannot turn regkeeper into a load generator against the issuer.
+//!
+//! Limits: the cache is per replica and is not told when another replica re-fetches;
+//! a JWKS holding one key `jsonwebtoken` cannot parse is refused whole.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

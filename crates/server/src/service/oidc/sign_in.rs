@@ -16,6 +16,10 @@
 //! an ordinary API token of that user expiring after [`SIGN_IN_LIFETIME_MS`]: what the
 //! console's session carries and what `regkeeper login` saves. Every sign-in, accepted
 //! or refused, is audited as `auth.sso_sign_in` with the reason of a refusal.
+//!
+//! Limits: expired sign-in tokens stay in `api_tokens` (expired or revoked, never
+//! usable) until the user's tokens are cleaned up; the configured claim cannot be an
+//! email address, since user names hold no `@`.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
