@@ -3,8 +3,6 @@
 //! version; the data key is wrapped by a versioned master key. Rotating the master key
 //! re-wraps data keys only, so secrets are never decrypted and re-encrypted in bulk.
 
-pub mod keyfile;
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -16,8 +14,8 @@ use rand::RngCore;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::domain::credential::SealedSecret;
-use crate::domain::Error;
+use crate::credential::SealedSecret;
+use crate::Error;
 
 const FORMAT_V1: u8 = 1;
 const NONCE_LEN: usize = 12;
