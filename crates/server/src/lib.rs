@@ -1,15 +1,12 @@
 //! regkeeper: a container-registry credentials broker. See `ARCHITECTURE.md` for the
 //! code map; `cli` is the entry point of the `regkeeper` binary.
 
-pub mod audit;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod console;
-pub mod crypto;
-pub mod domain;
 pub mod http;
+pub mod key_file;
 pub mod metrics;
 pub mod outbound;
 pub mod providers;
@@ -19,5 +16,8 @@ pub mod serve;
 pub mod service;
 pub mod store;
 pub mod sync;
-pub mod text;
 pub mod tokens;
+
+// The domain crate, under the names the server has always used for its parts.
+pub use regkeeper_domain as domain;
+pub use regkeeper_domain::{audit, clock, crypto, text};

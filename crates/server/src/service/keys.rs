@@ -32,7 +32,7 @@
 //! status`, a gauge, one warning) and never written over. Until a replica has the new
 //! file it seals under the old version, which everyone can still open.
 
-use crate::crypto::keyfile::{self, FileState, KeyFileError};
+use crate::key_file::{self, FileState, KeyFileError};
 use crate::crypto::{key_check, key_check_matches, Binding, Keyring, MasterKeys};
 use crate::domain::identity::Principal;
 use crate::domain::{Error, Result};
@@ -50,7 +50,7 @@ const REWRAP_BATCH: i64 = 200;
 pub async fn load_keyring(store: &dyn Store, path: &std::path::Path, now: i64) -> Keyring {
     match load(store, path, now).await {
         Ok(keys) => {
-            if keyfile::too_permissive(path) {
+            if key_file::too_permissive(path) {
                 tracing::warn!(path = %path.display(), "master_key.file_permissions_too_open");
             }
             tracing::info!(
@@ -71,11 +71,11 @@ async fn load(store: &dyn Store, path: &std::path::Path, now: i64) -> Result<Mas
         .key_checks()
         .await
         .map_err(|error| error.to_string())?;
-    let keys = match keyfile::load(path) {
+    let keys = match key_file::load(path) {
         Ok(keys) => keys,
         Err(KeyFileError::Missing { .. }) if checks.is_empty() => {
             let keys = MasterKeys::generate();
-            keyfile::create(path, &keys).map_err(|error| error.to_string())?;
+            key_file::create(path, &keys).map_err(|error| error.to_string())?;
             tracing::info!(path = %path.display(), "master_key.generated");
             keys
         }
@@ -217,7 +217,7 @@ pub async fn rotate(app: &App, principal: &Principal, skip_unreadable: bool) -> 
                 "skipUnreadable": labels,
             })))
             .await?;
-        keyfile::replace(path, &rotated).map_err(|error| match error {
+        key_file::replace(path, &rotated).map_err(|error| match error {
             KeyFileError::Changed { reason, .. } => file_changed(path, &reason),
             error => Error::unavailable(
                 "master_key_write_failed",
@@ -237,7 +237,7 @@ pub async fn rotate(app: &App, principal: &Principal, skip_unreadable: bool) -> 
         if !recorded {
             // Another replica claimed this version first (or the database failed):
             // put the previous file back, so file and database agree again.
-            if let Err(error) = keyfile::restore(path, &keys) {
+            if let Err(error) = key_file::restore(path, &keys) {
                 tracing::error!(error = %error, "master_key.restore_failed");
             }
             stored?;
@@ -345,7 +345,7 @@ fn binding(kind: SealedKind, row: &crate::store::SealedRef) -> Binding<'_> {
 /// ends). The reason it differs, if it does; a file with a newer version that keeps
 /// every loaded one is not a difference (another replica rotated).
 fn check_key_file(app: &App, loaded: &MasterKeys) -> Option<String> {
-    let mismatch = match keyfile::compare(&app.config.master_key_file, loaded) {
+    let mismatch = match key_file::compare(&app.config.master_key_file, loaded) {
         FileState::Differs(reason) => Some(reason),
         FileState::Same | FileState::Newer(_) => None,
     };
@@ -388,7 +388,7 @@ pub async fn reload_if_changed(app: &App) {
     let Ok(loaded) = app.keyring.keys() else {
         return;
     };
-    let keys = match keyfile::compare(&app.config.master_key_file, &loaded) {
+    let keys = match key_file::compare(&app.config.master_key_file, &loaded) {
         FileState::Same => {
             record_file_state(app, None);
             return;

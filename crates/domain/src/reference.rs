@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::domain::registry::{self, DOCKER_HUB};
+use crate::registry::{self, DOCKER_HUB};
 
 /// distribution/reference's limit, applied to the canonical `registry/repository` so
 /// that a name Docker Hub shortens cannot pass when written short and fail when written

@@ -12,7 +12,7 @@ use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
-use crate::domain::credential::Timestamp;
+use crate::credential::Timestamp;
 
 pub trait Clock: Send + Sync {
     /// Unix time in milliseconds.

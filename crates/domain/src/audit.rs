@@ -4,8 +4,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::credential::Timestamp;
-use crate::domain::identity::Principal;
+use crate::credential::Timestamp;
+use crate::identity::Principal;
 
 /// The hash that the first entry chains from.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

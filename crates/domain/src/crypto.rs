@@ -16,8 +16,6 @@
 //! This module knows nothing of credentials, HTTP or SQL; the key file on disk is
 //! `keyfile`'s.
 
-pub mod keyfile;
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -29,8 +27,8 @@ use rand::RngCore;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::domain::credential::SealedSecret;
-use crate::domain::Error;
+use crate::credential::SealedSecret;
+use crate::Error;
 
 const FORMAT_V1: u8 = 1;
 const NONCE_LEN: usize = 12;

@@ -135,7 +135,7 @@ pub fn parse_workspace_name(name: &str) -> Result<WorkspaceKind> {
 /// Echoed user input, kept short so an error message cannot carry a pasted blob,
 /// escaped so it cannot carry a newline, ANSI escapes or bidi overrides, and without
 /// anything that could be a password or token (`crate::text::echo`).
-pub(crate) fn truncate(value: &str) -> String {
+pub fn truncate(value: &str) -> String {
     crate::text::echo(value, 64)
 }
 

@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Key, MasterKeys};
+use crate::crypto::{Key, MasterKeys};
 
 const FORMAT: &str = "regkeeper-master-keys/v1";
 
