@@ -523,6 +523,11 @@ fn credential_name(host: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The tests' clock: a fixed instant (2027-01-15), never the system's.
+    fn fixed_now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000)
+    }
+
     fn run_action(action: Option<&str>, input: &str) -> (u8, String, String) {
         let environment = |name: &str| match name {
             // Nothing listens on port 1, so an action that reaches the network fails.
@@ -538,7 +543,7 @@ mod tests {
             &mut input.as_bytes(),
             &mut output,
             &mut errors,
-            &SystemTime::now,
+            &fixed_now,
         );
         (
             status,
@@ -648,7 +653,7 @@ mod tests {
                 &mut input.as_bytes(),
                 &mut output,
                 &mut errors,
-                &SystemTime::now,
+                &fixed_now,
             );
             let errors = String::from_utf8(errors).unwrap();
             assert_eq!(status, 1, "{action}");

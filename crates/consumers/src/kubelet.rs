@@ -356,6 +356,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// The tests' clock: a fixed instant (2027-01-15), never the system's.
+    fn fixed_now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000)
+    }
+
     /// Issue 12 item 15: with no token configured (and no service-account token in the
     /// request) the provider fails at once with a clear error naming every way to
     /// configure one, before reaching the server (this URL would otherwise give
@@ -372,7 +377,7 @@ mod tests {
             &mut request.as_bytes(),
             &mut output,
             &mut errors,
-            &SystemTime::now,
+            &fixed_now,
         );
         let errors = String::from_utf8(errors).unwrap();
         assert_eq!(status, 1);

@@ -24,7 +24,6 @@ mod sync;
 mod views;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -254,7 +253,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn record_metrics(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
+    let started = crate::clock::Stopwatch::start();
     let method = request.method().to_string();
     let route = request
         .extensions()

@@ -350,6 +350,8 @@ impl OutboundClient {
 
     /// The settings every client shares: our resolver, no environment proxies, no
     /// `Referer`, the connect time-out.
+    // Where tenant-chosen hosts get their clients (`.clippy.toml`).
+    #[allow(clippy::disallowed_methods)]
     fn guarded_builder(
         policy: &Arc<Policy>,
         connect: Duration,
@@ -611,6 +613,26 @@ fn describe(error: &reqwest::Error) -> String {
         parts.push(error_text);
     }
     parts.join(": ")
+}
+
+/// A client for an endpoint the operator configured (the Azure AD authority, Google's
+/// token URL): TLS with the built-in roots, no redirects, no `Referer`, the given
+/// time-outs. Unlike [`OutboundClient`] it applies no address policy, since no tenant
+/// chose the host.
+// The one place besides `OutboundClient` that builds a reqwest client (`.clippy.toml`).
+#[allow(clippy::disallowed_methods)]
+pub fn operator_endpoint_client(
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout)
+        .user_agent(concat!("regkeeper/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 #[cfg(test)]

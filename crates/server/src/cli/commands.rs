@@ -25,6 +25,8 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
     if let Command::KubeletCredentialProvider = command {
         // The same code as the standalone `regkeeper-kubelet-credential-provider`,
         // which needs no API token when it exchanges an OIDC or service-account token.
+        // Like that binary's entry point, this hands the system clock to the logic.
+        #[allow(clippy::disallowed_methods)]
         return Ok(regkeeper_consumers::kubelet::run(
             &environment,
             &mut std::io::stdin().lock(),

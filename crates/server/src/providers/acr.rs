@@ -93,14 +93,7 @@ impl AcrProvider {
         outbound: OutboundClient,
         http_registries: Vec<String>,
     ) -> Result<Self, ProviderError> {
-        let azure_ad = reqwest::Client::builder()
-            .use_rustls_tls()
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("regkeeper/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let azure_ad = crate::outbound::operator_endpoint_client(CONNECT_TIMEOUT, REQUEST_TIMEOUT)
             .map_err(|error| {
                 ProviderError::AzureUnreachable(format!("cannot build the HTTP client: {error}"))
             })?;

@@ -121,14 +121,7 @@ struct GoogleError {
 
 impl GcrProvider {
     pub fn new(token_url: Url) -> Result<Self, ProviderError> {
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("regkeeper/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = crate::outbound::operator_endpoint_client(CONNECT_TIMEOUT, REQUEST_TIMEOUT)
             .map_err(|error| {
                 ProviderError::GcpUnreachable(format!("cannot build the HTTP client: {error}"))
             })?;

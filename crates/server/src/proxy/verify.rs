@@ -214,6 +214,9 @@ impl<S> State<S> {
 
 #[cfg(test)]
 mod tests {
+    // A recorder locked only to push a line, from synchronous callbacks.
+    #![allow(clippy::disallowed_types)]
+
     use std::sync::{Arc, Mutex};
 
     use super::*;

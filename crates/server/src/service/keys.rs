@@ -32,10 +32,10 @@
 //! status`, a gauge, one warning) and never written over. Until a replica has the new
 //! file it seals under the old version, which everyone can still open.
 
-use crate::key_file::{self, FileState, KeyFileError};
 use crate::crypto::{key_check, key_check_matches, Binding, Keyring, MasterKeys};
 use crate::domain::identity::Principal;
 use crate::domain::{Error, Result};
+use crate::key_file::{self, FileState, KeyFileError};
 use crate::store::{KeyCheck, SealedKind, Store};
 
 use super::access::require_site_admin;
