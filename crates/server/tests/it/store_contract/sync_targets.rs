@@ -5,9 +5,9 @@
 
 use regkeeper::domain::credential::SealedSecret;
 use regkeeper::domain::sync_target::{Delivered, SyncDestination, SyncStatus, SyncTarget};
-use regkeeper::store::{SealedKind, StoredToken};
+use regkeeper::store::SealedKind;
 
-use super::{audit_count, created_user, credential, record, uuid, Subject};
+use super::{audit_count, created_user, credential, record, stored_token, uuid, Subject};
 
 fn target(
     credential: &regkeeper::domain::credential::Credential,
@@ -31,26 +31,6 @@ fn target(
         behind: true,
         created_at: 1_000,
         created_by: "alice".into(),
-    }
-}
-
-fn token(identity: &str, issued_at: i64) -> StoredToken {
-    StoredToken {
-        identity: identity.into(),
-        username: "AWS".into(),
-        sealed: SealedSecret {
-            ciphertext: vec![7, 7],
-            wrapped_key: vec![8, 8],
-            key_version: 1,
-        },
-        issued_at,
-        expires_at: Some(issued_at + 43_200_000),
-        refresh_at: issued_at + 28_800_000,
-        status: "fresh".into(),
-        failures: 0,
-        last_error: None,
-        next_attempt_at: issued_at + 28_800_000,
-        updated_at: issued_at,
     }
 }
 
@@ -257,7 +237,7 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
 
     // So does a token minted after the one delivered, and only a newer one.
     store
-        .put_registry_token(&token("ecr:shared", 50_000))
+        .put_registry_token(&stored_token("ecr:shared", "fresh", 50_000))
         .await
         .unwrap();
     store
@@ -284,7 +264,7 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
         .unwrap());
     assert!(!store.sync_targets(&ecr.id).await.unwrap()[0].behind);
     store
-        .put_registry_token(&token("ecr:shared", 40_000))
+        .put_registry_token(&stored_token("ecr:shared", "fresh", 40_000))
         .await
         .unwrap();
     assert!(
@@ -292,7 +272,7 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
         "an older token is no reason to push"
     );
     store
-        .put_registry_token(&token("ecr:shared", 90_000))
+        .put_registry_token(&stored_token("ecr:shared", "fresh", 90_000))
         .await
         .unwrap();
     assert!(

@@ -1,12 +1,113 @@
-//! The role-trust part of the store contract (issue 13, migration 0012): trusts come
-//! back as they went in, with their audit entries; tokens exchanged under a trust
-//! authenticate as the role, conflict on a replayed hash, are pruned once expired
-//! (and only those), and go with their trust and with their role.
+//! The workload-role part of the store contract: roles are unique by name in their
+//! workspace, updated only at the revision they were read at, and take their tokens
+//! with them; and their trusts (issue 13, migration 0012) come back as they went in,
+//! with their audit entries, while tokens exchanged under a trust authenticate as the
+//! role, conflict on a replayed hash, are pruned once expired (and only those), and go
+//! with their trust and with their role.
 
 use regkeeper::domain::Error;
 use regkeeper::store::{ApiTokenRow, RoleRow, TokenOwner, TokenSubject, TrustRow};
 
 use super::{audit_count, created_user, record, role, token, token_stored, uuid, Subject};
+
+pub(super) async fn workload_roles_and_their_tokens(subject: Subject) {
+    let store = &subject.store;
+    let alice = created_user(store, "alice").await;
+    let role = RoleRow {
+        description: "CI".into(),
+        ..role(&alice.workspace, "builder", "alice")
+    };
+    store
+        .create_role(&role, record("role.create"))
+        .await
+        .unwrap();
+    let duplicate = RoleRow {
+        id: uuid(),
+        ..role.clone()
+    };
+    let error = store
+        .create_role(&duplicate, record("role.create"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Conflict {
+                code: "role_exists",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        store.role(&alice.workspace.id, "builder").await.unwrap(),
+        Some(role.clone())
+    );
+    assert_eq!(
+        store.roles(&alice.workspace.id).await.unwrap(),
+        vec![role.clone()]
+    );
+
+    // A token of the role authenticates as the role; the user's own are not listed.
+    let owner = TokenOwner::Role(role.id.clone());
+    let role_token = ApiTokenRow {
+        owner: owner.clone(),
+        ..token(&alice.user.id, "hash-role")
+    };
+    store
+        .insert_api_token(&role_token, record("role.token_create"))
+        .await
+        .unwrap();
+    let (found, subject_of) = store.api_token_by_hash("hash-role").await.unwrap().unwrap();
+    assert_eq!(found, role_token);
+    assert_eq!(subject_of, TokenSubject::Role(role.clone()));
+    assert_eq!(
+        store.list_api_tokens(&owner).await.unwrap(),
+        vec![role_token.clone()]
+    );
+    assert!(!store
+        .list_api_tokens(&TokenOwner::User(alice.user.id.clone()))
+        .await
+        .unwrap()
+        .iter()
+        .any(|row| row.id == role_token.id));
+
+    // Optimistic concurrency on update.
+    let mut changed = role.clone();
+    changed.policy = r#"{"statements":[{"effect":"Allow"}]}"#.into();
+    changed.revision = 2;
+    changed.updated_at = 3_000;
+    store
+        .update_role(&changed, 1, record("role.update"))
+        .await
+        .unwrap();
+    let error = store
+        .update_role(&changed, 1, record("role.update"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Conflict { .. }), "{error:?}");
+    assert_eq!(
+        store
+            .role(&alice.workspace.id, "builder")
+            .await
+            .unwrap()
+            .unwrap()
+            .policy,
+        changed.policy
+    );
+
+    // Deleting the role takes its tokens with it.
+    assert!(store
+        .delete_role(&role.id, record("role.delete"))
+        .await
+        .unwrap());
+    assert!(!token_stored(store, "hash-role").await);
+    assert!(!store
+        .delete_role(&role.id, record("role.delete"))
+        .await
+        .unwrap());
+    assert!(token_stored(store, "hash-alice").await);
+}
 
 fn trust(role: &RoleRow, subject: &str) -> TrustRow {
     TrustRow {
