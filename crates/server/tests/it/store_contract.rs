@@ -22,6 +22,7 @@ mod credentials;
 mod grants;
 mod identity;
 mod keys;
+mod registry_tokens;
 mod roles;
 mod sync_targets;
 mod token_leases;
@@ -237,6 +238,17 @@ fn placeholder(identity: &str, now: Timestamp) -> StoredToken {
     stored_token(identity, "pending", now)
 }
 
+/// The store says which backend it is, and answers a ping while its database is up.
+async fn the_store_names_its_backend_and_answers_pings(subject: Subject) {
+    let expected = if subject.raw_url.starts_with("sqlite://") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    assert_eq!(subject.store.backend(), expected);
+    subject.store.ping().await.unwrap();
+}
+
 macro_rules! contract {
     ($backend:ident) => {
         mod $backend {
@@ -258,28 +270,41 @@ macro_rules! contract {
                     }
                 };
             }
+            case!(the_store_names_its_backend_and_answers_pings);
             // Identity: users, API tokens, workspaces and members.
             case!(identity::users_and_personal_workspaces);
             case!(identity::api_tokens);
+            case!(identity::api_tokens_are_found_by_id_whoever_owns_them);
             case!(identity::workspaces_and_members);
             // Credentials.
             case!(credentials::credentials_lifecycle);
             case!(credentials::credential_origins);
+            case!(credentials::credential_names_ignore_case);
             case!(credentials::best_credential_by_prefix);
             // Workload roles, their trusts and exchanged tokens; grants and user lifecycle.
             case!(roles::workload_roles_and_their_tokens);
+            case!(roles::all_roles_span_every_workspace);
             case!(roles::role_trusts_and_exchanged_tokens);
+            case!(roles::expired_exchanged_tokens_are_pruned_up_to_the_limit);
             case!(grants::grants_and_user_lifecycle);
-            // Registry tokens: rows and links, then leases.
+            // Registry tokens: rows, counts and links, then leases.
+            case!(registry_tokens::registry_tokens_are_put_replaced_and_deleted);
+            case!(registry_tokens::token_status_counts_group_rows_by_state);
+            case!(registry_tokens::credentials_link_to_their_token);
             case!(token_leases::mint_claims_are_exclusive_and_respect_backoff);
+            case!(token_leases::due_tokens_are_leased_to_one_owner_until_the_lease_runs_out);
+            case!(token_leases::only_the_lease_holder_finishes);
+            case!(token_leases::unreadable_tokens_are_leased_only_as_issued_and_outside_backoff);
             // Sync targets.
             case!(sync_targets::sync_targets_lifecycle);
+            case!(sync_targets::sync_target_leases);
             // Audit.
             case!(audit::audit_chain_under_concurrency);
             case!(audit::audit_log_is_append_only);
             case!(audit::no_audit_no_action);
             case!(audit::abandoned_writes_do_not_wedge_the_store);
             case!(audit::audit_appends_chained_to_the_last_known_entry);
+            case!(audit::audit_entries_are_read_by_workspace_and_sequence);
             // Master keys: key checks and the sealed values a rotation re-wraps.
             case!(keys::key_checks_and_rewrapping);
             case!(keys::sealed_pages_name_every_value);

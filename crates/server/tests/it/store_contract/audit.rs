@@ -1,11 +1,12 @@
-//! The audit part of the store contract: the hash chain stays linear under concurrent
-//! writers, the database refuses to change or remove entries, an action whose entry
-//! cannot be written does not happen, the writer's fast path chains to the entry it
-//! wrote last, and a cancelled write never wedges the store.
+//! The audit part of the store contract: entries are read after a sequence number, by
+//! workspace, in either order; the hash chain stays linear under concurrent writers, the
+//! database refuses to change or remove entries, an action whose entry cannot be
+//! written does not happen, the writer's fast path chains to the entry it wrote last,
+//! and a cancelled write never wedges the store.
 
 use std::sync::Arc;
 
-use regkeeper::audit::{verify_chain, AuditRecord};
+use regkeeper::audit::{verify_chain, AuditRecord, AuditRow};
 use regkeeper::store::AuditQuery;
 
 use super::{audit_count, credential, new_user, record, Subject};
@@ -224,4 +225,77 @@ pub(super) async fn abandoned_writes_do_not_wedge_the_store(subject: Subject) {
         .unwrap();
     assert_eq!(rows.last().unwrap().action, "after.cancelled");
     assert_eq!(verify_chain(&rows, None).unwrap().0, rows.len() as i64);
+}
+
+/// The audit log's reads: entries after a sequence number, of one workspace or all,
+/// oldest or newest first, at most `limit`; written as recorded, and the batch append
+/// answers its newest entry (none for an empty batch, which writes nothing).
+pub(super) async fn audit_entries_are_read_by_workspace_and_sequence(subject: Subject) {
+    let store = &subject.store;
+    assert_eq!(store.append_audits(Vec::new()).await.unwrap(), None);
+    assert_eq!(audit_count(store).await, 0);
+    let of = |workspace: &str, action: &'static str| {
+        AuditRecord::new(2_000, None, action)
+            .workspace(Some(workspace), &format!("~{workspace}"))
+            .target(format!("{action} target"))
+    };
+    store.append_audit(of("one", "first")).await.unwrap();
+    let newest = store
+        .append_audits(vec![
+            of("two", "second"),
+            record("third"),
+            of("one", "fourth"),
+            of("two", "fifth"),
+        ])
+        .await
+        .unwrap()
+        .expect("the newest entry");
+    let read = |workspace_id: Option<&str>, after_seq, limit, newest_first| {
+        let query = AuditQuery {
+            workspace_id: workspace_id.map(str::to_owned),
+            after_seq,
+            limit,
+            newest_first,
+        };
+        async move { store.audit_entries(&query).await.unwrap() }
+    };
+    let all = read(None, 0, 100, false).await;
+    assert_eq!(
+        all.iter()
+            .map(|row| (row.seq, row.action.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, "first"),
+            (2, "second"),
+            (3, "third"),
+            (4, "fourth"),
+            (5, "fifth")
+        ]
+    );
+    assert_eq!(newest, (5, all[4].hash.clone()));
+    assert_eq!(
+        (
+            all[0].workspace_id.as_deref(),
+            all[0].workspace.as_deref(),
+            all[0].target.as_deref(),
+            all[0].actor.as_str(),
+            all[0].at
+        ),
+        (
+            Some("one"),
+            Some("~one"),
+            Some("first target"),
+            "system",
+            2_000
+        )
+    );
+    assert_eq!(all[2].workspace_id, None);
+    let seqs = |rows: Vec<AuditRow>| rows.into_iter().map(|row| row.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(read(Some("one"), 0, 100, false).await), vec![1, 4]);
+    assert_eq!(seqs(read(Some("two"), 0, 100, true).await), vec![5, 2]);
+    assert_eq!(seqs(read(Some("two"), 2, 100, false).await), vec![5]);
+    assert_eq!(seqs(read(None, 2, 2, false).await), vec![3, 4]);
+    assert_eq!(seqs(read(None, 1, 2, true).await), vec![5, 4]);
+    assert!(read(Some("nowhere"), 0, 100, false).await.is_empty());
+    assert!(read(None, 5, 100, false).await.is_empty());
 }

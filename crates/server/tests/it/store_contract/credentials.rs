@@ -1,7 +1,8 @@
 //! The credential part of the store contract: credentials are unique by name in their
-//! workspace, read back as written, updated only at the revision they were read at,
-//! deleted once; resolve picks the longest covering prefix on the same host; and a
-//! credential's origin (issue 12 item 1) is stored and never changed by an update.
+//! workspace without regard to case, found by any spelling, read back as written,
+//! updated only at the revision they were read at, deleted once; resolve picks the
+//! longest covering prefix on the same host; and a credential's origin (issue 12 item
+//! 1) is stored and never changed by an update.
 
 use regkeeper::domain::credential::{AuthMethod, Credential, CredentialKind, CredentialOrigin};
 use regkeeper::domain::Error;
@@ -274,4 +275,84 @@ pub(super) async fn credential_origins(subject: Subject) {
             .map(|_| ())
     };
     assert!(refused.is_err(), "an unknown origin was stored");
+}
+
+/// Migration 0008: credential names are unique in a workspace without regard to case,
+/// and a credential is found by any spelling of its name.
+pub(super) async fn credential_names_ignore_case(subject: Subject) {
+    let store = &subject.store;
+    let alice = created_user(store, "alice").await;
+    let workspace = &alice.workspace;
+    let prod = credential(workspace, "Prod");
+    store
+        .insert_credential(&prod, record("credential.create"))
+        .await
+        .unwrap();
+    let error = store
+        .insert_credential(&credential(workspace, "PROD"), record("credential.create"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Conflict {
+                code: "credential_exists",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let found = |name: &'static str| async move {
+        store
+            .credential(&workspace.id, name)
+            .await
+            .unwrap()
+            .map(|found| (found.id, found.name))
+    };
+    for spelling in ["Prod", "prod", "PROD"] {
+        assert_eq!(
+            found(spelling).await,
+            Some((prod.id.clone(), "Prod".to_owned())),
+            "{spelling}"
+        );
+    }
+    // A credential may change the case of its own name, but not take another's.
+    let renamed = Credential {
+        revision: 2,
+        name: "prod".into(),
+        ..prod.clone()
+    };
+    store
+        .update_credential(&renamed, 1, record("credential.update"))
+        .await
+        .unwrap();
+    assert_eq!(
+        found("PROD").await,
+        Some((prod.id.clone(), "prod".to_owned()))
+    );
+    let dev = credential(workspace, "dev");
+    store
+        .insert_credential(&dev, record("credential.create"))
+        .await
+        .unwrap();
+    let taking = Credential {
+        revision: 2,
+        name: "PROD".into(),
+        ..dev.clone()
+    };
+    let error = store
+        .update_credential(&taking, 1, record("credential.update"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Conflict {
+                code: "credential_exists",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(found("dev").await, Some((dev.id.clone(), "dev".to_owned())));
 }

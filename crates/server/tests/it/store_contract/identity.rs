@@ -1,12 +1,12 @@
 //! The identity part of the store contract: users with their personal workspaces, API
-//! tokens (found by hash, touched, listed and revoked by their owner only), and
+//! tokens (found by hash or id, touched, listed and revoked by their owner only), and
 //! organisation workspaces with their members.
 
 use regkeeper::domain::identity::{Role, WorkspaceKind};
 use regkeeper::domain::Error;
-use regkeeper::store::{TokenOwner, TokenSubject, WorkspaceRow};
+use regkeeper::store::{ApiTokenRow, TokenOwner, TokenSubject, WorkspaceRow};
 
-use super::{audit_count, created_user, new_user, record, token, uuid, Subject};
+use super::{audit_count, created_user, new_user, record, role, token, uuid, Subject};
 
 pub(super) async fn users_and_personal_workspaces(subject: Subject) {
     let store = &subject.store;
@@ -181,4 +181,31 @@ pub(super) async fn workspaces_and_members(subject: Subject) {
         .await
         .unwrap());
     assert_eq!(store.role_of(&acme.id, &bob.user.id).await.unwrap(), None);
+}
+
+/// An API token is found by its id whoever owns it, a user or a workload role.
+pub(super) async fn api_tokens_are_found_by_id_whoever_owns_them(subject: Subject) {
+    let store = &subject.store;
+    let alice = created_user(store, "alice").await;
+    let own = alice.token.clone().expect("created with a token");
+    let builder = role(&alice.workspace, "builder", "alice");
+    store
+        .create_role(&builder, record("role.create"))
+        .await
+        .unwrap();
+    let of_role = ApiTokenRow {
+        owner: TokenOwner::Role(builder.id.clone()),
+        ..token(&alice.user.id, "hash-role")
+    };
+    store
+        .insert_api_token(&of_role, record("role.token_create"))
+        .await
+        .unwrap();
+    for expected in [own, of_role] {
+        assert_eq!(
+            store.api_token_by_id(&expected.id).await.unwrap(),
+            Some(expected)
+        );
+    }
+    assert_eq!(store.api_token_by_id(&uuid()).await.unwrap(), None);
 }

@@ -1,9 +1,9 @@
 //! The workload-role part of the store contract: roles are unique by name in their
-//! workspace, updated only at the revision they were read at, and take their tokens
-//! with them; and their trusts (issue 13, migration 0012) come back as they went in,
-//! with their audit entries, while tokens exchanged under a trust authenticate as the
-//! role, conflict on a replayed hash, are pruned once expired (and only those), and go
-//! with their trust and with their role.
+//! workspace, listed across workspaces, updated only at the revision they were read at,
+//! and take their tokens with them; and their trusts (issue 13, migration 0012) come
+//! back as they went in, with their audit entries, while tokens exchanged under a trust
+//! authenticate as the role, conflict on a replayed hash, are pruned once expired (and
+//! only those, a limited number at a time), and go with their trust and with their role.
 
 use regkeeper::domain::Error;
 use regkeeper::store::{ApiTokenRow, RoleRow, TokenOwner, TokenSubject, TrustRow};
@@ -123,6 +123,16 @@ fn trust(role: &RoleRow, subject: &str) -> TrustRow {
     }
 }
 
+/// A token of `role` with `hash`, as an exchange issues it, expiring at `expires_at`.
+fn exchanged_token(role: &RoleRow, hash: &str, expires_at: i64) -> ApiTokenRow {
+    ApiTokenRow {
+        owner: TokenOwner::Role(role.id.clone()),
+        expires_at: Some(expires_at),
+        // The fixture's user owner is replaced by the role.
+        ..token(&role.id, hash)
+    }
+}
+
 /// Issue 13 item 1: trusts and exchanged tokens on both backends.
 pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
     let store = &subject.store;
@@ -152,11 +162,7 @@ pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
         vec![first.clone(), second.clone()]
     );
 
-    let exchanged = |hash: &str, expires_at: i64| ApiTokenRow {
-        owner: TokenOwner::Role(role.id.clone()),
-        expires_at: Some(expires_at),
-        ..token(&alice.user.id, hash)
-    };
+    let exchanged = |hash: &str, expires_at: i64| exchanged_token(&role, hash, expires_at);
     let live = exchanged("hash-live", 50_000);
     let expired = exchanged("hash-expired", 4_000);
     let other = exchanged("hash-other-trust", 50_000);
@@ -228,4 +234,68 @@ pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
         .unwrap());
     assert!(store.trusts(&role.id).await.unwrap().is_empty());
     assert!(!token_stored(store, "hash-other-trust").await);
+}
+
+/// Pruning deletes at most `limit` expired exchanged tokens a call, and says how many.
+pub(super) async fn expired_exchanged_tokens_are_pruned_up_to_the_limit(subject: Subject) {
+    let store = &subject.store;
+    let alice = created_user(store, "alice").await;
+    let role = role(&alice.workspace, "builder", "alice");
+    store
+        .create_role(&role, record("role.create"))
+        .await
+        .unwrap();
+    let through = trust(&role, "repo:acme/app:*");
+    store
+        .insert_trust(&through, record("role.trust_add"))
+        .await
+        .unwrap();
+    let expired = ["hash-a", "hash-b", "hash-c"];
+    for (hash, expires_at) in expired.iter().zip([3_000, 4_000, 5_000]) {
+        store
+            .insert_exchanged_token(
+                &exchanged_token(&role, hash, expires_at),
+                &through.id,
+                record("oidc.exchange"),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .insert_exchanged_token(
+            &exchanged_token(&role, "hash-live", 50_000),
+            &through.id,
+            record("oidc.exchange"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.prune_exchanged_tokens(10_000, 2).await.unwrap(), 2);
+    assert_eq!(store.prune_exchanged_tokens(10_000, 2).await.unwrap(), 1);
+    assert_eq!(store.prune_exchanged_tokens(10_000, 2).await.unwrap(), 0);
+    for hash in expired {
+        assert!(!token_stored(store, hash).await, "{hash}");
+    }
+    assert!(token_stored(store, "hash-live").await);
+}
+
+/// The administrative listing of roles spans every workspace.
+pub(super) async fn all_roles_span_every_workspace(subject: Subject) {
+    let store = &subject.store;
+    assert!(store.all_roles().await.unwrap().is_empty());
+    let mut created = Vec::new();
+    for name in ["alice", "bob"] {
+        let user = created_user(store, name).await;
+        for role_name in ["builder", "deployer"] {
+            let role = role(&user.workspace, role_name, name);
+            store
+                .create_role(&role, record("role.create"))
+                .await
+                .unwrap();
+            created.push(role);
+        }
+    }
+    let mut listed = store.all_roles().await.unwrap();
+    listed.sort_by(|one, other| one.id.cmp(&other.id));
+    created.sort_by(|one, other| one.id.cmp(&other.id));
+    assert_eq!(listed, created);
 }

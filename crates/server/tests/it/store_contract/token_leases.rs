@@ -1,7 +1,10 @@
-//! The on-demand mint part of the store contract (issue 12 items 11 and 20): a resolve
-//! that finds no usable token leases the identity's row exactly as the refresher does,
-//! creating it as a `pending` placeholder when it is new, so one mint runs per identity
-//! across replicas, and a failed mint's backoff holds for every claimant.
+//! The registry-token leases of the store contract: at most one replica works on an
+//! identity's row at a time. The refresher leases the rows that are due; a resolve that
+//! finds no usable token (issue 12 items 11 and 20) leases the row exactly as the
+//! refresher does, creating it as a `pending` placeholder when it is new, so one mint
+//! runs per identity across replicas and a failed mint's backoff holds for every
+//! claimant; a replica that cannot open the stored token re-mints it under the same
+//! rule. Only the lease holder writes a result, and a dead replica's lease runs out.
 
 use regkeeper::store::StoredToken;
 
@@ -105,5 +108,279 @@ pub(super) async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subje
     assert_eq!(
         store.registry_token(identity).await.unwrap().unwrap(),
         minted
+    );
+}
+
+/// The refresher's claim: only rows due at `now` that no live lease holds, oldest
+/// first, at most `limit`; a placeholder whose failed first mint is due again is
+/// retried too; a dead replica's lease runs out and its late result is refused.
+pub(super) async fn due_tokens_are_leased_to_one_owner_until_the_lease_runs_out(subject: Subject) {
+    let store = &subject.store;
+    let due = |identity: &str, next_attempt_at| StoredToken {
+        next_attempt_at,
+        ..stored_token(identity, "fresh", 1_000)
+    };
+    let a = due("ecr:a", 1_000);
+    let b = due("ecr:b", 2_000);
+    let c = due("ecr:c", 3_000);
+    let later = due("ecr:later", 50_000);
+    let retry = StoredToken {
+        failures: 1,
+        last_error: Some("AWS is throttling requests".into()),
+        next_attempt_at: 4_000,
+        ..placeholder("ecr:retry", 500)
+    };
+    for token in [&later, &c, &retry, &a, &b] {
+        store.put_registry_token(token).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .claim_due_tokens(10_000, "replica-a", 20_000, 2)
+            .await
+            .unwrap(),
+        vec![a.clone(), b.clone()],
+        "the oldest due, up to the limit"
+    );
+    assert_eq!(
+        store
+            .claim_due_tokens(10_000, "replica-b", 25_000, 10)
+            .await
+            .unwrap(),
+        vec![c.clone(), retry.clone()],
+        "what is due and not leased; never a row that is not due"
+    );
+    assert!(store
+        .claim_due_tokens(15_000, "replica-c", 30_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Replica A died: once its lease has run out, another replica takes its rows.
+    assert_eq!(
+        store
+            .claim_due_tokens(20_001, "replica-c", 80_000, 10)
+            .await
+            .unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    let late = stored_token("ecr:a", "fresh", 20_002);
+    assert!(!store
+        .finish_registry_token(&late, "replica-a")
+        .await
+        .unwrap());
+    assert_eq!(
+        store.registry_token("ecr:a").await.unwrap(),
+        Some(a.clone())
+    );
+    assert!(store
+        .finish_registry_token(&late, "replica-c")
+        .await
+        .unwrap());
+    assert_eq!(store.registry_token("ecr:a").await.unwrap(), Some(late));
+    assert_eq!(
+        store
+            .claim_due_tokens(50_000, "replica-d", 110_000, 10)
+            .await
+            .unwrap(),
+        vec![c, retry, later],
+        "due at exactly `next_attempt_at`"
+    );
+}
+
+/// Only the lease holder writes a result, which clears its lease: a claimant with no
+/// lease, or another's, writes nothing; a mint's lease runs out like a refresh's.
+pub(super) async fn only_the_lease_holder_finishes(subject: Subject) {
+    let store = &subject.store;
+    let identity = "ecr:finish";
+    let token = stored_token(identity, "fresh", 1_000);
+    store.put_registry_token(&token).await.unwrap();
+    let result = stored_token(identity, "fresh", 2_000);
+    assert!(
+        !store
+            .finish_registry_token(&result, "replica-a")
+            .await
+            .unwrap(),
+        "nobody holds a lease"
+    );
+    assert_eq!(
+        store.registry_token(identity).await.unwrap(),
+        Some(token.clone())
+    );
+    let due_at = token.next_attempt_at;
+    assert_eq!(
+        store
+            .claim_due_tokens(due_at, "replica-a", due_at + 60_000, 10)
+            .await
+            .unwrap(),
+        vec![token.clone()]
+    );
+    assert!(
+        !store
+            .finish_registry_token(&result, "replica-b")
+            .await
+            .unwrap(),
+        "another replica holds the lease"
+    );
+    assert_eq!(
+        store.registry_token(identity).await.unwrap(),
+        Some(token.clone())
+    );
+    // The holder records a failure with its backoff, which clears the lease.
+    let failed = StoredToken {
+        failures: 1,
+        last_error: Some("AWS is throttling requests".into()),
+        next_attempt_at: due_at + 5_000,
+        ..token.clone()
+    };
+    assert!(store
+        .finish_registry_token(&failed, "replica-a")
+        .await
+        .unwrap());
+    assert_eq!(
+        store.registry_token(identity).await.unwrap(),
+        Some(failed.clone())
+    );
+    assert!(
+        !store
+            .finish_registry_token(&result, "replica-a")
+            .await
+            .unwrap(),
+        "the lease went with the first result"
+    );
+    assert_eq!(
+        store.registry_token(identity).await.unwrap(),
+        Some(failed.clone())
+    );
+    // With the lease cleared, the row is due again after its backoff alone, long
+    // before replica A's lease would have run out.
+    assert_eq!(
+        store
+            .claim_due_tokens(due_at + 5_000, "replica-b", due_at + 65_000, 10)
+            .await
+            .unwrap(),
+        vec![failed]
+    );
+
+    // A replica that leased a first mint and died: its lease runs out too, and the next
+    // claimant gets the row as stored, not its own placeholder.
+    let abandoned = "ecr:abandoned";
+    let first = placeholder(abandoned, 10_000);
+    assert_eq!(
+        store
+            .claim_token_for_mint(&first, 10_000, "replica-a", 70_000)
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store.registry_token(abandoned).await.unwrap(),
+        Some(first.clone()),
+        "the placeholder is stored as given"
+    );
+    assert_eq!(
+        store
+            .claim_token_for_mint(
+                &placeholder(abandoned, 70_001),
+                70_001,
+                "replica-b",
+                130_001
+            )
+            .await
+            .unwrap(),
+        Some(first)
+    );
+    assert!(!store
+        .finish_registry_token(&stored_token(abandoned, "fresh", 70_002), "replica-a")
+        .await
+        .unwrap());
+}
+
+/// A replica that cannot open the stored token re-mints it under the row's lease: only
+/// while the row still holds the token issued at `issued_at`, no live lease holds it,
+/// and no failed attempt's backoff runs; a healthy token's refresh point is no reason
+/// to wait.
+pub(super) async fn unreadable_tokens_are_leased_only_as_issued_and_outside_backoff(
+    subject: Subject,
+) {
+    let store = &subject.store;
+    let identity = "ecr:unreadable";
+    let token = stored_token(identity, "fresh", 1_000);
+    store.put_registry_token(&token).await.unwrap();
+    assert!(store
+        .claim_unreadable_token("ecr:missing", 1_000, 2_000, "replica-a", 62_000)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        store
+            .claim_unreadable_token(identity, 500, 2_000, "replica-a", 62_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "the row holds another token than the one found unreadable"
+    );
+    assert_eq!(
+        store
+            .claim_unreadable_token(identity, 1_000, 2_000, "replica-a", 62_000)
+            .await
+            .unwrap(),
+        Some(token.clone()),
+        "not due for refresh, and leased all the same"
+    );
+    assert!(store
+        .claim_unreadable_token(identity, 1_000, 3_000, "replica-b", 63_000)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .claim_token_for_mint(&placeholder(identity, 3_000), 3_000, "replica-b", 63_000)
+        .await
+        .unwrap()
+        .is_none());
+    // The re-mint fails: its backoff holds for every replica.
+    let failed = StoredToken {
+        failures: 1,
+        last_error: Some("AWS is throttling requests".into()),
+        next_attempt_at: 10_000,
+        ..token.clone()
+    };
+    assert!(store
+        .finish_registry_token(&failed, "replica-a")
+        .await
+        .unwrap());
+    assert!(
+        store
+            .claim_unreadable_token(identity, 1_000, 5_000, "replica-b", 65_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "inside the backoff"
+    );
+    assert_eq!(
+        store
+            .claim_unreadable_token(identity, 1_000, 10_000, "replica-b", 70_000)
+            .await
+            .unwrap(),
+        Some(failed)
+    );
+    let reminted = stored_token(identity, "fresh", 10_000);
+    assert!(!store
+        .finish_registry_token(&reminted, "replica-a")
+        .await
+        .unwrap());
+    assert!(store
+        .finish_registry_token(&reminted, "replica-b")
+        .await
+        .unwrap());
+    assert!(
+        store
+            .claim_unreadable_token(identity, 1_000, 11_000, "replica-a", 71_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "a newer token replaced the unreadable one"
+    );
+    assert_eq!(
+        store.registry_token(identity).await.unwrap(),
+        Some(reminted)
     );
 }
