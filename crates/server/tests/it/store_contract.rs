@@ -18,6 +18,7 @@ use regkeeper::store::{
 use super::support::PostgresDatabase;
 
 mod audit;
+mod coverage;
 mod credentials;
 mod grants;
 mod identity;
