@@ -10,6 +10,7 @@ use regkeeper::domain::credential::{
     Timestamp, Verification, VerificationStatus,
 };
 use regkeeper::domain::identity::WorkspaceKind;
+use regkeeper::domain::Error;
 use regkeeper::store::{
     ApiTokenRow, AuditQuery, NewUser, RoleRow, SharedStore, StoredToken, TokenOwner, UserRow,
     WorkspaceRow,
@@ -118,6 +119,21 @@ fn role(workspace: &WorkspaceRow, name: &str, created_by: &str) -> RoleRow {
     }
 }
 
+/// `role(workspace, name, created_by)`, created in `store`.
+async fn created_role(
+    store: &SharedStore,
+    workspace: &WorkspaceRow,
+    name: &str,
+    created_by: &str,
+) -> RoleRow {
+    let role = role(workspace, name, created_by);
+    store
+        .create_role(&role, record("role.create"))
+        .await
+        .unwrap();
+    role
+}
+
 fn token(user_id: &str, hash: &str) -> ApiTokenRow {
     ApiTokenRow {
         id: uuid(),
@@ -173,6 +189,15 @@ fn credential(workspace: &WorkspaceRow, name: &str) -> Credential {
         },
         token: None,
     }
+}
+
+/// Asserts that a write failed with `Conflict` and this code.
+#[track_caller]
+fn assert_conflict(error: &Error, code: &str) {
+    assert!(
+        matches!(error, Error::Conflict { code: found, .. } if *found == code),
+        "{error:?}"
+    );
 }
 
 async fn audit_count(store: &SharedStore) -> usize {

@@ -5,9 +5,8 @@
 //! 1) is stored and never changed by an update.
 
 use regkeeper::domain::credential::{AuthMethod, Credential, CredentialKind, CredentialOrigin};
-use regkeeper::domain::Error;
 
-use super::{audit_count, created_user, credential, record, Subject};
+use super::{assert_conflict, audit_count, created_user, credential, record, Subject};
 
 pub(super) async fn credentials_lifecycle(subject: Subject) {
     let store = &subject.store;
@@ -23,16 +22,7 @@ pub(super) async fn credentials_lifecycle(subject: Subject) {
         .insert_credential(&credential(workspace, "prod"), record("credential.create"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Conflict {
-                code: "credential_exists",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_conflict(&error, "credential_exists");
     assert_eq!(
         audit_count(store).await,
         entries,
@@ -80,16 +70,7 @@ pub(super) async fn credentials_lifecycle(subject: Subject) {
         .update_credential(&stale, 1, record("credential.update"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Conflict {
-                code: "concurrent_update",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_conflict(&error, "concurrent_update");
     let renamed = Credential {
         revision: 3,
         name: "dev".into(),
@@ -99,16 +80,7 @@ pub(super) async fn credentials_lifecycle(subject: Subject) {
         .update_credential(&renamed, 2, record("credential.update"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Conflict {
-                code: "credential_exists",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_conflict(&error, "credential_exists");
     let reloaded = store
         .credential(&workspace.id, "prod")
         .await
@@ -292,16 +264,7 @@ pub(super) async fn credential_names_ignore_case(subject: Subject) {
         .insert_credential(&credential(workspace, "PROD"), record("credential.create"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Conflict {
-                code: "credential_exists",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_conflict(&error, "credential_exists");
     let found = |name: &'static str| async move {
         store
             .credential(&workspace.id, name)
@@ -344,15 +307,6 @@ pub(super) async fn credential_names_ignore_case(subject: Subject) {
         .update_credential(&taking, 1, record("credential.update"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Conflict {
-                code: "credential_exists",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_conflict(&error, "credential_exists");
     assert_eq!(found("dev").await, Some((dev.id.clone(), "dev".to_owned())));
 }

@@ -3,10 +3,12 @@
 //! organisation workspaces with their members.
 
 use regkeeper::domain::identity::{Role, WorkspaceKind};
-use regkeeper::domain::Error;
 use regkeeper::store::{ApiTokenRow, TokenOwner, TokenSubject, WorkspaceRow};
 
-use super::{audit_count, created_user, new_user, record, role, token, uuid, Subject};
+use super::{
+    assert_conflict, audit_count, created_role, created_user, new_user, record, token, uuid,
+    Subject,
+};
 
 pub(super) async fn users_and_personal_workspaces(subject: Subject) {
     let store = &subject.store;
@@ -30,16 +32,7 @@ pub(super) async fn users_and_personal_workspaces(subject: Subject) {
         .create_user(&again, record("user.create"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Conflict {
-                code: "user_exists",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_conflict(&error, "user_exists");
     // The failed creation left nothing behind: no audit entry, no second workspace.
     assert_eq!(audit_count(store).await, 1);
     assert_eq!(store.list_users().await.unwrap().len(), 1);
@@ -123,16 +116,7 @@ pub(super) async fn workspaces_and_members(subject: Subject) {
         .create_workspace(&duplicate, &bob.user.id, record("workspace.create"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Conflict {
-                code: "workspace_exists",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_conflict(&error, "workspace_exists");
     assert_eq!(store.role_of(&acme.id, &bob.user.id).await.unwrap(), None);
     store
         .put_member(
@@ -188,11 +172,7 @@ pub(super) async fn api_tokens_are_found_by_id_whoever_owns_them(subject: Subjec
     let store = &subject.store;
     let alice = created_user(store, "alice").await;
     let own = alice.token.clone().expect("created with a token");
-    let builder = role(&alice.workspace, "builder", "alice");
-    store
-        .create_role(&builder, record("role.create"))
-        .await
-        .unwrap();
+    let builder = created_role(store, &alice.workspace, "builder", "alice").await;
     let of_role = ApiTokenRow {
         owner: TokenOwner::Role(builder.id.clone()),
         ..token(&alice.user.id, "hash-role")

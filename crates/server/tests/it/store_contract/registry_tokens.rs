@@ -144,11 +144,15 @@ pub(super) async fn credentials_link_to_their_token(subject: Subject) {
             .unwrap();
     }
     let identity = "ecr:linked";
-    assert!(store
-        .credential_by_token_identity(identity)
-        .await
-        .unwrap()
-        .is_none());
+    // The name of the credential the refresher would mint `identity` for.
+    let minted_for = || async {
+        store
+            .credential_by_token_identity(identity)
+            .await
+            .unwrap()
+            .map(|credential| credential.name)
+    };
+    assert_eq!(minted_for().await, None);
     // Linked newest first: the oldest credential is found all the same.
     store
         .link_token_identity(&newer.id, Some(identity))
@@ -158,11 +162,7 @@ pub(super) async fn credentials_link_to_their_token(subject: Subject) {
         .link_token_identity(&older.id, Some(identity))
         .await
         .unwrap();
-    let name_of = |credential: Option<Credential>| credential.map(|credential| credential.name);
-    assert_eq!(
-        name_of(store.credential_by_token_identity(identity).await.unwrap()),
-        Some("older".to_owned())
-    );
+    assert_eq!(minted_for().await, Some("older".to_owned()));
     assert!(store
         .credential_by_token_identity("ecr:nobody")
         .await
@@ -204,19 +204,12 @@ pub(super) async fn credentials_link_to_their_token(subject: Subject) {
     store.link_token_identity(&older.id, None).await.unwrap();
     let read = store.credential(&workspace.id, "older").await.unwrap();
     assert_eq!(read.unwrap().token, None);
-    assert_eq!(
-        name_of(store.credential_by_token_identity(identity).await.unwrap()),
-        Some("newer".to_owned())
-    );
+    assert_eq!(minted_for().await, Some("newer".to_owned()));
     assert!(store
         .delete_credential(&newer.id, record("credential.delete"))
         .await
         .unwrap());
-    assert!(store
-        .credential_by_token_identity(identity)
-        .await
-        .unwrap()
-        .is_none());
+    assert_eq!(minted_for().await, None);
 
     // A deleted row leaves a linked credential with no token state.
     store

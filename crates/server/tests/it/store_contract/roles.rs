@@ -8,7 +8,10 @@
 use regkeeper::domain::Error;
 use regkeeper::store::{ApiTokenRow, RoleRow, TokenOwner, TokenSubject, TrustRow};
 
-use super::{audit_count, created_user, record, role, token, token_stored, uuid, Subject};
+use super::{
+    assert_conflict, audit_count, created_role, created_user, record, role, token, token_stored,
+    uuid, Subject,
+};
 
 pub(super) async fn workload_roles_and_their_tokens(subject: Subject) {
     let store = &subject.store;
@@ -29,16 +32,7 @@ pub(super) async fn workload_roles_and_their_tokens(subject: Subject) {
         .create_role(&duplicate, record("role.create"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Conflict {
-                code: "role_exists",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_conflict(&error, "role_exists");
     assert_eq!(
         store.role(&alice.workspace.id, "builder").await.unwrap(),
         Some(role.clone())
@@ -137,11 +131,7 @@ fn exchanged_token(role: &RoleRow, hash: &str, expires_at: i64) -> ApiTokenRow {
 pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
     let store = &subject.store;
     let alice = created_user(store, "alice").await;
-    let role = role(&alice.workspace, "builder", "alice");
-    store
-        .create_role(&role, record("role.create"))
-        .await
-        .unwrap();
+    let role = created_role(store, &alice.workspace, "builder", "alice").await;
     let first = trust(&role, "repo:acme/app:*");
     let second = TrustRow {
         created_at: 3_000,
@@ -190,16 +180,7 @@ pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
         .insert_exchanged_token(&replay, &first.id, record("oidc.exchange"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Conflict {
-                code: "token_exists",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_conflict(&error, "token_exists");
 
     // Only expired exchanged tokens are pruned; a user's expired token is not.
     let user_expired = token(&alice.user.id, "hash-user-expired");
@@ -240,11 +221,7 @@ pub(super) async fn role_trusts_and_exchanged_tokens(subject: Subject) {
 pub(super) async fn expired_exchanged_tokens_are_pruned_up_to_the_limit(subject: Subject) {
     let store = &subject.store;
     let alice = created_user(store, "alice").await;
-    let role = role(&alice.workspace, "builder", "alice");
-    store
-        .create_role(&role, record("role.create"))
-        .await
-        .unwrap();
+    let role = created_role(store, &alice.workspace, "builder", "alice").await;
     let through = trust(&role, "repo:acme/app:*");
     store
         .insert_trust(&through, record("role.trust_add"))
@@ -286,11 +263,7 @@ pub(super) async fn all_roles_span_every_workspace(subject: Subject) {
     for name in ["alice", "bob"] {
         let user = created_user(store, name).await;
         for role_name in ["builder", "deployer"] {
-            let role = role(&user.workspace, role_name, name);
-            store
-                .create_role(&role, record("role.create"))
-                .await
-                .unwrap();
+            let role = created_role(store, &user.workspace, role_name, name).await;
             created.push(role);
         }
     }

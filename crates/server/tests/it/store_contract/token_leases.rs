@@ -10,6 +10,16 @@ use regkeeper::store::StoredToken;
 
 use super::{placeholder, stored_token, Subject};
 
+/// `token` after a failed attempt that backs off until `next_attempt_at`.
+fn failed_attempt(token: &StoredToken, next_attempt_at: i64) -> StoredToken {
+    StoredToken {
+        failures: token.failures + 1,
+        last_error: Some("AWS is throttling requests".into()),
+        next_attempt_at,
+        ..token.clone()
+    }
+}
+
 /// Issue 12 items 11 and 20: first mints are leased like refreshes, in the store.
 pub(super) async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subject) {
     let store = &subject.store;
@@ -43,12 +53,7 @@ pub(super) async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subje
         "nor does the refresher"
     );
     // The first mint fails: backoff for 5 s, lease cleared.
-    let failed = StoredToken {
-        failures: 1,
-        last_error: Some("AWS is throttling requests".into()),
-        next_attempt_at: now + 5_000,
-        ..first.clone()
-    };
+    let failed = failed_attempt(&first, now + 5_000);
     assert!(store
         .finish_registry_token(&failed, "replica-a")
         .await
@@ -124,12 +129,7 @@ pub(super) async fn due_tokens_are_leased_to_one_owner_until_the_lease_runs_out(
     let b = due("ecr:b", 2_000);
     let c = due("ecr:c", 3_000);
     let later = due("ecr:later", 50_000);
-    let retry = StoredToken {
-        failures: 1,
-        last_error: Some("AWS is throttling requests".into()),
-        next_attempt_at: 4_000,
-        ..placeholder("ecr:retry", 500)
-    };
+    let retry = failed_attempt(&placeholder("ecr:retry", 500), 4_000);
     for token in [&later, &c, &retry, &a, &b] {
         store.put_registry_token(token).await.unwrap();
     }
@@ -193,6 +193,7 @@ pub(super) async fn only_the_lease_holder_finishes(subject: Subject) {
     let identity = "ecr:finish";
     let token = stored_token(identity, "fresh", 1_000);
     store.put_registry_token(&token).await.unwrap();
+    let stored = || async { store.registry_token(identity).await.unwrap() };
     let result = stored_token(identity, "fresh", 2_000);
     assert!(
         !store
@@ -201,10 +202,7 @@ pub(super) async fn only_the_lease_holder_finishes(subject: Subject) {
             .unwrap(),
         "nobody holds a lease"
     );
-    assert_eq!(
-        store.registry_token(identity).await.unwrap(),
-        Some(token.clone())
-    );
+    assert_eq!(stored().await, Some(token.clone()));
     let due_at = token.next_attempt_at;
     assert_eq!(
         store
@@ -220,25 +218,14 @@ pub(super) async fn only_the_lease_holder_finishes(subject: Subject) {
             .unwrap(),
         "another replica holds the lease"
     );
-    assert_eq!(
-        store.registry_token(identity).await.unwrap(),
-        Some(token.clone())
-    );
+    assert_eq!(stored().await, Some(token.clone()));
     // The holder records a failure with its backoff, which clears the lease.
-    let failed = StoredToken {
-        failures: 1,
-        last_error: Some("AWS is throttling requests".into()),
-        next_attempt_at: due_at + 5_000,
-        ..token.clone()
-    };
+    let failed = failed_attempt(&token, due_at + 5_000);
     assert!(store
         .finish_registry_token(&failed, "replica-a")
         .await
         .unwrap());
-    assert_eq!(
-        store.registry_token(identity).await.unwrap(),
-        Some(failed.clone())
-    );
+    assert_eq!(stored().await, Some(failed.clone()));
     assert!(
         !store
             .finish_registry_token(&result, "replica-a")
@@ -246,10 +233,7 @@ pub(super) async fn only_the_lease_holder_finishes(subject: Subject) {
             .unwrap(),
         "the lease went with the first result"
     );
-    assert_eq!(
-        store.registry_token(identity).await.unwrap(),
-        Some(failed.clone())
-    );
+    assert_eq!(stored().await, Some(failed.clone()));
     // With the lease cleared, the row is due again after its backoff alone, long
     // before replica A's lease would have run out.
     assert_eq!(
@@ -305,61 +289,43 @@ pub(super) async fn unreadable_tokens_are_leased_only_as_issued_and_outside_back
     let identity = "ecr:unreadable";
     let token = stored_token(identity, "fresh", 1_000);
     store.put_registry_token(&token).await.unwrap();
-    assert!(store
-        .claim_unreadable_token("ecr:missing", 1_000, 2_000, "replica-a", 62_000)
-        .await
-        .unwrap()
-        .is_none());
-    assert!(
+    // A claim at `now` by `owner` of the token issued at `issued_at`, leased a minute.
+    let claim = |identity: &'static str, issued_at, now, owner: &'static str| async move {
         store
-            .claim_unreadable_token(identity, 500, 2_000, "replica-a", 62_000)
+            .claim_unreadable_token(identity, issued_at, now, owner, now + 60_000)
             .await
             .unwrap()
-            .is_none(),
+    };
+    assert_eq!(claim("ecr:missing", 1_000, 2_000, "replica-a").await, None);
+    assert_eq!(
+        claim(identity, 500, 2_000, "replica-a").await,
+        None,
         "the row holds another token than the one found unreadable"
     );
     assert_eq!(
-        store
-            .claim_unreadable_token(identity, 1_000, 2_000, "replica-a", 62_000)
-            .await
-            .unwrap(),
+        claim(identity, 1_000, 2_000, "replica-a").await,
         Some(token.clone()),
         "not due for refresh, and leased all the same"
     );
-    assert!(store
-        .claim_unreadable_token(identity, 1_000, 3_000, "replica-b", 63_000)
-        .await
-        .unwrap()
-        .is_none());
+    assert_eq!(claim(identity, 1_000, 3_000, "replica-b").await, None);
     assert!(store
         .claim_token_for_mint(&placeholder(identity, 3_000), 3_000, "replica-b", 63_000)
         .await
         .unwrap()
         .is_none());
     // The re-mint fails: its backoff holds for every replica.
-    let failed = StoredToken {
-        failures: 1,
-        last_error: Some("AWS is throttling requests".into()),
-        next_attempt_at: 10_000,
-        ..token.clone()
-    };
+    let failed = failed_attempt(&token, 10_000);
     assert!(store
         .finish_registry_token(&failed, "replica-a")
         .await
         .unwrap());
-    assert!(
-        store
-            .claim_unreadable_token(identity, 1_000, 5_000, "replica-b", 65_000)
-            .await
-            .unwrap()
-            .is_none(),
+    assert_eq!(
+        claim(identity, 1_000, 5_000, "replica-b").await,
+        None,
         "inside the backoff"
     );
     assert_eq!(
-        store
-            .claim_unreadable_token(identity, 1_000, 10_000, "replica-b", 70_000)
-            .await
-            .unwrap(),
+        claim(identity, 1_000, 10_000, "replica-b").await,
         Some(failed)
     );
     let reminted = stored_token(identity, "fresh", 10_000);
@@ -371,12 +337,9 @@ pub(super) async fn unreadable_tokens_are_leased_only_as_issued_and_outside_back
         .finish_registry_token(&reminted, "replica-b")
         .await
         .unwrap());
-    assert!(
-        store
-            .claim_unreadable_token(identity, 1_000, 11_000, "replica-a", 71_000)
-            .await
-            .unwrap()
-            .is_none(),
+    assert_eq!(
+        claim(identity, 1_000, 11_000, "replica-a").await,
+        None,
         "a newer token replaced the unreadable one"
     );
     assert_eq!(
