@@ -1,13 +1,14 @@
 //! The sync-target part of the store contract: stored settings and sealed keys come
 //! back as they went in, `behind` follows the credential's revision and its token,
-//! leases are exclusive and only their holder finishes, audit entries go with the
-//! writes, and targets go with their credential.
+//! the worker leases only due targets and a request any target, leases are exclusive
+//! until they run out and only their holder finishes, audit entries go with the
+//! writes, counts follow the stored status, and targets go with their credential.
 
 use regkeeper::domain::credential::SealedSecret;
 use regkeeper::domain::sync_target::{Delivered, SyncDestination, SyncStatus, SyncTarget};
-use regkeeper::store::{SealedKind, StoredToken};
+use regkeeper::store::SealedKind;
 
-use super::{audit_count, created_user, credential, record, uuid, Subject};
+use super::{audit_count, created_user, credential, record, stored_token, uuid, Subject};
 
 fn target(
     credential: &regkeeper::domain::credential::Credential,
@@ -31,26 +32,6 @@ fn target(
         behind: true,
         created_at: 1_000,
         created_by: "alice".into(),
-    }
-}
-
-fn token(identity: &str, issued_at: i64) -> StoredToken {
-    StoredToken {
-        identity: identity.into(),
-        username: "AWS".into(),
-        sealed: SealedSecret {
-            ciphertext: vec![7, 7],
-            wrapped_key: vec![8, 8],
-            key_version: 1,
-        },
-        issued_at,
-        expires_at: Some(issued_at + 43_200_000),
-        refresh_at: issued_at + 28_800_000,
-        status: "fresh".into(),
-        failures: 0,
-        last_error: None,
-        next_attempt_at: issued_at + 28_800_000,
-        updated_at: issued_at,
     }
 }
 
@@ -257,7 +238,7 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
 
     // So does a token minted after the one delivered, and only a newer one.
     store
-        .put_registry_token(&token("ecr:shared", 50_000))
+        .put_registry_token(&stored_token("ecr:shared", "fresh", 50_000))
         .await
         .unwrap();
     store
@@ -284,7 +265,7 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
         .unwrap());
     assert!(!store.sync_targets(&ecr.id).await.unwrap()[0].behind);
     store
-        .put_registry_token(&token("ecr:shared", 40_000))
+        .put_registry_token(&stored_token("ecr:shared", "fresh", 40_000))
         .await
         .unwrap();
     assert!(
@@ -292,7 +273,7 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
         "an older token is no reason to push"
     );
     store
-        .put_registry_token(&token("ecr:shared", 90_000))
+        .put_registry_token(&stored_token("ecr:shared", "fresh", 90_000))
         .await
         .unwrap();
     assert!(
@@ -351,4 +332,156 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
         .unwrap());
     assert!(store.sync_targets(&ecr.id).await.unwrap().is_empty());
     assert!(store.sync_target_counts().await.unwrap().is_empty());
+}
+
+/// The worker's claim takes only targets that are due — a retry whose time has come,
+/// or, with nothing scheduled, one that is behind — and that no live lease holds, at
+/// most `limit`; a push on request takes one target whatever its schedule; a dead
+/// replica's lease runs out, and its late result writes nothing.
+pub(super) async fn sync_target_leases(subject: Subject) {
+    let store = &subject.store;
+    let alice = created_user(store, "alice").await;
+    let ecr = credential(&alice.workspace, "ecr");
+    store
+        .insert_credential(&ecr, record("credential.create"))
+        .await
+        .unwrap();
+    let file = |path: &str| SyncDestination::File { path: path.into() };
+    let retry = SyncTarget {
+        status: SyncStatus::Failing,
+        failures: 1,
+        last_error: Some("the webhook answered HTTP 503".into()),
+        ..target(&ecr, file("retry.json"))
+    };
+    let unscheduled = SyncTarget {
+        next_attempt_at: None,
+        ..target(&ecr, file("new.json"))
+    };
+    let backing_off = SyncTarget {
+        status: SyncStatus::Failing,
+        failures: 3,
+        next_attempt_at: Some(90_000),
+        ..target(&ecr, file("backoff.json"))
+    };
+    let current = synced(
+        target(&ecr, file("current.json")),
+        900,
+        Delivered {
+            revision: Some(ecr.revision),
+            token_issued_at: None,
+            key: None,
+        },
+    );
+    for created in [&retry, &unscheduled, &backing_off, &current] {
+        store
+            .insert_sync_target(created, None, record("sync_target.create"))
+            .await
+            .unwrap();
+    }
+    let ids = |targets: Vec<SyncTarget>| {
+        let mut ids: Vec<String> = targets.into_iter().map(|target| target.id).collect();
+        ids.sort();
+        ids
+    };
+    let first = store
+        .claim_due_sync_targets(10_000, "replica-a", 20_000, 1)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1, "at most the limit");
+    let second = store
+        .claim_due_sync_targets(10_000, "replica-b", 25_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids([first.clone(), second.clone()].concat()),
+        ids(vec![retry.clone(), unscheduled.clone()]),
+        "each due target once; not one backing off, nor one up to date"
+    );
+    let (first, second) = (first[0].clone(), second[0].clone());
+    assert!(store
+        .claim_due_sync_targets(15_000, "replica-c", 30_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A push on request: any target no live lease holds, due or not, once.
+    for requested in [&backing_off, &current] {
+        let claimed = store
+            .claim_sync_target(&requested.id, 15_000, "request", 30_000)
+            .await
+            .unwrap()
+            .expect("claimed whatever its schedule");
+        assert_eq!(claimed.id, requested.id);
+    }
+    assert!(store
+        .claim_sync_target(&first.id, 15_000, "request", 30_000)
+        .await
+        .unwrap()
+        .is_none());
+
+    // Replica A died: once its lease has run out, the worker and requests take its
+    // target again; replica B's lease still holds.
+    let taken_over = store
+        .claim_due_sync_targets(20_001, "replica-c", 80_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(taken_over), vec![first.id.clone()]);
+    assert!(store
+        .claim_sync_target(&second.id, 20_001, "request-2", 80_000)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .claim_sync_target(&second.id, 25_001, "request-2", 85_000)
+        .await
+        .unwrap()
+        .is_some());
+
+    // Replica A's late result writes nothing, not even its audit entry.
+    let stored = store.sync_targets(&ecr.id).await.unwrap();
+    let entries = audit_count(store).await;
+    let delivered = Delivered {
+        revision: Some(ecr.revision),
+        token_issued_at: None,
+        key: None,
+    };
+    let late = synced(first.clone(), 20_002, delivered.clone());
+    assert!(!store
+        .finish_sync_target(&late, "replica-a", Some(record("sync_target.push")))
+        .await
+        .unwrap());
+    assert_eq!(store.sync_targets(&ecr.id).await.unwrap(), stored);
+    assert_eq!(audit_count(store).await, entries);
+    assert!(store
+        .finish_sync_target(&late, "replica-c", Some(record("sync_target.push")))
+        .await
+        .unwrap());
+    assert_eq!(audit_count(store).await, entries + 1);
+    let finished = store
+        .sync_targets(&ecr.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|target| target.id == first.id)
+        .unwrap();
+    assert_eq!(
+        (finished.status, finished.delivered, finished.behind),
+        (SyncStatus::Ok, delivered, false)
+    );
+    // The request that took over replica B's target records a failure.
+    let failed = SyncTarget {
+        status: SyncStatus::Failing,
+        failures: second.failures + 1,
+        next_attempt_at: Some(120_000),
+        ..second
+    };
+    assert!(store
+        .finish_sync_target(&failed, "request-2", None)
+        .await
+        .unwrap());
+    // Counted by stored status: two delivered, two failing (one of them backing off).
+    assert_eq!(
+        store.sync_target_counts().await.unwrap(),
+        vec![("failing".to_owned(), 2), ("ok".to_owned(), 2)]
+    );
 }
