@@ -98,7 +98,7 @@ async fn overloaded(error: tower::BoxError) -> Response {
         error::error_response(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            "internal error; the server log has the details",
+            crate::domain::error::INTERNAL_MESSAGE,
         )
     }
 }
@@ -234,7 +234,7 @@ pub fn router(state: ApiState) -> Router {
                 error::error_response(
                     axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
-                    "internal error; the server log has the details",
+                    crate::domain::error::INTERNAL_MESSAGE,
                 )
             },
         ))
