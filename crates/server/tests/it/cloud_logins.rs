@@ -280,7 +280,7 @@ fn a_store_failure_while_minting_an_acr_login_is_answered_as_the_stores() {
         .admin()
         .post::<_, wire::Resolved>(
             "/api/v1/workspaces/%7Eadmin/resolve",
-            &serde_json::json!({ "reference": image }),
+            &serde_json::json!({ "reference": "acr" }),
         )
         .unwrap_err();
     assert_eq!(
