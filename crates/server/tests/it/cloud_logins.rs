@@ -42,6 +42,17 @@ fn server(ca_file: &std::path::Path, extra: &[(&str, String)]) -> TestServer {
     })
 }
 
+/// A fake Azure AD, an ACR that exchanges its tokens, and a server that uses both.
+fn acr_server() -> (FakeAzureAd, FakeAcr, TestServer) {
+    let azure_ad = FakeAzureAd::start();
+    let acr = FakeAcr::start(&azure_ad);
+    let server = server(
+        acr.ca().ca_file(),
+        &[("REGKEEPER_AZURE_AUTHORITY_URL", azure_ad.authority_url())],
+    );
+    (azure_ad, acr, server)
+}
+
 /// Seconds from now until an `expiresAt` the CLI printed.
 fn seconds_left(expires_at: Option<&str>) -> i64 {
     let expires_at = expires_at.expect("a minted login expires");
@@ -66,13 +77,8 @@ fn acr_args<'a>(name: &'a str, host: &'a str, tenant: &'a str) -> Vec<&'a str> {
 
 #[test]
 fn acr_service_principal_add_verify_and_resolve() {
-    let azure_ad = FakeAzureAd::start();
-    let acr = FakeAcr::start(&azure_ad);
+    let (azure_ad, acr, server) = acr_server();
     let host = acr.host_port();
-    let server = server(
-        acr.ca().ca_file(),
-        &[("REGKEEPER_AZURE_AUTHORITY_URL", azure_ad.authority_url())],
-    );
 
     let added: wire::Credential = serde_json::from_str(&ok(&add(
         &server,
@@ -186,13 +192,8 @@ fn acr_service_principal_add_verify_and_resolve() {
 
 #[test]
 fn acr_wrong_secret_and_unknown_tenant_are_reported() {
-    let azure_ad = FakeAzureAd::start();
-    let acr = FakeAcr::start(&azure_ad);
+    let (_azure_ad, acr, server) = acr_server();
     let host = acr.host_port();
-    let server = server(
-        acr.ca().ca_file(),
-        &[("REGKEEPER_AZURE_AUTHORITY_URL", azure_ad.authority_url())],
-    );
 
     let wrong_secret = "not-the-client-secret-canary";
     let refused = add(&server, &acr_args("acr", &host, TENANT), wrong_secret);
@@ -257,13 +258,8 @@ fn execute(database: &std::path::Path, statement: &str) {
 /// log; the detail is in the server's log. Minting works again once the store does.
 #[test]
 fn a_store_failure_while_minting_an_acr_login_is_answered_as_the_stores() {
-    let azure_ad = FakeAzureAd::start();
-    let acr = FakeAcr::start(&azure_ad);
+    let (_azure_ad, acr, server) = acr_server();
     let host = acr.host_port();
-    let server = server(
-        acr.ca().ca_file(),
-        &[("REGKEEPER_AZURE_AUTHORITY_URL", azure_ad.authority_url())],
-    );
     let mut args = acr_args("acr", &host, TENANT);
     args.push("--no-verify");
     ok(&add(&server, &args, CLIENT_SECRET));
