@@ -330,10 +330,13 @@ impl Keyring {
     pub fn keys(&self) -> Result<Arc<MasterKeys>, Error> {
         match &*self.state.read().expect("keyring lock poisoned") {
             Ok(keys) => Ok(Arc::clone(keys)),
+            // The reason names the key file and what the file system said: for the
+            // log and for administrators (`regkeeper key status`), not for every caller.
             Err(reason) => Err(Error::unavailable(
                 "master_key_unavailable",
-                format!("secrets are unavailable: {reason}"),
-            )),
+                "secrets are unavailable: the master key is not loaded; an administrator can see why with `regkeeper key status`",
+            )
+            .with_detail(reason)),
         }
     }
 

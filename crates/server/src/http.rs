@@ -105,7 +105,7 @@ async fn overloaded(error: tower::BoxError) -> Response {
         error::error_response(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            "internal error; the server log has the details",
+            crate::domain::error::INTERNAL_MESSAGE,
         )
     }
 }
@@ -241,7 +241,7 @@ pub fn router(state: ApiState) -> Router {
                 error::error_response(
                     axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
-                    "internal error; the server log has the details",
+                    crate::domain::error::INTERNAL_MESSAGE,
                 )
             },
         ))

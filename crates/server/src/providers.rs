@@ -144,9 +144,6 @@ pub enum ProviderError {
     /// Another replica is minting this token and has not finished within the wait.
     #[error("another replica is minting this token; try again shortly")]
     MintInProgress,
-    /// The token store failed (the database is out of reach, …): passed on as is.
-    #[error("{0}")]
-    Store(crate::domain::Error),
 }
 
 impl ProviderError {
@@ -179,14 +176,12 @@ impl ProviderError {
             Self::AmbientAccountUnknown(_) => "ambient_account_unknown",
             Self::BackingOff { .. } => "token_mint_backing_off",
             Self::MintInProgress => "token_mint_in_progress",
-            Self::Store(error) => error.code(),
         }
     }
 
     pub fn retryable(&self) -> bool {
         match self {
             Self::Registry(error) => error.retryable(),
-            Self::Store(error) => error.retryable(),
             _ => matches!(
                 self,
                 Self::AwsThrottled { .. }

@@ -1,7 +1,9 @@
 //! The cache of minted registry logins. A login is refreshed ahead of its expiry (at
 //! about two thirds of its lifetime, with jitter); until the refresh succeeds, the last
 //! good login is served — but never past its real expiry. One mint per shared
-//! identity at a time (single flight), whatever the number of callers.
+//! identity at a time (single flight), whatever the number of callers. A mint fails
+//! with a domain error: the provider's failure in the API's terms, or the store's own
+//! (a database out of reach is a 503 `database_unavailable`, never a provider's code).
 
 // `std::sync::Mutex` here (`.clippy.toml`): the map of per-key slots is locked only to
 // look a slot up; the slots themselves are `tokio::sync::Mutex`es, held across the mint;
@@ -16,7 +18,8 @@ use rand::Rng;
 
 use crate::clock::Clock;
 use crate::domain::credential::Timestamp;
-use crate::providers::{ProviderError, RegistryLogin};
+use crate::domain::Result;
+use crate::providers::RegistryLogin;
 
 /// Fraction of a token's lifetime after which it is refreshed.
 const REFRESH_NUMERATOR: i64 = 2;
@@ -104,10 +107,10 @@ impl TokenCache {
         &self,
         key: &str,
         mint: F,
-    ) -> Result<(RegistryLogin, TokenStatus), ProviderError>
+    ) -> Result<(RegistryLogin, TokenStatus)>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<RegistryLogin, ProviderError>>,
+        Fut: Future<Output = Result<RegistryLogin>>,
     {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
@@ -173,10 +176,10 @@ impl TokenCache {
         key: &str,
         refused_issued_at: Timestamp,
         mint: F,
-    ) -> Result<RegistryLogin, ProviderError>
+    ) -> Result<RegistryLogin>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<RegistryLogin, ProviderError>>,
+        Fut: Future<Output = Result<RegistryLogin>>,
     {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
@@ -215,8 +218,17 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::domain::Error;
 
     const HOUR: i64 = 3_600_000;
+
+    /// A provider's throttling, as the service hands it to the cache.
+    fn throttled() -> Error {
+        Error::unavailable(
+            "aws_throttled",
+            "AWS is throttling requests (Throttling); regkeeper will retry",
+        )
+    }
 
     fn login(issued_at: Timestamp, lifetime: i64, value: &str) -> RegistryLogin {
         RegistryLogin {
@@ -288,11 +300,7 @@ mod tests {
         assert_eq!(again.issued_at, 6_000);
         // A failed replacement leaves nothing cached, so the refused login is not served.
         let error = cache
-            .replace_refused("id", 6_000, || async {
-                Err(ProviderError::AwsThrottled {
-                    code: "Throttling".into(),
-                })
-            })
+            .replace_refused("id", 6_000, || async { Err(throttled()) })
             .await;
         assert!(error.is_err());
         let (fresh, _) = cache
@@ -320,11 +328,7 @@ mod tests {
         // Past the refresh point the mint fails: the last good login is served.
         clock.advance(9 * HOUR);
         let (stale, status) = cache
-            .get_or_mint("id", || async {
-                Err(ProviderError::AwsThrottled {
-                    code: "Throttling".into(),
-                })
-            })
+            .get_or_mint("id", || async { Err(throttled()) })
             .await
             .unwrap();
         assert_eq!(status, TokenStatus::Stale);
@@ -332,11 +336,7 @@ mod tests {
         // Never past its real expiry.
         clock.advance(3 * HOUR);
         let error = cache
-            .get_or_mint("id", || async {
-                Err(ProviderError::AwsThrottled {
-                    code: "Throttling".into(),
-                })
-            })
+            .get_or_mint("id", || async { Err(throttled()) })
             .await
             .unwrap_err();
         assert_eq!(error.code(), "aws_throttled");
@@ -347,6 +347,38 @@ mod tests {
             .unwrap();
         assert_eq!(status, TokenStatus::Fresh);
         assert_eq!(renewed.issued_at, now);
+    }
+
+    /// Issue 14 item 2: a store that fails during a mint is answered as the store's
+    /// failure, with its status and code and without its detail, whatever the
+    /// provider — never as a provider's error (`aws_failed`).
+    #[tokio::test]
+    async fn a_store_failure_while_minting_is_answered_as_the_store_failure() {
+        let cache = TokenCache::new(Arc::new(ManualClock::new(0)));
+        let error = cache
+            .get_or_mint("acr:identity", || async {
+                Err(Error::unavailable(
+                    "database_unavailable",
+                    "the database is unavailable; try again shortly",
+                )
+                .with_detail("pool timed out while waiting for an open connection"))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
+        assert_eq!(error.code(), "database_unavailable");
+        assert_eq!(
+            error.to_string(),
+            "the database is unavailable; try again shortly"
+        );
+        let error = cache
+            .get_or_mint("gcr:identity", || async {
+                Err(Error::internal("database: no such table: registry_tokens"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), "internal");
+        assert!(!error.to_string().contains("registry_tokens"), "{error}");
     }
 }
 

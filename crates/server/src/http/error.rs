@@ -1,5 +1,6 @@
 //! The single mapping from domain errors to HTTP: status, stable code and a client
-//! message. Internal detail is logged here, once, and never sent to the client.
+//! message. Internal detail is logged here, once, and never sent to the client. The
+//! proxy answers with [`status_of`] too; only its registry-protocol codes are its own.
 
 use std::sync::LazyLock;
 
@@ -79,25 +80,23 @@ pub fn set_retry_after(response: &mut Response, error: &Error) {
     }
 }
 
-/// The message a client gets for `error`. Internal detail is logged here and replaced
-/// by a generic message; 503s and 502s are logged here with the message the client
-/// gets. Called once per failed request, by the REST API and by the console.
+/// The message a client gets for `error`: its external message, never its detail.
+/// An internal error's detail is logged here; 503s and 502s are logged here with the
+/// message the client gets and their detail, if any. Called once per failed request,
+/// by the REST API and by the console.
 pub fn client_message(error: &Error) -> String {
+    let detail = error.detail().map(tracing::field::debug);
     match error {
-        Error::Internal(detail) => {
-            tracing::error!(error.detail = %detail, "request.internal_error");
-            "internal error; the server log has the details".to_owned()
-        }
+        Error::Internal(_) => tracing::error!(error.detail = detail, "request.internal_error"),
         Error::Unavailable { code, message, .. } => {
-            tracing::warn!(error.code = code, error.message = %message, "request.unavailable");
-            message.clone()
+            tracing::warn!(error.code = code, error.message = %message, error.detail = detail, "request.unavailable");
         }
-        Error::Upstream { code, message } => {
-            tracing::warn!(error.code = code, error.message = %message, "request.upstream_failed");
-            message.clone()
+        Error::Upstream { code, message, .. } => {
+            tracing::warn!(error.code = code, error.message = %message, error.detail = detail, "request.upstream_failed");
         }
-        other => other.to_string(),
+        _ => {}
     }
+    error.to_string()
 }
 
 impl IntoResponse for ApiError {
@@ -271,8 +270,65 @@ fn json_rejection(rejection: JsonRejection) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// One error of every kind, those that can carry internal detail carrying
+    /// `detail`. The match makes a new kind a compile error here until it is added.
+    pub(crate) fn one_of_each(detail: &str) -> Vec<Error> {
+        let errors = vec![
+            Error::invalid("invalid_name", "name: must not be empty"),
+            Error::unprocessable("ambient_account_not_allowed", "not allowed"),
+            Error::Unauthenticated("the API token is not valid"),
+            Error::Forbidden("reading credentials needs the view role".into()),
+            Error::NotFound("credential ghcr in ~admin".into()),
+            Error::Hidden("workspace team".into()),
+            Error::conflict("credential_exists", "credential ghcr exists"),
+            Error::RateLimited("too many attempts".into()),
+            Error::upstream("acr_exchange_failed", "the exchange failed").with_detail(detail),
+            Error::unavailable("master_key_unavailable", "secrets are unavailable")
+                .with_detail(detail),
+            Error::internal(detail),
+        ];
+        let mut seen = [false; 11];
+        for error in &errors {
+            let index = match error {
+                Error::Invalid { .. } => 0,
+                Error::Unprocessable { .. } => 1,
+                Error::Unauthenticated(_) => 2,
+                Error::Forbidden(_) => 3,
+                Error::NotFound(_) => 4,
+                Error::Hidden(_) => 5,
+                Error::Conflict { .. } => 6,
+                Error::RateLimited(_) => 7,
+                Error::Upstream { .. } => 8,
+                Error::Unavailable { .. } => 9,
+                Error::Internal(_) => 10,
+            };
+            seen[index] = true;
+        }
+        assert!(seen.iter().all(|seen| *seen), "one error of each kind");
+        errors
+    }
+
+    /// Issue 14 item 3: no kind of error sends its internal detail to a client.
+    #[test]
+    fn no_answer_carries_internal_detail() {
+        const CANARY: &str = "database: error returned from database: /srv/DETAIL-CANARY";
+        for error in one_of_each(CANARY) {
+            let message = client_message(&error);
+            assert!(!message.contains("CANARY"), "{}: {message}", error.code());
+            assert!(
+                !message.contains("database:"),
+                "{}: {message}",
+                error.code()
+            );
+        }
+        assert_eq!(
+            client_message(&Error::internal(CANARY)),
+            crate::domain::error::INTERNAL_MESSAGE
+        );
+    }
 
     #[test]
     fn quoted_input_is_redacted_but_field_names_stay() {
@@ -313,6 +369,7 @@ mod tests {
             code: "token_mint_backing_off",
             message: "backing off".into(),
             retry_after_seconds: Some(37),
+            detail: None,
         })
         .into_response();
         assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "37");

@@ -1,11 +1,14 @@
 //! The proxy's one mapping from failures to the OCI distribution error body
-//! (`{"errors":[{"code","message"}]}`) and status. Internal detail is logged here,
-//! once, never sent.
+//! (`{"errors":[{"code","message"}]}`) and status. A domain error answers with the
+//! REST API's status (`http::error::status_of`); only its registry-protocol code is
+//! the proxy's own. Internal detail is logged here, once, never sent.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::domain::error::INTERNAL_MESSAGE;
 use crate::domain::Error;
+use crate::http::error::status_of;
 use crate::outbound::OutboundError;
 use crate::registry_auth::RegistryError;
 
@@ -101,21 +104,18 @@ impl ProxyError {
     }
 }
 
+/// A domain error's status, as the REST API answers it, and its registry-protocol code.
 fn service_status(error: &Error) -> (StatusCode, &'static str) {
-    match error {
-        Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-        Error::Forbidden(_) => (StatusCode::FORBIDDEN, "DENIED"),
-        Error::NotFound(_) | Error::Hidden(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
-        Error::Invalid { .. } | Error::Unprocessable { .. } => {
-            (StatusCode::BAD_REQUEST, "NAME_INVALID")
-        }
-        Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
-        Error::Upstream { .. } => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
-        Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-        Error::Conflict { .. } | Error::Internal(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN")
-        }
-    }
+    let code = match error {
+        Error::Unauthenticated(_) => "UNAUTHORIZED",
+        Error::Forbidden(_) => "DENIED",
+        Error::NotFound(_) | Error::Hidden(_) => "NAME_UNKNOWN",
+        Error::Invalid { .. } | Error::Unprocessable { .. } => "NAME_INVALID",
+        Error::RateLimited(_) => "TOOMANYREQUESTS",
+        Error::Unavailable { .. } => "UNAVAILABLE",
+        Error::Upstream { .. } | Error::Conflict { .. } | Error::Internal(_) => "UNKNOWN",
+    };
+    (status_of(error), code)
 }
 
 fn upstream_status(error: &UpstreamError) -> (StatusCode, &'static str) {
@@ -142,13 +142,18 @@ impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let message = match &self {
-            Self::Service(Error::Internal(detail)) => {
-                tracing::error!(error.detail = %detail, "proxy.internal_error");
-                "internal error; the server log has the details".to_owned()
+            Self::Service(error) | Self::Upstream(UpstreamError::Relogin(error)) => {
+                let detail = error.detail().map(tracing::field::debug);
+                if let Error::Internal(_) = error {
+                    tracing::error!(error.detail = detail, "proxy.internal_error");
+                } else if status.is_server_error() {
+                    tracing::warn!(error.kind = error.code(), error.message = %error, error.detail = detail, "proxy.upstream_failed");
+                }
+                error.to_string()
             }
             Self::Cache(error) => {
                 tracing::error!(error = %error, "proxy.cache_failed");
-                "internal error; the server log has the details".to_owned()
+                INTERNAL_MESSAGE.to_owned()
             }
             other => {
                 if status.is_server_error() {
@@ -256,5 +261,42 @@ mod tests {
         }
         let response = ProxyError::Unauthenticated("x").into_response();
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], CHALLENGE);
+    }
+
+    /// Issue 14 item 3: a domain error answers the proxy's client with the REST API's
+    /// status (so a conflict is a 409 and an unprocessable request a 422 here too),
+    /// and no error's internal detail reaches the body, directly or as a failed relogin.
+    #[tokio::test]
+    async fn domain_errors_answer_with_the_api_status_and_no_detail() {
+        const CANARY: &str = "database: no such table: registry_tokens (/srv/DETAIL-CANARY)";
+        let errors = crate::http::error::tests::one_of_each(CANARY)
+            .into_iter()
+            .zip(crate::http::error::tests::one_of_each(CANARY));
+        for (error, again) in errors {
+            let status = status_of(&error);
+            let what = error.code();
+            for failure in [
+                ProxyError::Service(error),
+                ProxyError::Upstream(UpstreamError::Relogin(again)),
+            ] {
+                assert_eq!(failure.status_and_code().0, status, "{what}");
+                let response = failure.into_response();
+                assert_eq!(response.status(), status, "{what}");
+                let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                let body = String::from_utf8(body.to_vec()).unwrap();
+                assert!(!body.contains("CANARY"), "{what}: {body}");
+                assert!(!body.contains("database:"), "{what}: {body}");
+            }
+        }
+        assert_eq!(
+            ProxyError::Service(Error::conflict("rotation_in_progress", "x")).status_and_code(),
+            (StatusCode::CONFLICT, "UNKNOWN")
+        );
+        assert_eq!(
+            ProxyError::Service(Error::unprocessable("invalid_scope", "x")).status_and_code(),
+            (StatusCode::UNPROCESSABLE_ENTITY, "NAME_INVALID")
+        );
     }
 }

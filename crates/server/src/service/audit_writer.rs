@@ -72,12 +72,14 @@ async fn write_batches(store: SharedStore, mut receiver: mpsc::Receiver<Pending>
                     code,
                     message,
                     retry_after_seconds,
+                    detail,
                 }) => Err(Error::Unavailable {
                     code,
                     message: format!("audit log write failed: {message}"),
                     retry_after_seconds: *retry_after_seconds,
+                    detail: detail.clone(),
                 }),
-                Err(error) => Err(Error::internal(format!("audit log write failed: {error}"))),
+                Err(error) => Err(error.to_internal("audit log write failed")),
             });
         }
     }

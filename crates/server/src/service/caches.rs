@@ -86,7 +86,7 @@ where
 pub fn shared_error(error: Arc<crate::domain::Error>) -> crate::domain::Error {
     match &*error {
         crate::domain::Error::Internal(detail) => crate::domain::Error::Internal(detail.clone()),
-        other => crate::domain::Error::internal(other),
+        other => other.to_internal("a shared lookup failed"),
     }
 }
 

@@ -277,10 +277,7 @@ async fn check_ambient(app: &App, credential: &Credential) -> Result<()> {
         .map_err(|error| {
             let message = error.to_string();
             if error.retryable() {
-                Error::Upstream {
-                    code: error.code(),
-                    message,
-                }
+                Error::upstream(error.code(), message)
             } else {
                 Error::unprocessable(error.code(), message)
             }

@@ -221,8 +221,9 @@ pub async fn rotate(app: &App, principal: &Principal, skip_unreadable: bool) -> 
             KeyFileError::Changed { reason, .. } => file_changed(path, &reason),
             error => Error::unavailable(
                 "master_key_write_failed",
-                format!("rotation did not happen: {error}"),
-            ),
+                "rotation did not happen: the new master key file could not be written; the server log has the details",
+            )
+            .with_detail(error),
         })?;
         let new_key = rotated.get(version).expect("the new version exists");
         let stored = app

@@ -212,10 +212,10 @@ pub(crate) async fn verified_claims(
         .map_err(|error| match error {
             KeysError::IssuerMismatch { .. } => reject(format!("issuer: {error}")),
             KeysError::Outbound(outbound) if outbound.retryable() => {
-                ExchangeError::Other(Error::Upstream {
-                    code: "oidc_issuer_unreachable",
-                    message: format!("the issuer's keys could not be fetched: {outbound}"),
-                })
+                ExchangeError::Other(Error::upstream(
+                    "oidc_issuer_unreachable",
+                    format!("the issuer's keys could not be fetched: {outbound}"),
+                ))
             }
             other => reject(format!(
                 "signature: the issuer's keys are unavailable ({other})"

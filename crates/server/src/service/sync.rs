@@ -317,7 +317,11 @@ pub async fn sync_cycle(app: &Arc<App>, owner: &str) -> Result<CycleReport> {
             Ok(target) if target.status == SyncStatus::Ok => report.pushed += 1,
             Ok(_) => report.failed += 1,
             Err(error) => {
-                tracing::warn!(error.code = error.code(), "sync.push_error");
+                tracing::warn!(
+                    error.code = error.code(),
+                    error.detail = error.detail().map(tracing::field::debug),
+                    "sync.push_error"
+                );
                 report.failed += 1;
             }
         }
@@ -433,19 +437,13 @@ fn push_record(
         .detail(detail)
 }
 
-/// A message about a domain error that may be stored and shown: internal detail stays
-/// in the log.
+/// A message about a domain error that may be stored and shown: its client message;
+/// an internal error's detail goes to the log, here.
 fn shown(error: &Error) -> (&'static str, String) {
-    match error {
-        Error::Internal(detail) => {
-            tracing::error!(error.detail = %detail, "sync.internal_error");
-            (
-                "internal",
-                "internal error; the server log has the details".to_owned(),
-            )
-        }
-        other => (other.code(), other.to_string()),
+    if let Error::Internal(detail) = error {
+        tracing::error!(error.detail = ?detail, "sync.internal_error");
     }
+    (error.code(), error.to_string())
 }
 
 async fn deliver(app: &App, target: &SyncTarget, now: i64) -> Attempt {

@@ -32,22 +32,9 @@ fn binding(identity: &str, issued_at: Timestamp) -> Binding<'_> {
     }
 }
 
+/// A provider's failure to log in, in the terms the API reports (a store's failure
+/// during a mint is never one: it is passed on as the store's own error).
 fn provider_error(credential: &Credential, error: &ProviderError) -> Error {
-    if let ProviderError::Store(error) = error {
-        // Not the provider's failure: the store's own error, with its own status.
-        return match error {
-            Error::Unavailable {
-                code,
-                message,
-                retry_after_seconds,
-            } => Error::Unavailable {
-                code,
-                message: message.clone(),
-                retry_after_seconds: *retry_after_seconds,
-            },
-            other => Error::internal(other),
-        };
-    }
     let message = format!("credential {} could not log in: {error}", credential.name);
     if matches!(error, ProviderError::AmbientAccountRefused { .. }) {
         // The operator's policy, not a provider failure: retrying will not help.
@@ -64,12 +51,10 @@ fn provider_error(credential: &Credential, error: &ProviderError) -> Error {
                 } => Some(u32::try_from((*retry_in_seconds).max(1)).unwrap_or(u32::MAX)),
                 _ => None,
             },
+            detail: None,
         }
     } else {
-        Error::Upstream {
-            code: error.code(),
-            message,
-        }
+        Error::upstream(error.code(), message)
     }
 }
 
@@ -138,11 +123,7 @@ pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLog
         .await
         .map_err(|error| provider_error(credential, &error))?;
     let lookup = || stored_or_minted(app, credential, &secret, &identity);
-    let (login, _) = app
-        .tokens
-        .get_or_mint(&identity, lookup)
-        .await
-        .map_err(|error| provider_error(credential, &error))?;
+    let (login, _) = app.tokens.get_or_mint(&identity, lookup).await?;
     if credential.token.is_none() {
         app.store
             .link_token_identity(&credential.id, Some(&identity))
@@ -164,21 +145,18 @@ const PENDING: &str = "pending";
 /// provider no extra calls however many resolves arrive. With no valid token, the mint
 /// takes the row's lease exactly as the refresher does — one mint per identity across
 /// replicas, the others wait for its row — and a failed mint's backoff is shared:
-/// until it runs out, every replica answers with that failure at once.
+/// until it runs out, every replica answers with that failure at once. The store's
+/// failures are answered as such, whatever the credential's provider.
 async fn stored_or_minted(
     app: &App,
     credential: &Credential,
     secret: &crate::domain::credential::CredentialSecret,
     identity: &str,
-) -> Result<RegistryLogin, ProviderError> {
+) -> Result<RegistryLogin> {
     let owner = format!("resolve-{}", super::new_id());
     for _ in 0..MINT_WAIT_POLLS {
         let now = app.now();
-        let stored = app
-            .store
-            .registry_token(identity)
-            .await
-            .map_err(ProviderError::Store)?;
+        let stored = app.store.registry_token(identity).await?;
         let mut unreadable = None;
         if let Some(stored) = stored.as_ref().filter(|stored| serveable(stored, now)) {
             match open_token(app, stored) {
@@ -193,7 +171,7 @@ async fn stored_or_minted(
         }
         if let Some(stored) = &stored {
             if let Some(backing_off) = backing_off(stored, now) {
-                return Err(backing_off);
+                return Err(provider_error(credential, &backing_off));
             }
         }
         let claimed = match unreadable {
@@ -201,26 +179,29 @@ async fn stored_or_minted(
                 let claimed = app
                     .store
                     .claim_unreadable_token(identity, issued_at, now, &owner, now + LEASE_MS)
-                    .await
-                    .map_err(ProviderError::Store)?;
+                    .await?;
                 if claimed.is_some() {
                     tracing::warn!(error.code = code, "token.unreadable_reminted");
                 }
                 claimed
             }
-            None => app
-                .store
-                .claim_token_for_mint(&pending(identity, now), now, &owner, now + LEASE_MS)
-                .await
-                .map_err(ProviderError::Store)?,
+            None => {
+                app.store
+                    .claim_token_for_mint(&pending(identity, now), now, &owner, now + LEASE_MS)
+                    .await?
+            }
         };
         match claimed {
-            Some(leased) => return mint_leased(app, credential, secret, leased, &owner).await,
+            Some(leased) => {
+                return mint_leased(app, credential, secret, leased, &owner)
+                    .await
+                    .map_err(|error| provider_error(credential, &error))
+            }
             // Another replica (or the refresher) holds the lease: wait for its row.
             None => tokio::time::sleep(MINT_WAIT_POLL).await,
         }
     }
-    Err(ProviderError::MintInProgress)
+    Err(provider_error(credential, &ProviderError::MintInProgress))
 }
 
 /// The failure a mint on demand answers at once while a failed attempt's backoff runs.
@@ -310,7 +291,11 @@ async fn mint_leased(
             .await
     };
     if let Err(error) = stored.await {
-        tracing::warn!(error.code = error.code(), "token.store_failed");
+        tracing::warn!(
+            error.code = error.code(),
+            error.detail = error.detail().map(tracing::field::debug),
+            "token.store_failed"
+        );
     }
     if let Err(error) = &result {
         tracing::warn!(
@@ -342,7 +327,11 @@ async fn mint_and_store(
                         .await
                 };
                 if let Err(error) = stored.await {
-                    tracing::warn!(error.code = error.code(), "token.store_failed");
+                    tracing::warn!(
+                        error.code = error.code(),
+                        error.detail = error.detail().map(tracing::field::debug),
+                        "token.store_failed"
+                    );
                 }
             }
             app.metrics
@@ -390,12 +379,13 @@ pub async fn login_after_refusal(
                 }
             }
         }
-        mint_and_store(app, credential, &secret, &identity, now).await
+        mint_and_store(app, credential, &secret, &identity, now)
+            .await
+            .map_err(|error| provider_error(credential, &error))
     };
     app.tokens
         .replace_refused(&identity, refused_issued_at, mint)
         .await
-        .map_err(|error| provider_error(credential, &error))
 }
 
 /// The login a sync target should carry: what [`login_for`] gives, after adopting into
@@ -489,7 +479,11 @@ pub async fn refresh_cycle(app: &Arc<App>, owner: &str) -> Result<CycleReport> {
             Ok(Refreshed::Failed) => report.failed += 1,
             Ok(Refreshed::Dropped) => report.dropped += 1,
             Err(error) => {
-                tracing::warn!(error.code = error.code(), "token.refresh_error");
+                tracing::warn!(
+                    error.code = error.code(),
+                    error.detail = error.detail().map(tracing::field::debug),
+                    "token.refresh_error"
+                );
                 report.failed += 1;
             }
         }

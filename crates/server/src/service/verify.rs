@@ -28,10 +28,7 @@ use super::App;
 fn provider_failure(error: &ProviderError) -> Error {
     let message = format!("verification failed: {error}");
     if error.retryable() {
-        Error::Upstream {
-            code: error.code(),
-            message,
-        }
+        Error::upstream(error.code(), message)
     } else {
         Error::unprocessable(error.code(), message)
     }
@@ -49,10 +46,7 @@ fn registry_failure(error: &RegistryError) -> Error {
         | RegistryError::NotARegistry { .. }
         | RegistryError::RealmNotAllowed { .. }
         | RegistryError::BadChallenge { .. } => Error::unprocessable(error.code(), message),
-        _ => Error::Upstream {
-            code: error.code(),
-            message,
-        },
+        _ => Error::upstream(error.code(), message),
     }
 }
 
@@ -239,11 +233,18 @@ pub async fn verify_with(
         let outcome = check_with(app, &existing, &secret, request).await;
         let verification = match &outcome {
             Ok(verification) => verification.clone(),
-            Err(error) => Verification {
-                status: VerificationStatus::Failed,
-                checked_at: Some(app.now()),
-                message: Some(error.to_string()),
-            },
+            // Stored and shown as the credential's status, so only the client message;
+            // no HTTP error follows to log an internal error's detail, so it is here.
+            Err(error) => {
+                if let Error::Internal(detail) = error {
+                    tracing::error!(credential.id = %existing.id, error.detail = ?detail, "verify.internal_error");
+                }
+                Verification {
+                    status: VerificationStatus::Failed,
+                    checked_at: Some(app.now()),
+                    message: Some(error.to_string()),
+                }
+            }
         };
         let updated = Credential {
             verification,

@@ -81,7 +81,7 @@ pub(super) fn database_error(error: sqlx::Error) -> Error {
 /// (so the action answers 503, not 500), else an internal error saying what failed.
 pub(super) fn audit_write_error(error: sqlx::Error) -> Error {
     match database_error(error) {
-        Error::Internal(detail) => Error::internal(format!("audit log write failed: {detail}")),
+        Error::Internal(detail) => Error::Internal(detail.context("audit log write failed")),
         other => other,
     }
 }

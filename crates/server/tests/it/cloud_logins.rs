@@ -42,6 +42,17 @@ fn server(ca_file: &std::path::Path, extra: &[(&str, String)]) -> TestServer {
     })
 }
 
+/// A fake Azure AD, an ACR that exchanges its tokens, and a server that uses both.
+fn acr_server() -> (FakeAzureAd, FakeAcr, TestServer) {
+    let azure_ad = FakeAzureAd::start();
+    let acr = FakeAcr::start(&azure_ad);
+    let server = server(
+        acr.ca().ca_file(),
+        &[("REGKEEPER_AZURE_AUTHORITY_URL", azure_ad.authority_url())],
+    );
+    (azure_ad, acr, server)
+}
+
 /// Seconds from now until an `expiresAt` the CLI printed.
 fn seconds_left(expires_at: Option<&str>) -> i64 {
     let expires_at = expires_at.expect("a minted login expires");
@@ -66,13 +77,8 @@ fn acr_args<'a>(name: &'a str, host: &'a str, tenant: &'a str) -> Vec<&'a str> {
 
 #[test]
 fn acr_service_principal_add_verify_and_resolve() {
-    let azure_ad = FakeAzureAd::start();
-    let acr = FakeAcr::start(&azure_ad);
+    let (azure_ad, acr, server) = acr_server();
     let host = acr.host_port();
-    let server = server(
-        acr.ca().ca_file(),
-        &[("REGKEEPER_AZURE_AUTHORITY_URL", azure_ad.authority_url())],
-    );
 
     let added: wire::Credential = serde_json::from_str(&ok(&add(
         &server,
@@ -186,13 +192,8 @@ fn acr_service_principal_add_verify_and_resolve() {
 
 #[test]
 fn acr_wrong_secret_and_unknown_tenant_are_reported() {
-    let azure_ad = FakeAzureAd::start();
-    let acr = FakeAcr::start(&azure_ad);
+    let (_azure_ad, acr, server) = acr_server();
     let host = acr.host_port();
-    let server = server(
-        acr.ca().ca_file(),
-        &[("REGKEEPER_AZURE_AUTHORITY_URL", azure_ad.authority_url())],
-    );
 
     let wrong_secret = "not-the-client-secret-canary";
     let refused = add(&server, &acr_args("acr", &host, TENANT), wrong_secret);
@@ -230,6 +231,80 @@ fn acr_wrong_secret_and_unknown_tenant_are_reported() {
     )))
     .unwrap();
     assert!(listed.credentials.is_empty());
+}
+
+/// Runs `statement` on the server's SQLite database beside it, as an operator could.
+fn execute(database: &std::path::Path, statement: &str) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            use sqlx::Connection;
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(database);
+            let mut connection = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .expect("open the SQLite database");
+            sqlx::query(statement)
+                .execute(&mut connection)
+                .await
+                .expect(statement);
+        });
+}
+
+/// Issue 14 item 2: a store that fails while an ACR login is minted answers as the
+/// store's failure — 500 `internal`, with the generic message — never as a provider's
+/// (`aws_failed`, 503), and none of the database's words reach the client or the audit
+/// log; the detail is in the server's log. Minting works again once the store does.
+#[test]
+fn a_store_failure_while_minting_an_acr_login_is_answered_as_the_stores() {
+    let (_azure_ad, acr, server) = acr_server();
+    let host = acr.host_port();
+    let mut args = acr_args("acr", &host, TENANT);
+    args.push("--no-verify");
+    ok(&add(&server, &args, CLIENT_SECRET));
+
+    // The mint's first write, the row that leases the identity, is refused.
+    let database = server.data_dir.join("regkeeper.db");
+    execute(
+        &database,
+        "CREATE TRIGGER refuse_tokens BEFORE INSERT ON registry_tokens \
+         BEGIN SELECT RAISE(ABORT, 'STORE-CANARY: no such table tokens_v0'); END",
+    );
+    let image = format!("{host}/team/app:1");
+    let error = server
+        .admin()
+        .post::<_, wire::Resolved>(
+            "/api/v1/workspaces/%7Eadmin/resolve",
+            &serde_json::json!({ "reference": "acr" }),
+        )
+        .unwrap_err();
+    assert_eq!(
+        (error.status(), error.code()),
+        (Some(500), Some("internal")),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert_eq!(
+        message,
+        "internal error; the server log has the details (internal)"
+    );
+    let audit = ok(&server.cli(ADMIN_TOKEN, &["audit", "list", "--output", "json"], None));
+    assert!(audit.contains("internal"), "{audit}");
+    for internal in ["STORE-CANARY", "tokens_v0", "database:", "registry_tokens"] {
+        assert!(!message.contains(internal), "{message}");
+        assert!(!audit.contains(internal), "{audit}");
+    }
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("request.internal_error") && line.contains("STORE-CANARY")),
+        "the detail is logged once, at the boundary:\n{log}"
+    );
+
+    execute(&database, "DROP TRIGGER refuse_tokens");
+    let resolved = resolve(&server, &image);
+    assert_eq!(resolved.username, REFRESH_TOKEN_USERNAME);
 }
 
 #[test]

@@ -154,12 +154,10 @@ fn endpoint(document: &serde_json::Value, name: &str) -> Result<Url, SignInError
         .and_then(serde_json::Value::as_str)
         .and_then(|text| Url::parse(text).ok())
         .ok_or_else(|| {
-            SignInError::Other(Error::Upstream {
-                code: "oidc_discovery_invalid",
-                message: format!(
-                    "the identity provider's discovery document has no valid `{name}`"
-                ),
-            })
+            SignInError::Other(Error::upstream(
+                "oidc_discovery_invalid",
+                format!("the identity provider's discovery document has no valid `{name}`"),
+            ))
         })
 }
 
@@ -171,10 +169,10 @@ async fn discovery(
         .discovery(&app.outbound, issuer, app.now())
         .await
         .map_err(|error| {
-            SignInError::Other(Error::Upstream {
-                code: "oidc_issuer_unreachable",
-                message: format!("the identity provider's discovery document: {error}"),
-            })
+            SignInError::Other(Error::upstream(
+                "oidc_issuer_unreachable",
+                format!("the identity provider's discovery document: {error}"),
+            ))
         })
 }
 
@@ -412,12 +410,8 @@ async fn redeem(
         )
         .header(reqwest::header::ACCEPT, "application/json")
         .form(&form);
-    let unreachable = |message: String| {
-        SignInError::Other(Error::Upstream {
-            code: "oidc_issuer_unreachable",
-            message,
-        })
-    };
+    let unreachable =
+        |message: String| SignInError::Other(Error::upstream("oidc_issuer_unreachable", message));
     let response =
         app.outbound.send_once(request).await.map_err(|error| {
             unreachable(format!("the identity provider's token endpoint: {error}"))
