@@ -4,6 +4,7 @@
 //! writes, and targets go with their credential.
 
 use regkeeper::domain::credential::SealedSecret;
+use regkeeper::domain::registry_token::RegistryTokenStatus;
 use regkeeper::domain::sync_target::{Delivered, SyncDestination, SyncStatus, SyncTarget};
 use regkeeper::store::{SealedKind, StoredToken};
 
@@ -46,7 +47,7 @@ fn token(identity: &str, issued_at: i64) -> StoredToken {
         issued_at,
         expires_at: Some(issued_at + 43_200_000),
         refresh_at: issued_at + 28_800_000,
-        status: "fresh".into(),
+        status: RegistryTokenStatus::Fresh,
         failures: 0,
         last_error: None,
         next_attempt_at: issued_at + 28_800_000,

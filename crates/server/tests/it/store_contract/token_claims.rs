@@ -4,6 +4,7 @@
 //! across replicas, and a failed mint's backoff holds for every claimant.
 
 use regkeeper::domain::credential::SealedSecret;
+use regkeeper::domain::registry_token::RegistryTokenStatus;
 use regkeeper::store::StoredToken;
 
 use super::Subject;
@@ -20,7 +21,7 @@ fn placeholder(identity: &str, now: i64) -> StoredToken {
         issued_at: now,
         expires_at: Some(now),
         refresh_at: now,
-        status: "pending".into(),
+        status: RegistryTokenStatus::Pending,
         failures: 0,
         last_error: None,
         next_attempt_at: now,
@@ -38,7 +39,7 @@ pub async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subject) {
         .await
         .unwrap()
         .expect("a new identity is leased to its first claimant");
-    assert_eq!(first.status, "pending");
+    assert_eq!(first.status, RegistryTokenStatus::Pending);
     assert!(
         store
             .claim_token_for_mint(
@@ -85,9 +86,12 @@ pub async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subject) {
         "inside the backoff nobody mints"
     );
     let stored = store.registry_token(identity).await.unwrap().unwrap();
-    assert_eq!((stored.status.as_str(), stored.failures), ("pending", 1));
+    assert_eq!(
+        (stored.status, stored.failures),
+        (RegistryTokenStatus::Pending, 1)
+    );
     let counts = store.token_status_counts(now + 10).await.unwrap();
-    assert_eq!(counts, vec![("pending".to_owned(), 1)]);
+    assert_eq!(counts, vec![(RegistryTokenStatus::Pending, 1)]);
     // After it, one claimant gets it, with the row's failures as they were.
     let second = store
         .claim_token_for_mint(
@@ -118,7 +122,7 @@ pub async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subject) {
         issued_at: now + 5_000,
         expires_at: Some(now + 5_000 + 43_200_000),
         refresh_at: now + 5_000 + 28_800_000,
-        status: "fresh".into(),
+        status: RegistryTokenStatus::Fresh,
         failures: 0,
         last_error: None,
         next_attempt_at: now + 5_000 + 28_800_000,
@@ -203,7 +207,7 @@ pub async fn sealed_pages_name_every_value(subject: Subject) {
             wrapped_key: vec![2],
             key_version: 1,
         },
-        status: "fresh".into(),
+        status: RegistryTokenStatus::Fresh,
         issued_at: 20,
         expires_at: Some(43_200_020),
         ..leased
