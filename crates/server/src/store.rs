@@ -197,7 +197,8 @@ pub struct StoredToken {
     pub issued_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub refresh_at: Timestamp,
-    /// `Pending` for a row that holds no token yet (its first mint is leased or failed).
+    /// Where the token stands; [`RegistryTokenStatus::Pending`] for a row that holds no
+    /// token yet (its first mint is leased or failed).
     pub status: RegistryTokenStatus,
     pub failures: i64,
     pub last_error: Option<String>,

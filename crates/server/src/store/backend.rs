@@ -12,12 +12,14 @@ use crate::domain::Result;
 
 /// A database the store runs on, with everything its statements do with it.
 ///
-/// Rust hands a trait's bounds on *other* types (`String: Encode<DB>`, `&mut
-/// DB::Connection: Executor`) to the trait's users only when they are written as bounds
-/// on the trait's own associated types; written as plain `where` clauses they would have
-/// to be repeated on every generic function. So [`SqlTypes`] names each Rust type the
-/// statements bind or read as an associated type, the first `SqlTypes` bound below fixes
-/// each to that very type, and the second says what the database does with it.
+/// Rust passes a trait's bounds on *other* types (`String: Encode<DB>`, `&mut
+/// DB::Connection: Executor`) on to code that names the trait only when they are bounds
+/// on associated types of its supertraits; as plain `where` clauses they would have to
+/// be repeated on every generic function. So [`SqlTypes`] has an associated type for
+/// each Rust type the statements bind or read: the first `SqlTypes` bound below fixes
+/// each to that very type, and the second says what the database does with it, which
+/// the compiler then knows of `String`, `i64`, … themselves. A statement that binds or
+/// reads a type not listed here fails to compile until it is added to both.
 pub trait Backend:
     Database<QueryResult: RowsAffected>
     + for<'q> Database<Arguments<'q>: IntoArguments<'q, Self>>
