@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::identity::truncate;
 use super::registry::{self, RegistryKind};
+use super::registry_token::RegistryTokenStatus;
 use super::{Error, Result};
 
 /// Unix time in milliseconds.
@@ -277,9 +278,7 @@ pub struct Credential {
 /// What is known of a credential's minted token, without the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenState {
-    /// `fresh`, `refreshing`, `stale`, `failing` or `expired`; `pending` before the first
-    /// mint succeeded.
-    pub status: String,
+    pub status: RegistryTokenStatus,
     pub expires_at: Option<Timestamp>,
     pub refresh_at: Timestamp,
     pub last_error: Option<String>,

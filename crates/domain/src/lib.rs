@@ -18,6 +18,7 @@ pub mod json_keys;
 pub mod policy;
 pub mod reference;
 pub mod registry;
+pub mod registry_token;
 pub mod sync_target;
 pub mod text;
 pub mod trust;

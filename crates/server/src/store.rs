@@ -1,13 +1,23 @@
-//! Persistence behind one narrow trait, with an SQLite and a PostgreSQL implementation.
-//! Every mutation that must be audited takes its [`AuditRecord`] and writes it in the
-//! same transaction, so an action and its audit entry succeed or fail together.
+//! Persistence behind one narrow trait, [`Store`], implemented once in SQL for both
+//! SQLite and PostgreSQL: `sql::SqlStore`, generic over a `backend::Backend`, hands
+//! each method to the module of its aggregate (`identity`, `credentials`, `roles`,
+//! `registry_tokens`, `sync_targets`, `audit_log`, `keys`), where the statements are and
+//! where rows are read through private `sqlx::FromRow` records, never into domain types
+//! directly. Every mutation that must be audited takes its [`AuditRecord`] and writes it
+//! in the same transaction, so an action and its audit entry succeed or fail together.
 
-mod access_sql;
+mod audit_log;
+mod backend;
+mod credentials;
+mod errors;
+mod identity;
+mod keys;
 pub mod postgres;
+mod registry_tokens;
+mod roles;
 mod sql;
 pub mod sqlite;
-mod sync_sql;
-mod trust_sql;
+mod sync_targets;
 
 use std::sync::Arc;
 
@@ -16,6 +26,7 @@ use async_trait::async_trait;
 use crate::audit::{AuditRecord, AuditRow};
 use crate::domain::credential::{Credential, SealedSecret, Timestamp};
 use crate::domain::identity::{Role, WorkspaceKind};
+use crate::domain::registry_token::RegistryTokenStatus;
 use crate::domain::Result;
 
 /// The `Unavailable` codes of a store that cannot be used at all for now: the database
@@ -186,9 +197,9 @@ pub struct StoredToken {
     pub issued_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub refresh_at: Timestamp,
-    /// `fresh`, `stale`, `failing` or `expired` (`refreshing` is shown while leased);
-    /// `pending` for a row that holds no token yet (its first mint is leased or failed).
-    pub status: String,
+    /// Where the token stands; [`RegistryTokenStatus::Pending`] for a row that holds no
+    /// token yet (its first mint is leased or failed).
+    pub status: RegistryTokenStatus,
     pub failures: i64,
     pub last_error: Option<String>,
     pub next_attempt_at: Timestamp,
@@ -377,7 +388,7 @@ pub trait Store: Send + Sync {
     async fn delete_registry_token(&self, identity: &str) -> Result<()>;
     /// How many tokens are in each state at `now` (an expired one counts as `expired`
     /// whatever its stored status), for the metrics.
-    async fn token_status_counts(&self, now: Timestamp) -> Result<Vec<(String, i64)>>;
+    async fn token_status_counts(&self, now: Timestamp) -> Result<Vec<(RegistryTokenStatus, i64)>>;
     /// Records which token a credential uses (`None` after its secret changed).
     async fn link_token_identity(&self, credential_id: &str, identity: Option<&str>) -> Result<()>;
     /// Any credential that uses the token (to mint it again).
@@ -400,7 +411,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<(i64, String)>>;
     async fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditRow>>;
 
-    // ---- Cross-workspace grants and user lifecycle (SQL in `store/access_sql.rs`) ----
+    // ---- Cross-workspace grants (`store/roles.rs`) and user lifecycle (`store/identity.rs`)
 
     /// Records (or renews, with a new granter) a role's grant in a workspace.
     async fn put_role_grant(&self, grant: &RoleGrantRow, audit: AuditRecord) -> Result<()>;
@@ -448,7 +459,7 @@ pub trait Store: Send + Sync {
     ) -> Result<bool>;
     // ---- end of grants and user lifecycle -----------------------------------------
 
-    // ---- Sync targets (push delivery; SQL in `store/sync_sql.rs`) ----------------
+    // ---- Sync targets (push delivery; SQL in `store/sync_targets.rs`) -------------
     // Reads join the credential (and its token), so every target comes with
     // `behind`: its credential's revision or token changed since the last delivery.
 
@@ -504,7 +515,7 @@ pub trait Store: Send + Sync {
     async fn sync_target_counts(&self) -> Result<Vec<(String, i64)>>;
     // ---- end of sync targets --------------------------------------------------------
 
-    // ---- Role trusts and exchanged tokens (SQL in `store/trust_sql.rs`) ---------------
+    // ---- Role trusts and exchanged tokens (SQL in `store/roles.rs`) -------------------
     /// Inserts a trust with its audit entry.
     async fn insert_trust(&self, trust: &TrustRow, audit: AuditRecord) -> Result<()>;
     /// The role's trusts, oldest first.

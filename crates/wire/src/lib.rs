@@ -151,8 +151,8 @@ pub struct Credential {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenStatus {
-    /// `fresh`, `stale` (a refresh failed; still valid), `failing`, `expired`, or
-    /// `pending` (no mint has succeeded yet; `lastError` says why).
+    /// `fresh`, `stale` (a refresh failed; still valid), `expired`, or `pending` (no
+    /// mint has succeeded yet; `lastError` says why).
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,

@@ -526,6 +526,7 @@ pub fn problem(shell: Option<&Shell<'_>>, title: &str, message: &str) -> Markup 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::registry_token::RegistryTokenStatus;
 
     #[test]
     fn durations_read_like_people_write_them() {
@@ -541,7 +542,7 @@ mod tests {
     fn token_status_says_when_it_expires() {
         let now = 1_000_000_000;
         let token = |expires_at| TokenState {
-            status: "fresh".into(),
+            status: RegistryTokenStatus::Fresh,
             expires_at,
             refresh_at: now,
             last_error: None,

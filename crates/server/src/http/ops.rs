@@ -9,6 +9,7 @@ use utoipa::OpenApi;
 
 use super::error::error_response;
 use super::{ApiDoc, ApiState};
+use crate::domain::registry_token::RegistryTokenStatus;
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(), responses((status = 200)))]
@@ -53,17 +54,17 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         .set(i64::from(state.app.keyring.status().is_ok()));
     match state.app.store.token_status_counts(state.app.now()).await {
         Ok(counts) => {
-            for status in ["fresh", "stale", "expired", "pending"] {
+            for status in RegistryTokenStatus::ALL {
                 let count = counts
                     .iter()
-                    .find(|(state, _)| state == status)
+                    .find(|(state, _)| *state == status)
                     .map_or(0, |(_, count)| *count);
                 state
                     .app
                     .metrics
                     .tokens
                     .get_or_create(&crate::metrics::StatusLabels {
-                        status: status.to_owned(),
+                        status: status.as_str().to_owned(),
                     })
                     .set(count);
             }

@@ -30,7 +30,7 @@ pub fn credential(credential: &Credential) -> wire::Credential {
             message: credential.verification.message.clone(),
         },
         token: credential.token.as_ref().map(|token| wire::TokenStatus {
-            status: token.status.clone(),
+            status: token.status.as_str().to_owned(),
             expires_at: token.expires_at.map(format_timestamp),
             refresh_at: format_timestamp(token.refresh_at),
             last_error: token.last_error.clone(),

@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::crypto::Binding;
 use crate::domain::credential::{Credential, Timestamp};
+use crate::domain::registry_token::RegistryTokenStatus;
 use crate::domain::{Error, Result};
 use crate::providers::{shared_identity, ProviderError, RegistryLogin};
 use crate::store::StoredToken;
@@ -92,7 +93,7 @@ fn seal_token(
         issued_at: login.issued_at,
         expires_at: login.expires_at,
         refresh_at,
-        status: "fresh".into(),
+        status: RegistryTokenStatus::Fresh,
         failures: 0,
         last_error: None,
         next_attempt_at: refresh_at,
@@ -137,7 +138,6 @@ pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLog
 /// healthy mint takes.
 const MINT_WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 const MINT_WAIT_POLLS: u32 = 100;
-const PENDING: &str = "pending";
 
 /// The identity's token as the database holds it, minting only when there is none to
 /// serve. A valid token is served even past its refresh point: refreshing is the
@@ -214,7 +214,7 @@ fn backing_off(stored: &StoredToken, now: Timestamp) -> Option<ProviderError> {
 
 /// Whether a stored row holds a token that may be handed out now.
 fn serveable(stored: &StoredToken, now: Timestamp) -> bool {
-    stored.status != PENDING && usable(stored.expires_at, now)
+    stored.status != RegistryTokenStatus::Pending && usable(stored.expires_at, now)
 }
 
 /// The row a first mint leases: no token yet, due now.
@@ -230,7 +230,7 @@ fn pending(identity: &str, now: Timestamp) -> StoredToken {
         issued_at: now,
         expires_at: Some(now),
         refresh_at: now,
-        status: PENDING.into(),
+        status: RegistryTokenStatus::Pending,
         failures: 0,
         last_error: None,
         next_attempt_at: now,
@@ -243,15 +243,15 @@ fn pending(identity: &str, now: Timestamp) -> StoredToken {
 /// retries back off), any other expired; the next attempt waits out the backoff.
 fn failed_attempt(token: StoredToken, error: &ProviderError, now: Timestamp) -> StoredToken {
     let failures = token.failures + 1;
-    let status = if token.status == PENDING {
-        PENDING
+    let status = if token.status == RegistryTokenStatus::Pending {
+        RegistryTokenStatus::Pending
     } else if usable(token.expires_at, now) {
-        "stale"
+        RegistryTokenStatus::Stale
     } else {
-        "expired"
+        RegistryTokenStatus::Expired
     };
     StoredToken {
-        status: status.into(),
+        status,
         failures,
         last_error: Some(error.to_string()),
         next_attempt_at: now + backoff(failures),

@@ -1,12 +1,21 @@
 //! PostgreSQL, for several replicas sharing one database. Writers serialise on one
 //! transaction-scoped advisory lock, which keeps the audit hash chain linear across
 //! replicas; reads never take it.
+//!
+//! The statements are shared with SQLite (`store/sql.rs` and the aggregate modules);
+//! this file opens the pool, makes PostgreSQL a [`Backend`], and listens for the
+//! change notifications the database's triggers send.
 
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use sqlx::{Pool, Postgres};
+
+use super::backend::Backend;
+use super::errors::{database_error, OrDatabase};
+use super::sql::{reusable, SqlStore};
+use crate::domain::Result;
 
 /// Arbitrary but fixed: the advisory lock key that orders audited writes.
 const WRITE_LOCK_KEY: i64 = 0x7265_676b_6565_7031;
@@ -15,47 +24,37 @@ const WRITE_LOCK_KEY: i64 = 0x7265_676b_6565_7031;
 /// down, means retrying to connect) before it fails as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub struct PostgresStore {
-    pool: PgPool,
+pub type PostgresStore = SqlStore<Postgres>;
+
+impl Backend for Postgres {
+    const LABEL: &'static str = "postgres";
+    const ONE_WRITER_CONNECTION: bool = false;
+
+    async fn begin_write(writes: &Pool<Self>) -> Result<sqlx::Transaction<'static, Self>> {
+        let mut transaction = writes.begin().await.or_db()?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK_KEY)
+            .execute(&mut *transaction)
+            .await
+            .or_db()?;
+        Ok(transaction)
+    }
 }
 
-impl PostgresStore {
+impl SqlStore<Postgres> {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             // While the database is down every request waits this long for a connection
             // before answering 503: short, so clients are not left hanging.
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_release(|connection, _| {
-                Box::pin(async move { Ok(super::sql::reusable(connection)) })
-            })
+            .after_release(|connection, _| Box::pin(async move { Ok(reusable(connection)) }))
             .connect(url)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
-    }
-
-    /// Where statements that write outside a transaction go.
-    fn write_pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    async fn begin_write(&self) -> crate::domain::Result<sqlx::Transaction<'static, Postgres>> {
-        let mut transaction = self
-            .pool
-            .begin()
-            .await
-            .map_err(super::sql::database_error)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(WRITE_LOCK_KEY)
-            .execute(&mut *transaction)
-            .await
-            .map_err(super::sql::database_error)?;
-        Ok(transaction)
+        Ok(Self::new(pool.clone(), pool))
     }
 }
-
-super::sql::impl_store!(PostgresStore, Postgres, "postgres");
 
 /// The channel migration `0006_cache_invalidation`'s triggers notify on.
 pub const INVALIDATE_CHANNEL: &str = "regkeeper_invalidate";
@@ -110,7 +109,7 @@ async fn listen(
                     match listener.try_recv().await {
                         Ok(Some(notification)) => on_change(parse_change(notification.payload())),
                         Ok(None) => break "connection_lost",
-                        Err(error) => break super::sql::database_error(error).code(),
+                        Err(error) => break database_error(error).code(),
                     }
                 };
                 on_change(super::Change::Everything);
@@ -122,7 +121,7 @@ async fn listen(
                 }
             }
             Err(error) => {
-                let code = super::sql::database_error(error).code();
+                let code = database_error(error).code();
                 tracing::warn!(
                     error.code = code,
                     retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),

@@ -7,20 +7,34 @@
 //! milliseconds between attempts and would cap a busy server's resolves (each appends
 //! an audit entry) far below what one connection can commit. Reads use their own pool
 //! and, in WAL mode, never wait for the writer.
+//!
+//! The statements are shared with PostgreSQL (`store/sql.rs` and the aggregate
+//! modules); this file opens the pools and makes SQLite a [`Backend`].
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::{Pool, Sqlite};
 
-pub struct SqliteStore {
-    pool: SqlitePool,
-    writer: SqlitePool,
+use super::backend::Backend;
+use super::errors::OrDatabase;
+use super::sql::{reusable, SqlStore};
+use crate::domain::Result;
+
+pub type SqliteStore = SqlStore<Sqlite>;
+
+impl Backend for Sqlite {
+    const LABEL: &'static str = "sqlite";
+    const ONE_WRITER_CONNECTION: bool = true;
+
+    async fn begin_write(writes: &Pool<Self>) -> Result<sqlx::Transaction<'static, Self>> {
+        writes.begin_with("BEGIN IMMEDIATE").await.or_db()
+    }
 }
 
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(parent) = path
             .parent()
@@ -37,33 +51,15 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .after_release(|connection, _| {
-                Box::pin(async move { Ok(super::sql::reusable(connection)) })
-            })
+            .after_release(|connection, _| Box::pin(async move { Ok(reusable(connection)) }))
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .after_release(|connection, _| {
-                Box::pin(async move { Ok(super::sql::reusable(connection)) })
-            })
+            .after_release(|connection, _| Box::pin(async move { Ok(reusable(connection)) }))
             .connect_with(options)
             .await?;
-        Ok(Self { pool, writer })
-    }
-
-    /// Where statements that write outside a transaction go.
-    fn write_pool(&self) -> &SqlitePool {
-        &self.writer
-    }
-
-    async fn begin_write(&self) -> crate::domain::Result<sqlx::Transaction<'static, Sqlite>> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(super::sql::database_error)
+        Ok(Self::new(pool, writer))
     }
 }
-
-super::sql::impl_store!(SqliteStore, Sqlite, "sqlite");

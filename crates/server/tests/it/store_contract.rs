@@ -251,7 +251,7 @@ fn stored_token(identity: &str, status: &str, issued_at: Timestamp) -> StoredTok
         issued_at,
         expires_at: Some(issued_at + lifetime),
         refresh_at: issued_at + refresh_after,
-        status: status.into(),
+        status: status.parse().expect("a registry token status"),
         failures: 0,
         last_error: None,
         next_attempt_at: issued_at + refresh_after,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::support::config_from;
 use regkeeper::clock::{Clock, ManualClock};
+use regkeeper::domain::registry_token::RegistryTokenStatus;
 use regkeeper::service::{credentials, identity, resolve, tokens};
 use regkeeper_wire as wire;
 
@@ -192,7 +193,7 @@ fn forty_eight_hours_with_outages() {
                     stale_seen |= shown
                         .token
                         .as_ref()
-                        .is_some_and(|token| token.status == "stale");
+                        .is_some_and(|token| token.status == RegistryTokenStatus::Stale);
                 }
             }
             clock.advance(MINUTE);

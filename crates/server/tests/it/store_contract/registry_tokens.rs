@@ -4,6 +4,7 @@
 //! credentials link to the row of their identity, which every credential read joins.
 
 use regkeeper::domain::credential::Credential;
+use regkeeper::domain::registry_token::RegistryTokenStatus;
 use regkeeper::store::StoredToken;
 
 use super::{created_user, credential, placeholder, record, stored_token, Subject};
@@ -32,7 +33,7 @@ pub(super) async fn registry_tokens_are_put_replaced_and_deleted(subject: Subjec
     );
     assert_eq!(
         store.token_status_counts(3_000).await.unwrap(),
-        vec![("fresh".to_owned(), 1)]
+        vec![(RegistryTokenStatus::Fresh, 1)]
     );
 
     // A put while a refresher holds the lease: the lease stays, so no one else takes
@@ -108,20 +109,20 @@ pub(super) async fn token_status_counts_group_rows_by_state(subject: Subject) {
     assert_eq!(
         store.token_status_counts(now).await.unwrap(),
         vec![
-            ("expired".to_owned(), 3),
-            ("fresh".to_owned(), 2),
-            ("pending".to_owned(), 1),
-            ("stale".to_owned(), 1),
+            (RegistryTokenStatus::Expired, 3),
+            (RegistryTokenStatus::Fresh, 2),
+            (RegistryTokenStatus::Pending, 1),
+            (RegistryTokenStatus::Stale, 1),
         ]
     );
     // Earlier, the long-ago tokens were still valid: counted by their stored status.
     assert_eq!(
         store.token_status_counts(long_ago + 1).await.unwrap(),
         vec![
-            ("expired".to_owned(), 1),
-            ("fresh".to_owned(), 3),
-            ("pending".to_owned(), 1),
-            ("stale".to_owned(), 2),
+            (RegistryTokenStatus::Expired, 1),
+            (RegistryTokenStatus::Fresh, 3),
+            (RegistryTokenStatus::Pending, 1),
+            (RegistryTokenStatus::Stale, 2),
         ]
     );
 }
@@ -184,7 +185,7 @@ pub(super) async fn credentials_link_to_their_token(subject: Subject) {
         .unwrap()
         .token
         .expect("the linked row's state");
-    assert_eq!(read.status, "stale");
+    assert_eq!(read.status, RegistryTokenStatus::Stale);
     assert_eq!(
         (read.expires_at, read.refresh_at, read.last_error),
         (token.expires_at, token.refresh_at, token.last_error.clone())

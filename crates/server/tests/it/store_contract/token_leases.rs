@@ -6,6 +6,7 @@
 //! claimant; a replica that cannot open the stored token re-mints it under the same
 //! rule. Only the lease holder writes a result, and a dead replica's lease runs out.
 
+use regkeeper::domain::registry_token::RegistryTokenStatus;
 use regkeeper::store::StoredToken;
 
 use super::{placeholder, stored_token, Subject};
@@ -30,7 +31,7 @@ pub(super) async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subje
         .await
         .unwrap()
         .expect("a new identity is leased to its first claimant");
-    assert_eq!(first.status, "pending");
+    assert_eq!(first.status, RegistryTokenStatus::Pending);
     assert!(
         store
             .claim_token_for_mint(
@@ -74,7 +75,7 @@ pub(super) async fn mint_claims_are_exclusive_and_respect_backoff(subject: Subje
     let stored = store.registry_token(identity).await.unwrap().unwrap();
     assert_eq!((stored.status.as_str(), stored.failures), ("pending", 1));
     let counts = store.token_status_counts(now + 10).await.unwrap();
-    assert_eq!(counts, vec![("pending".to_owned(), 1)]);
+    assert_eq!(counts, vec![(RegistryTokenStatus::Pending, 1)]);
     // After it, one claimant gets it, with the row's failures as they were.
     let second = store
         .claim_token_for_mint(
