@@ -16,6 +16,7 @@ use regkeeper_wire as wire;
 use regkeeper_wire::docker_helper::{
     HelperCredentials, CREDENTIALS_NOT_FOUND, IDENTITY_TOKEN_USERNAME,
 };
+use regkeeper_wire::text::echo;
 use zeroize::Zeroizing;
 
 use crate::federation::{self, RoleSettings};
@@ -138,7 +139,7 @@ pub fn run(
         }
         Some(other) => Err(HelperError::Usage(format!(
             "unknown action `{}`: use get, store, erase, list or version (see {PROGRAM} --help)",
-            other.chars().take(40).collect::<String>()
+            echo(other)
         ))),
         None => Err(HelperError::Usage(
             "usage: docker-credential-regkeeper get|store|erase|list|version (the input comes on standard input)"
@@ -659,6 +660,20 @@ mod tests {
             assert!(!errors.contains("cannot reach"), "{errors}");
             assert!(!errors.contains("s3cret-canary"), "{errors}");
         }
+    }
+
+    /// Issue 14: an unknown action is quoted through `text::echo`, so a newline or an
+    /// ANSI escape in it arrives escaped.
+    #[test]
+    fn unknown_actions_are_quoted_with_control_characters_escaped() {
+        let (status, _, shown) = run_action(Some("get\n\u{1b}[31m"), "");
+        assert_eq!(status, 1);
+        let shown = shown.trim_end();
+        assert!(
+            shown.contains("\\n") && shown.contains("\\u{1b}"),
+            "{shown}"
+        );
+        assert!(!shown.contains(['\n', '\u{1b}']), "{shown:?}");
     }
 
     #[test]

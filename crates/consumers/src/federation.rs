@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use regkeeper_client::{Client, ClientError};
+use regkeeper_wire::text::echo;
 use regkeeper_wire::{Exchanged, Sensitive};
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
@@ -100,19 +101,9 @@ pub fn check_role_reference(role: &str) -> Result<(), String> {
     if well_formed && !role.chars().any(char::is_control) {
         Ok(())
     } else {
-        let shown: String = role
-            .chars()
-            .take(80)
-            .map(|character| {
-                if character.is_control() {
-                    '?'
-                } else {
-                    character
-                }
-            })
-            .collect();
         Err(format!(
-            "must be a role reference rk:WORKSPACE:role/NAME, not `{shown}`"
+            "must be a role reference rk:WORKSPACE:role/NAME, not `{}`",
+            echo(role)
         ))
     }
 }
@@ -424,6 +415,18 @@ mod tests {
         ] {
             assert!(check_role_reference(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Issue 14: a malformed role is quoted through `text::echo` (it used to be shown
+    /// with control characters replaced by `?`), so they arrive escaped.
+    #[test]
+    fn malformed_roles_are_quoted_with_control_characters_escaped() {
+        let shown = check_role_reference("rk:acme:role/ci\n\u{1b}[31m").unwrap_err();
+        assert!(
+            shown.contains("\\n") && shown.contains("\\u{1b}"),
+            "{shown}"
+        );
+        assert!(!shown.contains(['\n', '\u{1b}']), "{shown:?}");
     }
 
     /// Issue 13 §3: the exchanged token is cached in a 0600 file keyed by server, role

@@ -48,6 +48,7 @@ use regkeeper_wire::kubelet::{
     AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse, API_VERSION,
     REQUEST_KIND, RESPONSE_KIND,
 };
+use regkeeper_wire::text::echo;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -216,13 +217,13 @@ fn checked_image(request: &CredentialProviderRequest) -> Result<&str, ProviderEr
     if request.api_version != API_VERSION {
         return Err(ProviderError::Request(format!(
             "unsupported apiVersion `{}`: set `apiVersion: {API_VERSION}` for this provider in the kubelet's CredentialProviderConfig",
-            shorten(&request.api_version)
+            echo(&request.api_version)
         )));
     }
     if request.kind != REQUEST_KIND {
         return Err(ProviderError::Request(format!(
             "unsupported kind `{}`: expected {REQUEST_KIND}",
-            shorten(&request.kind)
+            echo(&request.kind)
         )));
     }
     let image = request.image.trim();
@@ -344,11 +345,6 @@ pub fn go_duration(seconds: u64) -> String {
     } else {
         format!("{seconds}s")
     }
-}
-
-/// Echoed values are cut short, as a request line must not flood the kubelet's log.
-fn shorten(value: &str) -> String {
-    value.chars().take(80).collect()
 }
 
 #[cfg(test)]
@@ -502,6 +498,22 @@ mod tests {
             assert!(error.contains(expected), "{error}");
             assert!(!error.contains("sa-canary-5"), "{error}");
         }
+    }
+
+    /// Issue 14: the apiVersion and kind quoted in a refusal go through `text::echo`, so
+    /// a newline or an ANSI escape in them cannot forge a line in the kubelet's log.
+    #[test]
+    fn quoted_request_fields_have_control_characters_escaped() {
+        let request = r#"{"apiVersion":"v1\n\u001b[31mforged","kind":"CredentialProviderRequest","image":"ghcr.io/a/b"}"#;
+        let request = read_request(&mut request.as_bytes()).unwrap();
+        let shown = respond(&request, &Lookup::NotFound, SystemTime::UNIX_EPOCH)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("\\n") && shown.contains("\\u{1b}"),
+            "{shown}"
+        );
+        assert!(!shown.contains(['\n', '\u{1b}']), "{shown:?}");
     }
 
     #[test]

@@ -19,5 +19,8 @@ pub mod serve;
 pub mod service;
 pub mod store;
 pub mod sync;
-pub mod text;
 pub mod tokens;
+
+/// How untrusted text is shown to a person; shared with the thin clients, so it lives
+/// in the wire crate.
+pub use regkeeper_wire::text;

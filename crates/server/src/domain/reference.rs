@@ -5,14 +5,12 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::domain::registry::{self, DOCKER_HUB};
+use crate::text::echo;
 
 /// distribution/reference's limit, applied to the canonical `registry/repository` so
 /// that a name Docker Hub shortens cannot pass when written short and fail when written
 /// out in full.
 pub const NAME_LENGTH_LIMIT: usize = 255;
-
-// Echoed input is cut short so that a pasted blob cannot flood a log line or a terminal.
-const ECHO_LIMIT: usize = 100;
 
 /// An image reference in canonical form: every spelling of one image parses to equal values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,15 +238,23 @@ fn check_repository(path: &str) -> Result<(), ReferenceError> {
     Ok(())
 }
 
-/// Makes user input safe to print: secrets left out, non-printing characters escaped,
-/// length bounded.
-fn echo(text: &str) -> String {
-    crate::text::echo(text, ECHO_LIMIT)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14: input quoted in an image-reference error goes through `text::echo`, so a newline or an
+    /// ANSI escape in it arrives escaped, never raw.
+    #[test]
+    fn reference_errors_escape_control_characters() {
+        let shown = parse("ghcr.io/org/app:v1\n\u{1b}[31m")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("\\n") && shown.contains("\\u{1b}"),
+            "{shown}"
+        );
+        assert!(!shown.contains(['\n', '\u{1b}']), "{shown:?}");
+    }
     use proptest::prelude::*;
 
     const SHA256: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::domain::registry;
+use crate::text::echo;
 
 /// A repository name may be at most this long (distribution's limit, host included).
 const MAX_NAME_LENGTH: usize = 255;
@@ -162,12 +163,6 @@ impl PathError {
     }
 }
 
-/// Client input is quoted in errors only cut short, escaped, and without anything
-/// that could be a password or token (user info, a query, percent-encoded or not).
-fn echo(input: &str) -> String {
-    crate::text::echo(input, 100)
-}
-
 /// Parses the part of a request path after `/v2/`.
 pub fn parse(path: &str) -> Result<ProxyPath, PathError> {
     let segments: Vec<&str> = path.split('/').collect();
@@ -249,6 +244,20 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// Issue 14: input quoted in a proxy-path error goes through `text::echo`, so a newline or an
+    /// ANSI escape in it arrives escaped, never raw.
+    #[test]
+    fn path_errors_escape_control_characters() {
+        let shown = parse("registry.example.com/app/manifests/v1\n\u{1b}[31m")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("\\n") && shown.contains("\\u{1b}"),
+            "{shown}"
+        );
+        assert!(!shown.contains(['\n', '\u{1b}']), "{shown:?}");
+    }
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
