@@ -2,14 +2,19 @@
 //! client of its REST API (`REGKEEPER_URL`, `REGKEEPER_TOKEN`). Secrets are read from
 //! stdin, an environment variable or a file — never from an argument.
 
+mod audit;
 mod bootstrap_token;
 mod commands;
+mod credentials;
 mod federation;
+mod keys;
 mod output;
 mod roles;
 mod sync;
+mod tokens;
 mod usage;
 mod users;
+mod workspaces;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -333,7 +338,7 @@ enum TokensCommand {
         #[arg(long)]
         name: String,
         /// Lifetime such as 3600s, 90m, 12h, 30d; default: no expiry.
-        #[arg(long, value_parser = commands::parse_duration)]
+        #[arg(long, value_parser = tokens::parse_duration)]
         expires_in: Option<u64>,
         #[command(flatten)]
         output: OutputArgs,
@@ -502,7 +507,7 @@ enum RoleTokensCommand {
         #[arg(long)]
         name: String,
         /// Lifetime such as 3600s, 90m, 12h, 30d; default: no expiry.
-        #[arg(long, value_parser = commands::parse_duration)]
+        #[arg(long, value_parser = tokens::parse_duration)]
         expires_in: Option<u64>,
         #[command(flatten)]
         workspace: WorkspaceArg,

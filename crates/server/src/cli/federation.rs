@@ -11,8 +11,9 @@ use regkeeper_wire as wire;
 use regkeeper_wire::Sensitive;
 use secrecy::zeroize::Zeroizing;
 
-use super::commands::{parse_duration, workspace_or_personal};
+use super::commands::workspace_or_personal;
 use super::output;
+use super::tokens::parse_duration;
 use super::{OutputArgs, OutputFormat, WorkspaceArg};
 
 #[derive(Subcommand)]

@@ -7,8 +7,9 @@ use anyhow::Context;
 use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
 
-use super::commands::{print_created_token, print_tokens, workspace_or_personal};
+use super::commands::workspace_or_personal;
 use super::output::{self, or_dash};
+use super::tokens::{print_created_token, print_tokens};
 use super::{OutputFormat, PolicyFields, RoleGrantsCommand, RoleTokensCommand, RolesCommand};
 
 fn roles_path(workspace: &str) -> String {

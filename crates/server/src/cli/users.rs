@@ -1,5 +1,6 @@
-//! `regkeeper users disable|enable|delete`: the user lifecycle after creation, for
-//! site administrators. Each says what happens to the user's personal workspace.
+//! `regkeeper users …`: users and their lifecycle, for site administrators. A new
+//! user's API token is shown once; disable, enable and delete each say what happens to
+//! the user's personal workspace.
 
 use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
@@ -13,6 +14,47 @@ fn user_path(name: &str) -> String {
 
 pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> {
     match command {
+        UsersCommand::Create {
+            name,
+            admin,
+            output,
+        } => {
+            let created: wire::UserCreated =
+                client.post("/api/v1/users", &wire::UserInput { name, admin })?;
+            if output.output == OutputFormat::Json {
+                return output::json(&created);
+            }
+            eprintln!(
+                "{}",
+                crate::text::printable(&format!(
+                    "Created user {} with workspace {}. Their API token is shown only now:",
+                    created.user.name, created.user.personal_workspace
+                ))
+            );
+            println!("{}", created.token.expose());
+            Ok(())
+        }
+        UsersCommand::List { output } => {
+            let list: wire::UserList = client.get("/api/v1/users")?;
+            if output.output == OutputFormat::Json {
+                return output::json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .users
+                .iter()
+                .map(|user| {
+                    vec![
+                        user.name.clone(),
+                        user.admin.to_string(),
+                        user.personal_workspace.clone(),
+                        user.created_at.clone(),
+                        if user.disabled { "disabled" } else { "active" }.to_owned(),
+                    ]
+                })
+                .collect();
+            output::table(&["NAME", "ADMIN", "WORKSPACE", "CREATED", "STATUS"], &rows);
+            Ok(())
+        }
         UsersCommand::Disable { name, output } => {
             let disabled: wire::UserDisabled = client.post(
                 &format!("{}/disable", user_path(&name)),
@@ -63,9 +105,6 @@ pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> 
                 deleted.deleted_roles
             );
             Ok(())
-        }
-        UsersCommand::Create { .. } | UsersCommand::List { .. } => {
-            unreachable!("create and list are handled in commands.rs")
         }
     }
 }
