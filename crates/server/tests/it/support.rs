@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use regkeeper_client::Client;
 use regkeeper_wire::Sensitive;
@@ -21,6 +21,49 @@ pub struct PostgresDatabase {
     admin_url: String,
     pub name: String,
     pub url: String,
+}
+
+/// Seconds since the Unix epoch, for the `exp` and `iat` of tokens the fakes issue.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Calls `check` every `every` until it finds something, and returns that with how long
+/// it took; `None` once `limit` has passed. For waits whose timeout is not a failure
+/// (see [`eventually`] for those that are).
+pub fn poll_until<T>(
+    limit: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<(T, Duration)> {
+    let started = Instant::now();
+    loop {
+        if let Some(found) = check() {
+            return Some((found, started.elapsed()));
+        }
+        if started.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Checks `done` every `every` until it holds, and returns how long that took; fails
+/// the test, naming `what`, once `limit` has passed.
+#[track_caller]
+pub fn eventually(
+    limit: Duration,
+    every: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> Duration {
+    match poll_until(limit, every, || done().then_some(())) {
+        Some(((), took)) => took,
+        None => panic!("{what}: still not seen after {limit:?}"),
+    }
 }
 
 pub fn ci() -> bool {
