@@ -662,20 +662,6 @@ mod tests {
         }
     }
 
-    /// Issue 14: an unknown action is quoted through `text::echo`, so a newline or an
-    /// ANSI escape in it arrives escaped.
-    #[test]
-    fn unknown_actions_are_quoted_with_control_characters_escaped() {
-        let (status, _, shown) = run_action(Some("get\n\u{1b}[31m"), "");
-        assert_eq!(status, 1);
-        let shown = shown.trim_end();
-        assert!(
-            shown.contains("\\n") && shown.contains("\\u{1b}"),
-            "{shown}"
-        );
-        assert!(!shown.contains(['\n', '\u{1b}']), "{shown:?}");
-    }
-
     #[test]
     fn unknown_actions_and_bad_input_fail_on_stderr() {
         let (status, output, errors) = run_action(Some("frobnicate"), "");

@@ -417,18 +417,6 @@ mod tests {
         }
     }
 
-    /// Issue 14: a malformed role is quoted through `text::echo` (it used to be shown
-    /// with control characters replaced by `?`), so they arrive escaped.
-    #[test]
-    fn malformed_roles_are_quoted_with_control_characters_escaped() {
-        let shown = check_role_reference("rk:acme:role/ci\n\u{1b}[31m").unwrap_err();
-        assert!(
-            shown.contains("\\n") && shown.contains("\\u{1b}"),
-            "{shown}"
-        );
-        assert!(!shown.contains(['\n', '\u{1b}']), "{shown:?}");
-    }
-
     /// Issue 13 §3: the exchanged token is cached in a 0600 file keyed by server, role
     /// and OIDC token, reused until the margin before it expires, and pruned after.
     #[test]
