@@ -20,26 +20,10 @@ pub(super) fn run(client: &Client, command: AuditCommand) -> anyhow::Result<()> 
                 path.push_str(&format!("&workspace={}", segment(workspace)));
             }
             let list: wire::AuditList = client.get(&path)?;
-            if output.output == OutputFormat::Json {
-                return output::json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .entries
-                .iter()
-                .map(|entry| {
-                    vec![
-                        entry.seq.to_string(),
-                        entry.at.clone(),
-                        entry.actor.clone(),
-                        entry.action.clone(),
-                        or_dash(entry.workspace.as_deref()),
-                        or_dash(entry.target.as_deref()),
-                        entry.outcome.clone(),
-                        or_dash(Some(&crate::audit::detail_summary(&entry.detail))),
-                    ]
-                })
-                .collect();
-            output::table(
+            output::list(
+                output.output,
+                &list,
+                &list.entries,
                 &[
                     "SEQ",
                     "AT",
@@ -50,9 +34,19 @@ pub(super) fn run(client: &Client, command: AuditCommand) -> anyhow::Result<()> 
                     "OUTCOME",
                     "DETAIL",
                 ],
-                &rows,
-            );
-            Ok(())
+                |entry| {
+                    vec![
+                        entry.seq.to_string(),
+                        entry.at.clone(),
+                        entry.actor.clone(),
+                        entry.action.clone(),
+                        or_dash(entry.workspace.as_deref()),
+                        or_dash(entry.target.as_deref()),
+                        entry.outcome.clone(),
+                        or_dash(Some(&crate::audit::detail_summary(&entry.detail))),
+                    ]
+                },
+            )
         }
         AuditCommand::Verify { output } => {
             let result: wire::AuditVerification = client.get("/api/v1/audit/verify")?;

@@ -30,26 +30,28 @@ fn read_password(source: &PasswordSource) -> anyhow::Result<Option<Sensitive>> {
             .context("reading the password from standard input")?;
         return non_empty(buffer, "standard input").map(Some);
     }
-    if let Some(variable) = &source.password_env {
-        let value = std::env::var(variable).with_context(|| {
-            format!("--password-env: environment variable {variable} is not set")
-        })?;
-        return non_empty(
-            Zeroizing::new(value),
-            &format!("environment variable {variable}"),
-        )
-        .map(Some);
-    }
-    if let Some(path) = &source.password_file {
-        return read_secret_file(path, "--password-file").map(Some);
-    }
-    Ok(None)
+    read_variable_or_file(
+        ("--password-env", source.password_env.as_deref()),
+        ("--password-file", source.password_file.as_deref()),
+    )
 }
 
 fn read_session_token(source: &SessionTokenSource) -> anyhow::Result<Option<Sensitive>> {
-    if let Some(variable) = &source.session_token_env {
+    read_variable_or_file(
+        ("--session-token-env", source.session_token_env.as_deref()),
+        ("--session-token-file", source.session_token_file.as_deref()),
+    )
+}
+
+/// The secret in the environment variable or the file that a flag (named for errors)
+/// gives, if one does.
+fn read_variable_or_file(
+    (variable_flag, variable): (&str, Option<&str>),
+    (file_flag, path): (&str, Option<&Path>),
+) -> anyhow::Result<Option<Sensitive>> {
+    if let Some(variable) = variable {
         let value = std::env::var(variable).with_context(|| {
-            format!("--session-token-env: environment variable {variable} is not set")
+            format!("{variable_flag}: environment variable {variable} is not set")
         })?;
         return non_empty(
             Zeroizing::new(value),
@@ -57,8 +59,8 @@ fn read_session_token(source: &SessionTokenSource) -> anyhow::Result<Option<Sens
         )
         .map(Some);
     }
-    if let Some(path) = &source.session_token_file {
-        return read_secret_file(path, "--session-token-file").map(Some);
+    if let Some(path) = path {
+        return read_secret_file(path, file_flag).map(Some);
     }
     Ok(None)
 }
@@ -128,13 +130,14 @@ pub(super) fn run(client: &Client, command: CredentialsCommand) -> anyhow::Resul
         CredentialsCommand::List { workspace, output } => {
             let workspace = workspace_or_personal(client, workspace.workspace)?;
             let list: wire::CredentialList = client.get(&credentials_path(&workspace))?;
-            if output.output == OutputFormat::Json {
-                return output::json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .credentials
-                .iter()
-                .map(|credential| {
+            output::list(
+                output.output,
+                &list,
+                &list.credentials,
+                &[
+                    "NAME", "TYPE", "REGISTRY", "USERNAME", "VERIFIED", "TOKEN", "UPDATED",
+                ],
+                |credential| {
                     vec![
                         credential.name.clone(),
                         credential.kind.clone(),
@@ -150,15 +153,8 @@ pub(super) fn run(client: &Client, command: CredentialsCommand) -> anyhow::Resul
                         ),
                         credential.updated_at.clone(),
                     ]
-                })
-                .collect();
-            output::table(
-                &[
-                    "NAME", "TYPE", "REGISTRY", "USERNAME", "VERIFIED", "TOKEN", "UPDATED",
-                ],
-                &rows,
-            );
-            Ok(())
+                },
+            )
         }
         CredentialsCommand::Show {
             name,

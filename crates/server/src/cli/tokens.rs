@@ -36,18 +36,15 @@ pub(super) fn print_created_token(
     format: OutputFormat,
     whose: &str,
 ) -> anyhow::Result<()> {
-    if format == OutputFormat::Json {
-        return output::json(created);
-    }
-    eprintln!(
-        "{}",
-        crate::text::printable(&format!(
+    output::secret_once(
+        format,
+        created,
+        &format!(
             "Created API token {} ({}){whose}. It is shown only now:",
             created.token.name, created.token.id
-        ))
-    );
-    println!("{}", created.secret.expose());
-    Ok(())
+        ),
+        created.secret.expose(),
+    )
 }
 
 pub(super) fn print_tokens(tokens: &[wire::ApiToken]) {

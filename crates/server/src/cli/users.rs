@@ -21,28 +21,24 @@ pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> 
         } => {
             let created: wire::UserCreated =
                 client.post("/api/v1/users", &wire::UserInput { name, admin })?;
-            if output.output == OutputFormat::Json {
-                return output::json(&created);
-            }
-            eprintln!(
-                "{}",
-                crate::text::printable(&format!(
+            output::secret_once(
+                output.output,
+                &created,
+                &format!(
                     "Created user {} with workspace {}. Their API token is shown only now:",
                     created.user.name, created.user.personal_workspace
-                ))
-            );
-            println!("{}", created.token.expose());
-            Ok(())
+                ),
+                created.token.expose(),
+            )
         }
         UsersCommand::List { output } => {
             let list: wire::UserList = client.get("/api/v1/users")?;
-            if output.output == OutputFormat::Json {
-                return output::json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .users
-                .iter()
-                .map(|user| {
+            output::list(
+                output.output,
+                &list,
+                &list.users,
+                &["NAME", "ADMIN", "WORKSPACE", "CREATED", "STATUS"],
+                |user| {
                     vec![
                         user.name.clone(),
                         user.admin.to_string(),
@@ -50,10 +46,8 @@ pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> 
                         user.created_at.clone(),
                         if user.disabled { "disabled" } else { "active" }.to_owned(),
                     ]
-                })
-                .collect();
-            output::table(&["NAME", "ADMIN", "WORKSPACE", "CREATED", "STATUS"], &rows);
-            Ok(())
+                },
+            )
         }
         UsersCommand::Disable { name, output } => {
             let disabled: wire::UserDisabled = client.post(
@@ -81,14 +75,12 @@ pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> 
                 &format!("{}/enable", user_path(&name)),
                 &serde_json::json!({}),
             )?;
-            if output.output == OutputFormat::Json {
-                return output::json(&enabled);
-            }
-            eprintln!(
-                "Enabled user {name}; their old tokens stay revoked. Their new API token is shown only now:"
-            );
-            println!("{}", enabled.token.expose());
-            Ok(())
+            output::secret_once(
+                output.output,
+                &enabled,
+                &format!("Enabled user {name}; their old tokens stay revoked. Their new API token is shown only now:"),
+                enabled.token.expose(),
+            )
         }
         UsersCommand::Delete { name, yes, output } => {
             let path = format!("{}?confirm={yes}", user_path(&name));

@@ -23,22 +23,19 @@ pub(super) fn run(client: &Client, command: WorkspacesCommand) -> anyhow::Result
         }
         WorkspacesCommand::List { output } => {
             let list: wire::WorkspaceList = client.get("/api/v1/workspaces")?;
-            if output.output == OutputFormat::Json {
-                return output::json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .workspaces
-                .iter()
-                .map(|workspace| {
+            output::list(
+                output.output,
+                &list,
+                &list.workspaces,
+                &["NAME", "KIND", "ROLE"],
+                |workspace| {
                     vec![
                         workspace.name.clone(),
                         workspace.kind.clone(),
                         workspace.role.clone(),
                     ]
-                })
-                .collect();
-            output::table(&["NAME", "KIND", "ROLE"], &rows);
-            Ok(())
+                },
+            )
         }
     }
 }
@@ -66,22 +63,19 @@ pub(super) fn members(client: &Client, command: MembersCommand) -> anyhow::Resul
                 "/api/v1/workspaces/{}/members",
                 segment(&workspace)
             ))?;
-            if output.output == OutputFormat::Json {
-                return output::json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .members
-                .iter()
-                .map(|member| {
+            output::list(
+                output.output,
+                &list,
+                &list.members,
+                &["USER", "ROLE", "ADDED"],
+                |member| {
                     vec![
                         member.user.clone(),
                         member.role.clone(),
                         member.added_at.clone(),
                     ]
-                })
-                .collect();
-            output::table(&["USER", "ROLE", "ADDED"], &rows);
-            Ok(())
+                },
+            )
         }
         MembersCommand::Remove { workspace, user } => {
             client.delete(&format!(

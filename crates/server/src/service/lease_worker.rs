@@ -18,6 +18,15 @@ use super::App;
 /// How often each worker looks for due rows.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(5);
 
+/// What one pass claims: up to `batch` rows due at `now`, for `owner`, leased until
+/// `until`.
+pub struct Claim<'a> {
+    pub now: Timestamp,
+    pub owner: &'a str,
+    pub until: Timestamp,
+    pub batch: i64,
+}
+
 /// A job worked under leases: what it claims, how it works one row, and what a pass
 /// reports.
 pub trait LeaseWork: Send + Sync + 'static {
@@ -36,14 +45,8 @@ pub trait LeaseWork: Send + Sync + 'static {
     /// The most rows worked at once.
     const CONCURRENCY: usize;
 
-    /// Claims up to `batch` rows due at `now` for `owner`, leased until `until`.
-    fn claim(
-        app: &App,
-        now: Timestamp,
-        owner: &str,
-        until: Timestamp,
-        batch: i64,
-    ) -> impl Future<Output = Result<Vec<Self::Row>>> + Send;
+    /// Claims the rows `claim` describes.
+    fn claim(app: &App, claim: Claim<'_>) -> impl Future<Output = Result<Vec<Self::Row>>> + Send;
 
     /// Whether to work `row` in this pass. A row put off is given back here (its lease
     /// finished, with the time to try again) and counted in `report`. Every row, unless
@@ -80,7 +83,13 @@ pub trait LeaseWork: Send + Sync + 'static {
 /// [`LeaseWork::CONCURRENCY`] at a time, and count each outcome as it comes in.
 pub async fn cycle<W: LeaseWork>(app: &Arc<App>, owner: &str) -> Result<W::Report> {
     let now = app.now();
-    let due = W::claim(app, now, owner, now + W::LEASE_MS, W::BATCH).await?;
+    let claim = Claim {
+        now,
+        owner,
+        until: now + W::LEASE_MS,
+        batch: W::BATCH,
+    };
+    let due = W::claim(app, claim).await?;
     let mut report = W::Report::default();
     W::leased(&mut report, due.len());
     let semaphore = Arc::new(tokio::sync::Semaphore::new(W::CONCURRENCY));

@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::{AuditRecord, Outcome};
 use crate::crypto::Binding;
-use crate::domain::credential::{Credential, Timestamp};
+use crate::domain::credential::Credential;
 use crate::domain::identity::{Principal, Role};
 use crate::domain::sync_target::{Delivered, DestinationParts, SyncKind, SyncStatus, SyncTarget};
 use crate::domain::{Error, Result};
@@ -25,7 +25,7 @@ use crate::sync::{server_address, Delivery, SyncError};
 use crate::tokens::backoff;
 
 use super::access::require;
-use super::lease_worker::{self, LeaseWork};
+use super::lease_worker::{self, Claim, LeaseWork};
 use super::App;
 
 const SIGNING_KEY_PURPOSE: &str = crate::store::SealedKind::SyncSigningKey.purpose();
@@ -303,15 +303,10 @@ impl LeaseWork for Pusher {
     const BATCH: i64 = CYCLE_BATCH;
     const CONCURRENCY: usize = CONCURRENCY;
 
-    async fn claim(
-        app: &App,
-        now: Timestamp,
-        owner: &str,
-        until: Timestamp,
-        batch: i64,
-    ) -> Result<Vec<SyncTarget>> {
+    async fn claim(app: &App, claim: Claim<'_>) -> Result<Vec<SyncTarget>> {
+        let Claim { now, owner, .. } = claim;
         app.store
-            .claim_due_sync_targets(now, owner, until, batch)
+            .claim_due_sync_targets(now, owner, claim.until, claim.batch)
             .await
     }
 

@@ -14,7 +14,7 @@ use crate::store::StoredToken;
 use crate::tokens::{backoff, jittered_refresh_at, MINIMUM_REMAINING_MS};
 
 use super::credentials::open_secret;
-use super::lease_worker::{self, LeaseWork};
+use super::lease_worker::{self, Claim, LeaseWork};
 use super::App;
 
 const TOKEN_PURPOSE: &str = "registry-token";
@@ -463,14 +463,11 @@ impl LeaseWork for Refresher {
     const BATCH: i64 = CYCLE_BATCH;
     const CONCURRENCY: usize = CONCURRENCY;
 
-    async fn claim(
-        app: &App,
-        now: Timestamp,
-        owner: &str,
-        until: Timestamp,
-        batch: i64,
-    ) -> Result<Vec<StoredToken>> {
-        app.store.claim_due_tokens(now, owner, until, batch).await
+    async fn claim(app: &App, claim: Claim<'_>) -> Result<Vec<StoredToken>> {
+        let Claim { now, owner, .. } = claim;
+        app.store
+            .claim_due_tokens(now, owner, claim.until, claim.batch)
+            .await
     }
 
     async fn admit(
