@@ -253,12 +253,7 @@ impl OutboundClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, OutboundError> {
-        let (request, host) = self.checked(request)?;
-        self.inner
-            .client
-            .execute(request)
-            .await
-            .map_err(|error| classify(&error, &host))
+        self.execute(&self.inner.client, request).await
     }
 
     /// As [`OutboundClient::send`], but a redirect is returned as the response rather
@@ -267,9 +262,17 @@ impl OutboundClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, OutboundError> {
+        self.execute(&self.inner.without_redirects, request).await
+    }
+
+    /// Checks the URL, then sends the request through `client`, one of ours.
+    async fn execute(
+        &self,
+        client: &reqwest::Client,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, OutboundError> {
         let (request, host) = self.checked(request)?;
-        self.inner
-            .without_redirects
+        client
             .execute(request)
             .await
             .map_err(|error| classify(&error, &host))
@@ -305,28 +308,18 @@ impl OutboundClient {
     /// known (from `Content-Length`, or once the bytes read pass it), so a hostile
     /// server cannot make regkeeper buffer without bound.
     pub async fn read_capped(
-        mut response: reqwest::Response,
+        response: reqwest::Response,
         limit: usize,
     ) -> Result<Bytes, OutboundError> {
-        let too_large = OutboundError::TooLarge { limit };
-        if response
-            .content_length()
-            .is_some_and(|length| length > limit as u64)
-        {
-            return Err(too_large);
-        }
-        let host = response.url().host_str().unwrap_or_default().to_owned();
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|error| classify(&error, &host))?
-        {
-            if body.len() + chunk.len() > limit {
-                return Err(too_large);
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_within(
+            response,
+            limit,
+            |_| BytesMut::new(),
+            |body, chunk| {
+                body.extend_from_slice(chunk);
+            },
+        )
+        .await?;
         Ok(body.freeze())
     }
 
@@ -335,29 +328,47 @@ impl OutboundClient {
     /// larger wiped one when it must grow, so this code leaves no copy of the secret in
     /// freed memory. (The HTTP stack's own chunk buffers are outside its reach.)
     pub async fn read_capped_secret(
-        mut response: reqwest::Response,
+        response: reqwest::Response,
         limit: usize,
     ) -> Result<Zeroizing<Vec<u8>>, OutboundError> {
-        let too_large = OutboundError::TooLarge { limit };
-        let announced = response.content_length();
-        if announced.is_some_and(|length| length > limit as u64) {
+        read_within(
+            response,
+            limit,
+            |expected| Zeroizing::new(Vec::with_capacity(expected)),
+            append_wiped,
+        )
+        .await
+    }
+}
+
+/// Reads a whole body into what `start` makes (given the announced length, at most
+/// `limit`), adding each chunk with `append`, and refuses it as soon as it is known to
+/// be larger than `limit` bytes.
+async fn read_within<Body: AsRef<[u8]>>(
+    mut response: reqwest::Response,
+    limit: usize,
+    start: impl FnOnce(usize) -> Body,
+    mut append: impl FnMut(&mut Body, &[u8]),
+) -> Result<Body, OutboundError> {
+    let too_large = OutboundError::TooLarge { limit };
+    let announced = response.content_length();
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(too_large);
+    }
+    let host = response.url().host_str().unwrap_or_default().to_owned();
+    let expected = announced.map_or(0, |length| usize::try_from(length).unwrap_or(limit));
+    let mut body = start(expected.min(limit));
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| classify(&error, &host))?
+    {
+        if body.as_ref().len() + chunk.len() > limit {
             return Err(too_large);
         }
-        let host = response.url().host_str().unwrap_or_default().to_owned();
-        let expected = announced.map_or(0, |length| usize::try_from(length).unwrap_or(limit));
-        let mut body = Zeroizing::new(Vec::with_capacity(expected.min(limit)));
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|error| classify(&error, &host))?
-        {
-            if body.len() + chunk.len() > limit {
-                return Err(too_large);
-            }
-            append_wiped(&mut body, &chunk);
-        }
-        Ok(body)
+        append(&mut body, &chunk);
     }
+    Ok(body)
 }
 
 /// Appends `chunk` to `body` without letting `Vec` reallocate: a reallocation would

@@ -12,7 +12,7 @@ use regkeeper_client::{segment, Client, ClientError};
 use regkeeper_wire as wire;
 
 use super::peers::moto::{self, Moto};
-use super::support::{eventually, PostgresDatabase, ServerOptions, TestServer};
+use super::support::{eventually, status, PostgresDatabase, ServerOptions, TestServer};
 
 const WORKSPACE: &str = "acme/shared";
 /// How soon another replica must notice a change: the notification's bound, a fifth of
@@ -113,15 +113,6 @@ impl Replicas {
         })
         .join()
         .unwrap()
-    }
-}
-
-fn status<T>(result: Result<T, ClientError>) -> u16 {
-    match result {
-        Ok(_) => 200,
-        Err(error) => error
-            .status()
-            .unwrap_or_else(|| panic!("transport error: {error}")),
     }
 }
 

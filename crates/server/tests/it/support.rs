@@ -66,8 +66,44 @@ pub fn eventually(
     }
 }
 
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
+pub use super::peers::process::ci;
+
+/// A server that may reach `registry` (on loopback, with its own CA), with `extra`
+/// environment besides.
+pub fn server_for(
+    registry: &super::peers::registry::Registry,
+    extra: &[(&str, &str)],
+) -> TestServer {
+    let mut environment = vec![
+        (
+            "REGKEEPER_OUTBOUND_ALLOW_NETWORKS".to_owned(),
+            "127.0.0.0/8".to_owned(),
+        ),
+        (
+            "REGKEEPER_OUTBOUND_CA_FILE".to_owned(),
+            registry.ca_file().display().to_string(),
+        ),
+    ];
+    environment.extend(
+        extra
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    );
+    TestServer::start_with(ServerOptions {
+        environment,
+        ..ServerOptions::default()
+    })
+}
+
+/// The HTTP status a client call ended with (200 for success); a transport error fails
+/// the test.
+pub fn status<T>(result: Result<T, regkeeper_client::ClientError>) -> u16 {
+    match result {
+        Ok(_) => 200,
+        Err(error) => error
+            .status()
+            .unwrap_or_else(|| panic!("transport error: {error}")),
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
