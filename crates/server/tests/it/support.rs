@@ -483,3 +483,40 @@ pub fn config_from(
     )
     .expect("the test configuration loads")
 }
+
+/// The application in this process, without HTTP, for tests that drive the service
+/// layer and a manual clock themselves: its runtime, the app, and the bootstrap admin
+/// (the variables must give `REGKEEPER_BOOTSTRAP_TOKEN` = [`ADMIN_TOKEN`]).
+pub struct InProcessApp {
+    pub runtime: tokio::runtime::Runtime,
+    pub app: std::sync::Arc<regkeeper::service::App>,
+    pub admin: regkeeper::domain::identity::Principal,
+}
+
+pub fn in_process_app(
+    variables: &std::collections::HashMap<&str, String>,
+    clock: std::sync::Arc<regkeeper::clock::ManualClock>,
+) -> InProcessApp {
+    use regkeeper::service::identity;
+    let config = config_from(variables);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (app, admin) = runtime.block_on(async {
+        let app = regkeeper::serve::build_app(config, clock)
+            .await
+            .expect("the app builds");
+        identity::bootstrap(&app).await.expect("bootstrap");
+        let admin = identity::authenticate(&app, ADMIN_TOKEN)
+            .await
+            .expect("the bootstrap admin signs in");
+        (app, admin)
+    });
+    InProcessApp {
+        runtime,
+        app,
+        admin,
+    }
+}

@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{config_from, eventually};
+use crate::support::{eventually, in_process_app, InProcessApp};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use regkeeper::clock::{Clock, ManualClock};
-use regkeeper::service::{credentials, identity, sync, tokens};
+use regkeeper::service::{credentials, sync, tokens};
 use regkeeper_wire as wire;
 use sha2::Sha256;
 
@@ -167,19 +167,13 @@ fn sync_refresh_rewrites_a_config_json_and_every_other_target() {
             ca.ca_file().display().to_string(),
         ),
     ]);
-    let config = config_from(&variables);
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let InProcessApp {
+        runtime,
+        app,
+        admin,
+    } = in_process_app(&variables, clock.clone());
     runtime.block_on(async {
-        let app = regkeeper::serve::build_app(config, clock.clone())
-            .await
-            .unwrap();
-        identity::bootstrap(&app).await.unwrap();
-        let admin = identity::authenticate(&app, ADMIN_TOKEN).await.unwrap();
         credentials::create(
             &app,
             &admin,
