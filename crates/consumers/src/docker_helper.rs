@@ -16,6 +16,7 @@ use regkeeper_wire as wire;
 use regkeeper_wire::docker_helper::{
     HelperCredentials, CREDENTIALS_NOT_FOUND, IDENTITY_TOKEN_USERNAME,
 };
+use regkeeper_wire::text::echo;
 use zeroize::Zeroizing;
 
 use crate::federation::{self, RoleSettings};
@@ -138,7 +139,7 @@ pub fn run(
         }
         Some(other) => Err(HelperError::Usage(format!(
             "unknown action `{}`: use get, store, erase, list or version (see {PROGRAM} --help)",
-            other.chars().take(40).collect::<String>()
+            echo(other)
         ))),
         None => Err(HelperError::Usage(
             "usage: docker-credential-regkeeper get|store|erase|list|version (the input comes on standard input)"

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use regkeeper_client::{Client, ClientError};
+use regkeeper_wire::text::echo;
 use regkeeper_wire::{Exchanged, Sensitive};
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
@@ -101,19 +102,9 @@ pub fn check_role_reference(role: &str) -> Result<(), String> {
     if well_formed && !role.chars().any(char::is_control) {
         Ok(())
     } else {
-        let shown: String = role
-            .chars()
-            .take(80)
-            .map(|character| {
-                if character.is_control() {
-                    '?'
-                } else {
-                    character
-                }
-            })
-            .collect();
         Err(format!(
-            "must be a role reference rk:WORKSPACE:role/NAME, not `{shown}`"
+            "must be a role reference rk:WORKSPACE:role/NAME, not `{}`",
+            echo(role)
         ))
     }
 }

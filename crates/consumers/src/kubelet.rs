@@ -48,6 +48,7 @@ use regkeeper_wire::kubelet::{
     AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse, API_VERSION,
     REQUEST_KIND, RESPONSE_KIND,
 };
+use regkeeper_wire::text::echo;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -216,13 +217,13 @@ fn checked_image(request: &CredentialProviderRequest) -> Result<&str, ProviderEr
     if request.api_version != API_VERSION {
         return Err(ProviderError::Request(format!(
             "unsupported apiVersion `{}`: set `apiVersion: {API_VERSION}` for this provider in the kubelet's CredentialProviderConfig",
-            shorten(&request.api_version)
+            echo(&request.api_version)
         )));
     }
     if request.kind != REQUEST_KIND {
         return Err(ProviderError::Request(format!(
             "unsupported kind `{}`: expected {REQUEST_KIND}",
-            shorten(&request.kind)
+            echo(&request.kind)
         )));
     }
     let image = request.image.trim();
@@ -344,11 +345,6 @@ pub fn go_duration(seconds: u64) -> String {
     } else {
         format!("{seconds}s")
     }
-}
-
-/// Echoed values are cut short, as a request line must not flood the kubelet's log.
-fn shorten(value: &str) -> String {
-    value.chars().take(80).collect()
 }
 
 #[cfg(test)]

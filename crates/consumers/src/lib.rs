@@ -85,6 +85,40 @@ mod tests {
         assert!(!describe(&garbled).contains("hunter2"));
     }
 
+    /// Issue 14: what the helper and the provider quote back (an unknown action, a
+    /// request's apiVersion, a malformed role) goes through `text::echo`; they used to
+    /// cut it short with its control characters kept (or turned into `?`).
+    #[test]
+    fn quoted_input_has_control_characters_escaped() {
+        let hostile = "x\n\u{1b}[31m";
+        let mut errors = Vec::new();
+        let status = docker_helper::main(
+            Some(&format!("get{hostile}")),
+            &|_| None,
+            &mut "".as_bytes(),
+            &mut Vec::new(),
+            &mut errors,
+            &|| std::time::SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(status, 1);
+        let request = kubelet::read_request(
+            &mut r#"{"apiVersion":"v1x\n\u001b[31m","kind":"CredentialProviderRequest","image":"ghcr.io/a/b"}"#
+                .as_bytes(),
+        )
+        .unwrap();
+        let not_found = kubelet::Lookup::NotFound;
+        for shown in [
+            String::from_utf8(errors).unwrap(),
+            kubelet::respond(&request, &not_found, std::time::SystemTime::UNIX_EPOCH)
+                .unwrap_err()
+                .to_string(),
+            federation::check_role_reference(&format!("rk:acme:role/ci{hostile}")).unwrap_err(),
+        ] {
+            assert!(shown.contains("x\\n\\u{1b}[31m"), "{shown}");
+            assert!(!shown.trim_end().contains(['\n', '\u{1b}']), "{shown:?}");
+        }
+    }
+
     #[test]
     fn json_problems_do_not_quote_the_input() {
         let error = serde_json::from_str::<regkeeper_wire::docker_helper::HelperCredentials>(

@@ -7,10 +7,10 @@ use std::sync::LazyLock;
 use regex::Regex;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::identity::truncate;
 use super::registry::{self, RegistryKind};
 use super::registry_token::RegistryTokenStatus;
 use super::{Error, Result};
+use crate::text::echo;
 
 /// Unix time in milliseconds.
 pub type Timestamp = i64;
@@ -45,7 +45,7 @@ impl CredentialKind {
                 "invalid_type",
                 format!(
                     "unknown credential type `{}`: expected auto, docker, ecr, acr or gcr",
-                    truncate(other)
+                    echo(other)
                 ),
             )),
         }
@@ -103,7 +103,7 @@ impl CredentialOrigin {
                 "invalid_origin",
                 format!(
                     "unknown credential origin `{}`: expected user or helper",
-                    truncate(other)
+                    echo(other)
                 ),
             )),
         }
@@ -309,7 +309,7 @@ pub fn validate_name(name: &str) -> Result<()> {
             "invalid_name",
             format!(
                 "invalid credential name `{}`: use 1-100 characters of A-Z, a-z, 0-9, `_` and `-`",
-                truncate(name)
+                echo(name)
             ),
         ))
     }
@@ -419,7 +419,7 @@ impl CredentialDraft {
                 Some(other) => {
                     return Err(Error::invalid(
                         "invalid_username",
-                        format!("gcr credentials use user name `_json_key` (send the key) or `oauth2accesstoken` (mint access tokens from it), not `{}`", truncate(other)),
+                        format!("gcr credentials use user name `_json_key` (send the key) or `oauth2accesstoken` (mint access tokens from it), not `{}`", echo(other)),
                     ))
                 }
             },
@@ -467,7 +467,7 @@ fn ecr_region(classified: &RegistryKind, given: Option<String>) -> Result<String
             "invalid_aws_region",
             format!(
                 "`{}` is not an AWS region name such as us-east-1",
-                truncate(&given)
+                echo(&given)
             ),
         )),
         (None, None) => Err(Error::unprocessable(
@@ -488,7 +488,7 @@ fn validate_ecr(
                 "invalid_role_arn",
                 format!(
                     "`{}` is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)",
-                    truncate(arn)
+                    echo(arn)
                 ),
             ));
         }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::{Error, Result};
+use crate::text::echo;
 
 /// Roles in a workspace, ordered: each includes everything of the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -53,7 +54,7 @@ impl FromStr for Role {
                     "invalid_role",
                     format!(
                         "unknown role `{}`: expected one of owner, admin, maintain, launch, view",
-                        truncate(value)
+                        echo(value)
                     ),
                 )
             })
@@ -77,7 +78,7 @@ pub fn validate_user_name(name: &str) -> Result<()> {
     } else {
         Err(Error::invalid(
             "invalid_user_name",
-            format!("invalid user name `{}`: use 1-64 lower-case letters, digits, `-`, `_` or `.`, starting with a letter or digit", truncate(name)),
+            format!("invalid user name `{}`: use 1-64 lower-case letters, digits, `-`, `_` or `.`, starting with a letter or digit", echo(name)),
         ))
     }
 }
@@ -118,7 +119,7 @@ pub fn parse_workspace_name(name: &str) -> Result<WorkspaceKind> {
             "invalid_workspace_name",
             format!(
                 "invalid workspace `{}`: expected ORG/NAME or ~USER (lower-case letters, digits, `-`, `_`, `.`)",
-                truncate(name)
+                echo(name)
             ),
         )
     };
@@ -130,13 +131,6 @@ pub fn parse_workspace_name(name: &str) -> Result<WorkspaceKind> {
     validate_user_name(organization).map_err(|_| invalid())?;
     validate_user_name(workspace).map_err(|_| invalid())?;
     Ok(WorkspaceKind::Organization)
-}
-
-/// Echoed user input, kept short so an error message cannot carry a pasted blob,
-/// escaped so it cannot carry a newline, ANSI escapes or bidi overrides, and without
-/// anything that could be a password or token (`crate::text::echo`).
-pub fn truncate(value: &str) -> String {
-    crate::text::echo(value, 64)
 }
 
 /// Who is making a request, as established by an API token: a user, or a workload role.
@@ -190,7 +184,7 @@ pub fn parse_role_reference(input: &str) -> Result<(String, String)> {
             "invalid_role_reference",
             format!(
                 "invalid role reference `{}`: expected rk:WS:role/NAME (WS is ORG/NAME or ~USER)",
-                truncate(input)
+                echo(input)
             ),
         )
     };

@@ -10,8 +10,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use super::identity::truncate;
 use super::{Error, Result};
+use crate::text::echo;
 
 /// A duplicate key and where its object is (`policy.Statement[0]`; empty at the top).
 type Found = RefCell<Option<(String, String)>>;
@@ -33,11 +33,11 @@ pub fn reject_duplicate_keys(text: &[u8]) -> Result<()> {
             "duplicate_key",
             format!(
                 "duplicate key `{}` {}: each key may appear only once in an object",
-                truncate(&key),
+                echo(&key),
                 if path.is_empty() {
                     "at the top level".to_owned()
                 } else {
-                    format!("in {}", truncate(&path))
+                    format!("in {}", echo(&path))
                 }
             ),
         )),

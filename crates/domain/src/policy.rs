@@ -22,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use wildmatch::WildMatch;
 
 use super::credential::validate_name;
-use super::identity::{parse_workspace_name, truncate};
+use super::identity::parse_workspace_name;
 use super::json_keys::reject_duplicate_keys;
 use super::{Error, Result};
+use crate::text::echo;
 
 /// The scheme every reference starts with.
 pub const REFERENCE_SCHEME: &str = "rk:";
@@ -84,7 +85,7 @@ fn invalid_reference(input: &str) -> Error {
         "invalid_reference",
         format!(
             "invalid credential reference `{}`: expected a credential name or rk:WS:credential/NAME (WS is ORG/NAME or ~USER)",
-            truncate(input)
+            echo(input)
         ),
     )
 }
@@ -127,7 +128,7 @@ fn unknown_action(value: &str) -> Error {
         "invalid_policy",
         format!(
             "unknown action `{}`: use credentials:Resolve, credentials:Describe, credentials:* or *",
-            truncate(value)
+            echo(value)
         ),
     )
 }
@@ -240,7 +241,7 @@ fn parse_resource(value: &str) -> Result<Resource> {
             "invalid_policy",
             format!(
                 "invalid resource `{}`: expected * or rk:WS:credential/NAME, where WS and NAME may contain * wildcards",
-                truncate(value)
+                echo(value)
             ),
         )
     };
@@ -357,7 +358,7 @@ impl Policy {
                     "invalid_policy",
                     format!(
                         "unsupported policy Version `{}`: use {POLICY_VERSION} or leave it out",
-                        truncate(version)
+                        echo(version)
                     ),
                 ));
             }

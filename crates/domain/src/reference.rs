@@ -5,14 +5,12 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::registry::{self, DOCKER_HUB};
+use crate::text::echo;
 
 /// distribution/reference's limit, applied to the canonical `registry/repository` so
 /// that a name Docker Hub shortens cannot pass when written short and fail when written
 /// out in full.
 pub const NAME_LENGTH_LIMIT: usize = 255;
-
-// Echoed input is cut short so that a pasted blob cannot flood a log line or a terminal.
-const ECHO_LIMIT: usize = 100;
 
 /// An image reference in canonical form: every spelling of one image parses to equal values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,15 +238,10 @@ fn check_repository(path: &str) -> Result<(), ReferenceError> {
     Ok(())
 }
 
-/// Makes user input safe to print: secrets left out, non-printing characters escaped,
-/// length bounded.
-fn echo(text: &str) -> String {
-    crate::text::echo(text, ECHO_LIMIT)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use proptest::prelude::*;
 
     const SHA256: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

@@ -5,6 +5,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::text::echo;
+
 /// Docker Hub's canonical name; its other host names are stored as this.
 pub const DOCKER_HUB: &str = "docker.io";
 
@@ -14,9 +16,6 @@ const DOCKER_HUB_ALIASES: [&str; 4] = [
     "registry-1.docker.io",
     "registry.hub.docker.com",
 ];
-
-// Echoed input is cut short so that a pasted blob cannot flood a log line or a terminal.
-const ECHO_LIMIT: usize = 100;
 
 /// A registry server as stored: normalised host (with a port only when not the default), plus an optional repository path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,14 +412,10 @@ fn invalid_host(host: &str, reason: &'static str) -> RegistryError {
     }
 }
 
-/// Makes user input safe to print: control characters escaped, length bounded.
-fn echo(text: &str) -> String {
-    crate::text::echo(text, ECHO_LIMIT)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use proptest::prelude::*;
 
     #[test]

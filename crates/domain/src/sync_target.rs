@@ -6,6 +6,7 @@
 
 use super::credential::{SealedSecret, Timestamp};
 use super::{Error, Result};
+use crate::text::echo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncKind {
@@ -32,7 +33,7 @@ impl SyncKind {
                 "invalid_sync_target",
                 format!(
                     "unknown sync target type `{}`: use file, kubernetes or webhook",
-                    truncate(value)
+                    echo(value)
                 ),
             )),
         }
@@ -174,11 +175,6 @@ fn missing(field: &str) -> Error {
     Error::invalid("missing_field", format!("`{field}` is required"))
 }
 
-/// Echoed input: short, printable and without secrets (`crate::text::echo`).
-fn truncate(value: &str) -> String {
-    crate::text::echo(value, 100)
-}
-
 /// A path below the sync root: relative, `/`-separated, with no empty, `.` or `..`
 /// component, no control characters and no backslash (which another platform would
 /// read as a separator). Symbolic links are judged when the file is written.
@@ -188,7 +184,7 @@ pub fn validate_relative_path(path: &str) -> Result<String> {
             "invalid_sync_path",
             format!(
                 "invalid path `{}`: {why}; give a path relative to the server's sync directory, e.g. ci/.docker/config.json",
-                truncate(path)
+                echo(path)
             ),
         )
     };
@@ -226,7 +222,7 @@ pub fn validate_namespace(namespace: &str) -> Result<()> {
             "invalid_namespace",
             format!(
                 "invalid namespace `{}`: use 1-63 lower-case letters, digits or `-`, starting and ending with a letter or digit",
-                truncate(namespace)
+                echo(namespace)
             ),
         ))
     }
@@ -260,7 +256,7 @@ pub fn validate_secret_name(name: &str) -> Result<()> {
             "invalid_secret_name",
             format!(
                 "invalid Secret name `{}`: use lower-case letters, digits, `-` and `.` (at most 253), starting and ending with a letter or digit",
-                truncate(name)
+                echo(name)
             ),
         ))
     }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use url::Url;
 use wildmatch::WildMatch;
 
-use super::identity::truncate;
 use super::{Error, Result};
+use crate::text::echo;
 
 /// How long an exchanged token lives at most unless the trust says otherwise.
 pub const DEFAULT_MAX_SESSION_SECONDS: i64 = 3600;
@@ -66,7 +66,7 @@ fn check_claim_name(name: &str) -> Result<()> {
             "invalid_trust",
             format!(
                 "invalid claim name `{}`: use a claim name or a dotted path to a nested one (kubernetes.io.namespace)",
-                truncate(name)
+                echo(name)
             ),
         ));
     }
@@ -103,7 +103,7 @@ impl Trust {
         let url = Url::parse(issuer).map_err(|_| {
             invalid(
                 "invalid_trust",
-                format!("the issuer `{}` is not a URL", truncate(issuer)),
+                format!("the issuer `{}` is not a URL", echo(issuer)),
             )
         })?;
         if url.scheme() != "https"
@@ -115,7 +115,7 @@ impl Trust {
                 "invalid_trust",
                 format!(
                     "the issuer `{}` must be an https URL without query or fragment, as its tokens' `iss` spells it",
-                    truncate(issuer)
+                    echo(issuer)
                 ),
             ));
         }
@@ -256,10 +256,7 @@ pub fn parse_claim_condition(text: &str) -> Result<(String, String)> {
         .ok_or_else(|| {
             invalid(
                 "invalid_trust",
-                format!(
-                    "a claim condition is NAME=PATTERN, not `{}`",
-                    truncate(text)
-                ),
+                format!("a claim condition is NAME=PATTERN, not `{}`", echo(text)),
             )
         })
 }

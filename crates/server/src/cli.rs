@@ -7,14 +7,19 @@
 //! `regkeeper_consumers::kubelet::run`, called before any API token is required. No
 //! command but `serve` opens the store or the key file.
 
+mod audit;
 mod bootstrap_token;
 mod commands;
+mod credentials;
 mod federation;
+mod keys;
 mod output;
 mod roles;
 mod sync;
+mod tokens;
 mod usage;
 mod users;
+mod workspaces;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -338,7 +343,7 @@ enum TokensCommand {
         #[arg(long)]
         name: String,
         /// Lifetime such as 3600s, 90m, 12h, 30d; default: no expiry.
-        #[arg(long, value_parser = commands::parse_duration)]
+        #[arg(long, value_parser = tokens::parse_duration)]
         expires_in: Option<u64>,
         #[command(flatten)]
         output: OutputArgs,
@@ -507,7 +512,7 @@ enum RoleTokensCommand {
         #[arg(long)]
         name: String,
         /// Lifetime such as 3600s, 90m, 12h, 30d; default: no expiry.
-        #[arg(long, value_parser = commands::parse_duration)]
+        #[arg(long, value_parser = tokens::parse_duration)]
         expires_in: Option<u64>,
         #[command(flatten)]
         workspace: WorkspaceArg,

@@ -1,29 +1,42 @@
 //! One typed configuration, loaded once at start from defaults, then an optional TOML
 //! file, then `REGKEEPER_*` environment variables, then command-line flags, and
 //! validated with errors that name the offending key.
+//!
+//! Here: [`Config`], the file's keys (`FileSettings`), the order of the sources and
+//! the general settings (addresses, database, data directory, bootstrap token, body
+//! limit, log format). Each group of settings is read and validated beside its type:
+//! `outbound` (the guarded client), `network` (connection bounds, token realms),
+//! `cloud` (ambient AWS, Azure AD, Google OAuth), `sync_targets` (where targets may
+//! deliver), `proxy` (blob cache, TLS) and `sign_in` (single sign-on).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use url::{Host, Url};
+use url::Url;
 use zeroize::Zeroizing;
 
+mod cloud;
 mod network;
+mod outbound;
+mod proxy;
 mod sign_in;
+mod sync_targets;
 
-pub use sign_in::SingleSignOn;
-
+pub use cloud::{DEFAULT_AZURE_AUTHORITY_URL, DEFAULT_GOOGLE_TOKEN_URL};
 pub use network::{ConnectionLimits, TokenRealmGrant};
+pub use outbound::OutboundConfig;
+pub use proxy::{ProxyConfig, DEFAULT_PROXY_CACHE_MAX_BYTES};
+pub use sign_in::SingleSignOn;
+pub use sync_targets::{KubernetesAccess, SyncConfig};
+
+use proxy::ByteSize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = "./regkeeper-data";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-pub const DEFAULT_AZURE_AUTHORITY_URL: &str = "https://login.microsoftonline.com";
-pub const DEFAULT_GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -53,48 +66,6 @@ impl fmt::Debug for Database {
             Self::Url(_) => formatter.write_str("Url([REDACTED])"),
         }
     }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct OutboundConfig {
-    /// Private networks that outbound requests may reach anyway.
-    pub allow_networks: Vec<IpNet>,
-    /// Extra CA certificates (PEM) trusted for outbound TLS.
-    pub ca_file: Option<PathBuf>,
-    /// `host:port`s that may be reached over plain http.
-    pub http_registries: Vec<String>,
-    /// How long one outbound request may take (`None`: the outbound module's default).
-    pub timeout: Option<std::time::Duration>,
-    /// Token realms on other hosts that a registry's login may be sent to
-    /// (`REGKEEPER_OUTBOUND_TOKEN_REALMS`).
-    pub token_realms: Vec<TokenRealmGrant>,
-}
-
-/// Where sync targets may deliver: operator choices, never a tenant's.
-#[derive(Debug, Clone, Default)]
-pub struct SyncConfig {
-    /// File targets write below `ROOT/WORKSPACE/`; they are refused without a root.
-    pub file_root: Option<PathBuf>,
-    /// How to reach a Kubernetes cluster; Kubernetes targets are refused without it.
-    pub kubernetes: Option<KubernetesAccess>,
-    /// Namespaces Kubernetes targets may name; `*` allows any.
-    pub kubernetes_namespaces: Vec<String>,
-}
-
-impl SyncConfig {
-    pub fn namespace_allowed(&self, namespace: &str) -> bool {
-        self.kubernetes_namespaces
-            .iter()
-            .any(|allowed| allowed == "*" || allowed == namespace)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KubernetesAccess {
-    /// The pod's service account (`KUBERNETES_SERVICE_HOST`, the mounted token and CA).
-    InCluster,
-    /// A kubeconfig file (its current context).
-    Kubeconfig(PathBuf),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,21 +108,6 @@ pub struct Config {
     /// `REGKEEPER_CONSOLE_TOKEN_SIGN_IN`: whether the console takes an API token.
     pub console_token_sign_in: bool,
 }
-
-/// The pull-through proxy's settings besides its address (`proxy_listen`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProxyConfig {
-    /// `REGKEEPER_PROXY_CACHE_DIR`: where verified blobs are kept; no cache when unset.
-    pub cache_dir: Option<PathBuf>,
-    /// `REGKEEPER_PROXY_CACHE_MAX_BYTES`: the cache's size cap.
-    pub cache_max_bytes: u64,
-    /// `REGKEEPER_PROXY_TLS_CERT_FILE` and `REGKEEPER_PROXY_TLS_KEY_FILE`: PEM files for
-    /// HTTPS on the proxy listener; plain HTTP when unset.
-    pub tls: Option<(PathBuf, PathBuf)>,
-}
-
-/// The blob cache's size when none is given.
-pub const DEFAULT_PROXY_CACHE_MAX_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 
 impl fmt::Debug for Config {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -224,14 +180,6 @@ struct FileSettings {
     oidc_username_claim: Option<String>,
     oidc_auto_create: Option<bool>,
     console_token_sign_in: Option<bool>,
-}
-
-/// A size in the file: a number of bytes, or text such as `10GiB`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ByteSize {
-    Bytes(u64),
-    Text(String),
 }
 
 /// Values given on the command line (or, for the bootstrap token, on standard input
@@ -309,82 +257,26 @@ impl Config {
             .map(PathBuf::from)
             .or(settings.master_key_file)
             .unwrap_or_else(|| data_dir.join("master.key"));
-        let allow_networks = list(env("REGKEEPER_OUTBOUND_ALLOW_NETWORKS"))
-            .or(settings.outbound_allow_networks)
-            .unwrap_or_default()
-            .iter()
-            .map(|network| parse_network(network))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ca_file = env("REGKEEPER_OUTBOUND_CA_FILE")
-            .map(PathBuf::from)
-            .or(settings.outbound_ca_file);
-        if let Some(path) = &ca_file {
-            if !path.is_file() {
-                return Err(ConfigError::Invalid {
-                    key: "REGKEEPER_OUTBOUND_CA_FILE",
-                    message: format!("{} is not a readable file", path.display()),
-                });
-            }
-        }
-        let http_registries = list(env("REGKEEPER_OUTBOUND_HTTP_REGISTRIES"))
-            .or(settings.outbound_http_registries)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|registry| validate_host_port(registry.to_ascii_lowercase()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let outbound_timeout_seconds = match env("REGKEEPER_OUTBOUND_TIMEOUT_SECONDS") {
-            Some(value) => Some(value.trim().parse().map_err(|_| ConfigError::Invalid {
-                key: "REGKEEPER_OUTBOUND_TIMEOUT_SECONDS",
-                message: format!("`{value}` is not a whole number of seconds"),
-            })?),
-            None => settings.outbound_timeout_seconds,
-        };
-        if let Some(seconds) = outbound_timeout_seconds {
-            if !(1..=600).contains(&seconds) {
-                return Err(ConfigError::Invalid {
-                    key: "REGKEEPER_OUTBOUND_TIMEOUT_SECONDS",
-                    message: "must be between 1 and 600".into(),
-                });
-            }
-        }
-        let token_realms = list(env("REGKEEPER_OUTBOUND_TOKEN_REALMS"))
-            .or(settings.outbound_token_realms)
-            .unwrap_or_default()
-            .iter()
-            .map(|entry| TokenRealmGrant::parse(entry))
-            .collect::<Result<Vec<_>, _>>()?;
+        let outbound = OutboundConfig::load(
+            &env,
+            settings.outbound_allow_networks,
+            settings.outbound_ca_file,
+            settings.outbound_http_registries,
+            settings.outbound_timeout_seconds,
+            settings.outbound_token_realms,
+        )?;
         let connections = ConnectionLimits::load(
             &env,
             settings.header_read_timeout_seconds,
             settings.max_connections,
             settings.max_connections_per_address,
         )?;
-        let allow_ambient_aws_credentials = match env("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS") {
-            Some(value) => parse_bool("REGKEEPER_ALLOW_AMBIENT_AWS_CREDENTIALS", &value)?,
-            None => settings.allow_ambient_aws_credentials.unwrap_or(false),
-        };
-        let ambient_aws_accounts = list(env("REGKEEPER_AMBIENT_AWS_ACCOUNTS"))
-            .or(settings.ambient_aws_accounts)
-            .map(|accounts| {
-                accounts
-                    .into_iter()
-                    .map(|account| validate_aws_account(account.trim().to_owned()))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
-        let azure_authority_url = parse_endpoint(
-            "REGKEEPER_AZURE_AUTHORITY_URL",
-            env("REGKEEPER_AZURE_AUTHORITY_URL")
-                .or(settings.azure_authority_url)
-                .as_deref()
-                .unwrap_or(DEFAULT_AZURE_AUTHORITY_URL),
-        )?;
-        let google_token_url = parse_endpoint(
-            "REGKEEPER_GOOGLE_TOKEN_URL",
-            env("REGKEEPER_GOOGLE_TOKEN_URL")
-                .or(settings.google_token_url)
-                .as_deref()
-                .unwrap_or(DEFAULT_GOOGLE_TOKEN_URL),
+        let cloud = cloud::load(
+            &env,
+            settings.allow_ambient_aws_credentials,
+            settings.ambient_aws_accounts,
+            settings.azure_authority_url,
+            settings.google_token_url,
         )?;
         let max_body_bytes = match env("REGKEEPER_MAX_BODY_BYTES") {
             Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
@@ -413,7 +305,7 @@ impl Config {
             }
         };
         let aws_endpoint_url = env("AWS_ENDPOINT_URL");
-        let sync = load_sync(
+        let sync = SyncConfig::load(
             env("REGKEEPER_SYNC_FILE_ROOT")
                 .map(PathBuf::from)
                 .or(settings.sync_file_root),
@@ -422,7 +314,7 @@ impl Config {
                 .or(settings.sync_kubernetes_namespaces)
                 .unwrap_or_default(),
         )?;
-        let proxy = load_proxy(
+        let proxy = ProxyConfig::load(
             env("REGKEEPER_PROXY_CACHE_DIR")
                 .map(PathBuf::from)
                 .or(settings.proxy_cache_dir),
@@ -463,157 +355,15 @@ impl Config {
             proxy_listen,
             bootstrap_token,
             master_key_file,
-            outbound: OutboundConfig {
-                allow_networks,
-                ca_file,
-                http_registries,
-                timeout: outbound_timeout_seconds.map(std::time::Duration::from_secs),
-                token_realms,
-            },
-            allow_ambient_aws_credentials,
-            ambient_aws_accounts,
-            azure_authority_url,
-            google_token_url,
+            outbound,
+            allow_ambient_aws_credentials: cloud.allow_ambient_aws_credentials,
+            ambient_aws_accounts: cloud.ambient_aws_accounts,
+            azure_authority_url: cloud.azure_authority_url,
+            google_token_url: cloud.google_token_url,
             max_body_bytes,
             log_format,
         })
     }
-}
-
-fn load_proxy(
-    cache_dir: Option<PathBuf>,
-    cache_max_bytes: Option<ByteSize>,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-) -> Result<ProxyConfig, ConfigError> {
-    const KEY: &str = "REGKEEPER_PROXY_CACHE_MAX_BYTES";
-    let cache_max_bytes = match cache_max_bytes {
-        None => DEFAULT_PROXY_CACHE_MAX_BYTES,
-        Some(ByteSize::Bytes(bytes)) => bytes,
-        Some(ByteSize::Text(text)) => {
-            parse_byte_size(&text).ok_or_else(|| ConfigError::Invalid {
-                key: KEY,
-                message: format!("`{text}` is not a size such as 1073741824, 512MiB or 10GiB"),
-            })?
-        }
-    };
-    if cache_max_bytes < 1024 * 1024 {
-        return Err(ConfigError::Invalid {
-            key: KEY,
-            message: "must be at least 1 MiB".into(),
-        });
-    }
-    let tls = match (cert_file, key_file) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => {
-            for (key_name, path) in [
-                ("REGKEEPER_PROXY_TLS_CERT_FILE", &cert),
-                ("REGKEEPER_PROXY_TLS_KEY_FILE", &key),
-            ] {
-                if !path.is_file() {
-                    return Err(ConfigError::Invalid {
-                        key: key_name,
-                        message: format!("{} is not a readable file", path.display()),
-                    });
-                }
-            }
-            Some((cert, key))
-        }
-        (Some(_), None) => {
-            return Err(ConfigError::Invalid {
-                key: "REGKEEPER_PROXY_TLS_KEY_FILE",
-                message: "required with REGKEEPER_PROXY_TLS_CERT_FILE".into(),
-            })
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::Invalid {
-                key: "REGKEEPER_PROXY_TLS_CERT_FILE",
-                message: "required with REGKEEPER_PROXY_TLS_KEY_FILE".into(),
-            })
-        }
-    };
-    Ok(ProxyConfig {
-        cache_dir,
-        cache_max_bytes,
-        tls,
-    })
-}
-
-/// `1073741824`, `512MiB`, `10GiB`, `2TiB` (also `KB`/`MB`/`GB` in powers of ten).
-fn parse_byte_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|character: char| !character.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let multiplier: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        _ => return None,
-    };
-    number.checked_mul(multiplier)
-}
-
-fn load_sync(
-    file_root: Option<PathBuf>,
-    kubeconfig: Option<String>,
-    kubernetes_namespaces: Vec<String>,
-) -> Result<SyncConfig, ConfigError> {
-    // Canonical, so a later change of working directory or a symlinked root cannot
-    // move where files land.
-    let file_root = file_root
-        .map(|root| {
-            std::fs::canonicalize(&root)
-                .ok()
-                .filter(|root| root.is_dir())
-                .ok_or_else(|| ConfigError::Invalid {
-                    key: "REGKEEPER_SYNC_FILE_ROOT",
-                    message: format!("{} is not an existing directory", root.display()),
-                })
-        })
-        .transpose()?;
-    let kubernetes = match kubeconfig.as_deref() {
-        None => None,
-        Some("in-cluster") => Some(KubernetesAccess::InCluster),
-        Some(path) if Path::new(path).is_file() => {
-            Some(KubernetesAccess::Kubeconfig(PathBuf::from(path)))
-        }
-        Some(path) => {
-            return Err(ConfigError::Invalid {
-                key: "REGKEEPER_SYNC_KUBECONFIG",
-                message: format!("{path} is not a readable kubeconfig file (or `in-cluster`)"),
-            })
-        }
-    };
-    for namespace in &kubernetes_namespaces {
-        if namespace != "*" && crate::domain::sync_target::validate_namespace(namespace).is_err() {
-            return Err(ConfigError::Invalid {
-                key: "REGKEEPER_SYNC_KUBERNETES_NAMESPACES",
-                message: format!("`{namespace}` is not a namespace name (or `*` for any)"),
-            });
-        }
-    }
-    if kubernetes.is_some() && kubernetes_namespaces.is_empty() {
-        return Err(ConfigError::Invalid {
-            key: "REGKEEPER_SYNC_KUBERNETES_NAMESPACES",
-            message: "required with REGKEEPER_SYNC_KUBECONFIG: the namespaces sync targets may \
-                      write Secrets to, comma-separated, or `*` for any"
-                .into(),
-        });
-    }
-    Ok(SyncConfig {
-        file_root,
-        kubernetes,
-        kubernetes_namespaces,
-    })
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
@@ -629,21 +379,6 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         path: path.to_owned(),
         message: error.message().to_owned(),
     })
-}
-
-/// An AWS account id: exactly 12 digits.
-fn validate_aws_account(account: String) -> Result<String, ConfigError> {
-    if account.len() == 12 && account.bytes().all(|byte| byte.is_ascii_digit()) {
-        Ok(account)
-    } else {
-        Err(ConfigError::Invalid {
-            key: "REGKEEPER_AMBIENT_AWS_ACCOUNTS",
-            message: format!(
-                "`{}` is not an AWS account id (12 digits, e.g. 123456789012)",
-                account.chars().take(40).collect::<String>()
-            ),
-        })
-    }
 }
 
 fn list(value: Option<String>) -> Option<Vec<String>> {
@@ -662,67 +397,6 @@ fn parse_address(key: &'static str, value: String) -> Result<SocketAddr, ConfigE
         key,
         message: format!("`{value}` is not an address such as 127.0.0.1:7070"),
     })
-}
-
-fn parse_network(value: &str) -> Result<IpNet, ConfigError> {
-    value
-        .parse::<IpNet>()
-        .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| ConfigError::Invalid {
-            key: "REGKEEPER_OUTBOUND_ALLOW_NETWORKS",
-            message: format!("`{value}` is not a CIDR such as 127.0.0.0/8"),
-        })
-}
-
-/// A cloud identity endpoint: https, with no user info, query or fragment. Plain http
-/// is accepted only for 127.0.0.1, localhost and ::1, so that the hand-written
-/// `fake_*` Azure AD and Google OAuth servers of the tests can stand in without a TLS
-/// set-up; nothing on a network is ever reached in clear text.
-fn parse_endpoint(key: &'static str, value: &str) -> Result<Url, ConfigError> {
-    let invalid = |message: &str| ConfigError::Invalid {
-        key,
-        message: format!("`{value}` {message}"),
-    };
-    let url = Url::parse(value).map_err(|_| invalid("is not a URL"))?;
-    let loopback = match url.host() {
-        Some(Host::Domain(name)) => name == "localhost",
-        Some(Host::Ipv4(address)) => address == std::net::Ipv4Addr::LOCALHOST,
-        Some(Host::Ipv6(address)) => address == std::net::Ipv6Addr::LOCALHOST,
-        None => false,
-    };
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        _ => {
-            return Err(invalid(
-                "must be an https URL (http only for 127.0.0.1 or localhost)",
-            ))
-        }
-    }
-    if url.host().is_none() {
-        return Err(invalid("has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("must not hold user info"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("must not have a query or fragment"));
-    }
-    Ok(url)
-}
-
-fn validate_host_port(value: String) -> Result<String, ConfigError> {
-    let valid = value.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
-    });
-    if valid {
-        Ok(value)
-    } else {
-        Err(ConfigError::Invalid {
-            key: "REGKEEPER_OUTBOUND_HTTP_REGISTRIES",
-            message: format!("`{value}` is not host:port"),
-        })
-    }
 }
 
 fn parse_bool(key: &'static str, value: &str) -> Result<bool, ConfigError> {
@@ -753,64 +427,14 @@ mod tests {
 
     use super::*;
 
-    fn load(variables: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    /// The configuration from these environment variables alone; the settings groups'
+    /// tests use it too.
+    pub(super) fn load(variables: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = variables
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
             .collect();
         Config::load(None, &|name| map.get(name).cloned(), &Overrides::default())
-    }
-
-    #[test]
-    fn proxy_settings_are_checked_and_sizes_read() {
-        let config = load(&[]).unwrap();
-        assert_eq!(
-            config.proxy,
-            ProxyConfig {
-                cache_dir: None,
-                cache_max_bytes: DEFAULT_PROXY_CACHE_MAX_BYTES,
-                tls: None,
-            }
-        );
-        let config = load(&[
-            ("REGKEEPER_PROXY_CACHE_DIR", "/var/cache/regkeeper"),
-            ("REGKEEPER_PROXY_CACHE_MAX_BYTES", "512MiB"),
-        ])
-        .unwrap();
-        assert_eq!(
-            config.proxy.cache_dir.as_deref(),
-            Some(Path::new("/var/cache/regkeeper"))
-        );
-        assert_eq!(config.proxy.cache_max_bytes, 512 << 20);
-        assert_eq!(parse_byte_size("10GiB"), Some(10 << 30));
-        assert_eq!(parse_byte_size("1073741824"), Some(1 << 30));
-        assert_eq!(parse_byte_size("2 GB"), Some(2_000_000_000));
-        assert_eq!(parse_byte_size("lots"), None);
-        assert_eq!(parse_byte_size("99999999999999TiB"), None);
-        for (variables, key) in [
-            (
-                vec![("REGKEEPER_PROXY_CACHE_MAX_BYTES", "ten")],
-                "REGKEEPER_PROXY_CACHE_MAX_BYTES",
-            ),
-            (
-                vec![("REGKEEPER_PROXY_CACHE_MAX_BYTES", "1KiB")],
-                "REGKEEPER_PROXY_CACHE_MAX_BYTES",
-            ),
-            (
-                vec![("REGKEEPER_PROXY_TLS_CERT_FILE", "/etc/hostname")],
-                "REGKEEPER_PROXY_TLS_KEY_FILE",
-            ),
-            (
-                vec![
-                    ("REGKEEPER_PROXY_TLS_CERT_FILE", "/nonexistent/cert.pem"),
-                    ("REGKEEPER_PROXY_TLS_KEY_FILE", "/etc/hostname"),
-                ],
-                "REGKEEPER_PROXY_TLS_CERT_FILE",
-            ),
-        ] {
-            let error = load(&variables).unwrap_err();
-            assert!(error.to_string().contains(key), "{error}");
-        }
     }
 
     #[test]
@@ -982,101 +606,6 @@ mod tests {
             error.to_string().starts_with("REGKEEPER_DATABASE_URL"),
             "{error}"
         );
-    }
-
-    #[test]
-    fn cloud_endpoints_default_to_the_real_services_and_must_be_https() {
-        let config = load(&[]).unwrap();
-        assert_eq!(
-            config.azure_authority_url.as_str(),
-            "https://login.microsoftonline.com/"
-        );
-        assert_eq!(
-            config.google_token_url.as_str(),
-            "https://oauth2.googleapis.com/token"
-        );
-        let config = load(&[
-            ("REGKEEPER_AZURE_AUTHORITY_URL", "http://127.0.0.1:8443"),
-            ("REGKEEPER_GOOGLE_TOKEN_URL", "http://localhost:9/token"),
-        ])
-        .unwrap();
-        assert_eq!(config.azure_authority_url.port(), Some(8443));
-        assert_eq!(config.google_token_url.path(), "/token");
-        for (key, value) in [
-            ("REGKEEPER_AZURE_AUTHORITY_URL", "http://login.example.com"),
-            ("REGKEEPER_AZURE_AUTHORITY_URL", "http://127.0.0.2"),
-            ("REGKEEPER_AZURE_AUTHORITY_URL", "not a url"),
-            ("REGKEEPER_GOOGLE_TOKEN_URL", "ftp://localhost/token"),
-            (
-                "REGKEEPER_GOOGLE_TOKEN_URL",
-                "https://user:pw@oauth2.example/token",
-            ),
-            (
-                "REGKEEPER_GOOGLE_TOKEN_URL",
-                "https://oauth2.example/token?x=1",
-            ),
-        ] {
-            let error = load(&[(key, value)]).unwrap_err();
-            assert!(error.to_string().starts_with(key), "{value}: {error}");
-        }
-        let directory = tempfile::tempdir().unwrap();
-        let path = directory.path().join("regkeeper.toml");
-        std::fs::write(
-            &path,
-            "azure_authority_url = \"https://login.microsoftonline.us\"\n\
-             google_token_url = \"https://oauth2.example/token\"\n",
-        )
-        .unwrap();
-        let config = Config::load(Some(&path), &|_| None, &Overrides::default()).unwrap();
-        assert_eq!(
-            config.azure_authority_url.host_str(),
-            Some("login.microsoftonline.us")
-        );
-        assert_eq!(
-            config.google_token_url.as_str(),
-            "https://oauth2.example/token"
-        );
-    }
-
-    #[test]
-    fn sync_destinations_are_operator_settings() {
-        let config = load(&[]).unwrap();
-        assert!(config.sync.file_root.is_none() && config.sync.kubernetes.is_none());
-        let directory = tempfile::tempdir().unwrap();
-        let kubeconfig = directory.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, "apiVersion: v1\n").unwrap();
-        let root = directory.path().display().to_string();
-        let kubeconfig = kubeconfig.display().to_string();
-        let config = load(&[
-            ("REGKEEPER_SYNC_FILE_ROOT", &root),
-            ("REGKEEPER_SYNC_KUBECONFIG", &kubeconfig),
-            ("REGKEEPER_SYNC_KUBERNETES_NAMESPACES", "ci, build"),
-        ])
-        .unwrap();
-        assert!(config.sync.file_root.as_ref().unwrap().is_absolute());
-        assert!(
-            config.sync.namespace_allowed("build") && !config.sync.namespace_allowed("kube-system")
-        );
-        for (variables, key) in [
-            (
-                vec![("REGKEEPER_SYNC_FILE_ROOT", "/nonexistent/regkeeper-sync")],
-                "REGKEEPER_SYNC_FILE_ROOT",
-            ),
-            (
-                vec![("REGKEEPER_SYNC_KUBECONFIG", kubeconfig.as_str())],
-                "REGKEEPER_SYNC_KUBERNETES_NAMESPACES",
-            ),
-            (
-                vec![
-                    ("REGKEEPER_SYNC_KUBECONFIG", "in-cluster"),
-                    ("REGKEEPER_SYNC_KUBERNETES_NAMESPACES", "Bad_Name"),
-                ],
-                "REGKEEPER_SYNC_KUBERNETES_NAMESPACES",
-            ),
-        ] {
-            let error = load(&variables).unwrap_err();
-            assert!(error.to_string().starts_with(key), "{error}");
-        }
     }
 
     #[test]

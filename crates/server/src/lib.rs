@@ -20,4 +20,7 @@ pub mod tokens;
 
 // The domain crate, under the names the server has always used for its parts.
 pub use regkeeper_domain as domain;
-pub use regkeeper_domain::{audit, clock, crypto, text};
+pub use regkeeper_domain::{audit, clock, crypto};
+/// How untrusted text is shown to a person; shared with the thin clients, so it lives
+/// in the wire crate.
+pub use regkeeper_wire::text;

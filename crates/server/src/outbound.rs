@@ -24,27 +24,33 @@
 //! credentials must travel in `Authorization`, never in a custom header or the URL.
 //!
 //! Errors never quote URLs, query strings or headers: only host names, addresses and
-//! the lower layers' own descriptions, which carry none of them.
+//! the lower layers' own descriptions, which carry none of them (`errors`).
+//!
+//! Here: the client and its time-outs; `policy`: which addresses and URLs may be
+//! reached; `resolver`: the DNS answers filtered by that policy; `errors`: what a
+//! failure is called and how it is described.
 //!
 //! Architecture invariant: nothing else in regkeeper opens connections to
 //! user-supplied hosts.
 
+mod errors;
 mod policy;
 mod resolver;
 
-use std::error::Error as StdError;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ipnet::IpNet;
-use url::{Host, Url};
+use url::Url;
 use zeroize::Zeroizing;
 
+pub(crate) use errors::describe;
+pub use errors::OutboundError;
 pub use policy::{forbidden_rule, rule};
 
 use crate::config::OutboundConfig;
+use errors::classify;
+use policy::Policy;
 
 /// The most redirects one request follows.
 pub const MAX_REDIRECTS: usize = 5;
@@ -57,163 +63,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// body may go without a byte. A client built with other time-outs uses its request
 /// time-out here too.
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum OutboundError {
-    #[error("{}", forbidden_message(host, address, rule))]
-    DestinationForbidden {
-        host: String,
-        address: Option<IpAddr>,
-        rule: &'static str,
-    },
-    #[error(
-        "plain http to {host_port} is not allowed: use https, or an operator can allow this \
-         registry with REGKEEPER_OUTBOUND_HTTP_REGISTRIES"
-    )]
-    PlainHttpForbidden { host_port: String },
-    #[error("cannot resolve {host}: {message}")]
-    Dns { host: String, message: String },
-    #[error("TLS with {host} failed: {message}")]
-    Tls { host: String, message: String },
-    #[error("cannot connect to {host}: {message}")]
-    Connect { host: String, message: String },
-    #[error("request to {host} timed out")]
-    Timeout { host: String },
-    #[error("too many redirects (more than {MAX_REDIRECTS})")]
-    TooManyRedirects,
-    #[error("response body larger than {limit} bytes")]
-    TooLarge { limit: usize },
-    #[error("{0}")]
-    Other(String),
-}
-
-fn forbidden_message(host: &str, address: &Option<IpAddr>, rule: &str) -> String {
-    let destination = match address {
-        Some(address) if address.to_string() == host.trim_matches(['[', ']']) => {
-            address.to_string()
-        }
-        Some(address) => format!("{address} (host {host})"),
-        None => host.to_owned(),
-    };
-    if rule == policy::rule::METADATA {
-        return format!(
-            "destination {destination} is forbidden: it is a {rule} address, which no \
-             registry uses; only an exact entry for it (a /32 or /128) in \
-             REGKEEPER_OUTBOUND_ALLOW_NETWORKS opens it"
-        );
-    }
-    let mut message = format!(
-        "destination {destination} is forbidden: {rule} addresses are not allowed; an \
-         operator can allow the network with REGKEEPER_OUTBOUND_ALLOW_NETWORKS"
-    );
-    // A registry on the operator's own network usually needs a second setting too; say
-    // so now, or the next attempt fails on it and costs another restart.
-    if let (Some(address), true) = (address, on_own_network(rule)) {
-        let prefix = if address.is_ipv4() { 32 } else { 128 };
-        message.push_str(&format!(
-            " (e.g. {address}/{prefix}) and, in the same restart, list a registry there \
-             that speaks plain http in REGKEEPER_OUTBOUND_HTTP_REGISTRIES (host:port), or \
-             give the private CA of its TLS certificate in REGKEEPER_OUTBOUND_CA_FILE"
-        ));
-    }
-    message
-}
-
-/// Rules that refuse addresses where an operator's own registry may well run.
-fn on_own_network(rule: &str) -> bool {
-    [
-        policy::rule::LOOPBACK,
-        policy::rule::PRIVATE,
-        policy::rule::SHARED,
-    ]
-    .contains(&rule)
-}
-
-impl OutboundError {
-    /// A stable snake_case code for API error bodies and metrics.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::DestinationForbidden { .. } => "destination_forbidden",
-            Self::PlainHttpForbidden { .. } => "plain_http_forbidden",
-            Self::Dns { .. } => "dns_failed",
-            Self::Tls { .. } => "tls_failed",
-            Self::Connect { .. } => "connect_failed",
-            Self::Timeout { .. } => "timeout",
-            Self::TooManyRedirects => "too_many_redirects",
-            Self::TooLarge { .. } => "response_too_large",
-            Self::Other(_) => "outbound_failed",
-        }
-    }
-
-    /// Whether trying again later may succeed without anyone changing configuration.
-    pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::Dns { .. } | Self::Connect { .. } | Self::Timeout { .. }
-        )
-    }
-}
-
-/// What the checks need, shared by the client, its resolver and its redirect policy.
-struct Policy {
-    allow_networks: Vec<IpNet>,
-    /// Lower-case `host:port`, IPv6 hosts in brackets (as `Url::host_str` gives them).
-    http_registries: Vec<String>,
-}
-
-impl Policy {
-    fn forbidden_rule(&self, address: IpAddr) -> Option<&'static str> {
-        forbidden_rule(address, &self.allow_networks)
-    }
-
-    fn check_url(&self, url: &Url) -> Result<(), OutboundError> {
-        let (Some(host), Some(host_text)) = (url.host(), url.host_str()) else {
-            return Err(OutboundError::Other("the URL has no host".to_owned()));
-        };
-        // Destination before scheme: `http://169.254.169.254/` is refused for where it
-        // goes, which is the more useful thing to tell.
-        let address = match host {
-            Host::Ipv4(address) => Some(IpAddr::V4(address)),
-            Host::Ipv6(address) => Some(IpAddr::V6(address)),
-            // Metadata names are refused as names, since inside the cloud they resolve
-            // to the metadata service; other names are judged by what they resolve to,
-            // in the resolver.
-            Host::Domain(name) if policy::is_metadata_host(name) => {
-                return Err(OutboundError::DestinationForbidden {
-                    host: host_text.to_owned(),
-                    address: None,
-                    rule: policy::rule::METADATA,
-                })
-            }
-            Host::Domain(_) => None,
-        };
-        if let Some(address) = address {
-            if let Some(rule) = self.forbidden_rule(address) {
-                return Err(OutboundError::DestinationForbidden {
-                    host: host_text.to_owned(),
-                    address: Some(address),
-                    rule,
-                });
-            }
-        }
-        match url.scheme() {
-            "https" => Ok(()),
-            "http" => {
-                let port = url.port_or_known_default().unwrap_or(80);
-                let host_port = format!("{}:{port}", host_text.to_ascii_lowercase());
-                if self.http_registries.contains(&host_port) {
-                    Ok(())
-                } else {
-                    Err(OutboundError::PlainHttpForbidden { host_port })
-                }
-            }
-            other => Err(OutboundError::Other(format!(
-                "URL scheme `{other}` is not allowed: only https, and http for \
-                 REGKEEPER_OUTBOUND_HTTP_REGISTRIES"
-            ))),
-        }
-    }
-}
 
 /// The guarded client. Cheap to clone: clones share the connection pool.
 #[derive(Clone)]
@@ -406,12 +255,7 @@ impl OutboundClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, OutboundError> {
-        let (request, host) = self.checked(request)?;
-        self.inner
-            .client
-            .execute(request)
-            .await
-            .map_err(|error| classify(&error, &host))
+        self.execute(&self.inner.client, request).await
     }
 
     /// As [`OutboundClient::send`], but a redirect is returned as the response rather
@@ -420,9 +264,17 @@ impl OutboundClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, OutboundError> {
+        self.execute(&self.inner.without_redirects, request).await
+    }
+
+    /// Checks the URL, then sends the request through `client`, one of ours.
+    async fn execute(
+        &self,
+        client: &reqwest::Client,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, OutboundError> {
         let (request, host) = self.checked(request)?;
-        self.inner
-            .without_redirects
+        client
             .execute(request)
             .await
             .map_err(|error| classify(&error, &host))
@@ -458,28 +310,18 @@ impl OutboundClient {
     /// known (from `Content-Length`, or once the bytes read pass it), so a hostile
     /// server cannot make regkeeper buffer without bound.
     pub async fn read_capped(
-        mut response: reqwest::Response,
+        response: reqwest::Response,
         limit: usize,
     ) -> Result<Bytes, OutboundError> {
-        let too_large = OutboundError::TooLarge { limit };
-        if response
-            .content_length()
-            .is_some_and(|length| length > limit as u64)
-        {
-            return Err(too_large);
-        }
-        let host = response.url().host_str().unwrap_or_default().to_owned();
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|error| classify(&error, &host))?
-        {
-            if body.len() + chunk.len() > limit {
-                return Err(too_large);
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_within(
+            response,
+            limit,
+            |_| BytesMut::new(),
+            |body, chunk| {
+                body.extend_from_slice(chunk);
+            },
+        )
+        .await?;
         Ok(body.freeze())
     }
 
@@ -488,29 +330,47 @@ impl OutboundClient {
     /// larger wiped one when it must grow, so this code leaves no copy of the secret in
     /// freed memory. (The HTTP stack's own chunk buffers are outside its reach.)
     pub async fn read_capped_secret(
-        mut response: reqwest::Response,
+        response: reqwest::Response,
         limit: usize,
     ) -> Result<Zeroizing<Vec<u8>>, OutboundError> {
-        let too_large = OutboundError::TooLarge { limit };
-        let announced = response.content_length();
-        if announced.is_some_and(|length| length > limit as u64) {
+        read_within(
+            response,
+            limit,
+            |expected| Zeroizing::new(Vec::with_capacity(expected)),
+            append_wiped,
+        )
+        .await
+    }
+}
+
+/// Reads a whole body into what `start` makes (given the announced length, at most
+/// `limit`), adding each chunk with `append`, and refuses it as soon as it is known to
+/// be larger than `limit` bytes.
+async fn read_within<Body: AsRef<[u8]>>(
+    mut response: reqwest::Response,
+    limit: usize,
+    start: impl FnOnce(usize) -> Body,
+    mut append: impl FnMut(&mut Body, &[u8]),
+) -> Result<Body, OutboundError> {
+    let too_large = OutboundError::TooLarge { limit };
+    let announced = response.content_length();
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(too_large);
+    }
+    let host = response.url().host_str().unwrap_or_default().to_owned();
+    let expected = announced.map_or(0, |length| usize::try_from(length).unwrap_or(limit));
+    let mut body = start(expected.min(limit));
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| classify(&error, &host))?
+    {
+        if body.as_ref().len() + chunk.len() > limit {
             return Err(too_large);
         }
-        let host = response.url().host_str().unwrap_or_default().to_owned();
-        let expected = announced.map_or(0, |length| usize::try_from(length).unwrap_or(limit));
-        let mut body = Zeroizing::new(Vec::with_capacity(expected.min(limit)));
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|error| classify(&error, &host))?
-        {
-            if body.len() + chunk.len() > limit {
-                return Err(too_large);
-            }
-            append_wiped(&mut body, &chunk);
-        }
-        Ok(body)
+        append(&mut body, &chunk);
     }
+    Ok(body)
 }
 
 /// Appends `chunk` to `body` without letting `Vec` reallocate: a reallocation would
@@ -524,95 +384,6 @@ fn append_wiped(body: &mut Zeroizing<Vec<u8>>, chunk: &[u8]) {
         *body = grown;
     }
     body.extend_from_slice(chunk);
-}
-
-/// Turns a reqwest error into ours by looking for what caused it: our own refusal (from
-/// the resolver or the redirect policy), a TLS error, a time-out, an I/O error.
-fn classify(error: &reqwest::Error, fallback_host: &str) -> OutboundError {
-    let host = error
-        .url()
-        .and_then(Url::host_str)
-        .unwrap_or(fallback_host)
-        .to_owned();
-    let mut io_message = None;
-    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(current) = source {
-        if let Some(found) = recognise(current, &host) {
-            return found;
-        }
-        // An I/O error's `source()` skips the error it wraps, and the connector wraps
-        // TLS errors in I/O errors, twice (tokio-rustls, then reqwest): look inside.
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            let mut wrapped = io.get_ref();
-            while let Some(inner) = wrapped {
-                let inner: &(dyn StdError + 'static) = inner;
-                if let Some(found) = recognise(inner, &host) {
-                    return found;
-                }
-                wrapped = inner
-                    .downcast_ref::<std::io::Error>()
-                    .and_then(std::io::Error::get_ref);
-            }
-            io_message.get_or_insert_with(|| io.to_string());
-        }
-        source = current.source();
-    }
-    if error.is_timeout() {
-        return OutboundError::Timeout { host };
-    }
-    if let Some(message) = io_message {
-        return OutboundError::Connect { host, message };
-    }
-    if error.is_connect() {
-        return OutboundError::Connect {
-            host,
-            message: describe(error),
-        };
-    }
-    OutboundError::Other(format!("request to {host} failed: {}", describe(error)))
-}
-
-fn recognise(error: &(dyn StdError + 'static), host: &str) -> Option<OutboundError> {
-    if let Some(own) = error.downcast_ref::<OutboundError>() {
-        return Some(own.clone());
-    }
-    let tls = error.downcast_ref::<rustls::Error>()?;
-    let message = match tls {
-        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
-            format!(
-                "{tls}; if the registry's certificate comes from a private CA, an operator \
-                 can trust that CA with REGKEEPER_OUTBOUND_CA_FILE"
-            )
-        }
-        other => other.to_string(),
-    };
-    Some(OutboundError::Tls {
-        host: host.to_owned(),
-        message,
-    })
-}
-
-/// The causes of an error, without reqwest's own top line, which quotes the whole URL
-/// (query string included).
-fn describe(error: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut source = error.source();
-    while let Some(current) = source {
-        let text = current.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        source = current.source();
-    }
-    if parts.is_empty() {
-        // Safe to show once the URL is gone: the rest is reqwest's fixed kind text.
-        let mut error_text = error.to_string();
-        if let Some(position) = error_text.find(" for url (") {
-            error_text.truncate(position);
-        }
-        parts.push(error_text);
-    }
-    parts.join(": ")
 }
 
 /// A client for an endpoint the operator configured (the Azure AD authority, Google's
@@ -716,110 +487,6 @@ mod tests {
         assert_eq!(error.code(), "outbound_failed");
         let error = check(&client, "file:///etc/passwd").unwrap_err();
         assert_eq!(error.code(), "outbound_failed");
-    }
-
-    #[test]
-    fn forbidden_message_names_the_rule_and_the_setting() {
-        let error = OutboundError::DestinationForbidden {
-            host: "localhost".into(),
-            address: Some("127.0.0.1".parse().unwrap()),
-            rule: rule::LOOPBACK,
-        };
-        assert_eq!(
-            error.to_string(),
-            "destination 127.0.0.1 (host localhost) is forbidden: loopback addresses are not \
-             allowed; an operator can allow the network with REGKEEPER_OUTBOUND_ALLOW_NETWORKS \
-             (e.g. 127.0.0.1/32) and, in the same restart, list a registry there that speaks \
-             plain http in REGKEEPER_OUTBOUND_HTTP_REGISTRIES (host:port), or give the \
-             private CA of its TLS certificate in REGKEEPER_OUTBOUND_CA_FILE"
-        );
-        // Issue 12 item 15: an address on the operator's own network names every setting
-        // the first request will need, so one restart suffices; others only the first.
-        for (address, rule, names_both) in [
-            ("10.1.2.3", rule::PRIVATE, true),
-            ("fd00::5", rule::PRIVATE, true),
-            ("100.64.0.9", rule::SHARED, true),
-            ("169.254.169.254", rule::LINK_LOCAL, false),
-            ("224.0.0.1", rule::MULTICAST, false),
-        ] {
-            let message = OutboundError::DestinationForbidden {
-                host: address.into(),
-                address: Some(address.parse().unwrap()),
-                rule,
-            }
-            .to_string();
-            assert!(
-                message.contains("REGKEEPER_OUTBOUND_ALLOW_NETWORKS"),
-                "{message}"
-            );
-            for setting in [
-                "REGKEEPER_OUTBOUND_HTTP_REGISTRIES",
-                "REGKEEPER_OUTBOUND_CA_FILE",
-            ] {
-                assert_eq!(message.contains(setting), names_both, "{message}");
-            }
-        }
-        let literal = check(&client(OutboundConfig::default()), "https://[::1]:8/").unwrap_err();
-        assert!(
-            literal
-                .to_string()
-                .starts_with("destination ::1 is forbidden"),
-            "{literal}"
-        );
-    }
-
-    #[test]
-    fn codes_and_retryability() {
-        let host = || "registry.example".to_owned();
-        let cases = [
-            (
-                OutboundError::PlainHttpForbidden {
-                    host_port: "a:1".into(),
-                },
-                "plain_http_forbidden",
-                false,
-            ),
-            (
-                OutboundError::Dns {
-                    host: host(),
-                    message: String::new(),
-                },
-                "dns_failed",
-                true,
-            ),
-            (
-                OutboundError::Tls {
-                    host: host(),
-                    message: String::new(),
-                },
-                "tls_failed",
-                false,
-            ),
-            (
-                OutboundError::Connect {
-                    host: host(),
-                    message: String::new(),
-                },
-                "connect_failed",
-                true,
-            ),
-            (OutboundError::Timeout { host: host() }, "timeout", true),
-            (OutboundError::TooManyRedirects, "too_many_redirects", false),
-            (
-                OutboundError::TooLarge { limit: 1 },
-                "response_too_large",
-                false,
-            ),
-            (
-                OutboundError::Other(String::new()),
-                "outbound_failed",
-                false,
-            ),
-        ];
-        for (error, code, retryable) in cases {
-            assert_eq!(error.code(), code);
-            assert_eq!(error.retryable(), retryable, "{code}");
-        }
     }
 
     #[test]

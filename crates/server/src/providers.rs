@@ -275,25 +275,6 @@ pub fn shared_identity(credential: &Credential, secret: &CredentialSecret) -> Op
     Some(format!("{kind}:{}", hex::encode(hasher.finalize())))
 }
 
-/// A reqwest error's causes, without its top line (which quotes the URL, and so may
-/// carry a query string), for the cloud clients' messages.
-pub(crate) fn describe(error: &reqwest::Error) -> String {
-    let mut message = if error.is_timeout() {
-        "the request timed out".to_owned()
-    } else if error.is_connect() {
-        "connection failed".to_owned()
-    } else {
-        "the request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,9 @@ use crate::providers::acr::AcrProvider;
 use crate::providers::ecr::EcrProvider;
 use crate::providers::gcr::GcrProvider;
 use crate::providers::Providers;
+use crate::service::lease_worker;
+use crate::service::sync::Pusher;
+use crate::service::tokens::Refresher;
 use crate::service::{identity, keys, App};
 use crate::tokens::TokenCache;
 
@@ -190,8 +193,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("regkeeper listening on http://{address}");
     std::io::stdout().flush().ok();
     tokio::spawn(reload_keys_periodically(Arc::clone(&app)));
-    tokio::spawn(refresh_tokens_periodically(Arc::clone(&app)));
-    tokio::spawn(sync_targets_periodically(Arc::clone(&app)));
+    // The refresher keeps tokens fresh for resolves; the pusher delivers to targets that
+    // are behind (a re-minted token, an updated credential, a new target) or due a retry.
+    tokio::spawn(lease_worker::run::<Refresher>(Arc::clone(&app)));
+    tokio::spawn(lease_worker::run::<Pusher>(Arc::clone(&app)));
     let metrics = Arc::clone(&app.metrics);
     tokio::spawn(prune_exchanged_tokens_periodically(Arc::clone(&app)));
     let state = ApiState {
@@ -361,28 +366,6 @@ async fn reload_keys_periodically(app: Arc<App>) {
     }
 }
 
-/// The background refresher: every few seconds, lease the tokens that are due and
-/// refresh them, so resolves find fresh tokens waiting.
-async fn refresh_tokens_periodically(app: Arc<App>) {
-    let owner = format!("replica-{}", uuid::Uuid::new_v4());
-    let mut interval = tokio::time::interval(std::time::Duration::from_secs(5));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        match crate::service::tokens::refresh_cycle(&app, &owner).await {
-            Ok(report) if report.leased > 0 => tracing::info!(
-                leased = report.leased,
-                refreshed = report.refreshed,
-                failed = report.failed,
-                dropped = report.dropped,
-                "token.refresh_cycle"
-            ),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(error.code = error.code(), "token.refresh_cycle_failed"),
-        }
-    }
-}
-
 /// Exchanges run on every CI job and pod start: the tokens they issued are deleted once
 /// expired, a bounded batch a minute, so the table holds about one session's worth.
 async fn prune_exchanged_tokens_periodically(app: Arc<App>) {
@@ -394,27 +377,6 @@ async fn prune_exchanged_tokens_periodically(app: Arc<App>) {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "oidc.tokens_pruned"),
             Err(error) => tracing::warn!(error.code = error.code(), "oidc.prune_failed"),
-        }
-    }
-}
-
-/// The sync worker: every few seconds, push to the targets that are behind (a token
-/// the refresher re-minted, an updated credential, a new target) or due for a retry.
-async fn sync_targets_periodically(app: Arc<App>) {
-    let owner = format!("replica-{}", uuid::Uuid::new_v4());
-    let mut interval = tokio::time::interval(std::time::Duration::from_secs(5));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        match crate::service::sync::sync_cycle(&app, &owner).await {
-            Ok(report) if report.leased > 0 => tracing::info!(
-                leased = report.leased,
-                pushed = report.pushed,
-                failed = report.failed,
-                "sync.cycle"
-            ),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(error.code = error.code(), "sync.cycle_failed"),
         }
     }
 }

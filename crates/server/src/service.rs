@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod grants;
 pub mod identity;
 pub mod keys;
+pub mod lease_worker;
 pub mod oidc;
 pub mod resolve;
 pub mod roles;

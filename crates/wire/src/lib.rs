@@ -1,6 +1,7 @@
 //! The JSON bodies that cross process boundaries: the REST API, shared by the server and
 //! the thin clients. Serde only (plus optional OpenAPI schemas), so the node-side binaries
-//! stay small.
+//! stay small. One more thing both sides share: [`text`], how untrusted text is shown to
+//! a person (escaped, bounded, without secrets).
 //!
 //! Timestamps are RFC 3339 strings in UTC. Request bodies reject unknown fields, so a
 //! misspelt field is an error rather than a silently ignored setting. Every REST body
@@ -18,6 +19,7 @@ mod federation;
 pub mod kubelet;
 mod sensitive;
 mod sync;
+pub mod text;
 
 pub use administration::{RoleGrant, RoleGrantInput, RoleGrantList, UserDeleted, UserDisabled};
 pub use federation::{

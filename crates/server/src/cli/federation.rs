@@ -11,8 +11,9 @@ use regkeeper_wire as wire;
 use regkeeper_wire::Sensitive;
 use secrecy::zeroize::Zeroizing;
 
-use super::commands::{parse_duration, workspace_or_personal};
+use super::commands::workspace_or_personal;
 use super::output;
+use super::tokens::parse_duration;
 use super::{OutputArgs, OutputFormat, WorkspaceArg};
 
 #[derive(Subcommand)]
@@ -129,13 +130,12 @@ pub(super) fn trust(client: &Client, command: RoleTrustCommand) -> anyhow::Resul
         } => {
             let workspace = workspace_or_personal(client, workspace.workspace)?;
             let list: wire::TrustList = client.get(&trusts_path(&workspace, &role))?;
-            if output.output == OutputFormat::Json {
-                return output::json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .trusts
-                .iter()
-                .map(|trust| {
+            output::list(
+                output.output,
+                &list,
+                &list.trusts,
+                &["ID", "ISSUER", "AUDIENCE", "CONDITIONS", "MAX SESSION"],
+                |trust| {
                     vec![
                         trust.id.clone(),
                         trust.issuer.clone(),
@@ -143,13 +143,8 @@ pub(super) fn trust(client: &Client, command: RoleTrustCommand) -> anyhow::Resul
                         conditions(trust),
                         format!("{}s", trust.max_session_seconds),
                     ]
-                })
-                .collect();
-            output::table(
-                &["ID", "ISSUER", "AUDIENCE", "CONDITIONS", "MAX SESSION"],
-                &rows,
-            );
-            Ok(())
+                },
+            )
         }
         RoleTrustCommand::Remove {
             role,

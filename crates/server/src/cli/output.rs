@@ -11,6 +11,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::OutputFormat;
 use crate::text::{is_printable, printable};
 
 /// Prints rows under a header with columns padded to their widest cell, each cell
@@ -63,6 +64,40 @@ fn render_fields(pairs: &[(&str, String)]) -> String {
 /// One line of prose that quotes names or server messages, escaped.
 pub fn line(text: &str) {
     println!("{}", printable(text));
+}
+
+/// A list the server answered: all of it as JSON for `--output json`, else a [`table`]
+/// under `header` with the row `row` makes of each item.
+pub fn list<Item>(
+    format: OutputFormat,
+    whole: &impl Serialize,
+    items: &[Item],
+    header: &[&str],
+    row: impl Fn(&Item) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        return json(whole);
+    }
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    table(header, &rows);
+    Ok(())
+}
+
+/// A new secret, shown this once: all of `whole` as JSON for `--output json`, else
+/// `what` (escaped) on stderr and the secret alone on stdout, so that `$(…)` captures
+/// the secret and nothing else.
+pub fn secret_once(
+    format: OutputFormat,
+    whole: &impl Serialize,
+    what: &str,
+    secret: &str,
+) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        return json(whole);
+    }
+    eprintln!("{}", printable(what));
+    println!("{secret}");
+    Ok(())
 }
 
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {

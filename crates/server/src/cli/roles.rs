@@ -7,8 +7,9 @@ use anyhow::Context;
 use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
 
-use super::commands::{print_created_token, print_tokens, workspace_or_personal};
+use super::commands::workspace_or_personal;
 use super::output::{self, or_dash};
+use super::tokens::{print_created_token, print_tokens};
 use super::{OutputFormat, PolicyFields, RoleGrantsCommand, RoleTokensCommand, RolesCommand};
 
 fn roles_path(workspace: &str) -> String {
@@ -98,13 +99,12 @@ pub(super) fn run(client: &Client, command: RolesCommand) -> anyhow::Result<()> 
         RolesCommand::List { workspace, output } => {
             let workspace = workspace_or_personal(client, workspace.workspace)?;
             let list: wire::RoleList = client.get(&roles_path(&workspace))?;
-            if output.output == OutputFormat::Json {
-                return output::json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .roles
-                .iter()
-                .map(|role| {
+            output::list(
+                output.output,
+                &list,
+                &list.roles,
+                &["NAME", "REFERENCE", "STATEMENTS", "DESCRIPTION"],
+                |role| {
                     vec![
                         role.name.clone(),
                         role.reference.clone(),
@@ -114,10 +114,8 @@ pub(super) fn run(client: &Client, command: RolesCommand) -> anyhow::Result<()> 
                             .to_string(),
                         or_dash(Some(role.description.as_str()).filter(|d| !d.is_empty())),
                     ]
-                })
-                .collect();
-            output::table(&["NAME", "REFERENCE", "STATEMENTS", "DESCRIPTION"], &rows);
-            Ok(())
+                },
+            )
         }
         RolesCommand::Show {
             name,
@@ -209,13 +207,12 @@ fn grants(client: &Client, command: RoleGrantsCommand) -> anyhow::Result<()> {
         RoleGrantsCommand::List { workspace, output } => {
             let workspace = workspace_or_personal(client, workspace.workspace)?;
             let list: wire::RoleGrantList = client.get(&grants_path(&workspace))?;
-            if output.output == OutputFormat::Json {
-                return output::json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .grants
-                .iter()
-                .map(|grant| {
+            output::list(
+                output.output,
+                &list,
+                &list.grants,
+                &["ROLE", "STATUS", "GRANTED BY", "GRANTED AT", "ALLOWS HERE"],
+                |grant| {
                     vec![
                         grant.role.clone(),
                         grant.status.clone(),
@@ -223,13 +220,8 @@ fn grants(client: &Client, command: RoleGrantsCommand) -> anyhow::Result<()> {
                         or_dash(grant.granted_at.as_deref()),
                         grant.allows.join("; "),
                     ]
-                })
-                .collect();
-            output::table(
-                &["ROLE", "STATUS", "GRANTED BY", "GRANTED AT", "ALLOWS HERE"],
-                &rows,
-            );
-            Ok(())
+                },
+            )
         }
         RoleGrantsCommand::Add { role, workspace } => {
             let workspace = workspace_or_personal(client, workspace.workspace)?;

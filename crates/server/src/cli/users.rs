@@ -1,5 +1,6 @@
-//! `regkeeper users disable|enable|delete`: the user lifecycle after creation, for
-//! site administrators. Each says what happens to the user's personal workspace.
+//! `regkeeper users …`: users and their lifecycle, for site administrators. A new
+//! user's API token is shown once; disable, enable and delete each say what happens to
+//! the user's personal workspace.
 
 use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
@@ -13,6 +14,41 @@ fn user_path(name: &str) -> String {
 
 pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> {
     match command {
+        UsersCommand::Create {
+            name,
+            admin,
+            output,
+        } => {
+            let created: wire::UserCreated =
+                client.post("/api/v1/users", &wire::UserInput { name, admin })?;
+            output::secret_once(
+                output.output,
+                &created,
+                &format!(
+                    "Created user {} with workspace {}. Their API token is shown only now:",
+                    created.user.name, created.user.personal_workspace
+                ),
+                created.token.expose(),
+            )
+        }
+        UsersCommand::List { output } => {
+            let list: wire::UserList = client.get("/api/v1/users")?;
+            output::list(
+                output.output,
+                &list,
+                &list.users,
+                &["NAME", "ADMIN", "WORKSPACE", "CREATED", "STATUS"],
+                |user| {
+                    vec![
+                        user.name.clone(),
+                        user.admin.to_string(),
+                        user.personal_workspace.clone(),
+                        user.created_at.clone(),
+                        if user.disabled { "disabled" } else { "active" }.to_owned(),
+                    ]
+                },
+            )
+        }
         UsersCommand::Disable { name, output } => {
             let disabled: wire::UserDisabled = client.post(
                 &format!("{}/disable", user_path(&name)),
@@ -39,14 +75,12 @@ pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> 
                 &format!("{}/enable", user_path(&name)),
                 &serde_json::json!({}),
             )?;
-            if output.output == OutputFormat::Json {
-                return output::json(&enabled);
-            }
-            eprintln!(
-                "Enabled user {name}; their old tokens stay revoked. Their new API token is shown only now:"
-            );
-            println!("{}", enabled.token.expose());
-            Ok(())
+            output::secret_once(
+                output.output,
+                &enabled,
+                &format!("Enabled user {name}; their old tokens stay revoked. Their new API token is shown only now:"),
+                enabled.token.expose(),
+            )
         }
         UsersCommand::Delete { name, yes, output } => {
             let path = format!("{}?confirm={yes}", user_path(&name));
@@ -63,9 +97,6 @@ pub(super) fn run(client: &Client, command: UsersCommand) -> anyhow::Result<()> 
                 deleted.deleted_roles
             );
             Ok(())
-        }
-        UsersCommand::Create { .. } | UsersCommand::List { .. } => {
-            unreachable!("create and list are handled in commands.rs")
         }
     }
 }

@@ -13,11 +13,11 @@ use axum::response::Response;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::crypto::MasterKeys;
-use crate::domain::identity::truncate;
 use crate::domain::Error;
 use crate::http::ApiState;
 use crate::service::oidc::sign_in::{self, Callback, Client, SignInError};
 use crate::service::App;
+use crate::text::echo;
 
 use super::forms::FormFields;
 use super::guard::{over_tls, problem, Visit};
@@ -168,13 +168,13 @@ fn returned(
     if let Some(error) = fields.get("error") {
         let description = fields
             .get("error_description")
-            .map(|text| format!(" ({})", truncate(text)))
+            .map(|text| format!(" ({})", echo(text)))
             .unwrap_or_default();
         return Err((
             "provider_error",
             format!(
                 "the identity provider answered `{}`{description}",
-                truncate(error)
+                echo(error)
             ),
         ));
     }

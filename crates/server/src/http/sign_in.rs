@@ -13,9 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use url::{Host, Url};
 
 use crate::clock::format_timestamp;
-use crate::domain::identity::truncate;
 use crate::domain::Error;
 use crate::service::oidc::sign_in::{self, Callback, Client, SignInError};
+use crate::text::echo;
 
 use super::error::{error_response, ApiError, ApiJson};
 use super::ApiState;
@@ -28,7 +28,7 @@ const MAX_VALUE_CHARS: usize = 256;
 fn loopback_redirect(redirect_uri: &str) -> Result<(), Error> {
     let refused = |message: String| Err(Error::invalid("invalid_redirect_uri", message));
     let Ok(url) = Url::parse(redirect_uri) else {
-        return refused(format!("`{}` is not a URL", truncate(redirect_uri)));
+        return refused(format!("`{}` is not a URL", echo(redirect_uri)));
     };
     let loopback = match url.host() {
         Some(Host::Ipv4(address)) => address.is_loopback(),

@@ -12,10 +12,17 @@
 //! for a private registry must not open AWS's `fd00:ec2::254`, and Azure's wireserver
 //! `168.63.129.16` is a public address that no range rule catches. Only an allow entry
 //! naming exactly that one address (`168.63.129.16/32`) opens it.
+//!
+//! [`Policy`] applies the rules, with the operator's settings, to a URL before anything
+//! is sent: its IP literal or metadata host name, and its scheme (https, or plain http
+//! for a listed `host:port`). The client, its resolver and its redirect policy share it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
+use url::{Host, Url};
+
+use super::OutboundError;
 
 /// The rules, as named in error messages ("{rule} addresses are not allowed").
 pub mod rule {
@@ -285,6 +292,67 @@ fn prefix_matches_v4(bits: u32, network: u32, length: u8) -> bool {
 fn prefix_matches_v6(bits: u128, network: u128, length: u8) -> bool {
     let mask = u128::MAX.checked_shl(128 - u32::from(length)).unwrap_or(0);
     bits & mask == network & mask
+}
+
+/// What the checks need, shared by the client, its resolver and its redirect policy.
+pub(super) struct Policy {
+    pub(super) allow_networks: Vec<IpNet>,
+    /// Lower-case `host:port`, IPv6 hosts in brackets (as `Url::host_str` gives them).
+    pub(super) http_registries: Vec<String>,
+}
+
+impl Policy {
+    pub(super) fn forbidden_rule(&self, address: IpAddr) -> Option<&'static str> {
+        forbidden_rule(address, &self.allow_networks)
+    }
+
+    pub(super) fn check_url(&self, url: &Url) -> Result<(), OutboundError> {
+        let (Some(host), Some(host_text)) = (url.host(), url.host_str()) else {
+            return Err(OutboundError::Other("the URL has no host".to_owned()));
+        };
+        // Destination before scheme: `http://169.254.169.254/` is refused for where it
+        // goes, which is the more useful thing to tell.
+        let address = match host {
+            Host::Ipv4(address) => Some(IpAddr::V4(address)),
+            Host::Ipv6(address) => Some(IpAddr::V6(address)),
+            // Metadata names are refused as names, since inside the cloud they resolve
+            // to the metadata service; other names are judged by what they resolve to,
+            // in the resolver.
+            Host::Domain(name) if is_metadata_host(name) => {
+                return Err(OutboundError::DestinationForbidden {
+                    host: host_text.to_owned(),
+                    address: None,
+                    rule: rule::METADATA,
+                })
+            }
+            Host::Domain(_) => None,
+        };
+        if let Some(address) = address {
+            if let Some(rule) = self.forbidden_rule(address) {
+                return Err(OutboundError::DestinationForbidden {
+                    host: host_text.to_owned(),
+                    address: Some(address),
+                    rule,
+                });
+            }
+        }
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" => {
+                let port = url.port_or_known_default().unwrap_or(80);
+                let host_port = format!("{}:{port}", host_text.to_ascii_lowercase());
+                if self.http_registries.contains(&host_port) {
+                    Ok(())
+                } else {
+                    Err(OutboundError::PlainHttpForbidden { host_port })
+                }
+            }
+            other => Err(OutboundError::Other(format!(
+                "URL scheme `{other}` is not allowed: only https, and http for \
+                 REGKEEPER_OUTBOUND_HTTP_REGISTRIES"
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ impl AcrProvider {
             .form(&form)
             .send()
             .await
-            .map_err(|error| ProviderError::AzureUnreachable(super::describe(&error)))?;
+            .map_err(|error| ProviderError::AzureUnreachable(crate::outbound::describe(&error)))?;
         let status = response.status();
         let body = OutboundClient::read_capped(response, RESPONSE_LIMIT)
             .await

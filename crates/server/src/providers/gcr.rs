@@ -184,7 +184,7 @@ impl GcrProvider {
             .form(&form)
             .send()
             .await
-            .map_err(|error| ProviderError::GcpUnreachable(super::describe(&error)))?;
+            .map_err(|error| ProviderError::GcpUnreachable(crate::outbound::describe(&error)))?;
         let status = response.status();
         let body = OutboundClient::read_capped(response, RESPONSE_LIMIT)
             .await

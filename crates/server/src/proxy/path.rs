@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::domain::registry;
+use crate::text::echo;
 
 /// A repository name may be at most this long (distribution's limit, host included).
 const MAX_NAME_LENGTH: usize = 255;
@@ -162,12 +163,6 @@ impl PathError {
     }
 }
 
-/// Client input is quoted in errors only cut short, escaped, and without anything
-/// that could be a password or token (user info, a query, percent-encoded or not).
-fn echo(input: &str) -> String {
-    crate::text::echo(input, 100)
-}
-
 /// Parses the part of a request path after `/v2/`.
 pub fn parse(path: &str) -> Result<ProxyPath, PathError> {
     let segments: Vec<&str> = path.split('/').collect();
@@ -285,6 +280,16 @@ mod tests {
 
     /// Issue 12 item 19: a path holding user info, or a query smuggled in
     /// percent-encoded, is refused without quoting the secret.
+    /// Issue 14: a quoted path segment goes through `text::echo`, so a newline or an
+    /// ANSI escape in it arrives escaped.
+    #[test]
+    fn quoted_segments_have_control_characters_escaped() {
+        assert_eq!(
+            parse("registry.example.com/app/manifests/v1\n\u{1b}[31m"),
+            Err(PathError::TagInvalid("v1\\n\\u{1b}[31m".into()))
+        );
+    }
+
     #[test]
     fn secrets_in_a_path_are_never_quoted() {
         let secret = "hunter2-s3cret";

@@ -31,12 +31,12 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::audit::Outcome;
-use crate::domain::identity::truncate;
 use crate::domain::policy::{role_reference, REFERENCE_SCHEME};
 use crate::domain::trust::Trust;
 use crate::domain::{Error, Result};
 use crate::metrics::OutcomeLabels;
 use crate::store::{ApiTokenRow, TokenOwner, TrustRow};
+use crate::text::echo;
 
 use super::identity::{hash_token, TOKEN_PREFIX};
 use super::trusts::parse_claims;
@@ -87,8 +87,17 @@ struct Claimed {
     subject: String,
 }
 
+/// How many characters of an issuer or subject a label keeps: labels are stored (audit
+/// actors, token names), so this stays what it was when the first ones were written.
+const LABEL_LIMIT: usize = 64;
+
+/// A label kept for good: printable, without secrets, at most [`LABEL_LIMIT`] characters.
+pub(crate) fn label(text: &str) -> String {
+    crate::text::echo_within(text, LABEL_LIMIT)
+}
+
 pub(crate) fn principal_label(issuer: &str, subject: &str) -> String {
-    format!("oidc:{}#{}", truncate(issuer), truncate(subject))
+    format!("oidc:{}#{}", label(issuer), label(subject))
 }
 
 fn reject(check: impl Into<String>) -> ExchangeError {
@@ -114,7 +123,7 @@ fn parse_role_reference(reference: &str) -> Result<(String, String)> {
                 "invalid_role_reference",
                 format!(
                     "`{}` is not a role reference: use rk:WORKSPACE:role/NAME",
-                    truncate(reference)
+                    echo(reference)
                 ),
             )
         })
@@ -176,7 +185,7 @@ pub(crate) fn parse(
         .ok_or_else(|| {
             reject(format!(
                 "algorithm `{}` is not accepted (RS256/384/512, PS256/384/512, ES256/384 or EdDSA)",
-                truncate(&named)
+                echo(&named)
             ))
         });
     Ok((header, payload, algorithm))
@@ -294,7 +303,7 @@ pub async fn exchange(
                     serde_json::json!({ "error": error.code(), "verified": false }),
                 ),
             };
-            let mut record = app.record(None, "oidc.exchange").target(truncate(role_ref));
+            let mut record = app.record(None, "oidc.exchange").target(label(role_ref));
             record.actor = claimed.as_ref().map_or_else(
                 || "oidc:unknown".to_owned(),
                 |claimed: &Claimed| principal_label(&claimed.issuer, &claimed.subject),
@@ -449,7 +458,7 @@ async fn issue(
     let row = ApiTokenRow {
         id: new_id(),
         owner: TokenOwner::Role(role.id.clone()),
-        name: truncate(&format!("oidc {principal}")),
+        name: label(&format!("oidc {principal}")),
         token_hash: hash,
         display_prefix: token.expose_secret().chars().take(9).collect(),
         created_at: now,

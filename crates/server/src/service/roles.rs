@@ -12,12 +12,13 @@ use secrecy::SecretString;
 use std::sync::LazyLock;
 
 use crate::audit::AuditRecord;
-use crate::domain::identity::{parse_workspace_name, truncate, Principal, Role};
+use crate::domain::identity::{parse_workspace_name, Principal, Role};
 use crate::domain::policy::{
     credential_reference, Action, CredentialFacts, CredentialRef, Decision, Policy,
 };
 use crate::domain::{Error, Result};
 use crate::store::{ApiTokenRow, RoleRow, TokenOwner};
+use crate::text::echo;
 
 use super::access::require;
 use super::identity::{generate_token, token_expiry, token_row};
@@ -35,7 +36,7 @@ fn validate_role_name(name: &str) -> Result<()> {
             "invalid_role_name",
             format!(
                 "invalid role name `{}`: use 1-100 letters, digits, `_` or `-`",
-                truncate(name)
+                echo(name)
             ),
         ))
     }
@@ -81,7 +82,7 @@ async fn authorised_policy(
             if !principal.admin {
                 return Err(Error::Forbidden(format!(
                     "the workspace pattern `{}` can grant into workspaces other than {home}: only a site administrator may write it; name each workspace instead",
-                    truncate(pattern)
+                    echo(pattern)
                 )));
             }
             continue;

@@ -25,6 +25,7 @@ use crate::sync::{server_address, Delivery, SyncError};
 use crate::tokens::backoff;
 
 use super::access::require;
+use super::lease_worker::{self, Claim, LeaseWork};
 use super::App;
 
 const SIGNING_KEY_PURPOSE: &str = crate::store::SealedKind::SyncSigningKey.purpose();
@@ -288,32 +289,37 @@ pub struct CycleReport {
 
 /// One pass of the worker: lease the due targets and push them, a few at a time.
 pub async fn sync_cycle(app: &Arc<App>, owner: &str) -> Result<CycleReport> {
-    let now = app.now();
-    let due = app
-        .store
-        .claim_due_sync_targets(now, owner, now + LEASE_MS, CYCLE_BATCH)
-        .await?;
-    let mut report = CycleReport {
-        leased: due.len(),
-        ..CycleReport::default()
-    };
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-    let mut tasks = tokio::task::JoinSet::new();
-    for target in due {
-        let app = Arc::clone(app);
-        let owner = owner.to_owned();
-        let permit = Arc::clone(&semaphore)
-            .acquire_owned()
+    lease_worker::cycle::<Pusher>(app, owner).await
+}
+
+/// The pusher as a lease worker (`lease_worker::run` runs it).
+pub struct Pusher;
+
+impl LeaseWork for Pusher {
+    type Row = SyncTarget;
+    type Outcome = SyncTarget;
+    type Report = CycleReport;
+    const LEASE_MS: i64 = LEASE_MS;
+    const BATCH: i64 = CYCLE_BATCH;
+    const CONCURRENCY: usize = CONCURRENCY;
+
+    async fn claim(app: &App, claim: Claim<'_>) -> Result<Vec<SyncTarget>> {
+        let Claim { now, owner, .. } = claim;
+        app.store
+            .claim_due_sync_targets(now, owner, claim.until, claim.batch)
             .await
-            .expect("semaphore open");
-        tasks.spawn(async move {
-            let result = push(&app, target, &owner, None).await;
-            drop(permit);
-            result
-        });
     }
-    while let Some(result) = tasks.join_next().await {
-        match result.map_err(Error::internal)? {
+
+    async fn work(app: Arc<App>, target: SyncTarget, owner: String) -> Result<SyncTarget> {
+        push(&app, target, &owner, None).await
+    }
+
+    fn leased(report: &mut CycleReport, count: usize) {
+        report.leased = count;
+    }
+
+    fn tally(report: &mut CycleReport, outcome: Result<SyncTarget>) {
+        match outcome {
             Ok(target) if target.status == SyncStatus::Ok => report.pushed += 1,
             Ok(_) => report.failed += 1,
             Err(error) => {
@@ -326,7 +332,19 @@ pub async fn sync_cycle(app: &Arc<App>, owner: &str) -> Result<CycleReport> {
             }
         }
     }
-    Ok(report)
+
+    fn log(pass: &Result<CycleReport>) {
+        match pass {
+            Ok(report) if report.leased > 0 => tracing::info!(
+                leased = report.leased,
+                pushed = report.pushed,
+                failed = report.failed,
+                "sync.cycle"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error.code = error.code(), "sync.cycle_failed"),
+        }
+    }
 }
 
 /// What one attempt delivered, or why it failed (a code and a message safe to show).

@@ -15,6 +15,7 @@ use crate::store::StoredToken;
 use crate::tokens::{backoff, jittered_refresh_at, MINIMUM_REMAINING_MS};
 
 use super::credentials::open_secret;
+use super::lease_worker::{self, Claim, LeaseWork};
 use super::App;
 
 const TOKEN_PURPOSE: &str = "registry-token";
@@ -438,43 +439,58 @@ fn provider_of(identity: &str) -> &'static str {
 /// One pass of the background refresher: lease the tokens that are due, refresh them
 /// with bounded concurrency, and record each result (with backoff on failure).
 pub async fn refresh_cycle(app: &Arc<App>, owner: &str) -> Result<CycleReport> {
-    let now = app.now();
-    let due = app
-        .store
-        .claim_due_tokens(now, owner, now + LEASE_MS, CYCLE_BATCH)
-        .await?;
-    let mut report = CycleReport {
-        leased: due.len(),
-        ..CycleReport::default()
-    };
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-    let mut tasks = tokio::task::JoinSet::new();
-    for token in due {
-        let provider = provider_of(&token.identity);
-        if !app.provider_rate_limit.try_acquire(provider, now) {
-            // Over this provider's rate: give the lease back and try again shortly.
-            let deferred = StoredToken {
-                next_attempt_at: now + RATE_LIMITED_RETRY_MS,
-                ..token
-            };
-            app.store.finish_registry_token(&deferred, owner).await?;
-            report.deferred += 1;
-            continue;
-        }
-        let app = Arc::clone(app);
-        let owner = owner.to_owned();
-        let permit = Arc::clone(&semaphore)
-            .acquire_owned()
+    lease_worker::cycle::<Refresher>(app, owner).await
+}
+
+/// The refresher as a lease worker (`lease_worker::run` runs it).
+pub struct Refresher;
+
+impl LeaseWork for Refresher {
+    type Row = StoredToken;
+    type Outcome = Refreshed;
+    type Report = CycleReport;
+    const LEASE_MS: i64 = LEASE_MS;
+    const BATCH: i64 = CYCLE_BATCH;
+    const CONCURRENCY: usize = CONCURRENCY;
+
+    async fn claim(app: &App, claim: Claim<'_>) -> Result<Vec<StoredToken>> {
+        let Claim { now, owner, .. } = claim;
+        app.store
+            .claim_due_tokens(now, owner, claim.until, claim.batch)
             .await
-            .expect("semaphore open");
-        tasks.spawn(async move {
-            let result = refresh_one(&app, token, &owner).await;
-            drop(permit);
-            result
-        });
     }
-    while let Some(result) = tasks.join_next().await {
-        match result.map_err(Error::internal)? {
+
+    async fn admit(
+        app: &App,
+        token: StoredToken,
+        owner: &str,
+        now: Timestamp,
+        report: &mut CycleReport,
+    ) -> Result<Option<StoredToken>> {
+        let provider = provider_of(&token.identity);
+        if app.provider_rate_limit.try_acquire(provider, now) {
+            return Ok(Some(token));
+        }
+        // Over this provider's rate: give the lease back and try again shortly.
+        let deferred = StoredToken {
+            next_attempt_at: now + RATE_LIMITED_RETRY_MS,
+            ..token
+        };
+        app.store.finish_registry_token(&deferred, owner).await?;
+        report.deferred += 1;
+        Ok(None)
+    }
+
+    async fn work(app: Arc<App>, token: StoredToken, owner: String) -> Result<Refreshed> {
+        refresh_one(&app, token, &owner).await
+    }
+
+    fn leased(report: &mut CycleReport, count: usize) {
+        report.leased = count;
+    }
+
+    fn tally(report: &mut CycleReport, outcome: Result<Refreshed>) {
+        match outcome {
             Ok(Refreshed::Yes) => report.refreshed += 1,
             Ok(Refreshed::Failed) => report.failed += 1,
             Ok(Refreshed::Dropped) => report.dropped += 1,
@@ -488,10 +504,23 @@ pub async fn refresh_cycle(app: &Arc<App>, owner: &str) -> Result<CycleReport> {
             }
         }
     }
-    Ok(report)
+
+    fn log(pass: &Result<CycleReport>) {
+        match pass {
+            Ok(report) if report.leased > 0 => tracing::info!(
+                leased = report.leased,
+                refreshed = report.refreshed,
+                failed = report.failed,
+                dropped = report.dropped,
+                "token.refresh_cycle"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error.code = error.code(), "token.refresh_cycle_failed"),
+        }
+    }
 }
 
-enum Refreshed {
+pub enum Refreshed {
     Yes,
     Failed,
     Dropped,

@@ -5,7 +5,7 @@ use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
 use serde_json::json;
 
-use super::support::TestServer;
+use super::support::{status, TestServer};
 
 const ROLES: [&str; 5] = ["owner", "admin", "maintain", "launch", "view"];
 const RANK: [(&str, u8); 5] = [
@@ -18,15 +18,6 @@ const RANK: [(&str, u8); 5] = [
 
 fn rank(role: &str) -> u8 {
     RANK.iter().find(|(name, _)| *name == role).unwrap().1
-}
-
-fn status<T>(result: Result<T, regkeeper_client::ClientError>) -> u16 {
-    match result {
-        Ok(_) => 200,
-        Err(error) => error
-            .status()
-            .unwrap_or_else(|| panic!("transport error: {error}")),
-    }
 }
 
 fn credential_input(name: &str) -> wire::CredentialInput {

@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::peers::process::available;
 use super::peers::registry::Registry;
-use super::support::{ok, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{ok, poll_until, ServerOptions, TestServer, ADMIN_TOKEN};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const NODE: &str = "/usr/bin/node";
@@ -110,18 +110,14 @@ fn console_in_a_real_browser() {
         .spawn()
         .expect("node starts");
     // Waiting on the process's exit; the script's own steps wait on the pages.
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("node's status") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = poll_until(SCRIPT_TIMEOUT, Duration::from_millis(200), || {
+        child.try_wait().expect("node's status")
+    })
+    .map(|(status, _)| status);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let printed = std::fs::read_to_string(&output_path).unwrap_or_default();
     let log = server.log();
     assert!(

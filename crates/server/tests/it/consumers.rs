@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::peers::moto::{self, Moto};
 use super::peers::registry::{Registry, SkopeoAuth, SKOPEO_BINARY};
 use super::registry_logins::moto_ecr_login;
-use super::support::{add, ok, run_cli, stderr, stdout, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{add, ok, run_cli, server_for, stderr, stdout, TestServer, ADMIN_TOKEN};
 
 mod trust;
 
@@ -38,28 +38,6 @@ pub(super) fn sibling(name: &str) -> PathBuf {
 }
 
 /// A server that may reach the loopback registry and trusts its test CA.
-fn server_for(registry: &Registry, extra: &[(&str, &str)]) -> TestServer {
-    let mut environment = vec![
-        (
-            "REGKEEPER_OUTBOUND_ALLOW_NETWORKS".to_owned(),
-            "127.0.0.0/8".to_owned(),
-        ),
-        (
-            "REGKEEPER_OUTBOUND_CA_FILE".to_owned(),
-            registry.ca_file().display().to_string(),
-        ),
-    ];
-    environment.extend(
-        extra
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
-    );
-    TestServer::start_with(ServerOptions {
-        environment,
-        ..ServerOptions::default()
-    })
-}
-
 /// Runs `program` with only PATH, a throwaway HOME and `environment`, feeding `stdin`.
 pub(super) fn run(
     program: &Path,

@@ -5,14 +5,9 @@
 //! them: the client-credentials grant with its AADSTS errors, the exchange of an Azure
 //! AD token for an ACR refresh token, and the Bearer login with user
 //! `00000000-0000-0000-0000-000000000000` and that refresh token as its password.
-//!
-//! Also [`FakeServer`], which the other `fake_*` servers share: an axum router on
-//! 127.0.0.1:0 in a thread of its own, over TLS from the test CA when asked.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use base64::Engine;
 
+use super::peers::http_server::HttpServer;
 use super::peers::tls::TestCa;
+use super::support::unix_now;
 
 /// The one tenant the fake knows.
 pub const TENANT: &str = "5f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e";
@@ -35,13 +32,6 @@ pub const REFRESH_TOKEN_USERNAME: &str = "00000000-0000-0000-0000-000000000000";
 /// ACR's usual three, so a test can tell the `exp` claim was read.
 pub const REFRESH_TOKEN_SECONDS: u64 = 2 * 3600;
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 /// A token that looks like a JWT (Azure's are), with `claims` readable and a signature
 /// that is not one: nothing here checks it, and regkeeper must not either.
 pub fn jwt_shaped(claims: &serde_json::Value) -> String {
@@ -54,135 +44,6 @@ pub fn jwt_shaped(claims: &serde_json::Value) -> String {
         encode(claims),
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
     )
-}
-
-/// An axum router served on 127.0.0.1 from its own thread and runtime (so sync and
-/// async tests alike can use it), stopped on drop.
-pub struct FakeServer {
-    address: SocketAddr,
-    tls: bool,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl FakeServer {
-    /// Binds first, so `router` can be built knowing the address, and connections
-    /// queue until the thread accepts them: no readiness wait is needed.
-    pub fn start(ca: Option<&TestCa>, router: impl FnOnce(SocketAddr) -> Router) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let address = listener.local_addr().expect("local address");
-        let router = router(address);
-        let acceptor =
-            ca.map(|ca| tokio_rustls::TlsAcceptor::from(Arc::new(ca.rustls_server_config())));
-        let tls = acceptor.is_some();
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                let serve = async move {
-                    let result = match acceptor {
-                        Some(acceptor) => {
-                            axum::serve(TlsListener::new(listener, acceptor), router).await
-                        }
-                        None => axum::serve(listener, router).await,
-                    };
-                    result.expect("fake server serves");
-                };
-                tokio::select! {
-                    () = serve => {}
-                    _ = stopped => {}
-                }
-            });
-        });
-        Self {
-            address,
-            tls,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
-    }
-
-    /// `127.0.0.1:PORT`.
-    pub fn host_port(&self) -> String {
-        self.address.to_string()
-    }
-
-    /// `http://127.0.0.1:PORT` or `https://…`.
-    pub fn url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}", self.address)
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// `axum::serve` over TLS; each handshake runs in its own task, so a client that never
-/// finishes one holds up no other.
-struct TlsListener {
-    accepted: tokio::sync::mpsc::Receiver<(
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        SocketAddr,
-    )>,
-    local_address: SocketAddr,
-}
-
-impl TlsListener {
-    fn new(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> Self {
-        let local_address = listener.local_addr().expect("local address");
-        let (sender, accepted) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let sender = sender.clone();
-                tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
-                    if let Ok(Ok(stream)) = handshake.await {
-                        let _ = sender.send((stream, peer)).await;
-                    }
-                });
-            }
-        });
-        Self {
-            accepted,
-            local_address,
-        }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(accepted) => accepted,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local_address)
-    }
 }
 
 fn form(body: &str) -> HashMap<String, String> {
@@ -209,7 +70,7 @@ struct AzureAdState {
 /// Azure AD's `{authority}/{tenant}/oauth2/v2.0/token`, over plain http on loopback
 /// (regkeeper accepts http for a 127.0.0.1 authority, for this fake's sake).
 pub struct FakeAzureAd {
-    server: FakeServer,
+    server: HttpServer,
     state: Arc<AzureAdState>,
 }
 
@@ -217,7 +78,7 @@ impl FakeAzureAd {
     pub fn start() -> Self {
         let state = Arc::new(AzureAdState::default());
         let router_state = Arc::clone(&state);
-        let server = FakeServer::start(None, move |_| {
+        let server = HttpServer::start(None, move |_| {
             Router::new()
                 .route(
                     "/{tenant}/oauth2/v2.0/token",
@@ -417,7 +278,7 @@ fn unauthorized(message: &str) -> Response {
 /// The token side of an Azure container registry, over TLS from a test CA: exchange,
 /// token service, and a `/v2/` that wants its Bearer tokens. It serves no images.
 pub struct FakeAcr {
-    server: FakeServer,
+    server: HttpServer,
     state: Arc<AcrState>,
     ca: TestCa,
 }
@@ -428,7 +289,7 @@ impl FakeAcr {
         let ca = TestCa::generate();
         let azure_ad = Arc::clone(&azure_ad.state);
         let mut shared = None;
-        let server = FakeServer::start(Some(&ca), |address| {
+        let server = HttpServer::start(Some(&ca), |address| {
             let state = Arc::new(AcrState {
                 azure_ad,
                 host_port: address.to_string(),

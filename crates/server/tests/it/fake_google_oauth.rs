@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use base64::Engine;
 
-use super::fake_azure_ad::{unix_now, FakeServer};
+use super::peers::http_server::HttpServer;
+use super::support::unix_now;
 
 /// The service account the fake knows.
 pub const CLIENT_EMAIL: &str = "puller@regkeeper-test.iam.gserviceaccount.com";
@@ -95,7 +96,7 @@ struct GoogleState {
 /// `POST /token` on plain http at 127.0.0.1 (regkeeper accepts http for a loopback
 /// `REGKEEPER_GOOGLE_TOKEN_URL`, for this fake's sake).
 pub struct FakeGoogleOAuth {
-    server: FakeServer,
+    server: HttpServer,
     state: Arc<GoogleState>,
 }
 
@@ -105,7 +106,7 @@ impl FakeGoogleOAuth {
             jsonwebtoken::DecodingKey::from_rsa_pem(registered_key().public_pem.as_bytes())
                 .expect("public key");
         let mut shared = None;
-        let server = FakeServer::start(None, |address| {
+        let server = HttpServer::start(None, |address| {
             let state = Arc::new(GoogleState {
                 token_url: format!("http://{address}/token"),
                 decoding_key,

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine;
 
-use super::fake_azure_ad::FakeServer;
+use super::peers::http_server::HttpServer;
 use super::peers::tls::TestCa;
 
 pub const TOKEN: &str = "fake-kubernetes-service-account-token";
@@ -65,7 +65,7 @@ type Shared = Arc<Mutex<Cluster>>;
 
 pub struct FakeKubernetesApi {
     /// Serves until dropped.
-    _server: FakeServer,
+    _server: HttpServer,
     cluster: Shared,
     kubeconfig: tempfile::NamedTempFile,
 }
@@ -79,7 +79,7 @@ impl FakeKubernetesApi {
             ..Cluster::default()
         }));
         let state = Arc::clone(&cluster);
-        let server = FakeServer::start(Some(ca), move |_| {
+        let server = HttpServer::start(Some(ca), move |_| {
             Router::new()
                 .route("/api/v1/namespaces/{namespace}/secrets", post(create))
                 .route(

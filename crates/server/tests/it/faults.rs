@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::peers::faulty_upstream::{refusing_host_port, Fault, FaultyUpstream};
-use super::support::{ok, PostgresDatabase, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{eventually, ok, PostgresDatabase, ServerOptions, TestServer, ADMIN_TOKEN};
 
 mod aws_throttling;
 mod database_refusing;
@@ -216,11 +216,12 @@ fn killed_during_writes(database_url: Option<String>) {
             })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acknowledged.lock().unwrap().len() < 60 {
-        assert!(Instant::now() < deadline, "writes too slow");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(5),
+        "60 acknowledged writes",
+        || acknowledged.lock().unwrap().len() >= 60,
+    );
     // `TestServer`'s drop is `Child::kill`: SIGKILL, no shutdown of any kind.
     drop(server);
     for writer in writers {

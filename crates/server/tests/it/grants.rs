@@ -10,7 +10,8 @@ use super::support::{ok, stderr, TestServer, ADMIN_TOKEN};
 
 // The shared set-up of the access tests, kept in `roles` where it was first written;
 // re-exported here so the later access tests import every helper from one place.
-pub use super::roles::{credential, status, workspace};
+pub use super::roles::{credential, workspace};
+pub use super::support::status;
 
 /// Creates a user and returns their API token.
 pub fn user(admin: &Client, name: &str) -> String {

@@ -10,6 +10,7 @@
 pub mod aws_relay;
 pub mod blob_store;
 pub mod faulty_upstream;
+pub mod http_server;
 pub mod identity_provider;
 pub mod image;
 pub mod moto;

@@ -8,31 +8,11 @@ use regkeeper_wire as wire;
 use super::peers::moto::{self, Moto};
 use super::peers::registry::{Registry, SkopeoAuth};
 use super::peers::token_issuer::{TokenIssuer, PULLER, PULLER_PASSWORD, PUSHER, PUSHER_PASSWORD};
-use super::support::{add, ok, resolve, run_cli, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{
+    add, ok, resolve, run_cli, server_for, stderr, ServerOptions, TestServer, ADMIN_TOKEN,
+};
 
 /// A server allowed to reach the loopback registry and trusting its test CA.
-fn server_for(registry: &Registry, extra: &[(&str, &str)]) -> TestServer {
-    let mut environment = vec![
-        (
-            "REGKEEPER_OUTBOUND_ALLOW_NETWORKS".to_owned(),
-            "127.0.0.0/8".to_owned(),
-        ),
-        (
-            "REGKEEPER_OUTBOUND_CA_FILE".to_owned(),
-            registry.ca_file().display().to_string(),
-        ),
-    ];
-    environment.extend(
-        extra
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
-    );
-    TestServer::start_with(ServerOptions {
-        environment,
-        ..ServerOptions::default()
-    })
-}
-
 /// The user name and password in moto's ECR token, for a registry to accept.
 pub(super) fn moto_ecr_login(moto: &Moto) -> (String, String) {
     let (status, body) = moto.call_json_api(

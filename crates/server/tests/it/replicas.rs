@@ -12,7 +12,7 @@ use regkeeper_client::{segment, Client, ClientError};
 use regkeeper_wire as wire;
 
 use super::peers::moto::{self, Moto};
-use super::support::{PostgresDatabase, ServerOptions, TestServer};
+use super::support::{eventually, status, PostgresDatabase, ServerOptions, TestServer};
 
 const WORKSPACE: &str = "acme/shared";
 /// How soon another replica must notice a change: the notification's bound, a fifth of
@@ -116,15 +116,6 @@ impl Replicas {
     }
 }
 
-fn status<T>(result: Result<T, ClientError>) -> u16 {
-    match result {
-        Ok(_) => 200,
-        Err(error) => error
-            .status()
-            .unwrap_or_else(|| panic!("transport error: {error}")),
-    }
-}
-
 fn me(client: &Client) -> u16 {
     status(client.get::<wire::Me>("/api/v1/me"))
 }
@@ -176,21 +167,9 @@ fn member(replicas: &Replicas, name: &str, role: &str) -> String {
     created.token.expose().to_owned()
 }
 
-/// Polls every 10 ms until `done`, and returns how long that took; fails after `limit`.
-#[track_caller]
-fn within(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    loop {
-        if done() {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{what}: still not seen after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+/// How often a test looks again for what another replica should have seen: often, so
+/// the time measured is close to when it happened.
+const POLL: Duration = Duration::from_millis(10);
 
 fn shared_workspace(replicas: &Replicas) {
     let _: wire::Workspace = replicas
@@ -238,7 +217,7 @@ fn a_change_on_one_replica_reaches_the_others_within_a_second() {
         .unwrap();
     for replica in [1, 2] {
         let client = replicas.client(replica, &token);
-        within(NOTIFIED_WITHIN, "revoked token refused", || {
+        eventually(NOTIFIED_WITHIN, POLL, "revoked token refused", || {
             me(&client) == 401
         });
     }
@@ -271,7 +250,7 @@ fn a_change_on_one_replica_reaches_the_others_within_a_second() {
         .unwrap();
     for replica in [1, 2] {
         let client = replicas.client(replica, &bob);
-        within(NOTIFIED_WITHIN, "removed member refused", || {
+        eventually(NOTIFIED_WITHIN, POLL, "removed member refused", || {
             status(resolve(&client, "app.example.com/team/app:1")) == 404
         });
     }
@@ -335,7 +314,7 @@ fn a_change_on_one_replica_reaches_the_others_within_a_second() {
         .unwrap();
     for replica in [1, 2] {
         let client = replicas.client(replica, &role_token);
-        within(NOTIFIED_WITHIN, "narrowed policy applied", || {
+        eventually(NOTIFIED_WITHIN, POLL, "narrowed policy applied", || {
             status(resolve(&client, "app.example.com/team/app:1")) == 404
         });
     }
@@ -355,9 +334,12 @@ fn a_change_on_one_replica_reaches_the_others_within_a_second() {
         .unwrap();
     for replica in [1, 2] {
         let client = replicas.client(replica, &role_token);
-        within(NOTIFIED_WITHIN, "deleted role's token refused", || {
-            me(&client) == 401
-        });
+        eventually(
+            NOTIFIED_WITHIN,
+            POLL,
+            "deleted role's token refused",
+            || me(&client) == 401,
+        );
     }
     assert!(deleted_at.elapsed() < NOTIFIED_WITHIN);
 
@@ -377,7 +359,7 @@ fn a_change_on_one_replica_reaches_the_others_within_a_second() {
         .unwrap();
     for replica in [1, 2] {
         let client = replicas.admin(replica);
-        within(NOTIFIED_WITHIN, "deleted credential gone", || {
+        eventually(NOTIFIED_WITHIN, POLL, "deleted credential gone", || {
             status(resolve(&client, "doomed.example.com/app:1")) == 404
         });
     }
@@ -392,7 +374,7 @@ fn a_change_on_one_replica_reaches_the_others_within_a_second() {
     let created_at = Instant::now();
     add_docker_credential(&replicas.admin(0), "late", "late.example.com");
     let client = replicas.admin(1);
-    within(NOTIFIED_WITHIN, "new credential found", || {
+    eventually(NOTIFIED_WITHIN, POLL, "new credential found", || {
         resolve(&client, "late.example.com/app:1").is_ok()
     });
     assert!(created_at.elapsed() < NOTIFIED_WITHIN);
@@ -412,11 +394,16 @@ fn the_listener_reconnects_after_its_connection_is_killed() {
     );
     assert_eq!(killed, 2, "one listening connection per replica");
     for server in &replicas.servers {
-        within(Duration::from_secs(10), "listener reconnected", || {
-            let log = server.log();
-            log.contains("cache.listener_lost")
-                && log.matches("cache.listener_connected").count() >= 2
-        });
+        eventually(
+            Duration::from_secs(10),
+            POLL,
+            "listener reconnected",
+            || {
+                let log = server.log();
+                log.contains("cache.listener_lost")
+                    && log.matches("cache.listener_connected").count() >= 2
+            },
+        );
     }
     // Notifications flow again.
     assert_eq!(me(&replicas.client(1, &alice)), 200);
@@ -427,7 +414,7 @@ fn the_listener_reconnects_after_its_connection_is_killed() {
         .delete(&format!("/api/v1/tokens/{}", tokens.tokens[0].id))
         .unwrap();
     let client = replicas.client(1, &alice);
-    within(NOTIFIED_WITHIN, "revoked token refused", || {
+    eventually(NOTIFIED_WITHIN, POLL, "revoked token refused", || {
         me(&client) == 401
     });
     assert!(revoked_at.elapsed() < NOTIFIED_WITHIN);
@@ -454,8 +441,9 @@ fn without_notifications_the_cache_lifetime_bounds_staleness() {
     assert_eq!(me(&replicas.client(0, &alice)), 401);
     assert_eq!(me(&client), 200, "B answers from its cache");
     // ...until the entry's 5 s are up.
-    within(
+    eventually(
         CACHE_TTL + Duration::from_secs(2),
+        POLL,
         "revoked token refused",
         || me(&client) == 401,
     );
@@ -556,8 +544,9 @@ fn a_dead_replicas_refresh_lease_holds_the_token_up_only_until_it_runs_out() {
     );
     // The survivors' refreshers (every 5 s) leave it alone while the lease lasts, then
     // one of them refreshes it.
-    let refreshed = within(
+    let refreshed = eventually(
         LEASE_LEFT + Duration::from_secs(10),
+        POLL,
         "token refreshed",
         || replicas.integers("SELECT issued_at FROM registry_tokens") != issued,
     );
@@ -709,11 +698,11 @@ fn a_revoked_grant_and_a_disabled_user_stop_on_every_replica_within_a_second() {
         .unwrap();
     for replica in [1, 2] {
         let role = replicas.client(replica, &role_token);
-        within(NOTIFIED_WITHIN, "revoked grant refused", || {
+        eventually(NOTIFIED_WITHIN, POLL, "revoked grant refused", || {
             status(resolve(&role, "app.example.com/app:1")) == 403
         });
         let user = replicas.client(replica, &bob);
-        within(NOTIFIED_WITHIN, "disabled user refused", || {
+        eventually(NOTIFIED_WITHIN, POLL, "disabled user refused", || {
             me(&user) == 401
         });
     }
@@ -728,7 +717,7 @@ fn a_revoked_grant_and_a_disabled_user_stop_on_every_replica_within_a_second() {
         )
         .unwrap();
     let role = replicas.client(0, &role_token);
-    within(NOTIFIED_WITHIN, "renewed grant honoured", || {
+    eventually(NOTIFIED_WITHIN, POLL, "renewed grant honoured", || {
         resolve(&role, "app.example.com/app:1").is_ok()
     });
 }

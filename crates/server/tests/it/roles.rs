@@ -6,16 +6,7 @@ use regkeeper_client::{segment, Client, ClientError};
 use regkeeper_wire as wire;
 use serde_json::{json, Value};
 
-use super::support::{ok, stderr, TestServer};
-
-pub fn status<T>(result: Result<T, ClientError>) -> u16 {
-    match result {
-        Ok(_) => 200,
-        Err(error) => error
-            .status()
-            .unwrap_or_else(|| panic!("transport error: {error}")),
-    }
-}
+use super::support::{ok, status, stderr, TestServer};
 
 fn message<T: std::fmt::Debug>(result: Result<T, ClientError>) -> String {
     result.unwrap_err().to_string()

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use regkeeper_client::Client;
 use regkeeper_wire::Sensitive;
@@ -23,8 +23,87 @@ pub struct PostgresDatabase {
     pub url: String,
 }
 
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
+/// Seconds since the Unix epoch, for the `exp` and `iat` of tokens the fakes issue.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Calls `check` every `every` until it finds something, and returns that with how long
+/// it took; `None` once `limit` has passed. For waits whose timeout is not a failure
+/// (see [`eventually`] for those that are).
+pub fn poll_until<T>(
+    limit: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<(T, Duration)> {
+    let started = Instant::now();
+    loop {
+        if let Some(found) = check() {
+            return Some((found, started.elapsed()));
+        }
+        if started.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Checks `done` every `every` until it holds, and returns how long that took; fails
+/// the test, naming `what`, once `limit` has passed.
+#[track_caller]
+pub fn eventually(
+    limit: Duration,
+    every: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> Duration {
+    match poll_until(limit, every, || done().then_some(())) {
+        Some(((), took)) => took,
+        None => panic!("{what}: still not seen after {limit:?}"),
+    }
+}
+
+pub use super::peers::process::ci;
+
+/// A server that may reach `registry` (on loopback, with its own CA), with `extra`
+/// environment besides.
+pub fn server_for(
+    registry: &super::peers::registry::Registry,
+    extra: &[(&str, &str)],
+) -> TestServer {
+    let mut environment = vec![
+        (
+            "REGKEEPER_OUTBOUND_ALLOW_NETWORKS".to_owned(),
+            "127.0.0.0/8".to_owned(),
+        ),
+        (
+            "REGKEEPER_OUTBOUND_CA_FILE".to_owned(),
+            registry.ca_file().display().to_string(),
+        ),
+    ];
+    environment.extend(
+        extra
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    );
+    TestServer::start_with(ServerOptions {
+        environment,
+        ..ServerOptions::default()
+    })
+}
+
+/// The HTTP status a client call ended with (200 for success); a transport error fails
+/// the test.
+pub fn status<T>(result: Result<T, regkeeper_client::ClientError>) -> u16 {
+    match result {
+        Ok(_) => 200,
+        Err(error) => error
+            .status()
+            .unwrap_or_else(|| panic!("transport error: {error}")),
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -403,4 +482,41 @@ pub fn config_from(
         &regkeeper::config::Overrides::default(),
     )
     .expect("the test configuration loads")
+}
+
+/// The application in this process, without HTTP, for tests that drive the service
+/// layer and a manual clock themselves: its runtime, the app, and the bootstrap admin
+/// (the variables must give `REGKEEPER_BOOTSTRAP_TOKEN` = [`ADMIN_TOKEN`]).
+pub struct InProcessApp {
+    pub runtime: tokio::runtime::Runtime,
+    pub app: std::sync::Arc<regkeeper::service::App>,
+    pub admin: regkeeper::domain::identity::Principal,
+}
+
+pub fn in_process_app(
+    variables: &std::collections::HashMap<&str, String>,
+    clock: std::sync::Arc<regkeeper::clock::ManualClock>,
+) -> InProcessApp {
+    use regkeeper::service::identity;
+    let config = config_from(variables);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (app, admin) = runtime.block_on(async {
+        let app = regkeeper::serve::build_app(config, clock)
+            .await
+            .expect("the app builds");
+        identity::bootstrap(&app).await.expect("bootstrap");
+        let admin = identity::authenticate(&app, ADMIN_TOKEN)
+            .await
+            .expect("the bootstrap admin signs in");
+        (app, admin)
+    });
+    InProcessApp {
+        runtime,
+        app,
+        admin,
+    }
 }

@@ -9,21 +9,21 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::config_from;
+use crate::support::{eventually, in_process_app, InProcessApp};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use regkeeper::clock::{Clock, ManualClock};
-use regkeeper::service::{credentials, identity, sync, tokens};
+use regkeeper::service::{credentials, sync, tokens};
 use regkeeper_wire as wire;
 use sha2::Sha256;
 
-use super::fake_azure_ad::FakeServer;
 use super::fake_kubernetes_api::FakeKubernetesApi;
+use super::peers::http_server::HttpServer;
 use super::peers::moto::{self, Moto};
 use super::peers::tls::TestCa;
 use super::support::{self, ok, raw, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
@@ -44,7 +44,7 @@ struct Received {
 /// An https receiver at `/hook` that records deliveries and answers with `status`;
 /// `/moved` answers 307 to `/hook`.
 struct WebhookReceiver {
-    server: FakeServer,
+    server: HttpServer,
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
 }
@@ -54,7 +54,7 @@ impl WebhookReceiver {
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
         let (log, answer) = (Arc::clone(&received), Arc::clone(&status));
-        let server = FakeServer::start(Some(ca), move |_| {
+        let server = HttpServer::start(Some(ca), move |_| {
             axum::Router::new()
                 .route(
                     "/hook",
@@ -136,15 +136,8 @@ fn input(kind: &str) -> wire::SyncTargetInput {
     }
 }
 
-/// Polls `done` every 200 ms for up to `seconds`.
-#[track_caller]
-fn eventually(seconds: u64, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+/// How often a test looks again for what the worker delivered (some looks run the CLI).
+const POLL: Duration = Duration::from_millis(200);
 
 #[test]
 fn sync_refresh_rewrites_a_config_json_and_every_other_target() {
@@ -174,19 +167,13 @@ fn sync_refresh_rewrites_a_config_json_and_every_other_target() {
             ca.ca_file().display().to_string(),
         ),
     ]);
-    let config = config_from(&variables);
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let InProcessApp {
+        runtime,
+        app,
+        admin,
+    } = in_process_app(&variables, clock.clone());
     runtime.block_on(async {
-        let app = regkeeper::serve::build_app(config, clock.clone())
-            .await
-            .unwrap();
-        identity::bootstrap(&app).await.unwrap();
-        let admin = identity::authenticate(&app, ADMIN_TOKEN).await.unwrap();
         credentials::create(
             &app,
             &admin,
@@ -477,10 +464,15 @@ fn sync_file_targets_stay_inside_the_workspace_directory() {
     // A new password reaches the file through the worker, without anyone asking.
     let second = "canary-sync-file-b81c44";
     update_password(&server, second);
-    eventually(20, "the updated password in the file", || {
-        docker_config(&path)["auths"]["registry.example.com:5000"]["auth"]
-            == basic("robot", second).as_str()
-    });
+    eventually(
+        Duration::from_secs(20),
+        POLL,
+        "the updated password in the file",
+        || {
+            docker_config(&path)["auths"]["registry.example.com:5000"]["auth"]
+                == basic("robot", second).as_str()
+        },
+    );
 
     let targets = list_targets(&server);
     assert_eq!(targets.len(), 2);
@@ -574,16 +566,21 @@ fn sync_kubernetes_secrets_in_two_namespaces_follow_the_credential() {
     }
 
     update_password(&server, "canary-sync-kube-2");
-    eventually(20, "both Secrets replaced", || {
-        ["ci", "build"].iter().all(|namespace| {
-            cluster
-                .secret(namespace, "regkeeper-dock")
-                .is_some_and(|secret| {
-                    secret.docker_config()["auths"]["registry.example.com:5000"]["password"]
-                        == "canary-sync-kube-2"
-                })
-        })
-    });
+    eventually(
+        Duration::from_secs(20),
+        POLL,
+        "both Secrets replaced",
+        || {
+            ["ci", "build"].iter().all(|namespace| {
+                cluster
+                    .secret(namespace, "regkeeper-dock")
+                    .is_some_and(|secret| {
+                        secret.docker_config()["auths"]["registry.example.com:5000"]["password"]
+                            == "canary-sync-kube-2"
+                    })
+            })
+        },
+    );
     let methods: Vec<String> = cluster
         .calls()
         .iter()
@@ -734,11 +731,16 @@ fn sync_webhook_failures_back_off_then_recover() {
 
     // The receiver comes back: the worker's retry (5 s after the failure) delivers.
     receiver.status.store(200, Ordering::SeqCst);
-    eventually(25, "the webhook target to recover", || {
-        list_targets(&server)
-            .iter()
-            .any(|target| target.id == created.target.id && target.status == "ok")
-    });
+    eventually(
+        Duration::from_secs(25),
+        POLL,
+        "the webhook target to recover",
+        || {
+            list_targets(&server)
+                .iter()
+                .any(|target| target.id == created.target.id && target.status == "ok")
+        },
+    );
     let deliveries = receiver.received();
     assert!(deliveries.len() >= 2, "failed once, then delivered");
     let (timestamp, body) = verified(deliveries.last().unwrap(), &key);

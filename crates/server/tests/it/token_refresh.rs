@@ -9,10 +9,10 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::support::config_from;
+use crate::support::{in_process_app, InProcessApp};
 use regkeeper::clock::{Clock, ManualClock};
 use regkeeper::domain::registry_token::RegistryTokenStatus;
-use regkeeper::service::{credentials, identity, resolve, tokens};
+use regkeeper::service::{credentials, resolve, tokens};
 use regkeeper_wire as wire;
 
 use super::peers::moto::{self, Moto};
@@ -100,20 +100,14 @@ fn forty_eight_hours_with_outages() {
             format!("http://127.0.0.1:{}", relay.port),
         ),
     ]);
-    let config = config_from(&variables);
     let start = 1_800_000_000_000;
     let clock = Arc::new(ManualClock::new(start));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let InProcessApp {
+        runtime,
+        app,
+        admin,
+    } = in_process_app(&variables, clock.clone());
     runtime.block_on(async {
-        let app = regkeeper::serve::build_app(config, clock.clone())
-            .await
-            .unwrap();
-        identity::bootstrap(&app).await.unwrap();
-        let admin = identity::authenticate(&app, ADMIN_TOKEN).await.unwrap();
         // Two credentials share one AWS identity; a third has its own.
         for (name, prefix, key_id) in [
             ("shared-a", "team-a", moto::ACCESS_KEY_ID),

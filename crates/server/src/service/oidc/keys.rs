@@ -200,7 +200,7 @@ async fn discovery(
         .ok_or_else(|| invalid("discovery document", "it has no `issuer`"))?;
     if found != issuer {
         return Err(KeysError::IssuerMismatch {
-            found: crate::domain::identity::truncate(found),
+            found: crate::text::echo(found),
         });
     }
     Ok(discovery)

@@ -30,16 +30,15 @@ use url::Url;
 
 use crate::audit::Outcome;
 use crate::config::SingleSignOn;
-use crate::domain::identity::{
-    personal_workspace_name, truncate, validate_user_name, WorkspaceKind,
-};
+use crate::domain::identity::{personal_workspace_name, validate_user_name, WorkspaceKind};
 use crate::domain::Error;
 use crate::outbound::OutboundClient;
 use crate::store::{NewUser, TokenOwner, UserRow, WorkspaceRow};
+use crate::text::echo;
 
 use super::super::identity::{generate_token, token_row};
 use super::super::{new_id, App};
-use super::{audiences, claim_text, parse, principal_label, verified_claims, ExchangeError};
+use super::{audiences, claim_text, label, parse, principal_label, verified_claims, ExchangeError};
 
 /// How long a sign-in lasts: the console's session, and the token `regkeeper login`
 /// saves. A working day, so people sign in once a day and a lost laptop's token dies
@@ -241,7 +240,7 @@ pub async fn record_refusal(
     let record = record.outcome(Outcome::Denied).detail(serde_json::json!({
         "client": client.as_str(),
         "reason": reason,
-        "message": truncate(message),
+        "message": label(message),
     }));
     if let Err(audit_error) = app.audit_writer.append(record).await {
         tracing::error!(error.code = audit_error.code(), "audit.append_failed");
@@ -271,7 +270,7 @@ async fn attempt(
     if issuer != settings.issuer {
         return Err(SignInError::Rejected(format!(
             "issuer: `{}` is not the configured provider",
-            truncate(&issuer)
+            echo(&issuer)
         )));
     }
     let (claims, _) = verified_claims(app, jwt, &header, algorithm, &issuer).await?;
@@ -305,8 +304,8 @@ async fn attempt(
     let detail = |token_id: &str| {
         serde_json::json!({
             "client": client.as_str(),
-            "issuer": truncate(&issuer),
-            "subject": truncate(&subject),
+            "issuer": label(&issuer),
+            "subject": label(&subject),
             "tokenId": token_id,
             "expiresAt": expires_at,
         })
@@ -426,14 +425,14 @@ async fn redeem(
         let error =
             claim_text(&answer, "error").unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
         let description = claim_text(&answer, "error_description")
-            .map(|text| format!(" ({})", truncate(&text)))
+            .map(|text| format!(" ({})", echo(&text)))
             .unwrap_or_default();
         return Err(if status.is_server_error() {
             unreachable(format!(
                 "the identity provider's token endpoint answered {error}"
             ))
         } else {
-            SignInError::Provider(format!("{}{description}", truncate(&error)))
+            SignInError::Provider(format!("{}{description}", echo(&error)))
         });
     }
     claim_text(&answer, "id_token")
@@ -462,7 +461,7 @@ fn user_name(settings: &SingleSignOn, claims: &serde_json::Value) -> Result<Stri
     validate_user_name(&name).map_err(|_| {
         SignInError::NoUserName(format!(
             "the provider names you `{}` (claim `{claim}`), which is not a regkeeper user name (1-64 lower-case letters, digits, `-`, `_` or `.`); an administrator can set REGKEEPER_OIDC_USERNAME_CLAIM to a claim that holds one",
-            truncate(&value)
+            echo(&value)
         ))
     })?;
     Ok(name)

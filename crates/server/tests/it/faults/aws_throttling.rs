@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::support::config_from;
+use crate::support::{in_process_app, InProcessApp};
 use regkeeper::clock::{Clock, ManualClock};
-use regkeeper::service::{credentials, identity, resolve, tokens, App};
+use regkeeper::service::{credentials, resolve, tokens, App};
 use regkeeper_wire as wire;
 
 use crate::peers::aws_relay::AwsRelay;
@@ -58,21 +58,13 @@ fn throttled_refreshes_back_off_and_the_last_good_token_is_served_until_it_expir
         ("REGKEEPER_BOOTSTRAP_TOKEN", ADMIN_TOKEN.to_owned()),
         ("AWS_ENDPOINT_URL", relay.endpoint_url()),
     ]);
-    let config = config_from(&variables);
     let start = 1_800_000_000_000;
     let clock = Arc::new(ManualClock::new(start));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let app = runtime
-        .block_on(regkeeper::serve::build_app(config, clock.clone()))
-        .unwrap();
-    let admin = runtime.block_on(async {
-        identity::bootstrap(&app).await.unwrap();
-        identity::authenticate(&app, ADMIN_TOKEN).await.unwrap()
-    });
+    let InProcessApp {
+        runtime,
+        app,
+        admin,
+    } = in_process_app(&variables, clock.clone());
     let input = wire::CredentialInput {
         name: Some("throttled".into()),
         registry: Some("123456789012.dkr.ecr.us-east-1.amazonaws.com".into()),
@@ -210,21 +202,11 @@ impl InProcess {
             ("AWS_ENDPOINT_URL", relay.endpoint_url()),
         ]);
         let clock = Arc::new(ManualClock::new(now));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let app = runtime
-            .block_on(regkeeper::serve::build_app(
-                config_from(&variables),
-                clock.clone(),
-            ))
-            .unwrap();
-        let admin = runtime.block_on(async {
-            identity::bootstrap(&app).await.unwrap();
-            identity::authenticate(&app, ADMIN_TOKEN).await.unwrap()
-        });
+        let InProcessApp {
+            runtime,
+            app,
+            admin,
+        } = in_process_app(&variables, clock.clone());
         Self {
             _directory: directory,
             data,

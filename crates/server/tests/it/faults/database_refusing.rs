@@ -4,13 +4,13 @@
 //! within the documented wait on every endpoint, never 500, and service resumes by
 //! itself once the database accepts us again.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{
     api, docker_credential, log_tail, password_of, resolve_secret, server_holding_steady,
     CREDENTIALS,
 };
-use crate::support::{PostgresDatabase, TestServer};
+use crate::support::{poll_until, PostgresDatabase, TestServer};
 
 /// The pool waits at most 3 s for a connection (README, "Errors"); a second of slack
 /// for the request around it.
@@ -45,21 +45,19 @@ fn assert_unavailable(answer: &super::Answer, what: &str, server: &TestServer) {
 }
 
 fn wait_for_resolve(server: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let mut last = None;
+    let recovered = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
         let answer = resolve_secret(&server.url, "steady");
         if answer.status == 200 {
-            assert_eq!(answer.json()["secret"], password_of("steady").as_str());
-            return;
+            return Some(answer);
         }
-        assert!(
-            Instant::now() < deadline,
-            "no recovery: {} {}",
-            answer.status,
-            answer.body
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        last = Some(format!("{} {}", answer.status, answer.body));
+        None
+    });
+    let Some((answer, _)) = recovered else {
+        panic!("no recovery: {}", last.unwrap_or_default());
+    };
+    assert_eq!(answer.json()["secret"], password_of("steady").as_str());
 }
 
 /// Issue 12 item 10: a resolve whose audit append meets a read-only database, and every

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{
     api, audit_verifies, log_tail, password_of, resolve_secret, server_holding_steady, CREDENTIALS,
     RESOLVE,
 };
+use crate::support::eventually;
 
 /// A PostgreSQL cluster of this test's own, on its own port, so that stopping it
 /// disturbs no other test. Stopped (immediately) on drop.
@@ -185,19 +186,18 @@ fn postgres_stopped_under_load_answers_503_then_recovers_without_a_restart() {
         })
         .collect();
     let wait_for = |status: u16| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if answers
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(got, _)| *got == status)
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "no {status} answer under load");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually(
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            &format!("a {status} answer under load"),
+            || {
+                answers
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(got, _)| *got == status)
+            },
+        );
     };
     wait_for(200);
 

@@ -3,7 +3,6 @@
 //! through a recording forwarder that lets tests see which headers (credentials above
 //! all) a client sent to blob storage after following the registry's redirect.
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
@@ -11,6 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::http_server::HttpServer;
 use super::moto::{self, Moto};
 use super::registry::{RegistryStorage, S3Storage};
 
@@ -72,8 +72,8 @@ pub struct RecordingForwarder {
     url: String,
     host_port: String,
     state: Arc<ForwarderState>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Serves until the forwarder is dropped.
+    _server: HttpServer,
 }
 
 impl RecordingForwarder {
@@ -89,37 +89,15 @@ impl RecordingForwarder {
                 .expect("HTTP client"),
             requests: Mutex::new(Vec::new()),
         });
-        // Bound before returning, so the port is known and connections queue until
-        // the server thread accepts them: no readiness wait is needed.
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let host_port = listener.local_addr().expect("local address").to_string();
         let router = axum::Router::new()
             .fallback(forward)
             .with_state(Arc::clone(&state));
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        // Its own thread and runtime, so sync and async tests alike can use it.
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                tokio::select! {
-                    result = axum::serve(listener, router) => result.expect("forwarder serves"),
-                    _ = stopped => {}
-                }
-            });
-        });
+        let server = HttpServer::start(None, |_| router);
         Self {
-            url: format!("http://{host_port}"),
-            host_port,
+            url: server.url(),
+            host_port: server.host_port(),
             state,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -141,17 +119,6 @@ impl RecordingForwarder {
     /// Forgets the requests recorded so far.
     pub fn clear(&self) {
         self.state.requests.lock().expect("requests lock").clear();
-    }
-}
-
-impl Drop for RecordingForwarder {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

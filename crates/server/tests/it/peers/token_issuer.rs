@@ -4,11 +4,9 @@
 //! tests can see whether regkeeper caches tokens.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,7 +15,9 @@ use axum::Json;
 use base64::Engine;
 use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose};
 
+use super::http_server::HttpServer;
 use super::tls::TestCa;
+use crate::support::unix_now;
 
 /// The `iss` claim, and the `issuer` distribution is configured to expect.
 pub const ISSUER: &str = "regkeeper-test-issuer";
@@ -108,16 +108,9 @@ pub struct TokenIssuer {
     state: Arc<IssuerState>,
     signing_cert_pem: String,
     signing_cert_file: PathBuf,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Serves until the issuer is dropped.
+    _server: HttpServer,
     _directory: tempfile::TempDir,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
 }
 
 impl TokenIssuer {
@@ -158,46 +151,11 @@ impl TokenIssuer {
             x5c: base64::engine::general_purpose::STANDARD.encode(signing_cert.der()),
         });
 
-        // Bound here, before returning, so the port is known and connections queue
-        // until the server thread accepts them: no readiness wait is needed.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let address = listener.local_addr().expect("local address");
-        let scheme = if options.tls { "https" } else { "http" };
-        let url = format!("{scheme}://{address}");
-        let tls = options
-            .tls
-            .then(|| tokio_rustls::TlsAcceptor::from(Arc::new(ca.rustls_server_config())));
-
         let router = axum::Router::new()
             .route("/token", axum::routing::get(get_token).post(post_token))
             .with_state(Arc::clone(&state));
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        // Its own thread and runtime, so sync and async tests alike can use it.
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                let serve = async move {
-                    let result = match tls {
-                        Some(acceptor) => {
-                            axum::serve(TlsListener::new(listener, acceptor), router).await
-                        }
-                        None => axum::serve(listener, router).await,
-                    };
-                    result.expect("token issuer serves");
-                };
-                tokio::select! {
-                    () = serve => {}
-                    _ = stopped => {}
-                }
-            });
-        });
+        let server = HttpServer::start(options.tls.then_some(&*ca), |_| router);
+        let url = server.url();
 
         Self {
             url,
@@ -205,8 +163,7 @@ impl TokenIssuer {
             state,
             signing_cert_pem,
             signing_cert_file,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
             _directory: directory,
         }
     }
@@ -282,71 +239,6 @@ impl TokenIssuer {
             .decode(header)
             .expect("base64url header");
         serde_json::from_slice(&bytes).expect("JSON header")
-    }
-}
-
-impl Drop for TokenIssuer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// `axum::serve` over TLS: handshakes run in their own tasks, so a client that never
-/// finishes one cannot hold up the others.
-struct TlsListener {
-    accepted: tokio::sync::mpsc::Receiver<(
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        SocketAddr,
-    )>,
-    local_address: SocketAddr,
-}
-
-impl TlsListener {
-    fn new(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> Self {
-        let local_address = listener.local_addr().expect("local address");
-        let (sender, accepted) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let sender = sender.clone();
-                tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
-                    if let Ok(Ok(stream)) = handshake.await {
-                        let _ = sender.send((stream, peer)).await;
-                    }
-                });
-            }
-        });
-        Self {
-            accepted,
-            local_address,
-        }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(accepted) => accepted,
-            // The accept loop never ends while the runtime runs.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local_address)
     }
 }
 

@@ -5,6 +5,15 @@
 //! an address — user info (`user:password@`), a query string or a fragment — is left
 //! out. JSON answers keep values exact; tables, pages, error messages and the audit
 //! log's targets go through here.
+//!
+//! [`echo`] is the one way any part of regkeeper quotes input back in a message: the
+//! server's parsers (image references, registry addresses, proxy paths, names, sync
+//! targets) and the node-side programs (the kubelet provider, the docker credential
+//! helper) alike. It lives in this crate, not the server, because this is the one
+//! crate both sides depend on: the thin clients must not depend on the server (their
+//! dependency tree is checked by `crates/consumers/tests/dependencies.rs`), and the
+//! module adds only `unicode-properties`, which has no dependencies of its own. The
+//! server re-exports it as `crate::text`.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -144,9 +153,19 @@ fn scheme_length(input: &str) -> Option<usize> {
     well_formed.then_some(scheme.len() + 3)
 }
 
-/// User input as an error message may quote it: without secrets, at most `limit`
-/// characters (then `…`), and printable.
-pub fn echo(input: &str, limit: usize) -> String {
+/// How many characters of user input a message quotes: enough to recognise a name,
+/// host or reference, too few to carry a pasted blob into a log line.
+pub const ECHO_LIMIT: usize = 100;
+
+/// User input as an error message may quote it: without secrets, at most
+/// [`ECHO_LIMIT`] characters (then `…`), and printable.
+pub fn echo(input: &str) -> String {
+    echo_within(input, ECHO_LIMIT)
+}
+
+/// [`echo`] cut at `limit` characters instead: for labels kept for good (an audit
+/// actor, a token name) whose length was fixed before [`ECHO_LIMIT`] was.
+pub fn echo_within(input: &str, limit: usize) -> String {
     let kept = without_secrets(input);
     let mut characters = kept.chars();
     let cut: String = characters.by_ref().take(limit).collect();
@@ -235,10 +254,10 @@ mod tests {
 
     #[test]
     fn echoes_are_short_printable_and_secret_free() {
-        assert_eq!(echo("bad\nname", 100), "bad\\nname");
-        assert_eq!(echo(&"a".repeat(120), 100), format!("{}…", "a".repeat(100)));
-        assert_eq!(echo("x\u{202e}y", 2), "x\\u{202e}…");
-        assert_eq!(echo("app:1?t=SECRET", 100), "app:1?[redacted]");
+        assert_eq!(echo("bad\nname"), "bad\\nname");
+        assert_eq!(echo(&"a".repeat(120)), format!("{}…", "a".repeat(100)));
+        assert_eq!(echo_within("x\u{202e}y", 2), "x\\u{202e}…");
+        assert_eq!(echo("app:1?t=SECRET"), "app:1?[redacted]");
     }
 
     proptest! {
@@ -268,7 +287,7 @@ mod tests {
                 format!("{before}{delimiter}{secret}{after}")
             };
             prop_assert!(!without_secrets(&input).contains(&secret), "{}", input);
-            prop_assert!(!echo(&input, 100).contains(&secret), "{}", input);
+            prop_assert!(!echo(&input).contains(&secret), "{}", input);
         }
     }
 }
