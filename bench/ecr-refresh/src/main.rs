@@ -27,7 +27,7 @@ use aws_sdk_ecr::config::Region;
 use base64::Engine;
 use regkeeper::clock::ManualClock;
 use regkeeper::config::{Config, Overrides};
-use regkeeper::service::tokens::{self, CycleReport};
+use regkeeper::service::registry_tokens::{self, CycleReport};
 use regkeeper::service::{credentials, identity, resolve};
 use regkeeper_wire as wire;
 use serde_json::json;

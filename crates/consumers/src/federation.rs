@@ -149,7 +149,7 @@ pub fn with_client<T>(
         return request(&Client::from_environment(environment)?);
     };
     let anonymous = Client::anonymous_from_environment(environment)?;
-    let cache = TokenCache::locate(environment, anonymous.base_url(), &settings);
+    let cache = LoginCache::locate(environment, anonymous.base_url(), &settings);
     if let Some(cache) = &cache {
         if let Some(token) = cache.load(clock()) {
             match request(&anonymous.with_token(token)) {
@@ -190,11 +190,11 @@ fn exchange(anonymous: &Client, settings: &RoleSettings) -> Result<Exchanged, Cl
 }
 
 /// A token of one server, role and OIDC token, in a file only its owner can read.
-struct TokenCache {
+struct LoginCache {
     path: PathBuf,
 }
 
-impl TokenCache {
+impl LoginCache {
     /// The cache file for these settings, creating the directory (0700) if needed;
     /// `None` when there is no home or cache directory, or it is not private.
     fn locate(environment: Environment<'_>, url: &str, settings: &RoleSettings) -> Option<Self> {
@@ -434,7 +434,7 @@ mod tests {
         };
         let now = UNIX_EPOCH + Duration::from_secs(1_780_000_000);
         let cache =
-            TokenCache::locate(&environment, "https://rk.example", &settings("jwt-1")).unwrap();
+            LoginCache::locate(&environment, "https://rk.example", &settings("jwt-1")).unwrap();
         assert!(cache.path.starts_with(cache_home.join("regkeeper/tokens")));
         let directory_mode = std::fs::metadata(cache.path.parent().unwrap())
             .unwrap()
@@ -459,7 +459,7 @@ mod tests {
             ("https://rk.example", "jwt-2"),
             ("https://other.example", "jwt-1"),
         ] {
-            let other = TokenCache::locate(&environment, url, &settings(token)).unwrap();
+            let other = LoginCache::locate(&environment, url, &settings(token)).unwrap();
             assert_ne!(other.path, cache.path);
             assert!(other.load(now).is_none());
         }
@@ -472,7 +472,7 @@ mod tests {
         std::fs::set_permissions(&cache.path, std::fs::Permissions::from_mode(0o600)).unwrap();
         // Saving another token prunes the expired one.
         let other =
-            TokenCache::locate(&environment, "https://rk.example", &settings("jwt-2")).unwrap();
+            LoginCache::locate(&environment, "https://rk.example", &settings("jwt-2")).unwrap();
         other.save(
             &Exchanged {
                 token: Sensitive::new("rk_second"),
@@ -494,8 +494,8 @@ mod tests {
             token_file: "unused".into(),
             oidc_token: Sensitive::new("jwt"),
         };
-        assert!(TokenCache::locate(&|_| None, "https://rk.example", &settings).is_none());
-        assert!(TokenCache::locate(
+        assert!(LoginCache::locate(&|_| None, "https://rk.example", &settings).is_none());
+        assert!(LoginCache::locate(
             &|name| (name == "HOME").then(|| "relative".to_owned()),
             "u",
             &settings

@@ -2,7 +2,7 @@
 //! (Rancher's ECR updater, generalised) — a docker `config.json`, Kubernetes
 //! `kubernetes.io/dockerconfigjson` Secrets, a signed HTTPS webhook. What a target is
 //! and which destinations are well-formed; whether this server allows them is
-//! `service::sync`'s business, how they are written is `crate::sync`'s.
+//! `service::sync_targets`'s business, how they are written is the server's `push`'s.
 
 use super::credential::{SealedSecret, Timestamp};
 use super::{Error, Result};

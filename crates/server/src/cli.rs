@@ -15,7 +15,7 @@ mod federation;
 mod keys;
 mod output;
 mod roles;
-mod sync;
+mod sync_targets;
 mod tokens;
 mod usage;
 mod users;
@@ -67,7 +67,7 @@ enum Command {
     /// Push a credential's login to files, Kubernetes Secrets or webhooks after every
     /// refresh.
     #[command(subcommand)]
-    Sync(sync::SyncCommand),
+    Sync(sync_targets::SyncCommand),
     /// Print working credentials for an image as JSON:
     /// {"username","secret","expiresAt","registry",...}.
     Resolve {

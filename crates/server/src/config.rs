@@ -8,6 +8,13 @@
 //! `outbound` (the guarded client), `network` (connection bounds, token realms),
 //! `cloud` (ambient AWS, Azure AD, Google OAuth), `sync_targets` (where targets may
 //! deliver), `proxy` (blob cache, TLS) and `sign_in` (single sign-on).
+//!
+//! The `Config` travels explicitly in `App.config`. Nothing reads configuration from a
+//! global or changes the process environment (`std::env::set_var` is banned in
+//! `.clippy.toml`). `REGKEEPER_LOG` alone is read outside it, by
+//! `serve::init_logging`. `AWS_ENDPOINT_URL` goes through the same lookup closure as
+//! the `REGKEEPER_*` settings, so tests pass it in a map; the AWS SDK still reads its
+//! own `AWS_*` variables.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -20,7 +20,7 @@ mod identity;
 mod ops;
 mod roles;
 mod sign_in;
-mod sync;
+mod sync_targets;
 mod views;
 
 use std::sync::Arc;
@@ -65,7 +65,7 @@ pub struct ApiState {
         federation::list_trusts, federation::add_trust, federation::remove_trust,
         federation::exchange, sign_in::start, sign_in::complete,
         admin::audit_list, admin::audit_verify, admin::key_status, admin::key_rotate,
-        sync::list, sync::create, sync::delete, sync::run,
+        sync_targets::list, sync_targets::create, sync_targets::delete, sync_targets::run,
     ),
     modifiers(&BearerAuth),
 )]
@@ -203,15 +203,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/oidc/login", post(sign_in::complete))
         .route(
             "/workspaces/{workspace}/credentials/{name}/sync-targets",
-            get(sync::list).post(sync::create),
+            get(sync_targets::list).post(sync_targets::create),
         )
         .route(
             "/workspaces/{workspace}/credentials/{name}/sync-targets/{id}",
-            delete(sync::delete),
+            delete(sync_targets::delete),
         )
         .route(
             "/workspaces/{workspace}/credentials/{name}/sync-targets/{id}/sync",
-            post(sync::run),
+            post(sync_targets::run),
         )
         .route("/audit", get(admin::audit_list))
         .route("/audit/verify", get(admin::audit_verify))

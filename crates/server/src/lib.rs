@@ -7,16 +7,16 @@ pub mod connections;
 pub mod console;
 pub mod http;
 pub mod key_file;
+pub mod login_cache;
 pub mod metrics;
 pub mod outbound;
 pub mod providers;
 pub mod proxy;
+pub mod push;
 pub mod registry_auth;
 pub mod serve;
 pub mod service;
 pub mod store;
-pub mod sync;
-pub mod tokens;
 
 // The domain crate, under the names the server has always used for its parts.
 pub use regkeeper_domain as domain;

@@ -32,6 +32,14 @@
 //!
 //! Architecture invariant: nothing else in regkeeper opens connections to
 //! user-supplied hosts.
+//!
+//! The other HTTP clients in the server reach only endpoints the operator chose,
+//! never a host a tenant named: the AWS SDK (`providers::ecr`), the Azure AD and
+//! Google token clients (`providers::acr`, `providers::gcr`, no redirects followed),
+//! the `kube` client (the operator's cluster) and the database driver.
+//! `.clippy.toml` bans building a `reqwest::Client` outside this module. TLS trusts the
+//! Mozilla roots bundled with `webpki-roots` plus `REGKEEPER_OUTBOUND_CA_FILE`; the
+//! operating system's trust store is not read.
 
 mod errors;
 mod policy;

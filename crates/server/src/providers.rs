@@ -1,6 +1,15 @@
 //! Turning a stored credential into a registry login: the provider of each type knows
 //! how (a stored password as is; ECR keys or roles through AWS; …). One entry point,
 //! [`Providers::login`], so callers never branch on the type.
+//!
+//! The stored password serves as the login for `docker` credentials, ACR
+//! repository-scoped tokens and GCR `_json_key` logins, and never expires. ECR keys,
+//! roles and the ambient identity go to `ecr`, ACR service principals to `acr`, and
+//! GCR `oauth2accesstoken` to `gcr`. Providers reach registries only through
+//! `outbound` (ACR's exchange). Otherwise they reach only the operator's endpoints:
+//! AWS through the SDK, Azure AD, and Google's token URL (clients that follow no
+//! redirects). Secret material leaves a provider only inside `RegistryLogin`.
+//! `ProviderError` gives a `code()`, `retryable()` and a message a user can act on.
 
 pub mod acr;
 pub mod ecr;

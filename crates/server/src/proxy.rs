@@ -27,12 +27,12 @@
 
 pub mod blob_cache;
 mod blobs;
+mod digest_check;
 mod errors;
 pub mod listener;
 mod manifests;
 pub mod path;
 mod upstream;
-mod verify;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -23,6 +23,7 @@ use secrecy::ExposeSecret;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConnectionLimits, Database, LogFormat};
 use crate::http::{router, ApiState, AuthLimiter};
+use crate::login_cache::LoginCache;
 use crate::metrics::Metrics;
 use crate::outbound::OutboundClient;
 use crate::providers::acr::AcrProvider;
@@ -30,10 +31,9 @@ use crate::providers::ecr::EcrProvider;
 use crate::providers::gcr::GcrProvider;
 use crate::providers::Providers;
 use crate::service::lease_worker;
-use crate::service::sync::Pusher;
-use crate::service::tokens::Refresher;
+use crate::service::registry_tokens::Refresher;
+use crate::service::sync_targets::Pusher;
 use crate::service::{identity, keys, App};
-use crate::tokens::TokenCache;
 
 pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
     let filter = match std::env::var("REGKEEPER_LOG") {
@@ -139,12 +139,12 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
         gcr: GcrProvider::new(config.google_token_url.clone())
             .context("setting up the Google OAuth client")?,
     };
-    let tokens = TokenCache::new(Arc::clone(&clock));
-    let sync = crate::sync::Pushers::new(config.sync.clone(), outbound.clone()).await?;
+    let tokens = LoginCache::new(Arc::clone(&clock));
+    let sync = crate::push::Pushers::new(config.sync.clone(), outbound.clone()).await?;
     let audit_writer = crate::service::audit_writer::AuditWriter::start(Arc::clone(&store));
     Ok(Arc::new(App {
         sync,
-        provider_rate_limit: crate::tokens::ProviderRateLimit::new(
+        provider_rate_limit: crate::login_cache::ProviderRateLimit::new(
             PROVIDER_CALLS_PER_SECOND,
             PROVIDER_CALL_BURST,
         ),

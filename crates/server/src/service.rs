@@ -18,14 +18,14 @@ pub mod grants;
 pub mod identity;
 pub mod keys;
 pub mod lease_worker;
+pub mod login_check;
 pub mod oidc;
+pub mod registry_tokens;
 pub mod resolve;
 pub mod roles;
-pub mod sync;
-pub mod tokens;
+pub mod sync_targets;
 pub mod trusts;
 pub mod users;
-pub mod verify;
 
 use std::sync::Arc;
 
@@ -35,11 +35,11 @@ use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::domain::identity::Principal;
 use crate::domain::{Error, Result};
+use crate::login_cache::LoginCache;
 use crate::metrics::Metrics;
 use crate::outbound::OutboundClient;
 use crate::providers::Providers;
 use crate::store::SharedStore;
-use crate::tokens::TokenCache;
 
 /// Everything a request needs, shared by reference across the server.
 pub struct App {
@@ -51,9 +51,9 @@ pub struct App {
     /// The only client that reaches registries and token realms.
     pub outbound: OutboundClient,
     pub providers: Providers,
-    pub tokens: TokenCache,
+    pub tokens: LoginCache,
     /// Calls per second each cloud provider receives from the refresher, at most.
-    pub provider_rate_limit: crate::tokens::ProviderRateLimit,
+    pub provider_rate_limit: crate::login_cache::ProviderRateLimit,
     /// Serialises master-key rotations within this process.
     pub rotation: tokio::sync::Mutex<()>,
     /// Held shared from sealing a secret until it is stored, and exclusively by a
@@ -61,7 +61,7 @@ pub struct App {
     /// under the old key is still in flight, so the re-wrap pass sees every such row.
     pub seal_gate: tokio::sync::RwLock<()>,
     /// Where sync targets are written (file root, Kubernetes client, webhooks).
-    pub sync: crate::sync::Pushers,
+    pub sync: crate::push::Pushers,
     /// Short-lived caches of tokens, workspaces, memberships and resolved credentials.
     pub caches: caches::Caches,
     /// Group commit for audit entries written on their own.

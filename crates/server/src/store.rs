@@ -5,6 +5,15 @@
 //! where rows are read through private `sqlx::FromRow` records, never into domain types
 //! directly. Every mutation that must be audited takes its [`AuditRecord`] and writes it
 //! in the same transaction, so an action and its audit entry succeed or fail together.
+//!
+//! The store holds no authorisation or business rule, and never sees a plaintext
+//! secret: only sealed bytes and token hashes. No other module runs SQL. Migrations
+//! live per backend in `crates/server/migrations/{sqlite,postgres}` and run at start.
+//! `audit_log` has triggers that refuse UPDATE and DELETE (and TRUNCATE on
+//! PostgreSQL). On PostgreSQL, triggers on the cached tables (migrations 0006, 0008's
+//! `role_grants`, 0012's `role_trusts`) call `pg_notify` inside the writing
+//! transaction. A notification is therefore delivered only on commit, whatever wrote
+//! the row, and `watch_changes` passes it on to the service's caches.
 
 mod audit_log;
 mod backend;

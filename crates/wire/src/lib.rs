@@ -18,7 +18,7 @@ pub mod docker_helper;
 mod federation;
 pub mod kubelet;
 mod sensitive;
-mod sync;
+mod sync_targets;
 pub mod text;
 
 pub use administration::{RoleGrant, RoleGrantInput, RoleGrantList, UserDeleted, UserDisabled};
@@ -27,7 +27,7 @@ pub use federation::{
     TrustList,
 };
 pub use sensitive::Sensitive;
-pub use sync::{SyncTarget, SyncTargetCreated, SyncTargetInput, SyncTargetList};
+pub use sync_targets::{SyncTarget, SyncTargetCreated, SyncTargetInput, SyncTargetList};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,7 @@
 //! `regkeeper audit …`: the audit log as a table (details summarised) or JSON, and the
 //! check of its hash chain, which fails the command when an entry does not verify.
+//!
+//! `audit list` has a DETAIL column (`audit::detail_summary`).
 
 use anyhow::bail;
 use regkeeper_client::{segment, Client};

@@ -1,7 +1,7 @@
 //! The client side of the CLI: each command is one or two REST calls. Here: which
 //! command group runs, the token-less commands (`login`, `kubelet-credential-provider`)
 //! and `resolve`; each group is its own file (`credentials`, `users`, `workspaces`,
-//! `tokens`, `keys`, `audit`, `roles`, `sync`, `federation`).
+//! `tokens`, `keys`, `audit`, `roles`, `sync_targets`, `federation`).
 
 use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
@@ -40,7 +40,7 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
         Command::Audit(command) => super::audit::run(&client, command),
         Command::Roles(command) => super::roles::run(&client, command),
         Command::Login(_) => unreachable!("login is handled before the token is read"),
-        Command::Sync(command) => super::sync::run(&client, command),
+        Command::Sync(command) => super::sync_targets::run(&client, command),
         Command::Resolve {
             image,
             workspace,

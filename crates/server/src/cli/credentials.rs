@@ -1,6 +1,9 @@
 //! `regkeeper credentials …`: a workspace's registry credentials, and the secrets
 //! (password, session token) read from the one source a flag names, never from an
 //! argument that would show in the process list or the shell's history.
+//!
+//! `credentials list` has a TOKEN column (a minted token's status and expiry) and
+//! `credentials show` a token line; `--output json` prints the API's answer exactly.
 
 use std::io::Read;
 use std::path::Path;

@@ -18,7 +18,7 @@ use crate::domain::identity::Role;
 use crate::domain::sync_target::SyncTarget;
 use crate::domain::{Error, Result};
 use crate::http::ApiState;
-use crate::service::{access, credentials, sync, verify, App};
+use crate::service::{access, credentials, login_check, sync_targets, App};
 
 use super::forms::console_wording;
 use super::forms::{CredentialForm, FormFields};
@@ -77,7 +77,7 @@ async fn targets_of(
     workspace: &str,
     name: &str,
 ) -> Result<Vec<SyncTarget>> {
-    match sync::list(app, &signed.principal, Some(workspace), name).await {
+    match sync_targets::list(app, &signed.principal, Some(workspace), name).await {
         Err(Error::NotFound(_) | Error::Hidden(_)) => Ok(Vec::new()),
         other => other,
     }
@@ -354,7 +354,9 @@ pub async fn verify(
         return refused;
     }
     let flash =
-        match verify::verify(&state.app, &signed.principal, Some(&workspace), &name, None).await {
+        match login_check::verify(&state.app, &signed.principal, Some(&workspace), &name, None)
+            .await
+        {
             Ok(verified) => {
                 let message = verified.verification.message.as_deref().unwrap_or_default();
                 if verified.verification.status == VerificationStatus::Ok {

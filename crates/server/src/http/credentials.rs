@@ -113,7 +113,7 @@ pub async fn verify(
     Path((workspace, name)): Path<(String, String)>,
     ApiJson(input): ApiJson<wire::VerifyInput>,
 ) -> ApiResult<Json<wire::Credential>> {
-    let verified = crate::service::verify::verify_with(
+    let verified = crate::service::login_check::verify_with(
         &state.app,
         &principal,
         Some(&workspace),

@@ -1,6 +1,10 @@
 //! The single mapping from domain errors to HTTP: status, stable code and a client
 //! message. Internal detail is logged here, once, and never sent to the client. The
 //! proxy answers with [`status_of`] too; only its registry-protocol codes are its own.
+//!
+//! Every 503 carries `Retry-After`: the error's own `retry_after_seconds` (a failed
+//! mint's remaining backoff) or [`RETRY_AFTER_SECONDS`], which `/readyz`'s 503 and
+//! the proxy's also use.
 
 use std::sync::LazyLock;
 

@@ -121,7 +121,7 @@ pub fn resolved(resolution: &crate::service::resolve::Resolution, now: i64) -> w
         ),
         safe_until: login
             .expires_at
-            .map(|expires_at| crate::tokens::safe_until(login.issued_at, expires_at, now))
+            .map(|expires_at| crate::login_cache::safe_until(login.issued_at, expires_at, now))
             .map(format_timestamp),
     }
 }

@@ -23,10 +23,10 @@ use crate::metrics::{Metrics, SourceLabels};
 use crate::outbound::OutboundClient;
 
 use super::blob_cache::{BlobCache, CachedBlob};
+use super::digest_check::{verified, BodyError, Completion};
 use super::errors::ProxyError;
 use super::path::Digest;
 use super::upstream::{Session, UpstreamError, UpstreamRequest};
-use super::verify::{verified, BodyError, Completion};
 use super::ProxyState;
 
 /// How long the upstream's word that a credential may read a digest is taken as is.

@@ -16,10 +16,10 @@ use reqwest::Method;
 
 use crate::outbound::{OutboundClient, OutboundError};
 
+use super::digest_check::digest_of;
 use super::errors::ProxyError;
 use super::path::{Algorithm, Digest, ProxyPath, Reference};
 use super::upstream::{Session, UpstreamError, UpstreamRequest};
-use super::verify::digest_of;
 use super::{proxy_name, ProxyState};
 
 /// Distribution refuses manifests larger than this; so does the proxy.

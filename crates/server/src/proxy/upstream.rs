@@ -221,7 +221,7 @@ impl Upstream {
         self.tokens.invalidate(&session.key());
         if let Some(refused_issued_at) = used.minted_login {
             session.login = Some(
-                crate::service::tokens::login_after_refusal(
+                crate::service::registry_tokens::login_after_refusal(
                     app,
                     &session.credential,
                     refused_issued_at,
@@ -311,7 +311,7 @@ impl Upstream {
         }
         if session.login.is_none() {
             session.login = Some(
-                crate::service::tokens::login_for(app, &session.credential)
+                crate::service::registry_tokens::login_for(app, &session.credential)
                     .await
                     .map_err(UpstreamError::Relogin)?,
             );
@@ -359,7 +359,7 @@ impl Upstream {
             Some(expires_at) => (
                 authorization
                     .usable_until
-                    .min(expires_at - crate::tokens::MINIMUM_REMAINING_MS),
+                    .min(expires_at - crate::login_cache::MINIMUM_REMAINING_MS),
                 Some(registry_login.issued_at),
             ),
             None => (authorization.usable_until, None),

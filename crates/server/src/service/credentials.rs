@@ -114,7 +114,7 @@ fn secret_from(input: &CredentialInput) -> CredentialSecret {
 }
 
 /// The verification state before any login: `skipped` when the caller asked not to
-/// verify, else `unverified` until [`super::verify::check`] runs.
+/// verify, else `unverified` until [`super::login_check::check`] runs.
 fn verification(input: &CredentialInput, at: i64) -> Verification {
     if input.verify == Some(false) {
         Verification {
@@ -243,7 +243,7 @@ pub async fn create(
         check_ambient(app, &credential).await?;
         if input.verify != Some(false) {
             credential.verification =
-                super::verify::check(app, &credential, &draft.secret, None).await?;
+                super::login_check::check(app, &credential, &draft.secret, None).await?;
         }
         let _sealing = app.seal_gate.read().await;
         if credential.auth_method.needs_secret() {
@@ -411,7 +411,7 @@ pub async fn update(
         check_ambient(app, &updated).await?;
         if input.verify != Some(false) {
             let secret = if secret_given { draft.secret.clone() } else { open_secret(app, &existing)? };
-            updated.verification = super::verify::check(app, &updated, &secret, None).await?;
+            updated.verification = super::login_check::check(app, &updated, &secret, None).await?;
         }
         let _sealing = app.seal_gate.read().await;
         if !updated.auth_method.needs_secret() {

@@ -2,8 +2,8 @@
 //! Each pass claims up to a batch of due rows under a lease in this replica's name,
 //! works them a few at a time, and each row's work records its result only if the
 //! lease is still this replica's; a replica that dies mid-pass blocks its rows only
-//! until the lease runs out. The registry-token refresher (`service::tokens`) and the
-//! sync-target pusher (`service::sync`) are the two [`LeaseWork`]s; [`run`] gives each
+//! until the lease runs out. The registry-token refresher (`service::registry_tokens`) and the
+//! sync-target pusher (`service::sync_targets`) are the two [`LeaseWork`]s; [`run`] gives each
 //! a pass every [`PASS_INTERVAL`] for as long as the server runs.
 
 use std::future::Future;

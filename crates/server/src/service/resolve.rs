@@ -210,7 +210,7 @@ async fn resolve_inner(
             }
         }
         let login = if want_login {
-            Some(super::tokens::login_for(app, &credential).await?)
+            Some(super::registry_tokens::login_for(app, &credential).await?)
         } else {
             None
         };

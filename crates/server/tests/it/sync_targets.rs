@@ -18,7 +18,7 @@ use axum::routing::post;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use regkeeper::clock::{Clock, ManualClock};
-use regkeeper::service::{credentials, sync, tokens};
+use regkeeper::service::{credentials, registry_tokens, sync_targets};
 use regkeeper_wire as wire;
 use sha2::Sha256;
 
@@ -191,7 +191,7 @@ fn sync_refresh_rewrites_a_config_json_and_every_other_target() {
         .unwrap();
         // Each target is pushed once when it is added: the first resolve of this
         // credential, which links it to its token and so to the refresher.
-        let file = sync::create(
+        let file = sync_targets::create(
             &app,
             &admin,
             None,
@@ -203,7 +203,7 @@ fn sync_refresh_rewrites_a_config_json_and_every_other_target() {
         )
         .await
         .unwrap();
-        let kubernetes = sync::create(
+        let kubernetes = sync_targets::create(
             &app,
             &admin,
             None,
@@ -215,7 +215,7 @@ fn sync_refresh_rewrites_a_config_json_and_every_other_target() {
         )
         .await
         .unwrap();
-        let hook = sync::create(
+        let hook = sync_targets::create(
             &app,
             &admin,
             None,
@@ -259,18 +259,22 @@ fn sync_refresh_rewrites_a_config_json_and_every_other_target() {
 
         // Nothing changed, nothing is pushed: a file edited by hand stays as it is.
         std::fs::write(&path, r#"{"auths":{"x":{"auth":"stale"}}}"#).unwrap();
-        let report = sync::sync_cycle(&app, "replica-under-test").await.unwrap();
+        let report = sync_targets::sync_cycle(&app, "replica-under-test")
+            .await
+            .unwrap();
         assert_eq!(report.leased, 0);
         assert_eq!(docker_config(&path)["auths"]["x"]["auth"], "stale");
 
         // Nine hours on, the refresher re-mints the token; the worker's next pass
         // pushes it to every target.
         clock.advance(9 * HOUR);
-        let refreshed = tokens::refresh_cycle(&app, "replica-under-test")
+        let refreshed = registry_tokens::refresh_cycle(&app, "replica-under-test")
             .await
             .unwrap();
         assert_eq!(refreshed.refreshed, 1);
-        let report = sync::sync_cycle(&app, "replica-under-test").await.unwrap();
+        let report = sync_targets::sync_cycle(&app, "replica-under-test")
+            .await
+            .unwrap();
         assert_eq!((report.leased, report.pushed), (3, 3), "{report:?}");
         let rewritten = docker_config(&path);
         assert_eq!(rewritten["auths"][ECR_HOST]["auth"], auth.as_str());
@@ -283,7 +287,7 @@ fn sync_refresh_rewrites_a_config_json_and_every_other_target() {
             first_inode,
             "replaced by a rename, not written in place"
         );
-        let targets = sync::list(&app, &admin, None, "ecr").await.unwrap();
+        let targets = sync_targets::list(&app, &admin, None, "ecr").await.unwrap();
         assert_eq!(targets.len(), 3);
         for target in &targets {
             let issued = target.delivered.token_issued_at.unwrap();
@@ -340,7 +344,7 @@ fn sync_refresh_rewrites_a_config_json_and_every_other_target() {
             })
         };
         for _ in 0..40 {
-            let target = sync::run(&app, &admin, None, "ecr", &file.target.id)
+            let target = sync_targets::run(&app, &admin, None, "ecr", &file.target.id)
                 .await
                 .unwrap();
             assert_eq!(target.status.as_str(), "ok");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::support::{in_process_app, InProcessApp};
 use regkeeper::clock::{Clock, ManualClock};
 use regkeeper::domain::registry_token::RegistryTokenStatus;
-use regkeeper::service::{credentials, resolve, tokens};
+use regkeeper::service::{credentials, registry_tokens, resolve};
 use regkeeper_wire as wire;
 
 use super::peers::moto::{self, Moto};
@@ -136,7 +136,7 @@ fn forty_eight_hours_with_outages() {
                 !((7 * HOUR..9 * HOUR).contains(&elapsed)
                     || (20 * HOUR..34 * HOUR).contains(&elapsed)),
             );
-            tokens::refresh_cycle(&app, owner).await.unwrap();
+            registry_tokens::refresh_cycle(&app, owner).await.unwrap();
             if minute % 10 == 0 {
                 for image in images {
                     match resolve::resolve(

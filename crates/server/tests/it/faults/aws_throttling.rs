@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::support::{in_process_app, InProcessApp};
 use regkeeper::clock::{Clock, ManualClock};
-use regkeeper::service::{credentials, resolve, tokens, App};
+use regkeeper::service::{credentials, registry_tokens, resolve, App};
 use regkeeper_wire as wire;
 
 use crate::peers::aws_relay::AwsRelay;
@@ -99,7 +99,7 @@ fn throttled_refreshes_back_off_and_the_last_good_token_is_served_until_it_expir
     while clock.now() < expires_at + 2 * HOUR {
         let before = relay.throttled();
         runtime
-            .block_on(tokens::refresh_cycle(&app, "replica-under-test"))
+            .block_on(registry_tokens::refresh_cycle(&app, "replica-under-test"))
             .unwrap();
         if relay.throttled() > before {
             attempts_at.push(clock.now());
@@ -141,7 +141,10 @@ fn throttled_refreshes_back_off_and_the_last_good_token_is_served_until_it_expir
         );
         assert!(pair[1].1 >= pair[0].1, "the wait shrank: {waits:?}");
     }
-    assert_eq!(waits.last().unwrap().1, regkeeper::tokens::BACKOFF_CAP_MS);
+    assert_eq!(
+        waits.last().unwrap().1,
+        regkeeper::login_cache::BACKOFF_CAP_MS
+    );
     // Without backoff, one attempt a minute: 360.
     assert!(attempts_at.len() < 60, "{} attempts", attempts_at.len());
     assert!(
@@ -154,7 +157,7 @@ fn throttled_refreshes_back_off_and_the_last_good_token_is_served_until_it_expir
     let resumed = clock.now();
     let renewed = loop {
         runtime
-            .block_on(tokens::refresh_cycle(&app, "replica-under-test"))
+            .block_on(registry_tokens::refresh_cycle(&app, "replica-under-test"))
             .unwrap();
         if let Ok(resolution) = resolve_now() {
             break resolution.login;
@@ -325,7 +328,10 @@ fn resolves_during_throttling_leave_the_provider_alone() {
             // The refresher tries, fails and backs off.
             server
                 .runtime
-                .block_on(tokens::refresh_cycle(&server.app, "replica-under-test"))
+                .block_on(registry_tokens::refresh_cycle(
+                    &server.app,
+                    "replica-under-test",
+                ))
                 .unwrap();
         }
         server.clock.advance(1_000);

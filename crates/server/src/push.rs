@@ -1,7 +1,7 @@
 //! Pushing a login to sync targets: a docker `config.json` below the operator's sync
 //! root, Kubernetes `kubernetes.io/dockerconfigjson` Secrets, a signed HTTPS webhook.
 //! Knows how to write each destination and nothing about credentials, leases or
-//! schedules (`service::sync` decides what to push, when, and records the result).
+//! schedules (`service::sync_targets` decides what to push, when, and records the result).
 //!
 //! Every destination is confined by operator settings, never by what a tenant asked
 //! for: files stay below `REGKEEPER_SYNC_FILE_ROOT/WORKSPACE/` (`file`), Secrets go

@@ -1,6 +1,50 @@
 //! Minted registry tokens across replicas: one token per shared cloud identity, sealed
 //! in the database so every replica can serve it, refreshed ahead of expiry by
 //! whichever replica holds its lease, and served from memory on the hot path.
+//!
+//! A resolve's login ([`login_for`]): a stored password is returned as is (no network,
+//! nothing cached). Otherwise it goes through the login cache, keyed by the credential's
+//! shared identity:
+//! 1. memory, while the login is before its in-memory refresh point;
+//! 2. the identity's `registry_tokens` row, if its token has more than
+//!    `MINIMUM_REMAINING_MS` left, even past its refresh point. A token this replica
+//!    cannot open (sealed under a key version it lacks, or damaged) is minted again
+//!    like a missing one, leased with `claim_unreadable_token`;
+//! 3. while a failed mint's backoff runs, 503 `token_mint_backing_off` at once, on
+//!    every replica, with no provider call;
+//! 4. otherwise `claim_token_for_mint` leases the row (creating it `pending`), and the
+//!    lease holder mints and finishes the row (`finish_registry_token`). A replica that
+//!    finds the lease taken polls the row every 100 ms for up to 10 s (then 503
+//!    `token_mint_in_progress`).
+//!
+//! Whatever this returns is cached with a refresh point computed from that login's
+//! own lifetime. A credential is linked to its row after its first lookup, and that is
+//! how the refresher learns of it: nothing is minted or refreshed for a credential
+//! before its first resolve.
+//!
+//! The refresher ([`refresh_cycle`], every 5 s on each replica, one owner id per
+//! process): `claim_due_tokens` leases up to [`CYCLE_BATCH`] due rows for `LEASE_MS`
+//! in one serialised write transaction, so two replicas never both win a row. A row
+//! over its provider's rate limit (`App.provider_rate_limit`: 10 calls per second,
+//! bursts of 50, per replica and provider) is handed back, due again in 1 s. The rest
+//! are refreshed [`CONCURRENCY`] at a time. A row with no linked credential left is
+//! deleted. On success the new token is sealed `fresh` with `failures` 0 and its next
+//! attempt at the jittered refresh point. It is written only as lease holder, and only
+//! then put into this replica's memory. On failure the row turns `stale` while still
+//! usable, else `expired` (a row never minted stays `pending`), with `failures + 1`,
+//! the provider's message, and its next attempt after `backoff`. A result whose lease
+//! was lost (the lease ran out and another replica took the row) is neither written
+//! nor put into memory, though `regkeeper_token_refreshes_total` still counts the
+//! call. A refresh that errors out (the master key unavailable: `token.refresh_error`)
+//! leaves its lease to run out.
+//!
+//! A minted token is sealed like a secret (purpose `registry-token`, bound to its
+//! identity and issue time) and opened only by `open_token`.
+//!
+//! Gaps in the lease: `login_after_refusal` re-mints after a registry refused a token
+//! and writes the row with `put_registry_token`, without the lease; a batch of up to
+//! 256 refreshed 8 at a time can outlive its 60 s lease and be repeated by another
+//! replica; lease times come from each replica's own clock.
 
 use std::sync::Arc;
 
@@ -10,9 +54,9 @@ use crate::crypto::Binding;
 use crate::domain::credential::{Credential, Timestamp};
 use crate::domain::registry_token::RegistryTokenStatus;
 use crate::domain::{Error, Result};
+use crate::login_cache::{backoff, jittered_refresh_at, MINIMUM_REMAINING_MS};
 use crate::providers::{shared_identity, ProviderError, RegistryLogin};
 use crate::store::StoredToken;
-use crate::tokens::{backoff, jittered_refresh_at, MINIMUM_REMAINING_MS};
 
 use super::credentials::open_secret;
 use super::lease_worker::{self, Claim, LeaseWork};

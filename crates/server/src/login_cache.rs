@@ -4,6 +4,16 @@
 //! identity at a time (single flight), whatever the number of callers. A mint fails
 //! with a domain error: the provider's failure in the API's terms, or the store's own
 //! (a database out of reach is a 503 `database_unavailable`, never a provider's code).
+//!
+//! Entries are keyed by shared identity and never evicted (one per cloud identity in
+//! use). Single flight is per process: a per-key async mutex is held across the mint
+//! closure. Across replicas the `registry_tokens` lease does that job
+//! (`service::registry_tokens`). Time comes from the injected `Clock`. This module
+//! knows nothing of credentials, providers or the store beyond the closure it is given.
+//!
+//! Nobody tells it about another replica's refresh. A replica serves what it holds
+//! until its own refresh point, then the next lookup reads the database row (a read,
+//! not a provider call). Only `adopt` (a sync push) takes a newer stored token earlier.
 
 // `std::sync::Mutex` here (`.clippy.toml`): the map of per-key slots is locked only to
 // look a slot up; the slots themselves are `tokio::sync::Mutex`es, held across the mint;
@@ -76,19 +86,19 @@ struct Cached {
 
 /// What a lookup found, for status reporting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenStatus {
+pub enum LoginFreshness {
     Fresh,
     /// Past its refresh point and the refresh failed; still valid.
     Stale,
     Expired,
 }
 
-pub struct TokenCache {
+pub struct LoginCache {
     clock: Arc<dyn Clock>,
     entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
 }
 
-impl TokenCache {
+impl LoginCache {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
@@ -107,7 +117,7 @@ impl TokenCache {
         &self,
         key: &str,
         mint: F,
-    ) -> Result<(RegistryLogin, TokenStatus)>
+    ) -> Result<(RegistryLogin, LoginFreshness)>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<RegistryLogin>>,
@@ -117,7 +127,7 @@ impl TokenCache {
         let now = self.clock.now();
         if let Some(entry) = cached.as_ref() {
             if now < entry.refresh_at {
-                return Ok((entry.login.clone(), TokenStatus::Fresh));
+                return Ok((entry.login.clone(), LoginFreshness::Fresh));
             }
         }
         match mint().await {
@@ -127,7 +137,7 @@ impl TokenCache {
                     login: login.clone(),
                     refresh_at,
                 });
-                Ok((login, TokenStatus::Fresh))
+                Ok((login, LoginFreshness::Fresh))
             }
             Err(error) => match cached.as_ref() {
                 Some(entry)
@@ -140,7 +150,7 @@ impl TokenCache {
                         error.code = error.code(),
                         "token.refresh_failed_serving_stale"
                     );
-                    Ok((entry.login.clone(), TokenStatus::Stale))
+                    Ok((entry.login.clone(), LoginFreshness::Stale))
                 }
                 _ => {
                     *cached = None;
@@ -277,7 +287,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_login_is_replaced_once_however_many_saw_the_refusal() {
         let clock = Arc::new(ManualClock::new(1_000));
-        let cache = TokenCache::new(clock.clone());
+        let cache = LoginCache::new(clock.clone());
         let (refused, _) = cache
             .get_or_mint("id", || async { Ok(login(1_000, 12 * HOUR, "revoked")) })
             .await
@@ -313,12 +323,12 @@ mod tests {
     #[tokio::test]
     async fn serves_fresh_then_refreshes_then_serves_stale_until_expiry() {
         let clock = Arc::new(ManualClock::new(0));
-        let cache = TokenCache::new(clock.clone());
+        let cache = LoginCache::new(clock.clone());
         let (first, status) = cache
             .get_or_mint("id", || async { Ok(login(0, 12 * HOUR, "one")) })
             .await
             .unwrap();
-        assert_eq!(status, TokenStatus::Fresh);
+        assert_eq!(status, LoginFreshness::Fresh);
         // Fresh: no mint happens.
         let (again, _) = cache
             .get_or_mint("id", || async { panic!("minted while fresh") })
@@ -331,7 +341,7 @@ mod tests {
             .get_or_mint("id", || async { Err(throttled()) })
             .await
             .unwrap();
-        assert_eq!(status, TokenStatus::Stale);
+        assert_eq!(status, LoginFreshness::Stale);
         assert_eq!(stale.expires_at, first.expires_at);
         // Never past its real expiry.
         clock.advance(3 * HOUR);
@@ -345,7 +355,7 @@ mod tests {
             .get_or_mint("id", || async move { Ok(login(now, 12 * HOUR, "two")) })
             .await
             .unwrap();
-        assert_eq!(status, TokenStatus::Fresh);
+        assert_eq!(status, LoginFreshness::Fresh);
         assert_eq!(renewed.issued_at, now);
     }
 
@@ -354,7 +364,7 @@ mod tests {
     /// provider — never as a provider's error (`aws_failed`).
     #[tokio::test]
     async fn a_store_failure_while_minting_is_answered_as_the_store_failure() {
-        let cache = TokenCache::new(Arc::new(ManualClock::new(0)));
+        let cache = LoginCache::new(Arc::new(ManualClock::new(0)));
         let error = cache
             .get_or_mint("acr:identity", || async {
                 Err(Error::unavailable(

@@ -7,6 +7,24 @@
 //! this on read), or when its retry time has come. Leases work like the refresher's:
 //! one replica pushes a target at a time, a result is written only by the lease
 //! holder, and a dead replica's lease runs out.
+//!
+//! The push cycle runs every 5 s on each replica. It leases up to [`CYCLE_BATCH`] due
+//! targets for `LEASE_MS` (120 s) and pushes [`CONCURRENCY`] at a time, each push
+//! bounded by `PUSH_TIMEOUT` (45 s). A push reads the credential, takes
+//! `registry_tokens::current_login`, opens the webhook signing key, pushes, and
+//! finishes as lease holder: `ok` (failures 0, nothing scheduled, what was delivered)
+//! or `failing` (failures + 1, the scrubbed error, next attempt after `backoff`).
+//!
+//! A push is recorded (`sync_target.push`, actor `system` for the worker) in the same
+//! transaction as its result, after the delivery. A resolve's entry comes first; a
+//! push's cannot, because a delivery cannot be taken back, and its destination was
+//! authorised and audited when the target was added. A failed push is audited only
+//! when someone asked for it (create, `run`). The worker's retries show in the status,
+//! in `regkeeper_sync_pushes_total{kind,outcome}` and in the log. A static (docker)
+//! credential's targets are pushed only when added, when the credential changes, or
+//! on `run`.
+//!
+//! Gap: no test runs leases between two replicas for sync targets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +38,9 @@ use crate::domain::credential::Credential;
 use crate::domain::identity::{Principal, Role};
 use crate::domain::sync_target::{Delivered, DestinationParts, SyncKind, SyncStatus, SyncTarget};
 use crate::domain::{Error, Result};
+use crate::login_cache::backoff;
 use crate::metrics::SyncPushLabels;
-use crate::sync::{server_address, Delivery, SyncError};
-use crate::tokens::backoff;
+use crate::push::{server_address, Delivery, SyncError};
 
 use super::access::require;
 use super::lease_worker::{self, Claim, LeaseWork};
@@ -83,7 +101,7 @@ fn signing_key(input: &SyncTargetInput, kind: SyncKind) -> Result<Option<(Secret
             }
             Ok(Some((SecretString::from(key.to_owned()), false)))
         }
-        (None, SyncKind::Webhook) => Ok(Some((crate::sync::webhook::generate_key(), true))),
+        (None, SyncKind::Webhook) => Ok(Some((crate::push::webhook::generate_key(), true))),
         (None, _) => Ok(None),
     }
 }
@@ -475,7 +493,7 @@ async fn deliver(app: &App, target: &SyncTarget, now: i64) -> Attempt {
             "credential_missing",
             "the credential was renamed or deleted during the push".to_owned(),
         ))?;
-    let login = crate::service::tokens::current_login(app, &credential)
+    let login = crate::service::registry_tokens::current_login(app, &credential)
         .await
         .map_err(|error| shown(&error))?;
     let signing_key = match &target.signing_key {

@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 
 use crate::clock::format_timestamp;
 use crate::domain::sync_target::{SyncDestination, SyncStatus, SyncTarget};
-use crate::service::sync;
+use crate::service::sync_targets;
 
 use super::auth::Caller;
 use super::error::{ApiJson, ApiResult};
@@ -61,7 +61,7 @@ pub async fn list(
     Caller(principal): Caller,
     Path((workspace, name)): Path<(String, String)>,
 ) -> ApiResult<Json<wire::SyncTargetList>> {
-    let targets = sync::list(&state.app, &principal, Some(&workspace), &name).await?;
+    let targets = sync_targets::list(&state.app, &principal, Some(&workspace), &name).await?;
     Ok(Json(wire::SyncTargetList {
         targets: targets.iter().map(view).collect(),
     }))
@@ -81,7 +81,8 @@ pub async fn create(
     Path((workspace, name)): Path<(String, String)>,
     ApiJson(input): ApiJson<wire::SyncTargetInput>,
 ) -> ApiResult<(StatusCode, Json<wire::SyncTargetCreated>)> {
-    let created = sync::create(&state.app, &principal, Some(&workspace), &name, input).await?;
+    let created =
+        sync_targets::create(&state.app, &principal, Some(&workspace), &name, input).await?;
     Ok((
         StatusCode::CREATED,
         Json(wire::SyncTargetCreated {
@@ -103,7 +104,7 @@ pub async fn delete(
     Caller(principal): Caller,
     Path((workspace, name, id)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    sync::delete(&state.app, &principal, Some(&workspace), &name, &id).await?;
+    sync_targets::delete(&state.app, &principal, Some(&workspace), &name, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -117,6 +118,6 @@ pub async fn run(
     Caller(principal): Caller,
     Path((workspace, name, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<wire::SyncTarget>> {
-    let target = sync::run(&state.app, &principal, Some(&workspace), &name, &id).await?;
+    let target = sync_targets::run(&state.app, &principal, Some(&workspace), &name, &id).await?;
     Ok(Json(view(&target)))
 }
