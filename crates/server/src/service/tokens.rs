@@ -1,6 +1,7 @@
 //! Minted registry tokens across replicas: one token per shared cloud identity, sealed
 //! in the database so every replica can serve it, refreshed ahead of expiry by
-//! whichever replica holds its lease, and served from memory on the hot path.
+//! whichever replica holds its lease (the refresher, [`Refresher`], is a
+//! `lease_worker`), and served from memory on the hot path.
 
 use std::sync::Arc;
 
