@@ -9,6 +9,10 @@
 
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
+use common::replace;
 use libfuzzer_sys::fuzz_target;
 use regkeeper_consumers::docker_helper::{self, HelperError};
 
@@ -42,18 +46,3 @@ fuzz_target!(|data: &[u8]| {
         "{action}: an error echoes its input: {message}"
     );
 });
-
-fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut rest = haystack;
-    while !rest.is_empty() {
-        if rest.starts_with(from) {
-            out.extend_from_slice(to);
-            rest = &rest[from.len()..];
-        } else {
-            out.push(rest[0]);
-            rest = &rest[1..];
-        }
-    }
-    out
-}

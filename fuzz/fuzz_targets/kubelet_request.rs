@@ -7,8 +7,12 @@
 
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::replace;
 use libfuzzer_sys::fuzz_target;
 use regkeeper_consumers::kubelet::{self, Lookup, NOT_FOUND_CACHE_SECONDS, PASSWORD_CACHE_SECONDS};
 use regkeeper_wire::kubelet::{API_VERSION, RESPONSE_KIND};
@@ -120,21 +124,6 @@ fn system_time(seconds: i64) -> Option<SystemTime> {
     } else {
         UNIX_EPOCH.checked_sub(offset)
     }
-}
-
-fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut rest = haystack;
-    while !rest.is_empty() {
-        if rest.starts_with(from) {
-            out.extend_from_slice(to);
-            rest = &rest[from.len()..];
-        } else {
-            out.push(rest[0]);
-            rest = &rest[1..];
-        }
-    }
-    out
 }
 
 /// Reads back what `go_duration` prints: `45s`, `5m0s`, `7h59m30s`.

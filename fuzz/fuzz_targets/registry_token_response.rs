@@ -6,8 +6,12 @@
 
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64_URL;
 use base64::Engine;
+use common::replace;
 use libfuzzer_sys::fuzz_target;
 use regkeeper::registry_auth::{granted_access, parse_token_json};
 use secrecy::ExposeSecret;
@@ -55,19 +59,4 @@ fn round_trips(token: &str) {
     let payload = BASE64_URL.encode(claims.to_string());
     let again = granted_access(&format!("eyJhbGciOiJub25lIn0.{payload}.sig"));
     assert_eq!(again, granted, "{token:?}");
-}
-
-fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut rest = haystack;
-    while !rest.is_empty() {
-        if rest.starts_with(from) {
-            out.extend_from_slice(to);
-            rest = &rest[from.len()..];
-        } else {
-            out.push(rest[0]);
-            rest = &rest[1..];
-        }
-    }
-    out
 }

@@ -38,7 +38,7 @@ const REGION: &str = "us-east-1";
 const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 const ADMIN_TOKEN: &str = "rk_bench_bootstrap_admin_token_0123456789";
 const HOUR_MS: i64 = 3_600_000;
-/// The background refresher's period (`refresh_tokens_periodically` in serve.rs).
+/// The background refresher's period (`service::lease_worker::PASS_INTERVAL`).
 const REFRESHER_INTERVAL_MS: i64 = 5_000;
 /// The X-Amz-Target of GetAuthorizationToken, as it appears in each request's headers.
 const GET_AUTHORIZATION_TOKEN: &[u8] =

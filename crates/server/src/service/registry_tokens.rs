@@ -1,6 +1,7 @@
 //! Minted registry tokens across replicas: one token per shared cloud identity, sealed
 //! in the database so every replica can serve it, refreshed ahead of expiry by
-//! whichever replica holds its lease, and served from memory on the hot path.
+//! whichever replica holds its lease (the refresher, [`Refresher`], is a
+//! `lease_worker`), and served from memory on the hot path.
 //!
 //! A resolve's login ([`login_for`]): a stored password is returned as is (no network,
 //! nothing cached). Otherwise it goes through the login cache, keyed by the credential's
@@ -22,8 +23,8 @@
 //! how the refresher learns of it: nothing is minted or refreshed for a credential
 //! before its first resolve.
 //!
-//! The refresher ([`refresh_cycle`], every 5 s on each replica, one owner id per
-//! process): `claim_due_tokens` leases up to [`CYCLE_BATCH`] due rows for `LEASE_MS`
+//! The refresher ([`refresh_cycle`], a pass of the lease worker every 5 s on each
+//! replica, one owner id per process): `claim_due_tokens` leases up to [`CYCLE_BATCH`] due rows for `LEASE_MS`
 //! in one serialised write transaction, so two replicas never both win a row. A row
 //! over its provider's rate limit (`App.provider_rate_limit`: 10 calls per second,
 //! bursts of 50, per replica and provider) is handed back, due again in 1 s. The rest

@@ -4,9 +4,9 @@
 //!
 //! A target is due when nothing is scheduled and it is behind (never delivered, its
 //! credential's revision changed, or its token was re-minted since; the store computes
-//! this on read), or when its retry time has come. Leases work like the refresher's:
-//! one replica pushes a target at a time, a result is written only by the lease
-//! holder, and a dead replica's lease runs out.
+//! this on read), or when its retry time has come. The pusher ([`Pusher`]) is a
+//! `lease_worker`, as the refresher is: one replica pushes a target at a time, a result
+//! is written only by the lease holder, and a dead replica's lease runs out.
 //!
 //! The push cycle runs every 5 s on each replica. It leases up to [`CYCLE_BATCH`] due
 //! targets for `LEASE_MS` (120 s) and pushes [`CONCURRENCY`] at a time, each push

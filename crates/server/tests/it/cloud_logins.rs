@@ -15,7 +15,7 @@ use super::fake_google_oauth::{
     key_file, registered_key, unregistered_key, FakeGoogleOAuth, ACCESS_TOKEN, CLIENT_EMAIL,
     EXPIRES_IN,
 };
-use super::peers::registry::{Registry, SkopeoAuth};
+use super::peers::registry::Registry;
 use super::support::{add, ok, resolve, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
 
 /// A server that may reach loopback registries, trusts `ca_file`, and uses the fakes'
@@ -373,18 +373,7 @@ fn gcr_access_token_add_verify_resolve_and_pull() {
         (expected - 120..=expected + 5).contains(&left),
         "{left} s left"
     );
-    let pulled = registry.skopeo_pull(
-        &registry.image("team/app:1"),
-        &SkopeoAuth::Basic {
-            username: &resolved.username,
-            password: resolved.secret.expose(),
-        },
-    );
-    assert!(
-        pulled.status.success(),
-        "skopeo pull: {}",
-        String::from_utf8_lossy(&pulled.stderr)
-    );
+    registry.assert_pulls_with(&registry.image("team/app:1"), &resolved);
     let log = server.log();
     assert!(!log.contains(ACCESS_TOKEN), "the access token is logged");
     assert!(!log.contains("PRIVATE KEY"), "the key is logged");

@@ -823,7 +823,6 @@ async fn oidc_trust_removed_on_one_replica_ends_sessions_on_another() {
 /// distribution (htpasswd, TLS) with the login it got.
 #[tokio::test(flavor = "multi_thread")]
 async fn oidc_exchanged_token_lets_skopeo_pull() {
-    use super::peers::registry::SkopeoAuth;
     let Some((registry, provider, server)) = federated_pull(WORKSPACE) else {
         return;
     };
@@ -840,16 +839,5 @@ async fn oidc_exchanged_token_lets_skopeo_pull() {
             },
         )
         .unwrap();
-    let pulled = registry.skopeo_pull(
-        "team/app:1",
-        &SkopeoAuth::Basic {
-            username: &resolved.username,
-            password: resolved.secret.expose(),
-        },
-    );
-    assert!(
-        pulled.status.success(),
-        "skopeo pull failed: {}",
-        String::from_utf8_lossy(&pulled.stderr)
-    );
+    registry.assert_pulls_with("team/app:1", &resolved);
 }

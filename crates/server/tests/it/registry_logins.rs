@@ -6,7 +6,7 @@ use base64::Engine;
 use regkeeper_wire as wire;
 
 use super::peers::moto::{self, Moto};
-use super::peers::registry::{Registry, SkopeoAuth};
+use super::peers::registry::Registry;
 use super::peers::token_issuer::{TokenIssuer, PULLER, PULLER_PASSWORD, PUSHER, PUSHER_PASSWORD};
 use super::support::{
     add, ok, resolve, run_cli, server_for, stderr, ServerOptions, TestServer, ADMIN_TOKEN,
@@ -143,18 +143,7 @@ fn htpasswd_registry_verify_resolve_and_pull() {
         ),
         ("robot", "robot-password", None)
     );
-    let pulled = registry.skopeo_pull(
-        &registry.image("team/app:1"),
-        &SkopeoAuth::Basic {
-            username: &resolved.username,
-            password: resolved.secret.expose(),
-        },
-    );
-    assert!(
-        pulled.status.success(),
-        "skopeo pull: {}",
-        String::from_utf8_lossy(&pulled.stderr)
-    );
+    registry.assert_pulls_with(&registry.image("team/app:1"), &resolved);
     let audit = ok(&server.cli(ADMIN_TOKEN, &["audit", "list", "--limit", "100"], None));
     assert!(
         audit.contains("credential.resolve") && audit.contains("credential.verify"),
@@ -321,18 +310,7 @@ fn ecr_through_moto_keys_and_role() {
     let expires_at = resolved.expires_at.clone().expect("ECR logins expire");
     assert!(expires_at.as_str() > "2026-01-01", "{expires_at}");
     assert!(server.log().contains("token.expiry_unusable"));
-    let pulled = registry.skopeo_pull(
-        &registry.image("team/app:1"),
-        &SkopeoAuth::Basic {
-            username: &resolved.username,
-            password: resolved.secret.expose(),
-        },
-    );
-    assert!(
-        pulled.status.success(),
-        "skopeo pull: {}",
-        String::from_utf8_lossy(&pulled.stderr)
-    );
+    registry.assert_pulls_with(&registry.image("team/app:1"), &resolved);
 
     // The same through an assumed role with an external id.
     let role: wire::Credential = serde_json::from_str(&ok(&run_cli(

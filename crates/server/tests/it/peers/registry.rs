@@ -386,6 +386,24 @@ impl Registry {
         )
     }
 
+    /// Pulls `reference` (as [`Registry::skopeo_pull`] takes it) with the login regkeeper
+    /// resolved, failing the test with skopeo's errors if that does not work.
+    #[track_caller]
+    pub fn assert_pulls_with(&self, reference: &str, resolved: &regkeeper_wire::Resolved) {
+        let pulled = self.skopeo_pull(
+            reference,
+            &SkopeoAuth::Basic {
+                username: &resolved.username,
+                password: resolved.secret.expose(),
+            },
+        );
+        assert!(
+            pulled.status.success(),
+            "skopeo pull: {}",
+            String::from_utf8_lossy(&pulled.stderr)
+        );
+    }
+
     /// `skopeo inspect --raw`: the manifest as the registry serves it.
     pub fn skopeo_inspect_raw(&self, reference: &str, auth: &SkopeoAuth<'_>) -> Output {
         let scratch = tempfile::tempdir().expect("temporary directory");

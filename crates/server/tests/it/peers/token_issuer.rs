@@ -401,6 +401,19 @@ fn record(state: &IssuerState, request: TokenRequest) {
     state.requests.lock().expect("requests lock").push(request);
 }
 
+/// Records `request` as refused with `status`, and answers with distribution's error body.
+fn refuse(
+    state: &IssuerState,
+    mut request: TokenRequest,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response {
+    request.status = status.as_u16();
+    record(state, request);
+    error(status, code, message)
+}
+
 fn basic_credentials(headers: &HeaderMap) -> Option<Option<(String, String)>> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?;
     let parsed = value
@@ -452,9 +465,9 @@ async fn get_token(
         status: 200,
     };
     if state.unavailable.load(Ordering::SeqCst) {
-        request.status = 503;
-        record(&state, request);
-        return error(
+        return refuse(
+            &state,
+            request,
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",
             "token service is down",
@@ -465,9 +478,9 @@ async fn get_token(
         Some(Some((username, password))) => match find_user(&state, &username, &password) {
             Some(user) => Some(user),
             None => {
-                request.status = 401;
-                record(&state, request);
-                return error(
+                return refuse(
+                    &state,
+                    request,
                     StatusCode::UNAUTHORIZED,
                     "UNAUTHORIZED",
                     "invalid username or password",
@@ -475,9 +488,9 @@ async fn get_token(
             }
         },
         Some(None) => {
-            request.status = 401;
-            record(&state, request);
-            return error(
+            return refuse(
+                &state,
+                request,
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 "malformed Basic credentials",
@@ -527,9 +540,9 @@ async fn post_token(State(state): State<Arc<IssuerState>>, body: String) -> Resp
         status: 200,
     };
     if state.unavailable.load(Ordering::SeqCst) {
-        request.status = 503;
-        record(&state, request);
-        return error(
+        return refuse(
+            &state,
+            request,
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",
             "token service is down",
@@ -547,9 +560,9 @@ async fn post_token(State(state): State<Arc<IssuerState>>, body: String) -> Resp
             owner.and_then(|owner| state.users.iter().find(|user| user.username == owner))
         }
         _ => {
-            request.status = 400;
-            record(&state, request);
-            return error(
+            return refuse(
+                &state,
+                request,
                 StatusCode::BAD_REQUEST,
                 "UNSUPPORTED_GRANT_TYPE",
                 "grant_type must be password or refresh_token",
@@ -557,9 +570,9 @@ async fn post_token(State(state): State<Arc<IssuerState>>, body: String) -> Resp
         }
     };
     let Some(user) = user else {
-        request.status = 401;
-        record(&state, request);
-        return error(
+        return refuse(
+            &state,
+            request,
             StatusCode::UNAUTHORIZED,
             "INVALID_GRANT",
             "invalid credentials or refresh token",
