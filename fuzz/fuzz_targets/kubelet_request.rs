@@ -56,12 +56,11 @@ fuzz_target!(|data: &[u8]| {
                 response.cache_duration.as_deref().map(go_seconds),
                 Some(Some(NOT_FOUND_CACHE_SECONDS))
             );
-            assert_eq!(
-                response.service_account_token_cache_type.is_some(),
-                request.service_account_token.is_some()
-            );
             let text = serde_json::to_string(response).expect("a response serialises");
             assert!(!text.contains(CANARY), "{text}");
+            // The kubelet decodes responses strictly: a field it does not know (this one
+            // was once sent) fails every pull on the node.
+            assert!(!text.contains("serviceAccountTokenCacheType"), "{text}");
         }
         Err(error) => assert!(echoed || !error.to_string().contains(CANARY), "{error}"),
     }
