@@ -48,7 +48,7 @@ pub async fn audit_verify(
     State(state): State<ApiState>,
     Caller(principal): Caller,
 ) -> ApiResult<Json<wire::AuditVerification>> {
-    let check = audit_log::verify(&state.app, &principal).await?;
+    let check = audit_log::check_chain(&state.app, &principal).await?;
     Ok(Json(match check.broken_at {
         None => wire::AuditVerification {
             ok: true,

@@ -51,7 +51,7 @@ pub struct ChainCheck {
     pub broken_at: Option<(i64, String)>,
 }
 
-pub async fn verify(app: &App, principal: &Principal) -> Result<ChainCheck> {
+pub async fn check_chain(app: &App, principal: &Principal) -> Result<ChainCheck> {
     require_site_admin(principal, "verifying the audit log")?;
     let mut previous = None;
     let mut checked = 0;
