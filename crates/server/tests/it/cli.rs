@@ -10,23 +10,39 @@ use super::support::{
 
 const SECRET: &str = "cli-e2e-secret-5c1f0e";
 
-fn add_list_restart(options: ServerOptions, secret: &str) {
-    let server = TestServer::start_with(options.clone());
-    let added = ok(&server.cli(
-        ADMIN_TOKEN,
+/// `credentials add --no-verify --name N --registry R --username U --password-stdin`,
+/// with `password` on stdin.
+fn add_with_stdin(
+    server: &TestServer,
+    token: &str,
+    [name, registry, username]: [&str; 3],
+    password: &str,
+) -> std::process::Output {
+    server.cli(
+        token,
         &[
             "credentials",
             "add",
             "--no-verify",
             "--name",
-            "ghcr",
+            name,
             "--registry",
-            "https://GHCR.io/acme",
+            registry,
             "--username",
-            "bob",
+            username,
             "--password-stdin",
         ],
-        Some(&format!("{secret}\n")),
+        Some(password),
+    )
+}
+
+fn add_list_restart(options: ServerOptions, secret: &str) {
+    let server = TestServer::start_with(options.clone());
+    let added = ok(&add_with_stdin(
+        &server,
+        ADMIN_TOKEN,
+        ["ghcr", "https://GHCR.io/acme", "bob"],
+        &format!("{secret}\n"),
     ));
     assert!(added.contains("ghcr.io/acme"), "{added}");
     let listed = ok(&server.cli(ADMIN_TOKEN, &["credentials", "list"], None));
@@ -307,59 +323,19 @@ fn secrets_come_from_stdin_env_or_file_never_arguments() {
 #[test]
 fn update_show_delete_and_clear_errors() {
     let server = TestServer::start();
-    ok(&server.cli(
+    ok(&add_with_stdin(
+        &server,
         ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--no-verify",
-            "--name",
-            "quay",
-            "--registry",
-            "quay.io",
-            "--username",
-            "robot",
-            "--password-stdin",
-        ],
-        Some("first"),
+        ["quay", "quay.io", "robot"],
+        "first",
     ));
-    let duplicate = server.cli(
-        ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--no-verify",
-            "--name",
-            "quay",
-            "--registry",
-            "quay.io",
-            "--username",
-            "robot",
-            "--password-stdin",
-        ],
-        Some("x"),
-    );
+    let duplicate = add_with_stdin(&server, ADMIN_TOKEN, ["quay", "quay.io", "robot"], "x");
     assert!(
         stderr(&duplicate).contains("already exists"),
         "{}",
         stderr(&duplicate)
     );
-    let invalid = server.cli(
-        ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--no-verify",
-            "--name",
-            "bad name",
-            "--registry",
-            "quay.io",
-            "--username",
-            "u",
-            "--password-stdin",
-        ],
-        Some("x"),
-    );
+    let invalid = add_with_stdin(&server, ADMIN_TOKEN, ["bad name", "quay.io", "u"], "x");
     assert!(
         stderr(&invalid).contains("invalid credential name"),
         "{}",
@@ -468,21 +444,11 @@ fn api_tokens_audit_and_key_rotation() {
     let revoked = server.cli(token.secret.expose(), &["credentials", "list"], None);
     assert!(stderr(&revoked).contains("revoked"), "{}", stderr(&revoked));
 
-    ok(&server.cli(
+    ok(&add_with_stdin(
+        &server,
         ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--no-verify",
-            "--name",
-            "a",
-            "--registry",
-            "quay.io",
-            "--username",
-            "u",
-            "--password-stdin",
-        ],
-        Some("pw"),
+        ["a", "quay.io", "u"],
+        "pw",
     ));
     let rotated = ok(&server.cli(ADMIN_TOKEN, &["key", "rotate"], None));
     assert!(
