@@ -13,6 +13,18 @@ fn error_of(body: &str) -> wire::ErrorDetail {
 
 const CREDENTIALS: &str = "/api/v1/workspaces/%7Eadmin/credentials";
 
+/// Posts `body` as JSON to `~admin`'s credentials as the admin: status and body.
+fn post_credential(server: &TestServer, body: &[u8]) -> (u16, String) {
+    raw(
+        server,
+        "POST",
+        CREDENTIALS,
+        Some(ADMIN_TOKEN),
+        Some("application/json"),
+        Some(body),
+    )
+}
+
 #[test]
 fn bodies_are_bounded_and_strict() {
     // A small limit, so the oversized body fits in the socket buffers and the client
@@ -25,28 +37,14 @@ fn bodies_are_bounded_and_strict() {
         r#"{{"name":"x","registry":"quay.io","username":"u","password":"{}"}}"#,
         "a".repeat(8 * 1024)
     );
-    let (status, body) = raw(
-        &server,
-        "POST",
-        CREDENTIALS,
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(big.as_bytes()),
-    );
+    let (status, body) = post_credential(&server, big.as_bytes());
     assert_eq!(
         (status, error_of(&body).code.as_str()),
         (413, "body_too_large")
     );
 
     let misspelt = br#"{"name":"x","registry":"quay.io","username":"u","pasword":"p"}"#;
-    let (status, body) = raw(
-        &server,
-        "POST",
-        CREDENTIALS,
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(misspelt),
-    );
+    let (status, body) = post_credential(&server, misspelt);
     let error = error_of(&body);
     assert_eq!((status, error.code.as_str()), (400, "invalid_body"));
     assert!(
@@ -56,25 +54,11 @@ fn bodies_are_bounded_and_strict() {
     );
 
     let wrong_type = br#"{"name":"x","registry":"quay.io","ambient":"api-canary-value"}"#;
-    let (status, body) = raw(
-        &server,
-        "POST",
-        CREDENTIALS,
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(wrong_type),
-    );
+    let (status, body) = post_credential(&server, wrong_type);
     assert_eq!(status, 400);
     assert!(!body.contains("api-canary-value"), "input echoed: {body}");
 
-    let (status, body) = raw(
-        &server,
-        "POST",
-        CREDENTIALS,
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(b"{not json"),
-    );
+    let (status, body) = post_credential(&server, b"{not json");
     assert_eq!(
         (status, error_of(&body).code.as_str()),
         (400, "invalid_json")
@@ -93,28 +77,14 @@ fn bodies_are_bounded_and_strict() {
     );
 
     let no_secret = br#"{"name":"x","registry":"quay.io","username":"u"}"#;
-    let (status, body) = raw(
-        &server,
-        "POST",
-        CREDENTIALS,
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(no_secret),
-    );
+    let (status, body) = post_credential(&server, no_secret);
     assert_eq!(
         (status, error_of(&body).code.as_str()),
         (400, "missing_password")
     );
     let ambient =
         br#"{"name":"x","registry":"123456789012.dkr.ecr.us-east-1.amazonaws.com","ambient":true}"#;
-    let (status, body) = raw(
-        &server,
-        "POST",
-        CREDENTIALS,
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(ambient),
-    );
+    let (status, body) = post_credential(&server, ambient);
     assert_eq!(
         (status, error_of(&body).code.as_str()),
         (422, "ambient_credentials_disabled")
