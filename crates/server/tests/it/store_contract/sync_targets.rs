@@ -8,6 +8,8 @@ use regkeeper::domain::credential::SealedSecret;
 use regkeeper::domain::sync_target::{Delivered, SyncDestination, SyncStatus, SyncTarget};
 use regkeeper::store::SealedKind;
 
+use regkeeper::store::SharedStore;
+
 use super::{audit_count, created_user, credential, record, stored_token, uuid, Subject};
 
 fn target(
@@ -33,6 +35,35 @@ fn target(
         created_at: 1_000,
         created_by: "alice".into(),
     }
+}
+
+/// A request's lease on target `id` at `now`, held by `owner` until `lease_until`.
+async fn claim(
+    store: &SharedStore,
+    id: &str,
+    now: i64,
+    owner: &str,
+    lease_until: i64,
+) -> Option<SyncTarget> {
+    store
+        .claim_sync_target(id, now, owner, lease_until)
+        .await
+        .unwrap()
+}
+
+/// The worker's leases on up to `limit` due targets at `now`, held by `owner` until
+/// `lease_until`.
+async fn claim_due(
+    store: &SharedStore,
+    now: i64,
+    owner: &str,
+    lease_until: i64,
+    limit: i64,
+) -> Vec<SyncTarget> {
+    store
+        .claim_due_sync_targets(now, owner, lease_until, limit)
+        .await
+        .unwrap()
 }
 
 /// Marks a leased target delivered as of `delivered`.
@@ -146,23 +177,15 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
     hook.signing_key = Some(rewrapped);
 
     // Leases: one holder at a time; the creator's lease keeps the hook from the worker.
-    let due = store
-        .claim_due_sync_targets(2_000, "replica-a", 62_000, 10)
-        .await
-        .unwrap();
+    let due = claim_due(store, 2_000, "replica-a", 62_000, 10).await;
     assert_eq!(
         due.iter().map(|t| &t.id).collect::<Vec<_>>(),
         vec![&file.id]
     );
-    assert!(store
-        .claim_due_sync_targets(2_000, "replica-b", 62_000, 10)
+    assert!(claim_due(store, 2_000, "replica-b", 62_000, 10)
         .await
-        .unwrap()
         .is_empty());
-    let due = store
-        .claim_due_sync_targets(6_000, "replica-b", 66_000, 10)
-        .await
-        .unwrap();
+    let due = claim_due(store, 6_000, "replica-b", 66_000, 10).await;
     assert_eq!(
         due.iter().map(|t| &t.id).collect::<Vec<_>>(),
         vec![&hook.id]
@@ -200,10 +223,8 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
     assert!(!listed[0].behind, "delivered the credential's revision");
     assert_eq!(listed[1].last_error, failing.last_error);
     // Nothing is due: one is up to date, the other waits for its backoff.
-    assert!(store
-        .claim_due_sync_targets(70_000, "replica-a", 130_000, 10)
+    assert!(claim_due(store, 70_000, "replica-a", 130_000, 10)
         .await
-        .unwrap()
         .is_empty());
 
     // A changed credential puts its targets behind.
@@ -214,10 +235,7 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
         .update_credential(&ecr, previous, record("credential.update"))
         .await
         .unwrap();
-    let due = store
-        .claim_due_sync_targets(71_000, "replica-a", 131_000, 10)
-        .await
-        .unwrap();
+    let due = claim_due(store, 71_000, "replica-a", 131_000, 10).await;
     assert_eq!(
         due.iter().map(|t| &t.id).collect::<Vec<_>>(),
         vec![&file.id]
@@ -245,10 +263,7 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
         .link_token_identity(&ecr.id, Some("ecr:shared"))
         .await
         .unwrap();
-    let due = store
-        .claim_due_sync_targets(72_000, "replica-a", 132_000, 10)
-        .await
-        .unwrap();
+    let due = claim_due(store, 72_000, "replica-a", 132_000, 10).await;
     assert_eq!(due.len(), 1, "never delivered a token");
     let with_token = Delivered {
         revision: Some(2),
@@ -282,20 +297,14 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
     );
 
     // A push on request leases one target whatever its schedule, once.
-    assert!(store
-        .claim_sync_target(&hook.id, 73_000, "request-1", 133_000)
+    assert!(claim(store, &hook.id, 73_000, "request-1", 133_000)
         .await
-        .unwrap()
         .is_some());
-    assert!(store
-        .claim_sync_target(&hook.id, 73_000, "request-2", 133_000)
+    assert!(claim(store, &hook.id, 73_000, "request-2", 133_000)
         .await
-        .unwrap()
         .is_none());
-    assert!(store
-        .claim_sync_target("no-such-target", 73_000, "request-2", 133_000)
+    assert!(claim(store, "no-such-target", 73_000, "request-2", 133_000)
         .await
-        .unwrap()
         .is_none());
 
     store
@@ -383,58 +392,39 @@ pub(super) async fn sync_target_leases(subject: Subject) {
         ids.sort();
         ids
     };
-    let first = store
-        .claim_due_sync_targets(10_000, "replica-a", 20_000, 1)
-        .await
-        .unwrap();
+    let first = claim_due(store, 10_000, "replica-a", 20_000, 1).await;
     assert_eq!(first.len(), 1, "at most the limit");
-    let second = store
-        .claim_due_sync_targets(10_000, "replica-b", 25_000, 10)
-        .await
-        .unwrap();
+    let second = claim_due(store, 10_000, "replica-b", 25_000, 10).await;
     assert_eq!(
         ids([first.clone(), second.clone()].concat()),
         ids(vec![retry.clone(), unscheduled.clone()]),
         "each due target once; not one backing off, nor one up to date"
     );
     let (first, second) = (first[0].clone(), second[0].clone());
-    assert!(store
-        .claim_due_sync_targets(15_000, "replica-c", 30_000, 10)
+    assert!(claim_due(store, 15_000, "replica-c", 30_000, 10)
         .await
-        .unwrap()
         .is_empty());
 
     // A push on request: any target no live lease holds, due or not, once.
     for requested in [&backing_off, &current] {
-        let claimed = store
-            .claim_sync_target(&requested.id, 15_000, "request", 30_000)
+        let claimed = claim(store, &requested.id, 15_000, "request", 30_000)
             .await
-            .unwrap()
             .expect("claimed whatever its schedule");
         assert_eq!(claimed.id, requested.id);
     }
-    assert!(store
-        .claim_sync_target(&first.id, 15_000, "request", 30_000)
+    assert!(claim(store, &first.id, 15_000, "request", 30_000)
         .await
-        .unwrap()
         .is_none());
 
     // Replica A died: once its lease has run out, the worker and requests take its
     // target again; replica B's lease still holds.
-    let taken_over = store
-        .claim_due_sync_targets(20_001, "replica-c", 80_000, 10)
-        .await
-        .unwrap();
+    let taken_over = claim_due(store, 20_001, "replica-c", 80_000, 10).await;
     assert_eq!(ids(taken_over), vec![first.id.clone()]);
-    assert!(store
-        .claim_sync_target(&second.id, 20_001, "request-2", 80_000)
+    assert!(claim(store, &second.id, 20_001, "request-2", 80_000)
         .await
-        .unwrap()
         .is_none());
-    assert!(store
-        .claim_sync_target(&second.id, 25_001, "request-2", 85_000)
+    assert!(claim(store, &second.id, 25_001, "request-2", 85_000)
         .await
-        .unwrap()
         .is_some());
 
     // Replica A's late result writes nothing, not even its audit entry.
