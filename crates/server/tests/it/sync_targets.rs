@@ -355,6 +355,15 @@ fn sync_refresh_rewrites_a_config_json_and_every_other_target() {
     });
 }
 
+/// `regkeeper sync add dock` as the admin, with the destination's flags.
+fn sync_add(server: &TestServer, destination: &[&str]) -> std::process::Output {
+    server.cli(
+        ADMIN_TOKEN,
+        &[&["sync", "add", "dock"], destination].concat(),
+        None,
+    )
+}
+
 fn add_docker_credential(server: &TestServer, password: &str) {
     ok(&support::add(
         server,
@@ -409,7 +418,7 @@ fn sync_file_targets_stay_inside_the_workspace_directory() {
     let first = "canary-sync-file-7f3a91";
     add_docker_credential(&server, first);
     let refused = |path: &str, expected: &str| {
-        let output = server.cli(ADMIN_TOKEN, &["sync", "add", "dock", "--file", path], None);
+        let output = sync_add(&server, &["--file", path]);
         assert!(!output.status.success(), "{path} was accepted");
         assert!(
             stderr(&output).contains(expected),
@@ -426,11 +435,7 @@ fn sync_file_targets_stay_inside_the_workspace_directory() {
     let workspace = root.path().join("~admin");
     std::fs::create_dir_all(&workspace).unwrap();
     std::os::unix::fs::symlink(outside.path(), workspace.join("out")).unwrap();
-    let output = server.cli(
-        ADMIN_TOKEN,
-        &["sync", "add", "dock", "--file", "out/config.json"],
-        None,
-    );
+    let output = sync_add(&server, &["--file", "out/config.json"]);
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("leads outside this workspace's sync directory"),
@@ -439,18 +444,9 @@ fn sync_file_targets_stay_inside_the_workspace_directory() {
     );
     assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
 
-    let created: wire::SyncTargetCreated = serde_json::from_str(&ok(&server.cli(
-        ADMIN_TOKEN,
-        &[
-            "sync",
-            "add",
-            "dock",
-            "--file",
-            "ci/config.json",
-            "--output",
-            "json",
-        ],
-        None,
+    let created: wire::SyncTargetCreated = serde_json::from_str(&ok(&sync_add(
+        &server,
+        &["--file", "ci/config.json", "--output", "json"],
     )))
     .unwrap();
     assert_eq!(created.target.status, "ok");
@@ -525,12 +521,9 @@ fn sync_kubernetes_secrets_in_two_namespaces_follow_the_credential() {
         ..ServerOptions::default()
     });
     add_docker_credential(&server, "canary-sync-kube-1");
-    let created: wire::SyncTargetCreated = serde_json::from_str(&ok(&server.cli(
-        ADMIN_TOKEN,
+    let created: wire::SyncTargetCreated = serde_json::from_str(&ok(&sync_add(
+        &server,
         &[
-            "sync",
-            "add",
-            "dock",
             "--kubernetes-namespace",
             "ci",
             "--kubernetes-namespace",
@@ -538,7 +531,6 @@ fn sync_kubernetes_secrets_in_two_namespaces_follow_the_credential() {
             "--output",
             "json",
         ],
-        None,
     )))
     .unwrap();
     assert_eq!(
@@ -595,24 +587,10 @@ fn sync_kubernetes_secrets_in_two_namespaces_follow_the_credential() {
 
     // Namespaces outside the operator's list are refused; a Secret regkeeper did not
     // make is never replaced.
-    let output = server.cli(
-        ADMIN_TOKEN,
-        &[
-            "sync",
-            "add",
-            "dock",
-            "--kubernetes-namespace",
-            "kube-system",
-        ],
-        None,
-    );
+    let output = sync_add(&server, &["--kubernetes-namespace", "kube-system"]);
     assert!(!output.status.success());
     assert!(stderr(&output).contains("REGKEEPER_SYNC_KUBERNETES_NAMESPACES"));
-    let output = server.cli(
-        ADMIN_TOKEN,
-        &["sync", "add", "dock", "--kubernetes-namespace", "other"],
-        None,
-    );
+    let output = sync_add(&server, &["--kubernetes-namespace", "other"]);
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("was not made by regkeeper"),
@@ -655,28 +633,14 @@ fn sync_webhook_failures_back_off_then_recover() {
     add_docker_credential(&server, password);
 
     // This server has no sync root: file targets are refused, saying what to set.
-    let output = server.cli(
-        ADMIN_TOKEN,
-        &["sync", "add", "dock", "--file", "c.json"],
-        None,
-    );
+    let output = sync_add(&server, &["--file", "c.json"]);
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("REGKEEPER_SYNC_FILE_ROOT"),
         "{}",
         stderr(&output)
     );
-    let output = server.cli(
-        ADMIN_TOKEN,
-        &[
-            "sync",
-            "add",
-            "dock",
-            "--webhook",
-            "http://127.0.0.1:9/hook",
-        ],
-        None,
-    );
+    let output = sync_add(&server, &["--webhook", "http://127.0.0.1:9/hook"]);
     assert!(
         stderr(&output).contains("must be https"),
         "{}",
@@ -684,18 +648,9 @@ fn sync_webhook_failures_back_off_then_recover() {
     );
 
     // The receiver is down: the target is added, failing, with its next attempt.
-    let output = server.cli(
-        ADMIN_TOKEN,
-        &[
-            "sync",
-            "add",
-            "dock",
-            "--webhook",
-            &receiver.url("/hook"),
-            "--output",
-            "json",
-        ],
-        None,
+    let output = sync_add(
+        &server,
+        &["--webhook", &receiver.url("/hook"), "--output", "json"],
     );
     assert!(!output.status.success(), "the first push failed");
     let created: wire::SyncTargetCreated = serde_json::from_str(&support::stdout(&output)).unwrap();
@@ -726,11 +681,7 @@ fn sync_webhook_failures_back_off_then_recover() {
     assert!(metrics.contains("regkeeper_sync_pushes_total{kind=\"webhook\",outcome=\"failure\"} 1"));
 
     // A redirect is not followed: the body carries the secret.
-    let moved = server.cli(
-        ADMIN_TOKEN,
-        &["sync", "add", "dock", "--webhook", &receiver.url("/moved")],
-        None,
-    );
+    let moved = sync_add(&server, &["--webhook", &receiver.url("/moved")]);
     assert!(stderr(&moved).contains("HTTP 307"), "{}", stderr(&moved));
 
     // The receiver comes back: the worker's retry (5 s after the failure) delivers.
