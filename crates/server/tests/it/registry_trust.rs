@@ -71,6 +71,14 @@ fn verify_push(server: &TestServer, name: &str) -> wire::Credential {
     ))
 }
 
+/// What a push check of `name` on team/app says (empty if it says nothing).
+fn push_check_message(server: &TestServer, name: &str) -> String {
+    verify_push(server, name)
+        .verification
+        .message
+        .unwrap_or_default()
+}
+
 /// Issue 12 item 7: a registry at Azure's wireserver address, or at Google's metadata
 /// name, is refused before any connection, even with a broad network around the
 /// address allowed and the address listed for plain http.
@@ -526,6 +534,7 @@ fn push_rights_are_checked_on_request_and_otherwise_said_unknown() {
     };
     token_registry.push_test_image("team/app", "1", PUSHER, PUSHER_PASSWORD);
     let before = uploads_left(&token_registry, "team/app");
+    let uploads_left_on_app = || uploads_left(&token_registry, "team/app").len();
     let token_host = token_registry.host_port().to_owned();
     let server = server_trusting(&token_registry);
     for (name, user, password) in [
@@ -546,18 +555,12 @@ fn push_rights_are_checked_on_request_and_otherwise_said_unknown() {
             password,
         ));
     }
-    let message = verify_push(&server, "puller")
-        .verification
-        .message
-        .unwrap_or_default();
+    let message = push_check_message(&server, "puller");
     assert!(
         message.contains("push to team/app refused") && !message.contains("warning"),
         "{message}"
     );
-    let message = verify_push(&server, "pusher")
-        .verification
-        .message
-        .unwrap_or_default();
+    let message = push_check_message(&server, "pusher");
     // Distribution wants `delete` to cancel an upload, which the pusher lacks: the
     // warning says the empty upload stays until the registry purges it.
     assert!(
@@ -565,22 +568,13 @@ fn push_rights_are_checked_on_request_and_otherwise_said_unknown() {
             && message.contains("cancelling it was refused (HTTP 401)"),
         "{message}"
     );
-    assert_eq!(
-        uploads_left(&token_registry, "team/app").len(),
-        before.len() + 2
-    );
+    assert_eq!(uploads_left_on_app(), before.len() + 2);
     // With `delete` granted too, the upload is cancelled, and `delete` is warned about.
-    let message = verify_push(&server, "maintainer")
-        .verification
-        .message
-        .unwrap_or_default();
+    let message = push_check_message(&server, "maintainer");
     assert!(
         message.contains("grants push, delete on team/app")
             && message.contains("opened and cancelled"),
         "{message}"
     );
-    assert_eq!(
-        uploads_left(&token_registry, "team/app").len(),
-        before.len() + 2
-    );
+    assert_eq!(uploads_left_on_app(), before.len() + 2);
 }
