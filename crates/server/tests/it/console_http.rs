@@ -4,7 +4,7 @@
 
 use regkeeper_wire as wire;
 
-use super::grants::{credential, member, user, workspace};
+use super::grants::{member, started_with_credential, user};
 use super::support::{TestServer, ADMIN_TOKEN};
 
 pub(super) struct Answer {
@@ -181,15 +181,9 @@ fn a_post_without_its_csrf_token_is_refused_and_changes_nothing() {
 
 #[test]
 fn a_viewer_sees_credentials_but_no_controls() {
-    let server = TestServer::start();
-    let admin = server.admin();
-    workspace(&admin, "acme/ci");
-    credential(
-        &admin,
+    let (server, admin) = started_with_credential(
         "acme/ci",
-        "mirror",
-        "registry.example.com",
-        "viewer-canary-secret",
+        ["mirror", "registry.example.com", "viewer-canary-secret"],
     );
     let token = user(&admin, "viewer");
     member(&admin, "acme/ci", "viewer", "view");

@@ -6,11 +6,12 @@ use regkeeper_client::{segment, Client, ClientError};
 use regkeeper_wire as wire;
 use serde_json::{json, Value};
 
-use super::support::{ok, stderr, TestServer, ADMIN_TOKEN};
+use super::support::{ok, stderr, ADMIN_TOKEN};
 
 // The shared set-up of the access tests, kept in `roles` where it was first written;
 // re-exported here so the later access tests import every helper from one place.
-pub use super::roles::{credential, workspace};
+use super::roles::create_described_role;
+pub use super::roles::{credential, started_with_credential, workspace};
 pub use super::support::status;
 
 /// Creates a user and returns their API token.
@@ -42,14 +43,7 @@ pub fn create_role(
     name: &str,
     policy: Value,
 ) -> Result<wire::Role, ClientError> {
-    client.post(
-        &format!("/api/v1/workspaces/{}/roles", segment(workspace)),
-        &wire::RoleInput {
-            name: Some(name.into()),
-            description: None,
-            policy: Some(policy),
-        },
-    )
+    create_described_role(client, workspace, name, None, policy)
 }
 
 pub fn role_token(client: &Client, workspace: &str, role: &str) -> String {
@@ -111,16 +105,8 @@ const ROLE: &str = "rk:carol/tools:role/puller";
 /// list it, grant it again as themselves, and revoke it with immediate effect.
 #[test]
 fn a_cross_workspace_grant_lapses_when_its_writer_loses_admin_and_the_target_controls_it() {
-    let server = TestServer::start();
-    let admin = server.admin();
-    workspace(&admin, "acme/ci");
-    credential(
-        &admin,
-        "acme/ci",
-        "app",
-        "registry.acme.example",
-        "app-secret",
-    );
+    let (server, admin) =
+        started_with_credential("acme/ci", ["app", "registry.acme.example", "app-secret"]);
     credential(
         &admin,
         "acme/ci",

@@ -21,6 +21,19 @@ pub fn workspace(admin: &Client, name: &str) {
         .unwrap();
 }
 
+/// A fresh server and its admin's client, with `workspace_name` made and in it one
+/// credential: `[name, registry, password]`.
+pub fn started_with_credential(
+    workspace_name: &str,
+    [name, registry, password]: [&str; 3],
+) -> (TestServer, Client) {
+    let server = TestServer::start();
+    let admin = server.admin();
+    workspace(&admin, workspace_name);
+    credential(&admin, workspace_name, name, registry, password);
+    (server, admin)
+}
+
 pub fn credential(
     client: &Client,
     workspace: &str,
@@ -49,11 +62,28 @@ fn create_role(
     name: &str,
     policy: Value,
 ) -> Result<wire::Role, ClientError> {
+    create_described_role(
+        client,
+        workspace,
+        name,
+        Some(format!("{name} test role")),
+        policy,
+    )
+}
+
+/// Creates role `name` in `workspace` with `policy` and, if given, `description`.
+pub fn create_described_role(
+    client: &Client,
+    workspace: &str,
+    name: &str,
+    description: Option<String>,
+    policy: Value,
+) -> Result<wire::Role, ClientError> {
     client.post(
         &format!("/api/v1/workspaces/{}/roles", segment(workspace)),
         &wire::RoleInput {
             name: Some(name.into()),
-            description: Some(format!("{name} test role")),
+            description,
             policy: Some(policy),
         },
     )
@@ -517,16 +547,8 @@ fn only_admins_write_policies_and_only_for_workspaces_they_administer() {
 
 #[test]
 fn users_resolve_full_references_where_they_may_launch() {
-    let server = TestServer::start();
-    let admin = server.admin();
-    workspace(&admin, "acme/prod");
-    credential(
-        &admin,
-        "acme/prod",
-        "app",
-        "prod.acme.example",
-        "prod-secret",
-    );
+    let (server, admin) =
+        started_with_credential("acme/prod", ["app", "prod.acme.example", "prod-secret"]);
     let created: wire::UserCreated = admin
         .post(
             "/api/v1/users",
@@ -601,16 +623,8 @@ fn users_resolve_full_references_where_they_may_launch() {
 
 #[test]
 fn roles_through_the_cli() {
-    let server = TestServer::start();
-    let admin = server.admin();
-    workspace(&admin, "acme/ci");
-    credential(
-        &admin,
-        "acme/ci",
-        "shared",
-        "ci.acme.example",
-        "cli-role-secret",
-    );
+    let (server, _) =
+        started_with_credential("acme/ci", ["shared", "ci.acme.example", "cli-role-secret"]);
     let token = super::support::ADMIN_TOKEN;
     let policy = r#"{"Statement": [{"Sid": "Ci", "Effect": "Allow", "Action": "credentials:Resolve", "Resource": "rk:acme/ci:credential/shared"}]}"#;
     let shown = ok(&server.cli(

@@ -6,7 +6,8 @@ use regkeeper_client::segment;
 use regkeeper_wire as wire;
 
 use super::grants::{
-    create_role, credential, member, resolve_reference, role_token, status, user, workspace,
+    create_role, credential, member, resolve_reference, role_token, started_with_credential,
+    status, user, workspace,
 };
 use super::support::{ok, stderr, TestServer, ADMIN_TOKEN};
 
@@ -189,16 +190,8 @@ fn deleting_a_user_needs_confirmation_and_never_orphans_a_workspace() {
 /// role keep working, and the revoked ones stay listed for the workspace's admins.
 #[test]
 fn disabling_or_deleting_a_user_revokes_the_role_tokens_they_created() {
-    let server = TestServer::start();
-    let admin = server.admin();
-    workspace(&admin, "acme/ci");
-    credential(
-        &admin,
-        "acme/ci",
-        "app",
-        "registry.acme.example",
-        "app-secret",
-    );
+    let (server, admin) =
+        started_with_credential("acme/ci", ["app", "registry.acme.example", "app-secret"]);
     let grace = server.client(&user(&admin, "grace"));
     member(&admin, "acme/ci", "grace", "admin");
     let policy = serde_json::json!({"Statement": [{"Effect": "Allow",
