@@ -487,28 +487,7 @@ fn kubelet_provider_hands_out_an_ecr_login_for_no_longer_than_it_is_safe() {
     registry.push_test_image("team/app", "1", &user, &token);
     let host = registry.host_port().to_owned();
     let server = server_for(&registry, &[("AWS_ENDPOINT_URL", moto.endpoint_url())]);
-    ok(&run_cli(
-        &server.url,
-        ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--name",
-            "ecr",
-            "--type",
-            "ecr",
-            "--registry",
-            &host,
-            "--aws-region",
-            moto::REGION,
-            "--username",
-            moto::ACCESS_KEY_ID,
-            "--password-env",
-            "AWS_SECRET",
-        ],
-        None,
-        &[("AWS_SECRET", moto::SECRET_ACCESS_KEY)],
-    ));
+    ok(&moto::add_ecr_login(&server, "ecr", &host, &[]));
     // The same registry login, stored as a password for one path prefix.
     ok(&add(
         &server,

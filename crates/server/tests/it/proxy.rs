@@ -17,7 +17,7 @@ use super::peers::token_issuer::{
     TokenIssuer, TokenIssuerOptions, TokenUser, PULLER, PULLER_PASSWORD, PUSHER, PUSHER_PASSWORD,
 };
 use super::registry_logins::moto_ecr_login;
-use super::support::{add, ok, run_cli, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{add, ok, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -585,28 +585,7 @@ fn an_ecr_login_minted_through_moto_pulls_through_the_proxy() {
         registry.ca_file(),
         &[("AWS_ENDPOINT_URL", moto.endpoint_url())],
     );
-    ok(&run_cli(
-        &server.url,
-        ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--name",
-            "ecr",
-            "--type",
-            "ecr",
-            "--registry",
-            &upstream,
-            "--aws-region",
-            moto::REGION,
-            "--username",
-            moto::ACCESS_KEY_ID,
-            "--password-env",
-            "AWS_SECRET",
-        ],
-        None,
-        &[("AWS_SECRET", moto::SECRET_ACCESS_KEY)],
-    ));
+    ok(&moto::add_ecr_login(&server, "ecr", &upstream, &[]));
 
     let scratch = pull_ok(
         &server,

@@ -9,7 +9,7 @@ use super::peers::moto::{self, Moto};
 use super::peers::registry::Registry;
 use super::peers::token_issuer::{TokenIssuer, PULLER, PULLER_PASSWORD, PUSHER, PUSHER_PASSWORD};
 use super::support::{
-    add, ok, resolve, run_cli, server_for, stderr, ServerOptions, TestServer, ADMIN_TOKEN,
+    add, ok, resolve, server_for, stderr, ServerOptions, TestServer, ADMIN_TOKEN,
 };
 
 /// A server allowed to reach the loopback registry and trusting its test CA.
@@ -267,29 +267,11 @@ fn ecr_through_moto_keys_and_role() {
     let host = registry.host_port().to_owned();
     let server = server_for(&registry, &[("AWS_ENDPOINT_URL", moto.endpoint_url())]);
 
-    let added: wire::Credential = serde_json::from_str(&ok(&run_cli(
-        &server.url,
-        ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--name",
-            "ecr",
-            "--type",
-            "ecr",
-            "--registry",
-            &host,
-            "--aws-region",
-            moto::REGION,
-            "--username",
-            moto::ACCESS_KEY_ID,
-            "--password-env",
-            "AWS_SECRET",
-            "--output",
-            "json",
-        ],
-        None,
-        &[("AWS_SECRET", moto::SECRET_ACCESS_KEY)],
+    let added: wire::Credential = serde_json::from_str(&ok(&moto::add_ecr_login(
+        &server,
+        "ecr",
+        &host,
+        &["--output", "json"],
     )))
     .unwrap();
     assert_eq!(
@@ -313,26 +295,13 @@ fn ecr_through_moto_keys_and_role() {
     registry.assert_pulls_with(&registry.image("team/app:1"), &resolved);
 
     // The same through an assumed role with an external id.
-    let role: wire::Credential = serde_json::from_str(&ok(&run_cli(
-        &server.url,
-        ADMIN_TOKEN,
+    let role: wire::Credential = serde_json::from_str(&ok(&moto::add_ecr_login(
+        &server,
+        "ecr-role",
+        &host,
         &[
-            "credentials",
-            "add",
-            "--name",
-            "ecr-role",
-            "--type",
-            "ecr",
-            "--registry",
-            &host,
-            "--aws-region",
-            moto::REGION,
             "--path-prefix",
             "team",
-            "--username",
-            moto::ACCESS_KEY_ID,
-            "--password-env",
-            "AWS_SECRET",
             "--role-arn",
             "arn:aws:iam::123456789012:role/regkeeper-pull",
             "--external-id",
@@ -340,8 +309,6 @@ fn ecr_through_moto_keys_and_role() {
             "--output",
             "json",
         ],
-        None,
-        &[("AWS_SECRET", moto::SECRET_ACCESS_KEY)],
     )))
     .unwrap();
     assert_eq!(

@@ -14,6 +14,39 @@ pub const REGION: &str = "us-east-1";
 pub const ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
 pub const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
+/// `regkeeper credentials add` of an ECR login `name` for `host` in [`REGION`] with
+/// moto's keys, the secret passed in the CLI's environment; `extra` flags follow.
+pub fn add_ecr_login(
+    server: &crate::support::TestServer,
+    name: &str,
+    host: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let fixed = [
+        "credentials",
+        "add",
+        "--name",
+        name,
+        "--type",
+        "ecr",
+        "--registry",
+        host,
+        "--aws-region",
+        REGION,
+        "--username",
+        ACCESS_KEY_ID,
+        "--password-env",
+        "AWS_SECRET",
+    ];
+    crate::support::run_cli(
+        &server.url,
+        crate::support::ADMIN_TOKEN,
+        &[&fixed, extra].concat(),
+        None,
+        &[("AWS_SECRET", SECRET_ACCESS_KEY)],
+    )
+}
+
 /// A `moto_server` process on 127.0.0.1, killed on drop.
 pub struct Moto {
     process: PeerProcess,
