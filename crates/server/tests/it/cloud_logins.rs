@@ -16,7 +16,7 @@ use super::fake_google_oauth::{
     EXPIRES_IN,
 };
 use super::peers::registry::Registry;
-use super::support::{add, ok, resolve, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{add, add_login, ok, resolve, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
 
 /// A server that may reach loopback registries, trusts `ca_file`, and uses the fakes'
 /// endpoints for the settings in `extra`.
@@ -388,16 +388,9 @@ fn gcr_keys_google_refuses_are_reported_clearly() {
         &[("REGKEEPER_GOOGLE_TOKEN_URL", google.token_url())],
     );
     let gcr = |name: &str, key: &str| {
-        add(
+        add_login(
             &server,
-            &[
-                "--name",
-                name,
-                "--registry",
-                "europe-docker.pkg.dev",
-                "--username",
-                "oauth2accesstoken",
-            ],
+            [name, "europe-docker.pkg.dev", "oauth2accesstoken"],
             key,
         )
     };

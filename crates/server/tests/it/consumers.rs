@@ -17,7 +17,9 @@ use time::OffsetDateTime;
 use super::peers::moto::{self, Moto};
 use super::peers::registry::{Registry, SkopeoAuth, SKOPEO_BINARY};
 use super::registry_logins::moto_ecr_login;
-use super::support::{add, ok, run_cli, server_for, stderr, stdout, TestServer, ADMIN_TOKEN};
+use super::support::{
+    add, add_login, ok, run_cli, server_for, stderr, stdout, TestServer, ADMIN_TOKEN,
+};
 
 mod trust;
 
@@ -262,11 +264,7 @@ fn skopeo_pulls_with_only_the_docker_helper_configured() {
         "{message}"
     );
 
-    ok(&add(
-        &server,
-        &["--name", "local", "--registry", &host, "--username", ROBOT],
-        ROBOT_PASSWORD,
-    ));
+    ok(&add_login(&server, ["local", &host, ROBOT], ROBOT_PASSWORD));
     for server_url in [host.clone(), format!("https://{host}/")] {
         let got = helper(&server, ADMIN_TOKEN, "get", &format!("{server_url}\n"));
         let credentials: HelperCredentials = serde_json::from_str(&ok(&got)).unwrap();

@@ -9,7 +9,7 @@ use super::peers::moto::{self, Moto};
 use super::peers::registry::Registry;
 use super::peers::token_issuer::{TokenIssuer, PULLER, PULLER_PASSWORD, PUSHER, PUSHER_PASSWORD};
 use super::support::{
-    add, ok, resolve, server_for, stderr, ServerOptions, TestServer, ADMIN_TOKEN,
+    add, add_login, ok, resolve, server_for, stderr, ServerOptions, TestServer, ADMIN_TOKEN,
 };
 
 /// A server allowed to reach the loopback registry and trusting its test CA.
@@ -44,18 +44,7 @@ fn htpasswd_registry_verify_resolve_and_pull() {
 
     // Without the operator's allowance, loopback is refused before any connection.
     let guarded = TestServer::start();
-    let refused = add(
-        &guarded,
-        &[
-            "--name",
-            "local",
-            "--registry",
-            &host,
-            "--username",
-            "robot",
-        ],
-        "robot-password",
-    );
+    let refused = add_login(&guarded, ["local", &host, "robot"], "robot-password");
     assert!(
         stderr(&refused).contains("destination_forbidden"),
         "{}",
@@ -63,18 +52,7 @@ fn htpasswd_registry_verify_resolve_and_pull() {
     );
 
     let server = server_for(&registry, &[]);
-    let wrong = add(
-        &server,
-        &[
-            "--name",
-            "local",
-            "--registry",
-            &host,
-            "--username",
-            "robot",
-        ],
-        "not-the-password",
-    );
+    let wrong = add_login(&server, ["local", &host, "robot"], "not-the-password");
     assert!(!wrong.status.success());
     assert!(
         stderr(&wrong).contains("rejected the user name or password"),
@@ -92,16 +70,9 @@ fn htpasswd_registry_verify_resolve_and_pull() {
         "a credential that failed verification is not stored"
     );
 
-    let added: wire::Credential = serde_json::from_str(&ok(&add(
+    let added: wire::Credential = serde_json::from_str(&ok(&add_login(
         &server,
-        &[
-            "--name",
-            "local",
-            "--registry",
-            &format!("https://{host}"),
-            "--username",
-            "robot",
-        ],
+        ["local", &format!("https://{host}"), "robot"],
         "robot-password",
     )))
     .unwrap();
@@ -160,16 +131,9 @@ fn token_registry_bearer_login_and_push_warning() {
     registry.push_test_image("team/app", "1", PUSHER, PUSHER_PASSWORD);
     let host = registry.host_port().to_owned();
     let server = server_for(&registry, &[]);
-    let puller: wire::Credential = serde_json::from_str(&ok(&add(
+    let puller: wire::Credential = serde_json::from_str(&ok(&add_login(
         &server,
-        &[
-            "--name",
-            "puller",
-            "--registry",
-            &host,
-            "--username",
-            PULLER,
-        ],
+        ["puller", &host, PULLER],
         PULLER_PASSWORD,
     )))
     .unwrap();
@@ -242,11 +206,7 @@ fn token_registry_bearer_login_and_push_warning() {
         resolve(&server, &format!("{host}/other/app:1")).username,
         PULLER
     );
-    let wrong = add(
-        &server,
-        &["--name", "bad", "--registry", &host, "--username", PULLER],
-        "wrong",
-    );
+    let wrong = add_login(&server, ["bad", &host, PULLER], "wrong");
     assert!(
         stderr(&wrong).contains("rejected the user name or password"),
         "{}",
@@ -432,18 +392,7 @@ fn a_token_realm_on_a_forbidden_address_is_refused() {
         ],
         ..ServerOptions::default()
     });
-    let refused = add(
-        &server,
-        &[
-            "--name",
-            "trap",
-            "--registry",
-            &registry_host,
-            "--username",
-            "robot",
-        ],
-        "robot-password",
-    );
+    let refused = add_login(&server, ["trap", &registry_host, "robot"], "robot-password");
     assert!(
         stderr(&refused).contains("destination_forbidden"),
         "{}",

@@ -18,7 +18,7 @@ use super::peers::registry::{Registry, RegistryAuth, RegistryOptions, RegistrySt
 use super::peers::token_issuer::{
     TokenIssuer, TokenIssuerOptions, TokenUser, PULLER, PULLER_PASSWORD, PUSHER, PUSHER_PASSWORD,
 };
-use super::support::{add, ok, raw, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{add, add_login, ok, raw, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
 
 fn server_with(variables: &[(&str, String)]) -> TestServer {
     TestServer::start_with(ServerOptions {
@@ -104,18 +104,7 @@ fn registries_at_metadata_addresses_are_refused_before_connecting() {
         "metadata.google.internal:80",
     ] {
         let started = Instant::now();
-        let refused = add(
-            &server,
-            &[
-                "--name",
-                "metadata",
-                "--registry",
-                registry,
-                "--username",
-                "robot",
-            ],
-            "robot-password",
-        );
+        let refused = add_login(&server, ["metadata", registry, "robot"], "robot-password");
         let message = stderr(&refused);
         assert!(!refused.status.success(), "{registry}");
         assert!(
@@ -334,16 +323,9 @@ fn a_200_on_v2_that_is_not_a_registry_fails_verification() {
             ("REGKEEPER_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32".into()),
             ("REGKEEPER_OUTBOUND_HTTP_REGISTRIES", address.to_string()),
         ]);
-        let refused = add(
+        let refused = add_login(
             &server,
-            &[
-                "--name",
-                name,
-                "--registry",
-                &address.to_string(),
-                "--username",
-                "robot",
-            ],
+            [name, &address.to_string(), "robot"],
             "robot-password",
         );
         let message = stderr(&refused);
@@ -381,16 +363,9 @@ fn an_anonymous_registry_makes_verification_unverifiable() {
     registry.push_test_image("team/app", "1", "", "");
     let host = registry.host_port().to_owned();
     let server = server_trusting(&registry);
-    let added = credential(&add(
+    let added = credential(&add_login(
         &server,
-        &[
-            "--name",
-            "open",
-            "--registry",
-            &host,
-            "--username",
-            "anyone",
-        ],
+        ["open", &host, "anyone"],
         "any-password",
     ));
     assert_eq!(added.verification.status, "unverifiable");
@@ -542,18 +517,7 @@ fn push_rights_are_checked_on_request_and_otherwise_said_unknown() {
         ("pusher", PUSHER, PUSHER_PASSWORD),
         ("maintainer", "maintainer", "maintainer-password"),
     ] {
-        ok(&add(
-            &server,
-            &[
-                "--name",
-                name,
-                "--registry",
-                &token_host,
-                "--username",
-                user,
-            ],
-            password,
-        ));
+        ok(&add_login(&server, [name, &token_host, user], password));
     }
     let message = push_check_message(&server, "puller");
     assert!(

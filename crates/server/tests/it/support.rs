@@ -466,6 +466,26 @@ pub fn add(server: &TestServer, args: &[&str], password: &str) -> Output {
     server.cli(ADMIN_TOKEN, &full, Some(password))
 }
 
+/// [`add`] of a login, `[name, registry, username]`, with `password` on stdin.
+pub fn add_login(
+    server: &TestServer,
+    [name, registry, username]: [&str; 3],
+    password: &str,
+) -> Output {
+    add(
+        server,
+        &[
+            "--name",
+            name,
+            "--registry",
+            registry,
+            "--username",
+            username,
+        ],
+        password,
+    )
+}
+
 /// `regkeeper resolve IMAGE` as the admin, parsed.
 pub fn resolve(server: &TestServer, image: &str) -> regkeeper_wire::Resolved {
     serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &["resolve", image], None))).unwrap()

@@ -12,7 +12,9 @@ use regkeeper_wire::docker_helper::HelperCredentials;
 
 use super::super::peers::process::available;
 use super::super::peers::registry::Registry;
-use super::super::support::{add, ok, raw, stderr, stdout, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::super::support::{
+    add_login, ok, raw, stderr, stdout, ServerOptions, TestServer, ADMIN_TOKEN,
+};
 use super::{
     assert_not_found, credentials, helper, helper_home, path_with_helper, run, run_with_stdin,
     server_for, sibling, HelperClient, HELPER, PROVIDER, ROBOT, ROBOT_PASSWORD,
@@ -102,16 +104,9 @@ fn podman_login_and_logout_leave_a_curated_credential_alone() {
     };
 
     // Curated: added and verified with the CLI.
-    ok(&add(
+    ok(&add_login(
         &server,
-        &[
-            "--name",
-            "curated",
-            "--registry",
-            &host,
-            "--username",
-            ROBOT,
-        ],
+        ["curated", &host, ROBOT],
         ROBOT_PASSWORD,
     ));
     let before = only_credential(&server);
