@@ -103,10 +103,9 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         .iter()
         .any(|found| found.id == role.id));
 
-    assert!(!store
-        .role_grant_in_force(&target.id, &role.id)
-        .await
-        .unwrap());
+    // Whether target holds a grant in force for the role, asked afresh each time.
+    let grant_in_force = || store.role_grant_in_force(&target.id, &role.id);
+    assert!(!grant_in_force().await.unwrap());
     let before = audit_count(store).await;
     let grant = RoleGrantRow {
         id: uuid(),
@@ -123,10 +122,7 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         .put_role_grant(&grant, record("role.grant"))
         .await
         .unwrap();
-    assert!(store
-        .role_grant_in_force(&target.id, &role.id)
-        .await
-        .unwrap());
+    assert!(grant_in_force().await.unwrap());
     // Granted again by alice: one row, now hers.
     let renewed = RoleGrantRow {
         id: uuid(),
@@ -160,19 +156,13 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         )
         .await
         .unwrap();
-    assert!(!store
-        .role_grant_in_force(&target.id, &role.id)
-        .await
-        .unwrap());
+    assert!(!grant_in_force().await.unwrap());
     assert!(!store.role_grants(&target.id).await.unwrap()[0].in_force);
     store
         .put_role_grant(&grant, record("role.grant"))
         .await
         .unwrap();
-    assert!(store
-        .role_grant_in_force(&target.id, &role.id)
-        .await
-        .unwrap());
+    assert!(grant_in_force().await.unwrap());
 
     // Disabling bob revokes his tokens (not his role's) and refuses a second time.
     let second = token(&bob.user.id, "hash-bob-second");
@@ -232,10 +222,7 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
             .disabled_at,
         Some(4_000)
     );
-    assert!(!store
-        .role_grant_in_force(&target.id, &role.id)
-        .await
-        .unwrap());
+    assert!(!grant_in_force().await.unwrap());
     assert_eq!(
         store
             .api_token_by_id(&second.id)
@@ -265,10 +252,7 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         None
     );
     assert!(token_stored(store, "hash-bob-fresh").await);
-    assert!(store
-        .role_grant_in_force(&target.id, &role.id)
-        .await
-        .unwrap());
+    assert!(grant_in_force().await.unwrap());
 
     // Deleted: user, tokens (his and his role's), memberships, ~bob and what it held.
     let kept = credential(&bob.workspace, "mine");
