@@ -26,21 +26,19 @@ fn exercise(server: &TestServer, first: &str, second: &str) -> Transcript {
         seen.record(stderr(&output));
         output
     };
-    ok(&cli(
-        &[
-            "credentials",
-            "add",
-            "--no-verify",
-            "--name",
-            "canary",
-            "--registry",
-            "quay.io",
-            "--username",
-            "robot",
-            "--password-stdin",
-        ],
-        Some(first),
-    ));
+    let add_quay = [
+        "credentials",
+        "add",
+        "--no-verify",
+        "--name",
+        "canary",
+        "--registry",
+        "quay.io",
+        "--username",
+        "robot",
+        "--password-stdin",
+    ];
+    ok(&cli(&add_quay, Some(first)));
     ok(&cli(
         &[
             "credentials",
@@ -58,22 +56,8 @@ fn exercise(server: &TestServer, first: &str, second: &str) -> Transcript {
         ],
         Some(first),
     ));
-    // Mistakes that carry the secret must not echo it back.
-    let _ = cli(
-        &[
-            "credentials",
-            "add",
-            "--no-verify",
-            "--name",
-            "canary",
-            "--registry",
-            "quay.io",
-            "--username",
-            "robot",
-            "--password-stdin",
-        ],
-        Some(first),
-    );
+    // Mistakes that carry the secret must not echo it back: the same name again.
+    let _ = cli(&add_quay, Some(first));
     let _ = cli(
         &[
             "credentials",
