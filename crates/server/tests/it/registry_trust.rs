@@ -42,13 +42,18 @@ fn server_trusting(registry: &Registry) -> TestServer {
     ])
 }
 
-/// Adds credential `robot` for the htpasswd registry at `host` (user `robot`).
-fn add_robot(server: &TestServer, host: &str) {
-    ok(&add(
-        server,
-        &["--name", "robot", "--registry", host, "--username", "robot"],
+/// An htpasswd registry holding team/app:1 and a server trusting it with credential
+/// `robot` for it (user `robot`); `None` (skip) where no registry can run.
+fn registry_with_robot() -> Option<(Registry, TestServer)> {
+    let registry = Registry::htpasswd(&[("robot", "robot-password")])?;
+    registry.push_test_image("team/app", "1", "robot", "robot-password");
+    let server = server_trusting(&registry);
+    ok(&add_login(
+        &server,
+        ["robot", registry.host_port(), "robot"],
         "robot-password",
     ));
+    Some((registry, server))
 }
 
 fn credential(output: &std::process::Output) -> wire::Credential {
@@ -388,13 +393,9 @@ fn an_anonymous_registry_makes_verification_unverifiable() {
 /// (distribution's 404 `NAME_UNKNOWN`), not as refused pull access.
 #[test]
 fn a_missing_repository_is_not_called_refused_access() {
-    let Some(registry) = Registry::htpasswd(&[("robot", "robot-password")]) else {
+    let Some((_registry, server)) = registry_with_robot() else {
         return;
     };
-    registry.push_test_image("team/app", "1", "robot", "robot-password");
-    let host = registry.host_port().to_owned();
-    let server = server_trusting(&registry);
-    add_robot(&server, &host);
     let missing = verify(&server, &["robot", "--repository", "team/nothing"]);
     let message = stderr(&missing);
     assert!(!missing.status.success());
@@ -411,13 +412,9 @@ fn a_missing_repository_is_not_called_refused_access() {
 /// be asked for `/team/app/` as typed, which no registry has.
 #[test]
 fn a_repository_is_asked_for_as_normalised() {
-    let Some(registry) = Registry::htpasswd(&[("robot", "robot-password")]) else {
+    let Some((_registry, server)) = registry_with_robot() else {
         return;
     };
-    registry.push_test_image("team/app", "1", "robot", "robot-password");
-    let host = registry.host_port().to_owned();
-    let server = server_trusting(&registry);
-    add_robot(&server, &host);
     let verified = verify(&server, &["robot", "--repository", " /team/app/ "]);
     assert!(verified.status.success(), "{}", stderr(&verified));
 }
@@ -445,13 +442,9 @@ fn uploads_left(registry: &Registry, repository: &str) -> Vec<String> {
 /// pushing one is warned about. The REST field needs a repository.
 #[test]
 fn push_rights_are_checked_on_request_and_otherwise_said_unknown() {
-    let Some(registry) = Registry::htpasswd(&[("robot", "robot-password")]) else {
+    let Some((registry, server)) = registry_with_robot() else {
         return;
     };
-    registry.push_test_image("team/app", "1", "robot", "robot-password");
-    let host = registry.host_port().to_owned();
-    let server = server_trusting(&registry);
-    add_robot(&server, &host);
     let plain = credential(&verify(&server, &["robot", "--repository", "team/app"]));
     let message = plain.verification.message.unwrap_or_default();
     assert!(
