@@ -574,6 +574,24 @@ fn kubelet_provider_hands_out_an_ecr_login_for_no_longer_than_it_is_safe() {
     assert!(!server.log().contains(&token));
 }
 
+/// Adds credential `name` for `registry` to `workspace` (as a path segment), unverified:
+/// user [`ROBOT`], password [`ROBOT_PASSWORD`] with `-{name}` appended.
+fn robot_credential(admin: &regkeeper_client::Client, workspace: &str, name: &str, registry: &str) {
+    let _: wire::Credential = admin
+        .post(
+            &format!("/api/v1/workspaces/{workspace}/credentials"),
+            &wire::CredentialInput {
+                name: Some(name.into()),
+                registry: Some(registry.into()),
+                username: Some(ROBOT.into()),
+                password: Some(wire::Sensitive::new(format!("{ROBOT_PASSWORD}-{name}"))),
+                verify: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+}
+
 /// A node holding a workload role's token: the helper hands out exactly what the role's
 /// policy allows, refuses a credential it denies, and misses what does not exist.
 #[test]
@@ -589,19 +607,7 @@ fn a_workload_role_token_gets_through_the_helper_only_what_its_policy_allows() {
         )
         .unwrap();
     for (name, registry) in [("allowed", "allowed.example"), ("other", "other.example")] {
-        let _: wire::Credential = admin
-            .post(
-                "/api/v1/workspaces/acme%2Fnodes/credentials",
-                &wire::CredentialInput {
-                    name: Some(name.into()),
-                    registry: Some(registry.into()),
-                    username: Some(ROBOT.into()),
-                    password: Some(wire::Sensitive::new(format!("{ROBOT_PASSWORD}-{name}"))),
-                    verify: Some(false),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        robot_credential(&admin, "acme%2Fnodes", name, registry);
     }
     let _: wire::Role = admin
         .post(

@@ -216,20 +216,7 @@ fn plain_http_server_urls_get_only_what_the_operator_listed() {
         ..ServerOptions::default()
     });
     for (name, registry) in [("tls", "registry.example.com"), ("plain", "127.0.0.1:5000")] {
-        let _: wire::Credential = server
-            .admin()
-            .post(
-                "/api/v1/workspaces/%7Eadmin/credentials",
-                &wire::CredentialInput {
-                    name: Some(name.into()),
-                    registry: Some(registry.into()),
-                    username: Some(ROBOT.into()),
-                    password: Some(wire::Sensitive::new(format!("{ROBOT_PASSWORD}-{name}"))),
-                    verify: Some(false),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        super::robot_credential(&server.admin(), "%7Eadmin", name, registry);
     }
     for server_url in [
         "http://registry.example.com",
