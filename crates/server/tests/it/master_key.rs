@@ -10,7 +10,7 @@ use regkeeper::store::AuditQuery;
 use regkeeper_wire as wire;
 use secrecy::ExposeSecret;
 
-use super::support::{ok, raw, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{ok, raw, DataDir, ServerOptions, TestServer, ADMIN_TOKEN};
 
 mod rotation_faults;
 
@@ -69,14 +69,20 @@ fn open_all(data_dir: &std::path::Path) -> Vec<(String, String, u32)> {
     })
 }
 
-#[test]
-fn a_wrong_key_refuses_secrets_and_overwrites_nothing() {
+/// The data directory of a stopped server that stored credential `kept`
+/// (`kept-secret`).
+fn stopped_with_kept_credential() -> DataDir {
     let server = TestServer::start();
     let _: wire::Credential = server
         .admin()
         .post(CREDENTIALS, &input("kept", "kept-secret"))
         .unwrap();
-    let kept = server.stop();
+    server.stop()
+}
+
+#[test]
+fn a_wrong_key_refuses_secrets_and_overwrites_nothing() {
+    let kept = stopped_with_kept_credential();
     let data_dir = kept.path.clone();
     let key_path = data_dir.join("master.key");
     let right_key = std::fs::read(&key_path).unwrap();
@@ -148,12 +154,7 @@ fn a_wrong_key_refuses_secrets_and_overwrites_nothing() {
 
 #[test]
 fn a_missing_key_is_not_regenerated_over_existing_data() {
-    let server = TestServer::start();
-    let _: wire::Credential = server
-        .admin()
-        .post(CREDENTIALS, &input("kept", "kept-secret"))
-        .unwrap();
-    let kept = server.stop();
+    let kept = stopped_with_kept_credential();
     let data_dir = kept.path.clone();
     let key_path = data_dir.join("master.key");
     let saved = std::fs::read(&key_path).unwrap();
