@@ -402,6 +402,35 @@ fn record(state: &IssuerState, request: TokenRequest) {
 }
 
 /// Records `request` as refused with `status`, and answers with distribution's error body.
+/// The record of a request as received, or the 503 (recorded) every request gets
+/// while the service is switched off.
+fn received(
+    state: &IssuerState,
+    method: &str,
+    grant_type: &str,
+    service: &str,
+    scopes: &[String],
+) -> Result<TokenRequest, Response> {
+    let request = TokenRequest {
+        method: method.to_owned(),
+        grant_type: grant_type.to_owned(),
+        username: String::new(),
+        service: service.to_owned(),
+        scopes: scopes.to_vec(),
+        status: 200,
+    };
+    if state.unavailable.load(Ordering::SeqCst) {
+        return Err(refuse(
+            state,
+            request,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "token service is down",
+        ));
+    }
+    Ok(request)
+}
+
 fn refuse(
     state: &IssuerState,
     mut request: TokenRequest,
@@ -456,23 +485,10 @@ async fn get_token(
             _ => {}
         }
     }
-    let mut request = TokenRequest {
-        method: "GET".to_owned(),
-        grant_type: String::new(),
-        username: String::new(),
-        service: service.clone(),
-        scopes: scopes.clone(),
-        status: 200,
+    let mut request = match received(&state, "GET", "", &service, &scopes) {
+        Ok(request) => request,
+        Err(unavailable) => return unavailable,
     };
-    if state.unavailable.load(Ordering::SeqCst) {
-        return refuse(
-            &state,
-            request,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "token service is down",
-        );
-    }
     let user = match basic_credentials(&headers) {
         None => None,
         Some(Some((username, password))) => match find_user(&state, &username, &password) {
@@ -531,23 +547,10 @@ async fn post_token(State(state): State<Arc<IssuerState>>, body: String) -> Resp
         .filter(|scope| !scope.is_empty())
         .map(str::to_owned)
         .collect();
-    let mut request = TokenRequest {
-        method: "POST".to_owned(),
-        grant_type: grant_type.clone(),
-        username: String::new(),
-        service: service.clone(),
-        scopes: scopes.clone(),
-        status: 200,
+    let mut request = match received(&state, "POST", &grant_type, &service, &scopes) {
+        Ok(request) => request,
+        Err(unavailable) => return unavailable,
     };
-    if state.unavailable.load(Ordering::SeqCst) {
-        return refuse(
-            &state,
-            request,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "token service is down",
-        );
-    }
     let user = match grant_type.as_str() {
         "password" => find_user(&state, &field("username"), &field("password")),
         "refresh_token" => {
