@@ -525,27 +525,20 @@ mod tests {
             &serde_json::json!({"Name": "registry/ecr", "SecretString": "{\"username\":\"u\"}"}),
         );
         assert_eq!(status, 200, "{body}");
-        let (_, listed) = moto.call_json_api(
-            "secretsmanager",
-            "secretsmanager.ListSecrets",
-            &serde_json::json!({}),
-        );
-        assert_eq!(
-            listed["SecretList"].as_array().map(Vec::len),
-            Some(1),
-            "{listed}"
-        );
+        let secrets = || {
+            let (_, listed) = moto.call_json_api(
+                "secretsmanager",
+                "secretsmanager.ListSecrets",
+                &serde_json::json!({}),
+            );
+            let count = listed["SecretList"].as_array().map(Vec::len);
+            (count, listed)
+        };
+        let (count, listed) = secrets();
+        assert_eq!(count, Some(1), "{listed}");
         moto.reset();
-        let (_, listed) = moto.call_json_api(
-            "secretsmanager",
-            "secretsmanager.ListSecrets",
-            &serde_json::json!({}),
-        );
-        assert_eq!(
-            listed["SecretList"].as_array().map(Vec::len),
-            Some(0),
-            "reset forgets: {listed}"
-        );
+        let (count, listed) = secrets();
+        assert_eq!(count, Some(0), "reset forgets: {listed}");
 
         let (status, body) = moto.call_query_api(
             "sts",
