@@ -196,16 +196,7 @@ fn a_token_realm_on_another_host_never_receives_the_password() {
     let answer = ureq::get(&format!("{proxy}/v2/{upstream}/team/app/manifests/1"))
         .set("Authorization", &format!("Basic {basic}"))
         .call();
-    let (status, body) = match answer {
-        Ok(response) => (
-            response.status(),
-            response.into_string().unwrap_or_default(),
-        ),
-        Err(ureq::Error::Status(status, response)) => {
-            (status, response.into_string().unwrap_or_default())
-        }
-        Err(error) => panic!("proxy request failed: {error}"),
-    };
+    let (status, body) = super::support::status_and_text(answer, "proxy request");
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("REGKEEPER_OUTBOUND_TOKEN_REALMS"), "{body}");
     assert_eq!(

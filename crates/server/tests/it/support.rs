@@ -447,6 +447,12 @@ pub fn raw(
         Some(body) => request.send_bytes(body),
         None => request.call(),
     };
+    status_and_text(result, "request")
+}
+
+/// The status and body of an HTTP answer, error statuses included; panics, naming
+/// `what`, when there was no answer.
+pub fn status_and_text(result: Result<ureq::Response, ureq::Error>, what: &str) -> (u16, String) {
     match result {
         Ok(response) => (
             response.status(),
@@ -455,7 +461,7 @@ pub fn raw(
         Err(ureq::Error::Status(status, response)) => {
             (status, response.into_string().unwrap_or_default())
         }
-        Err(error) => panic!("request failed: {error}"),
+        Err(error) => panic!("{what} failed: {error}"),
     }
 }
 

@@ -44,20 +44,11 @@ fn proxy_get(server: &TestServer, path: &str) -> String {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
         .build();
-    let (status, body) = match agent
+    let answer = agent
         .get(&format!("{proxy}/v2/{path}"))
         .set("Authorization", &format!("Basic {basic}"))
-        .call()
-    {
-        Ok(response) => (
-            response.status(),
-            response.into_string().unwrap_or_default(),
-        ),
-        Err(ureq::Error::Status(status, response)) => {
-            (status, response.into_string().unwrap_or_default())
-        }
-        Err(error) => panic!("proxy request failed: {error}"),
-    };
+        .call();
+    let (status, body) = crate::support::status_and_text(answer, "proxy request");
     assert_eq!(status, 400, "{path}: {body}");
     body
 }

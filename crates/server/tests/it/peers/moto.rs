@@ -115,16 +115,10 @@ impl Moto {
 
     /// A plain GET on moto, returning status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
-        match ureq::get(&format!("{}{path}", self.endpoint_url)).call() {
-            Ok(response) => (
-                response.status(),
-                response.into_string().unwrap_or_default(),
-            ),
-            Err(ureq::Error::Status(status, response)) => {
-                (status, response.into_string().unwrap_or_default())
-            }
-            Err(error) => panic!("moto request failed: {error}"),
-        }
+        crate::support::status_and_text(
+            ureq::get(&format!("{}{path}", self.endpoint_url)).call(),
+            "moto request",
+        )
     }
 
     /// Calls an AWS JSON-1.1 API (`X-Amz-Target`) on moto.
@@ -139,16 +133,7 @@ impl Moto {
             .set("X-Amz-Target", target)
             .set("Authorization", &authorization(service))
             .send_string(&body.to_string());
-        let (status, text) = match result {
-            Ok(response) => (
-                response.status(),
-                response.into_string().unwrap_or_default(),
-            ),
-            Err(ureq::Error::Status(status, response)) => {
-                (status, response.into_string().unwrap_or_default())
-            }
-            Err(error) => panic!("moto request failed: {error}"),
-        };
+        let (status, text) = crate::support::status_and_text(result, "moto request");
         let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
         (status, value)
     }
@@ -159,16 +144,7 @@ impl Moto {
         let result = ureq::post(&format!("{}/", self.endpoint_url))
             .set("Authorization", &authorization(service))
             .send_form(parameters);
-        match result {
-            Ok(response) => (
-                response.status(),
-                response.into_string().unwrap_or_default(),
-            ),
-            Err(ureq::Error::Status(status, response)) => {
-                (status, response.into_string().unwrap_or_default())
-            }
-            Err(error) => panic!("moto request failed: {error}"),
-        }
+        crate::support::status_and_text(result, "moto request")
     }
 
     /// Creates an S3 bucket (`PUT /BUCKET`, path style; moto serves S3 on the same port
