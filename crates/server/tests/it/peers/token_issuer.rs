@@ -410,7 +410,7 @@ fn received(
     grant_type: &str,
     service: &str,
     scopes: &[String],
-) -> Result<TokenRequest, Response> {
+) -> Result<TokenRequest, Box<Response>> {
     let request = TokenRequest {
         method: method.to_owned(),
         grant_type: grant_type.to_owned(),
@@ -420,13 +420,13 @@ fn received(
         status: 200,
     };
     if state.unavailable.load(Ordering::SeqCst) {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             state,
             request,
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",
             "token service is down",
-        ));
+        )));
     }
     Ok(request)
 }
@@ -487,7 +487,7 @@ async fn get_token(
     }
     let mut request = match received(&state, "GET", "", &service, &scopes) {
         Ok(request) => request,
-        Err(unavailable) => return unavailable,
+        Err(unavailable) => return *unavailable,
     };
     let user = match basic_credentials(&headers) {
         None => None,
@@ -549,7 +549,7 @@ async fn post_token(State(state): State<Arc<IssuerState>>, body: String) -> Resp
         .collect();
     let mut request = match received(&state, "POST", &grant_type, &service, &scopes) {
         Ok(request) => request,
-        Err(unavailable) => return unavailable,
+        Err(unavailable) => return *unavailable,
     };
     let user = match grant_type.as_str() {
         "password" => find_user(&state, &field("username"), &field("password")),
