@@ -4,34 +4,24 @@ use regkeeper_wire as wire;
 
 use super::peers::tls::TestCa;
 use super::support::{
-    contains, files_under, ok, run_cli, stderr, stdout, PostgresDatabase, ServerOptions,
-    TestServer, ADMIN_TOKEN,
+    contains, files_under, login_flags, ok, run_cli, stderr, stdout, PostgresDatabase,
+    ServerOptions, TestServer, ADMIN_TOKEN,
 };
 
 const SECRET: &str = "cli-e2e-secret-5c1f0e";
 
-/// `credentials add --no-verify --name N --registry R --username U --password-stdin`,
-/// with `password` on stdin.
+/// `credentials add --no-verify` of a login, `[name, registry, username]`, with
+/// `password` on stdin.
 fn add_with_stdin(
     server: &TestServer,
     token: &str,
-    [name, registry, username]: [&str; 3],
+    login: [&str; 3],
     password: &str,
 ) -> std::process::Output {
+    let flags = ["credentials", "add", "--no-verify", "--password-stdin"];
     server.cli(
         token,
-        &[
-            "credentials",
-            "add",
-            "--no-verify",
-            "--name",
-            name,
-            "--registry",
-            registry,
-            "--username",
-            username,
-            "--password-stdin",
-        ],
+        &[&flags[..], &login_flags(login)].concat(),
         Some(password),
     )
 }

@@ -10,7 +10,7 @@ use super::support::{ok, stderr, ADMIN_TOKEN};
 
 // The shared set-up of the access tests, kept in `roles` where it was first written;
 // re-exported here so the later access tests import every helper from one place.
-use super::roles::create_described_role;
+use super::roles::{create_described_role, role_token_expiring};
 pub use super::roles::{credential, started_with_credential, workspace};
 pub use super::support::status;
 
@@ -47,19 +47,7 @@ pub fn create_role(
 }
 
 pub fn role_token(client: &Client, workspace: &str, role: &str) -> String {
-    let created: wire::ApiTokenCreated = client
-        .post(
-            &format!(
-                "/api/v1/workspaces/{}/roles/{role}/tokens",
-                segment(workspace)
-            ),
-            &wire::ApiTokenInput {
-                name: "ci".into(),
-                expires_in_seconds: None,
-            },
-        )
-        .unwrap();
-    created.secret.expose().to_owned()
+    role_token_expiring(client, workspace, role, None)
 }
 
 pub fn resolve_reference(client: &Client, reference: &str) -> Result<wire::Resolved, ClientError> {

@@ -90,6 +90,17 @@ pub fn create_described_role(
 }
 
 fn role_token(client: &Client, workspace: &str, role: &str) -> String {
+    role_token_expiring(client, workspace, role, Some(3600))
+}
+
+/// Mints token `ci` for `role` in `workspace`, expiring after `expires_in_seconds` if
+/// given, and returns its secret.
+pub fn role_token_expiring(
+    client: &Client,
+    workspace: &str,
+    role: &str,
+    expires_in_seconds: Option<u64>,
+) -> String {
     let created: wire::ApiTokenCreated = client
         .post(
             &format!(
@@ -98,7 +109,7 @@ fn role_token(client: &Client, workspace: &str, role: &str) -> String {
             ),
             &wire::ApiTokenInput {
                 name: "ci".into(),
-                expires_in_seconds: Some(3600),
+                expires_in_seconds,
             },
         )
         .unwrap();

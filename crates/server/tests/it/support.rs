@@ -473,23 +473,20 @@ pub fn add(server: &TestServer, args: &[&str], password: &str) -> Output {
 }
 
 /// [`add`] of a login, `[name, registry, username]`, with `password` on stdin.
-pub fn add_login(
-    server: &TestServer,
-    [name, registry, username]: [&str; 3],
-    password: &str,
-) -> Output {
-    add(
-        server,
-        &[
-            "--name",
-            name,
-            "--registry",
-            registry,
-            "--username",
-            username,
-        ],
-        password,
-    )
+pub fn add_login(server: &TestServer, login: [&str; 3], password: &str) -> Output {
+    add(server, &login_flags(login), password)
+}
+
+/// The flags of `credentials add` that name a login: `[name, registry, username]`.
+pub fn login_flags([name, registry, username]: [&str; 3]) -> [&str; 6] {
+    [
+        "--name",
+        name,
+        "--registry",
+        registry,
+        "--username",
+        username,
+    ]
 }
 
 /// `regkeeper resolve IMAGE` as the admin, parsed.
