@@ -16,7 +16,10 @@ use super::fake_google_oauth::{
     EXPIRES_IN,
 };
 use super::peers::registry::Registry;
-use super::support::{add, add_login, ok, resolve, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{
+    add, add_login, kind_method_and_status, ok, resolve, stderr, ServerOptions, TestServer,
+    ADMIN_TOKEN,
+};
 
 /// A server that may reach loopback registries, trusts `ca_file`, and uses the fakes'
 /// endpoints for the settings in `extra`.
@@ -87,11 +90,7 @@ fn acr_service_principal_add_verify_and_resolve() {
     )))
     .unwrap();
     assert_eq!(
-        (
-            added.kind.as_str(),
-            added.auth_method.as_str(),
-            added.verification.status.as_str()
-        ),
+        kind_method_and_status(&added),
         ("acr", "azure_service_principal", "ok")
     );
     assert!(
@@ -337,11 +336,7 @@ fn gcr_access_token_add_verify_resolve_and_pull() {
     )))
     .unwrap();
     assert_eq!(
-        (
-            added.kind.as_str(),
-            added.auth_method.as_str(),
-            added.verification.status.as_str()
-        ),
+        kind_method_and_status(&added),
         ("gcr", "gcp_access_token", "ok")
     );
     let verified = server.cli(

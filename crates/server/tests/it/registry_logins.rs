@@ -9,7 +9,8 @@ use super::peers::moto::{self, Moto};
 use super::peers::registry::Registry;
 use super::peers::token_issuer::{TokenIssuer, PULLER, PULLER_PASSWORD, PUSHER, PUSHER_PASSWORD};
 use super::support::{
-    add, add_login, ok, resolve, server_for, stderr, ServerOptions, TestServer, ADMIN_TOKEN,
+    add, add_login, kind_method_and_status, ok, resolve, server_for, stderr, ServerOptions,
+    TestServer, ADMIN_TOKEN,
 };
 
 /// A server allowed to reach the loopback registry and trusting its test CA.
@@ -234,14 +235,7 @@ fn ecr_through_moto_keys_and_role() {
         &["--output", "json"],
     )))
     .unwrap();
-    assert_eq!(
-        (
-            added.kind.as_str(),
-            added.auth_method.as_str(),
-            added.verification.status.as_str()
-        ),
-        ("ecr", "aws_keys", "ok")
-    );
+    assert_eq!(kind_method_and_status(&added), ("ecr", "aws_keys", "ok"));
 
     let resolved = resolve(&server, &format!("{host}/team/app:1"));
     assert_eq!(

@@ -489,6 +489,15 @@ pub fn login_flags([name, registry, username]: [&str; 3]) -> [&str; 6] {
     ]
 }
 
+/// What kind of credential this is, how it logs in, and how its verification went.
+pub fn kind_method_and_status(credential: &regkeeper_wire::Credential) -> (&str, &str, &str) {
+    (
+        &credential.kind,
+        &credential.auth_method,
+        &credential.verification.status,
+    )
+}
+
 /// `regkeeper resolve IMAGE` as the admin, parsed.
 pub fn resolve(server: &TestServer, image: &str) -> regkeeper_wire::Resolved {
     serde_json::from_str(&ok(&server.cli(ADMIN_TOKEN, &["resolve", image], None))).unwrap()
