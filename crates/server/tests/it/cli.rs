@@ -263,46 +263,23 @@ fn secrets_come_from_stdin_env_or_file_never_arguments() {
     assert_eq!(credential.external_id.as_deref(), Some("ext-42"));
 
     // There is no flag that takes a password as an argument.
-    let refused = server.cli(
-        ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--no-verify",
-            "--name",
-            "x",
-            "--registry",
-            "quay.io",
-            "--username",
-            "u",
-            "--password",
-            "hunter2",
-        ],
-        None,
-    );
+    let add_x = |password_flags: &[&str]| {
+        let fixed = ["credentials", "add", "--no-verify"];
+        let login = login_flags(["x", "quay.io", "u"]);
+        server.cli(
+            ADMIN_TOKEN,
+            &[&fixed[..], &login, password_flags].concat(),
+            None,
+        )
+    };
+    let refused = add_x(&["--password", "hunter2"]);
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("--password"),
         "{}",
         stderr(&refused)
     );
-    let missing_env = server.cli(
-        ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--no-verify",
-            "--name",
-            "x",
-            "--registry",
-            "quay.io",
-            "--username",
-            "u",
-            "--password-env",
-            "NOT_SET_ANYWHERE",
-        ],
-        None,
-    );
+    let missing_env = add_x(&["--password-env", "NOT_SET_ANYWHERE"]);
     assert!(
         stderr(&missing_env).contains("NOT_SET_ANYWHERE is not set"),
         "{}",
