@@ -66,6 +66,13 @@ async fn claim_due(
         .unwrap()
 }
 
+/// The targets' ids, sorted.
+fn ids(targets: &[SyncTarget]) -> Vec<String> {
+    let mut ids: Vec<String> = targets.iter().map(|target| target.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
 /// Marks a leased target delivered as of `delivered`.
 fn synced(mut target: SyncTarget, at: i64, delivered: Delivered) -> SyncTarget {
     target.status = SyncStatus::Ok;
@@ -178,18 +185,12 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
 
     // Leases: one holder at a time; the creator's lease keeps the hook from the worker.
     let due = claim_due(store, 2_000, "replica-a", 62_000, 10).await;
-    assert_eq!(
-        due.iter().map(|t| &t.id).collect::<Vec<_>>(),
-        vec![&file.id]
-    );
+    assert_eq!(ids(&due), vec![file.id.clone()]);
     assert!(claim_due(store, 2_000, "replica-b", 62_000, 10)
         .await
         .is_empty());
     let due = claim_due(store, 6_000, "replica-b", 66_000, 10).await;
-    assert_eq!(
-        due.iter().map(|t| &t.id).collect::<Vec<_>>(),
-        vec![&hook.id]
-    );
+    assert_eq!(ids(&due), vec![hook.id.clone()]);
 
     // Only the lease holder finishes, with its audit entry in the same transaction.
     let delivered = Delivered {
@@ -236,10 +237,7 @@ pub(super) async fn sync_targets_lifecycle(subject: Subject) {
         .await
         .unwrap();
     let due = claim_due(store, 71_000, "replica-a", 131_000, 10).await;
-    assert_eq!(
-        due.iter().map(|t| &t.id).collect::<Vec<_>>(),
-        vec![&file.id]
-    );
+    assert_eq!(ids(&due), vec![file.id.clone()]);
     assert!(due[0].behind);
     let revision_two = Delivered {
         revision: Some(2),
@@ -387,17 +385,12 @@ pub(super) async fn sync_target_leases(subject: Subject) {
             .await
             .unwrap();
     }
-    let ids = |targets: Vec<SyncTarget>| {
-        let mut ids: Vec<String> = targets.into_iter().map(|target| target.id).collect();
-        ids.sort();
-        ids
-    };
     let first = claim_due(store, 10_000, "replica-a", 20_000, 1).await;
     assert_eq!(first.len(), 1, "at most the limit");
     let second = claim_due(store, 10_000, "replica-b", 25_000, 10).await;
     assert_eq!(
-        ids([first.clone(), second.clone()].concat()),
-        ids(vec![retry.clone(), unscheduled.clone()]),
+        ids(&[first.clone(), second.clone()].concat()),
+        ids(&[retry.clone(), unscheduled.clone()]),
         "each due target once; not one backing off, nor one up to date"
     );
     let (first, second) = (first[0].clone(), second[0].clone());
@@ -419,7 +412,7 @@ pub(super) async fn sync_target_leases(subject: Subject) {
     // Replica A died: once its lease has run out, the worker and requests take its
     // target again; replica B's lease still holds.
     let taken_over = claim_due(store, 20_001, "replica-c", 80_000, 10).await;
-    assert_eq!(ids(taken_over), vec![first.id.clone()]);
+    assert_eq!(ids(&taken_over), vec![first.id.clone()]);
     assert!(claim(store, &second.id, 20_001, "request-2", 80_000)
         .await
         .is_none());
