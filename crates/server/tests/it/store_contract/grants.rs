@@ -5,7 +5,7 @@
 
 use regkeeper::domain::identity::{Role, WorkspaceKind};
 use regkeeper::store::{
-    ApiTokenRow, RoleGrantRow, RoleRow, TokenOwner, TokenSubject, WorkspaceRow,
+    ApiTokenRow, RoleGrantRow, RoleRow, SharedStore, TokenOwner, TokenSubject, WorkspaceRow,
 };
 
 use super::{audit_count, credential, new_user, record, role, token, token_stored, uuid, Subject};
@@ -17,6 +17,14 @@ fn role_token_by(role: &RoleRow, user_id: &str, hash: &str) -> ApiTokenRow {
         created_by: Some(user_id.into()),
         ..token(user_id, hash)
     }
+}
+
+/// Stores `grant` with its `role.grant` audit entry.
+async fn put_grant(store: &SharedStore, grant: &RoleGrantRow) {
+    store
+        .put_role_grant(grant, record("role.grant"))
+        .await
+        .unwrap();
 }
 
 /// Issue 12 items 2 and 17: grants, user disabling and deletion, on both backends.
@@ -118,10 +126,7 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         granted_at: 2_000,
         in_force: true,
     };
-    store
-        .put_role_grant(&grant, record("role.grant"))
-        .await
-        .unwrap();
+    put_grant(store, &grant).await;
     assert!(grant_in_force().await.unwrap());
     // Granted again by alice: one row, now hers.
     let renewed = RoleGrantRow {
@@ -130,10 +135,7 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         granted_by: "alice".into(),
         ..grant.clone()
     };
-    store
-        .put_role_grant(&renewed, record("role.grant"))
-        .await
-        .unwrap();
+    put_grant(store, &renewed).await;
     let listed = store.role_grants(&target.id).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
@@ -158,10 +160,7 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         .unwrap();
     assert!(!grant_in_force().await.unwrap());
     assert!(!store.role_grants(&target.id).await.unwrap()[0].in_force);
-    store
-        .put_role_grant(&grant, record("role.grant"))
-        .await
-        .unwrap();
+    put_grant(store, &grant).await;
     assert!(grant_in_force().await.unwrap());
 
     // Disabling bob revokes his tokens (not his role's) and refuses a second time.
@@ -326,17 +325,15 @@ pub(super) async fn grants_and_user_lifecycle(subject: Subject) {
         .create_role(&alices, record("role.create"))
         .await
         .unwrap();
-    store
-        .put_role_grant(
-            &RoleGrantRow {
-                id: uuid(),
-                role_id: alices.id.clone(),
-                ..renewed
-            },
-            record("role.grant"),
-        )
-        .await
-        .unwrap();
+    put_grant(
+        store,
+        &RoleGrantRow {
+            id: uuid(),
+            role_id: alices.id.clone(),
+            ..renewed
+        },
+    )
+    .await;
     assert!(store
         .delete_role_grant(&target.id, &alices.id, record("role.grant_revoke"))
         .await
