@@ -3,7 +3,7 @@
 
 use regkeeper_wire as wire;
 
-use super::support::{raw, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{raw, send_admin_json, ServerOptions, TestServer, ADMIN_TOKEN};
 
 fn error_of(body: &str) -> wire::ErrorDetail {
     serde_json::from_str::<wire::ErrorBody>(body)
@@ -15,14 +15,7 @@ const CREDENTIALS: &str = "/api/v1/workspaces/%7Eadmin/credentials";
 
 /// Posts `body` as JSON to `~admin`'s credentials as the admin: status and body.
 fn post_credential(server: &TestServer, body: &[u8]) -> (u16, String) {
-    raw(
-        server,
-        "POST",
-        CREDENTIALS,
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(body),
-    )
+    send_admin_json(server, "POST", CREDENTIALS, body)
 }
 
 #[test]

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::grants::{
     create_role, credential, member, resolve_reference, role_token, status, user, workspace,
 };
-use super::support::{raw, stderr, TestServer, ADMIN_TOKEN};
+use super::support::{send_admin_json, stderr, TestServer, ADMIN_TOKEN};
 
 const DUPLICATE_EFFECT: &str = r#"{"Statement":[{"Effect":"Deny","Action":"credentials:Resolve","Resource":"rk:acme/ci:credential/*","Effect":"Allow"}]}"#;
 
@@ -23,14 +23,7 @@ fn a_policy_naming_a_key_twice_is_refused_through_rest_and_cli() {
     workspace(&admin, "acme/ci");
     let roles = format!("/api/v1/workspaces/{}/roles", segment("acme/ci"));
     let body = format!(r#"{{"name":"twice","policy":{DUPLICATE_EFFECT}}}"#);
-    let (code, answer) = raw(
-        &server,
-        "POST",
-        &roles,
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(body.as_bytes()),
-    );
+    let (code, answer) = send_admin_json(&server, "POST", &roles, body.as_bytes());
     assert_eq!(code, 400, "{answer}");
     let answer: wire::ErrorBody = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer.error.code, "duplicate_key");
@@ -47,13 +40,11 @@ fn a_policy_naming_a_key_twice_is_refused_through_rest_and_cli() {
         404
     );
     // The request's own keys count too, at the top level.
-    let (code, answer) = raw(
+    let (code, answer) = send_admin_json(
         &server,
         "POST",
         &roles,
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(br#"{"name":"a","name":"b","policy":{"Statement":[]}}"#),
+        br#"{"name":"a","name":"b","policy":{"Statement":[]}}"#,
     );
     assert_eq!(code, 400, "{answer}");
     assert!(answer.contains("`name` at the top level"), "{answer}");
@@ -66,13 +57,11 @@ fn a_policy_naming_a_key_twice_is_refused_through_rest_and_cli() {
         json!({"Statement": [{"Effect": "Deny", "Action": "credentials:Resolve", "Resource": "rk:acme/ci:credential/*"}]}),
     )
     .unwrap();
-    let (code, answer) = raw(
+    let (code, answer) = send_admin_json(
         &server,
         "PATCH",
         &format!("{roles}/reader"),
-        Some(ADMIN_TOKEN),
-        Some("application/json"),
-        Some(format!(r#"{{"policy":{DUPLICATE_EFFECT}}}"#).as_bytes()),
+        format!(r#"{{"policy":{DUPLICATE_EFFECT}}}"#).as_bytes(),
     );
     assert_eq!(code, 400, "{answer}");
     let stored: wire::Role = admin.get(&format!("{roles}/reader")).unwrap();

@@ -450,6 +450,23 @@ pub fn raw(
     status_and_text(result, "request")
 }
 
+/// [`raw`] as the admin with a JSON `body`.
+pub fn send_admin_json(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String) {
+    raw(
+        server,
+        method,
+        path,
+        Some(ADMIN_TOKEN),
+        Some("application/json"),
+        Some(body),
+    )
+}
+
 /// The status and body of an HTTP answer, error statuses included; panics, naming
 /// `what`, when there was no answer.
 pub fn status_and_text(result: Result<ureq::Response, ureq::Error>, what: &str) -> (u16, String) {
