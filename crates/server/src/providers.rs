@@ -245,6 +245,24 @@ impl Providers {
     }
 }
 
+/// The key pair a cloud provider signs in with: the credential's username (a key or
+/// client id) and its stored password (the secret key); either missing is
+/// `MissingSecret`.
+fn key_pair<'a>(
+    credential: &'a Credential,
+    secret: &'a CredentialSecret,
+) -> Result<(&'a str, &'a SecretString), ProviderError> {
+    let id = credential
+        .username
+        .as_deref()
+        .ok_or(ProviderError::MissingSecret)?;
+    let key = secret
+        .password
+        .as_ref()
+        .ok_or(ProviderError::MissingSecret)?;
+    Ok((id, key))
+}
+
 /// Which minted token a credential can share with others: credentials with the same
 /// cloud identity get the same token — for ECR the same keys or role, region and
 /// endpoint variant (one AWS call, not one per credential); for ACR service principals

@@ -147,6 +147,21 @@ async fn may_maintain(
     .map_err(|error| signed.problem(&error))
 }
 
+/// Credential `name` of `workspace`, if the caller may change it; if not, or it is not
+/// there, the page that says so.
+async fn maintained(
+    app: &crate::service::App,
+    signed: &SignedIn,
+    workspace: &str,
+    name: &str,
+    doing: &str,
+) -> Result<Credential, Response> {
+    may_maintain(app, signed, workspace, doing).await?;
+    credentials::show(app, &signed.principal, Some(workspace), name)
+        .await
+        .map_err(|error| signed.problem(&error))
+}
+
 fn form_page(
     signed: &SignedIn,
     workspace: &str,
@@ -292,11 +307,8 @@ pub async fn edit(
     signed: SignedIn,
     Path((workspace, name)): Path<(String, String)>,
 ) -> Response {
-    let app = &state.app;
-    if let Err(page) = may_maintain(app, &signed, &workspace, "updating credentials").await {
-        return page;
-    }
-    match credentials::show(app, &signed.principal, Some(&workspace), &name).await {
+    let doing = "updating credentials";
+    match maintained(&state.app, &signed, &workspace, &name, doing).await {
         Ok(credential) => {
             let form = CredentialForm::from_credential(&credential);
             form_page(
@@ -308,7 +320,7 @@ pub async fn edit(
                 StatusCode::OK,
             )
         }
-        Err(error) => signed.problem(&error),
+        Err(page) => page,
     }
 }
 
@@ -395,11 +407,8 @@ pub async fn confirm_delete(
     signed: SignedIn,
     Path((workspace, name)): Path<(String, String)>,
 ) -> Response {
-    let app = &state.app;
-    if let Err(page) = may_maintain(app, &signed, &workspace, "deleting credentials").await {
-        return page;
-    }
-    match credentials::show(app, &signed.principal, Some(&workspace), &name).await {
+    let doing = "deleting credentials";
+    match maintained(&state.app, &signed, &workspace, &name, doing).await {
         Ok(credential) => signed.page(
             StatusCode::OK,
             pages::delete_confirmation(
@@ -408,7 +417,7 @@ pub async fn confirm_delete(
                 &credential.name,
             ),
         ),
-        Err(error) => signed.problem(&error),
+        Err(page) => page,
     }
 }
 

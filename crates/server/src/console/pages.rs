@@ -221,34 +221,24 @@ pub fn credentials(
             @if rows.is_empty() {
                 p class="empty" { "There are no credentials in " (workspace) " yet." }
             } @else {
-                div class="table-scroll" tabindex="0" role="region" aria-labelledby="credentials-caption" {
-                    table {
-                        caption id="credentials-caption" { "Credentials in " (workspace) }
-                        thead {
+                (scrolling_table(
+                    "credentials-caption",
+                    &format!("Credentials in {workspace}"),
+                    &["Name", "Type", "Registry", "Verification", "Token", "Sync targets"],
+                    html! {
+                        @for row in rows {
+                            @let credential = row.credential;
                             tr {
-                                th scope="col" { "Name" }
-                                th scope="col" { "Type" }
-                                th scope="col" { "Registry" }
-                                th scope="col" { "Verification" }
-                                th scope="col" { "Token" }
-                                th scope="col" { "Sync targets" }
+                                td { a href=(paths::credential(workspace, &credential.name)) { (credential.name) } }
+                                td { (credential.kind.as_str()) }
+                                td { (registry(credential)) }
+                                td { (verification(credential)) }
+                                td { (token_text(credential.token.as_ref(), now)) }
+                                td { (targets_summary(row.targets)) }
                             }
                         }
-                        tbody {
-                            @for row in rows {
-                                @let credential = row.credential;
-                                tr {
-                                    td { a href=(paths::credential(workspace, &credential.name)) { (credential.name) } }
-                                    td { (credential.kind.as_str()) }
-                                    td { (registry(credential)) }
-                                    td { (verification(credential)) }
-                                    td { (token_text(credential.token.as_ref(), now)) }
-                                    td { (targets_summary(row.targets)) }
-                                }
-                            }
-                        }
-                    }
-                }
+                    },
+                ))
             }
         },
     )
@@ -459,36 +449,47 @@ pub fn audit(shell: &Shell<'_>, workspace: &str, entries: &[AuditRow], limit: i6
             } @else {
                 p { "The newest " (entries.len()) " entries (at most " (limit) "), newest first. "
                     code { "regkeeper audit list" } " shows more, and " code { "regkeeper audit verify" } " checks the chain." }
-                div class="table-scroll" tabindex="0" role="region" aria-labelledby="audit-caption" {
-                    table {
-                        caption id="audit-caption" { "Audit log of " (workspace) ", newest first" }
-                        thead {
+                (scrolling_table(
+                    "audit-caption",
+                    &format!("Audit log of {workspace}, newest first"),
+                    &["Time (UTC)", "Actor", "Action", "Target", "Outcome", "Reason and detail"],
+                    html! {
+                        @for entry in entries {
                             tr {
-                                th scope="col" { "Time (UTC)" }
-                                th scope="col" { "Actor" }
-                                th scope="col" { "Action" }
-                                th scope="col" { "Target" }
-                                th scope="col" { "Outcome" }
-                                th scope="col" { "Reason and detail" }
+                                td { (exact_time(entry.at)) }
+                                td { (entry.actor) }
+                                td { (entry.action) }
+                                td { (entry.target.as_deref().unwrap_or("—")) }
+                                td { span class=(format!("outcome outcome-{}", entry.outcome)) { (entry.outcome) } }
+                                td { (audit_detail(&entry.detail)) }
                             }
                         }
-                        tbody {
-                            @for entry in entries {
-                                tr {
-                                    td { (exact_time(entry.at)) }
-                                    td { (entry.actor) }
-                                    td { (entry.action) }
-                                    td { (entry.target.as_deref().unwrap_or("—")) }
-                                    td { span class=(format!("outcome outcome-{}", entry.outcome)) { (entry.outcome) } }
-                                    td { (audit_detail(&entry.detail)) }
-                                }
-                            }
-                        }
-                    }
-                }
+                    },
+                ))
             }
         },
     )
+}
+
+/// A table that scrolls sideways on its own when wider than the page, named by its
+/// caption (`id`) also as the scrolling region; `heads` are its column headers, `rows`
+/// its body.
+fn scrolling_table(id: &str, caption: &str, heads: &[&str], rows: Markup) -> Markup {
+    html! {
+        div class="table-scroll" tabindex="0" role="region" aria-labelledby=(id) {
+            table {
+                caption id=(id) { (caption) }
+                thead {
+                    tr {
+                        @for head in heads {
+                            th scope="col" { (head) }
+                        }
+                    }
+                }
+                tbody { (rows) }
+            }
+        }
+    }
 }
 
 /// An entry's reason and facts on one line (`audit::detail_summary`), or "—".

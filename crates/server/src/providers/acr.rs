@@ -120,14 +120,7 @@ impl AcrProvider {
             .ok_or_else(|| {
                 ProviderError::Unsupported("the ACR service principal has no tenant id".into())
             })?;
-        let client_id = credential
-            .username
-            .as_deref()
-            .ok_or(ProviderError::MissingSecret)?;
-        let client_secret = secret
-            .password
-            .as_ref()
-            .ok_or(ProviderError::MissingSecret)?;
+        let (client_id, client_secret) = super::key_pair(credential, secret)?;
         let azure_token = self
             .azure_ad_token(tenant, client_id, client_secret)
             .await?;

@@ -186,16 +186,9 @@ impl EcrProvider {
                 ));
             }
         } else {
-            let key_id = credential
-                .username
-                .clone()
-                .ok_or(ProviderError::MissingSecret)?;
-            let secret_key = secret
-                .password
-                .as_ref()
-                .ok_or(ProviderError::MissingSecret)?;
+            let (key_id, secret_key) = super::key_pair(credential, secret)?;
             let keys = Credentials::new(
-                key_id,
+                key_id.to_owned(),
                 secret_key.expose_secret().to_owned(),
                 secret
                     .session_token

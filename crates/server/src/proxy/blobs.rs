@@ -262,14 +262,7 @@ async fn serve_cached(
         .map(|metadata| FileIdentity::of(&metadata))
         .map_err(ProxyError::Cache)?;
     if state.intact.get(digest.as_str()) == Some(identity) && identity.size == size {
-        state
-            .app
-            .metrics
-            .proxy_bytes
-            .get_or_create(&SourceLabels {
-                source: "cache".into(),
-            })
-            .inc_by(size);
+        count_bytes(&state.app.metrics, "cache", size);
         return Ok(Some(finish(
             builder
                 .status(StatusCode::OK)
@@ -412,19 +405,11 @@ impl Completion for Fetched {
 
     fn verified(self: Box<Self>, size: u64) {
         self.grants.confirmed.insert(self.key, self.clock.now());
-        self.metrics
-            .proxy_bytes
-            .get_or_create(&SourceLabels {
-                source: "upstream".into(),
-            })
-            .inc_by(size);
+        count_bytes(&self.metrics, "upstream", size);
     }
 
     fn failed(self: Box<Self>, error: &BodyError) {
-        if matches!(
-            error,
-            BodyError::DigestMismatch { .. } | BodyError::LengthMismatch { .. }
-        ) {
+        if error.is_mismatch() {
             self.metrics.proxy_digest_mismatches.inc();
             tracing::warn!(registry.host = %self.host, error = %error, "proxy.upstream_body_corrupted");
         } else {
@@ -446,25 +431,27 @@ struct CacheRead {
 impl Completion for CacheRead {
     fn verified(self: Box<Self>, size: u64) {
         self.intact.insert(self.digest.clone(), self.identity);
-        self.metrics
-            .proxy_bytes
-            .get_or_create(&SourceLabels {
-                source: "cache".into(),
-            })
-            .inc_by(size);
+        count_bytes(&self.metrics, "cache", size);
     }
 
     fn failed(self: Box<Self>, error: &BodyError) {
-        if matches!(
-            error,
-            BodyError::DigestMismatch { .. } | BodyError::LengthMismatch { .. }
-        ) {
+        if error.is_mismatch() {
             self.metrics.proxy_digest_mismatches.inc();
             tracing::error!(blob.digest = %self.digest, error = %error, "proxy.cache_corrupted");
             self.intact.invalidate(&self.digest);
             self.cache.remove(&self.digest);
         }
     }
+}
+
+/// Counts `size` bytes served from `source` (`upstream` or `cache`).
+fn count_bytes(metrics: &Metrics, source: &str, size: u64) {
+    metrics
+        .proxy_bytes
+        .get_or_create(&SourceLabels {
+            source: source.into(),
+        })
+        .inc_by(size);
 }
 
 /// The one byte range of a `Range` header, inclusive, within `size`. `Ok(None)` means

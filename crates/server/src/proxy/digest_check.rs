@@ -63,6 +63,17 @@ pub enum BodyError {
     Read(String),
 }
 
+impl BodyError {
+    /// Whether the body was not what was announced (its digest or its length), rather
+    /// than cut off by a failed read.
+    pub fn is_mismatch(&self) -> bool {
+        matches!(
+            self,
+            Self::DigestMismatch { .. } | Self::LengthMismatch { .. }
+        )
+    }
+}
+
 impl From<BodyError> for io::Error {
     fn from(error: BodyError) -> Self {
         io::Error::other(error)

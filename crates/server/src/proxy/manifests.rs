@@ -113,15 +113,7 @@ pub async fn serve(
         }
         return Ok(finish(builder, Body::empty()));
     }
-    let body = OutboundClient::read_capped(response, MANIFEST_LIMIT)
-        .await
-        .map_err(|error| match error {
-            OutboundError::TooLarge { limit } => ProxyError::TooLarge {
-                host: session.host.clone(),
-                limit,
-            },
-            other => ProxyError::Upstream(UpstreamError::Outbound(other)),
-        })?;
+    let body = read_body(session, response, MANIFEST_LIMIT).await?;
     let expected = match reference {
         Reference::Digest(asked) => Some(asked.clone()),
         Reference::Tag(_) => announced,
@@ -248,15 +240,7 @@ pub async fn tags(
             link.strip_prefix(&upstream_prefix)
                 .map(|rest| format!("</v2/{name}/{rest}"))
         });
-    let body = OutboundClient::read_capped(response, TAG_LIST_LIMIT)
-        .await
-        .map_err(|error| match error {
-            OutboundError::TooLarge { limit } => ProxyError::TooLarge {
-                host: session.host.clone(),
-                limit,
-            },
-            other => ProxyError::Upstream(UpstreamError::Outbound(other)),
-        })?;
+    let body = read_body(session, response, TAG_LIST_LIMIT).await?;
     let mut list: TagList = serde_json::from_slice(&body).map_err(|_| ProxyError::BadTagList {
         host: session.host.clone(),
     })?;
@@ -272,4 +256,22 @@ pub async fn tags(
         builder = builder.header(header::LINK, link);
     }
     Ok(finish(builder, Body::from(body)))
+}
+
+/// The upstream body of `response`, at most `limit` bytes: a larger one is refused as
+/// too large, naming the upstream host.
+async fn read_body(
+    session: &Session,
+    response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, ProxyError> {
+    OutboundClient::read_capped(response, limit)
+        .await
+        .map_err(|error| match error {
+            OutboundError::TooLarge { limit } => ProxyError::TooLarge {
+                host: session.host.clone(),
+                limit,
+            },
+            other => ProxyError::Upstream(UpstreamError::Outbound(other)),
+        })
 }

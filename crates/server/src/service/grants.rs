@@ -176,74 +176,77 @@ fn grant_record(
         .target(role.chars().take(200).collect::<String>())
 }
 
-/// What granting and revoking both check first: the caller administers `workspace`,
-/// and `role` names a role of another workspace. Returns them with `record` naming the
-/// workspace's id and the role it resolved to.
-async fn administered_outside_role(
+/// Runs `change` as one audited grant change, after what granting and revoking both
+/// check first: the caller administers `workspace` (`doing` says what for, in a
+/// refusal), and `role` names a role of another workspace. `change` gets them with the
+/// audit record naming the workspace's id and the role it resolved to; a failure is
+/// recorded with what the caller asked for.
+async fn change_grant<Fut>(
     app: &App,
     principal: &Principal,
-    workspace: &str,
-    role: &str,
+    action: &'static str,
+    (workspace, role): (&str, &str),
     doing: &str,
-    record: AuditRecord,
-) -> Result<(WorkspaceAccess, RoleRow, AuditRecord)> {
-    let access = require(app, principal, Some(workspace), Role::Admin, doing).await?;
-    let found = outside_role(app, &access.workspace, role).await?;
-    let record = record
-        .workspace(Some(&access.workspace.id), workspace)
-        .target(role_reference(&found.workspace_name, &found.name))
-        .detail(serde_json::json!({ "roleId": found.id }));
-    Ok((access, found, record))
+    change: impl FnOnce(WorkspaceAccess, RoleRow, AuditRecord) -> Fut,
+) -> Result<()>
+where
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let record = grant_record(app, principal, action, workspace, role);
+    app.audited(record.clone(), async {
+        let access = require(app, principal, Some(workspace), Role::Admin, doing).await?;
+        let found = outside_role(app, &access.workspace, role).await?;
+        let record = record
+            .workspace(Some(&access.workspace.id), workspace)
+            .target(role_reference(&found.workspace_name, &found.name))
+            .detail(serde_json::json!({ "roleId": found.id }));
+        change(access, found, record).await
+    })
+    .await
 }
 
 /// Grants (or grants again, as the caller) an outside role access to `workspace`, as
 /// far as its policy reaches there.
 pub async fn add(app: &App, principal: &Principal, workspace: &str, role: &str) -> Result<()> {
-    let record = grant_record(app, principal, "role.grant", workspace, role);
-    app.audited(record.clone(), async {
-        let (access, found, record) = administered_outside_role(
-            app,
-            principal,
-            workspace,
-            role,
-            "granting outside workload roles",
-            record.clone(),
-        )
-        .await?;
-        let row = grant_row(&access.workspace, &found, principal, app.now());
-        app.store.put_role_grant(&row, record).await?;
-        app.caches.forget_identities();
-        Ok(())
-    })
+    change_grant(
+        app,
+        principal,
+        "role.grant",
+        (workspace, role),
+        "granting outside workload roles",
+        |access, found, record| async move {
+            let row = grant_row(&access.workspace, &found, principal, app.now());
+            app.store.put_role_grant(&row, record).await?;
+            app.caches.forget_identities();
+            Ok(())
+        },
+    )
     .await
 }
 
 /// Revokes an outside role's grant in `workspace`: it stops reaching there at once.
 pub async fn revoke(app: &App, principal: &Principal, workspace: &str, role: &str) -> Result<()> {
-    let record = grant_record(app, principal, "role.grant_revoke", workspace, role);
-    app.audited(record.clone(), async {
-        let (access, found, record) = administered_outside_role(
-            app,
-            principal,
-            workspace,
-            role,
-            "revoking grants of outside workload roles",
-            record.clone(),
-        )
-        .await?;
-        if !app
-            .store
-            .delete_role_grant(&access.workspace.id, &found.id, record)
-            .await?
-        {
-            return Err(Error::NotFound(format!(
-                "grant of {} in {workspace}",
-                role_reference(&found.workspace_name, &found.name)
-            )));
-        }
-        app.caches.forget_identities();
-        Ok(())
-    })
+    change_grant(
+        app,
+        principal,
+        "role.grant_revoke",
+        (workspace, role),
+        "revoking grants of outside workload roles",
+        |access, found, record| async move {
+            if !app
+                .store
+                .delete_role_grant(&access.workspace.id, &found.id, record)
+                .await?
+            {
+                return Err(Error::NotFound(format!(
+                    "grant of {} in {workspace}",
+                    role_reference(&found.workspace_name, &found.name)
+                )));
+            }
+            app.caches.forget_identities();
+            Ok(())
+        },
+    )
     .await
 }
 

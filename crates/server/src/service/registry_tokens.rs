@@ -151,16 +151,36 @@ fn usable(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
     expires_at.is_none_or(|expires_at| now + MINIMUM_REMAINING_MS < expires_at)
 }
 
-/// A login for `credential`: the stored password, or its identity's minted token
-/// (from memory, else the database, else minted now).
-pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLogin> {
+/// What a login for `credential` starts from: its secret opened, and either the token
+/// identity its minted tokens are shared under, or (a login that mints nothing to
+/// share, such as a stored password) the login itself.
+enum Opened {
+    Shared {
+        secret: crate::domain::credential::CredentialSecret,
+        identity: String,
+    },
+    Direct(RegistryLogin),
+}
+
+async fn opened(app: &App, credential: &Credential) -> Result<Opened> {
     let secret = open_secret(app, credential)?;
-    let Some(identity) = shared_identity(credential, &secret) else {
-        return app
+    match shared_identity(credential, &secret) {
+        Some(identity) => Ok(Opened::Shared { secret, identity }),
+        None => app
             .providers
             .login(credential, &secret, app.now())
             .await
-            .map_err(|error| provider_error(credential, &error));
+            .map(Opened::Direct)
+            .map_err(|error| provider_error(credential, &error)),
+    }
+}
+
+/// A login for `credential`: the stored password, or its identity's minted token
+/// (from memory, else the database, else minted now).
+pub async fn login_for(app: &App, credential: &Credential) -> Result<RegistryLogin> {
+    let (secret, identity) = match opened(app, credential).await? {
+        Opened::Shared { secret, identity } => (secret, identity),
+        Opened::Direct(login) => return Ok(login),
     };
     // The operator may have narrowed the accounts ambient credentials reach since this
     // token was minted: a stored token is not served past that either.
@@ -407,13 +427,9 @@ pub async fn login_after_refusal(
     credential: &Credential,
     refused_issued_at: Timestamp,
 ) -> Result<RegistryLogin> {
-    let secret = open_secret(app, credential)?;
-    let Some(identity) = shared_identity(credential, &secret) else {
-        return app
-            .providers
-            .login(credential, &secret, app.now())
-            .await
-            .map_err(|error| provider_error(credential, &error));
+    let (secret, identity) = match opened(app, credential).await? {
+        Opened::Shared { secret, identity } => (secret, identity),
+        Opened::Direct(login) => return Ok(login),
     };
     tracing::info!(credential.name = %credential.name, "token.refused_by_registry");
     let mint = || async {

@@ -187,7 +187,7 @@ pub(super) async fn administered(
 
 /// The audit record of a change to role `name` in `workspace`, before either is
 /// resolved (a failure is recorded with what the caller asked for).
-pub(super) fn role_record(
+fn role_record(
     app: &App,
     principal: &Principal,
     action: &'static str,
@@ -199,19 +199,28 @@ pub(super) fn role_record(
         .target(name)
 }
 
-/// `administered` for a change: the role, and `record` naming the workspace's id as
-/// the store writes it once the change is known to be allowed.
-pub(super) async fn administered_change(
+/// Runs `change` on role `name` in `workspace` as one audited change: the caller must
+/// administer the workspace (`doing` says what for, in a refusal); `change` gets the
+/// role and the audit record naming the workspace's id, as the store writes it once the
+/// change is known to be allowed. A failure is recorded with what the caller asked for.
+pub(super) async fn change_role<T, Fut>(
     app: &App,
     principal: &Principal,
-    workspace: &str,
-    name: &str,
+    action: &'static str,
+    (workspace, name): (&str, &str),
     doing: &str,
-    record: AuditRecord,
-) -> Result<(RoleRow, AuditRecord)> {
-    let (access, found) = administered(app, principal, workspace, name, doing).await?;
-    let record = record.workspace(Some(&access.workspace.id), workspace);
-    Ok((found, record))
+    change: impl FnOnce(RoleRow, AuditRecord) -> Fut,
+) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let record = role_record(app, principal, action, workspace, name);
+    app.audited(record.clone(), async {
+        let (access, found) = administered(app, principal, workspace, name, doing).await?;
+        let record = record.workspace(Some(&access.workspace.id), workspace);
+        change(found, record).await
+    })
+    .await
 }
 
 async fn find(app: &App, workspace_id: &str, workspace: &str, name: &str) -> Result<RoleRow> {
@@ -257,62 +266,56 @@ pub async fn update(
     description: Option<&str>,
     document: Option<&serde_json::Value>,
 ) -> Result<RoleView> {
-    let record = role_record(app, principal, "role.update", workspace, name);
-    app.audited(record.clone(), async {
-        let (existing, record) = administered_change(
-            app,
-            principal,
-            workspace,
-            name,
-            "managing workload roles",
-            record.clone(),
-        )
-        .await?;
-        let mut row = existing.clone();
-        if let Some(description) = description {
-            validate_description(description)?;
-            row.description = description.to_owned();
-        }
-        let policy = match document {
-            Some(document) => authorised_policy(app, principal, workspace, document).await?,
-            None => view(existing.clone())?.policy,
-        };
-        row.policy = policy_text(&policy);
-        row.revision = existing.revision + 1;
-        row.updated_at = app.now();
-        let record =
-            record.detail(serde_json::json!({ "id": row.id, "policy": policy.document() }));
-        app.store
-            .update_role(&row, existing.revision, record)
-            .await?;
-        if document.is_some() {
-            super::grants::grant_on_save(app, principal, &row, &policy).await?;
-        }
-        app.caches.forget_identities();
-        Ok(RoleView { row, policy })
-    })
+    change_role(
+        app,
+        principal,
+        "role.update",
+        (workspace, name),
+        "managing workload roles",
+        |existing, record| async move {
+            let mut row = existing.clone();
+            if let Some(description) = description {
+                validate_description(description)?;
+                row.description = description.to_owned();
+            }
+            let policy = match document {
+                Some(document) => authorised_policy(app, principal, workspace, document).await?,
+                None => view(existing.clone())?.policy,
+            };
+            row.policy = policy_text(&policy);
+            row.revision = existing.revision + 1;
+            row.updated_at = app.now();
+            let record =
+                record.detail(serde_json::json!({ "id": row.id, "policy": policy.document() }));
+            app.store
+                .update_role(&row, existing.revision, record)
+                .await?;
+            if document.is_some() {
+                super::grants::grant_on_save(app, principal, &row, &policy).await?;
+            }
+            app.caches.forget_identities();
+            Ok(RoleView { row, policy })
+        },
+    )
     .await
 }
 
 pub async fn delete(app: &App, principal: &Principal, workspace: &str, name: &str) -> Result<()> {
-    let record = role_record(app, principal, "role.delete", workspace, name);
-    app.audited(record.clone(), async {
-        let (existing, record) = administered_change(
-            app,
-            principal,
-            workspace,
-            name,
-            "managing workload roles",
-            record.clone(),
-        )
-        .await?;
-        let record = record.detail(serde_json::json!({ "id": existing.id }));
-        if !app.store.delete_role(&existing.id, record).await? {
-            return Err(Error::NotFound(format!("role {name} in {workspace}")));
-        }
-        app.caches.forget_identities();
-        Ok(())
-    })
+    change_role(
+        app,
+        principal,
+        "role.delete",
+        (workspace, name),
+        "managing workload roles",
+        |existing, record| async move {
+            let record = record.detail(serde_json::json!({ "id": existing.id }));
+            if !app.store.delete_role(&existing.id, record).await? {
+                return Err(Error::NotFound(format!("role {name} in {workspace}")));
+            }
+            app.caches.forget_identities();
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -324,36 +327,33 @@ pub async fn create_token(
     token_name: &str,
     expires_in_seconds: Option<u64>,
 ) -> Result<(ApiTokenRow, SecretString)> {
-    let record = role_record(app, principal, "role.token_create", workspace, role);
-    app.audited(record.clone(), async {
-        let (found, record) = administered_change(
-            app,
-            principal,
-            workspace,
-            role,
-            "issuing tokens to workload roles",
-            record.clone(),
-        )
-        .await?;
-        let now = app.now();
-        let expires_at = token_expiry(now, token_name, expires_in_seconds)?;
-        let token = generate_token();
-        let mut row = token_row(
-            TokenOwner::Role(found.id),
-            token_name,
-            &token,
-            now,
-            expires_at,
-        );
-        // Recorded so that disabling or deleting this user revokes it (a role making a
-        // token records nobody: it has no user behind it to disable).
-        row.created_by = (!principal.user_id.is_empty()).then(|| principal.user_id.clone());
-        let record = record.detail(
+    change_role(
+        app,
+        principal,
+        "role.token_create",
+        (workspace, role),
+        "issuing tokens to workload roles",
+        |found, record| async move {
+            let now = app.now();
+            let expires_at = token_expiry(now, token_name, expires_in_seconds)?;
+            let token = generate_token();
+            let mut row = token_row(
+                TokenOwner::Role(found.id),
+                token_name,
+                &token,
+                now,
+                expires_at,
+            );
+            // Recorded so that disabling or deleting this user revokes it (a role making a
+            // token records nobody: it has no user behind it to disable).
+            row.created_by = (!principal.user_id.is_empty()).then(|| principal.user_id.clone());
+            let record = record.detail(
             serde_json::json!({ "id": row.id, "prefix": row.display_prefix, "name": token_name }),
         );
-        app.store.insert_api_token(&row, record).await?;
-        Ok((row, token))
-    })
+            app.store.insert_api_token(&row, record).await?;
+            Ok((row, token))
+        },
+    )
     .await
 }
 
@@ -375,30 +375,27 @@ pub async fn revoke_token(
     role: &str,
     token_id: &str,
 ) -> Result<()> {
-    let record = role_record(app, principal, "role.token_revoke", workspace, role);
-    app.audited(record.clone(), async {
-        let (found, record) = administered_change(
-            app,
-            principal,
-            workspace,
-            role,
-            "revoking workload role tokens",
-            record.clone(),
-        )
-        .await?;
-        let record = record.detail(serde_json::json!({ "id": token_id }));
-        if !app
-            .store
-            .revoke_api_token(&TokenOwner::Role(found.id), token_id, app.now(), record)
-            .await?
-        {
-            return Err(Error::NotFound(format!(
-                "active token {token_id} of role {role}"
-            )));
-        }
-        app.caches.forget_identities();
-        Ok(())
-    })
+    change_role(
+        app,
+        principal,
+        "role.token_revoke",
+        (workspace, role),
+        "revoking workload role tokens",
+        |found, record| async move {
+            let record = record.detail(serde_json::json!({ "id": token_id }));
+            if !app
+                .store
+                .revoke_api_token(&TokenOwner::Role(found.id), token_id, app.now(), record)
+                .await?
+            {
+                return Err(Error::NotFound(format!(
+                    "active token {token_id} of role {role}"
+                )));
+            }
+            app.caches.forget_identities();
+            Ok(())
+        },
+    )
     .await
 }
 

@@ -9,7 +9,7 @@ use crate::domain::trust::Trust;
 use crate::domain::{Error, Result};
 use crate::store::{RoleRow, TrustRow};
 
-use super::roles::{administered, administered_change, role_record};
+use super::roles::{administered, change_role};
 use super::{new_id, App};
 
 /// A stored trust with its conditions parsed back, and the role it belongs to.
@@ -37,40 +37,37 @@ pub async fn add(
     role: &str,
     trust: Trust,
 ) -> Result<(RoleRow, TrustView)> {
-    let record = role_record(app, principal, "role.trust_add", workspace, role);
-    app.audited(record.clone(), async {
-        let (found, record) = administered_change(
-            app,
-            principal,
-            workspace,
-            role,
-            "managing workload role trusts",
-            record.clone(),
-        )
-        .await?;
-        let row = TrustRow {
-            id: new_id(),
-            role_id: found.id.clone(),
-            issuer: trust.issuer.clone(),
-            audience: trust.audience.clone(),
-            subject: trust.subject.clone(),
-            claims: serde_json::to_string(&trust.claims).expect("claims serialise"),
-            max_session_seconds: trust.max_session_seconds,
-            created_at: app.now(),
-            created_by: principal.user_name.clone(),
-        };
-        let record = record.detail(serde_json::json!({
-            "id": row.id,
-            "issuer": row.issuer,
-            "audience": row.audience,
-            "subject": row.subject,
-            "claims": trust.claims,
-            "maxSessionSeconds": row.max_session_seconds,
-        }));
-        app.store.insert_trust(&row, record).await?;
-        app.caches.forget_identities();
-        Ok((found, view(row)?))
-    })
+    change_role(
+        app,
+        principal,
+        "role.trust_add",
+        (workspace, role),
+        "managing workload role trusts",
+        |found, record| async move {
+            let row = TrustRow {
+                id: new_id(),
+                role_id: found.id.clone(),
+                issuer: trust.issuer.clone(),
+                audience: trust.audience.clone(),
+                subject: trust.subject.clone(),
+                claims: serde_json::to_string(&trust.claims).expect("claims serialise"),
+                max_session_seconds: trust.max_session_seconds,
+                created_at: app.now(),
+                created_by: principal.user_name.clone(),
+            };
+            let record = record.detail(serde_json::json!({
+                "id": row.id,
+                "issuer": row.issuer,
+                "audience": row.audience,
+                "subject": row.subject,
+                "claims": trust.claims,
+                "maxSessionSeconds": row.max_session_seconds,
+            }));
+            app.store.insert_trust(&row, record).await?;
+            app.caches.forget_identities();
+            Ok((found, view(row)?))
+        },
+    )
     .await
 }
 
@@ -105,24 +102,21 @@ pub async fn remove(
     role: &str,
     trust_id: &str,
 ) -> Result<()> {
-    let record = role_record(app, principal, "role.trust_remove", workspace, role);
-    app.audited(record.clone(), async {
-        let (found, record) = administered_change(
-            app,
-            principal,
-            workspace,
-            role,
-            "managing workload role trusts",
-            record.clone(),
-        )
-        .await?;
-        let record = record.detail(serde_json::json!({ "id": trust_id }));
-        if !app.store.delete_trust(&found.id, trust_id, record).await? {
-            return Err(Error::NotFound(format!("trust {trust_id} of role {role}")));
-        }
-        // The tokens exchanged under it are gone; no cache may keep them alive.
-        app.caches.forget_identities();
-        Ok(())
-    })
+    change_role(
+        app,
+        principal,
+        "role.trust_remove",
+        (workspace, role),
+        "managing workload role trusts",
+        |found, record| async move {
+            let record = record.detail(serde_json::json!({ "id": trust_id }));
+            if !app.store.delete_trust(&found.id, trust_id, record).await? {
+                return Err(Error::NotFound(format!("trust {trust_id} of role {role}")));
+            }
+            // The tokens exchanged under it are gone; no cache may keep them alive.
+            app.caches.forget_identities();
+            Ok(())
+        },
+    )
     .await
 }
