@@ -179,6 +179,16 @@ impl Setup {
             .unwrap()
     }
 
+    /// The console's workspace list, as the session a sign-in returned sees it.
+    async fn workspaces_page(&self, signed_in: &Returned) -> String {
+        let (session, _) = &signed_in.cookies["regkeeper_session"];
+        self.console_get("/console/workspaces", session)
+            .await
+            .text()
+            .await
+            .unwrap()
+    }
+
     fn audit(&self) -> Vec<wire::AuditEntry> {
         let list: wire::AuditList = self.server.admin().get("/api/v1/audit?limit=500").unwrap();
         list.entries
@@ -445,13 +455,7 @@ async fn sso_auto_creates_users_and_can_replace_token_sign_in() {
         .iter()
         .any(|user| user.name == "newcomer" && !user.admin));
     assert!(!users.users.iter().any(|user| user.name == "ignored"));
-    let (session, _) = returned.cookies["regkeeper_session"].clone();
-    let page = setup
-        .console_get("/console/workspaces", &session)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = setup.workspaces_page(&returned).await;
     assert!(page.contains("~newcomer"), "{page}");
     assert!(setup
         .audit()
@@ -672,12 +676,6 @@ async fn sso_auto_creates_users_on_postgres() {
             .count(),
         2
     );
-    let (session, _) = again.cookies["regkeeper_session"].clone();
-    let page = setup
-        .console_get("/console/workspaces", &session)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = setup.workspaces_page(&again).await;
     assert!(page.contains("~erin"), "{page}");
 }
