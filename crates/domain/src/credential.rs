@@ -126,6 +126,10 @@ pub enum AuthMethod {
     AzureServicePrincipal,
     GcpJsonKey,
     GcpAccessToken,
+    /// The login (user name and password) is read from an AWS Secrets Manager secret
+    /// at resolve time, with the AWS identity of another (`ecr`) credential; nothing
+    /// secret is stored in regkeeper.
+    AwsSecret,
 }
 
 impl AuthMethod {
@@ -139,6 +143,7 @@ impl AuthMethod {
             Self::AzureServicePrincipal => "azure_service_principal",
             Self::GcpJsonKey => "gcp_json_key",
             Self::GcpAccessToken => "gcp_access_token",
+            Self::AwsSecret => "aws_secret",
         }
     }
 
@@ -152,15 +157,17 @@ impl AuthMethod {
             Self::AzureServicePrincipal,
             Self::GcpJsonKey,
             Self::GcpAccessToken,
+            Self::AwsSecret,
         ]
         .into_iter()
         .find(|method| method.as_str() == value)
         .ok_or_else(|| Error::internal(format!("unknown stored auth method {value}")))
     }
 
-    /// Whether this method needs a stored secret at all (ambient identities do not).
+    /// Whether this method needs a stored secret at all (ambient identities and logins
+    /// read from Secrets Manager do not).
     pub fn needs_secret(self) -> bool {
-        self != Self::AwsAmbient
+        !matches!(self, Self::AwsAmbient | Self::AwsSecret)
     }
 }
 
@@ -173,6 +180,89 @@ pub struct CredentialSettings {
     pub ambient: bool,
     pub aws_region: Option<String>,
     pub azure_tenant_id: Option<String>,
+    /// `aws_secret` credentials: where the login is read from.
+    pub aws_secret: Option<AwsSecretSource>,
+}
+
+/// A login kept in AWS Secrets Manager (`--aws-secret`), read with the AWS identity of
+/// an `ecr` credential of the same workspace (`--aws-identity`). Nothing here is secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSecretSource {
+    /// The secret's name or ARN.
+    pub secret_id: String,
+    /// The identity credential's id (what counts) and its name when this was set (shown).
+    pub identity_id: String,
+    pub identity_name: String,
+    /// The JSON keys of the user name and password; ECS's `username` and `password`
+    /// unless `--aws-secret-keys USER,PASS` named others.
+    pub username_key: String,
+    pub password_key: String,
+}
+
+/// The JSON keys ECS's `repositoryCredentials` reads, and regkeeper's sync target writes.
+pub const ECS_USERNAME_KEY: &str = "username";
+pub const ECS_PASSWORD_KEY: &str = "password";
+
+static SECRET_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9/_+=.@-]{1,512}$").expect("valid regex"));
+static SECRET_ARN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:secretsmanager:([a-z]{2}(-[a-z]+)+-\d{1,2}):[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}$")
+        .expect("valid regex")
+});
+
+/// A Secrets Manager secret id: a name (ASCII letters, digits and `/_+=.@-`, as AWS
+/// allows) or a secret ARN. Returns the ARN's region, if it is one.
+pub fn validate_aws_secret_id(secret_id: &str) -> Result<Option<String>> {
+    if let Some(captures) = SECRET_ARN.captures(secret_id) {
+        return Ok(captures.get(2).map(|region| region.as_str().to_owned()));
+    }
+    if SECRET_NAME.is_match(secret_id) && !secret_id.starts_with("arn:") {
+        return Ok(None);
+    }
+    Err(Error::invalid(
+        "invalid_aws_secret",
+        format!(
+            "`{}` is not a Secrets Manager secret name (1-512 of A-Z, a-z, 0-9 and /_+=.@-) or ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)",
+            echo(secret_id)
+        ),
+    ))
+}
+
+/// An AWS region name such as `us-east-1`.
+pub fn validate_aws_region(region: &str) -> Result<()> {
+    if AWS_REGION.is_match(region) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "invalid_aws_region",
+            format!(
+                "`{}` is not an AWS region name such as us-east-1",
+                echo(region)
+            ),
+        ))
+    }
+}
+
+/// `--aws-secret-keys USER,PASS`: two different, non-empty JSON keys.
+pub fn parse_aws_secret_keys(value: &str) -> Result<(String, String)> {
+    let invalid = || {
+        Error::invalid(
+            "invalid_aws_secret_keys",
+            format!(
+                "`{}` is not two different JSON key names separated by a comma, e.g. user,token",
+                echo(value)
+            ),
+        )
+    };
+    let (user, pass) = value.split_once(',').ok_or_else(invalid)?;
+    let (user, pass) = (user.trim(), pass.trim());
+    let fits = |key: &str| {
+        !key.is_empty() && key.len() <= 256 && !key.chars().any(char::is_control)
+    };
+    if !fits(user) || !fits(pass) || user == pass || pass.contains(',') {
+        return Err(invalid());
+    }
+    Ok((user.to_owned(), pass.to_owned()))
 }
 
 /// The secret fields of a credential, in memory only between parsing and sealing (or
@@ -378,6 +468,17 @@ impl CredentialDraft {
             .unwrap_or_else(|| CredentialKind::guess(&classified));
         let mut settings = parts.settings;
         let username = parts.username.filter(|name| !name.is_empty());
+        if settings.aws_secret.is_some() {
+            return Self::build_aws_secret(
+                parts.name,
+                parts.requested_kind,
+                address.host,
+                path_prefix,
+                username,
+                settings,
+                parts.secret,
+            );
+        }
         if kind != CredentialKind::Ecr
             && (settings.role_arn.is_some()
                 || settings.external_id.is_some()
@@ -447,6 +548,72 @@ impl CredentialDraft {
             username,
             settings,
             secret: parts.secret,
+        })
+    }
+}
+
+impl CredentialDraft {
+    /// A login read from Secrets Manager: a `docker` credential (the registry sees a
+    /// user name and password) with no user name or secret of its own. The region is
+    /// `--aws-region`, else the secret ARN's; when neither names one the service takes
+    /// the identity credential's.
+    fn build_aws_secret(
+        name: String,
+        requested_kind: Option<CredentialKind>,
+        registry_host: String,
+        path_prefix: String,
+        username: Option<String>,
+        mut settings: CredentialSettings,
+        secret: CredentialSecret,
+    ) -> Result<Self> {
+        let misplaced = |what: &str| {
+            Err(Error::unprocessable(
+                "invalid_for_type",
+                format!("{what} does not apply to a credential read from Secrets Manager (--aws-secret)"),
+            ))
+        };
+        if requested_kind.is_some_and(|kind| kind != CredentialKind::Docker) {
+            return misplaced("--type other than docker");
+        }
+        if username.is_some() {
+            return misplaced("--username (the user name is read from the secret)");
+        }
+        if secret.password.is_some() || secret.session_token.is_some() {
+            return misplaced("a password or session token (the password is read from the secret)");
+        }
+        if settings.role_arn.is_some()
+            || settings.external_id.is_some()
+            || settings.ambient
+            || settings.azure_tenant_id.is_some()
+        {
+            return misplaced("--role-arn, --external-id, --ambient or --azure-tenant-id (give them to the --aws-identity credential)");
+        }
+        let source = settings.aws_secret.as_ref().expect("checked by the caller");
+        let arn_region = validate_aws_secret_id(&source.secret_id)?;
+        if source.identity_name.is_empty() && source.identity_id.is_empty() {
+            return Err(Error::invalid(
+                "missing_field",
+                "--aws-identity is required with --aws-secret: name the ecr credential whose AWS keys or role read the secret",
+            ));
+        }
+        let keys = format!("{},{}", source.username_key, source.password_key);
+        parse_aws_secret_keys(&keys)?;
+        settings.aws_region = match (settings.aws_region.take(), arn_region) {
+            (Some(given), _) => {
+                validate_aws_region(&given)?;
+                Some(given)
+            }
+            (None, from_arn) => from_arn,
+        };
+        Ok(Self {
+            name,
+            kind: CredentialKind::Docker,
+            auth_method: AuthMethod::AwsSecret,
+            registry_host,
+            path_prefix,
+            username: None,
+            settings,
+            secret: CredentialSecret::default(),
         })
     }
 }
@@ -541,7 +708,7 @@ fn check_secret(method: AuthMethod, secret: &CredentialSecret) -> Result<()> {
         if secret.password.is_some() || secret.session_token.is_some() {
             return Err(Error::unprocessable(
                 "invalid_for_type",
-                "ambient AWS credentials take no password or session token",
+                format!("{} credentials take no password or session token", method.as_str()),
             ));
         }
         return Ok(());
@@ -738,6 +905,70 @@ mod tests {
         let mut input = parts("ghcr.io", Some("u"), Some("p"));
         input.settings.role_arn = Some("arn:aws:iam::123456789012:role/x".into());
         assert_eq!(build(input).unwrap_err().code(), "invalid_for_type");
+    }
+
+    fn aws_secret(secret_id: &str) -> CredentialParts {
+        let mut input = parts("harbor.example.com", None, None);
+        input.settings.aws_secret = Some(AwsSecretSource {
+            secret_id: secret_id.into(),
+            identity_id: "id-1".into(),
+            identity_name: "aws".into(),
+            username_key: ECS_USERNAME_KEY.into(),
+            password_key: ECS_PASSWORD_KEY.into(),
+        });
+        input
+    }
+
+    #[test]
+    fn logins_from_secrets_manager_are_docker_and_store_nothing() {
+        let draft = build(aws_secret("prod/harbor-login")).unwrap();
+        assert_eq!(draft.kind, CredentialKind::Docker);
+        assert_eq!(draft.auth_method, AuthMethod::AwsSecret);
+        assert!(!draft.auth_method.needs_secret());
+        assert!(draft.username.is_none() && draft.settings.aws_region.is_none());
+        // The region of an ARN is the default; --aws-region wins.
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:quay-AbCdEf";
+        assert_eq!(
+            build(aws_secret(arn)).unwrap().settings.aws_region.as_deref(),
+            Some("eu-west-1")
+        );
+        let mut given = aws_secret(arn);
+        given.settings.aws_region = Some("us-east-2".into());
+        assert_eq!(
+            build(given).unwrap().settings.aws_region.as_deref(),
+            Some("us-east-2")
+        );
+        let mut with_password = aws_secret("a");
+        with_password.secret.password = Some(SecretString::from("canary".to_owned()));
+        assert_eq!(build(with_password).unwrap_err().code(), "invalid_for_type");
+        let mut with_user = aws_secret("a");
+        with_user.username = Some("robot".into());
+        assert_eq!(build(with_user).unwrap_err().code(), "invalid_for_type");
+        let mut ecr = aws_secret("a");
+        ecr.requested_kind = Some(CredentialKind::Ecr);
+        assert_eq!(build(ecr).unwrap_err().code(), "invalid_for_type");
+        for bad in ["", "a b", "arn:aws:iam::123456789012:role/x", &"a".repeat(513)] {
+            assert_eq!(
+                build(aws_secret(bad)).unwrap_err().code(),
+                "invalid_aws_secret",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_keys_are_two_different_names() {
+        assert_eq!(
+            parse_aws_secret_keys("user, token").unwrap(),
+            ("user".to_owned(), "token".to_owned())
+        );
+        for bad in ["user", "user,user", ",token", "user,", "a,b,c"] {
+            assert_eq!(
+                parse_aws_secret_keys(bad).unwrap_err().code(),
+                "invalid_aws_secret_keys",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

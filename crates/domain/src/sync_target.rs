@@ -1,10 +1,11 @@
 //! Sync targets: places a credential's current login is pushed to after every refresh
 //! (Rancher's ECR updater, generalised) — a docker `config.json`, Kubernetes
-//! `kubernetes.io/dockerconfigjson` Secrets, a signed HTTPS webhook. What a target is
+//! `kubernetes.io/dockerconfigjson` Secrets, a signed HTTPS webhook, an AWS Secrets
+//! Manager secret in the format ECS's `repositoryCredentials` reads. What a target is
 //! and which destinations are well-formed; whether this server allows them is
 //! `service::sync_targets`'s business, how they are written is the server's `push`'s.
 
-use super::credential::{SealedSecret, Timestamp};
+use super::credential::{validate_aws_region, validate_aws_secret_id, SealedSecret, Timestamp};
 use super::{Error, Result};
 use crate::text::echo;
 
@@ -13,6 +14,7 @@ pub enum SyncKind {
     File,
     Kubernetes,
     Webhook,
+    AwsSecret,
 }
 
 impl SyncKind {
@@ -21,6 +23,17 @@ impl SyncKind {
             Self::File => "file",
             Self::Kubernetes => "kubernetes",
             Self::Webhook => "webhook",
+            Self::AwsSecret => "aws_secret",
+        }
+    }
+
+    /// What a person calls it (the console).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::File => "docker config file",
+            Self::Kubernetes => "Kubernetes Secret",
+            Self::Webhook => "webhook",
+            Self::AwsSecret => "AWS Secrets Manager secret",
         }
     }
 
@@ -29,10 +42,11 @@ impl SyncKind {
             "file" => Ok(Self::File),
             "kubernetes" => Ok(Self::Kubernetes),
             "webhook" => Ok(Self::Webhook),
+            "aws_secret" => Ok(Self::AwsSecret),
             _ => Err(Error::invalid(
                 "invalid_sync_target",
                 format!(
-                    "unknown sync target type `{}`: use file, kubernetes or webhook",
+                    "unknown sync target type `{}`: use file, kubernetes, webhook or aws_secret",
                     echo(value)
                 ),
             )),
@@ -53,6 +67,24 @@ pub enum SyncDestination {
     },
     /// An `https` URL that receives a signed POST.
     Webhook { url: String },
+    /// An AWS Secrets Manager secret holding `{"username","password"}`, written with the
+    /// AWS identity of an `ecr` credential of the same workspace.
+    AwsSecret(AwsSecretDestination),
+}
+
+/// Where and as whom an `aws_secret` target writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSecretDestination {
+    /// The secret's name or ARN.
+    pub secret_id: String,
+    /// `--aws-region`, else the ARN's; `None`: the identity credential's region.
+    pub region: Option<String>,
+    /// The identity credential's id (what counts) and its name when the target was
+    /// added (shown).
+    pub identity_id: String,
+    pub identity_name: String,
+    /// `--adopt`: take over (and tag) a secret regkeeper did not create.
+    pub adopt: bool,
 }
 
 impl SyncDestination {
@@ -61,6 +93,7 @@ impl SyncDestination {
             Self::File { .. } => SyncKind::File,
             Self::Kubernetes { .. } => SyncKind::Kubernetes,
             Self::Webhook { .. } => SyncKind::Webhook,
+            Self::AwsSecret(_) => SyncKind::AwsSecret,
         }
     }
 
@@ -73,6 +106,7 @@ impl SyncDestination {
                 secret_name,
             } => format!("{}/{secret_name}", namespaces.join(",")),
             Self::Webhook { url } => url.clone(),
+            Self::AwsSecret(secret) => secret.secret_id.clone(),
         }
     }
 }
@@ -85,6 +119,11 @@ pub struct DestinationParts {
     pub namespaces: Vec<String>,
     pub secret_name: Option<String>,
     pub url: Option<String>,
+    pub aws_secret: Option<String>,
+    pub aws_region: Option<String>,
+    /// The identity credential, found by the service: (id, name).
+    pub aws_identity: Option<(String, String)>,
+    pub adopt: bool,
 }
 
 impl DestinationParts {
@@ -98,6 +137,13 @@ impl DestinationParts {
                 format!("`{field}` does not apply to a {} target", kind.as_str()),
             ))
         };
+        let aws_given = self.aws_secret.is_some()
+            || self.aws_region.is_some()
+            || self.aws_identity.is_some()
+            || self.adopt;
+        if kind != SyncKind::AwsSecret && aws_given {
+            return stray("awsSecret, awsRegion, awsIdentity and adopt");
+        }
         match kind {
             SyncKind::File => {
                 if !self.namespaces.is_empty() {
@@ -163,6 +209,38 @@ impl DestinationParts {
                 Ok(SyncDestination::Webhook {
                     url: validate_webhook_url(&url)?,
                 })
+            }
+            SyncKind::AwsSecret => {
+                if self.path.is_some() {
+                    return stray("path");
+                }
+                if !self.namespaces.is_empty() {
+                    return stray("namespaces");
+                }
+                if self.secret_name.is_some() {
+                    return stray("secretName");
+                }
+                if self.url.is_some() {
+                    return stray("url");
+                }
+                let secret_id = self.aws_secret.ok_or_else(|| missing("awsSecret"))?;
+                let arn_region = validate_aws_secret_id(&secret_id)?;
+                let region = match self.aws_region {
+                    Some(region) => {
+                        validate_aws_region(&region)?;
+                        Some(region)
+                    }
+                    None => arn_region,
+                };
+                let (identity_id, identity_name) =
+                    self.aws_identity.ok_or_else(|| missing("awsIdentity"))?;
+                Ok(SyncDestination::AwsSecret(AwsSecretDestination {
+                    secret_id,
+                    region,
+                    identity_id,
+                    identity_name,
+                    adopt: self.adopt,
+                }))
             }
         }
     }
@@ -490,5 +568,26 @@ mod tests {
             parts("ftp").build("c").unwrap_err().code(),
             "invalid_sync_target"
         );
+        let secret = DestinationParts {
+            aws_secret: Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-Ab12".into()),
+            aws_identity: Some(("id-1".into(), "aws".into())),
+            ..parts("aws_secret")
+        };
+        let SyncDestination::AwsSecret(built) = secret.build("c").unwrap() else {
+            panic!("not an aws_secret target");
+        };
+        assert_eq!(built.region.as_deref(), Some("eu-west-1"));
+        assert!(!built.adopt);
+        let without_identity = DestinationParts {
+            aws_secret: Some("ecs/login".into()),
+            ..parts("aws_secret")
+        };
+        assert_eq!(without_identity.build("c").unwrap_err().code(), "missing_field");
+        let stray = DestinationParts {
+            path: Some("x.json".into()),
+            adopt: true,
+            ..parts("file")
+        };
+        assert_eq!(stray.build("c").unwrap_err().code(), "invalid_sync_target");
     }
 }

@@ -191,6 +191,19 @@ struct CredentialFields {
     /// ACR: the Azure AD tenant of a service principal (user name = client id).
     #[arg(long)]
     azure_tenant_id: Option<String>,
+    /// Read the login from this AWS Secrets Manager secret (name or ARN) at every
+    /// resolve, cached at most 5 minutes, instead of storing it (ECS's
+    /// `{"username","password"}`); needs --aws-identity.
+    #[arg(long, value_name = "NAME-OR-ARN", conflicts_with_all = ["username", "ambient", "role_arn"])]
+    aws_secret: Option<String>,
+    /// With --aws-secret: the `ecr` credential (same workspace) whose AWS keys, role
+    /// or ambient identity read the secret.
+    #[arg(long, value_name = "AWS-CRED")]
+    aws_identity: Option<String>,
+    /// With --aws-secret: the secret's JSON keys of the user name and password, when
+    /// they are not `username` and `password`.
+    #[arg(long, value_name = "USER,PASS")]
+    aws_secret_keys: Option<String>,
     /// Do not verify the credential against the registry before storing it (it is
     /// then marked `skipped` rather than `unverified`).
     #[arg(long)]

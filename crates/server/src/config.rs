@@ -98,6 +98,10 @@ pub struct Config {
     /// `AWS_ENDPOINT_URL`, read like every other setting so tests need not touch the
     /// process environment; the SDK still honours its own service-specific variables.
     pub aws_endpoint_url: Option<String>,
+    /// How long a login read from Secrets Manager is served from memory:
+    /// `service::aws_secrets::SOURCE_CACHE_MS` (5 minutes), shorter only through the
+    /// test-only `REGKEEPER_TEST_AWS_SECRET_CACHE_MS` (1 ms to 5 minutes).
+    pub aws_secret_cache_ms: i64,
     /// Azure AD, where ACR service principals get their tokens
     /// (`{authority}/{tenant}/oauth2/v2.0/token`).
     pub azure_authority_url: Url,
@@ -136,6 +140,7 @@ impl fmt::Debug for Config {
             )
             .field("ambient_aws_accounts", &self.ambient_aws_accounts)
             .field("aws_endpoint_url", &self.aws_endpoint_url)
+            .field("aws_secret_cache_ms", &self.aws_secret_cache_ms)
             .field("azure_authority_url", &self.azure_authority_url.as_str())
             .field("google_token_url", &self.google_token_url.as_str())
             .field("max_body_bytes", &self.max_body_bytes)
@@ -312,6 +317,18 @@ impl Config {
             }
         };
         let aws_endpoint_url = env("AWS_ENDPOINT_URL");
+        let bound = crate::service::aws_secrets::SOURCE_CACHE_MS;
+        let aws_secret_cache_ms = match env("REGKEEPER_TEST_AWS_SECRET_CACHE_MS") {
+            Some(value) => value
+                .parse::<i64>()
+                .ok()
+                .filter(|ms| (1..=bound).contains(ms))
+                .ok_or_else(|| ConfigError::Invalid {
+                    key: "REGKEEPER_TEST_AWS_SECRET_CACHE_MS",
+                    message: format!("`{value}` is not a number of milliseconds from 1 to {bound}"),
+                })?,
+            None => bound,
+        };
         let sync = SyncConfig::load(
             env("REGKEEPER_SYNC_FILE_ROOT")
                 .map(PathBuf::from)
@@ -356,6 +373,7 @@ impl Config {
             proxy,
             sync,
             aws_endpoint_url,
+            aws_secret_cache_ms,
             data_dir,
             database,
             listen,

@@ -14,6 +14,7 @@
 pub mod acr;
 pub mod ecr;
 pub mod gcr;
+pub mod secrets_manager;
 
 use std::fmt;
 
@@ -153,6 +154,10 @@ pub enum ProviderError {
     /// Another replica is minting this token and has not finished within the wait.
     #[error("another replica is minting this token; try again shortly")]
     MintInProgress,
+    #[error("the Secrets Manager secret {secret} does not exist (or the AWS identity may not see it)")]
+    AwsSecretNotFound { secret: String },
+    #[error("the Secrets Manager secret {secret} cannot be used: {reason}")]
+    AwsSecretUnusable { secret: String, reason: String },
 }
 
 impl ProviderError {
@@ -185,6 +190,8 @@ impl ProviderError {
             Self::AmbientAccountUnknown(_) => "ambient_account_unknown",
             Self::BackingOff { .. } => "token_mint_backing_off",
             Self::MintInProgress => "token_mint_in_progress",
+            Self::AwsSecretNotFound { .. } => "aws_secret_not_found",
+            Self::AwsSecretUnusable { .. } => "aws_secret_unusable",
         }
     }
 
@@ -241,6 +248,10 @@ impl Providers {
             }
             AuthMethod::AzureServicePrincipal => self.acr.login(credential, secret, now).await,
             AuthMethod::GcpAccessToken => self.gcr.login(credential, secret, now).await,
+            // Needs another credential's identity: `service::aws_secrets` reads it.
+            AuthMethod::AwsSecret => Err(ProviderError::Unsupported(
+                "a login kept in Secrets Manager is read by service::aws_secrets".into(),
+            )),
         }
     }
 }
@@ -276,7 +287,10 @@ pub fn shared_identity(credential: &Credential, secret: &CredentialSecret) -> Op
         }
         AuthMethod::AzureServicePrincipal => ("acr", credential.registry_host.clone()),
         AuthMethod::GcpAccessToken => ("gcr", String::new()),
-        AuthMethod::Password | AuthMethod::AcrToken | AuthMethod::GcpJsonKey => return None,
+        AuthMethod::Password
+        | AuthMethod::AcrToken
+        | AuthMethod::GcpJsonKey
+        | AuthMethod::AwsSecret => return None,
     };
     let mut hasher = Sha256::new();
     for part in [

@@ -1,13 +1,17 @@
 //! Pushing a login to sync targets: a docker `config.json` below the operator's sync
-//! root, Kubernetes `kubernetes.io/dockerconfigjson` Secrets, a signed HTTPS webhook.
+//! root, Kubernetes `kubernetes.io/dockerconfigjson` Secrets, a signed HTTPS webhook,
+//! an AWS Secrets Manager secret in ECS's format (`aws_secret`, with a client the
+//! service builds from the target's identity credential).
 //! Knows how to write each destination and nothing about credentials, leases or
 //! schedules (`service::sync_targets` decides what to push, when, and records the result).
 //!
 //! Every destination is confined by operator settings, never by what a tenant asked
 //! for: files stay below `REGKEEPER_SYNC_FILE_ROOT/WORKSPACE/` (`file`), Secrets go
 //! only to `REGKEEPER_SYNC_KUBERNETES_NAMESPACES` and only over Secrets regkeeper made
-//! for the same workspace (`kubernetes`), and webhooks go through the guarded
-//! `outbound` client without following redirects (`webhook`).
+//! for the same workspace (`kubernetes`), webhooks go through the guarded
+//! `outbound` client without following redirects (`webhook`), and Secrets Manager
+//! secrets are written only over secrets regkeeper tagged for the same credential,
+//! unless the target adopts them (`aws_secret`).
 //!
 //! [`Pushers`] (in `App`, built at start from the operator's sync settings) first
 //! `check`s that a destination is enabled at all — a file root, a cluster, an allowed
@@ -17,6 +21,7 @@
 //! relative paths, namespaces and hosts. This module opens no connection to a
 //! tenant-chosen host except through `outbound`.
 
+pub mod aws_secret;
 mod file;
 mod kubernetes;
 pub mod webhook;
@@ -70,6 +75,10 @@ pub struct Delivery {
     pub expires_at: Option<Timestamp>,
     /// When the push was made (the webhook's timestamp).
     pub at: Timestamp,
+    /// The same for every push of the same login to the same target, and unrelated to
+    /// the secret for anyone without the master key (64 hex digits): Secrets Manager's
+    /// `ClientRequestToken`.
+    pub idempotency_key: String,
 }
 
 impl fmt::Debug for Delivery {
@@ -154,6 +163,23 @@ pub enum SyncError {
     WebhookStatus(u16),
     #[error("the push did not finish within {0} seconds")]
     Timeout(u64),
+    #[error(
+        "Secrets Manager secret {secret} exists and was not made by regkeeper for this credential{}; \
+         add the target with --adopt to take it over, or choose another secret",
+        owner.as_ref().map(|owner| format!(" (it is tagged for {owner})")).unwrap_or_default()
+    )]
+    AwsSecretNotManaged {
+        secret: String,
+        owner: Option<String>,
+    },
+    #[error("Secrets Manager secret {secret}: {message}")]
+    AwsSecret {
+        secret: String,
+        code: &'static str,
+        message: String,
+    },
+    #[error("the target has no Secrets Manager client")]
+    AwsClientMissing,
 }
 
 impl SyncError {
@@ -174,6 +200,9 @@ impl SyncError {
             Self::Webhook(error) => error.code(),
             Self::WebhookStatus(_) => "webhook_refused",
             Self::Timeout(_) => "sync_timeout",
+            Self::AwsSecretNotManaged { .. } => "secret_not_managed",
+            Self::AwsSecret { code, .. } => code,
+            Self::AwsClientMissing => "aws_identity_missing",
         }
     }
 }
@@ -232,17 +261,19 @@ impl Pushers {
                     .map_err(|_| SyncError::Webhook(OutboundError::Other("not a URL".into())))?;
                 self.outbound.check_url(&url).map_err(SyncError::Webhook)
             }
-            SyncDestination::File { .. } => Ok(()),
+            SyncDestination::File { .. } | SyncDestination::AwsSecret(_) => Ok(()),
         }
     }
 
     /// Delivers to the target; returns the docker config key written to a file (to be
-    /// removed there if it ever changes).
+    /// removed there if it ever changes). An `aws_secret` target needs `aws`, a client
+    /// acting as its identity credential.
     pub async fn push(
         &self,
         target: &SyncTarget,
         delivery: &Delivery,
         signing_key: Option<&SecretString>,
+        aws: Option<&aws_sdk_secretsmanager::Client>,
     ) -> Result<Option<String>, SyncError> {
         self.check(&target.destination)?;
         match &target.destination {
@@ -310,6 +341,11 @@ impl Pushers {
                 webhook::post(&self.outbound, url, key, delivery).await?;
                 Ok(None)
             }
+            SyncDestination::AwsSecret(secret) => {
+                let client = aws.ok_or(SyncError::AwsClientMissing)?;
+                aws_secret::put(client, &secret.secret_id, secret.adopt, delivery).await?;
+                Ok(None)
+            }
         }
     }
 }
@@ -334,6 +370,7 @@ mod tests {
             secret: SecretString::from("canary-sync-secret"),
             expires_at: Some(1_800_000_000_000),
             at: 1_700_000_000_000,
+            idempotency_key: "0".repeat(64),
         }
     }
 

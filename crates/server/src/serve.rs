@@ -161,6 +161,7 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
         caches: crate::service::caches::Caches::default(),
         audit_writer,
         oidc_keys: crate::service::oidc::KeyCache::default(),
+        aws_secrets: crate::service::aws_secrets::SourceCache::default(),
     }))
 }
 

@@ -12,6 +12,7 @@
 pub mod access;
 pub mod audit_log;
 pub mod audit_writer;
+pub mod aws_secrets;
 pub mod caches;
 pub mod credentials;
 pub mod grants;
@@ -68,6 +69,8 @@ pub struct App {
     pub audit_writer: audit_writer::AuditWriter,
     /// OIDC issuers' signing keys, for the token exchange.
     pub oidc_keys: oidc::KeyCache,
+    /// Logins read from Secrets Manager, for at most `aws_secrets::SOURCE_CACHE_MS`.
+    pub aws_secrets: aws_secrets::SourceCache,
 }
 
 impl App {

@@ -93,6 +93,17 @@ pub struct CredentialInput {
     /// Azure AD tenant of a service principal (ACR); absent for repository-scoped tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure_tenant_id: Option<String>,
+    /// Read the login from this AWS Secrets Manager secret (name or ARN) at resolve
+    /// time instead of storing it: a `docker` credential with auth method `aws_secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret: Option<String>,
+    /// The `ecr` credential of the same workspace whose AWS identity reads `awsSecret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_identity: Option<String>,
+    /// `USER,PASS`: the secret's JSON keys of the user name and password, when they are
+    /// not ECS's `username` and `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret_keys: Option<String>,
     /// Log in to the registry before storing (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<bool>,
@@ -117,7 +128,8 @@ pub struct Credential {
     #[serde(rename = "type")]
     pub kind: String,
     /// How the secret is used, e.g. `password`, `aws_keys`, `aws_role`, `aws_ambient`,
-    /// `acr_token`, `azure_service_principal`, `gcp_json_key`, `gcp_access_token`.
+    /// `acr_token`, `azure_service_principal`, `gcp_json_key`, `gcp_access_token`,
+    /// `aws_secret` (read from AWS Secrets Manager).
     pub auth_method: String,
     pub registry: String,
     pub path_prefix: String,
@@ -131,6 +143,14 @@ pub struct Credential {
     pub aws_region: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub azure_tenant_id: Option<String>,
+    /// `aws_secret` credentials: the Secrets Manager secret the login is read from, the
+    /// `ecr` credential whose identity reads it, and the JSON keys (`USER,PASS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret_keys: Option<String>,
     /// Whether a secret is stored (never the secret itself).
     pub has_secret: bool,
     /// Increments whenever the secret is replaced.

@@ -10,12 +10,13 @@ use crate::Sensitive;
 
 /// A new sync target. `type` picks which of the other fields apply:
 /// `file` takes `path`; `kubernetes` takes `namespaces` and optionally `secretName`;
-/// `webhook` takes `url` and optionally `signingKey`.
+/// `webhook` takes `url` and optionally `signingKey`; `aws_secret` takes `awsSecret`,
+/// `awsIdentity`, and optionally `awsRegion` and `adopt`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SyncTargetInput {
-    /// `file`, `kubernetes` or `webhook`.
+    /// `file`, `kubernetes`, `webhook` or `aws_secret`.
     #[serde(rename = "type")]
     pub kind: String,
     /// A docker `config.json` path, relative to the workspace's directory under the
@@ -36,6 +37,19 @@ pub struct SyncTargetInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, write_only))]
     pub signing_key: Option<Sensitive>,
+    /// An AWS Secrets Manager secret (name or ARN) that receives the login as
+    /// `{"username","password"}`, the format ECS's `repositoryCredentials` reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret: Option<String>,
+    /// The secret's region; default: the ARN's, else the identity credential's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_region: Option<String>,
+    /// The `ecr` credential of the same workspace whose AWS identity writes the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_identity: Option<String>,
+    /// Take over (and tag) an existing secret regkeeper did not create.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
 }
 
 /// A sync target and how its pushes are going (never what it pushes).
@@ -49,7 +63,7 @@ pub struct SyncTarget {
     pub workspace: String,
     #[serde(rename = "type")]
     pub kind: String,
-    /// One line: the path, `NAMESPACES/SECRET`, or the URL.
+    /// One line: the path, `NAMESPACES/SECRET`, the URL, or the secret's name or ARN.
     pub destination: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -59,6 +73,14 @@ pub struct SyncTarget {
     pub secret_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_identity: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
     /// Whether a webhook signing key is stored (never the key).
     pub has_signing_key: bool,
     /// `pending` (not delivered yet, or the credential changed since), `ok` or

@@ -102,6 +102,9 @@ fn credential_input(
         ambient: fields.ambient.then_some(true),
         aws_region: fields.aws_region,
         azure_tenant_id: fields.azure_tenant_id,
+        aws_secret: fields.aws_secret,
+        aws_identity: fields.aws_identity,
+        aws_secret_keys: fields.aws_secret_keys,
         verify: fields.no_verify.then_some(false),
         // A person's: only the docker credential helper marks what it creates.
         origin: None,
@@ -122,8 +125,15 @@ pub(super) fn run(client: &Client, command: CredentialsCommand) -> anyhow::Resul
             let has_password = fields.password.password_stdin
                 || fields.password.password_env.is_some()
                 || fields.password.password_file.is_some();
-            if !fields.ambient && !has_password {
-                bail!("one of --password-stdin, --password-env or --password-file is required (unless --ambient)");
+            if fields.aws_secret.is_some() {
+                if has_password {
+                    bail!("--aws-secret reads the password from Secrets Manager: give no --password-*");
+                }
+                if fields.aws_identity.is_none() {
+                    bail!("--aws-secret needs --aws-identity AWS-CRED, the ecr credential whose AWS identity reads the secret");
+                }
+            } else if !fields.ambient && !has_password {
+                bail!("one of --password-stdin, --password-env or --password-file is required (unless --ambient or --aws-secret)");
             }
             let workspace = workspace_or_personal(client, workspace.workspace)?;
             let input = credential_input(fields, Some(name))?;
@@ -262,10 +272,12 @@ fn print_credential(credential: &wire::Credential, format: OutputFormat) -> anyh
         ("Username", or_dash(credential.username.as_deref())),
         (
             "Secret",
-            if credential.has_secret {
-                format!("stored (version {})", credential.secret_version)
-            } else {
-                "none".into()
+            match &credential.aws_secret {
+                Some(secret) => format!("read from AWS Secrets Manager secret {secret}"),
+                None if credential.has_secret => {
+                    format!("stored (version {})", credential.secret_version)
+                }
+                None => "none".into(),
             },
         ),
     ];
@@ -274,6 +286,8 @@ fn print_credential(credential: &wire::Credential, format: OutputFormat) -> anyh
         ("External id", &credential.external_id),
         ("AWS region", &credential.aws_region),
         ("Azure tenant", &credential.azure_tenant_id),
+        ("AWS identity", &credential.aws_identity),
+        ("Secret keys", &credential.aws_secret_keys),
     ] {
         if let Some(value) = value {
             pairs.push((label, value.clone()));

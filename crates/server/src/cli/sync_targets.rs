@@ -1,5 +1,5 @@
 //! `regkeeper sync …`: a credential's push targets (docker config files, Kubernetes
-//! Secrets, webhooks), each command one or two REST calls. `add` and `run` exit
+//! Secrets, webhooks, AWS Secrets Manager secrets for ECS), each command one or two REST calls. `add` and `run` exit
 //! non-zero when the push failed; a generated signing key is printed once, by `add`.
 
 use std::path::PathBuf;
@@ -37,6 +37,18 @@ pub(super) enum SyncCommand {
         /// Webhook: use your own signing key from this file.
         #[arg(long, value_name = "FILE", requires = "webhook")]
         signing_key_file: Option<PathBuf>,
+        /// Secrets Manager: the secret's region (default: the ARN's, else the
+        /// --aws-identity credential's).
+        #[arg(long, value_name = "REGION", requires = "aws_secret")]
+        aws_region: Option<String>,
+        /// Secrets Manager: the `ecr` credential (same workspace) whose AWS keys, role
+        /// or ambient identity write the secret.
+        #[arg(long, value_name = "AWS-CRED", requires = "aws_secret")]
+        aws_identity: Option<String>,
+        /// Secrets Manager: take over an existing secret regkeeper did not create
+        /// (it is tagged managed-by=regkeeper first).
+        #[arg(long, requires = "aws_secret")]
+        adopt: bool,
         #[command(flatten)]
         workspace: WorkspaceArg,
         #[command(flatten)]
@@ -82,6 +94,12 @@ pub(super) struct Destination {
     /// An https URL that receives a signed POST (header Regkeeper-Signature).
     #[arg(long, value_name = "URL")]
     webhook: Option<String>,
+    /// An AWS Secrets Manager secret (name or ARN) to keep the login in as
+    /// {"username","password"}, for an ECS task definition's
+    /// repositoryCredentials.credentialsParameter; created if absent. Needs
+    /// --aws-identity.
+    #[arg(long, value_name = "NAME-OR-ARN")]
+    aws_secret: Option<String>,
 }
 
 fn targets_path(client: &Client, workspace: Option<String>, name: &str) -> anyhow::Result<String> {
@@ -125,6 +143,9 @@ pub(super) fn run(client: &Client, command: SyncCommand) -> anyhow::Result<()> {
             secret_name,
             signing_key_env,
             signing_key_file,
+            aws_region,
+            aws_identity,
+            adopt,
             workspace,
             output,
         } => {
@@ -133,6 +154,11 @@ pub(super) fn run(client: &Client, command: SyncCommand) -> anyhow::Result<()> {
                 "file"
             } else if destination.webhook.is_some() {
                 "webhook"
+            } else if destination.aws_secret.is_some() {
+                if aws_identity.is_none() {
+                    bail!("--aws-secret needs --aws-identity AWS-CRED, the ecr credential whose AWS identity writes the secret");
+                }
+                "aws_secret"
             } else {
                 "kubernetes"
             };
@@ -146,6 +172,10 @@ pub(super) fn run(client: &Client, command: SyncCommand) -> anyhow::Result<()> {
                     signing_key_env.as_deref(),
                     signing_key_file.as_ref(),
                 )?,
+                aws_secret: destination.aws_secret,
+                aws_region,
+                aws_identity,
+                adopt,
             };
             let created: wire::SyncTargetCreated = client.post(&path, &input)?;
             if output.output == OutputFormat::Json {

@@ -155,6 +155,9 @@ impl CredentialForm {
             ambient: Some(self.ambient),
             aws_region: optional(&self.aws_region),
             azure_tenant_id: None,
+            aws_secret: None,
+            aws_identity: None,
+            aws_secret_keys: None,
             verify: None,
             origin: None,
         }

@@ -6,7 +6,7 @@ use maud::{html, Markup, DOCTYPE};
 
 use crate::audit::AuditRow;
 use crate::clock::format_timestamp;
-use crate::domain::credential::{Credential, TokenState, VerificationStatus};
+use crate::domain::credential::{AuthMethod, Credential, TokenState, VerificationStatus};
 use crate::domain::identity::Role;
 use crate::domain::sync_target::SyncTarget;
 use crate::store::WorkspaceRow;
@@ -230,7 +230,7 @@ pub fn credentials(
                             @let credential = row.credential;
                             tr {
                                 td { a href=(paths::credential(workspace, &credential.name)) { (credential.name) } }
-                                td { (credential.kind.as_str()) }
+                                td { (kind_text(credential)) }
                                 td { (registry(credential)) }
                                 td { (verification(credential)) }
                                 td { (token_text(credential.token.as_ref(), now)) }
@@ -262,6 +262,14 @@ fn verification(credential: &Credential) -> Markup {
     }
 }
 
+/// A credential's type, and where its login comes from when that is not regkeeper.
+fn kind_text(credential: &Credential) -> String {
+    match credential.auth_method {
+        AuthMethod::AwsSecret => format!("{} (from AWS Secrets Manager)", credential.kind),
+        _ => credential.kind.as_str().to_owned(),
+    }
+}
+
 fn targets_summary(targets: &[SyncTarget]) -> Markup {
     html! {
         @if targets.is_empty() {
@@ -270,7 +278,7 @@ fn targets_summary(targets: &[SyncTarget]) -> Markup {
             (targets.len()) ": "
             @for (index, target) in targets.iter().enumerate() {
                 @if index > 0 { ", " }
-                (target.destination.kind().as_str()) " " (target.destination.summary())
+                (target.destination.kind().label()) " " (target.destination.summary())
                 " (" (target.status.as_str()) ")"
             }
         }
@@ -362,6 +370,15 @@ pub fn credential(
                 @if let Some(region) = &settings.aws_region { dt { "AWS region" } dd { (region) } }
                 @if settings.ambient { dt { "AWS identity" } dd { "the server's own (ambient)" } }
                 @if let Some(tenant) = &settings.azure_tenant_id { dt { "Azure tenant" } dd { (tenant) } }
+                @if let Some(source) = &settings.aws_secret {
+                    dt { "Login" }
+                    dd {
+                        "read from AWS Secrets Manager secret " code { (source.secret_id) }
+                        " (keys " code { (source.username_key) } ", " code { (source.password_key) } ")"
+                        ", as the AWS identity of credential " (source.identity_name)
+                        "; cached for at most 5 minutes"
+                    }
+                }
                 dt { "Verification" }
                 dd {
                     (verification(credential))
@@ -400,7 +417,7 @@ pub fn credential(
                 ul class="targets" {
                     @for target in targets {
                         li {
-                            (target.destination.kind().as_str()) " " (target.destination.summary())
+                            (target.destination.kind().label()) " " (target.destination.summary())
                             ": " (target.status.as_str())
                             @if let Some(at) = target.last_synced_at { ", last pushed " (time(at)) }
                             @if let Some(error) = &target.last_error { br; "Last error: " (error) }

@@ -24,6 +24,11 @@ pub fn view(target: &SyncTarget) -> wire::SyncTarget {
             secret_name,
         } => (None, namespaces.clone(), Some(secret_name.clone()), None),
         SyncDestination::Webhook { url } => (None, Vec::new(), None, Some(url.clone())),
+        SyncDestination::AwsSecret(_) => (None, Vec::new(), None, None),
+    };
+    let aws = match &target.destination {
+        SyncDestination::AwsSecret(secret) => Some(secret),
+        _ => None,
     };
     // A delivered target whose credential changed since is waiting for its push.
     let status = match target.status {
@@ -40,6 +45,10 @@ pub fn view(target: &SyncTarget) -> wire::SyncTarget {
         namespaces,
         secret_name,
         url,
+        aws_secret: aws.map(|secret| secret.secret_id.clone()),
+        aws_region: aws.and_then(|secret| secret.region.clone()),
+        aws_identity: aws.map(|secret| secret.identity_name.clone()),
+        adopt: aws.is_some_and(|secret| secret.adopt),
         has_signing_key: target.signing_key.is_some(),
         status: status.as_str().to_owned(),
         failures: target.failures,

@@ -22,6 +22,21 @@ pub fn credential(credential: &Credential) -> wire::Credential {
         external_id: credential.settings.external_id.clone(),
         aws_region: credential.settings.aws_region.clone(),
         azure_tenant_id: credential.settings.azure_tenant_id.clone(),
+        aws_secret: credential
+            .settings
+            .aws_secret
+            .as_ref()
+            .map(|source| source.secret_id.clone()),
+        aws_identity: credential
+            .settings
+            .aws_secret
+            .as_ref()
+            .map(|source| source.identity_name.clone()),
+        aws_secret_keys: credential
+            .settings
+            .aws_secret
+            .as_ref()
+            .map(|source| format!("{},{}", source.username_key, source.password_key)),
         has_secret: credential.sealed.is_some(),
         secret_version: credential.secret_version,
         verification: wire::Verification {

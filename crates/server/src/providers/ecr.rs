@@ -22,6 +22,10 @@ use super::{ProviderError, RegistryLogin};
 /// answer's expiry is already past.
 pub const TOKEN_LIFETIME_MS: i64 = 12 * 3600 * 1000;
 
+/// Attempts per call, the first included, of calls made with a credential's identity
+/// to services other than ECR ([`EcrProvider::identity_config`]).
+pub const IDENTITY_MAX_ATTEMPTS: u32 = 4;
+
 pub struct EcrProvider {
     allow_ambient: bool,
     /// `REGKEEPER_AMBIENT_AWS_ACCOUNTS`; `None`: the server's own account only.
@@ -130,6 +134,38 @@ impl EcrProvider {
         secret: &CredentialSecret,
     ) -> Result<aws_config::SdkConfig, ProviderError> {
         let base = self.base_config(credential, secret).await?;
+        self.assume_role(credential, base).await
+    }
+
+    /// The SDK settings of an `ecr` credential's AWS identity (its keys, its role, or
+    /// the server's own identity where that is allowed) for another AWS service in
+    /// `region` (Secrets Manager). Unlike ECR's calls, these retry throttling and
+    /// transient errors in the SDK (standard mode, [`IDENTITY_MAX_ATTEMPTS`] attempts
+    /// with exponential backoff and jitter): a sync push or a resolve has no backoff
+    /// of its own between attempts.
+    pub async fn identity_config(
+        &self,
+        credential: &Credential,
+        secret: &CredentialSecret,
+        region: &str,
+    ) -> Result<aws_config::SdkConfig, ProviderError> {
+        let base = self
+            .loader(credential, secret, region.to_owned(), (false, false))?
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(IDENTITY_MAX_ATTEMPTS)
+                    .with_initial_backoff(std::time::Duration::from_millis(200)),
+            )
+            .load()
+            .await;
+        self.assume_role(credential, base).await
+    }
+
+    async fn assume_role(
+        &self,
+        credential: &Credential,
+        base: aws_config::SdkConfig,
+    ) -> Result<aws_config::SdkConfig, ProviderError> {
         self.check_ambient(credential).await?;
         let Some(role_arn) = credential.settings.role_arn.clone() else {
             return Ok(base);
@@ -158,10 +194,25 @@ impl EcrProvider {
             credential.settings.aws_region.clone().ok_or_else(|| {
                 ProviderError::Unsupported("the ECR credential has no region".into())
             })?;
-        let (fips, dual_stack) = match classify(&credential.registry_host) {
+        let variant = match classify(&credential.registry_host) {
             RegistryKind::Ecr(ecr) => (ecr.fips, ecr.dual_stack),
             _ => (false, false),
         };
+        Ok(self
+            .loader(credential, secret, region, variant)?
+            .load()
+            .await)
+    }
+
+    /// The SDK loader for the credential's keys (or the server's identity) in `region`,
+    /// without SDK retries.
+    fn loader(
+        &self,
+        credential: &Credential,
+        secret: &CredentialSecret,
+        region: String,
+        (fips, dual_stack): (bool, bool),
+    ) -> Result<aws_config::ConfigLoader, ProviderError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region))
             .use_fips(fips)
@@ -199,7 +250,7 @@ impl EcrProvider {
             );
             loader = loader.credentials_provider(SharedCredentialsProvider::new(keys));
         }
-        Ok(loader.load().await)
+        Ok(loader)
     }
 
     /// Mints a 12-hour ECR login. An expiry that is already past on receipt (clock
@@ -298,7 +349,7 @@ impl EcrProvider {
     }
 }
 
-fn aws_error<E: ProvideErrorMetadata + std::error::Error + 'static, R>(
+pub(super) fn aws_error<E: ProvideErrorMetadata + std::error::Error + 'static, R>(
     error: SdkError<E, R>,
 ) -> ProviderError {
     match &error {

@@ -1,5 +1,7 @@
 //! Creating, reading, updating and deleting credentials: validation, sealing of the
-//! secret, authorisation and audit.
+//! secret, authorisation and audit. A credential read from Secrets Manager
+//! (`--aws-secret`) stores no secret: its source and `--aws-identity` credential are
+//! checked, and the secret read once, before it is stored (`service::aws_secrets`).
 
 use regkeeper_wire::CredentialInput;
 use secrecy::{ExposeSecret, SecretString};
@@ -8,7 +10,8 @@ use zeroize::Zeroizing;
 
 use crate::crypto::Binding;
 use crate::domain::credential::{
-    Credential, CredentialDraft, CredentialKind, CredentialOrigin, CredentialParts,
+    parse_aws_secret_keys, AuthMethod, AwsSecretSource, Credential, CredentialDraft,
+    CredentialKind, CredentialOrigin, CredentialParts,
     CredentialPolicy, CredentialSecret, CredentialSettings, SealedSecret, Verification,
     VerificationStatus,
 };
@@ -131,8 +134,85 @@ fn verification(input: &CredentialInput, at: i64) -> Verification {
     }
 }
 
+/// `--aws-secret`, `--aws-identity` and `--aws-secret-keys` as a source, with its
+/// identity credential; `existing` fills what an update leaves out. `None` when the
+/// credential is not read from Secrets Manager.
+async fn aws_secret_source(
+    app: &App,
+    workspace_id: &str,
+    input: &CredentialInput,
+    existing: Option<&AwsSecretSource>,
+) -> Result<Option<(AwsSecretSource, Credential)>> {
+    let given = input.aws_secret.is_some()
+        || input.aws_identity.is_some()
+        || input.aws_secret_keys.is_some();
+    let Some(secret_id) = input
+        .aws_secret
+        .clone()
+        .or_else(|| existing.map(|source| source.secret_id.clone()))
+    else {
+        if given {
+            return Err(Error::invalid(
+                "invalid_for_type",
+                "--aws-identity and --aws-secret-keys apply only with --aws-secret",
+            ));
+        }
+        return Ok(None);
+    };
+    let identity = match (&input.aws_identity, existing) {
+        (Some(name), _) => super::aws_secrets::identity_by_name(app, workspace_id, name).await?,
+        (None, Some(source)) => {
+            super::aws_secrets::identity(app, workspace_id, &source.identity_id, &source.identity_name)
+                .await?
+        }
+        (None, None) => {
+            return Err(Error::invalid(
+                "missing_field",
+                "--aws-identity is required with --aws-secret: name the ecr credential whose AWS keys or role read the secret",
+            ))
+        }
+    };
+    let (username_key, password_key) = match (&input.aws_secret_keys, existing) {
+        (Some(keys), _) => parse_aws_secret_keys(keys)?,
+        (None, Some(source)) => (source.username_key.clone(), source.password_key.clone()),
+        (None, None) => (
+            crate::domain::credential::ECS_USERNAME_KEY.to_owned(),
+            crate::domain::credential::ECS_PASSWORD_KEY.to_owned(),
+        ),
+    };
+    Ok(Some((
+        AwsSecretSource {
+            secret_id,
+            identity_id: identity.id.clone(),
+            identity_name: identity.name.clone(),
+            username_key,
+            password_key,
+        },
+        identity,
+    )))
+}
+
+/// A credential read from Secrets Manager is stored only once its secret was read
+/// (exists, parses, has both keys), verified at the registry or not.
+async fn check_aws_secret(app: &App, credential: &Credential) -> Result<()> {
+    if credential.auth_method != AuthMethod::AwsSecret {
+        return Ok(());
+    }
+    super::aws_secrets::fresh_login(app, credential)
+        .await?
+        .map(drop)
+        .map_err(|error| {
+            let message = format!("the login cannot be read: {error}");
+            if error.retryable() {
+                Error::upstream(error.code(), message)
+            } else {
+                Error::unprocessable(error.code(), message)
+            }
+        })
+}
+
 fn audit_detail(credential: &Credential) -> serde_json::Value {
-    serde_json::json!({
+    let mut detail = serde_json::json!({
         "id": credential.id,
         "type": credential.kind.as_str(),
         "authMethod": credential.auth_method.as_str(),
@@ -140,7 +220,12 @@ fn audit_detail(credential: &Credential) -> serde_json::Value {
         "pathPrefix": credential.path_prefix,
         "secretVersion": credential.secret_version,
         "origin": credential.origin.as_str(),
-    })
+    });
+    if let Some(source) = &credential.settings.aws_secret {
+        detail["awsSecret"] = serde_json::Value::String(source.secret_id.clone());
+        detail["awsIdentity"] = serde_json::Value::String(source.identity_name.clone());
+    }
+    detail
 }
 
 fn requested_origin(input: &CredentialInput) -> Result<Option<CredentialOrigin>> {
@@ -201,6 +286,7 @@ pub async fn create(
         let required = |value: Option<String>, flag: &str| {
             value.ok_or_else(|| Error::invalid("missing_field", format!("{flag} is required")))
         };
+        let source = aws_secret_source(app, &access.workspace.id, &input, None).await?;
         let parts = CredentialParts {
             name: required(input.name.clone(), "--name")?,
             registry: required(input.registry.clone(), "--registry")?,
@@ -213,11 +299,15 @@ pub async fn create(
                 ambient: input.ambient.unwrap_or(false),
                 aws_region: input.aws_region.clone(),
                 azure_tenant_id: input.azure_tenant_id.clone(),
+                aws_secret: source.as_ref().map(|(source, _)| source.clone()),
             },
             secret: secret_from(&input),
             secret_given: true,
         };
-        let draft = CredentialDraft::build(parts, policy(app))?;
+        let mut draft = CredentialDraft::build(parts, policy(app))?;
+        if let (Some((_, identity)), None) = (&source, &draft.settings.aws_region) {
+            draft.settings.aws_region = identity.settings.aws_region.clone();
+        }
         let now = app.now();
         let mut credential = Credential {
             id: super::new_id(),
@@ -244,6 +334,8 @@ pub async fn create(
         if input.verify != Some(false) {
             credential.verification =
                 super::login_check::check(app, &credential, &draft.secret, None).await?;
+        } else {
+            check_aws_secret(app, &credential).await?;
         }
         let _sealing = app.seal_gate.read().await;
         if credential.auth_method.needs_secret() {
@@ -361,16 +453,20 @@ pub async fn update(
             .clone()
             .or_else(|| input.registry.is_none().then(|| existing.path_prefix.clone()));
         let old = &existing.settings;
+        let source = aws_secret_source(app, &access.workspace.id, &input, old.aws_secret.as_ref()).await?;
         let parts = CredentialParts {
             name: input.name.clone().unwrap_or_else(|| existing.name.clone()),
             registry,
             requested_kind: match requested_kind(&input)? {
                 Some(kind) => Some(kind),
-                None if input.kind.is_some() => None,
+                None if input.kind.is_some() || source.is_some() => None,
                 None => Some(existing.kind),
             },
             path_prefix,
-            username: input.username.clone().or_else(|| existing.username.clone()),
+            // A login read from Secrets Manager has no user name of its own.
+            username: input.username.clone().or_else(|| {
+                source.is_none().then(|| existing.username.clone()).flatten()
+            }),
             settings: CredentialSettings {
                 role_arn: input.role_arn.clone().or_else(|| old.role_arn.clone()),
                 external_id: input.external_id.clone().or_else(|| old.external_id.clone()),
@@ -379,11 +475,15 @@ pub async fn update(
                     (input.registry.is_none()).then(|| old.aws_region.clone()).flatten()
                 }),
                 azure_tenant_id: input.azure_tenant_id.clone().or_else(|| old.azure_tenant_id.clone()),
+                aws_secret: source.as_ref().map(|(source, _)| source.clone()),
             },
             secret: secret_from(&input),
             secret_given,
         };
-        let draft = CredentialDraft::build(parts, policy(app))?;
+        let mut draft = CredentialDraft::build(parts, policy(app))?;
+        if let (Some((_, identity)), None) = (&source, &draft.settings.aws_region) {
+            draft.settings.aws_region = identity.settings.aws_region.clone();
+        }
         if draft.auth_method != existing.auth_method && draft.auth_method.needs_secret() && !secret_given {
             return Err(Error::invalid(
                 "missing_password",
@@ -412,6 +512,8 @@ pub async fn update(
         if input.verify != Some(false) {
             let secret = if secret_given { draft.secret.clone() } else { open_secret(app, &existing)? };
             updated.verification = super::login_check::check(app, &updated, &secret, None).await?;
+        } else {
+            check_aws_secret(app, &updated).await?;
         }
         let _sealing = app.seal_gate.read().await;
         if !updated.auth_method.needs_secret() {

@@ -77,9 +77,14 @@ pub async fn check_with(
     let now = app.now();
     let login = app
         .providers
-        .login(credential, secret, now)
-        .await
-        .map_err(|error| provider_failure(&error))?;
+        .login(credential, secret, now);
+    let login = if credential.auth_method == AuthMethod::AwsSecret {
+        // Read from Secrets Manager afresh (the secret exists, parses, has both keys).
+        super::aws_secrets::fresh_login(app, credential).await?
+    } else {
+        login.await
+    }
+    .map_err(|error| provider_failure(&error))?;
     let client = RegistryClient::new(&app.outbound, &app.config.outbound);
     let report = client
         .verify(

@@ -163,6 +163,12 @@ enum Opened {
 }
 
 async fn opened(app: &App, credential: &Credential) -> Result<Opened> {
+    if credential.auth_method == crate::domain::credential::AuthMethod::AwsSecret {
+        // Read from Secrets Manager (cached for at most 5 minutes), never minted.
+        return super::aws_secrets::login(app, credential)
+            .await
+            .map(Opened::Direct);
+    }
     let secret = open_secret(app, credential)?;
     match shared_identity(credential, &secret) {
         Some(identity) => Ok(Opened::Shared { secret, identity }),
@@ -427,6 +433,10 @@ pub async fn login_after_refusal(
     credential: &Credential,
     refused_issued_at: Timestamp,
 ) -> Result<RegistryLogin> {
+    if credential.auth_method == crate::domain::credential::AuthMethod::AwsSecret {
+        // The secret may have changed since it was read: read it again.
+        super::aws_secrets::forget(app, &credential.id).await;
+    }
     let (secret, identity) = match opened(app, credential).await? {
         Opened::Shared { secret, identity } => (secret, identity),
         Opened::Direct(login) => return Ok(login),

@@ -24,6 +24,12 @@
 //! credential's targets are pushed only when added, when the credential changes, or
 //! on `run`.
 //!
+//! An `aws_secret` target writes as its identity credential (`--aws-identity`, an
+//! `ecr` credential of the same workspace, found by id at every push:
+//! `service::aws_secrets`), with a `ClientRequestToken` derived from the login under a
+//! key derived from the master key ([`IDEMPOTENCY_LABEL`]), so a repeated push of the
+//! same login adds no version.
+//!
 //! Gap: no test runs leases between two replicas for sync targets.
 
 use std::sync::Arc;
@@ -36,7 +42,10 @@ use crate::audit::{AuditRecord, Outcome};
 use crate::crypto::Binding;
 use crate::domain::credential::Credential;
 use crate::domain::identity::{Principal, Role};
-use crate::domain::sync_target::{Delivered, DestinationParts, SyncKind, SyncStatus, SyncTarget};
+use crate::domain::sync_target::{
+    AwsSecretDestination, Delivered, DestinationParts, SyncDestination, SyncKind, SyncStatus,
+    SyncTarget,
+};
 use crate::domain::{Error, Result};
 use crate::login_cache::backoff;
 use crate::metrics::SyncPushLabels;
@@ -47,6 +56,8 @@ use super::lease_worker::{self, Claim, LeaseWork};
 use super::App;
 
 const SIGNING_KEY_PURPOSE: &str = crate::store::SealedKind::SyncSigningKey.purpose();
+/// The derived key (`MasterKeys::derived_key`) of deliveries' idempotency keys.
+pub const IDEMPOTENCY_LABEL: &str = "sync-target-idempotency";
 /// Longer than a push may take ([`PUSH_TIMEOUT`]), short enough that a dead replica
 /// delays a target by little.
 const LEASE_MS: i64 = 120_000;
@@ -85,7 +96,7 @@ fn refused(error: SyncError) -> Error {
 
 fn signing_key(input: &SyncTargetInput, kind: SyncKind) -> Result<Option<(SecretString, bool)>> {
     match (&input.signing_key, kind) {
-        (Some(_), SyncKind::File | SyncKind::Kubernetes) => Err(Error::invalid(
+        (Some(_), SyncKind::File | SyncKind::Kubernetes | SyncKind::AwsSecret) => Err(Error::invalid(
             "invalid_sync_target",
             "`signingKey` applies only to webhook targets",
         )),
@@ -136,15 +147,33 @@ pub async fn create(
         .audited(record.clone(), async {
             let access = require(app, principal, Some(&workspace_name), Role::Maintain, "managing sync targets").await?;
             let credential = credential(app, &access.workspace.id, &access.workspace.name, credential_name).await?;
+            let aws_identity = match &input.aws_identity {
+                Some(name) => {
+                    let identity = super::aws_secrets::identity_by_name(app, &access.workspace.id, name).await?;
+                    Some((identity.id, identity.name))
+                }
+                None => None,
+            };
             let destination = DestinationParts {
                 kind: input.kind.clone(),
                 path: input.path.clone(),
                 namespaces: input.namespaces.clone(),
                 secret_name: input.secret_name.clone(),
                 url: input.url.clone(),
+                aws_secret: input.aws_secret.clone(),
+                aws_region: input.aws_region.clone(),
+                aws_identity,
+                adopt: input.adopt,
             }
             .build(&credential.name)?;
             app.sync.check(&destination).map_err(refused)?;
+            if let SyncDestination::AwsSecret(secret) = &destination {
+                if !secret.adopt {
+                    // Refused before it is stored: a secret regkeeper did not make.
+                    let target_ref = reference(&credential);
+                    check_aws_secret(app, &credential, secret, &target_ref).await?;
+                }
+            }
             let key = signing_key(&input, destination.kind())?;
             let now = app.now();
             let mut target = SyncTarget {
@@ -366,7 +395,7 @@ impl LeaseWork for Pusher {
 }
 
 /// What one attempt delivered, or why it failed (a code and a message safe to show).
-type Attempt = std::result::Result<Delivered, (&'static str, String)>;
+type Attempt<T = Delivered> = std::result::Result<T, (&'static str, String)>;
 
 /// Pushes a leased target and records the result as the lease holder. Errors are only
 /// those of recording it; a failed delivery is a `failing` target.
@@ -447,6 +476,75 @@ async fn push(
     Ok(target)
 }
 
+/// The same for the same target and login, and nothing anyone without the master key
+/// can test a password guess against: HMAC-SHA256 under a derived key.
+fn idempotency_key(
+    app: &App,
+    target: &SyncTarget,
+    login: &crate::providers::RegistryLogin,
+) -> Result<String> {
+    use hmac::{Hmac, Mac};
+    let keys = app.keyring.keys()?;
+    let derived = keys
+        .derived_key(keys.current_version(), IDEMPOTENCY_LABEL)
+        .ok_or_else(|| Error::internal("the current master key is missing"))?;
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(derived.expose_bytes())
+        .map_err(Error::internal)?;
+    for part in [
+        target.id.as_str(),
+        login.username.as_str(),
+        login.secret.expose_secret(),
+    ] {
+        mac.update(part.as_bytes());
+        mac.update(&[0]);
+    }
+    Ok(hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn check_aws_secret(
+    app: &App,
+    credential: &Credential,
+    secret: &AwsSecretDestination,
+    reference: &str,
+) -> Result<()> {
+    let identity = super::aws_secrets::identity(
+        app,
+        &credential.workspace_id,
+        &secret.identity_id,
+        &secret.identity_name,
+    )
+    .await?;
+    let client = super::aws_secrets::client(app, &identity, secret.region.as_deref())
+        .await?
+        .map_err(|error| Error::upstream(error.code(), error.to_string()))?;
+    crate::push::aws_secret::check_managed(&client, &secret.secret_id, reference)
+        .await
+        .map_err(|error| match error {
+            SyncError::AwsSecretNotManaged { .. } => refused(error),
+            other => Error::upstream(other.code(), other.to_string()),
+        })
+}
+
+/// A Secrets Manager client acting as the target's identity credential.
+async fn aws_client(
+    app: &App,
+    target: &SyncTarget,
+    secret: &AwsSecretDestination,
+) -> Attempt<aws_sdk_secretsmanager::Client> {
+    let identity = super::aws_secrets::identity(
+        app,
+        &target.workspace_id,
+        &secret.identity_id,
+        &secret.identity_name,
+    )
+    .await
+    .map_err(|error| shown(&error))?;
+    super::aws_secrets::client(app, &identity, secret.region.as_deref())
+        .await
+        .map_err(|error| shown(&error))?
+        .map_err(|error| (error.code(), error.to_string()))
+}
+
 fn push_record(
     app: &App,
     target: &SyncTarget,
@@ -513,6 +611,10 @@ async fn deliver(app: &App, target: &SyncTarget, now: i64) -> Attempt {
         }
         None => None,
     };
+    let aws = match &target.destination {
+        SyncDestination::AwsSecret(secret) => Some(aws_client(app, target, secret).await?),
+        _ => None,
+    };
     let delivery = Delivery {
         event_id: super::new_id(),
         target_id: target.id.clone(),
@@ -528,10 +630,12 @@ async fn deliver(app: &App, target: &SyncTarget, now: i64) -> Attempt {
         secret: login.secret.clone(),
         expires_at: login.expires_at,
         at: now,
+        idempotency_key: idempotency_key(app, target, &login).map_err(|error| shown(&error))?,
     };
     let pushed = tokio::time::timeout(
         PUSH_TIMEOUT,
-        app.sync.push(target, &delivery, signing_key.as_ref()),
+        app.sync
+            .push(target, &delivery, signing_key.as_ref(), aws.as_ref()),
     )
     .await
     .unwrap_or(Err(SyncError::Timeout(PUSH_TIMEOUT.as_secs())));

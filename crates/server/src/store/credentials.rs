@@ -12,7 +12,7 @@ use super::keys::{sealed_columns, SealedColumns};
 use super::sql::{execute_alone, SqlStore};
 use crate::audit::AuditRecord;
 use crate::domain::credential::{
-    AuthMethod, Credential, CredentialKind, CredentialOrigin, CredentialSettings, TokenState,
+    AuthMethod, AwsSecretSource, Credential, CredentialKind, CredentialOrigin, CredentialSettings, TokenState,
     Verification, VerificationStatus,
 };
 use crate::domain::{Error, Result};
@@ -52,6 +52,19 @@ struct StoredSettings {
     aws_region: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     azure_tenant_id: Option<String>,
+    /// `aws_secret` credentials: where the login is read from (names, never values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aws_secret: Option<StoredAwsSecret>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredAwsSecret {
+    secret_id: String,
+    identity_id: String,
+    identity_name: String,
+    username_key: String,
+    password_key: String,
 }
 
 fn settings_to_text(settings: &CredentialSettings) -> String {
@@ -61,6 +74,13 @@ fn settings_to_text(settings: &CredentialSettings) -> String {
         ambient: settings.ambient,
         aws_region: settings.aws_region.clone(),
         azure_tenant_id: settings.azure_tenant_id.clone(),
+        aws_secret: settings.aws_secret.as_ref().map(|source| StoredAwsSecret {
+            secret_id: source.secret_id.clone(),
+            identity_id: source.identity_id.clone(),
+            identity_name: source.identity_name.clone(),
+            username_key: source.username_key.clone(),
+            password_key: source.password_key.clone(),
+        }),
     })
     .expect("settings serialize")
 }
@@ -74,6 +94,13 @@ fn settings_from_text(text: &str) -> Result<CredentialSettings> {
         ambient: stored.ambient,
         aws_region: stored.aws_region,
         azure_tenant_id: stored.azure_tenant_id,
+        aws_secret: stored.aws_secret.map(|source| AwsSecretSource {
+            secret_id: source.secret_id,
+            identity_id: source.identity_id,
+            identity_name: source.identity_name,
+            username_key: source.username_key,
+            password_key: source.password_key,
+        }),
     })
 }
 

@@ -12,7 +12,9 @@ use super::keys::{sealed_columns, SealedColumns};
 use super::sql::{commit, SqlStore, Transaction};
 use crate::audit::AuditRecord;
 use crate::domain::credential::Timestamp;
-use crate::domain::sync_target::{Delivered, SyncDestination, SyncStatus, SyncTarget};
+use crate::domain::sync_target::{
+    AwsSecretDestination, Delivered, SyncDestination, SyncStatus, SyncTarget,
+};
 use crate::domain::{Error, Result};
 
 /// A target's settings as stored in its `settings` column (JSON text, never secret).
@@ -27,6 +29,16 @@ struct StoredSyncSettings {
     secret_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aws_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aws_region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aws_identity_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aws_identity_name: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    adopt: bool,
 }
 
 fn sync_settings_to_text(destination: &SyncDestination) -> String {
@@ -45,6 +57,14 @@ fn sync_settings_to_text(destination: &SyncDestination) -> String {
         },
         SyncDestination::Webhook { url } => StoredSyncSettings {
             url: Some(url.clone()),
+            ..StoredSyncSettings::default()
+        },
+        SyncDestination::AwsSecret(secret) => StoredSyncSettings {
+            aws_secret: Some(secret.secret_id.clone()),
+            aws_region: secret.region.clone(),
+            aws_identity_id: Some(secret.identity_id.clone()),
+            aws_identity_name: Some(secret.identity_name.clone()),
+            adopt: secret.adopt,
             ..StoredSyncSettings::default()
         },
     };
@@ -66,6 +86,13 @@ fn sync_destination_from(kind: &str, text: &str) -> Result<SyncDestination> {
         "webhook" => Ok(SyncDestination::Webhook {
             url: stored.url.ok_or_else(incomplete)?,
         }),
+        "aws_secret" => Ok(SyncDestination::AwsSecret(AwsSecretDestination {
+            secret_id: stored.aws_secret.ok_or_else(incomplete)?,
+            region: stored.aws_region,
+            identity_id: stored.aws_identity_id.ok_or_else(incomplete)?,
+            identity_name: stored.aws_identity_name.ok_or_else(incomplete)?,
+            adopt: stored.adopt,
+        })),
         other => Err(Error::internal(format!(
             "stored sync target kind {other} is unknown"
         ))),

@@ -8,6 +8,7 @@
 
 mod api;
 mod audit_log;
+mod aws_secrets;
 mod authorization;
 mod canary;
 mod cli;

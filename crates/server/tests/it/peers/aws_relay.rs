@@ -1,7 +1,8 @@
 //! An HTTP relay in front of moto_server that sees every AWS call: it counts
 //! GetAuthorizationToken calls (moto does not), and on demand answers them itself with
 //! a `ThrottlingException` or rewrites moto's answer to claim an expiry ten years
-//! ahead. Not a stand-in for AWS: everything else is moto's own answer.
+//! ahead; it can also throttle the next Secrets Manager writes (PutSecretValue,
+//! CreateSecret). Not a stand-in for AWS: everything else is moto's own answer.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,6 +20,9 @@ struct Switches {
     /// Every GetAuthorizationToken that reached the relay, throttled or not.
     token_calls: AtomicUsize,
     throttled: AtomicUsize,
+    /// How many of the next Secrets Manager writes to throttle, and how many were.
+    throttle_secret_writes: AtomicUsize,
+    secret_writes_throttled: AtomicUsize,
 }
 
 pub struct AwsRelay {
@@ -65,6 +69,19 @@ impl AwsRelay {
     /// While set, moto's GetAuthorizationToken answers claim an expiry ten years ahead.
     pub fn set_far_expiry(&self, on: bool) {
         self.switches.far_expiry.store(on, Ordering::SeqCst);
+    }
+
+    /// The next `count` PutSecretValue or CreateSecret calls answer
+    /// `ThrottlingException` (HTTP 400), whatever their retries.
+    pub fn throttle_secret_writes(&self, count: usize) {
+        self.switches
+            .throttle_secret_writes
+            .store(count, Ordering::SeqCst);
+    }
+
+    /// Secrets Manager writes answered with `ThrottlingException` so far.
+    pub fn secret_writes_throttled(&self) -> usize {
+        self.switches.secret_writes_throttled.load(Ordering::SeqCst)
     }
 
     pub fn token_calls(&self) -> usize {
@@ -140,8 +157,25 @@ fn relay(client: TcpStream, target: &str, switches: &Switches) {
         if token_call {
             switches.token_calls.fetch_add(1, Ordering::SeqCst);
         }
-        if token_call && switches.throttle.load(Ordering::SeqCst) {
-            switches.throttled.fetch_add(1, Ordering::SeqCst);
+        let lower = head.to_ascii_lowercase();
+        let secret_write = lower.contains("secretsmanager.putsecretvalue")
+            || lower.contains("secretsmanager.createsecret");
+        let throttle_write = secret_write
+            && switches
+                .throttle_secret_writes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok();
+        if throttle_write {
+            switches
+                .secret_writes_throttled
+                .fetch_add(1, Ordering::SeqCst);
+        }
+        if throttle_write || (token_call && switches.throttle.load(Ordering::SeqCst)) {
+            if token_call {
+                switches.throttled.fetch_add(1, Ordering::SeqCst);
+            }
             let answer = format!(
                 "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n\
                  x-amzn-ErrorType: ThrottlingException\r\nContent-Length: {}\r\n\r\n",
