@@ -166,7 +166,7 @@ pub enum SyncError {
     #[error(
         "Secrets Manager secret {secret} exists and was not made by regkeeper for this credential{}; \
          add the target with --adopt to take it over, or choose another secret",
-        owner.as_ref().map(|owner| format!(" (it is tagged for {owner})")).unwrap_or_default()
+        .owner.as_ref().map(|owner| format!(" (it is tagged for {owner})")).unwrap_or_default()
     )]
     AwsSecretNotManaged {
         secret: String,

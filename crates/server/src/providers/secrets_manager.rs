@@ -37,7 +37,8 @@ pub fn secrets_manager_error<E: ProvideErrorMetadata + std::error::Error + 'stat
     secret_id: &str,
     error: SdkError<E, R>,
 ) -> ProviderError {
-    match error.code() {
+    let code = error.code().map(str::to_owned);
+    match code.as_deref() {
         Some("ResourceNotFoundException") => ProviderError::AwsSecretNotFound {
             secret: secret_id.to_owned(),
         },

@@ -15,6 +15,7 @@
 //! errors are retried inside the push by the SDK (`ecr::IDENTITY_MAX_ATTEMPTS`), then
 //! by the target's own backoff.
 
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use aws_sdk_secretsmanager::types::Tag;
 use secrecy::ExposeSecret;
 use serde::Serialize;

@@ -305,7 +305,8 @@ pub async fn create(
             secret_given: true,
         };
         let mut draft = CredentialDraft::build(parts, policy(app))?;
-        if let (Some((_, identity)), None) = (&source, &draft.settings.aws_region) {
+        if let (Some((_, identity)), true) = (&source, draft.settings.aws_region.is_none()) {
+            // Neither --aws-region nor an ARN named it: the identity's region.
             draft.settings.aws_region = identity.settings.aws_region.clone();
         }
         let now = app.now();
@@ -481,7 +482,8 @@ pub async fn update(
             secret_given,
         };
         let mut draft = CredentialDraft::build(parts, policy(app))?;
-        if let (Some((_, identity)), None) = (&source, &draft.settings.aws_region) {
+        if let (Some((_, identity)), true) = (&source, draft.settings.aws_region.is_none()) {
+            // Neither --aws-region nor an ARN named it: the identity's region.
             draft.settings.aws_region = identity.settings.aws_region.clone();
         }
         if draft.auth_method != existing.auth_method && draft.auth_method.needs_secret() && !secret_given {

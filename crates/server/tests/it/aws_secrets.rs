@@ -169,9 +169,9 @@ fn sync_target_flow(database_url: Option<String>) {
     assert_pulls(registry, ecs["username"].as_str().unwrap(), ecs["password"].as_str().unwrap());
     let arn = ecs["arn"].as_str().unwrap().to_owned();
     assert!(arn.starts_with("arn:aws:secretsmanager:us-east-1:"), "{arn}");
-    let tags = tags(moto, "ecs/dock-login");
-    assert!(tags.contains(&("managed-by".into(), "regkeeper".into())), "{tags:?}");
-    assert!(tags.contains(&("regkeeper-credential".into(), "rk:_admin:credential/dock".into())), "{tags:?}");
+    let tagged = tags(moto, "ecs/dock-login");
+    assert!(tagged.contains(&("managed-by".into(), "regkeeper".into())), "{tagged:?}");
+    assert!(tagged.contains(&("regkeeper-credential".into(), "rk:_admin:credential/dock".into())), "{tagged:?}");
 
     // Another push of the same login adds no version (its ClientRequestToken is the same).
     let id = created.target.id.clone();

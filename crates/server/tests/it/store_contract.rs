@@ -170,6 +170,7 @@ fn credential(workspace: &WorkspaceRow, name: &str) -> Credential {
             ambient: false,
             aws_region: Some("us-east-1".into()),
             azure_tenant_id: None,
+            aws_secret: None,
         },
         sealed: Some(SealedSecret {
             ciphertext: vec![1, 2, 3],
@@ -324,6 +325,7 @@ macro_rules! contract {
             // Sync targets.
             case!(sync_targets::sync_targets_lifecycle);
             case!(sync_targets::sync_target_leases);
+            case!(sync_targets::aws_secret_settings_round_trip);
             // Audit.
             case!(audit::audit_chain_under_concurrency);
             case!(audit::audit_log_is_append_only);

@@ -468,3 +468,65 @@ pub(super) async fn sync_target_leases(subject: Subject) {
         vec![("failing".to_owned(), 2), ("ok".to_owned(), 2)]
     );
 }
+
+/// An `aws_secret` target (which migration 0014 admits) and a credential read from
+/// Secrets Manager keep every setting through a write and a read.
+pub(super) async fn aws_secret_settings_round_trip(subject: Subject) {
+    use regkeeper::domain::credential::{AuthMethod, AwsSecretSource, CredentialKind};
+    use regkeeper::domain::sync_target::AwsSecretDestination;
+    let store = &subject.store;
+    let alice = created_user(store, "alice").await;
+    let ecr = credential(&alice.workspace, "aws");
+    store
+        .insert_credential(&ecr, record("credential.create"))
+        .await
+        .unwrap();
+    let mut source = credential(&alice.workspace, "harbor");
+    source.kind = CredentialKind::Docker;
+    source.auth_method = AuthMethod::AwsSecret;
+    source.username = None;
+    source.sealed = None;
+    source.settings = regkeeper::domain::credential::CredentialSettings {
+        aws_region: Some("eu-west-1".into()),
+        aws_secret: Some(AwsSecretSource {
+            secret_id: "prod/harbor-login".into(),
+            identity_id: ecr.id.clone(),
+            identity_name: ecr.name.clone(),
+            username_key: "user".into(),
+            password_key: "token".into(),
+        }),
+        ..Default::default()
+    };
+    store
+        .insert_credential(&source, record("credential.create"))
+        .await
+        .unwrap();
+    let read = store
+        .credential(&alice.workspace.id, "harbor")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.auth_method, AuthMethod::AwsSecret);
+    assert_eq!(read.settings, source.settings);
+    assert!(read.sealed.is_none());
+
+    let secret = target(
+        &source,
+        SyncDestination::AwsSecret(AwsSecretDestination {
+            secret_id: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ecs/x-Ab12".into(),
+            region: Some("eu-west-1".into()),
+            identity_id: ecr.id.clone(),
+            identity_name: ecr.name.clone(),
+            adopt: true,
+        }),
+    );
+    store
+        .insert_sync_target(&secret, None, record("sync_target.create"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sync_targets(&source.id).await.unwrap(),
+        vec![secret],
+        "read back as written"
+    );
+}
