@@ -256,9 +256,8 @@ pub fn parse_aws_secret_keys(value: &str) -> Result<(String, String)> {
     };
     let (user, pass) = value.split_once(',').ok_or_else(invalid)?;
     let (user, pass) = (user.trim(), pass.trim());
-    let fits = |key: &str| {
-        !key.is_empty() && key.len() <= 256 && !key.chars().any(char::is_control)
-    };
+    let fits =
+        |key: &str| !key.is_empty() && key.len() <= 256 && !key.chars().any(char::is_control);
     if !fits(user) || !fits(pass) || user == pass || pass.contains(',') {
         return Err(invalid());
     }
@@ -708,7 +707,10 @@ fn check_secret(method: AuthMethod, secret: &CredentialSecret) -> Result<()> {
         if secret.password.is_some() || secret.session_token.is_some() {
             return Err(Error::unprocessable(
                 "invalid_for_type",
-                format!("{} credentials take no password or session token", method.as_str()),
+                format!(
+                    "{} credentials take no password or session token",
+                    method.as_str()
+                ),
             ));
         }
         return Ok(());
@@ -929,7 +931,11 @@ mod tests {
         // The region of an ARN is the default; --aws-region wins.
         let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:quay-AbCdEf";
         assert_eq!(
-            build(aws_secret(arn)).unwrap().settings.aws_region.as_deref(),
+            build(aws_secret(arn))
+                .unwrap()
+                .settings
+                .aws_region
+                .as_deref(),
             Some("eu-west-1")
         );
         let mut given = aws_secret(arn);
@@ -947,7 +953,12 @@ mod tests {
         let mut ecr = aws_secret("a");
         ecr.requested_kind = Some(CredentialKind::Ecr);
         assert_eq!(build(ecr).unwrap_err().code(), "invalid_for_type");
-        for bad in ["", "a b", "arn:aws:iam::123456789012:role/x", &"a".repeat(513)] {
+        for bad in [
+            "",
+            "a b",
+            "arn:aws:iam::123456789012:role/x",
+            &"a".repeat(513),
+        ] {
             assert_eq!(
                 build(aws_secret(bad)).unwrap_err().code(),
                 "invalid_aws_secret",

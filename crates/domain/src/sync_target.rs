@@ -582,7 +582,10 @@ mod tests {
             aws_secret: Some("ecs/login".into()),
             ..parts("aws_secret")
         };
-        assert_eq!(without_identity.build("c").unwrap_err().code(), "missing_field");
+        assert_eq!(
+            without_identity.build("c").unwrap_err().code(),
+            "missing_field"
+        );
         let stray = DestinationParts {
             path: Some("x.json".into()),
             adopt: true,

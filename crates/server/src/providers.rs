@@ -154,7 +154,9 @@ pub enum ProviderError {
     /// Another replica is minting this token and has not finished within the wait.
     #[error("another replica is minting this token; try again shortly")]
     MintInProgress,
-    #[error("the Secrets Manager secret {secret} does not exist (or the AWS identity may not see it)")]
+    #[error(
+        "the Secrets Manager secret {secret} does not exist (or the AWS identity may not see it)"
+    )]
     AwsSecretNotFound { secret: String },
     #[error("the Secrets Manager secret {secret} cannot be used: {reason}")]
     AwsSecretUnusable { secret: String, reason: String },

@@ -95,8 +95,10 @@ pub fn parse_login(
     password_key: &str,
 ) -> Result<(String, SecretString), String> {
     // The other values are dropped without zeroizing: serde_json's `Value` cannot.
-    let mut object: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)
-        .map_err(|_| "it is not a JSON object such as {\"username\":\"…\",\"password\":\"…\"}".to_owned())?;
+    let mut object: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|_| {
+            "it is not a JSON object such as {\"username\":\"…\",\"password\":\"…\"}".to_owned()
+        })?;
     let mut take = |key: &str| match object.remove(key) {
         Some(serde_json::Value::String(value)) if !value.is_empty() => Ok(value),
         Some(serde_json::Value::String(_)) => Err(format!("its \"{key}\" is empty")),
@@ -118,10 +120,16 @@ mod tests {
 
     #[test]
     fn ecs_logins_parse_and_errors_name_keys_not_values() {
-        let (user, pass) =
-            parse_login(r#"{"username":"robot","password":"canary-pw"}"#, "username", "password")
-                .unwrap();
-        assert_eq!((user.as_str(), pass.expose_secret()), ("robot", "canary-pw"));
+        let (user, pass) = parse_login(
+            r#"{"username":"robot","password":"canary-pw"}"#,
+            "username",
+            "password",
+        )
+        .unwrap();
+        assert_eq!(
+            (user.as_str(), pass.expose_secret()),
+            ("robot", "canary-pw")
+        );
         let (user, _) = parse_login(r#"{"u":"a","p":"b","x":1}"#, "u", "p").unwrap();
         assert_eq!(user, "a");
         for (text, expected) in [

@@ -56,7 +56,9 @@ fn failed(secret_id: &str, error: ProviderError) -> SyncError {
         ProviderError::AwsSecretNotFound { .. } => SyncError::AwsSecret {
             secret: secret_id.to_owned(),
             code: "aws_secret_not_found",
-            message: "it does not exist, and regkeeper creates secrets only from a name, not an ARN".into(),
+            message:
+                "it does not exist, and regkeeper creates secrets only from a name, not an ARN"
+                    .into(),
         },
         other => SyncError::AwsSecret {
             secret: secret_id.to_owned(),
@@ -98,9 +100,7 @@ fn ownership(
     }
     Err(SyncError::AwsSecretNotManaged {
         secret: described.name().unwrap_or_default().to_owned(),
-        owner: tag(REFERENCE_TAG)
-            .filter(|_| managed)
-            .map(str::to_owned),
+        owner: tag(REFERENCE_TAG).filter(|_| managed).map(str::to_owned),
     })
 }
 
@@ -139,7 +139,12 @@ pub(super) async fn put(
                 ))
                 .secret_string(body.as_str())
                 .client_request_token(&delivery.idempotency_key)
-                .tags(Tag::builder().key(MANAGED_BY_TAG).value(MANAGED_BY_VALUE).build())
+                .tags(
+                    Tag::builder()
+                        .key(MANAGED_BY_TAG)
+                        .value(MANAGED_BY_VALUE)
+                        .build(),
+                )
                 .tags(Tag::builder().key(REFERENCE_TAG).value(&reference).build())
                 .send()
                 .await
@@ -155,7 +160,12 @@ pub(super) async fn put(
         client
             .tag_resource()
             .secret_id(secret_id)
-            .tags(Tag::builder().key(MANAGED_BY_TAG).value(MANAGED_BY_VALUE).build())
+            .tags(
+                Tag::builder()
+                    .key(MANAGED_BY_TAG)
+                    .value(MANAGED_BY_VALUE)
+                    .build(),
+            )
             .tags(Tag::builder().key(REFERENCE_TAG).value(&reference).build())
             .send()
             .await

@@ -159,7 +159,9 @@ pub async fn fresh_login(
 pub async fn login(app: &App, credential: &Credential) -> Result<RegistryLogin> {
     let now = app.now();
     let bound = app.config.aws_secret_cache_ms.min(SOURCE_CACHE_MS);
-    if let Some((revision, read_at, login)) = app.aws_secrets.entries.lock().await.get(&credential.id) {
+    if let Some((revision, read_at, login)) =
+        app.aws_secrets.entries.lock().await.get(&credential.id)
+    {
         if *revision == credential.revision && now >= *read_at && now - read_at < bound {
             return Ok(login.clone());
         }

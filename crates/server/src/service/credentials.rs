@@ -11,9 +11,8 @@ use zeroize::Zeroizing;
 use crate::crypto::Binding;
 use crate::domain::credential::{
     parse_aws_secret_keys, AuthMethod, AwsSecretSource, Credential, CredentialDraft,
-    CredentialKind, CredentialOrigin, CredentialParts,
-    CredentialPolicy, CredentialSecret, CredentialSettings, SealedSecret, Verification,
-    VerificationStatus,
+    CredentialKind, CredentialOrigin, CredentialParts, CredentialPolicy, CredentialSecret,
+    CredentialSettings, SealedSecret, Verification, VerificationStatus,
 };
 use crate::domain::identity::{Principal, Role};
 use crate::domain::policy::Action;

@@ -75,9 +75,7 @@ pub async fn check_with(
     let repository = request.repository;
     push_check_has_repository(request)?;
     let now = app.now();
-    let login = app
-        .providers
-        .login(credential, secret, now);
+    let login = app.providers.login(credential, secret, now);
     let login = if credential.auth_method == AuthMethod::AwsSecret {
         // Read from Secrets Manager afresh (the secret exists, parses, has both keys).
         super::aws_secrets::fresh_login(app, credential).await?

@@ -96,10 +96,12 @@ fn refused(error: SyncError) -> Error {
 
 fn signing_key(input: &SyncTargetInput, kind: SyncKind) -> Result<Option<(SecretString, bool)>> {
     match (&input.signing_key, kind) {
-        (Some(_), SyncKind::File | SyncKind::Kubernetes | SyncKind::AwsSecret) => Err(Error::invalid(
-            "invalid_sync_target",
-            "`signingKey` applies only to webhook targets",
-        )),
+        (Some(_), SyncKind::File | SyncKind::Kubernetes | SyncKind::AwsSecret) => {
+            Err(Error::invalid(
+                "invalid_sync_target",
+                "`signingKey` applies only to webhook targets",
+            ))
+        }
         (Some(given), SyncKind::Webhook) => {
             let key = given.expose();
             if !(32..=512).contains(&key.len())

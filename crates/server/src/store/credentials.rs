@@ -12,8 +12,8 @@ use super::keys::{sealed_columns, SealedColumns};
 use super::sql::{execute_alone, SqlStore};
 use crate::audit::AuditRecord;
 use crate::domain::credential::{
-    AuthMethod, AwsSecretSource, Credential, CredentialKind, CredentialOrigin, CredentialSettings, TokenState,
-    Verification, VerificationStatus,
+    AuthMethod, AwsSecretSource, Credential, CredentialKind, CredentialOrigin, CredentialSettings,
+    TokenState, Verification, VerificationStatus,
 };
 use crate::domain::{Error, Result};
 

@@ -8,8 +8,8 @@
 
 mod api;
 mod audit_log;
-mod aws_secrets;
 mod authorization;
+mod aws_secrets;
 mod canary;
 mod cli;
 mod cloud_logins;
