@@ -151,7 +151,7 @@ impl Database {
             .build()
             .unwrap()
             .block_on(async move {
-                use sqlx::{Column, Connection, Row};
+                use sqlx::{Connection, Row};
                 fn text<'r, R: Row>(row: &'r R, index: usize) -> String
                 where
                     usize: sqlx::ColumnIndex<R>,
