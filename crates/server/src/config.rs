@@ -442,8 +442,7 @@ fn validate_kms_key_id(key_id: &str) -> Result<String, ConfigError> {
     if key_id.is_empty() || key_id.len() > 2048 || key_id.chars().any(char::is_whitespace) {
         return Err(ConfigError::Invalid {
             key: "REGKEEPER_MASTER_KEY_KMS_KEY_ID",
-            message: "expected a KMS key id, key ARN, alias name (alias/NAME) or alias ARN"
-                .into(),
+            message: "expected a KMS key id, key ARN, alias name (alias/NAME) or alias ARN".into(),
         });
     }
     Ok(key_id.to_owned())
@@ -502,14 +501,21 @@ mod tests {
             ("AWS_ENDPOINT_URL_KMS", "http://127.0.0.1:4566"),
         ])
         .unwrap();
-        assert_eq!(config.master_key_kms_key_id.as_deref(), Some("alias/regkeeper"));
+        assert_eq!(
+            config.master_key_kms_key_id.as_deref(),
+            Some("alias/regkeeper")
+        );
         assert_eq!(
             config.aws_kms_endpoint_url.as_deref(),
             Some("http://127.0.0.1:4566")
         );
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("regkeeper.toml");
-        std::fs::write(&path, "master_key_kms_key_id = \"arn:aws:kms:eu-west-1:123456789012:key/k\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "master_key_kms_key_id = \"arn:aws:kms:eu-west-1:123456789012:key/k\"\n",
+        )
+        .unwrap();
         let config = Config::load(Some(&path), &|_| None, &Overrides::default()).unwrap();
         assert_eq!(
             config.master_key_kms_key_id.as_deref(),
@@ -517,7 +523,9 @@ mod tests {
         );
         let error = load(&[("REGKEEPER_MASTER_KEY_KMS_KEY_ID", "two words")]).unwrap_err();
         assert!(
-            error.to_string().starts_with("REGKEEPER_MASTER_KEY_KMS_KEY_ID:"),
+            error
+                .to_string()
+                .starts_with("REGKEEPER_MASTER_KEY_KMS_KEY_ID:"),
             "{error}"
         );
     }

@@ -130,9 +130,7 @@ const ENVELOPE_V1: u8 = 1;
 /// The envelope's two parts: the data key as KMS encrypted it, and the local seal.
 pub fn split_envelope(wrapped: &[u8]) -> Result<(&[u8], &[u8]), KekError> {
     let malformed = |reason: &str| KekError::Malformed(reason.to_owned());
-    let (format, rest) = wrapped
-        .split_first()
-        .ok_or_else(|| malformed("empty"))?;
+    let (format, rest) = wrapped.split_first().ok_or_else(|| malformed("empty"))?;
     if *format != ENVELOPE_V1 || rest.len() < 4 {
         return Err(malformed("unknown format"));
     }

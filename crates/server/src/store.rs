@@ -269,8 +269,11 @@ pub trait Store: Send + Sync {
     ) -> Result<KeyCheck>;
     /// Replaces the record (compared with the generation) and marks the migration
     /// switched, at once.
-    async fn switch_key_home(&self, expected_generation: i64, record: &KeyringRecord)
-        -> Result<bool>;
+    async fn switch_key_home(
+        &self,
+        expected_generation: i64,
+        record: &KeyringRecord,
+    ) -> Result<bool>;
     async fn finish_key_migration(&self) -> Result<()>;
 
     async fn count_users(&self) -> Result<i64>;

@@ -1,7 +1,9 @@
 //! Loading the master keys at start (and checking them against the database) and
-//! rotating them online.
+//! rotating them online. Where the keyring lives — a key file, or wrapped by AWS KMS in
+//! the database, the database's record winning over the settings — is [`home`]'s;
+//! moving it between the two online is [`migration`]'s.
 //!
-//! Start-up ([`load_keyring`]): the database's key checks (one per master-key version
+//! Start-up ([`load_keyring`]), for a key file: the database's key checks (one per master-key version
 //! ever used) are read; a missing key file with no checks is a new installation, so
 //! version 1 is generated and created (never over an existing file); a missing file
 //! with checks, or a malformed one, leaves the keyring unavailable with a reason naming
@@ -9,7 +11,10 @@
 //! versions new to the database get their check recorded (`ensure_key_check`, which
 //! also catches two replicas generating different keys for one version). Whatever
 //! fails, the server starts: secret operations answer 503 `master_key_unavailable`,
-//! `/readyz` is 503, and nothing is regenerated or overwritten.
+//! `/readyz` is 503, and nothing is regenerated or overwritten. A keyring in KMS is
+//! checked the same way; if KMS is unreachable or refuses, the server starts sealed and
+//! [`reload_if_changed`] retries (1 s, doubling to 30 s) until it answers. A version
+//! recorded by a staged, not yet switched, migration may be missing from the old home.
 //!
 //! Rotation ([`rotate`], site administrators only, one at a time per process under
 //! `App.rotation`): refused with 409 `rotation_in_progress` when the database already
@@ -20,13 +25,19 @@
 //! Then: a new version becomes current (`MasterKeys::with_new_version`), the audit
 //! entry is written, the key file is replaced atomically, and the version's check is
 //! recorded — if another replica recorded a different key for it first, the previous
-//! file is restored and the answer is 409. Holding `App.seal_gate` exclusively (no
+//! file is restored and the answer is 409. In KMS: the new keyring is wrapped (one
+//! `GenerateDataKey`) and replaces the database's, compared with the generation this
+//! server loaded, with the version's check in the same transaction (409, nothing
+//! written, if another replica got there first). A rotation is refused (409
+//! `master_key_migration_in_progress`) while a migration is recorded. Holding `App.seal_gate` exclusively (no
 //! secret sealed under the old key is still on its way to the store), the keyring
 //! swaps keys; then every data key is re-wrapped page by page (the ciphertext is left
 //! alone), each swapped in only if the row still holds the old wrapped key, so a
 //! concurrent update is never undone.
 //!
-//! Other replicas are not told: every 10 s [`reload_if_changed`] takes a key file that
+//! Other replicas are not told: every 10 s [`reload_if_changed`] reads the database's
+//! keyring row — a new home (a migration switched) is followed, a new generation of a
+//! KMS keyring unwrapped once — and takes a key file that
 //! holds a newer version (and every loaded one unchanged) once it matches the
 //! database's checks; a file that no longer holds the loaded keys is reported (`key
 //! status`, a gauge, one warning) and never written over. Until a replica has the new
@@ -84,7 +95,11 @@ pub async fn load_keyring(store: &dyn Store, config: &Config, now: i64) -> (Keyr
 
 /// The keyring in the key file at `path`, generated there if the database has no
 /// sealed data yet and the file is missing.
-pub(super) async fn load_file(store: &dyn Store, path: &Path, now: i64) -> Result<MasterKeys, String> {
+pub(super) async fn load_file(
+    store: &dyn Store,
+    path: &Path,
+    now: i64,
+) -> Result<MasterKeys, String> {
     let checks = store
         .key_checks()
         .await
@@ -215,7 +230,10 @@ pub async fn rotate(app: &App, principal: &Principal, skip_unreadable: bool) -> 
             }
         }
         let unreadable = preflight(app, &keys, skip_unreadable).await?;
-        let labels: Vec<&str> = unreadable.iter().map(|value| value.label.as_str()).collect();
+        let labels: Vec<&str> = unreadable
+            .iter()
+            .map(|value| value.label.as_str())
+            .collect();
         let rotated = keys.with_new_version();
         let version = rotated.current_version();
         app.store
@@ -289,7 +307,12 @@ async fn preflight(app: &App, keys: &MasterKeys, skip_unreadable: bool) -> Resul
 /// Writes the rotated keys to the key file, then records the new version's check; if
 /// another replica recorded a different key for it first, the previous file is put
 /// back and the answer is 409.
-async fn store_in_file(app: &App, path: &Path, keys: &MasterKeys, rotated: &MasterKeys) -> Result<()> {
+async fn store_in_file(
+    app: &App,
+    path: &Path,
+    keys: &MasterKeys,
+    rotated: &MasterKeys,
+) -> Result<()> {
     let version = rotated.current_version();
     key_file::replace(path, rotated).map_err(|error| match error {
         KeyFileError::Changed { reason, .. } => file_changed(path, &reason),
@@ -320,7 +343,9 @@ async fn store_in_file(app: &App, path: &Path, keys: &MasterKeys, rotated: &Mast
         stored?;
         return Err(Error::conflict(
             "rotation_in_progress",
-            format!("another replica rotated to master key version {version} at the same time; retry"),
+            format!(
+                "another replica rotated to master key version {version} at the same time; retry"
+            ),
         ));
     }
     Ok(())

@@ -9,9 +9,10 @@ use sqlx::{Database, Pool};
 use super::backend::{Backend, RowsAffected as _};
 use super::errors::OrDatabase;
 use super::{
-    audit_log, credentials, identity, keyring, keys, registry_tokens, roles, sync_targets, ApiTokenRow,
-    AuditQuery, KeyCheck, KeyMigration, KeyringRecord, MemberRow, NewUser, RoleGrantRow, RoleRow, SealedKind, SealedRef, Store,
-    StoredToken, TokenOwner, TokenSubject, TrustRow, UserRow, WorkspaceRow,
+    audit_log, credentials, identity, keyring, keys, registry_tokens, roles, sync_targets,
+    ApiTokenRow, AuditQuery, KeyCheck, KeyMigration, KeyringRecord, MemberRow, NewUser,
+    RoleGrantRow, RoleRow, SealedKind, SealedRef, Store, StoredToken, TokenOwner, TokenSubject,
+    TrustRow, UserRow, WorkspaceRow,
 };
 use crate::audit::{AuditRecord, AuditRow};
 use crate::domain::credential::{Credential, SealedSecret, Timestamp};

@@ -192,8 +192,9 @@ pub async fn unwrap_keyring(
         .unwrap(wrapped, &WrapContext::keyring(deployment_id))
         .await
         .map_err(|error| error.to_string())?;
-    key_file::parse(&plaintext)
-        .map_err(|reason| format!("the keyring unwrapped by AWS KMS key {key_id} is malformed ({reason})"))
+    key_file::parse(&plaintext).map_err(|reason| {
+        format!("the keyring unwrapped by AWS KMS key {key_id} is malformed ({reason})")
+    })
 }
 
 /// `keys` wrapped by KMS key `key_id` for this deployment (one `GenerateDataKey`).

@@ -75,7 +75,10 @@ pub fn describe(migration: &KeyMigration) -> String {
 pub fn in_progress(migration: &KeyMigration) -> Error {
     Error::conflict(
         "master_key_migration_in_progress",
-        format!("refused: a master key migration is recorded — {}", describe(migration)),
+        format!(
+            "refused: a master key migration is recorded — {}",
+            describe(migration)
+        ),
     )
 }
 
@@ -102,7 +105,10 @@ pub async fn migrate(
                     format!("the keyring already lives in {target}; nothing to do"),
                 ))
             }
-            None => (stage(app, &home, &keys, &target, skip_unreadable).await?, false),
+            None => (
+                stage(app, &home, &keys, &target, skip_unreadable).await?,
+                false,
+            ),
         };
         let app_record = record.clone();
         let keys = match migration.stage {
@@ -162,10 +168,9 @@ async fn stage(
     let (new_keys, staged_keyring) = match target {
         KeyHome::Kms(key_id) => {
             let new_keys = keys.with_new_version();
-            let wrapped =
-                home::wrap_keyring(&app.config, key_id, &record.deployment_id, &new_keys)
-                    .await
-                    .map_err(super::kms_failed)?;
+            let wrapped = home::wrap_keyring(&app.config, key_id, &record.deployment_id, &new_keys)
+                .await
+                .map_err(super::kms_failed)?;
             let read_back =
                 home::unwrap_keyring(&app.config, key_id, &record.deployment_id, &wrapped)
                     .await
@@ -307,7 +312,10 @@ async fn switch(
             home::unwrap_keyring(&app.config, key_id, &current.deployment_id, wrapped)
                 .await
                 .map_err(|reason| {
-                    Error::unavailable("master_key_kms_unavailable", format!("not switched: {reason}"))
+                    Error::unavailable(
+                        "master_key_kms_unavailable",
+                        format!("not switched: {reason}"),
+                    )
                 })?
         }
         KeyHome::File(path) => key_file::load(path).map_err(|error| {
@@ -322,9 +330,9 @@ async fn switch(
     let staged_ok = new_keys.current_version() == version
         && key_file::holds_every_version(&new_keys, keys).is_none()
         && new_keys.get(version).is_some_and(|key| {
-            checks
-                .iter()
-                .any(|check| check.version == version && key_check_matches(key, version, &check.check_value))
+            checks.iter().any(|check| {
+                check.version == version && key_check_matches(key, version, &check.check_value)
+            })
         });
     if !staged_ok {
         return Err(Error::conflict(
@@ -344,7 +352,12 @@ async fn switch(
         updated_at: app.now(),
         deployment_id: current.deployment_id.clone(),
     };
-    if current.home != home.home || !app.store.switch_key_home(current.generation, &switched).await? {
+    if current.home != home.home
+        || !app
+            .store
+            .switch_key_home(current.generation, &switched)
+            .await?
+    {
         return Err(Error::conflict(
             "rotation_in_progress",
             "not switched: the keyring in the database changed meanwhile (another replica rotated); retry",
@@ -372,7 +385,9 @@ async fn followed(app: &App, migration: &KeyMigration) -> Result<std::sync::Arc<
         super::reopen(app, "master_key.home_followed").await;
     }
     let keys = app.keyring.keys()?;
-    if app.key_home.get().home != migration.target || keys.current_version() != migration.new_version {
+    if app.key_home.get().home != migration.target
+        || keys.current_version() != migration.new_version
+    {
         return Err(Error::unavailable(
             "master_key_unavailable",
             format!(

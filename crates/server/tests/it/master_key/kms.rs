@@ -77,8 +77,7 @@ impl Kms {
     /// Unwraps a wrapped keyring as the server does, but asking moto directly (not
     /// through the relay, so the counts stay the server's): the 32-byte keys.
     pub fn unwrap_keys(&self, wrapped: &[u8], deployment_id: &str) -> Vec<Vec<u8>> {
-        let (encrypted_key, sealed) =
-            regkeeper::key_encryption::split_envelope(wrapped).unwrap();
+        let (encrypted_key, sealed) = regkeeper::key_encryption::split_envelope(wrapped).unwrap();
         let (status, answer) = self.moto.call_json_api(
             "kms",
             "TrentService.Decrypt",
@@ -261,6 +260,30 @@ fn timed_start(kms: &Kms, options: ServerOptions) -> (TestServer, Duration, (usi
 fn the_keyring_lives_in_kms_and_never_on_disk() {
     let Some(kms) = Kms::start() else { return };
     for database in Database::both() {
+        // For comparison: a server on a key file (a database of its own), which never
+        // calls KMS.
+        let comparison = match &database {
+            Database::Sqlite => Database::Sqlite,
+            Database::Postgres(_) => Database::Postgres(PostgresDatabase::create().unwrap()),
+        };
+        let (server, took, calls) = timed_start(&kms, comparison.options(kms.aws_environment()));
+        eprintln!(
+            "[{}] first start on a key file: {took:?}, KMS calls {calls:?}",
+            database.name()
+        );
+        assert_eq!(calls, (0, 0));
+        let data_dir = server.data_dir.clone();
+        let kept = server.stop();
+        let (server, took, _) = timed_start(
+            &kms,
+            ServerOptions {
+                data_dir: Some(data_dir),
+                ..comparison.options(kms.aws_environment())
+            },
+        );
+        eprintln!("[{}] restart on a key file: {took:?}", database.name());
+        let _ = server.stop();
+        drop(kept);
         let (server, took, calls) = timed_start(&kms, database.options(kms.environment()));
         eprintln!(
             "[{}] first start (keyring generated): {took:?}, KMS calls (Decrypt, GenerateDataKey) = {calls:?}",
@@ -276,7 +299,11 @@ fn the_keyring_lives_in_kms_and_never_on_disk() {
         assert_eq!(status.settings_mismatch, None);
         add(&server, "kept", "kept-canary-secret");
         for index in 0..3 {
-            add(&server, &format!("more-{index}"), &format!("more-secret-{index}"));
+            add(
+                &server,
+                &format!("more-{index}"),
+                &format!("more-secret-{index}"),
+            );
         }
         let before = kms.calls();
         #[allow(clippy::disallowed_methods)] // a test's own stopwatch
@@ -311,6 +338,7 @@ fn the_keyring_lives_in_kms_and_never_on_disk() {
             database.name()
         );
         assert_eq!(calls, (1, 0), "one Decrypt at start, nothing per request");
+        let log = server.log();
         assert_eq!(resolved_password(&server, "kept"), "kept-canary-secret");
         for index in 0..3 {
             assert_eq!(
@@ -326,10 +354,19 @@ fn the_keyring_lives_in_kms_and_never_on_disk() {
         let (deployment_id, wrapped, _) = database.keyring_row(&data_dir);
         let keys = kms.unwrap_keys(&wrapped, &deployment_id);
         assert_eq!(keys.len(), 2);
+        for key in &keys {
+            assert!(
+                !log.contains(&BASE64.encode(key)),
+                "a master key in the log"
+            );
+            assert!(!log.contains(&hex::encode(key)), "a master key in the log");
+        }
         for (path, bytes) in files_under(&kept.path) {
             for key in &keys {
                 assert!(
-                    !bytes.windows(key.len()).any(|window| window == key.as_slice()),
+                    !bytes
+                        .windows(key.len())
+                        .any(|window| window == key.as_slice()),
                     "{} holds a master key",
                     path.display()
                 );
@@ -399,9 +436,12 @@ fn sealed_while_kms_is_down_denies_or_the_context_differs_then_unsealed() {
             Duration::from_millis(200),
             "the reason becomes access denied",
             || {
-                key_status(&server)
-                    .reason
-                    .is_some_and(|reason| reason.contains(&format!("access to AWS KMS key {} is denied (AccessDeniedException", kms.key_id)))
+                key_status(&server).reason.is_some_and(|reason| {
+                    reason.contains(&format!(
+                        "access to AWS KMS key {} is denied (AccessDeniedException",
+                        kms.key_id
+                    ))
+                })
             },
         );
         assert_eq!(readyz(&server), 503);
@@ -472,7 +512,11 @@ fn two_replicas_share_one_kms_key_and_no_key_file() {
         "the second replica loads version 2",
         || key_status(&second).current_version == Some(2),
     );
-    assert_eq!(kms.calls().0 - decrypts, 1, "one Decrypt to follow a rotation");
+    assert_eq!(
+        kms.calls().0 - decrypts,
+        1,
+        "one Decrypt to follow a rotation"
+    );
     add(&second, "from-second", "second-secret");
     let versions = database.query(
         &second.data_dir,

@@ -10,7 +10,9 @@ use std::time::Duration;
 use regkeeper_wire as wire;
 
 use super::kms::{add, key_status, readyz, resolved_password, Database, Kms};
-use crate::support::{eventually, ok, run_cli, PostgresDatabase, ServerOptions, TestServer, ADMIN_TOKEN};
+use crate::support::{
+    eventually, ok, run_cli, PostgresDatabase, ServerOptions, TestServer, ADMIN_TOKEN,
+};
 
 const CREDENTIALS_HELD: usize = 24;
 
@@ -61,7 +63,6 @@ fn migrate_in_background(server: &TestServer, target: &[&str]) -> std::thread::J
     })
 }
 
-
 fn all_resolve(server: &TestServer) {
     for name in names() {
         assert_eq!(resolved_password(server, &name), secret(&name), "{name}");
@@ -84,7 +85,8 @@ fn migrate_file_to_kms_killed_after_staging_then_back_to_a_file() {
     let old_key_file = std::fs::read(server.data_dir.join("master.key")).unwrap();
 
     // The second Decrypt is the switch's (the first verifies the staged keyring).
-    kms.relay.hold_kms("Decrypt", kms.relay.kms_calls("Decrypt") + 2);
+    kms.relay
+        .hold_kms("Decrypt", kms.relay.kms_calls("Decrypt") + 2);
     let to_kms = ["--to-kms", kms.key_id.as_str()];
     let migration = migrate_in_background(&server, &to_kms);
     eventually(
@@ -110,23 +112,53 @@ fn migrate_file_to_kms_killed_after_staging_then_back_to_a_file() {
     assert_eq!(status.current_version, Some(1));
     let pending = status.migration.unwrap_or_default();
     assert!(pending.contains("staged"), "{pending}");
-    assert!(pending.contains(&format!("regkeeper key migrate --to-kms {}", kms.key_id)), "{pending}");
+    assert!(
+        pending.contains(&format!("regkeeper key migrate --to-kms {}", kms.key_id)),
+        "{pending}"
+    );
     let refused = server.cli(ADMIN_TOKEN, &["key", "rotate"], None);
     assert!(!refused.status.success(), "no rotation during a migration");
     all_resolve(&server);
     assert_eq!(wrapped_by(&database, &server, 2), 0);
 
+    let calls = kms.calls();
     let finished = migrate(&server, &to_kms);
+    let after = kms.calls();
+    eprintln!(
+        "resumed migration to KMS: KMS calls (Decrypt, GenerateDataKey) = {:?}",
+        (after.0 - calls.0, after.1 - calls.1)
+    );
+    assert_eq!(
+        (after.0 - calls.0, after.1 - calls.1),
+        (1, 0),
+        "one Decrypt to switch"
+    );
     assert!(finished.resumed);
-    assert_eq!((finished.previous_version, finished.current_version), (1, 2));
-    assert_eq!(finished.rewrapped, CREDENTIALS_HELD as u64, "each data key once");
+    assert_eq!(
+        (finished.previous_version, finished.current_version),
+        (1, 2)
+    );
+    assert_eq!(
+        finished.rewrapped, CREDENTIALS_HELD as u64,
+        "each data key once"
+    );
     assert_eq!(wrapped_by(&database, &server, 2), CREDENTIALS_HELD);
-    assert_eq!(ciphertexts(&database, &server), before, "no secret re-encrypted");
+    assert_eq!(
+        ciphertexts(&database, &server),
+        before,
+        "no secret re-encrypted"
+    );
     let status = key_status(&server);
-    assert_eq!(status.home.as_deref(), Some(format!("AWS KMS key {}", kms.key_id).as_str()));
+    assert_eq!(
+        status.home.as_deref(),
+        Some(format!("AWS KMS key {}", kms.key_id).as_str())
+    );
     assert_eq!(status.migration, None);
     let mismatch = status.settings_mismatch.unwrap_or_default();
-    assert!(mismatch.contains("REGKEEPER_MASTER_KEY_KMS_KEY_ID is not set"), "{mismatch}");
+    assert!(
+        mismatch.contains("REGKEEPER_MASTER_KEY_KMS_KEY_ID is not set"),
+        "{mismatch}"
+    );
     assert_eq!(
         std::fs::read(data_dir.join("master.key")).unwrap(),
         old_key_file,
@@ -144,7 +176,10 @@ fn migrate_file_to_kms_killed_after_staging_then_back_to_a_file() {
     let moved_text = moved.display().to_string();
     let back = migrate(&server, &["--to-file", &moved_text]);
     assert!(!back.resumed);
-    assert_eq!((back.current_version, back.rewrapped), (3, CREDENTIALS_HELD as u64));
+    assert_eq!(
+        (back.current_version, back.rewrapped),
+        (3, CREDENTIALS_HELD as u64)
+    );
     let keys = regkeeper::key_file::load(&moved).unwrap();
     assert_eq!(keys.current_version(), 3);
     assert_eq!(keys.versions().count(), 3);
@@ -152,9 +187,15 @@ fn migrate_file_to_kms_killed_after_staging_then_back_to_a_file() {
     let _ = server.stop();
     let server = restart(kms.environment());
     let status = key_status(&server);
-    assert_eq!(status.home.as_deref(), Some(format!("key file {moved_text}").as_str()));
+    assert_eq!(
+        status.home.as_deref(),
+        Some(format!("key file {moved_text}").as_str())
+    );
     let mismatch = status.settings_mismatch.unwrap_or_default();
-    assert!(mismatch.contains("unset REGKEEPER_MASTER_KEY_KMS_KEY_ID"), "{mismatch}");
+    assert!(
+        mismatch.contains("unset REGKEEPER_MASTER_KEY_KMS_KEY_ID"),
+        "{mismatch}"
+    );
     all_resolve(&server);
 }
 
@@ -251,6 +292,9 @@ fn killed_while_rewrapping(
     });
     kept.push(data_dir);
     let done = wrapped_by(database, &server, version);
+    eprintln!(
+        "killed while re-wrapping to version {version}: {done} of {CREDENTIALS_HELD} re-wrapped"
+    );
     (done, server)
 }
 
@@ -286,7 +330,11 @@ fn migrate_file_to_kms_to_file_killed_while_rewrapping() {
     );
     assert_eq!(readyz(&server), 200);
     let status = key_status(&server);
-    assert_eq!(status.current_version, Some(2), "the new home serves at once");
+    assert_eq!(
+        status.current_version,
+        Some(2),
+        "the new home serves at once"
+    );
     assert!(status.migration.unwrap_or_default().contains("switched"));
     all_resolve(&server);
     let finished = migrate(&server, &to_kms);
@@ -302,18 +350,15 @@ fn migrate_file_to_kms_to_file_killed_while_rewrapping() {
     let moved = server.data_dir.join("moved.key");
     let moved_text = moved.display().to_string();
     let to_file = ["--to-file", moved_text.as_str()];
-    let (done, server) = killed_while_rewrapping(
-        &database,
-        server,
-        &to_file,
-        3,
-        kms.environment(),
-        &mut kept,
-    );
+    let (done, server) =
+        killed_while_rewrapping(&database, server, &to_file, 3, kms.environment(), &mut kept);
     assert!(done > 0 && done < CREDENTIALS_HELD, "{done}");
     let status = key_status(&server);
     assert_eq!(status.current_version, Some(3));
-    assert_eq!(status.home.as_deref(), Some(format!("key file {moved_text}").as_str()));
+    assert_eq!(
+        status.home.as_deref(),
+        Some(format!("key file {moved_text}").as_str())
+    );
     all_resolve(&server);
     let finished = migrate(&server, &to_file);
     assert!(finished.resumed);

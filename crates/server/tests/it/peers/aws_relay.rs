@@ -213,9 +213,7 @@ fn relay(client: TcpStream, target: &str, switches: &Switches) {
                 *count += 1;
                 *count
             };
-            let must_hold = |switches: &Switches| {
-                matches!(&*switches.hold.lock().unwrap(), Some((held, nth)) if *held == operation && count >= *nth)
-            };
+            let must_hold = |switches: &Switches| matches!(&*switches.hold.lock().unwrap(), Some((held, nth)) if *held == operation && count >= *nth);
             if must_hold(switches) {
                 switches.held.fetch_add(1, Ordering::SeqCst);
                 while must_hold(switches) {
