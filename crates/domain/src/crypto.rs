@@ -13,8 +13,8 @@
 //!
 //! [`Keyring`] is the server's current state: ready keys, or unavailable with a
 //! reason, and every caller of `keys()` then gets a 503-shaped `Error::Unavailable`.
-//! This module knows nothing of credentials, HTTP or SQL; the key file on disk is
-//! `keyfile`'s.
+//! This module knows nothing of credentials, HTTP or SQL; where the keys are kept (a
+//! key file, or wrapped by KMS in the database) is the server's `service::keys`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -349,6 +349,15 @@ impl Keyring {
 
     pub fn replace(&self, keys: MasterKeys) {
         *self.state.write().expect("keyring lock poisoned") = Ok(Arc::new(keys));
+    }
+
+    /// Updates why the keys are unavailable (a retry failed for another reason), if
+    /// they still are; loaded keys are never dropped by this.
+    pub fn still_unavailable(&self, reason: impl Into<String>) {
+        let mut state = self.state.write().expect("keyring lock poisoned");
+        if state.is_err() {
+            *state = Err(reason.into());
+        }
     }
 }
 

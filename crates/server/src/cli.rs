@@ -396,6 +396,23 @@ enum KeyCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Move the keyring between a key file and AWS KMS, while the server serves: a new
+    /// master key version is made in the new home and every data key re-wrapped once
+    /// under it. Run it again to finish a move that was interrupted.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["to_kms", "to_file"])))]
+    Migrate {
+        /// The AWS KMS key (id, ARN or alias) to wrap the keyring, kept in the database.
+        #[arg(long, value_name = "KEY-ID")]
+        to_kms: Option<String>,
+        /// The key file to create on the server (an absolute path).
+        #[arg(long, value_name = "PATH")]
+        to_file: Option<String>,
+        /// As for rotate: leave values that cannot be opened as they are.
+        #[arg(long)]
+        skip_unreadable: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(Subcommand)]

@@ -89,6 +89,11 @@ pub struct Config {
     pub proxy_listen: Option<SocketAddr>,
     pub bootstrap_token: Option<SecretString>,
     pub master_key_file: PathBuf,
+    /// `REGKEEPER_MASTER_KEY_KMS_KEY_ID` (TOML `master_key_kms_key_id`): the AWS KMS key
+    /// (id, ARN or alias) that wraps the keyring kept in the database, instead of a key
+    /// file. A database that records where its keyring lives wins over both settings
+    /// (see `service::keys`).
+    pub master_key_kms_key_id: Option<String>,
     pub outbound: OutboundConfig,
     pub allow_ambient_aws_credentials: bool,
     /// `REGKEEPER_AMBIENT_AWS_ACCOUNTS`: the AWS accounts (12-digit ids) whose registries
@@ -102,6 +107,9 @@ pub struct Config {
     /// `service::aws_secrets::SOURCE_CACHE_MS` (5 minutes), shorter only through the
     /// test-only `REGKEEPER_TEST_AWS_SECRET_CACHE_MS` (1 ms to 5 minutes).
     pub aws_secret_cache_ms: i64,
+    /// `AWS_ENDPOINT_URL_KMS`, read like `AWS_ENDPOINT_URL` (which it overrides for KMS),
+    /// so the reason a sealed server gives names the URL it could not reach.
+    pub aws_kms_endpoint_url: Option<String>,
     /// Azure AD, where ACR service principals get their tokens
     /// (`{authority}/{tenant}/oauth2/v2.0/token`).
     pub azure_authority_url: Url,
@@ -133,6 +141,7 @@ impl fmt::Debug for Config {
                 &self.bootstrap_token.as_ref().map(|_| "[REDACTED]"),
             )
             .field("master_key_file", &self.master_key_file)
+            .field("master_key_kms_key_id", &self.master_key_kms_key_id)
             .field("outbound", &self.outbound)
             .field(
                 "allow_ambient_aws_credentials",
@@ -141,6 +150,7 @@ impl fmt::Debug for Config {
             .field("ambient_aws_accounts", &self.ambient_aws_accounts)
             .field("aws_endpoint_url", &self.aws_endpoint_url)
             .field("aws_secret_cache_ms", &self.aws_secret_cache_ms)
+            .field("aws_kms_endpoint_url", &self.aws_kms_endpoint_url)
             .field("azure_authority_url", &self.azure_authority_url.as_str())
             .field("google_token_url", &self.google_token_url.as_str())
             .field("max_body_bytes", &self.max_body_bytes)
@@ -165,6 +175,7 @@ struct FileSettings {
     proxy_listen: Option<String>,
     bootstrap_token: Option<SecretString>,
     master_key_file: Option<PathBuf>,
+    master_key_kms_key_id: Option<String>,
     outbound_allow_networks: Option<Vec<String>>,
     outbound_ca_file: Option<PathBuf>,
     outbound_http_registries: Option<Vec<String>>,
@@ -269,6 +280,10 @@ impl Config {
             .map(PathBuf::from)
             .or(settings.master_key_file)
             .unwrap_or_else(|| data_dir.join("master.key"));
+        let master_key_kms_key_id = env("REGKEEPER_MASTER_KEY_KMS_KEY_ID")
+            .or(settings.master_key_kms_key_id)
+            .map(|key_id| validate_kms_key_id(&key_id))
+            .transpose()?;
         let outbound = OutboundConfig::load(
             &env,
             settings.outbound_allow_networks,
@@ -329,6 +344,7 @@ impl Config {
                 })?,
             None => bound,
         };
+        let aws_kms_endpoint_url = env("AWS_ENDPOINT_URL_KMS");
         let sync = SyncConfig::load(
             env("REGKEEPER_SYNC_FILE_ROOT")
                 .map(PathBuf::from)
@@ -374,6 +390,8 @@ impl Config {
             sync,
             aws_endpoint_url,
             aws_secret_cache_ms,
+            aws_kms_endpoint_url,
+            master_key_kms_key_id,
             data_dir,
             database,
             listen,
@@ -435,6 +453,19 @@ fn parse_bool(key: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// A KMS key id, ARN or alias: one word, as KMS takes it (KMS itself says whether the
+/// key exists).
+fn validate_kms_key_id(key_id: &str) -> Result<String, ConfigError> {
+    let key_id = key_id.trim();
+    if key_id.is_empty() || key_id.len() > 2048 || key_id.chars().any(char::is_whitespace) {
+        return Err(ConfigError::Invalid {
+            key: "REGKEEPER_MASTER_KEY_KMS_KEY_ID",
+            message: "expected a KMS key id, key ARN, alias name (alias/NAME) or alias ARN".into(),
+        });
+    }
+    Ok(key_id.to_owned())
+}
+
 fn validate_bootstrap_token(token: &str) -> Result<SecretString, ConfigError> {
     let token = token.trim();
     if token.len() < 16 || token.chars().any(char::is_whitespace) {
@@ -476,6 +507,45 @@ mod tests {
         assert!(!config.allow_ambient_aws_credentials);
         assert_eq!(config.ambient_aws_accounts, None);
         assert!(config.outbound.allow_networks.is_empty());
+        assert_eq!(config.master_key_kms_key_id, None);
+    }
+
+    /// Issue 15: the KMS key comes from `REGKEEPER_MASTER_KEY_KMS_KEY_ID` or the file's
+    /// `master_key_kms_key_id`, the environment winning; a malformed one names the key.
+    #[test]
+    fn the_kms_key_id_comes_from_the_environment_or_the_file() {
+        let config = load(&[
+            ("REGKEEPER_MASTER_KEY_KMS_KEY_ID", "alias/regkeeper"),
+            ("AWS_ENDPOINT_URL_KMS", "http://127.0.0.1:4566"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.master_key_kms_key_id.as_deref(),
+            Some("alias/regkeeper")
+        );
+        assert_eq!(
+            config.aws_kms_endpoint_url.as_deref(),
+            Some("http://127.0.0.1:4566")
+        );
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("regkeeper.toml");
+        std::fs::write(
+            &path,
+            "master_key_kms_key_id = \"arn:aws:kms:eu-west-1:123456789012:key/k\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), &|_| None, &Overrides::default()).unwrap();
+        assert_eq!(
+            config.master_key_kms_key_id.as_deref(),
+            Some("arn:aws:kms:eu-west-1:123456789012:key/k")
+        );
+        let error = load(&[("REGKEEPER_MASTER_KEY_KMS_KEY_ID", "two words")]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("REGKEEPER_MASTER_KEY_KMS_KEY_ID:"),
+            "{error}"
+        );
     }
 
     #[test]

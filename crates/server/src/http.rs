@@ -64,7 +64,7 @@ pub struct ApiState {
         roles::list_grants, roles::add_grant, roles::revoke_grant,
         federation::list_trusts, federation::add_trust, federation::remove_trust,
         federation::exchange, sign_in::start, sign_in::complete,
-        admin::audit_list, admin::audit_verify, admin::key_status, admin::key_rotate,
+        admin::audit_list, admin::audit_verify, admin::key_status, admin::key_rotate, admin::key_migrate,
         sync_targets::list, sync_targets::create, sync_targets::delete, sync_targets::run,
     ),
     modifiers(&BearerAuth),
@@ -217,6 +217,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/audit/verify", get(admin::audit_verify))
         .route("/admin/master-key", get(admin::key_status))
         .route("/admin/master-key/rotate", post(admin::key_rotate))
+        .route("/admin/master-key/migrate", post(admin::key_migrate))
         .route("/openapi.json", get(ops::openapi));
     Router::new()
         .nest("/api/v1", api)

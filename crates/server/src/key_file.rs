@@ -6,7 +6,8 @@
 //! then placed: [`create`] hard-links it, so an existing file is never clobbered, even
 //! in a race; [`replace`] renames it over the old file; [`restore`] undoes a rotation
 //! that lost a race. Errors never quote the file's contents. Only `service::keys`
-//! calls this module (start-up, rotation, reload).
+//! calls this module (start-up, rotation, reload, migration); [`serialize`] and
+//! [`parse`] are also the plaintext form of a keyring wrapped by KMS.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -122,40 +123,64 @@ pub fn load(path: &Path) -> Result<MasterKeys, KeyFileError> {
             })
         }
     };
-    let malformed = |reason: String| KeyFileError::Malformed {
+    parse(&text).map_err(|reason| KeyFileError::Malformed {
         path: path.to_owned(),
         reason,
+    })
+}
+
+/// Every key version as the file's JSON, the form a keyring wrapped by KMS also takes
+/// (in memory only; wiped on drop).
+pub fn serialize(keys: &MasterKeys) -> Zeroizing<Vec<u8>> {
+    let contents = FileContents {
+        format: FORMAT.to_owned(),
+        current: keys.current_version(),
+        keys: keys
+            .versions()
+            .map(|(version, key)| FileKey {
+                version,
+                key: SecretString::from(BASE64.encode(key.expose_bytes())),
+            })
+            .collect(),
     };
-    let contents: FileContents = serde_json::from_slice(&text)
+    Zeroizing::new(serde_json::to_vec_pretty(&contents).expect("key file contents serialize"))
+}
+
+/// Reads what [`serialize`] wrote; the reason it is malformed, never its contents.
+pub fn parse(text: &[u8]) -> Result<MasterKeys, String> {
+    let contents: FileContents = serde_json::from_slice(text)
         // Position only: the contents are key material and must not reach a log.
         .map_err(|error| {
-            malformed(format!(
+            format!(
                 "not valid JSON (line {} column {})",
                 error.line(),
                 error.column()
-            ))
+            )
         })?;
     if contents.format != FORMAT {
-        return Err(malformed(format!("unknown format `{}`", contents.format)));
+        return Err(format!("unknown format `{}`", contents.format));
     }
     let mut keys = BTreeMap::new();
     for entry in &contents.keys {
         let bytes = Zeroizing::new(
             BASE64
                 .decode(entry.key.expose_secret().as_bytes())
-                .map_err(|_| malformed(format!("key version {} is not base64", entry.version)))?,
+                .map_err(|_| format!("key version {} is not base64", entry.version))?,
         );
         let key = Key::from_bytes(&bytes)
-            .ok_or_else(|| malformed(format!("key version {} is not 32 bytes", entry.version)))?;
+            .ok_or_else(|| format!("key version {} is not 32 bytes", entry.version))?;
         if keys.insert(entry.version, key).is_some() {
-            return Err(malformed(format!(
-                "key version {} appears twice",
-                entry.version
-            )));
+            return Err(format!("key version {} appears twice", entry.version));
         }
     }
     MasterKeys::from_parts(contents.current, keys)
-        .ok_or_else(|| malformed(format!("current version {} has no key", contents.current)))
+        .ok_or_else(|| format!("current version {} has no key", contents.current))
+}
+
+/// Whether `keys` holds every version of `loaded`, each the same key (the reason it
+/// does not, if it does not).
+pub fn holds_every_version(keys: &MasterKeys, loaded: &MasterKeys) -> Option<String> {
+    differs(keys, loaded)
 }
 
 /// Whether the file can be read by anyone but its owner.
@@ -240,20 +265,7 @@ fn write_atomically(
         path: path.to_owned(),
         source,
     };
-    let contents = FileContents {
-        format: FORMAT.to_owned(),
-        current: keys.current_version(),
-        keys: keys
-            .versions()
-            .map(|(version, key)| FileKey {
-                version,
-                key: SecretString::from(BASE64.encode(key.expose_bytes())),
-            })
-            .collect(),
-    };
-    let text =
-        Zeroizing::new(serde_json::to_vec_pretty(&contents).expect("key file contents serialize"));
-    drop(contents);
+    let text = serialize(keys);
     if let Some(parent) = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())

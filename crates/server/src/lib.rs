@@ -6,6 +6,7 @@ pub mod config;
 pub mod connections;
 pub mod console;
 pub mod http;
+pub mod key_encryption;
 pub mod key_file;
 pub mod login_cache;
 pub mod metrics;

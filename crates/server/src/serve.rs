@@ -7,10 +7,10 @@
 //! the first admin bootstrapped (a generated token printed once on stdout, next to the
 //! `export REGKEEPER_URL=` line that matches the bound address), the proxy's listener
 //! if configured (its `regkeeper proxy listening on` line first), then the API's lines
-//! and the background tasks: the key reload every 10 s, the token refresher and the
-//! sync pusher every 5 s (each with an owner id `replica-<random UUID>` for its
-//! leases; a slow cycle delays the next tick rather than overlapping it), and pruning
-//! expired exchanged tokens every minute. Both listeners are served by
+//! and the background tasks: the key reload every 10 s (sooner while sealed by KMS),
+//! the token refresher and the sync pusher every 5 s (each with an owner id
+//! `replica-<random UUID>` for its leases; a slow cycle delays the next tick rather
+//! than overlapping it), and pruning expired exchanged tokens every minute. Both listeners are served by
 //! `connections::serve`, never `axum::serve`.
 
 use std::io::Write;
@@ -51,6 +51,8 @@ pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
         "aws_sdk_ecr=info",
         "aws_sdk_sts=info",
         "aws_sdk_ecrpublic=info",
+        // GenerateDataKey and Decrypt answers hold a plaintext data key.
+        "aws_sdk_kms=info",
         "aws_config=info",
         "hyper=info",
         "hyper_util=info",
@@ -117,7 +119,7 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
             .await
             .context("connecting to PostgreSQL (REGKEEPER_DATABASE_URL)")?,
     };
-    let keyring = keys::load_keyring(store.as_ref(), &config.master_key_file, clock.now()).await;
+    let (keyring, key_home) = keys::load_keyring(store.as_ref(), &config, clock.now()).await;
     let metrics = Arc::new(Metrics::new());
     metrics
         .master_key_available
@@ -154,6 +156,7 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
         config: Arc::new(config),
         store,
         keyring,
+        key_home,
         clock,
         metrics,
         rotation: tokio::sync::Mutex::new(()),
@@ -356,13 +359,26 @@ fn announce_bootstrap(token: &secrecy::SecretString, generated: bool, url: &str)
     tracing::info!(generated, "bootstrap.admin_created");
 }
 
-/// Picks up a master key version another replica rotated to, so this one both opens
-/// re-wrapped data and seals new data under the newest key.
+/// Picks up a master key version another replica rotated to (or a new home a
+/// migration switched to), so this one both opens re-wrapped data and seals new data
+/// under the newest key: every 10 s. While the keys are unavailable for a reason that
+/// waiting may cure (KMS unreachable or refusing), sooner: after 1 s, doubling to 30 s,
+/// so a server sealed at start unseals by itself soon after KMS answers.
 async fn reload_keys_periodically(app: Arc<App>) {
-    let mut interval = tokio::time::interval(std::time::Duration::from_secs(10));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+    const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+    let mut retry = RETRY_FIRST;
     loop {
-        interval.tick().await;
+        let delay = if keys::retrying(&app) {
+            let delay = retry;
+            retry = (retry * 2).min(RETRY_MAX);
+            delay
+        } else {
+            retry = RETRY_FIRST;
+            EVERY
+        };
+        tokio::time::sleep(delay).await;
         keys::reload_if_changed(&app).await;
     }
 }

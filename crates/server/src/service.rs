@@ -47,6 +47,8 @@ pub struct App {
     pub config: Arc<Config>,
     pub store: SharedStore,
     pub keyring: Keyring,
+    /// Where the keyring lives (key file or AWS KMS), as this server last loaded it.
+    pub key_home: keys::home::HomeState,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// The only client that reaches registries and token realms.

@@ -1,7 +1,7 @@
 //! Persistence behind one narrow trait, [`Store`], implemented once in SQL for both
 //! SQLite and PostgreSQL: `sql::SqlStore`, generic over a `backend::Backend`, hands
 //! each method to the module of its aggregate (`identity`, `credentials`, `roles`,
-//! `registry_tokens`, `sync_targets`, `audit_log`, `keys`), where the statements are and
+//! `registry_tokens`, `sync_targets`, `audit_log`, `keys`, `keyring`), where the statements are and
 //! where rows are read through private `sqlx::FromRow` records, never into domain types
 //! directly. Every mutation that must be audited takes its [`AuditRecord`] and writes it
 //! in the same transaction, so an action and its audit entry succeed or fail together.
@@ -20,6 +20,7 @@ mod backend;
 mod credentials;
 mod errors;
 mod identity;
+mod keyring;
 mod keys;
 pub mod postgres;
 mod registry_tokens;
@@ -37,6 +38,8 @@ use crate::domain::credential::{Credential, SealedSecret, Timestamp};
 use crate::domain::identity::{Role, WorkspaceKind};
 use crate::domain::registry_token::RegistryTokenStatus;
 use crate::domain::Result;
+
+pub use keyring::{KeyHome, KeyMigration, KeyringRecord, MigrationStage};
 
 /// The `Unavailable` codes of a store that cannot be used at all for now: the database
 /// is out of reach, or its disk is full.
@@ -244,6 +247,34 @@ pub trait Store: Send + Sync {
     async fn key_checks(&self) -> Result<Vec<KeyCheck>>;
     /// Inserts the check for a version unless one exists; returns the stored one.
     async fn ensure_key_check(&self, check: &KeyCheck) -> Result<KeyCheck>;
+    /// Where the keyring lives, if the database records it (see `store::keyring`).
+    async fn keyring_record(&self) -> Result<Option<KeyringRecord>>;
+    /// Inserts the record unless one exists; the stored one.
+    async fn insert_keyring_record(&self, record: &KeyringRecord) -> Result<KeyringRecord>;
+    /// Replaces the record if its generation is still `expected_generation`, with the
+    /// new current version's check in the same transaction (409 if another key holds
+    /// that version).
+    async fn replace_keyring(
+        &self,
+        expected_generation: i64,
+        record: &KeyringRecord,
+        new_check: Option<&KeyCheck>,
+    ) -> Result<bool>;
+    async fn key_migration(&self) -> Result<Option<KeyMigration>>;
+    /// Records a staged migration with its new version's check; the stored check.
+    async fn start_key_migration(
+        &self,
+        migration: &KeyMigration,
+        check: &KeyCheck,
+    ) -> Result<KeyCheck>;
+    /// Replaces the record (compared with the generation) and marks the migration
+    /// switched, at once.
+    async fn switch_key_home(
+        &self,
+        expected_generation: i64,
+        record: &KeyringRecord,
+    ) -> Result<bool>;
+    async fn finish_key_migration(&self) -> Result<()>;
 
     async fn count_users(&self) -> Result<i64>;
     /// Fails with `Conflict` if the user or workspace name is taken.

@@ -428,6 +428,51 @@ pub struct KeyStatus {
     /// How the key file differs, never a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file_problem: Option<String>,
+    /// Where the keyring lives, as this server loaded it: `key file PATH` or
+    /// `AWS KMS key KEY-ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
+    /// How the server's settings differ from where the database says the keyring lives
+    /// (the server follows the database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_mismatch: Option<String>,
+    /// A move of the keyring between homes under way, and how to finish it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<String>,
+}
+
+/// Where to move the keyring: exactly one of `toKms` and `toFile`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KeyMigrateInput {
+    /// An AWS KMS key id, ARN or alias that will wrap the keyring in the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_kms: Option<String>,
+    /// A key file path on the server (created; never over another file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_file: Option<String>,
+    /// As for a rotation: leave values that cannot be opened as they are.
+    #[serde(default)]
+    pub skip_unreadable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct KeyMigration {
+    /// Where the keyring lived when this request began.
+    pub from: String,
+    pub to: String,
+    pub previous_version: u32,
+    /// The master key version generated in the new home; data keys are wrapped by it.
+    pub current_version: u32,
+    /// Data keys this request re-wrapped (a resumed migration counts only its own).
+    pub rewrapped: u64,
+    /// Whether this request finished a migration an interrupted one had begun.
+    pub resumed: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 /// Ask for working registry credentials for an image.

@@ -1,5 +1,5 @@
-//! `regkeeper key …`: the master key's status and its rotation, for site
-//! administrators.
+//! `regkeeper key …`: the master key's status, its rotation and moving the keyring
+//! between a key file and AWS KMS, for site administrators.
 
 use regkeeper_client::Client;
 use regkeeper_wire as wire;
@@ -20,6 +20,15 @@ pub(super) fn run(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
                     "Master key unavailable: {}",
                     reason.unwrap_or_default()
                 )),
+            }
+            if let Some(home) = &status.home {
+                output::line(&format!("Keyring kept in: {home}"));
+            }
+            if let Some(mismatch) = &status.settings_mismatch {
+                output::line(&format!("Warning: {mismatch}"));
+            }
+            if let Some(migration) = &status.migration {
+                output::line(&format!("Migration under way: {migration}"));
             }
             if let Some(problem) = status.key_file_problem {
                 // The server still serves from memory: say so, and that a restart or a
@@ -47,6 +56,50 @@ pub(super) fn run(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
             );
             for label in &rotation.skipped {
                 println!("Left as it was (cannot be opened): {label}");
+            }
+            Ok(())
+        }
+        KeyCommand::Migrate {
+            to_kms,
+            to_file,
+            skip_unreadable,
+            output,
+        } => {
+            // A relative path would be the server's working directory, not the caller's.
+            let to_file = to_file
+                .map(|path| {
+                    let path = std::path::PathBuf::from(path);
+                    if path.is_absolute() {
+                        Ok(path.display().to_string())
+                    } else {
+                        Err(anyhow::anyhow!(
+                            "--to-file: give an absolute path on the server (got {})",
+                            path.display()
+                        ))
+                    }
+                })
+                .transpose()?;
+            let migration: wire::KeyMigration = client.post(
+                "/api/v1/admin/master-key/migrate",
+                &wire::KeyMigrateInput {
+                    to_kms,
+                    to_file,
+                    skip_unreadable,
+                },
+            )?;
+            if output.output == OutputFormat::Json {
+                return output::json(&migration);
+            }
+            output::line(&format!(
+                "Keyring {} {}: master key version {} made there (previous {}); {} data keys re-wrapped.",
+                if migration.resumed { "move finished, now in" } else { "moved to" },
+                migration.to,
+                migration.current_version,
+                migration.previous_version,
+                migration.rewrapped
+            ));
+            for label in &migration.skipped {
+                output::line(&format!("Left as it was (cannot be opened): {label}"));
             }
             Ok(())
         }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::service::{audit_log, keys};
 
 use super::auth::Caller;
-use super::error::{ApiJsonOrDefault, ApiResult};
+use super::error::{ApiJson, ApiJsonOrDefault, ApiResult};
 use super::{views, ApiState};
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -74,20 +74,31 @@ pub async fn key_status(
 ) -> ApiResult<Json<wire::KeyStatus>> {
     crate::service::access::require_site_admin(&principal, "reading the master key status")?;
     let mismatch = keys::key_file_mismatch_now(&state.app);
-    Ok(Json(match state.app.keyring.status() {
+    let home = state.app.key_home.get();
+    let in_file = matches!(home.home, crate::store::KeyHome::File(_));
+    let migration = state
+        .app
+        .store
+        .key_migration()
+        .await?
+        .map(|migration| keys::migration::describe(&migration));
+    let mut status = match state.app.keyring.status() {
         Ok(version) => wire::KeyStatus {
             state: "available".into(),
             current_version: Some(version),
             reason: None,
-            key_file: Some(
+            key_file: in_file.then(|| {
                 if mismatch.is_some() {
                     "differs"
                 } else {
                     "matches"
                 }
-                .into(),
-            ),
+                .into()
+            }),
             key_file_problem: mismatch,
+            home: None,
+            settings_mismatch: None,
+            migration: None,
         },
         Err(reason) => wire::KeyStatus {
             state: "unavailable".into(),
@@ -95,8 +106,15 @@ pub async fn key_status(
             reason: Some(reason),
             key_file: None,
             key_file_problem: None,
+            home: None,
+            settings_mismatch: None,
+            migration: None,
         },
-    }))
+    };
+    status.home = Some(home.home.to_string());
+    status.settings_mismatch = home.settings_mismatch;
+    status.migration = migration;
+    Ok(Json(status))
 }
 
 /// Rotate the master key online: a new version, every data key re-wrapped under it.
@@ -119,5 +137,47 @@ pub async fn key_rotate(
         current_version: rotation.current_version,
         rewrapped: rotation.rewrapped,
         skipped: rotation.skipped,
+    }))
+}
+
+/// Move the keyring between a key file and AWS KMS online (or finish a move an
+/// interrupted request began): a new master key version is generated in the new home,
+/// the database switched to it, and every data key re-wrapped once under it. See
+/// `service::keys::migration`.
+#[utoipa::path(post, path = "/api/v1/admin/master-key/migrate", tag = "admin",
+    request_body = wire::KeyMigrateInput,
+    responses((status = 200, body = wire::KeyMigration), (status = 400, body = wire::ErrorBody),
+        (status = 409, body = wire::ErrorBody), (status = 422, body = wire::ErrorBody),
+        (status = 503, body = wire::ErrorBody)))]
+pub async fn key_migrate(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    ApiJson(input): ApiJson<wire::KeyMigrateInput>,
+) -> ApiResult<Json<wire::KeyMigration>> {
+    let target = match (input.to_kms, input.to_file) {
+        (Some(key_id), None) if !key_id.trim().is_empty() => {
+            crate::store::KeyHome::Kms(key_id.trim().to_owned())
+        }
+        (None, Some(path)) if std::path::Path::new(&path).is_absolute() => {
+            crate::store::KeyHome::File(path.into())
+        }
+        _ => {
+            return Err(crate::domain::Error::invalid(
+                "invalid_migration_target",
+                "give exactly one of toKms (a KMS key id, ARN or alias) and toFile (an absolute path on the server)",
+            )
+            .into())
+        }
+    };
+    let migration =
+        keys::migration::migrate(&state.app, &principal, target, input.skip_unreadable).await?;
+    Ok(Json(wire::KeyMigration {
+        from: migration.from.to_string(),
+        to: migration.to.to_string(),
+        previous_version: migration.previous_version,
+        current_version: migration.current_version,
+        rewrapped: migration.rewrapped,
+        resumed: migration.resumed,
+        skipped: migration.skipped,
     }))
 }

@@ -1,7 +1,9 @@
 //! Loading the master keys at start (and checking them against the database) and
-//! rotating them online.
+//! rotating them online. Where the keyring lives — a key file, or wrapped by AWS KMS in
+//! the database, the database's record winning over the settings — is [`home`]'s;
+//! moving it between the two online is [`migration`]'s.
 //!
-//! Start-up ([`load_keyring`]): the database's key checks (one per master-key version
+//! Start-up ([`load_keyring`]), for a key file: the database's key checks (one per master-key version
 //! ever used) are read; a missing key file with no checks is a new installation, so
 //! version 1 is generated and created (never over an existing file); a missing file
 //! with checks, or a malformed one, leaves the keyring unavailable with a reason naming
@@ -9,7 +11,10 @@
 //! versions new to the database get their check recorded (`ensure_key_check`, which
 //! also catches two replicas generating different keys for one version). Whatever
 //! fails, the server starts: secret operations answer 503 `master_key_unavailable`,
-//! `/readyz` is 503, and nothing is regenerated or overwritten.
+//! `/readyz` is 503, and nothing is regenerated or overwritten. A keyring in KMS is
+//! checked the same way; if KMS is unreachable or refuses, the server starts sealed and
+//! [`reload_if_changed`] retries (1 s, doubling to 30 s) until it answers. A version
+//! recorded by a staged, not yet switched, migration may be missing from the old home.
 //!
 //! Rotation ([`rotate`], site administrators only, one at a time per process under
 //! `App.rotation`): refused with 409 `rotation_in_progress` when the database already
@@ -20,53 +25,81 @@
 //! Then: a new version becomes current (`MasterKeys::with_new_version`), the audit
 //! entry is written, the key file is replaced atomically, and the version's check is
 //! recorded — if another replica recorded a different key for it first, the previous
-//! file is restored and the answer is 409. Holding `App.seal_gate` exclusively (no
+//! file is restored and the answer is 409. In KMS: the new keyring is wrapped (one
+//! `GenerateDataKey`) and replaces the database's, compared with the generation this
+//! server loaded, with the version's check in the same transaction (409, nothing
+//! written, if another replica got there first). A rotation is refused (409
+//! `master_key_migration_in_progress`) while a migration is recorded. Holding `App.seal_gate` exclusively (no
 //! secret sealed under the old key is still on its way to the store), the keyring
 //! swaps keys; then every data key is re-wrapped page by page (the ciphertext is left
 //! alone), each swapped in only if the row still holds the old wrapped key, so a
 //! concurrent update is never undone.
 //!
-//! Other replicas are not told: every 10 s [`reload_if_changed`] takes a key file that
+//! Other replicas are not told: every 10 s [`reload_if_changed`] reads the database's
+//! keyring row — a new home (a migration switched) is followed, a new generation of a
+//! KMS keyring unwrapped once — and takes a key file that
 //! holds a newer version (and every loaded one unchanged) once it matches the
 //! database's checks; a file that no longer holds the loaded keys is reported (`key
 //! status`, a gauge, one warning) and never written over. Until a replica has the new
 //! file it seals under the old version, which everyone can still open.
 
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
 use crate::crypto::{key_check, key_check_matches, Binding, Keyring, MasterKeys};
 use crate::domain::identity::Principal;
 use crate::domain::{Error, Result};
 use crate::key_file::{self, FileState, KeyFileError};
-use crate::store::{KeyCheck, SealedKind, Store};
+use crate::store::{KeyCheck, KeyHome, KeyringRecord, SealedKind, Store};
 
 use super::access::require_site_admin;
 use super::App;
 
+pub mod home;
+pub mod migration;
+
+use home::{Home, HomeState};
+
 const REWRAP_BATCH: i64 = 200;
 
-/// Opens the keyring, never failing: problems leave it unavailable with a reason, so the
-/// server still starts, answers metadata requests and refuses secret ones with 503.
-/// A key file is generated only when the database holds no sealed data yet; an
-/// existing key file is never overwritten.
-pub async fn load_keyring(store: &dyn Store, path: &std::path::Path, now: i64) -> Keyring {
-    match load(store, path, now).await {
+/// Opens the keyring where it lives (see [`home`]), never failing: problems leave it
+/// unavailable with a reason, so the server still starts, answers metadata requests
+/// and refuses secret ones with 503. A key file is generated only when the database
+/// holds no sealed data yet; an existing key file is never overwritten.
+pub async fn load_keyring(store: &dyn Store, config: &Config, now: i64) -> (Keyring, HomeState) {
+    let (result, home) = home::open(store, config, now).await;
+    if let Some(mismatch) = &home.settings_mismatch {
+        tracing::warn!(reason = %mismatch, "master_key.settings_mismatch");
+    }
+    let keyring = match result {
         Ok(keys) => {
-            if key_file::too_permissive(path) {
-                tracing::warn!(path = %path.display(), "master_key.file_permissions_too_open");
+            if let KeyHome::File(path) = &home.home {
+                if key_file::too_permissive(path) {
+                    tracing::warn!(path = %path.display(), "master_key.file_permissions_too_open");
+                }
             }
             tracing::info!(
                 master_key.version = keys.current_version(),
+                master_key.home = %home.home,
                 "master_key.ready"
             );
             Keyring::ready(keys)
         }
         Err(reason) => {
-            tracing::error!(reason = %reason, "master_key.unavailable");
+            tracing::error!(reason = %reason, retry = home.retry, "master_key.unavailable");
             Keyring::unavailable(reason)
         }
-    }
+    };
+    (keyring, HomeState::new(home))
 }
 
-async fn load(store: &dyn Store, path: &std::path::Path, now: i64) -> Result<MasterKeys, String> {
+/// The keyring in the key file at `path`, generated there if the database has no
+/// sealed data yet and the file is missing.
+pub(super) async fn load_file(
+    store: &dyn Store,
+    path: &Path,
+    now: i64,
+) -> Result<MasterKeys, String> {
     let checks = store
         .key_checks()
         .await
@@ -92,31 +125,44 @@ async fn load(store: &dyn Store, path: &std::path::Path, now: i64) -> Result<Mas
         }
         Err(error) => return Err(error.to_string()),
     };
-    verify_against(store, &keys, checks, path, now).await?;
+    verify_against(store, &keys, checks, &KeyHome::File(path.to_owned()), now).await?;
     Ok(keys)
 }
 
 /// Every key version the database knows must be in the file and match; versions new
 /// to the database get their check recorded.
-async fn verify_against(
+pub(super) async fn verify_against(
     store: &dyn Store,
     keys: &MasterKeys,
     checks: Vec<KeyCheck>,
-    path: &std::path::Path,
+    home: &KeyHome,
     now: i64,
 ) -> Result<(), String> {
+    let source = match home {
+        KeyHome::File(path) => format!("master key file {}", path.display()),
+        KeyHome::Kms(key_id) => format!("the keyring wrapped by AWS KMS key {key_id}"),
+    };
+    // A migration staged but not switched has recorded its new version, which only the
+    // new home holds so far.
+    let staged = store
+        .key_migration()
+        .await
+        .map_err(|error| error.to_string())?
+        .filter(|migration| migration.stage == crate::store::MigrationStage::Staged)
+        .map(|migration| migration.new_version);
     for check in &checks {
+        if keys.get(check.version).is_none() && Some(check.version) == staged {
+            continue;
+        }
         let key = keys.get(check.version).ok_or_else(|| {
             format!(
-                "master key file {} lacks version {}, which this database uses; restore the complete key file",
-                path.display(),
+                "{source} lacks version {}, which this database uses; restore the complete keyring",
                 check.version
             )
         })?;
         if !key_check_matches(key, check.version, &check.check_value) {
             return Err(format!(
-                "master key file {} does not match this database (version {} differs); the server will not overwrite anything — restore the right key file",
-                path.display(),
+                "{source} does not match this database (version {} differs); the server will not overwrite anything — restore the right keyring",
                 check.version
             ));
         }
@@ -135,8 +181,7 @@ async fn verify_against(
             .map_err(|error| error.to_string())?;
         if !key_check_matches(key, version, &stored.check_value) {
             return Err(format!(
-                "master key version {version} in {} differs from the one another replica recorded",
-                path.display()
+                "master key version {version} in {source} differs from the one another replica recorded"
             ));
         }
     }
@@ -175,38 +220,20 @@ pub async fn rotate(app: &App, principal: &Principal, skip_unreadable: bool) -> 
         require_site_admin(principal, "rotating the master key")?;
         let _rotation = app.rotation.lock().await;
         let keys = app.keyring.keys()?;
-        let newest_known = app
-            .store
-            .key_checks()
-            .await?
-            .iter()
-            .map(|check| check.version)
-            .max()
-            .unwrap_or(0);
-        if newest_known > keys.current_version() {
-            return Err(Error::conflict(
-                "rotation_in_progress",
-                format!(
-                    "the database already knows master key version {newest_known}, newer than this server's {}; another replica rotated — wait for it to finish, then retry",
-                    keys.current_version()
-                ),
-            ));
+        if let Some(migration) = app.store.key_migration().await? {
+            return Err(migration::in_progress(&migration));
         }
-        let path = &app.config.master_key_file;
-        if let Some(reason) = check_key_file(app, &keys) {
-            return Err(file_changed(path, &reason));
+        let home = app.key_home.get();
+        if let KeyHome::File(path) = &home.home {
+            if let Some(reason) = check_key_file(app, &keys) {
+                return Err(file_changed(path, &reason));
+            }
         }
-        let unreadable = unreadable_values(app, &keys).await?;
-        // A minted token is derived data, re-minted when it cannot be opened: it is
-        // reported, never a reason to refuse.
-        let blocking: Vec<&Unreadable> = unreadable
+        let unreadable = preflight(app, &keys, skip_unreadable).await?;
+        let labels: Vec<&str> = unreadable
             .iter()
-            .filter(|value| value.kind != SealedKind::RegistryToken)
+            .map(|value| value.label.as_str())
             .collect();
-        if !blocking.is_empty() && !skip_unreadable {
-            return Err(refuse_unreadable(&blocking));
-        }
-        let labels: Vec<&str> = unreadable.iter().map(|value| value.label.as_str()).collect();
         let rotated = keys.with_new_version();
         let version = rotated.current_version();
         app.store
@@ -217,35 +244,9 @@ pub async fn rotate(app: &App, principal: &Principal, skip_unreadable: bool) -> 
                 "skipUnreadable": labels,
             })))
             .await?;
-        key_file::replace(path, &rotated).map_err(|error| match error {
-            KeyFileError::Changed { reason, .. } => file_changed(path, &reason),
-            error => Error::unavailable(
-                "master_key_write_failed",
-                "rotation did not happen: the new master key file could not be written; the server log has the details",
-            )
-            .with_detail(error),
-        })?;
-        let new_key = rotated.get(version).expect("the new version exists");
-        let stored = app
-            .store
-            .ensure_key_check(&KeyCheck {
-                version,
-                check_value: key_check(new_key, version),
-                created_at: app.now(),
-            })
-            .await;
-        let recorded = stored.as_ref().is_ok_and(|stored| key_check_matches(new_key, version, &stored.check_value));
-        if !recorded {
-            // Another replica claimed this version first (or the database failed):
-            // put the previous file back, so file and database agree again.
-            if let Err(error) = key_file::restore(path, &keys) {
-                tracing::error!(error = %error, "master_key.restore_failed");
-            }
-            stored?;
-            return Err(Error::conflict(
-                "rotation_in_progress",
-                format!("another replica rotated to master key version {version} at the same time; retry"),
-            ));
+        match &home.home {
+            KeyHome::File(path) => store_in_file(app, path, &keys, &rotated).await?,
+            KeyHome::Kms(key_id) => store_in_kms(app, &home, key_id, &rotated).await?,
         }
         {
             let _swap = app.seal_gate.write().await;
@@ -254,6 +255,7 @@ pub async fn rotate(app: &App, principal: &Principal, skip_unreadable: bool) -> 
         let (rewrapped, skipped) = rewrap_all(app, &rotated, &unreadable).await?;
         tracing::info!(
             master_key.version = version,
+            master_key.home = %home.home,
             rewrapped,
             skipped = skipped.len(),
             "master_key.rotated"
@@ -266,6 +268,147 @@ pub async fn rotate(app: &App, principal: &Principal, skip_unreadable: bool) -> 
         })
     })
     .await
+}
+
+/// What a rotation or migration checks before it changes anything: no newer version
+/// in the database than this server's (another replica rotated), and every sealed
+/// value readable unless `skip_unreadable`. The unreadable values, to leave alone.
+async fn preflight(app: &App, keys: &MasterKeys, skip_unreadable: bool) -> Result<Vec<Unreadable>> {
+    let newest_known = app
+        .store
+        .key_checks()
+        .await?
+        .iter()
+        .map(|check| check.version)
+        .max()
+        .unwrap_or(0);
+    if newest_known > keys.current_version() {
+        return Err(Error::conflict(
+            "rotation_in_progress",
+            format!(
+                "the database already knows master key version {newest_known}, newer than this server's {}; another replica rotated — wait for it to finish, then retry",
+                keys.current_version()
+            ),
+        ));
+    }
+    let unreadable = unreadable_values(app, keys).await?;
+    // A minted token is derived data, re-minted when it cannot be opened: it is
+    // reported, never a reason to refuse.
+    let blocking: Vec<&Unreadable> = unreadable
+        .iter()
+        .filter(|value| value.kind != SealedKind::RegistryToken)
+        .collect();
+    if !blocking.is_empty() && !skip_unreadable {
+        return Err(refuse_unreadable(&blocking));
+    }
+    Ok(unreadable)
+}
+
+/// Writes the rotated keys to the key file, then records the new version's check; if
+/// another replica recorded a different key for it first, the previous file is put
+/// back and the answer is 409.
+async fn store_in_file(
+    app: &App,
+    path: &Path,
+    keys: &MasterKeys,
+    rotated: &MasterKeys,
+) -> Result<()> {
+    let version = rotated.current_version();
+    key_file::replace(path, rotated).map_err(|error| match error {
+        KeyFileError::Changed { reason, .. } => file_changed(path, &reason),
+        error => Error::unavailable(
+            "master_key_write_failed",
+            "rotation did not happen: the new master key file could not be written; the server log has the details",
+        )
+        .with_detail(error),
+    })?;
+    let new_key = rotated.get(version).expect("the new version exists");
+    let stored = app
+        .store
+        .ensure_key_check(&KeyCheck {
+            version,
+            check_value: key_check(new_key, version),
+            created_at: app.now(),
+        })
+        .await;
+    let recorded = stored
+        .as_ref()
+        .is_ok_and(|stored| key_check_matches(new_key, version, &stored.check_value));
+    if !recorded {
+        // Another replica claimed this version first (or the database failed):
+        // put the previous file back, so file and database agree again.
+        if let Err(error) = key_file::restore(path, keys) {
+            tracing::error!(error = %error, "master_key.restore_failed");
+        }
+        stored?;
+        return Err(Error::conflict(
+            "rotation_in_progress",
+            format!(
+                "another replica rotated to master key version {version} at the same time; retry"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Wraps the rotated keys with the KMS key (one `GenerateDataKey`) and replaces the
+/// database's keyring, compared with the generation this server loaded, together with
+/// the new version's check: another replica's rotation in between is a 409, and
+/// nothing is written.
+async fn store_in_kms(app: &App, home: &Home, key_id: &str, rotated: &MasterKeys) -> Result<()> {
+    let version = rotated.current_version();
+    let current = app
+        .store
+        .keyring_record()
+        .await?
+        .filter(|record| record.home == home.home && Some(record.generation) == home.generation)
+        .ok_or_else(|| {
+            Error::conflict(
+                "rotation_in_progress",
+                "the keyring in the database changed since this server loaded it (another replica rotated or migrated it); retry in a few seconds",
+            )
+        })?;
+    let wrapped = home::wrap_keyring(&app.config, key_id, &current.deployment_id, rotated)
+        .await
+        .map_err(kms_failed)?;
+    let generation = current.generation + 1;
+    let replaced = KeyringRecord {
+        wrapped_keyring: Some(wrapped),
+        current_version: version,
+        generation,
+        updated_at: app.now(),
+        ..current.clone()
+    };
+    let new_key = rotated.get(version).expect("the new version exists");
+    let check = KeyCheck {
+        version,
+        check_value: key_check(new_key, version),
+        created_at: app.now(),
+    };
+    if !app
+        .store
+        .replace_keyring(current.generation, &replaced, Some(&check))
+        .await?
+    {
+        return Err(Error::conflict(
+            "rotation_in_progress",
+            format!("another replica changed the keyring while this rotation to version {version} was prepared; nothing changed, retry"),
+        ));
+    }
+    app.key_home.set(Home {
+        generation: Some(generation),
+        ..home.clone()
+    });
+    Ok(())
+}
+
+/// A KMS failure during a rotation or migration: nothing changed. Site administrators
+/// alone call these, so the reason (key, endpoint, code; never a key) is theirs.
+pub(super) fn kms_failed(error: crate::key_encryption::KekError) -> Error {
+    Error::unavailable(
+        "master_key_kms_unavailable",
+        format!("nothing changed: {error}"),
+    )
 }
 
 fn file_changed(path: &std::path::Path, reason: &str) -> Error {
@@ -340,16 +483,25 @@ fn binding(kind: SealedKind, row: &crate::store::SealedRef) -> Binding<'_> {
     }
 }
 
+/// The key file this server's keyring lives in, if it lives in one.
+fn key_file_path(app: &App) -> Option<PathBuf> {
+    match app.key_home.get().home {
+        KeyHome::File(path) => Some(path),
+        KeyHome::Kms(_) => None,
+    }
+}
+
 /// Compares the key file with the keys this server loaded, and records the answer in
 /// the keyring and the `regkeeper_master_key_file_mismatch` gauge, logging a change
 /// once (`master_key.file_mismatch` when it starts, `master_key.file_matches` when it
 /// ends). The reason it differs, if it does; a file with a newer version that keeps
-/// every loaded one is not a difference (another replica rotated).
+/// every loaded one is not a difference (another replica rotated). Never a mismatch
+/// while the keyring lives in KMS.
 fn check_key_file(app: &App, loaded: &MasterKeys) -> Option<String> {
-    let mismatch = match key_file::compare(&app.config.master_key_file, loaded) {
+    let mismatch = key_file_path(app).and_then(|path| match key_file::compare(&path, loaded) {
         FileState::Differs(reason) => Some(reason),
         FileState::Same | FileState::Newer(_) => None,
-    };
+    });
     record_file_state(app, mismatch.clone());
     mismatch
 }
@@ -368,28 +520,103 @@ fn record_file_state(app: &App, mismatch: Option<String>) {
         .master_key_file_mismatch
         .set(i64::from(mismatch.is_some()));
     if app.keyring.set_file_mismatch(mismatch.clone()) {
+        let path = key_file_path(app).unwrap_or_default();
         match &mismatch {
             Some(reason) => tracing::warn!(
-                path = %app.config.master_key_file.display(),
+                path = %path.display(),
                 reason = %reason,
                 "master_key.file_mismatch"
             ),
-            None => tracing::info!(
-                path = %app.config.master_key_file.display(),
-                "master_key.file_matches"
-            ),
+            None => tracing::info!(path = %path.display(), "master_key.file_matches"),
         }
     }
 }
 
-/// Every 10 s: compares the key file with the loaded keys (see [`check_key_file`]) and
-/// reloads it if it holds a newer version that keeps every loaded one (another replica
-/// rotated, or an operator restored a file), checking it against the database first.
+/// Whether the periodic task should retry soon: the keys are unavailable for a reason
+/// waiting may cure (KMS unreachable or refusing).
+pub fn retrying(app: &App) -> bool {
+    app.keyring.status().is_err() && app.key_home.retrying()
+}
+
+/// Periodically (every 10 s; sooner while [`retrying`]): a sealed KMS keyring is
+/// opened again, and unseals the server when KMS answers. A loaded keyring follows the
+/// database: a new home (a migration another replica switched) is opened there; a new
+/// generation of a KMS keyring (another replica rotated) is unwrapped once; a key file
+/// is compared with the loaded keys (see [`check_key_file`]) and reloaded if it holds
+/// a newer version that keeps every loaded one, checked against the database first.
 pub async fn reload_if_changed(app: &App) {
+    let home = app.key_home.get();
     let Ok(loaded) = app.keyring.keys() else {
+        if home.retry {
+            reopen(app, "master_key.unsealed").await;
+        }
         return;
     };
-    let keys = match key_file::compare(&app.config.master_key_file, &loaded) {
+    let record = match app.store.keyring_record().await {
+        Ok(record) => record,
+        Err(error) => {
+            tracing::warn!(error.code = error.code(), "master_key.reload_failed");
+            return;
+        }
+    };
+    match (record, &home.home) {
+        (Some(record), current) if record.home != *current => {
+            reopen(app, "master_key.home_followed").await;
+        }
+        (Some(record), KeyHome::Kms(_)) if Some(record.generation) != home.generation => {
+            match home::open_record(app.store.as_ref(), &app.config, &record, app.now()).await {
+                Ok(keys) if keys.current_version() >= loaded.current_version() => {
+                    let _swap = app.seal_gate.write().await;
+                    tracing::info!(
+                        master_key.version = keys.current_version(),
+                        "master_key.reloaded"
+                    );
+                    app.keyring.replace(keys);
+                    app.key_home.set(Home {
+                        generation: Some(record.generation),
+                        ..home
+                    });
+                }
+                Ok(_) => tracing::error!("master_key.reload_refused_older"),
+                Err(reason) => tracing::error!(reason = %reason, "master_key.reload_refused"),
+            }
+        }
+        (_, KeyHome::Kms(_)) => {}
+        (_, KeyHome::File(path)) => reload_file(app, path, &loaded).await,
+    }
+}
+
+/// Opens the keyring again from wherever the database says it is now, replacing the
+/// loaded keys if that works (logged as `event`), else recording why not.
+async fn reopen(app: &App, event: &'static str) {
+    let (result, home) = home::open(app.store.as_ref(), &app.config, app.now()).await;
+    match result {
+        Ok(keys) => {
+            let _swap = app.seal_gate.write().await;
+            tracing::info!(
+                master_key.version = keys.current_version(),
+                master_key.home = %home.home,
+                "{event}"
+            );
+            app.keyring.replace(keys);
+            app.key_home.set(home);
+        }
+        Err(reason) => {
+            tracing::warn!(reason = %reason, retry = home.retry, "master_key.still_unavailable");
+            app.keyring.still_unavailable(reason);
+            let was = app.key_home.get();
+            // A loaded keyring stays loaded (and its home with it) if the new one fails.
+            if app.keyring.status().is_err() {
+                app.key_home.set(home);
+            } else {
+                app.key_home.set(was);
+            }
+        }
+    }
+}
+
+async fn reload_file(app: &App, path: &Path, loaded: &MasterKeys) {
+    let keys = match key_file::compare(path, loaded) {
         FileState::Same => {
             record_file_state(app, None);
             return;
@@ -407,15 +634,8 @@ pub async fn reload_if_changed(app: &App) {
             return;
         }
     };
-    match verify_against(
-        app.store.as_ref(),
-        &keys,
-        checks,
-        &app.config.master_key_file,
-        app.now(),
-    )
-    .await
-    {
+    let home = KeyHome::File(path.to_owned());
+    match verify_against(app.store.as_ref(), &keys, checks, &home, app.now()).await {
         Ok(()) => {
             let _swap = app.seal_gate.write().await;
             tracing::info!(

@@ -5,7 +5,7 @@
 
 use super::backend::Backend;
 use super::errors::OrDatabase;
-use super::sql::{commit, execute_alone, SqlStore};
+use super::sql::{commit, execute_alone, SqlStore, Transaction};
 use crate::domain::credential::SealedSecret;
 use crate::domain::{Error, Result};
 use crate::store::{KeyCheck, SealedKind, SealedRef};
@@ -157,6 +157,17 @@ pub(super) async fn ensure_key_check<DB: Backend>(
     check: &KeyCheck,
 ) -> Result<KeyCheck> {
     let mut transaction = store.begin_write().await?;
+    let stored = insert_key_check(&mut transaction, check).await?;
+    commit(transaction).await?;
+    Ok(stored)
+}
+
+/// Inserts the check for its version unless one exists, in `transaction`; the stored
+/// one either way.
+pub(super) async fn insert_key_check<DB: Backend>(
+    transaction: &mut Transaction<DB>,
+    check: &KeyCheck,
+) -> Result<KeyCheck> {
     sqlx::query(
         "INSERT INTO master_key_checks (version, check_value, created_at) VALUES ($1, $2, $3) \
          ON CONFLICT (version) DO NOTHING",
@@ -164,16 +175,15 @@ pub(super) async fn ensure_key_check<DB: Backend>(
     .bind(i64::from(check.version))
     .bind(&check.check_value)
     .bind(check.created_at)
-    .execute(&mut *transaction)
+    .execute(&mut **transaction)
     .await
     .or_db()?;
     let (check_value, created_at): (Vec<u8>, i64) =
         sqlx::query_as("SELECT check_value, created_at FROM master_key_checks WHERE version = $1")
             .bind(i64::from(check.version))
-            .fetch_one(&mut *transaction)
+            .fetch_one(&mut **transaction)
             .await
             .or_db()?;
-    commit(transaction).await?;
     Ok(KeyCheck {
         version: check.version,
         check_value,

@@ -9,9 +9,10 @@ use sqlx::{Database, Pool};
 use super::backend::{Backend, RowsAffected as _};
 use super::errors::OrDatabase;
 use super::{
-    audit_log, credentials, identity, keys, registry_tokens, roles, sync_targets, ApiTokenRow,
-    AuditQuery, KeyCheck, MemberRow, NewUser, RoleGrantRow, RoleRow, SealedKind, SealedRef, Store,
-    StoredToken, TokenOwner, TokenSubject, TrustRow, UserRow, WorkspaceRow,
+    audit_log, credentials, identity, keyring, keys, registry_tokens, roles, sync_targets,
+    ApiTokenRow, AuditQuery, KeyCheck, KeyMigration, KeyringRecord, MemberRow, NewUser,
+    RoleGrantRow, RoleRow, SealedKind, SealedRef, Store, StoredToken, TokenOwner, TokenSubject,
+    TrustRow, UserRow, WorkspaceRow,
 };
 use crate::audit::{AuditRecord, AuditRow};
 use crate::domain::credential::{Credential, SealedSecret, Timestamp};
@@ -110,6 +111,47 @@ impl<DB: Backend> Store for SqlStore<DB> {
 
     async fn ensure_key_check(&self, check: &KeyCheck) -> Result<KeyCheck> {
         keys::ensure_key_check(self, check).await
+    }
+
+    async fn keyring_record(&self) -> Result<Option<KeyringRecord>> {
+        keyring::keyring_record(self).await
+    }
+
+    async fn insert_keyring_record(&self, record: &KeyringRecord) -> Result<KeyringRecord> {
+        keyring::insert_keyring_record(self, record).await
+    }
+
+    async fn replace_keyring(
+        &self,
+        expected_generation: i64,
+        record: &KeyringRecord,
+        new_check: Option<&KeyCheck>,
+    ) -> Result<bool> {
+        keyring::replace_keyring(self, expected_generation, record, new_check).await
+    }
+
+    async fn key_migration(&self) -> Result<Option<KeyMigration>> {
+        keyring::key_migration(self).await
+    }
+
+    async fn start_key_migration(
+        &self,
+        migration: &KeyMigration,
+        check: &KeyCheck,
+    ) -> Result<KeyCheck> {
+        keyring::start_key_migration(self, migration, check).await
+    }
+
+    async fn switch_key_home(
+        &self,
+        expected_generation: i64,
+        record: &KeyringRecord,
+    ) -> Result<bool> {
+        keyring::switch_key_home(self, expected_generation, record).await
+    }
+
+    async fn finish_key_migration(&self) -> Result<()> {
+        keyring::finish_key_migration(self).await
     }
 
     async fn count_users(&self) -> Result<i64> {

@@ -12,6 +12,8 @@ use secrecy::ExposeSecret;
 
 use super::support::{ok, raw, DataDir, ServerOptions, TestServer, ADMIN_TOKEN};
 
+mod kms;
+mod kms_migration;
 mod rotation_faults;
 
 fn input(name: &str, password: &str) -> wire::CredentialInput {

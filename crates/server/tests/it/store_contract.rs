@@ -335,6 +335,7 @@ macro_rules! contract {
             case!(audit::audit_entries_are_read_by_workspace_and_sequence);
             // Master keys: key checks and the sealed values a rotation re-wraps.
             case!(keys::key_checks_and_rewrapping);
+            case!(keys::keyring_home_and_migrations);
             case!(keys::sealed_pages_name_every_value);
         }
     };

@@ -342,6 +342,21 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Kills the server with SIGKILL (no shutdown of any kind, as a crash or an OOM
+    /// kill would), handing back its data directory.
+    pub fn kill(mut self) -> DataDir {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        DataDir {
+            path: self.data_dir.clone(),
+            _temporary: self._temporary.take(),
+        }
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -2,7 +2,11 @@
 //! GetAuthorizationToken calls (moto does not), and on demand answers them itself with
 //! a `ThrottlingException` or rewrites moto's answer to claim an expiry ten years
 //! ahead; it can also throttle the next Secrets Manager writes (PutSecretValue,
-//! CreateSecret). Not a stand-in for AWS: everything else is moto's own answer.
+//! CreateSecret). For KMS (`TrentService.*`) it counts calls by operation and, on demand, plays
+//! the faults moto cannot: KMS down (the connection is closed unanswered), access
+//! denied (an `AccessDeniedException` as KMS words it for a key policy that does not
+//! allow the caller), or a call held until released (to kill the caller meanwhile).
+//! Not a stand-in for AWS: everything else is moto's own answer.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,7 +16,22 @@ use std::sync::Arc;
 use super::moto::Moto;
 
 const THROTTLED: &[u8] = br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+const KMS_DENIED: &[u8] = br#"{"__type":"AccessDeniedException","message":"User: arn:aws:iam::123456789012:user/regkeeper is not authorized to perform: kms:Decrypt on this resource because no resource-based policy allows the kms:Decrypt action"}"#;
 
+/// What the relay does with KMS calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmsMode {
+    /// Relayed to moto.
+    Up,
+    /// The connection is closed without an answer, as an unreachable endpoint.
+    Down,
+    /// Answered `AccessDeniedException` (HTTP 400).
+    Denied,
+}
+
+// The relay runs on plain threads, never in async code, and no lock is held across a
+// wait: `std::sync::Mutex` is what it needs.
+#[allow(clippy::disallowed_types)]
 #[derive(Default)]
 struct Switches {
     throttle: AtomicBool,
@@ -23,6 +42,13 @@ struct Switches {
     /// How many of the next Secrets Manager writes to throttle, and how many were.
     throttle_secret_writes: AtomicUsize,
     secret_writes_throttled: AtomicUsize,
+    /// 0 up, 1 down, 2 denied.
+    kms_mode: AtomicUsize,
+    /// KMS calls that reached the relay, by operation (`Decrypt`, `GenerateDataKey`, …).
+    kms_calls: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+    /// While set, the `hold_after`-th and later calls of this operation wait.
+    hold: std::sync::Mutex<Option<(String, usize)>>,
+    held: AtomicUsize,
 }
 
 pub struct AwsRelay {
@@ -91,6 +117,50 @@ impl AwsRelay {
     pub fn throttled(&self) -> usize {
         self.switches.throttled.load(Ordering::SeqCst)
     }
+
+    pub fn set_kms(&self, mode: KmsMode) {
+        let value = match mode {
+            KmsMode::Up => 0,
+            KmsMode::Down => 1,
+            KmsMode::Denied => 2,
+        };
+        self.switches.kms_mode.store(value, Ordering::SeqCst);
+    }
+
+    /// KMS calls of `operation` (e.g. `Decrypt`) seen so far.
+    pub fn kms_calls(&self, operation: &str) -> usize {
+        self.switches
+            .kms_calls
+            .lock()
+            .unwrap()
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Holds the `nth` (counting every call so far, from 1) and later calls of KMS
+    /// `operation` until [`Self::release`]; [`Self::held`] says how many wait.
+    pub fn hold_kms(&self, operation: &str, nth: usize) {
+        *self.switches.hold.lock().unwrap() = Some((operation.to_owned(), nth));
+    }
+
+    pub fn release(&self) {
+        *self.switches.hold.lock().unwrap() = None;
+    }
+
+    pub fn held(&self) -> usize {
+        self.switches.held.load(Ordering::SeqCst)
+    }
+}
+
+/// The KMS operation of a request head (`X-Amz-Target: TrentService.Decrypt`).
+fn kms_operation(head: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("x-amz-target")
+            .then(|| value.trim().strip_prefix("TrentService."))?
+            .map(str::to_owned)
+    })
 }
 
 /// One HTTP message's head (request or status line and headers) and body.
@@ -153,6 +223,39 @@ fn relay(client: TcpStream, target: &str, switches: &Switches) {
     let mut from_client = BufReader::new(client.try_clone().unwrap());
     let mut to_client = client;
     while let Some((head, body)) = read_message(&mut from_client) {
+        if let Some(operation) = kms_operation(&head) {
+            let count = {
+                let mut calls = switches.kms_calls.lock().unwrap();
+                let count = calls.entry(operation.clone()).or_insert(0);
+                *count += 1;
+                *count
+            };
+            let must_hold = |switches: &Switches| matches!(&*switches.hold.lock().unwrap(), Some((held, nth)) if *held == operation && count >= *nth);
+            if must_hold(switches) {
+                switches.held.fetch_add(1, Ordering::SeqCst);
+                while must_hold(switches) {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                switches.held.fetch_sub(1, Ordering::SeqCst);
+            }
+            match switches.kms_mode.load(Ordering::SeqCst) {
+                1 => return,
+                2 => {
+                    let answer = format!(
+                        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                         x-amzn-ErrorType: AccessDeniedException\r\nContent-Length: {}\r\n\r\n",
+                        KMS_DENIED.len()
+                    );
+                    if to_client.write_all(answer.as_bytes()).is_err()
+                        || to_client.write_all(KMS_DENIED).is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+        }
         let token_call = head.to_ascii_lowercase().contains("getauthorizationtoken");
         if token_call {
             switches.token_calls.fetch_add(1, Ordering::SeqCst);

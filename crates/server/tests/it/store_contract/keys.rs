@@ -3,7 +3,9 @@
 //! and re-wraps by compare-and-swap.
 
 use regkeeper::domain::credential::SealedSecret;
-use regkeeper::store::{KeyCheck, SealedKind};
+use regkeeper::store::{
+    KeyCheck, KeyHome, KeyMigration, KeyringRecord, MigrationStage, SealedKind,
+};
 
 use super::{created_user, credential, placeholder, record, stored_token, Subject};
 
@@ -156,4 +158,146 @@ pub(super) async fn sealed_pages_name_every_value(subject: Subject) {
             .sealed,
         rewrapped
     );
+}
+
+/// Issue 15: where the keyring lives — one row, the first insert wins, replaced only by
+/// compare-and-swap on its generation (with the new version's check, or not at all);
+/// one migration at a time, recorded with its check, switched with the home at once.
+pub(super) async fn keyring_home_and_migrations(subject: Subject) {
+    let store = &subject.store;
+    assert!(store.keyring_record().await.unwrap().is_none());
+    let ours = KeyringRecord {
+        deployment_id: "deployment-a".into(),
+        home: KeyHome::Kms("alias/rk".into()),
+        wrapped_keyring: Some(vec![1, 2, 3]),
+        current_version: 1,
+        generation: 1,
+        updated_at: 10,
+    };
+    let stored = store.insert_keyring_record(&ours).await.unwrap();
+    assert_eq!(stored.deployment_id, "deployment-a");
+    let theirs = KeyringRecord {
+        deployment_id: "deployment-b".into(),
+        ..ours.clone()
+    };
+    let stored = store.insert_keyring_record(&theirs).await.unwrap();
+    assert_eq!(
+        stored.deployment_id, "deployment-a",
+        "the first record stays"
+    );
+
+    let rotated = KeyringRecord {
+        wrapped_keyring: Some(vec![4, 5]),
+        current_version: 2,
+        generation: 2,
+        ..ours.clone()
+    };
+    let check = KeyCheck {
+        version: 2,
+        check_value: vec![2; 4],
+        created_at: 11,
+    };
+    assert!(
+        !store
+            .replace_keyring(5, &rotated, Some(&check))
+            .await
+            .unwrap(),
+        "a stale generation replaces nothing"
+    );
+    assert!(
+        store.key_checks().await.unwrap().is_empty(),
+        "nor records its check"
+    );
+    assert!(store
+        .replace_keyring(1, &rotated, Some(&check))
+        .await
+        .unwrap());
+    let read = store.keyring_record().await.unwrap().unwrap();
+    assert_eq!(
+        (read.generation, read.current_version, read.wrapped_keyring),
+        (2, 2, Some(vec![4, 5]))
+    );
+    assert_eq!(store.key_checks().await.unwrap(), vec![check.clone()]);
+    let conflicting = KeyCheck {
+        check_value: vec![7; 4],
+        ..check.clone()
+    };
+    let error = store
+        .replace_keyring(
+            2,
+            &KeyringRecord {
+                generation: 3,
+                ..rotated.clone()
+            },
+            Some(&conflicting),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "rotation_in_progress");
+    assert_eq!(
+        store.keyring_record().await.unwrap().unwrap().generation,
+        2,
+        "rolled back"
+    );
+
+    assert!(store.key_migration().await.unwrap().is_none());
+    let migration = KeyMigration {
+        target: KeyHome::File("/keys/moved.key".into()),
+        from_version: 2,
+        new_version: 3,
+        stage: MigrationStage::Staged,
+        staged_keyring: None,
+        started_at: 12,
+    };
+    let new_check = KeyCheck {
+        version: 3,
+        check_value: vec![3; 4],
+        created_at: 12,
+    };
+    store
+        .start_key_migration(&migration, &new_check)
+        .await
+        .unwrap();
+    let error = store
+        .start_key_migration(&migration, &new_check)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "master_key_migration_in_progress");
+    let recorded = store.key_migration().await.unwrap().unwrap();
+    assert_eq!(
+        (
+            recorded.target.clone(),
+            recorded.new_version,
+            recorded.stage
+        ),
+        (
+            KeyHome::File("/keys/moved.key".into()),
+            3,
+            MigrationStage::Staged
+        )
+    );
+    let switched = KeyringRecord {
+        home: KeyHome::File("/keys/moved.key".into()),
+        wrapped_keyring: None,
+        current_version: 3,
+        generation: 3,
+        ..rotated.clone()
+    };
+    assert!(!store.switch_key_home(1, &switched).await.unwrap());
+    assert_eq!(
+        store.key_migration().await.unwrap().unwrap().stage,
+        MigrationStage::Staged
+    );
+    assert!(store.switch_key_home(2, &switched).await.unwrap());
+    assert_eq!(
+        store.key_migration().await.unwrap().unwrap().stage,
+        MigrationStage::Switched
+    );
+    let read = store.keyring_record().await.unwrap().unwrap();
+    assert_eq!(
+        (read.home, read.wrapped_keyring),
+        (KeyHome::File("/keys/moved.key".into()), None)
+    );
+    store.finish_key_migration().await.unwrap();
+    assert!(store.key_migration().await.unwrap().is_none());
 }
