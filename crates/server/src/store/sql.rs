@@ -10,8 +10,9 @@ use super::backend::{Backend, RowsAffected as _};
 use super::errors::OrDatabase;
 use super::{
     audit_log, credentials, identity, keys, registry_tokens, roles, sync_targets, ApiTokenRow,
-    AuditQuery, KeyCheck, MemberRow, NewUser, RoleGrantRow, RoleRow, SealedKind, SealedRef, Store,
-    StoredToken, TokenOwner, TokenSubject, TrustRow, UserRow, WorkspaceRow,
+    AuditQuery, CredentialFreshness, KeyCheck, Limited, MemberRow, NewUser, RoleGrantRow, RoleRow,
+    SealedKind, SealedRef, Store, StoredToken, SyncTargetFreshness, TokenOwner, TokenSubject,
+    TrustRow, UserRow, WorkspaceRow,
 };
 use crate::audit::{AuditRecord, AuditRow};
 use crate::domain::credential::{Credential, SealedSecret, Timestamp};
@@ -332,6 +333,10 @@ impl<DB: Backend> Store for SqlStore<DB> {
         registry_tokens::token_status_counts(self, now).await
     }
 
+    async fn credential_freshness(&self, limit: i64) -> Result<Limited<CredentialFreshness>> {
+        registry_tokens::credential_freshness(self, limit).await
+    }
+
     async fn link_token_identity(&self, credential_id: &str, identity: Option<&str>) -> Result<()> {
         credentials::link_token_identity(self, credential_id, identity).await
     }
@@ -469,6 +474,10 @@ impl<DB: Backend> Store for SqlStore<DB> {
 
     async fn sync_target_counts(&self) -> Result<Vec<(String, i64)>> {
         sync_targets::sync_target_counts(self).await
+    }
+
+    async fn sync_target_freshness(&self, limit: i64) -> Result<Limited<SyncTargetFreshness>> {
+        sync_targets::sync_target_freshness(self, limit).await
     }
 
     async fn insert_trust(&self, trust: &TrustRow, audit: AuditRecord) -> Result<()> {
