@@ -273,7 +273,10 @@ async fn record_metrics(State(state): State<ApiState>, request: Request, next: N
     );
     crate::telemetry::continue_trace(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
-    span.record("http.response.status_code", response.status().as_u16());
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
     let metrics = &state.app.metrics;
     metrics
         .http_requests

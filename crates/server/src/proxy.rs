@@ -180,7 +180,10 @@ async fn dispatch(
             error.into_response()
         }
     };
-    span.record("http.response.status_code", response.status().as_u16());
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
     state
         .app
         .metrics

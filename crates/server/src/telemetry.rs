@@ -10,7 +10,8 @@
 //! the spans below are plain `tracing` spans that the log output does not show.
 //!
 //! Spans (all `regkeeper::*` spans and events at info and above reach the exporter):
-//! `http.request` (every API and console request, its parent taken from an incoming
+//! `http.request` (exported as `METHOD ROUTE`: every API and console request, its
+//! parent taken from an incoming
 //! W3C `traceparent`/`tracestate`), `credential.resolve`, `token.mint`,
 //! `token.refresh`, `sync.push`, `proxy.request`. Their fields are route templates,
 //! methods, statuses, kinds and ids — never a secret, an image path given by a client,

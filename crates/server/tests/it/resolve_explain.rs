@@ -153,7 +153,7 @@ fn explain_names_the_candidates_the_winner_and_the_deciding_statement() {
         WORKSPACE,
         "deployer",
         None,
-        json!({"Version": "2012-10-17", "Statement": [
+        json!({"Statement": [
             {"Sid": "NoTeam", "Effect": "Deny", "Action": ["credentials:Resolve"],
              "Resource": ["rk:acme/ci:credential/team"]},
             {"Sid": "Whole", "Effect": "Allow", "Action": ["credentials:Resolve"],
