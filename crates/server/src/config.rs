@@ -635,6 +635,33 @@ mod tests {
         );
     }
 
+    /// Issue 16: the freshness series' cap, from the file or the environment, bounded.
+    #[test]
+    fn the_metrics_series_limit_comes_from_the_file_or_the_environment() {
+        assert_eq!(
+            load(&[]).unwrap().metrics_credential_series_limit,
+            DEFAULT_METRICS_CREDENTIAL_SERIES_LIMIT
+        );
+        let limit = |value| {
+            load(&[("REGKEEPER_METRICS_CREDENTIAL_SERIES_LIMIT", value)])
+                .map(|config| config.metrics_credential_series_limit)
+        };
+        assert_eq!(limit("0").unwrap(), 0);
+        assert_eq!(limit("250").unwrap(), 250);
+        for value in ["-1", "many", "1000001"] {
+            let error = limit(value).unwrap_err().to_string();
+            assert!(
+                error.starts_with("REGKEEPER_METRICS_CREDENTIAL_SERIES_LIMIT: "),
+                "{error}"
+            );
+        }
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("regkeeper.toml");
+        std::fs::write(&path, "metrics_credential_series_limit = 20\n").unwrap();
+        let config = Config::load(Some(&path), &|_| None, &Overrides::default()).unwrap();
+        assert_eq!(config.metrics_credential_series_limit, 20);
+    }
+
     #[test]
     fn file_then_environment() {
         let directory = tempfile::tempdir().unwrap();

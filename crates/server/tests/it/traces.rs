@@ -35,7 +35,20 @@ fn spans_reach_an_otlp_receiver_in_the_callers_trace_without_secrets() {
         return;
     };
     let moto = Moto::start();
+    let sync_root = tempfile::tempdir().unwrap();
     let mut environment = vec![
+        (
+            "REGKEEPER_PROXY_LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        (
+            "REGKEEPER_SYNC_FILE_ROOT".to_owned(),
+            sync_root.path().display().to_string(),
+        ),
+        (
+            "REGKEEPER_OUTBOUND_TIMEOUT_SECONDS".to_owned(),
+            "2".to_owned(),
+        ),
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
             receiver.endpoint(),
@@ -67,6 +80,31 @@ fn spans_reach_an_otlp_receiver_in_the_callers_trace_without_secrets() {
         resolve_with_traceparent(&server, "registry.example.com/team/app:1"),
         200
     );
+    // A sync target's first push, inside the request that adds it.
+    ok(&server.cli(
+        ADMIN_TOKEN,
+        &["sync", "add", "hub", "--file", "hub/config.json"],
+        None,
+    ));
+    // A proxied pull in the caller's trace (registry.example.com is out of reach: the
+    // answer is an error, the spans are there all the same).
+    let proxied = ureq::get(&format!(
+        "{}/v2/registry.example.com/team/app/manifests/1",
+        server.proxy_url.as_deref().expect("the proxy listens")
+    ))
+    .set(
+        "Authorization",
+        &format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("any:{ADMIN_TOKEN}")
+            )
+        ),
+    )
+    .set("traceparent", &format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
+    .call();
+    assert!(proxied.is_err(), "no upstream answers");
     if moto.is_some() {
         ok(&moto::add_ecr_login(&server, "ecr", HOST, &["--no-verify"]));
         assert_eq!(
@@ -128,7 +166,10 @@ fn spans_reach_an_otlp_receiver_in_the_callers_trace_without_secrets() {
         }),
         "{requests:#?}"
     );
-    let resolves = named("credential.resolve");
+    let resolves: Vec<_> = named("credential.resolve")
+        .into_iter()
+        .filter(|span| attribute(span, "resolve.action") == "credential.resolve")
+        .collect();
     assert_eq!(resolves.len(), resolve_requests.len(), "{spans:#?}");
     for resolve in &resolves {
         assert_eq!(resolve["traceId"], TRACE_ID);
@@ -156,6 +197,29 @@ fn spans_reach_an_otlp_receiver_in_the_callers_trace_without_secrets() {
             "the mint is a child of the resolve: {mints:#?}"
         );
     }
+
+    let pushes = named("sync.push");
+    assert_eq!(pushes.len(), 1, "{spans:#?}");
+    assert_eq!(attribute(pushes[0], "sync.kind"), "file");
+    assert!(
+        requests.iter().any(|request| {
+            request["spanId"] == pushes[0]["parentSpanId"]
+                && attribute(request, "http.route")
+                    == "/api/v1/workspaces/{workspace}/credentials/{name}/sync-targets"
+        }),
+        "the push is a child of the request that added the target: {spans:#?}"
+    );
+    let proxy = named("proxy.request");
+    assert_eq!(proxy.len(), 1, "{spans:#?}");
+    assert_eq!(proxy[0]["traceId"], TRACE_ID);
+    assert_eq!(proxy[0]["parentSpanId"], PARENT_SPAN_ID);
+    assert_eq!(attribute(proxy[0], "proxy.kind"), "manifest");
+    assert!(attribute(proxy[0], "http.response.status_code").as_i64() >= Some(400));
+    assert!(
+        spans.iter().any(|span| span["name"] == "credential.resolve"
+            && span["parentSpanId"] == proxy[0]["spanId"]),
+        "the proxy's permission check is a child of its request: {spans:#?}"
+    );
 
     // No secret in what was sent: not the password, not the API token, not moto's key.
     let raw = receiver.raw();
