@@ -11,7 +11,9 @@
 //! sync pusher every 5 s (each with an owner id `replica-<random UUID>` for its
 //! leases; a slow cycle delays the next tick rather than overlapping it), and pruning
 //! expired exchanged tokens every minute. Both listeners are served by
-//! `connections::serve`, never `axum::serve`.
+//! `connections::serve`, never `axum::serve`. [`init_logging`] runs before the runtime
+//! starts and hands back the trace exporter (`telemetry`), which `cli` shuts down,
+//! flushing its last spans, after the runtime has stopped.
 
 use std::io::Write;
 use std::net::SocketAddr;
