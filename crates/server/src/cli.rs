@@ -80,6 +80,13 @@ enum Command {
         /// rk:WS:credential/NAME where a policy grants it.
         #[arg(long)]
         reference: Option<String>,
+        /// Print why instead: the candidate credentials, the one a resolve picks and
+        /// why (host, path prefix, reference, policy statement). No secret.
+        #[arg(long)]
+        explain: bool,
+        /// With --explain: a table (default) or the JSON answer.
+        #[arg(long, value_enum, requires = "explain")]
+        output: Option<OutputFormat>,
     },
     /// Manage workload roles, their policies and their API tokens (workspace admins).
     #[command(subcommand)]
@@ -621,9 +628,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &|name| std::env::var(name).ok(),
         &overrides,
     )?;
-    crate::serve::init_logging(config.log_format)?;
-    tokio::runtime::Builder::new_multi_thread()
+    let telemetry = crate::serve::init_logging(config.log_format)?;
+    let served = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(crate::serve::run(config))
+        .block_on(crate::serve::run(config));
+    // After the runtime: the exporter sends what is left from its own thread.
+    telemetry.shutdown();
+    served
 }

@@ -44,6 +44,9 @@ use proxy::ByteSize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = "./regkeeper-data";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// `REGKEEPER_METRICS_CREDENTIAL_SERIES_LIMIT`'s default: per-credential and
+/// per-sync-target series in `/metrics` (see `metrics::freshness`).
+pub const DEFAULT_METRICS_CREDENTIAL_SERIES_LIMIT: u64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -117,6 +120,10 @@ pub struct Config {
     /// tokens.
     pub google_token_url: Url,
     pub max_body_bytes: usize,
+    /// `REGKEEPER_METRICS_CREDENTIAL_SERIES_LIMIT`: at most this many credentials
+    /// (and, apart, sync targets) get their own freshness series in `/metrics`; 0 for
+    /// none.
+    pub metrics_credential_series_limit: u64,
     pub log_format: LogFormat,
     pub sync: SyncConfig,
     pub proxy: ProxyConfig,
@@ -154,6 +161,10 @@ impl fmt::Debug for Config {
             .field("azure_authority_url", &self.azure_authority_url.as_str())
             .field("google_token_url", &self.google_token_url.as_str())
             .field("max_body_bytes", &self.max_body_bytes)
+            .field(
+                "metrics_credential_series_limit",
+                &self.metrics_credential_series_limit,
+            )
             .field("log_format", &self.log_format)
             .field("sync", &self.sync)
             .field("proxy", &self.proxy)
@@ -189,6 +200,7 @@ struct FileSettings {
     azure_authority_url: Option<String>,
     google_token_url: Option<String>,
     max_body_bytes: Option<usize>,
+    metrics_credential_series_limit: Option<u64>,
     log_format: Option<String>,
     sync_file_root: Option<PathBuf>,
     sync_kubeconfig: Option<String>,
@@ -318,6 +330,13 @@ impl Config {
                 message: "must be between 1024 and 67108864".into(),
             });
         }
+        let metrics_credential_series_limit = network::number(
+            &env,
+            "REGKEEPER_METRICS_CREDENTIAL_SERIES_LIMIT",
+            settings.metrics_credential_series_limit,
+            0..=1_000_000,
+        )?
+        .unwrap_or(DEFAULT_METRICS_CREDENTIAL_SERIES_LIMIT);
         let log_format = match env("REGKEEPER_LOG_FORMAT")
             .or(settings.log_format)
             .as_deref()
@@ -404,6 +423,7 @@ impl Config {
             azure_authority_url: cloud.azure_authority_url,
             google_token_url: cloud.google_token_url,
             max_body_bytes,
+            metrics_credential_series_limit,
             log_format,
         })
     }
@@ -701,6 +721,33 @@ mod tests {
             error.to_string().starts_with("REGKEEPER_DATABASE_URL"),
             "{error}"
         );
+    }
+
+    /// Issue 16: the freshness series' cap, from the file or the environment, bounded.
+    #[test]
+    fn the_metrics_series_limit_comes_from_the_file_or_the_environment() {
+        assert_eq!(
+            load(&[]).unwrap().metrics_credential_series_limit,
+            DEFAULT_METRICS_CREDENTIAL_SERIES_LIMIT
+        );
+        let limit = |value| {
+            load(&[("REGKEEPER_METRICS_CREDENTIAL_SERIES_LIMIT", value)])
+                .map(|config| config.metrics_credential_series_limit)
+        };
+        assert_eq!(limit("0").unwrap(), 0);
+        assert_eq!(limit("250").unwrap(), 250);
+        for value in ["-1", "many", "1000001"] {
+            let error = limit(value).unwrap_err().to_string();
+            assert!(
+                error.starts_with("REGKEEPER_METRICS_CREDENTIAL_SERIES_LIMIT: "),
+                "{error}"
+            );
+        }
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("regkeeper.toml");
+        std::fs::write(&path, "metrics_credential_series_limit = 20\n").unwrap();
+        let config = Config::load(Some(&path), &|_| None, &Overrides::default()).unwrap();
+        assert_eq!(config.metrics_credential_series_limit, 20);
     }
 
     #[test]

@@ -253,14 +253,31 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Counts and times every request, inside its `http.request` span (the trace of an
+/// incoming `traceparent`, when traces are on; see `telemetry`). The span names the
+/// route template, never the path.
 async fn record_metrics(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
     let started = crate::clock::Stopwatch::start();
     let method = request.method().to_string();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let response = next.run(request).await;
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, request.headers());
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
     let metrics = &state.app.metrics;
     metrics
         .http_requests

@@ -18,6 +18,7 @@ pub mod registry_auth;
 pub mod serve;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
 // The domain crate, under the names the server has always used for its parts.
 pub use regkeeper_domain as domain;

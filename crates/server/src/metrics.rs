@@ -1,11 +1,16 @@
 //! Prometheus metrics, kept in one registry that is passed around (no globals) and
 //! rendered in the text exposition format at `/metrics`.
 //!
-//! Labels are route templates and fixed words, never raw paths, so no name or token
-//! ends up in a label. `regkeeper_token_refreshes_total` counts every provider call for
-//! a shared token, on demand or by the refresher, but not verification's logins.
+//! Labels are route templates and fixed words, never raw paths, so no token or secret
+//! ends up in a label; the one exception to "fixed words" is the freshness series
+//! (`freshness`), labelled with workspace and credential names (validated names, never
+//! secrets) and bounded by `REGKEEPER_METRICS_CREDENTIAL_SERIES_LIMIT`.
+//! `regkeeper_token_refreshes_total` counts every provider call for a shared token, on
+//! demand or by the refresher, but not verification's logins, in this process only.
 
 use std::sync::atomic::AtomicI64;
+
+pub mod freshness;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -51,6 +56,11 @@ pub struct Metrics {
     /// OIDC token exchanges by outcome: `issued`, `reused`, `rejected`, `failed`.
     pub oidc_exchanges: Family<OutcomeLabels, Counter>,
     pub connections_ended: Family<ConnectionLabels, Counter>,
+    /// The freshness series, rebuilt from the database at every scrape.
+    pub freshness: freshness::Families,
+    /// Held from the freshness update to the rendering, so two scrapes at once do
+    /// not clear each other's series half-way.
+    pub scrape: tokio::sync::Mutex<()>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -182,7 +192,10 @@ impl Metrics {
             "OIDC token exchanges, by outcome (issued, reused, rejected, failed)",
             oidc_exchanges.clone(),
         );
+        let freshness = freshness::Families::register(&mut registry);
         Self {
+            freshness,
+            scrape: tokio::sync::Mutex::new(()),
             connections_ended,
             oidc_exchanges,
             proxy_requests,

@@ -155,8 +155,21 @@ async fn dispatch(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    use tracing::Instrument as _;
     let kind = kind_of(uri.path());
-    let response = match handle(&state, address.ip(), &method, &uri, &headers).await {
+    // Until the response starts; its body streams after. No path: it names images.
+    let span = tracing::info_span!(
+        "proxy.request",
+        otel.kind = "server",
+        proxy.kind = kind,
+        http.request.method = %method,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, &headers);
+    let handled = handle(&state, address.ip(), &method, &uri, &headers)
+        .instrument(span.clone())
+        .await;
+    let response = match handled {
         Ok(response) => response,
         Err(error) => {
             tracing::info!(
@@ -167,6 +180,10 @@ async fn dispatch(
             error.into_response()
         }
     };
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
     state
         .app
         .metrics

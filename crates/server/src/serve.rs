@@ -10,8 +10,10 @@
 //! and the background tasks: the key reload every 10 s (sooner while sealed by KMS),
 //! the token refresher and the sync pusher every 5 s (each with an owner id
 //! `replica-<random UUID>` for its leases; a slow cycle delays the next tick rather
-//! than overlapping it), and pruning expired exchanged tokens every minute. Both listeners are served by
-//! `connections::serve`, never `axum::serve`.
+//! than overlapping it), and pruning expired exchanged tokens every minute. Both
+//! listeners are served by `connections::serve`, never `axum::serve`. [`init_logging`]
+//! runs before the runtime starts and hands back the trace exporter (`telemetry`),
+//! which `cli` shuts down, flushing its last spans, after the runtime has stopped.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -35,7 +37,14 @@ use crate::service::registry_tokens::Refresher;
 use crate::service::sync_targets::Pusher;
 use crate::service::{identity, keys, App};
 
-pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
+/// Installs the log output (stderr, `REGKEEPER_LOG`'s filter) and, when the `OTEL_*`
+/// variables ask for it, the trace exporter (`telemetry`), which the caller shuts down
+/// after the server stops so the last spans are sent.
+pub fn init_logging(format: LogFormat) -> anyhow::Result<crate::telemetry::Telemetry> {
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = match std::env::var("REGKEEPER_LOG") {
         Ok(directives) if !directives.is_empty() => {
             tracing_subscriber::EnvFilter::try_new(&directives)
@@ -67,15 +76,23 @@ pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
     .fold(filter, |filter, directive| {
         filter.add_directive(directive.parse().expect("static directive"))
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let telemetry =
+        crate::telemetry::Telemetry::from_environment(&|name| std::env::var(name).ok())?;
+    // The log shows events only, as before traces: spans are for the trace exporter,
+    // so a log line has the same shape with traces on or off.
+    let events = tracing_subscriber::filter::filter_fn(|metadata| metadata.is_event());
+    let output = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let output = match format {
+        LogFormat::Json => output.json().boxed(),
+        LogFormat::Text => output.boxed(),
     };
-    Ok(())
+    let _ = tracing_subscriber::registry()
+        .with(output.with_filter(filter.and(events)))
+        .with(telemetry.layer())
+        .try_init();
+    Ok(telemetry)
 }
 
 /// The data directory holds the database and the master key: only its owner may

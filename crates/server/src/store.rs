@@ -218,6 +218,44 @@ pub struct StoredToken {
     pub updated_at: Timestamp,
 }
 
+/// One credential's minted token as the freshness metrics show it (issue 16): the
+/// row of its shared identity, named by the credential. Never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialFreshness {
+    pub workspace: String,
+    pub credential: String,
+    pub status: RegistryTokenStatus,
+    /// When the token now stored was minted: the last successful mint or refresh.
+    /// `None` while none has succeeded (`pending`).
+    pub last_success_at: Option<Timestamp>,
+    /// `None` while pending, or for a token that does not expire.
+    pub expires_at: Option<Timestamp>,
+    /// Failed mints and refreshes since the row was created (migration 0016).
+    pub refresh_failures_total: i64,
+}
+
+/// One sync target's last delivery, for the freshness metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncTargetFreshness {
+    pub workspace: String,
+    pub credential: String,
+    /// The target's id (a UUID: never a name or a destination).
+    pub target: String,
+    /// `file`, `kubernetes` or `webhook`.
+    pub kind: String,
+    pub status: String,
+    /// `None` until the first successful push.
+    pub last_success_at: Option<Timestamp>,
+}
+
+/// Up to a limit of rows, the ones that most need attention first, and how many there
+/// are in all (so the metrics can say how many they left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limited<T> {
+    pub rows: Vec<T>,
+    pub total: i64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     /// Only entries of this workspace; `None` for every entry.
@@ -429,6 +467,10 @@ pub trait Store: Send + Sync {
     /// How many tokens are in each state at `now` (an expired one counts as `expired`
     /// whatever its stored status), for the metrics.
     async fn token_status_counts(&self, now: Timestamp) -> Result<Vec<(RegistryTokenStatus, i64)>>;
+    /// Credentials that use a minted token, with that token's freshness: up to `limit`,
+    /// those whose token is failing first, then the soonest to expire, then by
+    /// workspace and name.
+    async fn credential_freshness(&self, limit: i64) -> Result<Limited<CredentialFreshness>>;
     /// Records which token a credential uses (`None` after its secret changed).
     async fn link_token_identity(&self, credential_id: &str, identity: Option<&str>) -> Result<()>;
     /// Any credential that uses the token (to mint it again).
@@ -553,6 +595,9 @@ pub trait Store: Send + Sync {
     ) -> Result<bool>;
     /// How many targets are in each stored status, for the metrics.
     async fn sync_target_counts(&self) -> Result<Vec<(String, i64)>>;
+    /// Sync targets with their last successful push: up to `limit`, failing ones
+    /// first, then by workspace, credential and id.
+    async fn sync_target_freshness(&self, limit: i64) -> Result<Limited<SyncTargetFreshness>>;
     // ---- end of sync targets --------------------------------------------------------
 
     // ---- Role trusts and exchanged tokens (SQL in `store/roles.rs`) -------------------

@@ -494,6 +494,91 @@ pub struct ResolveInput {
     /// `image` or `registry` too, the credential must serve that registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// Explain instead of resolving: the answer is a [`ResolveExplanation`] (which
+    /// credentials were candidates, which one a resolve picks and why), and no
+    /// secret is opened or token minted. Same permissions as a resolve.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub explain: bool,
+}
+
+/// The answer of a resolve call: the credentials, or with `"explain": true` why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(untagged)]
+pub enum ResolveAnswer {
+    Resolved(Resolved),
+    Explained(ResolveExplanation),
+}
+
+/// Why a resolve picks the credential it picks (`regkeeper resolve --explain`). Holds
+/// names, prefixes and policy statements, never a secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ResolveExplanation {
+    /// The workspace searched.
+    pub workspace: String,
+    /// The registry host asked for (from the image or the server), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// The repository asked for, if any (empty for a registry alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// `resolved` (a resolve would hand `chosen` out), `denied` (the caller's policy
+    /// refuses `chosen`), `no_match` (no credential serves it) or `mismatch` (the
+    /// named credential serves another registry).
+    pub outcome: String,
+    /// The credential a resolve picks, `rk:WS:credential/NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<String>,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// The credentials considered: those of the registry host (or the one named),
+    /// the chosen one first. A workload role sees only those its policy allows, and
+    /// the chosen one.
+    pub candidates: Vec<ResolveCandidate>,
+}
+
+/// One credential a resolve considered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ResolveCandidate {
+    /// `rk:WS:credential/NAME`.
+    pub reference: String,
+    /// `docker`, `ecr`, `acr` or `gcr`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub registry: String,
+    /// Its repository path prefix, empty for the whole registry.
+    pub path_prefix: String,
+    /// Whether its host matches and its prefix covers the repository asked for.
+    pub matches: bool,
+    pub chosen: bool,
+    /// Why it was or was not chosen.
+    pub reason: String,
+    /// Its minted token's status (`fresh`, `stale`, …), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_status: Option<String>,
+    /// For a workload role: what its policy says about resolving this credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyVerdict>,
+}
+
+/// A workload role's policy decision on one credential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyVerdict {
+    /// `allow`, `deny` (an explicit Deny statement) or `implicit_deny` (no statement
+    /// allows it).
+    pub decision: String,
+    /// The deciding statement's position in the policy, from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<usize>,
+    /// That statement's `Sid`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Working registry credentials, as `regkeeper resolve` prints them.

@@ -7,7 +7,7 @@ use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
 
 use super::output;
-use super::Command;
+use super::{Command, OutputFormat};
 
 pub(super) fn run(command: Command) -> anyhow::Result<()> {
     let environment = |name: &str| std::env::var(name).ok();
@@ -45,16 +45,28 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
             image,
             workspace,
             reference,
+            explain,
+            output: format,
         } => {
             let workspace = workspace_or_personal(&client, workspace.workspace)?;
-            let resolved: wire::Resolved = client.post(
-                &format!("/api/v1/workspaces/{}/resolve", segment(&workspace)),
-                &wire::ResolveInput {
-                    image,
-                    registry: None,
-                    reference,
-                },
-            )?;
+            let path = format!("/api/v1/workspaces/{}/resolve", segment(&workspace));
+            let input = wire::ResolveInput {
+                image,
+                registry: None,
+                reference,
+                explain,
+            };
+            if explain {
+                let explanation: wire::ResolveExplanation = client.post(&path, &input)?;
+                return match format.unwrap_or_default() {
+                    OutputFormat::Json => output::json(&explanation),
+                    OutputFormat::Table => {
+                        print_explanation(&explanation);
+                        Ok(())
+                    }
+                };
+            }
+            let resolved: wire::Resolved = client.post(&path, &input)?;
             output::json(&resolved)
         }
         Command::KubeletCredentialProvider => {
@@ -72,4 +84,58 @@ pub(super) fn workspace_or_personal(
         Some(workspace) => Ok(workspace),
         None => Ok(client.get::<wire::Me>("/api/v1/me")?.personal_workspace),
     }
+}
+
+/// `resolve --explain` for a person: the outcome and reason, then one row per
+/// candidate (escaped by `output`).
+fn print_explanation(explanation: &wire::ResolveExplanation) {
+    output::fields(&[
+        ("Workspace", explanation.workspace.clone()),
+        (
+            "Image",
+            match (&explanation.registry, &explanation.repository) {
+                (Some(registry), Some(repository)) if !repository.is_empty() => {
+                    format!("{registry}/{repository}")
+                }
+                (Some(registry), _) => registry.clone(),
+                _ => "-".to_owned(),
+            },
+        ),
+        ("Outcome", explanation.outcome.clone()),
+        ("Chosen", output::or_dash(explanation.chosen.as_deref())),
+        ("Reason", explanation.reason.clone()),
+    ]);
+    output::line("");
+    let rows: Vec<Vec<String>> = explanation
+        .candidates
+        .iter()
+        .map(|candidate| {
+            vec![
+                if candidate.chosen { "*" } else { "" }.to_owned(),
+                candidate.reference.clone(),
+                candidate.kind.clone(),
+                output::or_dash(
+                    Some(&candidate.path_prefix)
+                        .filter(|prefix| !prefix.is_empty())
+                        .map(String::as_str),
+                ),
+                output::or_dash(candidate.token_status.as_deref()),
+                candidate.policy.as_ref().map_or_else(
+                    || "-".to_owned(),
+                    |policy| match (&policy.statement, &policy.sid) {
+                        (Some(index), Some(sid)) => {
+                            format!("{} (statement {index}, {sid})", policy.decision)
+                        }
+                        (Some(index), None) => format!("{} (statement {index})", policy.decision),
+                        _ => policy.decision.clone(),
+                    },
+                ),
+                candidate.reason.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["", "CANDIDATE", "TYPE", "PREFIX", "TOKEN", "POLICY", "WHY"],
+        &rows,
+    );
 }

@@ -94,7 +94,7 @@ fn to_usize(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
 
-fn number(
+pub(super) fn number(
     env: &dyn Fn(&str) -> Option<String>,
     key: &'static str,
     from_file: Option<u64>,

@@ -130,17 +130,19 @@ pub async fn verify(
 /// Working registry credentials from the credential a reference names, else the best
 /// match for an image (registry host, then longest path prefix) or a registry. Needs
 /// the launch role, or a workload role whose policy allows `credentials:Resolve`.
+/// With `"explain": true`, a `ResolveExplanation` instead: the candidates, the one
+/// chosen and why, without a secret.
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/resolve", tag = "credentials",
     params(("workspace" = String, Path)),
     request_body = wire::ResolveInput,
-    responses((status = 200, body = wire::Resolved), (status = 404, body = wire::ErrorBody),
+    responses((status = 200, body = wire::ResolveAnswer), (status = 404, body = wire::ErrorBody),
         (status = 502, body = wire::ErrorBody)))]
 pub async fn resolve(
     State(state): State<ApiState>,
     Caller(principal): Caller,
     Path(workspace): Path<String>,
     ApiJson(input): ApiJson<wire::ResolveInput>,
-) -> ApiResult<Json<wire::Resolved>> {
+) -> ApiResult<Json<wire::ResolveAnswer>> {
     resolve_in(&state, &principal, Some(&workspace), &input).await
 }
 
@@ -148,13 +150,13 @@ pub async fn resolve(
 /// workload role's): one request for consumers such as the credential helper.
 #[utoipa::path(post, path = "/api/v1/resolve", tag = "credentials",
     request_body = wire::ResolveInput,
-    responses((status = 200, body = wire::Resolved), (status = 404, body = wire::ErrorBody),
+    responses((status = 200, body = wire::ResolveAnswer), (status = 404, body = wire::ErrorBody),
         (status = 502, body = wire::ErrorBody)))]
 pub async fn resolve_default(
     State(state): State<ApiState>,
     Caller(principal): Caller,
     ApiJson(input): ApiJson<wire::ResolveInput>,
-) -> ApiResult<Json<wire::Resolved>> {
+) -> ApiResult<Json<wire::ResolveAnswer>> {
     resolve_in(&state, &principal, None, &input).await
 }
 
@@ -163,13 +165,23 @@ async fn resolve_in(
     principal: &crate::domain::identity::Principal,
     workspace: Option<&str>,
     input: &wire::ResolveInput,
-) -> ApiResult<Json<wire::Resolved>> {
+) -> ApiResult<Json<wire::ResolveAnswer>> {
     let request = crate::service::resolve::Request {
         image: input.image.as_deref(),
         registry: input.registry.as_deref(),
         reference: input.reference.as_deref(),
     };
+    if input.explain {
+        let explanation =
+            crate::service::resolve::explain(&state.app, principal, workspace, request).await?;
+        return Ok(Json(wire::ResolveAnswer::Explained(
+            views::resolve_explanation(&explanation),
+        )));
+    }
     let resolution =
         crate::service::resolve::resolve(&state.app, principal, workspace, request).await?;
-    Ok(Json(views::resolved(&resolution, state.app.now())))
+    Ok(Json(wire::ResolveAnswer::Resolved(views::resolved(
+        &resolution,
+        state.app.now(),
+    ))))
 }

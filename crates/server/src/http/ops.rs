@@ -47,6 +47,7 @@ pub async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<ApiState>) -> Response {
+    let _scrape = state.app.metrics.scrape.lock().await;
     state
         .app
         .metrics
@@ -90,6 +91,7 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         }
         Err(error) => tracing::warn!(error.code = error.code(), "metrics.sync_counts_failed"),
     }
+    freshness(&state).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -98,6 +100,24 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         state.app.metrics.render(),
     )
         .into_response()
+}
+
+/// The freshness series from the database (`metrics::freshness`). On a read error
+/// the previous scrape's series stay, and the log says why.
+async fn freshness(state: &ApiState) {
+    let limit = i64::try_from(state.app.config.metrics_credential_series_limit).unwrap_or(i64::MAX);
+    let credentials = state.app.store.credential_freshness(limit).await;
+    let sync_targets = state.app.store.sync_target_freshness(limit).await;
+    match (credentials, sync_targets) {
+        (Ok(credentials), Ok(sync_targets)) => state
+            .app
+            .metrics
+            .freshness
+            .record(&credentials, &sync_targets),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(error.code = error.code(), "metrics.freshness_failed");
+        }
+    }
 }
 
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {

@@ -141,6 +141,57 @@ pub fn resolved(resolution: &crate::service::resolve::Resolution, now: i64) -> w
     }
 }
 
+pub fn resolve_explanation(
+    explanation: &crate::service::resolve::Explanation,
+) -> wire::ResolveExplanation {
+    wire::ResolveExplanation {
+        workspace: explanation.workspace.clone(),
+        registry: explanation.registry.clone(),
+        repository: explanation.repository.clone(),
+        outcome: explanation.outcome.as_str().to_owned(),
+        chosen: explanation.chosen.clone(),
+        reason: explanation.reason.clone(),
+        candidates: explanation
+            .candidates
+            .iter()
+            .map(|candidate| {
+                let credential = &candidate.credential;
+                wire::ResolveCandidate {
+                    reference: crate::domain::policy::credential_reference(
+                        &credential.workspace_name,
+                        &credential.name,
+                    ),
+                    kind: credential.kind.as_str().to_owned(),
+                    registry: credential.registry_host.clone(),
+                    path_prefix: credential.path_prefix.clone(),
+                    matches: candidate.matches,
+                    chosen: candidate.chosen,
+                    reason: candidate.reason.clone(),
+                    token_status: credential
+                        .token
+                        .as_ref()
+                        .map(|token| token.status.as_str().to_owned()),
+                    policy: candidate.verdict.as_ref().map(policy_verdict),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn policy_verdict(verdict: &crate::service::resolve::Verdict) -> wire::PolicyVerdict {
+    use crate::domain::policy::Decision;
+    let (decision, statement) = match verdict.decision {
+        Decision::Allow { statement } => ("allow", Some(statement)),
+        Decision::ExplicitDeny { statement } => ("deny", Some(statement)),
+        Decision::ImplicitDeny => ("implicit_deny", None),
+    };
+    wire::PolicyVerdict {
+        decision: decision.to_owned(),
+        statement,
+        sid: verdict.sid.clone(),
+    }
+}
+
 pub fn role(role: &crate::service::roles::RoleView) -> wire::Role {
     let row = &role.row;
     wire::Role {

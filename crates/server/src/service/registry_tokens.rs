@@ -336,6 +336,11 @@ fn failed_attempt(token: StoredToken, error: &ProviderError, now: Timestamp) -> 
 /// the new token, or the failure with its backoff (the refresher's rule), so the next
 /// attempt — anyone's — waits for it. The credential is linked either way, so the
 /// refresher retries a failed first mint on that schedule.
+#[tracing::instrument(
+    name = "token.mint",
+    skip_all,
+    fields(credential.id = %credential.id, provider = provider_of(&leased.identity))
+)]
 async fn mint_leased(
     app: &App,
     credential: &Credential,
@@ -382,6 +387,11 @@ async fn mint_leased(
 
 /// Mints a token for `identity` now and stores it sealed, so every replica serves it
 /// (after a registry refused the stored one, which no lease or backoff should delay).
+#[tracing::instrument(
+    name = "token.mint",
+    skip_all,
+    fields(credential.id = %credential.id, provider = provider_of(identity))
+)]
 async fn mint_and_store(
     app: &App,
     credential: &Credential,
@@ -597,6 +607,11 @@ pub enum Refreshed {
     Dropped,
 }
 
+#[tracing::instrument(
+    name = "token.refresh",
+    skip_all,
+    fields(provider = provider_of(&token.identity), credential.id = tracing::field::Empty)
+)]
 async fn refresh_one(app: &App, token: StoredToken, owner: &str) -> Result<Refreshed> {
     let Some(credential) = app
         .store
@@ -608,6 +623,7 @@ async fn refresh_one(app: &App, token: StoredToken, owner: &str) -> Result<Refre
         app.store.delete_registry_token(&token.identity).await?;
         return Ok(Refreshed::Dropped);
     };
+    tracing::Span::current().record("credential.id", credential.id.as_str());
     let secret = open_secret(app, &credential)?;
     let now = app.now();
     match app.providers.login(&credential, &secret, now).await {

@@ -5,7 +5,8 @@
 //! into a login, minting and caching a token where needed.
 //!
 //! Users need the `launch` role in the credential's workspace; a workload role needs
-//! its policy to allow `credentials:Resolve` on that very credential.
+//! its policy to allow `credentials:Resolve` on that very credential. `explain` (in
+//! `resolve/explain.rs`) says why, under the same checks, without a secret.
 
 use std::sync::Arc;
 
@@ -21,6 +22,9 @@ use crate::text;
 use super::access::{require, role_allows, role_workspace};
 use super::caches::shared_error;
 use super::App;
+
+mod explain;
+pub use explain::{explain, Candidate, Explanation, Outcome, Verdict};
 
 /// What a caller asks to resolve: at least one of the three.
 #[derive(Debug, Clone, Copy, Default)]
@@ -140,6 +144,11 @@ pub async fn authorize_pull(
     Ok(credential)
 }
 
+#[tracing::instrument(
+    name = "credential.resolve",
+    skip_all,
+    fields(resolve.action = action, credential.id = tracing::field::Empty)
+)]
 async fn resolve_inner(
     app: &App,
     principal: &Principal,
@@ -193,6 +202,7 @@ async fn resolve_inner(
                 })?,
             (None, None) => unreachable!("target() requires a reference without a target"),
         };
+        tracing::Span::current().record("credential.id", credential.id.as_str());
         if let Some(role) = &principal.role {
             role_allows(role, Action::Resolve, &credential)?;
         }

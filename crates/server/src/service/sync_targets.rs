@@ -401,6 +401,11 @@ type Attempt<T = Delivered> = std::result::Result<T, (&'static str, String)>;
 
 /// Pushes a leased target and records the result as the lease holder. Errors are only
 /// those of recording it; a failed delivery is a `failing` target.
+#[tracing::instrument(
+    name = "sync.push",
+    skip_all,
+    fields(sync.kind = target.destination.kind().as_str(), sync_target.id = %target.id)
+)]
 async fn push(
     app: &App,
     mut target: SyncTarget,

@@ -10,7 +10,7 @@ use super::sql::{commit, execute_alone, SqlStore};
 use crate::domain::credential::{SealedSecret, Timestamp};
 use crate::domain::registry_token::RegistryTokenStatus;
 use crate::domain::{Error, Result};
-use crate::store::StoredToken;
+use crate::store::{CredentialFreshness, Limited, StoredToken};
 
 const TOKEN_COLUMNS: &str = "identity, username, token_ciphertext, token_wrapped_key, \
     token_key_version, issued_at, expires_at, refresh_at, status, failures, last_error, \
@@ -247,6 +247,10 @@ pub(super) async fn claim_unreadable_token<DB: Backend>(
     Ok(claimed)
 }
 
+/// Writes the lease holder's result. A result with more failures in a row than the
+/// row had is one more failed attempt, added to `refresh_failures_total` (migration
+/// 0016) in the same statement; a success (0) or a rate-limited hand-back (unchanged)
+/// adds nothing.
 pub(super) async fn finish_registry_token<DB: Backend>(
     store: &SqlStore<DB>,
     token: &StoredToken,
@@ -257,6 +261,7 @@ pub(super) async fn finish_registry_token<DB: Backend>(
             "UPDATE registry_tokens SET username = $1, token_ciphertext = $2, token_wrapped_key = $3, \
              token_key_version = $4, issued_at = $5, expires_at = $6, refresh_at = $7, status = $8, \
              failures = $9, last_error = $10, next_attempt_at = $11, updated_at = $12, \
+             refresh_failures_total = refresh_failures_total + CASE WHEN $9 > failures THEN 1 ELSE 0 END, \
              lease_owner = NULL, lease_until = NULL WHERE identity = $13 AND lease_owner = $14",
         ),
         token,
@@ -295,4 +300,55 @@ pub(super) async fn token_status_counts<DB: Backend>(
         .into_iter()
         .map(|(state, tokens)| Ok((state.parse()?, tokens)))
         .collect()
+}
+
+#[derive(sqlx::FromRow)]
+struct FreshnessRecord {
+    workspace: String,
+    credential: String,
+    status: String,
+    issued_at: i64,
+    expires_at: Option<i64>,
+    refresh_failures_total: i64,
+}
+
+/// Failing first (`failures > 0`), then the soonest expiry (a token that never expires
+/// last: `COALESCE` because SQLite and PostgreSQL sort NULL at opposite ends).
+pub(super) async fn credential_freshness<DB: Backend>(
+    store: &SqlStore<DB>,
+    limit: i64,
+) -> Result<Limited<CredentialFreshness>> {
+    let records: Vec<FreshnessRecord> = sqlx::query_as(
+        "SELECT w.name AS workspace, c.name AS credential, t.status, t.issued_at, t.expires_at, \
+         t.refresh_failures_total FROM credentials c JOIN workspaces w ON w.id = c.workspace_id \
+         JOIN registry_tokens t ON t.identity = c.token_identity \
+         ORDER BY CASE WHEN t.failures > 0 THEN 0 ELSE 1 END, \
+         COALESCE(t.expires_at, 9223372036854775807), w.name, c.name LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await
+    .or_db()?;
+    let (total,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM credentials c JOIN registry_tokens t ON t.identity = c.token_identity",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .or_db()?;
+    let rows = records
+        .into_iter()
+        .map(|record| {
+            let status: RegistryTokenStatus = record.status.parse()?;
+            let minted = status != RegistryTokenStatus::Pending;
+            Ok(CredentialFreshness {
+                workspace: record.workspace,
+                credential: record.credential,
+                status,
+                last_success_at: minted.then_some(record.issued_at),
+                expires_at: record.expires_at.filter(|_| minted),
+                refresh_failures_total: record.refresh_failures_total,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Limited { rows, total })
 }

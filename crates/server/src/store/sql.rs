@@ -10,8 +10,9 @@ use super::backend::{Backend, RowsAffected as _};
 use super::errors::OrDatabase;
 use super::{
     audit_log, credentials, identity, keyring, keys, registry_tokens, roles, sync_targets,
-    ApiTokenRow, AuditQuery, KeyCheck, KeyMigration, KeyringRecord, MemberRow, NewUser,
-    RoleGrantRow, RoleRow, SealedKind, SealedRef, Store, StoredToken, TokenOwner, TokenSubject,
+    ApiTokenRow, AuditQuery, CredentialFreshness, KeyCheck, KeyMigration, KeyringRecord, Limited,
+    MemberRow, NewUser, RoleGrantRow, RoleRow, SealedKind, SealedRef, Store, StoredToken,
+    SyncTargetFreshness, TokenOwner, TokenSubject,
     TrustRow, UserRow, WorkspaceRow,
 };
 use crate::audit::{AuditRecord, AuditRow};
@@ -374,6 +375,10 @@ impl<DB: Backend> Store for SqlStore<DB> {
         registry_tokens::token_status_counts(self, now).await
     }
 
+    async fn credential_freshness(&self, limit: i64) -> Result<Limited<CredentialFreshness>> {
+        registry_tokens::credential_freshness(self, limit).await
+    }
+
     async fn link_token_identity(&self, credential_id: &str, identity: Option<&str>) -> Result<()> {
         credentials::link_token_identity(self, credential_id, identity).await
     }
@@ -511,6 +516,10 @@ impl<DB: Backend> Store for SqlStore<DB> {
 
     async fn sync_target_counts(&self) -> Result<Vec<(String, i64)>> {
         sync_targets::sync_target_counts(self).await
+    }
+
+    async fn sync_target_freshness(&self, limit: i64) -> Result<Limited<SyncTargetFreshness>> {
+        sync_targets::sync_target_freshness(self, limit).await
     }
 
     async fn insert_trust(&self, trust: &TrustRow, audit: AuditRecord) -> Result<()> {

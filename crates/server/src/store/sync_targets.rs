@@ -16,6 +16,7 @@ use crate::domain::sync_target::{
     AwsSecretDestination, Delivered, SyncDestination, SyncStatus, SyncTarget,
 };
 use crate::domain::{Error, Result};
+use crate::store::{Limited, SyncTargetFreshness};
 
 /// A target's settings as stored in its `settings` column (JSON text, never secret).
 #[derive(Serialize, Deserialize, Default)]
@@ -399,4 +400,46 @@ pub(super) async fn sync_target_counts<DB: Backend>(
     .fetch_all(&store.pool)
     .await
     .or_db()
+}
+
+#[derive(sqlx::FromRow)]
+struct FreshnessRecord {
+    workspace: String,
+    credential: String,
+    target: String,
+    kind: String,
+    status: String,
+    last_synced_at: Option<i64>,
+}
+
+pub(super) async fn sync_target_freshness<DB: Backend>(
+    store: &SqlStore<DB>,
+    limit: i64,
+) -> Result<Limited<SyncTargetFreshness>> {
+    let records: Vec<FreshnessRecord> = sqlx::query_as(
+        "SELECT w.name AS workspace, c.name AS credential, s.id AS target, s.kind, s.status, \
+         s.last_synced_at FROM sync_targets s JOIN credentials c ON c.id = s.credential_id \
+         JOIN workspaces w ON w.id = c.workspace_id \
+         ORDER BY CASE WHEN s.status = 'failing' THEN 0 ELSE 1 END, w.name, c.name, s.id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await
+    .or_db()?;
+    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sync_targets")
+        .fetch_one(&store.pool)
+        .await
+        .or_db()?;
+    let rows = records
+        .into_iter()
+        .map(|record| SyncTargetFreshness {
+            workspace: record.workspace,
+            credential: record.credential,
+            target: record.target,
+            kind: record.kind,
+            status: record.status,
+            last_success_at: record.last_synced_at,
+        })
+        .collect();
+    Ok(Limited { rows, total })
 }

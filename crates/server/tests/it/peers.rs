@@ -14,6 +14,7 @@ pub mod http_server;
 pub mod identity_provider;
 pub mod image;
 pub mod moto;
+pub mod otlp;
 pub mod process;
 pub mod registry;
 pub mod tls;

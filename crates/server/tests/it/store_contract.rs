@@ -21,6 +21,7 @@ use super::support::PostgresDatabase;
 mod audit;
 mod coverage;
 mod credentials;
+mod freshness;
 mod grants;
 mod identity;
 mod keys;
@@ -322,6 +323,7 @@ macro_rules! contract {
             case!(token_leases::due_tokens_are_leased_to_one_owner_until_the_lease_runs_out);
             case!(token_leases::only_the_lease_holder_finishes);
             case!(token_leases::unreadable_tokens_are_leased_only_as_issued_and_outside_backoff);
+            case!(freshness::freshness_follows_token_rows_and_sync_targets);
             // Sync targets.
             case!(sync_targets::sync_targets_lifecycle);
             case!(sync_targets::sync_target_leases);

@@ -12,7 +12,7 @@ use regkeeper::store::SharedStore;
 
 use super::{audit_count, created_user, credential, record, stored_token, uuid, Subject};
 
-fn target(
+pub(super) fn target(
     credential: &regkeeper::domain::credential::Credential,
     destination: SyncDestination,
 ) -> SyncTarget {
@@ -74,7 +74,7 @@ fn ids(targets: &[SyncTarget]) -> Vec<String> {
 }
 
 /// Marks a leased target delivered as of `delivered`.
-fn synced(mut target: SyncTarget, at: i64, delivered: Delivered) -> SyncTarget {
+pub(super) fn synced(mut target: SyncTarget, at: i64, delivered: Delivered) -> SyncTarget {
     target.status = SyncStatus::Ok;
     target.failures = 0;
     target.next_attempt_at = None;
