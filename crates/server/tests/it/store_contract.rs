@@ -19,6 +19,7 @@ use regkeeper::store::{
 use super::support::PostgresDatabase;
 
 mod audit;
+mod backup;
 mod coverage;
 mod credentials;
 mod grants;
@@ -334,6 +335,8 @@ macro_rules! contract {
             // Master keys: key checks and the sealed values a rotation re-wraps.
             case!(keys::key_checks_and_rewrapping);
             case!(keys::sealed_pages_name_every_value);
+            // Backups.
+            case!(backup::snapshots_copy_sqlite_and_refuse_postgres);
         }
     };
 }
