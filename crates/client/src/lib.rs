@@ -285,7 +285,9 @@ impl Client {
         }
         let response = match request.call() {
             Ok(response) => response,
-            Err(ureq::Error::Status(status, response)) => return Err(parse_error(status, response)),
+            Err(ureq::Error::Status(status, response)) => {
+                return Err(parse_error(status, response))
+            }
             Err(ureq::Error::Transport(transport)) => {
                 return Err(ClientError::Transport {
                     url: self.base_url.clone(),
@@ -308,7 +310,8 @@ impl Client {
                 reason: format!("the transfer broke off after {copied} of {expected} bytes"),
             }),
             None => Err(ClientError::Protocol(
-                "the answer has no Content-Length, so its completeness cannot be checked".to_owned(),
+                "the answer has no Content-Length, so its completeness cannot be checked"
+                    .to_owned(),
             )),
             Some(_) => Ok(copied),
         }

@@ -126,7 +126,10 @@ pub(super) fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    if let Some(parent) = database.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+    if let Some(parent) = database
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
         create_private_directory(parent)?;
     }
     let exists = database.exists();
@@ -149,7 +152,11 @@ pub(super) fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         }
     };
     let known = sqlite::known_migrations();
-    if let Some(unknown) = facts.migrations.iter().find(|version| !known.contains(version)) {
+    if let Some(unknown) = facts
+        .migrations
+        .iter()
+        .find(|version| !known.contains(version))
+    {
         let _ = std::fs::remove_file(&staged);
         anyhow::bail!(
             "{} was made by a newer regkeeper (it has migration {unknown}, which this release, {}, does not know): restore it with that release",
@@ -260,7 +267,10 @@ fn create_private_directory(path: &Path) -> anyhow::Result<()> {
 
 /// Makes a rename in the file's directory durable; best effort.
 fn sync_directory(path: &Path) {
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
         if let Ok(directory) = std::fs::File::open(parent) {
             let _ = directory.sync_all();
         }

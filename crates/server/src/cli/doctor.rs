@@ -72,7 +72,13 @@ impl Checks {
         });
     }
 
-    fn problem(&mut self, check: &str, status: Status, message: impl Into<String>, fix: impl Into<String>) {
+    fn problem(
+        &mut self,
+        check: &str,
+        status: Status,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.0.push(Check {
             check: check.to_owned(),
             status,
@@ -238,10 +244,10 @@ fn describe_token(me: &wire::Me, setting: &str) -> String {
             ", token {} \"{}\" {}",
             token.id,
             token.name,
-            token
-                .expires_at
-                .as_deref()
-                .map_or_else(|| "without expiry".to_owned(), |at| format!("expiring {at}"))
+            token.expires_at.as_deref().map_or_else(
+                || "without expiry".to_owned(),
+                |at| format!("expiring {at}")
+            )
         )
     });
     format!("accepted ({setting}): {who}{token}")
@@ -266,7 +272,10 @@ fn reachable(
             return false;
         }
     };
-    let Some(host) = url.host_str().map(|host| host.trim_matches(['[', ']']).to_owned()) else {
+    let Some(host) = url
+        .host_str()
+        .map(|host| host.trim_matches(['[', ']']).to_owned())
+    else {
         checks.problem(
             "address",
             Status::Fail,
@@ -305,7 +314,11 @@ fn reachable(
         }
     });
     match connected {
-        Some(address) => checks.add("connection", Status::Ok, format!("TCP connection to {address}")),
+        Some(address) => checks.add(
+            "connection",
+            Status::Ok,
+            format!("TCP connection to {address}"),
+        ),
         None => {
             checks.problem(
                 "connection",
@@ -320,7 +333,11 @@ fn reachable(
     match client.probe("/healthz") {
         Ok((200, body)) if body.contains("\"status\"") => {
             if https {
-                checks.add("tls", Status::Ok, format!("the server's certificate is trusted for {host}"));
+                checks.add(
+                    "tls",
+                    Status::Ok,
+                    format!("the server's certificate is trusted for {host}"),
+                );
             } else if is_loopback(&host) {
                 checks.add("tls", Status::Ok, "plain http on this machine's loopback");
             } else {
@@ -351,7 +368,12 @@ fn reachable(
                 ),
                 None => "set REGKEEPER_CA_FILE to the PEM file of the CA that signed the server's certificate (or ca_file in the settings file)".to_owned(),
             };
-            checks.problem("tls", Status::Fail, format!("the server's certificate is not trusted: {error}"), fix);
+            checks.problem(
+                "tls",
+                Status::Fail,
+                format!("the server's certificate is not trusted: {error}"),
+                fix,
+            );
             false
         }
         Err(error) => {
@@ -375,7 +397,11 @@ fn is_loopback(host: &str) -> bool {
 
 fn readiness(client: &Client, checks: &mut Checks) {
     match client.probe("/readyz") {
-        Ok((200, _)) => checks.add("readiness", Status::Ok, "GET /readyz: ready (database and master key)"),
+        Ok((200, _)) => checks.add(
+            "readiness",
+            Status::Ok,
+            "GET /readyz: ready (database and master key)",
+        ),
         Ok((status, body)) => {
             let parts: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let database = parts["database"].as_str().unwrap_or("unknown");
@@ -406,23 +432,35 @@ fn readiness(client: &Client, checks: &mut Checks) {
 fn version(client: &Client, checks: &mut Checks) {
     let ours = env!("CARGO_PKG_VERSION");
     match client.get::<wire::ServerVersion>("/api/v1/version") {
-        Ok(server) if server.version == ours && server.commit == regkeeper_client::COMMIT => checks.add(
-            "version",
-            Status::Ok,
-            format!("server {} (commit {}), the CLI's own; database {}", server.version, server.commit, server.database),
-        ),
+        Ok(server) if server.version == ours && server.commit == regkeeper_client::COMMIT => checks
+            .add(
+                "version",
+                Status::Ok,
+                format!(
+                    "server {} (commit {}), the CLI's own; database {}",
+                    server.version, server.commit, server.database
+                ),
+            ),
         Ok(server) if server.version == ours => checks.add(
             "version",
             Status::Ok,
             format!(
                 "server {} (commit {}), CLI commit {}; database {}",
-                server.version, server.commit, regkeeper_client::COMMIT, server.database
+                server.version,
+                server.commit,
+                regkeeper_client::COMMIT,
+                server.database
             ),
         ),
         Ok(server) => checks.problem(
             "version",
             Status::Warn,
-            format!("server {} (commit {}), CLI {}", server.version, server.commit, regkeeper_client::VERSION),
+            format!(
+                "server {} (commit {}), CLI {}",
+                server.version,
+                server.commit,
+                regkeeper_client::VERSION
+            ),
             "use the CLI of the server's release: commands and answers may differ between releases",
         ),
         Err(error) if error.status() == Some(404) => checks.problem(
@@ -431,7 +469,12 @@ fn version(client: &Client, checks: &mut Checks) {
             "the server does not say its version (GET /api/v1/version): it is older than this CLI",
             "upgrade the server, or use the CLI of its release",
         ),
-        Err(error) => checks.problem("version", Status::Warn, error.to_string(), "see the server log"),
+        Err(error) => checks.problem(
+            "version",
+            Status::Warn,
+            error.to_string(),
+            "see the server log",
+        ),
     }
 }
 
@@ -466,9 +509,18 @@ fn credentials(client: &Client, me: &wire::Me, checks: &mut Checks) {
         vec![me.personal_workspace.clone()]
     } else {
         match client.get::<wire::WorkspaceList>("/api/v1/workspaces") {
-            Ok(list) => list.workspaces.into_iter().map(|workspace| workspace.name).collect(),
+            Ok(list) => list
+                .workspaces
+                .into_iter()
+                .map(|workspace| workspace.name)
+                .collect(),
             Err(error) => {
-                checks.problem("credentials", Status::Warn, format!("listing your workspaces failed: {error}"), "see the server log");
+                checks.problem(
+                    "credentials",
+                    Status::Warn,
+                    format!("listing your workspaces failed: {error}"),
+                    "see the server log",
+                );
                 return;
             }
         }
@@ -520,7 +572,11 @@ fn credentials(client: &Client, me: &wire::Me, checks: &mut Checks) {
             let Ok(targets) = client.get::<wire::SyncTargetList>(&path) else {
                 continue;
             };
-            for target in targets.targets.iter().filter(|target| target.status == "failing") {
+            for target in targets
+                .targets
+                .iter()
+                .filter(|target| target.status == "failing")
+            {
                 problems += 1;
                 checks.problem(
                     &format!("sync target {name}"),
@@ -548,9 +604,17 @@ fn credentials(client: &Client, me: &wire::Me, checks: &mut Checks) {
         summary.push_str(&format!(" ({unexamined} more not examined)"));
     }
     if problems == 0 {
-        checks.add("credentials", Status::Ok, format!("{summary}; none failing"));
+        checks.add(
+            "credentials",
+            Status::Ok,
+            format!("{summary}; none failing"),
+        );
     } else {
-        checks.add("credentials", Status::Ok, format!("{summary}; problems listed above"));
+        checks.add(
+            "credentials",
+            Status::Ok,
+            format!("{summary}; problems listed above"),
+        );
     }
 }
 
@@ -563,17 +627,25 @@ fn credential_problem(credential: &wire::Credential) -> Option<(Status, String)>
             Status::Fail,
             format!(
                 "verification failed: {}",
-                credential.verification.message.as_deref().unwrap_or("no reason recorded")
+                credential
+                    .verification
+                    .message
+                    .as_deref()
+                    .unwrap_or("no reason recorded")
             ),
         ));
     }
     let token = credential.token.as_ref()?;
     let error = token.last_error.as_deref().unwrap_or("no error recorded");
     match token.status.as_str() {
-        "expired" => Some((Status::Fail, format!("its registry token expired; last refresh error: {error}"))),
-        "pending" if token.last_error.is_some() => {
-            Some((Status::Fail, format!("no registry token could be minted yet: {error}")))
-        }
+        "expired" => Some((
+            Status::Fail,
+            format!("its registry token expired; last refresh error: {error}"),
+        )),
+        "pending" if token.last_error.is_some() => Some((
+            Status::Fail,
+            format!("no registry token could be minted yet: {error}"),
+        )),
         "stale" => Some((
             Status::Warn,
             format!(

@@ -86,10 +86,22 @@ fn docker_helper() -> clap::Command {
         .about("Docker credential helper that hands out the registry logins stored in regkeeper")
         .long_about(USAGE)
         .disable_help_subcommand(true)
-        .subcommand(action("get", "Read a registry server URL on standard input; print its login"))
-        .subcommand(action("store", "Save a login read on standard input in your personal workspace"))
-        .subcommand(action("erase", "Delete the login `store` saved for a server URL read on standard input"))
-        .subcommand(action("list", "Print the registries of your personal workspace"))
+        .subcommand(action(
+            "get",
+            "Read a registry server URL on standard input; print its login",
+        ))
+        .subcommand(action(
+            "store",
+            "Save a login read on standard input in your personal workspace",
+        ))
+        .subcommand(action(
+            "erase",
+            "Delete the login `store` saved for a server URL read on standard input",
+        ))
+        .subcommand(action(
+            "list",
+            "Print the registries of your personal workspace",
+        ))
         .subcommand(action("version", "Print the version"))
 }
 

@@ -36,7 +36,10 @@ pub async fn version(
 #[utoipa::path(post, path = "/api/v1/admin/backup", tag = "admin",
     responses((status = 200, description = "the SQLite database file, application/vnd.sqlite3"),
         (status = 403, body = wire::ErrorBody), (status = 422, body = wire::ErrorBody)))]
-pub async fn backup(State(state): State<ApiState>, Caller(principal): Caller) -> ApiResult<Response> {
+pub async fn backup(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+) -> ApiResult<Response> {
     let snapshot = operations::snapshot(&state.app, &principal).await?;
     let name = format!(
         "regkeeper-{}.db",

@@ -60,7 +60,8 @@ pub async fn snapshot(app: &App, principal: &Principal) -> Result<Snapshot> {
             tracing::warn!(error = %error, path = %path.display(), "backup.remove_failed");
         }
         copied?;
-        let file = opened.map_err(|error| Error::internal(format!("opening the snapshot: {error}")))?;
+        let file =
+            opened.map_err(|error| Error::internal(format!("opening the snapshot: {error}")))?;
         let bytes = file
             .metadata()
             .map_err(|error| Error::internal(format!("reading the snapshot's size: {error}")))?

@@ -9,8 +9,7 @@ use std::process::Output;
 use regkeeper_wire as wire;
 
 use super::support::{
-    binary, contains, ok, stderr, stdout, PostgresDatabase, ServerOptions, TestServer,
-    ADMIN_TOKEN,
+    binary, contains, ok, stderr, stdout, PostgresDatabase, ServerOptions, TestServer, ADMIN_TOKEN,
 };
 
 const CREDENTIALS: &str = "/api/v1/workspaces/%7Eadmin/credentials";
@@ -96,15 +95,28 @@ fn a_running_sqlite_server_is_backed_up_and_restored_into_a_fresh_data_dir() {
     };
     let said = ok(&server.cli(ADMIN_TOKEN, &["backup", &backup_text], None));
     writer.join().unwrap();
-    assert!(said.contains("bytes") && said.contains("not the master key"), "{said}");
+    assert!(
+        said.contains("bytes") && said.contains("not the master key"),
+        "{said}"
+    );
     let bytes = std::fs::read(&backup).unwrap();
     assert!(bytes.starts_with(b"SQLite format 3\0"));
-    assert!(!contains(&bytes, &password), "the backup holds the password in plain text");
-    assert!(!contains(&bytes, ADMIN_TOKEN), "the backup holds an API token in plain text");
+    assert!(
+        !contains(&bytes, &password),
+        "the backup holds the password in plain text"
+    );
+    assert!(
+        !contains(&bytes, ADMIN_TOKEN),
+        "the backup holds an API token in plain text"
+    );
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "the backup is readable by others: {mode:o}");
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the backup is readable by others: {mode:o}"
+        );
     }
     let leftovers: Vec<_> = std::fs::read_dir(&server.data_dir)
         .unwrap()
@@ -112,7 +124,10 @@ fn a_running_sqlite_server_is_backed_up_and_restored_into_a_fresh_data_dir() {
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .filter(|name| name.contains(".backup-"))
         .collect();
-    assert!(leftovers.is_empty(), "snapshot files left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "snapshot files left behind: {leftovers:?}"
+    );
     add_credential(&server, "after", "after-password");
 
     // An existing file is not replaced by accident.
@@ -128,16 +143,24 @@ fn a_running_sqlite_server_is_backed_up_and_restored_into_a_fresh_data_dir() {
         data_dir: Some(restored_dir.clone()),
         ..ServerOptions::default()
     });
-    assert_eq!(resolve_secret(&restored, "before.example.com/app:1"), password);
+    assert_eq!(
+        resolve_secret(&restored, "before.example.com/app:1"),
+        password
+    );
     let list: wire::CredentialList = restored.admin().get(CREDENTIALS).unwrap();
     assert!(
-        list.credentials.iter().all(|credential| credential.name != "after"),
+        list.credentials
+            .iter()
+            .all(|credential| credential.name != "after"),
         "the backup holds only what was committed when it was taken"
     );
     let verified = ok(&restored.cli(ADMIN_TOKEN, &["audit", "verify"], None));
     assert!(verified.contains("intact"), "{verified}");
     let audit = ok(&restored.cli(ADMIN_TOKEN, &["audit", "list", "--output", "json"], None));
-    assert!(audit.contains("database.backup"), "the backup records itself: {audit}");
+    assert!(
+        audit.contains("database.backup"),
+        "the backup records itself: {audit}"
+    );
 
     // A running server's database is not replaced under it, with or without --force.
     let refused = restore(&backup, &restored_dir, &[]);
@@ -145,7 +168,11 @@ fn a_running_sqlite_server_is_backed_up_and_restored_into_a_fresh_data_dir() {
     assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
     let in_use = restore(&backup, &restored_dir, &["--force"]);
     assert!(!in_use.status.success(), "{}", stdout(&in_use));
-    assert!(stderr(&in_use).contains("stop the server"), "{}", stderr(&in_use));
+    assert!(
+        stderr(&in_use).contains("stop the server"),
+        "{}",
+        stderr(&in_use)
+    );
 
     // Stopped, --force restores and keeps the replaced database aside.
     add_credential(&restored, "after-restore", "x");
@@ -168,7 +195,10 @@ fn a_running_sqlite_server_is_backed_up_and_restored_into_a_fresh_data_dir() {
         ..ServerOptions::default()
     });
     let list: wire::CredentialList = restarted.admin().get(CREDENTIALS).unwrap();
-    assert!(list.credentials.iter().all(|credential| credential.name != "after-restore"));
+    assert!(list
+        .credentials
+        .iter()
+        .all(|credential| credential.name != "after-restore"));
 }
 
 #[test]
@@ -209,7 +239,11 @@ fn a_restore_refuses_what_is_not_a_usable_backup() {
         });
     let refused = restore(&backup, &data_dir, &[]);
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("newer regkeeper"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("newer regkeeper"),
+        "{}",
+        stderr(&refused)
+    );
     assert!(!data_dir.join("regkeeper.db").exists());
     assert!(
         std::fs::read_dir(&data_dir).map_or(true, |mut entries| entries.next().is_none()),
@@ -255,7 +289,10 @@ fn backups_need_a_site_administrator() {
         "{}",
         stderr(&refused)
     );
-    assert!(std::fs::read_dir(temporary.path()).unwrap().next().is_none());
+    assert!(std::fs::read_dir(temporary.path())
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 /// The README's PostgreSQL recipe, as written: `regkeeper backup` refuses and prints
@@ -302,7 +339,10 @@ fn postgres_is_backed_up_with_the_documented_pg_dump_recipe() {
         String::from_utf8_lossy(&ran.stderr)
     );
     let bytes = std::fs::read(&dump).unwrap();
-    assert!(!contains(&bytes, &password), "the dump holds the password in plain text");
+    assert!(
+        !contains(&bytes, &password),
+        "the dump holds the password in plain text"
+    );
 
     let old_data = server.stop();
     let restored_dir = data_dir_with_key_of(&old_data.path, temporary.path());
@@ -311,7 +351,10 @@ fn postgres_is_backed_up_with_the_documented_pg_dump_recipe() {
         data_dir: Some(restored_dir),
         ..ServerOptions::default()
     });
-    assert_eq!(resolve_secret(&restarted, "kept.example.com/app:1"), password);
+    assert_eq!(
+        resolve_secret(&restarted, "kept.example.com/app:1"),
+        password
+    );
     let verified = ok(&restarted.cli(ADMIN_TOKEN, &["audit", "verify"], None));
     assert!(verified.contains("intact"), "{verified}");
 }

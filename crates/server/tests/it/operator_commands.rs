@@ -8,12 +8,16 @@ use regkeeper_wire as wire;
 
 use super::cli::behind_tls;
 use super::peers::tls::TestCa;
-use super::support::{
-    binary, ok, run_cli, stderr, stdout, ServerOptions, TestServer, ADMIN_TOKEN,
-};
+use super::support::{binary, ok, run_cli, stderr, stdout, ServerOptions, TestServer, ADMIN_TOKEN};
 
 fn doctor(url: &str, token: &str, environment: &[(&str, &str)]) -> (Output, serde_json::Value) {
-    let output = run_cli(url, token, &["doctor", "--output", "json"], None, environment);
+    let output = run_cli(
+        url,
+        token,
+        &["doctor", "--output", "json"],
+        None,
+        environment,
+    );
     let report = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|error| panic!("{error}: {}{}", stdout(&output), stderr(&output)));
     (output, report)
@@ -37,21 +41,53 @@ fn doctor_passes_on_a_healthy_server_and_names_the_setting_for_each_problem() {
     let (output, report) = doctor(&server.url, ADMIN_TOKEN, &[]);
     assert!(output.status.success());
     assert_eq!(report["ok"], true, "{report:#}");
-    for name in ["settings", "address", "connection", "tls", "health", "readiness", "version", "master key", "credentials"] {
+    for name in [
+        "settings",
+        "address",
+        "connection",
+        "tls",
+        "health",
+        "readiness",
+        "version",
+        "master key",
+        "credentials",
+    ] {
         assert_eq!(check(&report, name)["status"], "ok", "{name}: {report:#}");
     }
-    let token = check(&report, "token")["message"].as_str().unwrap().to_owned();
-    assert!(token.contains("user admin (site administrator)") && token.contains("REGKEEPER_TOKEN"), "{token}");
-    let version = check(&report, "version")["message"].as_str().unwrap().to_owned();
-    assert!(version.contains(env!("CARGO_PKG_VERSION")) && version.contains("database sqlite"), "{version}");
+    let token = check(&report, "token")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        token.contains("user admin (site administrator)") && token.contains("REGKEEPER_TOKEN"),
+        "{token}"
+    );
+    let version = check(&report, "version")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        version.contains(env!("CARGO_PKG_VERSION")) && version.contains("database sqlite"),
+        "{version}"
+    );
 
     // A refused token: exit status 1, and the fix names REGKEEPER_TOKEN.
     let (output, report) = doctor(&server.url, "rk_not_a_real_token_0000000000000000", &[]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("checks failed"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("checks failed"),
+        "{}",
+        stderr(&output)
+    );
     let refused = check(&report, "token");
     assert_eq!(refused["status"], "fail");
-    assert!(refused["fix"].as_str().unwrap().contains("set REGKEEPER_TOKEN"), "{refused}");
+    assert!(
+        refused["fix"]
+            .as_str()
+            .unwrap()
+            .contains("set REGKEEPER_TOKEN"),
+        "{refused}"
+    );
     assert!(
         !report.to_string().contains("rk_not_a_real_token"),
         "the token is never echoed: {report}"
@@ -67,14 +103,26 @@ fn doctor_passes_on_a_healthy_server_and_names_the_setting_for_each_problem() {
     assert_eq!(output.status.code(), Some(1));
     let connection = check(&report, "connection");
     assert_eq!(connection["status"], "fail");
-    assert!(connection["fix"].as_str().unwrap().contains("REGKEEPER_URL"), "{connection}");
+    assert!(
+        connection["fix"]
+            .as_str()
+            .unwrap()
+            .contains("REGKEEPER_URL"),
+        "{connection}"
+    );
     assert_eq!(check(&report, "token")["status"], "skip");
 
     // A host that does not resolve.
     let (_, report) = doctor("http://regkeeper.invalid:7070", ADMIN_TOKEN, &[]);
     let address = check(&report, "address");
     assert_eq!(address["status"], "fail");
-    assert!(address["message"].as_str().unwrap().contains("cannot resolve regkeeper.invalid"), "{address}");
+    assert!(
+        address["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot resolve regkeeper.invalid"),
+        "{address}"
+    );
 }
 
 #[test]
@@ -87,7 +135,13 @@ fn doctor_tells_a_missing_or_wrong_ca_and_a_plain_http_port_apart() {
     assert_eq!(output.status.code(), Some(1));
     let tls = check(&report, "tls");
     assert_eq!(tls["status"], "fail", "{report:#}");
-    assert!(tls["fix"].as_str().unwrap().starts_with("set REGKEEPER_CA_FILE"), "{tls}");
+    assert!(
+        tls["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with("set REGKEEPER_CA_FILE"),
+        "{tls}"
+    );
 
     let other = TestCa::generate();
     let wrong = other.ca_file().to_str().unwrap();
@@ -95,7 +149,10 @@ fn doctor_tells_a_missing_or_wrong_ca_and_a_plain_http_port_apart() {
     let tls = check(&report, "tls");
     assert_eq!(tls["status"], "fail");
     let fix = tls["fix"].as_str().unwrap();
-    assert!(fix.contains(&format!("REGKEEPER_CA_FILE ({wrong}) does not hold the CA")), "{fix}");
+    assert!(
+        fix.contains(&format!("REGKEEPER_CA_FILE ({wrong}) does not hold the CA")),
+        "{fix}"
+    );
 
     let right = ca.ca_file().to_str().unwrap();
     let (output, report) = doctor(&url, ADMIN_TOKEN, &[("REGKEEPER_CA_FILE", right)]);
@@ -107,7 +164,13 @@ fn doctor_tells_a_missing_or_wrong_ca_and_a_plain_http_port_apart() {
     let (_, report) = doctor(&plain, ADMIN_TOKEN, &[]);
     let health = check(&report, "health");
     assert_eq!(health["status"], "fail", "{report:#}");
-    assert!(health["fix"].as_str().unwrap().contains("use http:// in REGKEEPER_URL"), "{health}");
+    assert!(
+        health["fix"]
+            .as_str()
+            .unwrap()
+            .contains("use http:// in REGKEEPER_URL"),
+        "{health}"
+    );
 }
 
 #[test]
@@ -139,8 +202,20 @@ fn doctor_reports_an_unavailable_master_key_and_failing_credentials() {
     assert_eq!(output.status.code(), Some(1), "{report:#}");
     let broken = check(&report, "credential ~admin/broken");
     assert_eq!(broken["status"], "fail");
-    assert!(broken["message"].as_str().unwrap().starts_with("verification failed"), "{broken}");
-    assert!(broken["fix"].as_str().unwrap().contains("regkeeper credentials verify broken --workspace ~admin"), "{broken}");
+    assert!(
+        broken["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("verification failed"),
+        "{broken}"
+    );
+    assert!(
+        broken["fix"]
+            .as_str()
+            .unwrap()
+            .contains("regkeeper credentials verify broken --workspace ~admin"),
+        "{broken}"
+    );
 
     // The key file replaced under the running server: the key still serves from
     // memory, and doctor warns before a restart would lose it.
@@ -157,7 +232,10 @@ fn doctor_reports_an_unavailable_master_key_and_failing_credentials() {
     );
     let (report, _) = warned.expect("doctor warns about the missing key file");
     assert!(
-        check(&report, "master key")["fix"].as_str().unwrap().contains("REGKEEPER_MASTER_KEY_FILE"),
+        check(&report, "master key")["fix"]
+            .as_str()
+            .unwrap()
+            .contains("REGKEEPER_MASTER_KEY_FILE"),
         "{report:#}"
     );
     std::fs::write(&key, original).unwrap();
@@ -173,7 +251,13 @@ fn doctor_reports_an_unavailable_master_key_and_failing_credentials() {
     assert_eq!(output.status.code(), Some(1));
     let readiness = check(&report, "readiness");
     assert_eq!(readiness["status"], "fail");
-    assert!(readiness["fix"].as_str().unwrap().contains("REGKEEPER_MASTER_KEY_FILE"), "{readiness}");
+    assert!(
+        readiness["fix"]
+            .as_str()
+            .unwrap()
+            .contains("REGKEEPER_MASTER_KEY_FILE"),
+        "{readiness}"
+    );
     assert_eq!(check(&report, "master key")["status"], "fail");
 }
 
@@ -182,7 +266,12 @@ fn whoami_names_the_user_or_role_its_workspaces_and_token() {
     let server = TestServer::start();
     let admin = server.admin();
     let _: wire::Workspace = admin
-        .post("/api/v1/workspaces", &wire::WorkspaceInput { name: "acme/ci".into() })
+        .post(
+            "/api/v1/workspaces",
+            &wire::WorkspaceInput {
+                name: "acme/ci".into(),
+            },
+        )
         .unwrap();
     let created: wire::ApiTokenCreated = admin
         .post(
@@ -206,17 +295,51 @@ fn whoami_names_the_user_or_role_its_workspaces_and_token() {
     assert_eq!(said["token"]["name"], "laptop");
     assert!(said["token"]["expiresAt"].is_string(), "{said:#}");
     let workspaces = said["workspaces"].to_string();
-    assert!(workspaces.contains("acme/ci") && workspaces.contains("~admin") && workspaces.contains("owner"), "{workspaces}");
-    assert!(!said.to_string().contains(created.secret.expose()), "the token is never shown");
+    assert!(
+        workspaces.contains("acme/ci")
+            && workspaces.contains("~admin")
+            && workspaces.contains("owner"),
+        "{workspaces}"
+    );
+    assert!(
+        !said.to_string().contains(created.secret.expose()),
+        "the token is never shown"
+    );
     let table = ok(&server.cli(created.secret.expose(), &["whoami"], None));
-    assert!(table.contains("user admin (site administrator)") && table.contains("\"laptop\""), "{table}");
+    assert!(
+        table.contains("user admin (site administrator)") && table.contains("\"laptop\""),
+        "{table}"
+    );
 
     // A workload role's token.
     let policy = r#"{"statements":[{"effect":"Allow","actions":["credentials:Resolve"],"resources":["*"]}]}"#;
-    ok(&server.cli(ADMIN_TOKEN, &["roles", "create", "ci", "--workspace", "acme/ci", "--policy-file", "-"], Some(policy)));
+    ok(&server.cli(
+        ADMIN_TOKEN,
+        &[
+            "roles",
+            "create",
+            "ci",
+            "--workspace",
+            "acme/ci",
+            "--policy-file",
+            "-",
+        ],
+        Some(policy),
+    ));
     let token: wire::ApiTokenCreated = serde_json::from_str(&ok(&server.cli(
         ADMIN_TOKEN,
-        &["roles", "tokens", "create", "ci", "--name", "runner", "--workspace", "acme/ci", "--output", "json"],
+        &[
+            "roles",
+            "tokens",
+            "create",
+            "ci",
+            "--name",
+            "runner",
+            "--workspace",
+            "acme/ci",
+            "--output",
+            "json",
+        ],
         None,
     )))
     .unwrap();
@@ -243,7 +366,11 @@ fn commit() -> String {
 
 #[test]
 fn every_binary_names_its_commit_and_the_server_says_its_version() {
-    let expected = format!("{} (commit {})", env!("CARGO_PKG_VERSION"), regkeeper_client::COMMIT);
+    let expected = format!(
+        "{} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        regkeeper_client::COMMIT
+    );
     // Built from this checkout: build.rs read HEAD (cargo reruns it when HEAD moves).
     let head = commit();
     if !head.is_empty() {
@@ -260,7 +387,10 @@ fn every_binary_names_its_commit_and_the_server_says_its_version() {
             .output()
             .unwrap();
         assert!(output.status.success(), "{program}: {}", stderr(&output));
-        assert_eq!(stdout(&output).trim(), format!("{program} (regkeeper) {expected}"));
+        assert_eq!(
+            stdout(&output).trim(),
+            format!("{program} (regkeeper) {expected}")
+        );
     }
     let server = TestServer::start();
     let version: wire::ServerVersion = server.admin().get("/api/v1/version").unwrap();
@@ -268,7 +398,10 @@ fn every_binary_names_its_commit_and_the_server_says_its_version() {
     assert_eq!(version.commit, regkeeper_client::COMMIT);
     assert_eq!(version.database, "sqlite");
     let anonymous = regkeeper_client::Client::new(&server.url, None);
-    assert_eq!(super::support::status(anonymous.get::<wire::ServerVersion>("/api/v1/version")), 401);
+    assert_eq!(
+        super::support::status(anonymous.get::<wire::ServerVersion>("/api/v1/version")),
+        401
+    );
 }
 
 #[test]
@@ -280,7 +413,13 @@ fn completions_load_in_bash_and_name_every_command() {
             assert!(script.contains(command), "{shell}: {command} missing");
         }
     }
-    let script = ok(&run_cli("http://127.0.0.1:1", "", &["completions", "bash"], None, &[]));
+    let script = ok(&run_cli(
+        "http://127.0.0.1:1",
+        "",
+        &["completions", "bash"],
+        None,
+        &[],
+    ));
     let temporary = tempfile::tempdir().unwrap();
     let file = temporary.path().join("regkeeper.bash");
     std::fs::write(&file, script).unwrap();
@@ -295,8 +434,17 @@ fn completions_load_in_bash_and_name_every_command() {
         .unwrap();
     let said = stdout(&completed);
     assert!(completed.status.success(), "{said}{}", stderr(&completed));
-    assert!(said.contains("complete") && said.lines().any(|line| line == "credentials"), "{said}");
-    let refused = run_cli("http://127.0.0.1:1", "", &["completions", "powershell"], None, &[]);
+    assert!(
+        said.contains("complete") && said.lines().any(|line| line == "credentials"),
+        "{said}"
+    );
+    let refused = run_cli(
+        "http://127.0.0.1:1",
+        "",
+        &["completions", "powershell"],
+        None,
+        &[],
+    );
     assert_eq!(refused.status.code(), Some(2));
 }
 
@@ -328,7 +476,10 @@ fn man_pages_cover_every_command_and_the_node_programs_and_render_cleanly() {
         assert!(directory.join(page).is_file(), "{page} missing");
     }
     let add = std::fs::read_to_string(directory.join("regkeeper-credentials-add.1")).unwrap();
-    assert!(add.contains("regkeeper\\-credentials\\-add") && add.contains("password\\-stdin"), "{add}");
+    assert!(
+        add.contains("regkeeper\\-credentials\\-add") && add.contains("password\\-stdin"),
+        "{add}"
+    );
     let helper = std::fs::read_to_string(directory.join("docker-credential-regkeeper.1")).unwrap();
     assert!(helper.contains("REGKEEPER_TOKEN"), "{helper}");
     // Every page renders without a groff warning.

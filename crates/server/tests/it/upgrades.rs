@@ -40,7 +40,9 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// The first migration of `backend`'s set, as sqlx reads it from the repository.
 async fn first_migration(backend: &str) -> sqlx::migrate::Migrator {
-    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
     let mut migrator = sqlx::migrate::Migrator::new(directory).await.unwrap();
     let first = migrator.migrations[0].clone();
     assert_eq!(first.version, 1, "the first migration is 0001_foundation");
@@ -72,11 +74,21 @@ fn assert_served_after_upgrade(server: &TestServer) {
     .unwrap();
     assert_eq!(whoami["name"], "alice", "{whoami}");
     let workspaces = whoami["workspaces"].to_string();
-    assert!(workspaces.contains("acme/ci") && workspaces.contains("maintain"), "{workspaces}");
+    assert!(
+        workspaces.contains("acme/ci") && workspaces.contains("maintain"),
+        "{workspaces}"
+    );
 
     let list: wire::CredentialList = serde_json::from_str(&ok(&server.cli(
         ADMIN_TOKEN,
-        &["credentials", "list", "--workspace", "acme/ci", "--output", "json"],
+        &[
+            "credentials",
+            "list",
+            "--workspace",
+            "acme/ci",
+            "--output",
+            "json",
+        ],
         None,
     )))
     .unwrap();
@@ -95,7 +107,11 @@ fn assert_served_after_upgrade(server: &TestServer) {
     assert_eq!(
         names,
         [
-            ("ecr-prod", "ecr", "123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+            (
+                "ecr-prod",
+                "ecr",
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+            ),
             ("quay-robot", "docker", "quay.io"),
         ]
     );
@@ -123,7 +139,15 @@ fn assert_served_after_upgrade(server: &TestServer) {
     let policy = r#"{"statements":[{"effect":"Allow","actions":["credentials:Resolve"],"resources":["rk:acme/ci:credential/quay-robot"]}]}"#;
     let created = server.cli(
         ADMIN_TOKEN,
-        &["roles", "create", "ci", "--workspace", "acme/ci", "--policy-file", "-"],
+        &[
+            "roles",
+            "create",
+            "ci",
+            "--workspace",
+            "acme/ci",
+            "--policy-file",
+            "-",
+        ],
         Some(policy),
     );
     ok(&created);
@@ -182,8 +206,16 @@ fn an_older_binary_refuses_a_database_a_newer_release_migrated() {
     let credential = ok(&server.cli(
         super::support::ADMIN_TOKEN,
         &[
-            "credentials", "add", "--name", "kept", "--registry", "quay.io", "--username", "u",
-            "--password-stdin", "--no-verify",
+            "credentials",
+            "add",
+            "--name",
+            "kept",
+            "--registry",
+            "quay.io",
+            "--username",
+            "u",
+            "--password-stdin",
+            "--no-verify",
         ],
         Some("kept-password"),
     ));
@@ -296,13 +328,21 @@ fn regenerate_upgrade_fixtures() {
             },
         )
     };
-    let quay_sealed = seal(w_acme, quay, serde_json::json!({ "password": QUAY_PASSWORD }));
+    let quay_sealed = seal(
+        w_acme,
+        quay,
+        serde_json::json!({ "password": QUAY_PASSWORD }),
+    );
     let ecr_sealed = seal(
         w_acme,
         ecr,
         serde_json::json!({ "password": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" }),
     );
-    let ghcr_sealed = seal(w_alice, ghcr, serde_json::json!({ "password": GHCR_PASSWORD }));
+    let ghcr_sealed = seal(
+        w_alice,
+        ghcr,
+        serde_json::json!({ "password": GHCR_PASSWORD }),
+    );
 
     let hash = |token: &str| regkeeper::service::identity::hash_token(token);
     let mut audit = Vec::new();
@@ -319,12 +359,37 @@ fn regenerate_upgrade_fixtures() {
     };
     append(entry(0, "system", "user.create").target("admin"));
     append(entry(1, "admin", "user.create").target("alice"));
-    append(entry(2, "admin", "workspace.create").workspace(Some(w_acme), "acme/ci").target("acme/ci"));
-    append(entry(3, "admin", "member.put").workspace(Some(w_acme), "acme/ci").target("alice").detail(serde_json::json!({"role": "maintain"})));
-    append(entry(4, "admin", "credential.create").workspace(Some(w_acme), "acme/ci").target("quay-robot"));
-    append(entry(5, "admin", "credential.create").workspace(Some(w_acme), "acme/ci").target("ecr-prod"));
-    append(entry(6, "alice", "credential.create").workspace(Some(w_alice), "~alice").target("ghcr"));
-    append(entry(7, "alice", "credential.resolve").workspace(Some(w_alice), "~alice").target("ghcr"));
+    append(
+        entry(2, "admin", "workspace.create")
+            .workspace(Some(w_acme), "acme/ci")
+            .target("acme/ci"),
+    );
+    append(
+        entry(3, "admin", "member.put")
+            .workspace(Some(w_acme), "acme/ci")
+            .target("alice")
+            .detail(serde_json::json!({"role": "maintain"})),
+    );
+    append(
+        entry(4, "admin", "credential.create")
+            .workspace(Some(w_acme), "acme/ci")
+            .target("quay-robot"),
+    );
+    append(
+        entry(5, "admin", "credential.create")
+            .workspace(Some(w_acme), "acme/ci")
+            .target("ecr-prod"),
+    );
+    append(
+        entry(6, "alice", "credential.create")
+            .workspace(Some(w_alice), "~alice")
+            .target("ghcr"),
+    );
+    append(
+        entry(7, "alice", "credential.resolve")
+            .workspace(Some(w_alice), "~alice")
+            .target("ghcr"),
+    );
 
     let sqlite_blob = |bytes: &[u8]| format!("X'{}'", hex::encode(bytes));
     let postgres_blob = |bytes: &[u8]| format!("'\\x{}'::bytea", hex::encode(bytes));
@@ -373,7 +438,18 @@ fn regenerate_upgrade_fixtures() {
             blob(&check),
             at(0)
         ));
-        let credential = |id: &str, workspace: &str, name: &str, kind: &str, method: &str, host: &str, prefix: &str, username: &str, settings: &str, sealed: &regkeeper::domain::credential::SealedSecret, minutes: i64, by: &str| {
+        let credential = |id: &str,
+                          workspace: &str,
+                          name: &str,
+                          kind: &str,
+                          method: &str,
+                          host: &str,
+                          prefix: &str,
+                          username: &str,
+                          settings: &str,
+                          sealed: &regkeeper::domain::credential::SealedSecret,
+                          minutes: i64,
+                          by: &str| {
             format!(
                 "  ('{id}', '{workspace}', '{name}', '{kind}', '{method}', '{host}', '{prefix}', '{username}', '{settings}', {}, {}, {}, 1, 1, {}, {}, '{by}', 'skipped', NULL, NULL)",
                 blob(&sealed.ciphertext),
@@ -388,9 +464,48 @@ fn regenerate_upgrade_fixtures() {
         );
         sql.push_str(
             &[
-                credential(quay, w_acme, "quay-robot", "docker", "password", "quay.io", "", "acme+robot", "{}", &quay_sealed, 4, "admin"),
-                credential(ecr, w_acme, "ecr-prod", "ecr", "aws_keys", "123456789012.dkr.ecr.us-east-1.amazonaws.com", "", "AKIAIOSFODNN7EXAMPLE", r#"{"aws_region":"us-east-1"}"#, &ecr_sealed, 5, "admin"),
-                credential(ghcr, w_alice, "ghcr", "docker", "password", "ghcr.io", "alice", "alice", "{}", &ghcr_sealed, 6, "alice"),
+                credential(
+                    quay,
+                    w_acme,
+                    "quay-robot",
+                    "docker",
+                    "password",
+                    "quay.io",
+                    "",
+                    "acme+robot",
+                    "{}",
+                    &quay_sealed,
+                    4,
+                    "admin",
+                ),
+                credential(
+                    ecr,
+                    w_acme,
+                    "ecr-prod",
+                    "ecr",
+                    "aws_keys",
+                    "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                    "",
+                    "AKIAIOSFODNN7EXAMPLE",
+                    r#"{"aws_region":"us-east-1"}"#,
+                    &ecr_sealed,
+                    5,
+                    "admin",
+                ),
+                credential(
+                    ghcr,
+                    w_alice,
+                    "ghcr",
+                    "docker",
+                    "password",
+                    "ghcr.io",
+                    "alice",
+                    "alice",
+                    "{}",
+                    &ghcr_sealed,
+                    6,
+                    "alice",
+                ),
             ]
             .join(",\n"),
         );
@@ -431,7 +546,13 @@ fn the_upgrade_fixtures_are_sealed_under_their_key_file() {
     assert!(key.contains("regkeeper-master-keys/v1"), "{key}");
     for file in ["sqlite-0001.sql", "postgres-0001.sql"] {
         let rows = std::fs::read_to_string(fixtures().join(file)).unwrap();
-        assert!(!rows.contains(QUAY_PASSWORD) && !rows.contains(GHCR_PASSWORD), "{file} holds a secret in plain text");
-        assert!(!rows.contains(ADMIN_TOKEN), "{file} holds a token in plain text");
+        assert!(
+            !rows.contains(QUAY_PASSWORD) && !rows.contains(GHCR_PASSWORD),
+            "{file} holds a secret in plain text"
+        );
+        assert!(
+            !rows.contains(ADMIN_TOKEN),
+            "{file} holds a token in plain text"
+        );
     }
 }
