@@ -136,7 +136,7 @@ fn assert_served_after_upgrade(server: &TestServer) {
     assert!(verified.contains("intact"), "{verified}");
 
     // Migration 0003's workload roles, on the upgraded database.
-    let policy = r#"{"statements":[{"effect":"Allow","actions":["credentials:Resolve"],"resources":["rk:acme/ci:credential/quay-robot"]}]}"#;
+    let policy = r#"{"Version": "2026-11-01", "Statement": [{"Effect": "Allow", "Action": "credentials:Resolve", "Resource": "rk:acme/ci:credential/quay-robot"}]}"#;
     let created = server.cli(
         ADMIN_TOKEN,
         &[
