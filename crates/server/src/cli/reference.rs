@@ -37,11 +37,17 @@ pub(super) fn completions(shell: Shell) -> anyhow::Result<()> {
 pub(super) fn man(directory: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(directory)
         .with_context(|| format!("creating {}", directory.display()))?;
-    let mut written = 0;
+    // `regkeeper kubelet-credential-provider` and the standalone provider share a page:
+    // the same program, described by the standalone one's, written last.
+    let mut written = std::collections::BTreeSet::new();
     for command in [Cli::command(), docker_helper(), kubelet_provider()] {
-        written += write_pages(command, None, directory)?;
+        write_pages(command, None, directory, &mut written)?;
     }
-    println!("Wrote {written} man pages to {}.", directory.display());
+    println!(
+        "Wrote {} man pages to {}.",
+        written.len(),
+        directory.display()
+    );
     Ok(())
 }
 
@@ -52,7 +58,8 @@ fn write_pages(
     command: clap::Command,
     parent: Option<(&str, &str)>,
     directory: &Path,
-) -> anyhow::Result<usize> {
+    written: &mut std::collections::BTreeSet<String>,
+) -> anyhow::Result<()> {
     let (name, line) = match parent {
         Some((page, line)) => (
             format!("{page}-{}", command.get_name()),
@@ -68,14 +75,14 @@ fn write_pages(
         .render(&mut page)
         .with_context(|| format!("rendering {name}.1"))?;
     std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
-    let mut written = 1;
     for subcommand in command.get_subcommands() {
         if subcommand.is_hide_set() || subcommand.get_name() == "help" {
             continue;
         }
-        written += write_pages(subcommand.clone(), Some((&name, &line)), directory)?;
+        write_pages(subcommand.clone(), Some((&name, &line)), directory, written)?;
     }
-    Ok(written)
+    written.insert(name);
+    Ok(())
 }
 
 fn docker_helper() -> clap::Command {

@@ -107,13 +107,15 @@ pub fn known_migrations() -> Vec<i64> {
 
 /// Checks that `path` is a whole regkeeper SQLite database (`PRAGMA integrity_check`,
 /// sqlx's migration table, the tables every release has) and reads what a restore
-/// reports. Opens it read-write without creating it: the file must be a copy the
-/// caller owns, since SQLite may write its header and WAL files.
+/// reports. Opens it read-write without creating it, in the rollback journal mode, so
+/// it stays one file: it must be a copy the caller owns (the server sets WAL again
+/// when it opens it).
 pub async fn inspect_backup(path: &Path) -> anyhow::Result<BackupFacts> {
     use anyhow::Context as _;
     let options = SqliteConnectOptions::from_str("sqlite://")?
         .filename(path)
         .create_if_missing(false)
+        .journal_mode(SqliteJournalMode::Delete)
         .busy_timeout(Duration::from_secs(1));
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
