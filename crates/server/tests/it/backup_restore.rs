@@ -248,7 +248,10 @@ fn a_restore_refuses_what_is_not_a_usable_backup() {
     );
     assert!(!data_dir.join("regkeeper.db").exists());
     assert!(
-        std::fs::read_dir(&data_dir).map_or(true, |mut entries| entries.next().is_none()),
+        match std::fs::read_dir(&data_dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(_) => true,
+        },
         "a refused restore leaves nothing behind"
     );
 
