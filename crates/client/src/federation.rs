@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use regkeeper_wire::{ExchangeInput, Exchanged, Sensitive};
 use secrecy::zeroize::Zeroizing;
 
-use super::{settings_path, Client, ClientError, FileSettings};
+use super::{settings_path, Client, ClientError, FileSettings, SettingSources};
 
 impl Client {
     /// `POST /api/v1/oidc/exchange`, sent without this client's own API token: the
@@ -30,6 +30,10 @@ impl Client {
             base_url: self.base_url.clone(),
             token: Some(token),
             agent: self.agent.clone(),
+            sources: SettingSources {
+                token: Some("an exchanged role token".to_owned()),
+                ..self.sources.clone()
+            },
         }
     }
 
@@ -40,6 +44,10 @@ impl Client {
             base_url: self.base_url.clone(),
             token: None,
             agent: self.agent.clone(),
+            sources: SettingSources {
+                token: None,
+                ..self.sources.clone()
+            },
         }
     }
 }

@@ -20,6 +20,19 @@ pub use federation::{github_actions_token, save_settings};
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
 
+/// The commit the binaries were built from (`build.rs`: `REGKEEPER_COMMIT`, else
+/// `git rev-parse`), or `unknown`.
+pub const COMMIT: &str = env!("REGKEEPER_COMMIT");
+
+/// What `--version` prints after a program's name, e.g. `0.1.0 (commit 0123456789ab)`;
+/// shared by the three binaries and the server's `GET /api/v1/version`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("REGKEEPER_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("{0}")]
@@ -67,6 +80,21 @@ pub struct Client {
     base_url: String,
     token: Option<Sensitive>,
     agent: ureq::Agent,
+    sources: SettingSources,
+}
+
+/// Where a client's settings came from, so a problem can name the setting to change
+/// (`regkeeper doctor`). Names and paths only, never a value that could be secret.
+#[derive(Debug, Clone, Default)]
+pub struct SettingSources {
+    /// `REGKEEPER_URL`, `url in PATH` or `the default`.
+    pub url: String,
+    /// `REGKEEPER_TOKEN`, `REGKEEPER_TOKEN_FILE (PATH)` or `token in PATH`; `None`
+    /// when the client carries no token.
+    pub token: Option<String>,
+    /// The PEM bundle trusted besides the built-in roots, after the setting that named
+    /// it (`REGKEEPER_CA_FILE` or `ca_file in PATH`).
+    pub ca_file: Option<(String, PathBuf)>,
 }
 
 impl Client {
@@ -87,7 +115,12 @@ impl Client {
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .redirects(0)
-            .user_agent(concat!("regkeeper-client/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!(
+                "regkeeper-client/",
+                env!("CARGO_PKG_VERSION"),
+                "+",
+                env!("REGKEEPER_COMMIT")
+            ));
         if let Some(tls) = tls {
             builder = builder.tls_config(tls);
         }
@@ -96,6 +129,7 @@ impl Client {
             base_url: base_url.trim_end_matches('/').to_owned(),
             token,
             agent,
+            sources: SettingSources::default(),
         }
     }
 
@@ -137,9 +171,25 @@ impl Client {
             None => FileSettings::default(),
         };
         let non_empty = |name: &str| environment(name).filter(|value| !value.trim().is_empty());
-        let url = non_empty("REGKEEPER_URL")
-            .or(file.url)
-            .unwrap_or_else(|| DEFAULT_URL.to_owned());
+        let in_file = |key: &str| match &settings_path {
+            Some(path) => format!("{key} in {}", path.display()),
+            None => key.to_owned(),
+        };
+        let mut sources = SettingSources::default();
+        let url = match (non_empty("REGKEEPER_URL"), file.url) {
+            (Some(url), _) => {
+                sources.url = "REGKEEPER_URL".to_owned();
+                url
+            }
+            (None, Some(url)) => {
+                sources.url = in_file("url");
+                url
+            }
+            (None, None) => {
+                sources.url = "the default".to_owned();
+                DEFAULT_URL.to_owned()
+            }
+        };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ClientError::Config(format!(
                 "REGKEEPER_URL must start with http:// or https://, not `{url}`"
@@ -147,32 +197,124 @@ impl Client {
         }
         let token = match non_empty("REGKEEPER_TOKEN").map(Zeroizing::new) {
             _ if !needs_token => None,
-            Some(token) => Some(Sensitive::new(token.trim())),
+            Some(token) => {
+                sources.token = Some("REGKEEPER_TOKEN".to_owned());
+                Some(Sensitive::new(token.trim()))
+            }
             None => Some(match non_empty("REGKEEPER_TOKEN_FILE") {
-                Some(path) => read_token_file(Path::new(&path))?,
-                None => file
-                    .token
-                    .filter(|token| !token.expose().trim().is_empty())
-                    .ok_or_else(|| no_token(expected_settings_path.as_deref()))?,
+                Some(path) => {
+                    sources.token = Some(format!("REGKEEPER_TOKEN_FILE ({path})"));
+                    read_token_file(Path::new(&path))?
+                }
+                None => {
+                    sources.token = Some(in_file("token"));
+                    file.token
+                        .filter(|token| !token.expose().trim().is_empty())
+                        .ok_or_else(|| no_token(expected_settings_path.as_deref()))?
+                }
             }),
         };
         // Read only when configured: the docker helper starts once per pull.
         let tls = match non_empty("REGKEEPER_CA_FILE") {
-            Some(path) => Some(tls_config("REGKEEPER_CA_FILE", Path::new(&path))?),
+            Some(path) => {
+                sources.ca_file = Some(("REGKEEPER_CA_FILE".to_owned(), PathBuf::from(&path)));
+                Some(tls_config("REGKEEPER_CA_FILE", Path::new(&path))?)
+            }
             None => match (file.ca_file, &settings_path) {
                 (Some(path), Some(settings)) => {
                     let directory = settings.parent().unwrap_or(Path::new("."));
                     let setting = format!("ca_file in {}", settings.display());
-                    Some(tls_config(&setting, &directory.join(path))?)
+                    let path = directory.join(path);
+                    sources.ca_file = Some((setting.clone(), path.clone()));
+                    Some(tls_config(&setting, &path)?)
                 }
                 _ => None,
             },
         };
-        Ok(Self::with_tls(&url, token, tls))
+        let mut client = Self::with_tls(&url, token, tls);
+        client.sources = sources;
+        Ok(client)
     }
 
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// Where this client's URL, token and CA bundle came from.
+    pub fn sources(&self) -> &SettingSources {
+        &self.sources
+    }
+
+    /// A GET whose answer is returned whatever its status: the status and up to 64 KiB
+    /// of the body, for health and readiness probes, whose 503 body says what is wrong.
+    /// Sends the token if the client has one.
+    pub fn probe(&self, path: &str) -> Result<(u16, String), ClientError> {
+        use std::io::Read as _;
+        let url = format!("{}{}", self.base_url, path);
+        let mut request = self.agent.get(&url);
+        if let Some(token) = &self.token {
+            request = request.set("Authorization", &format!("Bearer {}", token.expose()));
+        }
+        let response = match request.call() {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(ureq::Error::Transport(transport)) => {
+                return Err(ClientError::Transport {
+                    url: self.base_url.clone(),
+                    reason: transport_reason(&transport),
+                })
+            }
+        };
+        let status = response.status();
+        let mut body = String::new();
+        response
+            .into_reader()
+            .take(64 * 1024)
+            .read_to_string(&mut body)
+            .map_err(|error| ClientError::Protocol(error.to_string()))?;
+        Ok((status, body))
+    }
+
+    /// A POST without a body whose successful answer is copied to `sink` as it arrives
+    /// (a database backup): how many bytes, after checking the count against the
+    /// answer's `Content-Length`, so a cut-off transfer is an error, not a short file.
+    pub fn download(&self, path: &str, sink: &mut dyn std::io::Write) -> Result<u64, ClientError> {
+        let url = format!("{}{}", self.base_url, path);
+        let mut request = self.agent.post(&url);
+        if let Some(token) = &self.token {
+            request = request.set("Authorization", &format!("Bearer {}", token.expose()));
+        }
+        let response = match request.call() {
+            Ok(response) => response,
+            Err(ureq::Error::Status(status, response)) => {
+                return Err(parse_error(status, response))
+            }
+            Err(ureq::Error::Transport(transport)) => {
+                return Err(ClientError::Transport {
+                    url: self.base_url.clone(),
+                    reason: transport_reason(&transport),
+                })
+            }
+        };
+        let expected = response
+            .header("Content-Length")
+            .and_then(|length| length.parse::<u64>().ok());
+        let copied = std::io::copy(&mut response.into_reader(), sink).map_err(|error| {
+            ClientError::Transport {
+                url: self.base_url.clone(),
+                reason: format!("the transfer broke off: {error}"),
+            }
+        })?;
+        match expected {
+            Some(expected) if expected != copied => Err(ClientError::Transport {
+                url: self.base_url.clone(),
+                reason: format!("the transfer broke off after {copied} of {expected} bytes"),
+            }),
+            None => Err(ClientError::Protocol(
+                "the answer has no Content-Length, so its completeness cannot be checked"
+                    .to_owned(),
+            )),
+            Some(_) => Ok(copied),
+        }
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -269,15 +411,16 @@ fn parse_error(status: u16, response: ureq::Response) -> ClientError {
     }
 }
 
+/// Appended to a transport error when the server's certificate was refused.
+const CA_HINT: &str = "if the server's certificate comes from a private CA, set \
+                       REGKEEPER_CA_FILE to that CA's PEM file";
+
 /// What went wrong reaching the server, with the way out when its certificate is not
 /// trusted: the usual cause is a private CA in front of regkeeper.
 fn transport_reason(transport: &ureq::Transport) -> String {
     let reason = transport.to_string();
     if certificate_refused(transport) {
-        format!(
-            "{reason}; if the server's certificate comes from a private CA, set \
-             REGKEEPER_CA_FILE to that CA's PEM file"
-        )
+        format!("{reason}; {CA_HINT}")
     } else {
         reason
     }
@@ -354,6 +497,12 @@ impl ClientError {
     /// consumer can name its other ways in (a role and an OIDC token).
     pub fn is_missing_token(&self) -> bool {
         matches!(self, ClientError::Config(message) if message.starts_with(NO_TOKEN))
+    }
+
+    /// Whether the connection failed because the server's TLS certificate was not
+    /// trusted (a private CA without REGKEEPER_CA_FILE, or the wrong CA in it).
+    pub fn is_certificate_refused(&self) -> bool {
+        matches!(self, ClientError::Transport { reason, .. } if reason.ends_with(CA_HINT))
     }
 }
 

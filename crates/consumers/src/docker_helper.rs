@@ -25,7 +25,8 @@ use crate::{describe, json_problem, one_line, Environment};
 pub const PROGRAM: &str = "docker-credential-regkeeper";
 
 /// What `--help` prints: the protocol's actions and the settings this program reads.
-const USAGE: &str = "\
+/// The man page (`regkeeper man`) has the same text.
+pub const USAGE: &str = "\
 Usage: docker-credential-regkeeper ACTION
 
 A docker credential helper (Docker, Podman, skopeo, buildah, crane) that hands out the
@@ -126,11 +127,7 @@ pub fn run(
         Some("erase") => erase(environment, input),
         Some("list") => list(environment, output),
         Some("version" | "--version" | "-v") => {
-            writeln!(
-                output,
-                "{PROGRAM} (regkeeper) {}",
-                env!("CARGO_PKG_VERSION")
-            )?;
+            writeln!(output, "{PROGRAM} (regkeeper) {}", regkeeper_client::VERSION)?;
             Ok(())
         }
         Some("help" | "--help" | "-h") => {

@@ -68,6 +68,44 @@ pub const PASSWORD_CACHE_SECONDS: u64 = 5 * 60;
 /// How long the kubelet may remember that regkeeper has nothing for an image.
 pub const NOT_FOUND_CACHE_SECONDS: u64 = 60;
 
+/// What `--help` prints; the man page (`regkeeper man`) has the same text.
+pub const USAGE: &str = "\
+Usage: regkeeper-kubelet-credential-provider [--version | --help]
+
+A kubelet image credential provider: the kubelet runs it for each image whose name
+matches the provider's matchImages in its CredentialProviderConfig, writes a
+credentialprovider.kubelet.k8s.io/v1 CredentialProviderRequest on standard input and
+reads the CredentialProviderResponse it prints. `regkeeper kubelet-credential-provider`
+is the same program.
+
+With a pod's service-account token in the request (KEP-4412 tokenAttributes), the token
+is exchanged for the role its service account's annotation regkeeper.io/role names.
+Otherwise the node's own settings are used.
+
+Settings (environment, else ~/.config/regkeeper/config.toml with url, token, ca_file):
+  REGKEEPER_URL               the regkeeper server (default http://127.0.0.1:7070)
+  REGKEEPER_TOKEN             an API token (or REGKEEPER_TOKEN_FILE, a file holding one)
+  REGKEEPER_ROLE              instead of a token: a role (rk:WORKSPACE:role/NAME) to
+                              exchange the OIDC token in REGKEEPER_OIDC_TOKEN_FILE for
+  REGKEEPER_CA_FILE           a PEM bundle to trust for the server's certificate
+
+No credential for the image answers an empty auth (the pull goes on anonymously);
+a failure is one line on standard error and exit status 1.
+";
+
+/// `--version` or `--help` as the first argument: the text to print instead of
+/// answering a request.
+pub fn information(argument: Option<&str>) -> Option<String> {
+    match argument? {
+        "--version" | "-V" | "version" => Some(format!(
+            "{PROGRAM} (regkeeper) {}\n",
+            regkeeper_client::VERSION
+        )),
+        "--help" | "-h" | "help" => Some(USAGE.to_owned()),
+        _ => None,
+    }
+}
+
 /// A request is a few hundred bytes (a service-account token adds a kilobyte or two).
 const INPUT_LIMIT: u64 = 1 << 20;
 

@@ -5,20 +5,26 @@
 //! The client commands are one or two REST calls each through `regkeeper_client`, one
 //! file per command group; `kubelet-credential-provider` is
 //! `regkeeper_consumers::kubelet::run`, called before any API token is required. No
-//! command but `serve` opens the store or the key file.
+//! command but `serve` and `restore` (which works on a stopped server's data
+//! directory, through `store::sqlite`) opens the store, and none but `serve` the key
+//! file. `completions` and `man` are generated from these clap definitions.
 
 mod audit;
+mod backup;
 mod bootstrap_token;
 mod commands;
 mod credentials;
+mod doctor;
 mod federation;
 mod keys;
 mod output;
+mod reference;
 mod roles;
 mod sync_targets;
 mod tokens;
 mod usage;
 mod users;
+mod whoami;
 mod workspaces;
 
 use std::path::PathBuf;
@@ -31,7 +37,7 @@ use crate::config::{Config, Overrides};
 #[derive(Parser)]
 #[command(
     name = "regkeeper",
-    version,
+    version = regkeeper_client::VERSION,
     about = "Container-registry credentials broker"
 )]
 pub struct Cli {
@@ -97,6 +103,37 @@ enum Command {
     /// Kubelet image credential provider: reads a credentialprovider.kubelet.k8s.io/v1
     /// CredentialProviderRequest on stdin, prints the CredentialProviderResponse.
     KubeletCredentialProvider,
+    /// Who the API token belongs to: the user or workload role, its workspaces with
+    /// their roles, and the token's id and expiry.
+    Whoami {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Check the settings and the server: DNS, TCP, TLS (with REGKEEPER_CA_FILE), the
+    /// token, versions, readiness, the master key, failing credentials and sync
+    /// targets. Each problem names the setting to change; exits 1 if a check fails.
+    Doctor {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Copy the running server's SQLite database to FILE, consistently, while it
+    /// serves (site administrators). On PostgreSQL, prints the pg_dump commands.
+    Backup(backup::BackupArgs),
+    /// Put a backup in place of a stopped server's SQLite database (in its data
+    /// directory). The master key file is not in the backup: keep it with it.
+    Restore(backup::RestoreArgs),
+    /// Print a shell completion script, e.g. `regkeeper completions bash >
+    /// /etc/bash_completion.d/regkeeper`.
+    Completions {
+        #[arg(value_enum)]
+        shell: reference::Shell,
+    },
+    /// Write man pages for regkeeper, each of its commands, and the two node programs
+    /// into DIR (e.g. /usr/local/share/man/man1).
+    Man {
+        #[arg(value_name = "DIR")]
+        directory: PathBuf,
+    },
 }
 
 #[derive(Args)]

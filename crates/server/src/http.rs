@@ -17,6 +17,7 @@ mod credentials;
 pub mod error;
 mod federation;
 mod identity;
+mod maintenance;
 mod ops;
 mod roles;
 mod sign_in;
@@ -66,6 +67,7 @@ pub struct ApiState {
         federation::exchange, sign_in::start, sign_in::complete,
         admin::audit_list, admin::audit_verify, admin::key_status, admin::key_rotate, admin::key_migrate,
         sync_targets::list, sync_targets::create, sync_targets::delete, sync_targets::run,
+        maintenance::version, maintenance::backup,
     ),
     modifiers(&BearerAuth),
 )]
@@ -218,6 +220,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/admin/master-key", get(admin::key_status))
         .route("/admin/master-key/rotate", post(admin::key_rotate))
         .route("/admin/master-key/migrate", post(admin::key_migrate))
+        .route("/admin/backup", post(maintenance::backup))
+        .route("/version", get(maintenance::version))
         .route("/openapi.json", get(ops::openapi));
     Router::new()
         .nest("/api/v1", api)

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod lease_worker;
 pub mod login_check;
 pub mod oidc;
+pub mod operations;
 pub mod registry_tokens;
 pub mod resolve;
 pub mod roles;

@@ -281,6 +281,11 @@ pub trait Store: Send + Sync {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> Result<()>;
+    /// Writes a consistent snapshot of the whole database to `path`, a new or empty
+    /// file, while the store goes on serving (SQLite's `VACUUM INTO`; sealed bytes and
+    /// hashes only, like the database). PostgreSQL refuses with `Unprocessable`
+    /// `backup_needs_pg_dump`: it is backed up with `pg_dump` ([`PG_DUMP_RECIPE`]).
+    async fn snapshot_into(&self, path: &std::path::Path) -> Result<()>;
 
     async fn key_checks(&self) -> Result<Vec<KeyCheck>>;
     /// Inserts the check for a version unless one exists; returns the stored one.
@@ -624,6 +629,22 @@ pub trait Store: Send + Sync {
 
 pub type SharedStore = Arc<dyn Store>;
 
+/// How a PostgreSQL-backed regkeeper is backed up and restored: the database's own
+/// tools, in their custom format. Shown by `regkeeper backup` and the README.
+pub const PG_DUMP_RECIPE: &str = "\
+pg_dump --format=custom --file=regkeeper.pgdump \"$REGKEEPER_DATABASE_URL\"
+# restore, into a new empty database, with every replica stopped:
+pg_restore --no-owner --exit-on-error --dbname=\"$NEW_DATABASE_URL\" regkeeper.pgdump";
+
+pub fn backup_needs_pg_dump() -> crate::domain::Error {
+    crate::domain::Error::unprocessable(
+        "backup_needs_pg_dump",
+        "this server's database is PostgreSQL: back it up with pg_dump --format=custom \
+         (regkeeper backup prints the commands; README, \"Backup and restore\"); \
+         regkeeper backup copies SQLite databases only",
+    )
+}
+
 /// A committed change, announced by the database, to what the service caches; see
 /// [`watch_changes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -657,6 +678,21 @@ pub async fn watch_changes(
         Some(postgres::watch_changes(url.clone(), on_change).await)
     } else {
         None
+    }
+}
+
+/// A failed migration at start, with the way out when the database is newer than
+/// this binary: sqlx refuses a database with an applied migration it does not know
+/// (the usual cause is an older binary started after an upgrade), and changes nothing.
+fn migration_error(error: sqlx::migrate::MigrateError) -> anyhow::Error {
+    match error {
+        sqlx::migrate::MigrateError::VersionMissing(version) => anyhow::anyhow!(
+            "the database has migration {version}, which this regkeeper ({}) does not know: \
+             it was upgraded by a newer release. Run that release, or roll back by restoring \
+             the backup taken before the upgrade (README, \"Upgrades\")",
+            regkeeper_client::VERSION
+        ),
+        other => anyhow::Error::new(other).context("migrating the database"),
     }
 }
 

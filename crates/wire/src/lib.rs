@@ -17,6 +17,7 @@ mod administration;
 pub mod docker_helper;
 mod federation;
 pub mod kubelet;
+mod operations;
 mod sensitive;
 mod sync_targets;
 pub mod text;
@@ -26,6 +27,7 @@ pub use federation::{
     ExchangeInput, Exchanged, SignInInput, SignInStart, SignInStarted, SignedIn, Trust, TrustInput,
     TrustList,
 };
+pub use operations::{MeToken, ServerVersion};
 pub use sensitive::Sensitive;
 pub use sync_targets::{SyncTarget, SyncTargetCreated, SyncTargetInput, SyncTargetList};
 
@@ -345,6 +347,9 @@ pub struct Me {
     /// Set when the token belongs to a workload role: its reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// The token this request was made with; absent from servers before `whoami`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<MeToken>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

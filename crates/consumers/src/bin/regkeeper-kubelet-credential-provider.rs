@@ -6,6 +6,12 @@ use std::process::ExitCode;
 // The entry point hands the system clock to the logic, which reads no clock itself.
 #[allow(clippy::disallowed_methods)]
 fn main() -> ExitCode {
+    if let Some(text) =
+        regkeeper_consumers::kubelet::information(std::env::args().nth(1).as_deref())
+    {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
     let status = regkeeper_consumers::kubelet::main(
         &|name| std::env::var(name).ok(),
         &mut std::io::stdin().lock(),

@@ -1,7 +1,9 @@
 //! The client side of the CLI: each command is one or two REST calls. Here: which
-//! command group runs, the token-less commands (`login`, `kubelet-credential-provider`)
-//! and `resolve`; each group is its own file (`credentials`, `users`, `workspaces`,
-//! `tokens`, `keys`, `audit`, `roles`, `sync_targets`, `federation`).
+//! command group runs, the token-less commands (`login`, `kubelet-credential-provider`,
+//! `completions`, `man`, `restore`, and `doctor`, which reads the settings itself) and
+//! `resolve`; each group is its own file (`credentials`, `users`, `workspaces`,
+//! `tokens`, `keys`, `audit`, `roles`, `sync_targets`, `federation`, `whoami`,
+//! `doctor`, `backup`, `reference`).
 
 use regkeeper_client::{segment, Client};
 use regkeeper_wire as wire;
@@ -27,6 +29,14 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
             &mut std::io::stdout().lock(),
             &std::time::SystemTime::now,
         )?);
+    }
+    // Commands that work without a server, or on the settings themselves.
+    match command {
+        Command::Completions { shell } => return super::reference::completions(shell),
+        Command::Man { directory } => return super::reference::man(&directory),
+        Command::Restore(args) => return super::backup::restore(args),
+        Command::Doctor { output } => return super::doctor::run(&environment, output),
+        _ => {}
     }
     let client = Client::from_environment(&environment)?;
     match command {
@@ -71,6 +81,14 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::KubeletCredentialProvider => {
             unreachable!("the kubelet provider is handled before the token is read")
+        }
+        Command::Whoami { output } => super::whoami::run(&client, output),
+        Command::Backup(args) => super::backup::backup(&client, args),
+        Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Restore(_)
+        | Command::Doctor { .. } => {
+            unreachable!("handled before the token is read")
         }
     }
 }

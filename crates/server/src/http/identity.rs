@@ -14,13 +14,24 @@ use super::{views, ApiState};
 
 /// Who the API token belongs to.
 #[utoipa::path(get, path = "/api/v1/me", tag = "identity", responses((status = 200, body = wire::Me)))]
-pub async fn me(Caller(principal): Caller) -> Json<wire::Me> {
-    Json(wire::Me {
+pub async fn me(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+) -> ApiResult<Json<wire::Me>> {
+    let token = crate::service::operations::current_token(&state.app, &principal).await?;
+    Ok(Json(wire::Me {
         personal_workspace: principal.personal_workspace(),
         role: principal.role.as_ref().map(|_| principal.user_name.clone()),
         user: principal.user_name,
         admin: principal.admin,
-    })
+        token: token.as_ref().map(|token| wire::MeToken {
+            id: token.id.clone(),
+            name: token.name.clone(),
+            prefix: token.display_prefix.clone(),
+            created_at: crate::clock::format_timestamp(token.created_at),
+            expires_at: token.expires_at.map(crate::clock::format_timestamp),
+        }),
+    }))
 }
 
 /// List users (site administrators).

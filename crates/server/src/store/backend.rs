@@ -5,6 +5,7 @@
 //! information (bools, blobs) that both drivers keep.
 
 use std::future::Future;
+use std::path::Path;
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
@@ -65,6 +66,10 @@ pub trait Backend:
     fn begin_write(
         writes: &Pool<Self>,
     ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self>>> + Send;
+
+    /// Writes a consistent snapshot of the whole database to `path` (a new or empty
+    /// file) while it serves; see [`crate::store::Store::snapshot_into`].
+    fn snapshot_into(pool: &Pool<Self>, path: &Path) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The Rust types the statements bind and read; see [`Backend`] for why they are named.

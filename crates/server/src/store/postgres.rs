@@ -39,6 +39,12 @@ impl Backend for Postgres {
             .or_db()?;
         Ok(transaction)
     }
+
+    /// A PostgreSQL database is backed up by its own tools, which know its roles,
+    /// sequences and triggers; see [`crate::store::PG_DUMP_RECIPE`].
+    async fn snapshot_into(_pool: &Pool<Self>, _path: &std::path::Path) -> Result<()> {
+        Err(super::backup_needs_pg_dump())
+    }
 }
 
 impl SqlStore<Postgres> {
@@ -51,7 +57,10 @@ impl SqlStore<Postgres> {
             .after_release(|connection, _| Box::pin(async move { Ok(reusable(connection)) }))
             .connect(url)
             .await?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(super::migration_error)?;
         Ok(Self::new(pool.clone(), pool))
     }
 }

@@ -106,6 +106,10 @@ impl<DB: Backend> Store for SqlStore<DB> {
         Ok(())
     }
 
+    async fn snapshot_into(&self, path: &std::path::Path) -> Result<()> {
+        DB::snapshot_into(&self.pool, path).await
+    }
+
     async fn key_checks(&self) -> Result<Vec<KeyCheck>> {
         keys::key_checks(self).await
     }

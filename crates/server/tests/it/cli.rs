@@ -439,7 +439,7 @@ fn api_tokens_audit_and_key_rotation() {
 
 /// A TLS-terminating forwarder to `server`, as a company's reverse proxy would be, with
 /// a certificate only the test CA vouches for. It runs while the runtime lives.
-fn behind_tls(server: &TestServer, ca: &TestCa) -> (tokio::runtime::Runtime, String) {
+pub(super) fn behind_tls(server: &TestServer, ca: &TestCa) -> (tokio::runtime::Runtime, String) {
     let upstream = server.url.trim_start_matches("http://").to_owned();
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(ca.rustls_server_config()));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -19,6 +19,7 @@ use regkeeper::store::{
 use super::support::PostgresDatabase;
 
 mod audit;
+mod backup;
 mod coverage;
 mod credentials;
 mod freshness;
@@ -339,6 +340,8 @@ macro_rules! contract {
             case!(keys::key_checks_and_rewrapping);
             case!(keys::keyring_home_and_migrations);
             case!(keys::sealed_pages_name_every_value);
+            // Backups.
+            case!(backup::snapshots_copy_sqlite_and_refuse_postgres);
         }
     };
 }
