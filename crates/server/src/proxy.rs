@@ -29,9 +29,11 @@ pub mod blob_cache;
 mod blobs;
 mod digest_check;
 mod errors;
+pub mod grants;
 pub mod listener;
 mod manifests;
 pub mod path;
+pub mod shared_cache;
 mod upstream;
 
 use std::net::IpAddr;
@@ -56,6 +58,8 @@ use crate::service::{identity, App};
 
 use blob_cache::BlobCache;
 use errors::ProxyError;
+use grants::Grants;
+use shared_cache::SharedCache;
 use listener::ClientAddress;
 use path::{ProxyPath, Target};
 use upstream::{Session, Upstream};
@@ -77,7 +81,9 @@ pub struct ProxyState {
     app: Arc<App>,
     upstream: Upstream,
     cache: Option<Arc<BlobCache>>,
-    grants: blobs::Grants,
+    /// The blob cache on S3 every replica shares; when set, `cache` is not.
+    shared: Option<Arc<SharedCache>>,
+    grants: Grants,
     intact: blobs::IntactFiles,
     manifests: manifests::ManifestCache,
     limiter: AuthLimiter,
@@ -86,17 +92,25 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
-    pub fn new(app: Arc<App>, cache: Option<Arc<BlobCache>>) -> Arc<Self> {
+    /// The proxy with a local-disk cache, a shared one on S3 (whose grants are then
+    /// shared through the database), or neither.
+    pub fn new(
+        app: Arc<App>,
+        cache: Option<Arc<BlobCache>>,
+        shared: Option<Arc<SharedCache>>,
+    ) -> Arc<Self> {
         let upstream = Upstream::new(
             app.outbound.clone(),
             app.config.outbound.clone(),
             Arc::clone(&app.clock),
         );
+        let grants = Grants::new(shared.as_ref().map(|_| Arc::clone(&app.store)));
         Arc::new(Self {
             app,
             upstream,
+            grants,
             cache,
-            grants: blobs::Grants::new(),
+            shared,
             intact: blobs::intact_files(),
             manifests: manifests::ManifestCache::new(),
             limiter: AuthLimiter::default(),

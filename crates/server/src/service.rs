@@ -23,6 +23,7 @@ pub mod oidc;
 pub mod registry_tokens;
 pub mod resolve;
 pub mod roles;
+pub mod sign_outs;
 pub mod sync_targets;
 pub mod trusts;
 pub mod users;
@@ -68,6 +69,8 @@ pub struct App {
     pub audit_writer: audit_writer::AuditWriter,
     /// OIDC issuers' signing keys, for the token exchange.
     pub oidc_keys: oidc::KeyCache,
+    /// Console sessions signed out on any replica.
+    pub sign_outs: sign_outs::SignOuts,
 }
 
 impl App {

@@ -33,6 +33,7 @@ mod registry_logins;
 mod registry_trust;
 mod replicas;
 mod roles;
+mod shared_cache;
 mod single_sign_on;
 mod startup;
 mod store_contract;

@@ -26,6 +26,7 @@ mod identity;
 mod keys;
 mod registry_tokens;
 mod roles;
+mod shared_state;
 mod sync_targets;
 mod token_leases;
 
@@ -334,6 +335,11 @@ macro_rules! contract {
             // Master keys: key checks and the sealed values a rotation re-wraps.
             case!(keys::key_checks_and_rewrapping);
             case!(keys::sealed_pages_name_every_value);
+            // What replicas share of the proxy and the console.
+            case!(shared_state::proxy_grants_keep_the_newest_confirmation);
+            case!(shared_state::the_cached_blob_index_orders_by_last_use);
+            case!(shared_state::a_job_lease_has_one_holder_until_it_runs_out);
+            case!(shared_state::sign_outs_last_until_their_session_expires);
         }
     };
 }
