@@ -4,8 +4,8 @@
 //! resolve in); every request resolves the upstream credential with that caller's own
 //! permissions — roles and policies included — and is audited as `proxy.pull`, and
 //! only then reaches the upstream through `outbound`. Bodies stream through, checked
-//! against their digests; an optional on-disk cache serves verified blobs again, but
-//! only to callers whose own credential the upstream has confirmed may pull them.
+//! against their digests; an optional cache serves verified blobs again, but only to
+//! callers whose own credential the upstream has confirmed may pull them.
 //!
 //! Who asks comes first: a caller without a valid token learns nothing, not even
 //! whether its path is well formed (failures count in an `AuthLimiter` of the proxy's
@@ -16,11 +16,14 @@
 //! same token is audited once per `AUDIT_REPEAT_WINDOW`, its permissions checked
 //! every time and every failure recorded.
 //!
-//! Limits: the read API only (no push, catalog or referrers); the blob cache and the
-//! grants belong to one process, so after a restart the first pull of a cached blob
-//! re-confirms with a `HEAD`; a client that stops reading keeps its upstream
-//! connection open, since hyper has no write time-out and the concurrency limit counts
-//! a request only until its response starts.
+//! The cache is optional: on local disk (`blob_cache`, one process, its grants in
+//! memory, so after a restart the first pull of a cached blob re-confirms with a
+//! `HEAD`), or on S3 shared by every replica (`shared_cache`, its index and `grants`
+//! in the database).
+//!
+//! Limits: the read API only (no push, catalog or referrers); a client that stops
+//! reading keeps its upstream connection open, since hyper has no write time-out and
+//! the concurrency limit counts a request only until its response starts.
 //!
 //! Architecture invariant: the proxy serves nothing (not even from its cache) before
 //! the caller's credential for that upstream repository has been resolved.
