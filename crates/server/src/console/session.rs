@@ -28,7 +28,6 @@ pub const PENDING_COOKIE: &str = "regkeeper_sso";
 pub const PENDING_LIFETIME_MS: i64 = 10 * 60 * 1000;
 /// Every console cookie is scoped to the console, so the REST API never receives one.
 pub const COOKIE_PATH: &str = "/console";
-const SESSION_LIFETIME_SECONDS: u64 = 12 * 60 * 60;
 pub const SESSION_LIFETIME_MS: i64 = 12 * 60 * 60 * 1000;
 const FLASH_LIFETIME_SECONDS: i64 = 60;
 

@@ -359,7 +359,7 @@ impl Completion for Fetched {
         // Hashed on its way in: the file as written is intact.
         if let Ok(metadata) = std::fs::metadata(&blob.path) {
             self.intact
-                .insert(self.key.digest.clone(), FileIdentity::of(&metadata));
+                .insert(self.key.digest().to_owned(), FileIdentity::of(&metadata));
         }
     }
 

@@ -48,6 +48,10 @@ impl GrantKey {
         }
     }
 
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
     /// The key of the grant's database row.
     fn stored(&self) -> String {
         let mut hasher = Sha256::new();
