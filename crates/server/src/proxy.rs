@@ -62,9 +62,9 @@ use crate::service::{identity, App};
 use blob_cache::BlobCache;
 use errors::ProxyError;
 use grants::Grants;
-use shared_cache::SharedCache;
 use listener::ClientAddress;
 use path::{ProxyPath, Target};
+use shared_cache::SharedCache;
 use upstream::{Session, Upstream};
 
 /// How long a request may take until its response starts (its body may then take as

@@ -571,8 +571,11 @@ pub trait Store: Send + Sync {
     async fn touch_cached_blob(&self, digest: &str, at: Timestamp) -> Result<()>;
     /// Deletes a cached blob's row — only if its last use is still `last_used_at`, when
     /// given (an eviction must not remove a blob used since it chose it); whether it did.
-    async fn delete_cached_blob(&self, digest: &str, last_used_at: Option<Timestamp>)
-        -> Result<bool>;
+    async fn delete_cached_blob(
+        &self,
+        digest: &str,
+        last_used_at: Option<Timestamp>,
+    ) -> Result<bool>;
     /// How many blobs the shared cache indexes, and their total size in bytes.
     async fn cached_blob_totals(&self) -> Result<(i64, i64)>;
     /// Up to `limit` cached blobs, least recently used first.

@@ -52,7 +52,9 @@ impl S3Location {
             && !bucket.ends_with(['.', '-']);
         let prefix = prefix.trim_matches('/');
         let prefix_valid = !prefix.contains("//")
-            && !prefix.split('/').any(|segment| segment == "." || segment == "..")
+            && !prefix
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
             && !prefix.chars().any(char::is_control);
         (bucket_valid && prefix_valid).then(|| Self {
             bucket: bucket.to_owned(),
@@ -213,7 +215,10 @@ mod tests {
         );
         assert_eq!(config.proxy.cache_max_bytes, 512 << 20);
         let config = load(&[
-            ("REGKEEPER_PROXY_CACHE_S3_URL", "s3://layers.example/regkeeper/cache/"),
+            (
+                "REGKEEPER_PROXY_CACHE_S3_URL",
+                "s3://layers.example/regkeeper/cache/",
+            ),
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
             ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9001"),
         ])
@@ -239,7 +244,13 @@ mod tests {
             config.proxy.s3_endpoint_url.as_deref(),
             Some("http://127.0.0.1:9000")
         );
-        for bad in ["https://bucket/x", "s3://", "s3://UPPER/x", "s3://b/x", "s3://ok-bucket/a/../b"] {
+        for bad in [
+            "https://bucket/x",
+            "s3://",
+            "s3://UPPER/x",
+            "s3://b/x",
+            "s3://ok-bucket/a/../b",
+        ] {
             assert_eq!(S3Location::parse(bad), None, "{bad}");
         }
         assert_eq!(parse_byte_size("10GiB"), Some(10 << 30));

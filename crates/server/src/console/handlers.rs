@@ -37,10 +37,7 @@ pub async fn root() -> Response {
 }
 
 /// The sign-in page, or the workspaces for someone signed in.
-pub async fn home(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn home(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let keys = state.app.keyring.keys().ok();
     let visit = Visit::of(&headers, keys.as_deref());
     let signed_in = keys

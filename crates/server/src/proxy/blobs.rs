@@ -26,8 +26,8 @@ use crate::outbound::OutboundClient;
 
 use super::blob_cache::{BlobCache, CachedBlob};
 use super::digest_check::{verified, BodyError, CacheCopy, Completion};
-use super::grants::{GrantKey, Grants, GRANT_FRESH_MS};
 use super::errors::ProxyError;
+use super::grants::{GrantKey, Grants, GRANT_FRESH_MS};
 use super::path::Digest;
 use super::upstream::{Session, UpstreamError, UpstreamRequest};
 use super::ProxyState;
@@ -417,7 +417,10 @@ pub(super) fn count_bytes(metrics: &Metrics, source: &str, size: u64) {
 /// The one byte range of a `Range` header, inclusive, within `size`. `Ok(None)` means
 /// serve the whole blob (no range, several ranges, or a header that does not parse,
 /// which RFC 9110 lets a server ignore); an unsatisfiable range is an error.
-pub(super) fn parse_range(value: &HeaderValue, size: u64) -> Result<Option<(u64, u64)>, ProxyError> {
+pub(super) fn parse_range(
+    value: &HeaderValue,
+    size: u64,
+) -> Result<Option<(u64, u64)>, ProxyError> {
     let Some(spec) = value
         .to_str()
         .ok()

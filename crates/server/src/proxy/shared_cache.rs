@@ -207,7 +207,10 @@ impl SharedCache {
                 let digest = digest.to_string();
                 tokio::spawn(async move {
                     if let Err(error) = store.touch_cached_blob(&digest, now).await {
-                        tracing::warn!(error.code = error.code(), "proxy.shared_cache_touch_failed");
+                        tracing::warn!(
+                            error.code = error.code(),
+                            "proxy.shared_cache_touch_failed"
+                        );
                     }
                 });
             }
@@ -283,7 +286,11 @@ impl SharedCache {
     /// Starts storing the blob `digest` as it streams from the upstream; `None` when the
     /// cache is unavailable, this replica is already storing it, or `expected_size` is
     /// over the cap.
-    pub fn begin(self: &Arc<Self>, digest: &Digest, expected_size: Option<u64>) -> Option<SharedUpload> {
+    pub fn begin(
+        self: &Arc<Self>,
+        digest: &Digest,
+        expected_size: Option<u64>,
+    ) -> Option<SharedUpload> {
         if !self.available() || expected_size.is_some_and(|size| size > self.max_bytes) {
             return None;
         }

@@ -126,17 +126,19 @@ pub(super) async fn delete_cached_blob<DB: Backend>(
     last_used_at: Option<Timestamp>,
 ) -> Result<bool> {
     let deleted = match last_used_at {
-        Some(last_used_at) => sqlx::query(
-            "DELETE FROM proxy_cache_blobs WHERE digest = $1 AND last_used_at = $2",
-        )
-        .bind(digest)
-        .bind(last_used_at)
-        .execute(&store.writer)
-        .await,
-        None => sqlx::query("DELETE FROM proxy_cache_blobs WHERE digest = $1")
-            .bind(digest)
-            .execute(&store.writer)
-            .await,
+        Some(last_used_at) => {
+            sqlx::query("DELETE FROM proxy_cache_blobs WHERE digest = $1 AND last_used_at = $2")
+                .bind(digest)
+                .bind(last_used_at)
+                .execute(&store.writer)
+                .await
+        }
+        None => {
+            sqlx::query("DELETE FROM proxy_cache_blobs WHERE digest = $1")
+                .bind(digest)
+                .execute(&store.writer)
+                .await
+        }
     };
     Ok(deleted.or_db()?.rows_affected() > 0)
 }

@@ -9,9 +9,10 @@ use sqlx::{Database, Pool};
 use super::backend::{Backend, RowsAffected as _};
 use super::errors::OrDatabase;
 use super::{
-    audit_log, credentials, identity, keys, registry_tokens, roles, shared_state, sync_targets, CachedBlobRow, ApiTokenRow,
-    AuditQuery, KeyCheck, MemberRow, NewUser, RoleGrantRow, RoleRow, SealedKind, SealedRef, Store,
-    StoredToken, TokenOwner, TokenSubject, TrustRow, UserRow, WorkspaceRow,
+    audit_log, credentials, identity, keys, registry_tokens, roles, shared_state, sync_targets,
+    ApiTokenRow, AuditQuery, CachedBlobRow, KeyCheck, MemberRow, NewUser, RoleGrantRow, RoleRow,
+    SealedKind, SealedRef, Store, StoredToken, TokenOwner, TokenSubject, TrustRow, UserRow,
+    WorkspaceRow,
 };
 use crate::audit::{AuditRecord, AuditRow};
 use crate::domain::credential::{Credential, SealedSecret, Timestamp};

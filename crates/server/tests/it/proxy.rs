@@ -58,7 +58,13 @@ pub(super) fn proxy_host(server: &TestServer) -> String {
 }
 
 /// Stores (and verifies) a docker login for `upstream` in the admin's workspace.
-pub(super) fn store_login(server: &TestServer, name: &str, upstream: &str, username: &str, password: &str) {
+pub(super) fn store_login(
+    server: &TestServer,
+    name: &str,
+    upstream: &str,
+    username: &str,
+    password: &str,
+) {
     ok(&add(
         server,
         &[
@@ -159,7 +165,12 @@ impl Reply {
 }
 
 /// One request to the proxy, with Basic auth `username:token` when a token is given.
-pub(super) fn call(method: &str, url: &str, login: Option<(&str, &str)>, headers: &[(&str, &str)]) -> Reply {
+pub(super) fn call(
+    method: &str,
+    url: &str,
+    login: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+) -> Reply {
     let agent = ureq::AgentBuilder::new().redirects(0).build();
     let mut request = agent.request(method, url);
     if let Some((username, token)) = login {

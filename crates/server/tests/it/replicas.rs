@@ -744,7 +744,11 @@ fn a_console_sign_out_ends_the_cookie_on_every_replica() {
         .status
     };
     for replica in 0..3 {
-        assert_eq!(page(replica), 200, "the copied cookie works on replica {replica}");
+        assert_eq!(
+            page(replica),
+            200,
+            "the copied cookie works on replica {replica}"
+        );
     }
     let signed_out = request(
         &replicas.servers[1],
@@ -757,7 +761,9 @@ fn a_console_sign_out_ends_the_cookie_on_every_replica() {
     assert_eq!(signed_out.status, 303, "{}", signed_out.body);
     assert_eq!(page(1), 303, "refused at once where it was signed out");
     for replica in [0, 2] {
-        eventually(NOTIFIED_WITHIN, POLL, "the copy refused", || page(replica) == 303);
+        eventually(NOTIFIED_WITHIN, POLL, "the copy refused", || {
+            page(replica) == 303
+        });
     }
     assert_eq!(
         replicas.integers("SELECT COUNT(*) FROM console_sign_outs"),

@@ -18,7 +18,9 @@ use super::peers::token_issuer::{
     TokenIssuer, TokenIssuerOptions, TokenUser, PULLER, PULLER_PASSWORD, PUSHER, PUSHER_PASSWORD,
 };
 use super::proxy::{call, metric, proxy_host, sha256, skopeo_pull, store_login};
-use super::support::{eventually, ok, stderr, PostgresDatabase, ServerOptions, TestServer, ADMIN_TOKEN};
+use super::support::{
+    eventually, ok, stderr, PostgresDatabase, ServerOptions, TestServer, ADMIN_TOKEN,
+};
 
 const BUCKET: &str = "regkeeper-cache";
 const PREFIX: &str = "proxy";
@@ -38,7 +40,10 @@ fn environment(
 ) -> Vec<(String, String)> {
     let mut environment = vec![
         ("REGKEEPER_PROXY_LISTEN", "127.0.0.1:0".to_owned()),
-        ("REGKEEPER_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".to_owned()),
+        (
+            "REGKEEPER_OUTBOUND_ALLOW_NETWORKS",
+            "127.0.0.0/8".to_owned(),
+        ),
         (
             "REGKEEPER_PROXY_CACHE_S3_URL",
             format!("s3://{BUCKET}/{PREFIX}/"),
@@ -49,10 +54,7 @@ fn environment(
         ("AWS_REGION", moto::REGION.to_owned()),
     ];
     if let Some(ca_file) = ca_file {
-        environment.push((
-            "REGKEEPER_OUTBOUND_CA_FILE",
-            ca_file.display().to_string(),
-        ));
+        environment.push(("REGKEEPER_OUTBOUND_CA_FILE", ca_file.display().to_string()));
     }
     environment.extend(extra.iter().cloned());
     environment
@@ -153,7 +155,10 @@ fn three_replicas_fetch_a_layer_from_the_upstream_once_and_keep_workspaces_apart
 
     pull(&replicas[0], &image);
     let (status, stored) = moto.get_object(BUCKET, &object_key(&digests.layer));
-    assert_eq!(status, 200, "the verified layer is in S3 once the pull is done");
+    assert_eq!(
+        status, 200,
+        "the verified layer is in S3 once the pull is done"
+    );
     assert_eq!(sha256(&stored), digests.layer);
     assert_eq!(upstream_requests(&registry, "GET", &digests.layer), 1);
     for replica in &replicas[1..] {
@@ -211,14 +216,22 @@ fn three_replicas_fetch_a_layer_from_the_upstream_once_and_keep_workspaces_apart
             "{}",
             replica.log()
         );
-        assert!(!denied.bytes().windows(16).any(|window| window == &stored[..16]));
+        assert!(!denied
+            .bytes()
+            .windows(16)
+            .any(|window| window == &stored[..16]));
         let head = call("HEAD", &url, Some(("acme/other", &bob)), &[]);
         assert_eq!(head.status, 403);
         assert!(head.header("content-length") != Some(&stored.len().to_string()));
         // The admin's callers get it whole, and a part of it, from the cache.
         let served = call("GET", &url, Some(("any", ADMIN_TOKEN)), &[]);
         assert_eq!(sha256(served.bytes()), digests.layer);
-        let part = call("GET", &url, Some(("any", ADMIN_TOKEN)), &[("Range", "bytes=2-9")]);
+        let part = call(
+            "GET",
+            &url,
+            Some(("any", ADMIN_TOKEN)),
+            &[("Range", "bytes=2-9")],
+        );
         assert_eq!(part.status, 206);
         assert_eq!(part.bytes(), &stored[2..10]);
     }
@@ -375,7 +388,12 @@ fn the_leased_sweep_evicts_least_recently_used_blobs_down_to_the_cap() {
     let admin = Some(("any", ADMIN_TOKEN));
     let get = |replica: &TestServer, index: usize| {
         let (digest, bytes) = &blobs[index];
-        let served = call("GET", &blob_url(replica, &alias, "team/blobs", digest), admin, &[]);
+        let served = call(
+            "GET",
+            &blob_url(replica, &alias, "team/blobs", digest),
+            admin,
+            &[],
+        );
         assert_eq!(served.status, 200, "{}", replica.log());
         assert_eq!(served.bytes(), &bytes[..]);
     };

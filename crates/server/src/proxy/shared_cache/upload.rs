@@ -78,7 +78,9 @@ impl SharedUpload {
             .expected_size
             .map_or(self.max_bytes, |size| size.min(self.max_bytes));
         if self.written > limit {
-            return Err(std::io::Error::other("the blob is over its size or the cap"));
+            return Err(std::io::Error::other(
+                "the blob is over its size or the cap",
+            ));
         }
         self.sender
             .send_timeout(Piece::Chunk(chunk), STALL_LIMIT)

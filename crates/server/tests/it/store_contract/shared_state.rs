@@ -23,9 +23,18 @@ pub(super) async fn the_cached_blob_index_orders_by_last_use(subject: Subject) {
     let store = &subject.store;
     assert_eq!(store.cached_blob_totals().await.unwrap(), (0, 0));
     assert_eq!(store.cached_blob("sha256:aa").await.unwrap(), None);
-    store.put_cached_blob("sha256:aa", 100, 1_000).await.unwrap();
-    store.put_cached_blob("sha256:bb", 200, 2_000).await.unwrap();
-    store.put_cached_blob("sha256:cc", 300, 3_000).await.unwrap();
+    store
+        .put_cached_blob("sha256:aa", 100, 1_000)
+        .await
+        .unwrap();
+    store
+        .put_cached_blob("sha256:bb", 200, 2_000)
+        .await
+        .unwrap();
+    store
+        .put_cached_blob("sha256:cc", 300, 3_000)
+        .await
+        .unwrap();
     assert_eq!(store.cached_blob_totals().await.unwrap(), (3, 600));
     let row = store.cached_blob("sha256:bb").await.unwrap().unwrap();
     assert_eq!((row.size, row.last_used_at), (200, 2_000));
@@ -54,21 +63,45 @@ pub(super) async fn the_cached_blob_index_orders_by_last_use(subject: Subject) {
     assert!(!store.delete_cached_blob("sha256:cc", None).await.unwrap());
     assert_eq!(store.cached_blob_totals().await.unwrap(), (1, 100));
     // Stored again, a blob is as new.
-    store.put_cached_blob("sha256:aa", 150, 9_000).await.unwrap();
+    store
+        .put_cached_blob("sha256:aa", 150, 9_000)
+        .await
+        .unwrap();
     let row = store.cached_blob("sha256:aa").await.unwrap().unwrap();
     assert_eq!((row.size, row.last_used_at), (150, 9_000));
 }
 
 pub(super) async fn a_job_lease_has_one_holder_until_it_runs_out(subject: Subject) {
     let store = &subject.store;
-    assert!(store.claim_job_lease("sweep", "a", 1_000, 31_000).await.unwrap());
-    assert!(!store.claim_job_lease("sweep", "b", 2_000, 32_000).await.unwrap());
+    assert!(store
+        .claim_job_lease("sweep", "a", 1_000, 31_000)
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_job_lease("sweep", "b", 2_000, 32_000)
+        .await
+        .unwrap());
     // The holder renews it; another job is another lease.
-    assert!(store.claim_job_lease("sweep", "a", 20_000, 50_000).await.unwrap());
-    assert!(store.claim_job_lease("other", "b", 20_000, 50_000).await.unwrap());
-    assert!(!store.claim_job_lease("sweep", "b", 49_999, 80_000).await.unwrap());
-    assert!(store.claim_job_lease("sweep", "b", 50_000, 80_000).await.unwrap());
-    assert!(!store.claim_job_lease("sweep", "a", 60_000, 90_000).await.unwrap());
+    assert!(store
+        .claim_job_lease("sweep", "a", 20_000, 50_000)
+        .await
+        .unwrap());
+    assert!(store
+        .claim_job_lease("other", "b", 20_000, 50_000)
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_job_lease("sweep", "b", 49_999, 80_000)
+        .await
+        .unwrap());
+    assert!(store
+        .claim_job_lease("sweep", "b", 50_000, 80_000)
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_job_lease("sweep", "a", 60_000, 90_000)
+        .await
+        .unwrap());
 }
 
 pub(super) async fn sign_outs_last_until_their_session_expires(subject: Subject) {
