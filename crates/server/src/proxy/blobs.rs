@@ -289,7 +289,9 @@ async fn fetch(
         StatusCode::OK => {
             let copy = match (&state.shared, &state.cache) {
                 (Some(shared), _) => shared.begin(digest, length).map(CacheCopy::Shared),
-                (None, Some(cache)) => cache.begin(digest.as_str(), length).map(CacheCopy::Disk),
+                (None, Some(cache)) => cache
+                    .begin(digest.as_str(), length)
+                    .map(|writer| CacheCopy::Disk(Box::new(writer))),
                 (None, None) => None,
             };
             let completion = Fetched {

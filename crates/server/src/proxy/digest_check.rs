@@ -16,7 +16,8 @@ use super::shared_cache::SharedUpload;
 
 /// Where a body is copied as it passes: the local-disk cache or the shared one.
 pub enum CacheCopy {
-    Disk(BlobWriter),
+    /// Boxed: a file writer is several times the size of an upload's channel.
+    Disk(Box<BlobWriter>),
     Shared(SharedUpload),
 }
 
@@ -32,7 +33,7 @@ impl CacheCopy {
     /// one.
     async fn commit(self, computed: &str) -> io::Result<Option<CachedBlob>> {
         match self {
-            Self::Disk(writer) => writer.commit(computed).await.map(Some),
+            Self::Disk(writer) => (*writer).commit(computed).await.map(Some),
             Self::Shared(upload) => upload.commit(computed).await.map(|()| None),
         }
     }
