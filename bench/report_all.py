@@ -291,7 +291,7 @@ def generic(path, rows):
 
 EXTRACT = {"ecr-refresh": ecr_refresh, "consumers": consumers, "proxy": proxy, "replicas-load": replicas_load}
 LABEL = {"ecr-refresh": "ECR refresh", "consumers": "consumers", "proxy": "pull-through proxy",
-         "replicas-load": "replicas load"}
+         "proxy-replicas": "proxy, 3 replicas", "replicas-load": "replicas load"}
 
 
 def main():

@@ -35,7 +35,7 @@ mod sync_targets;
 pub use cloud::{DEFAULT_AZURE_AUTHORITY_URL, DEFAULT_GOOGLE_TOKEN_URL};
 pub use network::{ConnectionLimits, TokenRealmGrant};
 pub use outbound::OutboundConfig;
-pub use proxy::{ProxyConfig, DEFAULT_PROXY_CACHE_MAX_BYTES};
+pub use proxy::{ProxyConfig, S3Location, DEFAULT_PROXY_CACHE_MAX_BYTES};
 pub use sign_in::SingleSignOn;
 pub use sync_targets::{KubernetesAccess, SyncConfig};
 
@@ -206,6 +206,7 @@ struct FileSettings {
     sync_kubeconfig: Option<String>,
     sync_kubernetes_namespaces: Option<Vec<String>>,
     proxy_cache_dir: Option<PathBuf>,
+    proxy_cache_s3_url: Option<String>,
     proxy_cache_max_bytes: Option<ByteSize>,
     proxy_tls_cert_file: Option<PathBuf>,
     proxy_tls_key_file: Option<PathBuf>,
@@ -377,6 +378,8 @@ impl Config {
             env("REGKEEPER_PROXY_CACHE_DIR")
                 .map(PathBuf::from)
                 .or(settings.proxy_cache_dir),
+            env("REGKEEPER_PROXY_CACHE_S3_URL").or(settings.proxy_cache_s3_url),
+            env("AWS_ENDPOINT_URL_S3").or_else(|| aws_endpoint_url.clone()),
             match env("REGKEEPER_PROXY_CACHE_MAX_BYTES") {
                 Some(text) => Some(ByteSize::Text(text)),
                 None => settings.proxy_cache_max_bytes,

@@ -9,9 +9,9 @@
 //! between tags (attribute values, which forms post back, stay exact), and a
 //! middleware sets the Content-Security-Policy and the other security headers on every
 //! answer. Failed sign-ins count in the REST API's `AuthLimiter`. The console holds no
-//! state beyond `session::SignedOut`, reads the store only to find a single sign-on
-//! token to revoke at sign-out, and never puts a secret in a page, a URL, the log or a
-//! cookie in plain text.
+//! state of its own (sign-outs are `service::sign_outs`, shared by every replica),
+//! reads the store only to find a single sign-on token to revoke at sign-out, and
+//! never puts a secret in a page, a URL, the log or a cookie in plain text.
 
 mod credentials;
 mod forms;
@@ -26,7 +26,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use maud::Markup;
 
 use crate::domain::Error;
@@ -39,7 +39,6 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// `/` and everything under `/console`, to be merged into the REST API's router.
 pub fn router() -> Router<ApiState> {
     const CREDENTIAL: &str = "/console/workspaces/{workspace}/credentials/{name}";
-    let signed_out = std::sync::Arc::new(session::SignedOut::default());
     Router::new()
         .route("/", get(handlers::root))
         .route("/console", get(handlers::root))
@@ -77,7 +76,6 @@ pub fn router() -> Router<ApiState> {
         .route("/console/static/console.js", get(handlers::script))
         .route("/console/static/favicon.svg", get(handlers::icon))
         .route("/console/{*rest}", any(handlers::not_found))
-        .layer(Extension(signed_out))
         .layer(middleware::map_response(security_headers))
 }
 

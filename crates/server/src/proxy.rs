@@ -4,8 +4,8 @@
 //! resolve in); every request resolves the upstream credential with that caller's own
 //! permissions — roles and policies included — and is audited as `proxy.pull`, and
 //! only then reaches the upstream through `outbound`. Bodies stream through, checked
-//! against their digests; an optional on-disk cache serves verified blobs again, but
-//! only to callers whose own credential the upstream has confirmed may pull them.
+//! against their digests; an optional cache serves verified blobs again, but only to
+//! callers whose own credential the upstream has confirmed may pull them.
 //!
 //! Who asks comes first: a caller without a valid token learns nothing, not even
 //! whether its path is well formed (failures count in an `AuthLimiter` of the proxy's
@@ -16,11 +16,14 @@
 //! same token is audited once per `AUDIT_REPEAT_WINDOW`, its permissions checked
 //! every time and every failure recorded.
 //!
-//! Limits: the read API only (no push, catalog or referrers); the blob cache and the
-//! grants belong to one process, so after a restart the first pull of a cached blob
-//! re-confirms with a `HEAD`; a client that stops reading keeps its upstream
-//! connection open, since hyper has no write time-out and the concurrency limit counts
-//! a request only until its response starts.
+//! The cache is optional: on local disk (`blob_cache`, one process, its grants in
+//! memory, so after a restart the first pull of a cached blob re-confirms with a
+//! `HEAD`), or on S3 shared by every replica (`shared_cache`, its index and `grants`
+//! in the database).
+//!
+//! Limits: the read API only (no push, catalog or referrers); a client that stops
+//! reading keeps its upstream connection open, since hyper has no write time-out and
+//! the concurrency limit counts a request only until its response starts.
 //!
 //! Architecture invariant: the proxy serves nothing (not even from its cache) before
 //! the caller's credential for that upstream repository has been resolved.
@@ -29,9 +32,11 @@ pub mod blob_cache;
 mod blobs;
 mod digest_check;
 mod errors;
+pub mod grants;
 pub mod listener;
 mod manifests;
 pub mod path;
+pub mod shared_cache;
 mod upstream;
 
 use std::net::IpAddr;
@@ -56,8 +61,10 @@ use crate::service::{identity, App};
 
 use blob_cache::BlobCache;
 use errors::ProxyError;
+use grants::Grants;
 use listener::ClientAddress;
 use path::{ProxyPath, Target};
+use shared_cache::SharedCache;
 use upstream::{Session, Upstream};
 
 /// How long a request may take until its response starts (its body may then take as
@@ -77,7 +84,9 @@ pub struct ProxyState {
     app: Arc<App>,
     upstream: Upstream,
     cache: Option<Arc<BlobCache>>,
-    grants: blobs::Grants,
+    /// The blob cache on S3 every replica shares; when set, `cache` is not.
+    shared: Option<Arc<SharedCache>>,
+    grants: Grants,
     intact: blobs::IntactFiles,
     manifests: manifests::ManifestCache,
     limiter: AuthLimiter,
@@ -86,17 +95,25 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
-    pub fn new(app: Arc<App>, cache: Option<Arc<BlobCache>>) -> Arc<Self> {
+    /// The proxy with a local-disk cache, a shared one on S3 (whose grants are then
+    /// shared through the database), or neither.
+    pub fn new(
+        app: Arc<App>,
+        cache: Option<Arc<BlobCache>>,
+        shared: Option<Arc<SharedCache>>,
+    ) -> Arc<Self> {
         let upstream = Upstream::new(
             app.outbound.clone(),
             app.config.outbound.clone(),
             Arc::clone(&app.clock),
         );
+        let grants = Grants::new(shared.as_ref().map(|_| Arc::clone(&app.store)));
         Arc::new(Self {
             app,
             upstream,
+            grants,
             cache,
-            grants: blobs::Grants::new(),
+            shared,
             intact: blobs::intact_files(),
             manifests: manifests::ManifestCache::new(),
             limiter: AuthLimiter::default(),

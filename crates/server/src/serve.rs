@@ -182,6 +182,7 @@ pub async fn build_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
         audit_writer,
         oidc_keys: crate::service::oidc::KeyCache::default(),
         aws_secrets: crate::service::aws_secrets::SourceCache::default(),
+        sign_outs: crate::service::sign_outs::SignOuts::default(),
     }))
 }
 
@@ -190,6 +191,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(database = ?config.database, data_dir = %config.data_dir.display(), "server.starting");
     let app = build_app(config, Arc::new(SystemClock)).await?;
     let _change_watcher = watch_changes(&app).await;
+    reload_sign_outs(&app).await;
     // Bound before the first admin is made, so its banner can say where to reach it.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -251,12 +253,28 @@ async fn watch_changes(app: &Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
     crate::store::watch_changes(
         url,
         Arc::new(move |change| {
-            if let Some(app) = weak.upgrade() {
-                app.caches.forget(change);
+            let Some(app) = weak.upgrade() else {
+                return;
+            };
+            match change {
+                crate::store::Change::SignOut(id) => app.sign_outs.heard(id),
+                crate::store::Change::Everything => {
+                    app.caches.forget(change);
+                    // Sign-outs announced while nobody listened are in the database.
+                    tokio::spawn(async move { reload_sign_outs(&app).await });
+                }
+                other => app.caches.forget(other),
             }
         }),
     )
     .await
+}
+
+async fn reload_sign_outs(app: &App) {
+    match app.sign_outs.reload(app).await {
+        Ok(count) => tracing::debug!(sign_outs = count, "console.sign_outs_loaded"),
+        Err(error) => tracing::warn!(error.code = error.code(), "console.sign_outs_load_failed"),
+    }
 }
 
 /// Binds the pull-through proxy's listener (HTTPS when a certificate is configured),
@@ -283,6 +301,23 @@ async fn start_proxy(
         }
         None => None,
     };
+    let shared = match &proxy_config.cache_s3 {
+        Some(location) => {
+            let shared = Arc::new(
+                crate::proxy::shared_cache::SharedCache::connect(
+                    location,
+                    proxy_config.s3_endpoint_url.as_deref(),
+                    Arc::clone(&app.store),
+                    Arc::clone(&app.clock),
+                    proxy_config.cache_max_bytes,
+                )
+                .await,
+            );
+            tokio::spawn(crate::proxy::shared_cache::run_sweeper(Arc::clone(&shared)));
+            Some(shared)
+        }
+        None => None,
+    };
     let tls = proxy_config
         .tls
         .as_ref()
@@ -292,10 +327,20 @@ async fn start_proxy(
         .await
         .with_context(|| format!("binding {listen} (REGKEEPER_PROXY_LISTEN)"))?;
     let address = listener.local_addr()?;
-    let service = crate::proxy::router(crate::proxy::ProxyState::new(Arc::clone(app), cache));
+    let service = crate::proxy::router(crate::proxy::ProxyState::new(
+        Arc::clone(app),
+        cache,
+        shared,
+    ));
     let metrics = Arc::clone(&app.metrics);
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(listen.address = %address, tls = tls.is_some(), cache = proxy_config.cache_dir.is_some(), "proxy.listening");
+    tracing::info!(
+        listen.address = %address,
+        tls = tls.is_some(),
+        cache = proxy_config.cache_dir.is_some(),
+        cache.s3_bucket = proxy_config.cache_s3.as_ref().map(|location| location.bucket.as_str()),
+        "proxy.listening"
+    );
     println!("regkeeper proxy listening on {scheme}://{address}");
     Ok(tokio::spawn(async move {
         crate::connections::serve(

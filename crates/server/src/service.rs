@@ -25,6 +25,7 @@ pub mod operations;
 pub mod registry_tokens;
 pub mod resolve;
 pub mod roles;
+pub mod sign_outs;
 pub mod sync_targets;
 pub mod trusts;
 pub mod users;
@@ -74,6 +75,8 @@ pub struct App {
     pub oidc_keys: oidc::KeyCache,
     /// Logins read from Secrets Manager, for at most `aws_secrets::SOURCE_CACHE_MS`.
     pub aws_secrets: aws_secrets::SourceCache,
+    /// Console sessions signed out on any replica.
+    pub sign_outs: sign_outs::SignOuts,
 }
 
 impl App {

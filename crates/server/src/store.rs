@@ -25,6 +25,7 @@ mod keys;
 pub mod postgres;
 mod registry_tokens;
 mod roles;
+mod shared_state;
 mod sql;
 pub mod sqlite;
 mod sync_targets;
@@ -265,6 +266,15 @@ pub struct AuditQuery {
     pub limit: i64,
     /// Newest first instead of oldest first.
     pub newest_first: bool,
+}
+
+/// A blob in the proxy's shared cache (`proxy::shared_cache`), as the database indexes
+/// it: its size, and when a replica last served it (Unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedBlobRow {
+    pub digest: String,
+    pub size: u64,
+    pub last_used_at: Timestamp,
 }
 
 /// A new user with their personal workspace (of which they are owner) and, optionally,
@@ -625,6 +635,52 @@ pub trait Store: Send + Sync {
     /// Deletes up to `limit` exchanged tokens that expired before `now`; how many.
     async fn prune_exchanged_tokens(&self, now: Timestamp, limit: i64) -> Result<u64>;
     // ---- end of role trusts ----------------------------------------------------------
+
+    // ---- What replicas share of the proxy and console (`store/shared_state.rs`) ------
+    /// Records that the upstream confirmed the grant `grant_key` at `at` (a later
+    /// confirmation already recorded stays).
+    async fn record_proxy_grant(&self, grant_key: &str, at: Timestamp) -> Result<()>;
+    /// When the upstream last confirmed the grant `grant_key`, if it ever did.
+    async fn proxy_grant(&self, grant_key: &str) -> Result<Option<Timestamp>>;
+    /// Deletes grants confirmed before `before`; how many.
+    async fn prune_proxy_grants(&self, before: Timestamp) -> Result<u64>;
+    /// The shared cache's row for `digest`, if it holds the blob.
+    async fn cached_blob(&self, digest: &str) -> Result<Option<CachedBlobRow>>;
+    /// Indexes a blob just stored in the shared cache, as used at `at`.
+    async fn put_cached_blob(&self, digest: &str, size: u64, at: Timestamp) -> Result<()>;
+    /// Moves a cached blob's last use forward to `at`.
+    async fn touch_cached_blob(&self, digest: &str, at: Timestamp) -> Result<()>;
+    /// Deletes a cached blob's row — only if its last use is still `last_used_at`, when
+    /// given (an eviction must not remove a blob used since it chose it); whether it did.
+    async fn delete_cached_blob(
+        &self,
+        digest: &str,
+        last_used_at: Option<Timestamp>,
+    ) -> Result<bool>;
+    /// How many blobs the shared cache indexes, and their total size in bytes.
+    async fn cached_blob_totals(&self) -> Result<(i64, i64)>;
+    /// Up to `limit` cached blobs, least recently used first.
+    async fn least_recently_used_blobs(&self, limit: i64) -> Result<Vec<CachedBlobRow>>;
+    /// Takes (or renews) the lease of the job `name` for `owner` until `until`, unless
+    /// another owner's lease is still live at `now`; whether `owner` holds it now.
+    async fn claim_job_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool>;
+    /// Records a console sign-out (the session id, hex) until the session's expiry, and
+    /// prunes those expired at `now`. On PostgreSQL a trigger announces it.
+    async fn record_sign_out(
+        &self,
+        session_id: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// The sign-outs of sessions that have not expired at `now`, with their expiry.
+    async fn sign_outs(&self, now: Timestamp) -> Result<Vec<(String, Timestamp)>>;
+    // ---- end of shared proxy and console state -----------------------------------
 }
 
 pub type SharedStore = Arc<dyn Store>;
@@ -653,6 +709,8 @@ pub enum Change {
     Identities,
     /// Credentials.
     Credentials,
+    /// A console session was signed out (its 16-byte id); nothing cached to forget.
+    SignOut([u8; 16]),
     /// Announcements may have been missed (the listener connected, reconnected or lost
     /// its connection): forget everything.
     Everything,

@@ -1,5 +1,7 @@
 //! The pull-through proxy's settings besides its address (`REGKEEPER_PROXY_LISTEN`):
-//! its blob cache (`REGKEEPER_PROXY_CACHE_DIR`, `REGKEEPER_PROXY_CACHE_MAX_BYTES`) and
+//! its blob cache, on local disk (`REGKEEPER_PROXY_CACHE_DIR`) or on S3 shared by every
+//! replica (`REGKEEPER_PROXY_CACHE_S3_URL`), capped by `REGKEEPER_PROXY_CACHE_MAX_BYTES`,
+//! and
 //! HTTPS on its listener (`REGKEEPER_PROXY_TLS_CERT_FILE`,
 //! `REGKEEPER_PROXY_TLS_KEY_FILE`). Kept apart from `config.rs` so each setting's
 //! parsing and validation sit beside its type.
@@ -15,11 +17,50 @@ use super::ConfigError;
 pub struct ProxyConfig {
     /// `REGKEEPER_PROXY_CACHE_DIR`: where verified blobs are kept; no cache when unset.
     pub cache_dir: Option<PathBuf>,
+    /// `REGKEEPER_PROXY_CACHE_S3_URL` (`s3://BUCKET/PREFIX`): the blob cache on
+    /// S3-compatible storage, shared by every replica; never with `cache_dir`.
+    pub cache_s3: Option<S3Location>,
+    /// Where S3 is reached when not at AWS: `AWS_ENDPOINT_URL_S3`, else
+    /// `AWS_ENDPOINT_URL` (addressed path-style).
+    pub s3_endpoint_url: Option<String>,
     /// `REGKEEPER_PROXY_CACHE_MAX_BYTES`: the cache's size cap.
     pub cache_max_bytes: u64,
     /// `REGKEEPER_PROXY_TLS_CERT_FILE` and `REGKEEPER_PROXY_TLS_KEY_FILE`: PEM files for
     /// HTTPS on the proxy listener; plain HTTP when unset.
     pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// A place in a bucket: `s3://BUCKET/PREFIX`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Without leading or trailing slashes; empty for the bucket's root.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Reads `s3://BUCKET` or `s3://BUCKET/PREFIX`; `None` for anything else, or a bucket
+    /// name S3 would refuse (3 to 63 lower-case letters, digits, dots and hyphens).
+    pub fn parse(url: &str) -> Option<Self> {
+        let rest = url.trim().strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_valid = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
+            && !bucket.starts_with(['.', '-'])
+            && !bucket.ends_with(['.', '-']);
+        let prefix = prefix.trim_matches('/');
+        let prefix_valid = !prefix.contains("//")
+            && !prefix
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
+            && !prefix.chars().any(char::is_control);
+        (bucket_valid && prefix_valid).then(|| Self {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
 }
 
 /// The blob cache's size when none is given.
@@ -38,11 +79,33 @@ impl ProxyConfig {
     /// each validated with an error naming its key.
     pub(super) fn load(
         cache_dir: Option<PathBuf>,
+        cache_s3_url: Option<String>,
+        s3_endpoint_url: Option<String>,
         cache_max_bytes: Option<ByteSize>,
         cert_file: Option<PathBuf>,
         key_file: Option<PathBuf>,
     ) -> Result<Self, ConfigError> {
         const KEY: &str = "REGKEEPER_PROXY_CACHE_MAX_BYTES";
+        const S3_KEY: &str = "REGKEEPER_PROXY_CACHE_S3_URL";
+        let cache_s3 = cache_s3_url
+            .map(|url| {
+                S3Location::parse(&url).ok_or_else(|| ConfigError::Invalid {
+                    key: S3_KEY,
+                    message: format!(
+                        "`{url}` is not s3://BUCKET/PREFIX with a valid bucket name \
+                         (3 to 63 lower-case letters, digits, dots and hyphens)"
+                    ),
+                })
+            })
+            .transpose()?;
+        if cache_s3.is_some() && cache_dir.is_some() {
+            return Err(ConfigError::Invalid {
+                key: S3_KEY,
+                message: "set it or REGKEEPER_PROXY_CACHE_DIR, not both: the blob cache is \
+                          either on S3, shared by every replica, or on this machine's disk"
+                    .into(),
+            });
+        }
         let cache_max_bytes = match cache_max_bytes {
             None => DEFAULT_PROXY_CACHE_MAX_BYTES,
             Some(ByteSize::Bytes(bytes)) => bytes,
@@ -90,6 +153,8 @@ impl ProxyConfig {
         };
         Ok(ProxyConfig {
             cache_dir,
+            cache_s3,
+            s3_endpoint_url,
             cache_max_bytes,
             tls,
         })
@@ -133,6 +198,8 @@ mod tests {
             config.proxy,
             ProxyConfig {
                 cache_dir: None,
+                cache_s3: None,
+                s3_endpoint_url: None,
                 cache_max_bytes: DEFAULT_PROXY_CACHE_MAX_BYTES,
                 tls: None,
             }
@@ -147,6 +214,45 @@ mod tests {
             Some(Path::new("/var/cache/regkeeper"))
         );
         assert_eq!(config.proxy.cache_max_bytes, 512 << 20);
+        let config = load(&[
+            (
+                "REGKEEPER_PROXY_CACHE_S3_URL",
+                "s3://layers.example/regkeeper/cache/",
+            ),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9001"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.proxy.cache_s3,
+            Some(S3Location {
+                bucket: "layers.example".into(),
+                prefix: "regkeeper/cache".into()
+            })
+        );
+        assert_eq!(
+            config.proxy.s3_endpoint_url.as_deref(),
+            Some("http://127.0.0.1:9001")
+        );
+        let config = load(&[
+            ("REGKEEPER_PROXY_CACHE_S3_URL", "s3://bucket"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+        ])
+        .unwrap();
+        assert_eq!(config.proxy.cache_s3.unwrap().prefix, "");
+        assert_eq!(
+            config.proxy.s3_endpoint_url.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        for bad in [
+            "https://bucket/x",
+            "s3://",
+            "s3://UPPER/x",
+            "s3://b/x",
+            "s3://ok-bucket/a/../b",
+        ] {
+            assert_eq!(S3Location::parse(bad), None, "{bad}");
+        }
         assert_eq!(parse_byte_size("10GiB"), Some(10 << 30));
         assert_eq!(parse_byte_size("1073741824"), Some(1 << 30));
         assert_eq!(parse_byte_size("2 GB"), Some(2_000_000_000));
@@ -164,6 +270,17 @@ mod tests {
             (
                 vec![("REGKEEPER_PROXY_TLS_CERT_FILE", "/etc/hostname")],
                 "REGKEEPER_PROXY_TLS_KEY_FILE",
+            ),
+            (
+                vec![("REGKEEPER_PROXY_CACHE_S3_URL", "bucket/prefix")],
+                "REGKEEPER_PROXY_CACHE_S3_URL",
+            ),
+            (
+                vec![
+                    ("REGKEEPER_PROXY_CACHE_S3_URL", "s3://bucket/prefix"),
+                    ("REGKEEPER_PROXY_CACHE_DIR", "/var/cache/regkeeper"),
+                ],
+                "REGKEEPER_PROXY_CACHE_S3_URL",
             ),
             (
                 vec![

@@ -22,7 +22,7 @@ use crate::service::identity;
 
 use super::forms::FormFields;
 use super::pages::{self, Shell, REFUSED_MESSAGE};
-use super::session::{self, Flash, Lifetime, Session, SignedOut, FLASH_COOKIE, SESSION_COOKIE};
+use super::session::{self, Flash, Lifetime, Session, FLASH_COOKIE, SESSION_COOKIE};
 use super::{error_message, error_title, html, see_other};
 
 /// Whether the request reached the server over TLS. The listener speaks plain HTTP, so
@@ -218,9 +218,8 @@ impl FromRequestParts<ApiState> for SignedIn {
                 Vec::new(),
             ));
         };
-        let signed_out = parts.extensions.get::<Arc<SignedOut>>();
         let Some(session) = session::open_session(&keys, value, state.app.now())
-            .filter(|session| !signed_out.is_some_and(|signed_out| signed_out.contains(session)))
+            .filter(|session| !state.app.sign_outs.contains(session.id()))
         else {
             return Err(visit.signed_out(
                 Some(&keys),

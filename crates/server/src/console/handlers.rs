@@ -5,15 +5,14 @@
 //! `regkeeper_csrf` cookie and come from this origin; the token is authenticated (a
 //! workload role's is refused) and sealed into the session cookie, and the browser goes
 //! to the workspaces — not to the page it first asked for. Signing out expires the
-//! cookie, remembers the session id in `SignedOut`, and revokes a single sign-on's
-//! token, which ends copies of the cookie on every replica.
+//! cookie, records the session id for every replica (`service::sign_outs`), so a
+//! copied cookie stops working everywhere at once, and revokes a single sign-on's token.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use axum::Json;
 use zeroize::Zeroizing;
 
@@ -24,9 +23,8 @@ use crate::service::{audit_log, identity};
 
 use super::forms::{detect, FormFields};
 use super::guard::{problem, same_origin, ClientAddress, SignedIn, Visit, WORKLOAD_ROLE_MESSAGE};
-use std::sync::Arc;
 
-use super::session::{self, Flash, Lifetime, SignedOut, CSRF_COOKIE, SESSION_COOKIE};
+use super::session::{self, Flash, Lifetime, CSRF_COOKIE, SESSION_COOKIE};
 use super::{error_message, html, pages, paths, see_other};
 
 /// How many audit entries the audit view shows.
@@ -39,18 +37,14 @@ pub async fn root() -> Response {
 }
 
 /// The sign-in page, or the workspaces for someone signed in.
-pub async fn home(
-    State(state): State<ApiState>,
-    Extension(signed_out): Extension<Arc<SignedOut>>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn home(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let keys = state.app.keyring.keys().ok();
     let visit = Visit::of(&headers, keys.as_deref());
     let signed_in = keys
         .as_deref()
         .zip(session::cookie(&headers, SESSION_COOKIE))
         .and_then(|(keys, value)| session::open_session(keys, value, state.app.now()))
-        .is_some_and(|session| !signed_out.contains(&session));
+        .is_some_and(|session| !state.app.sign_outs.contains(session.id()));
     if signed_in {
         return see_other("/console/workspaces", &[]);
     }
@@ -208,7 +202,6 @@ fn sign_in_failure(error: &Error) -> String {
 /// there is nothing to protect and the cookie is simply removed.
 pub async fn sign_out(
     State(state): State<ApiState>,
-    Extension(signed_out): Extension<Arc<SignedOut>>,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -231,7 +224,16 @@ pub async fn sign_out(
             {
                 return visit.refused(None);
             }
-            signed_out.insert(&open);
+            let recorded = state
+                .app
+                .sign_outs
+                .record(&state.app, *open.id(), open.expires_at)
+                .await;
+            if let Err(error) = recorded {
+                // Ended here all the same; other replicas learn of it only if its token
+                // is revoked below or when the cookie expires.
+                tracing::warn!(error.code = error.code(), "console.sign_out_record_failed");
+            }
             revoke_single_sign_on_token(&state, open.token()).await;
         }
     }

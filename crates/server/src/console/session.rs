@@ -28,7 +28,6 @@ pub const PENDING_COOKIE: &str = "regkeeper_sso";
 pub const PENDING_LIFETIME_MS: i64 = 10 * 60 * 1000;
 /// Every console cookie is scoped to the console, so the REST API never receives one.
 pub const COOKIE_PATH: &str = "/console";
-const SESSION_LIFETIME_SECONDS: u64 = 12 * 60 * 60;
 pub const SESSION_LIFETIME_MS: i64 = 12 * 60 * 60 * 1000;
 const FLASH_LIFETIME_SECONDS: i64 = 60;
 
@@ -61,32 +60,10 @@ impl Session {
     pub fn token(&self) -> &str {
         self.token.expose_secret()
     }
-}
 
-/// Sessions signed out in this process. A sealed cookie cannot be taken back, so
-/// signing out remembers the session's id until it would have expired anyway, and a
-/// replayed cookie is refused. Per process: another replica accepts a replayed cookie
-/// until it expires or its API token is revoked (ARCHITECTURE.md, Known gaps).
-pub struct SignedOut(moka::sync::Cache<[u8; SESSION_ID_BYTES], ()>);
-
-impl Default for SignedOut {
-    fn default() -> Self {
-        Self(
-            moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(std::time::Duration::from_secs(SESSION_LIFETIME_SECONDS))
-                .build(),
-        )
-    }
-}
-
-impl SignedOut {
-    pub fn insert(&self, session: &Session) {
-        self.0.insert(session.id, ());
-    }
-
-    pub fn contains(&self, session: &Session) -> bool {
-        self.0.contains_key(&session.id)
+    /// The session's random id, which a sign-out records (`service::sign_outs`).
+    pub fn id(&self) -> &[u8; SESSION_ID_BYTES] {
+        &self.id
     }
 }
 
@@ -453,13 +430,13 @@ mod tests {
     fn a_signed_out_session_stays_out() {
         let keys = MasterKeys::generate();
         let value = seal_session(&keys, TOKEN, NOW).unwrap();
-        let signed_out = SignedOut::default();
+        let signed_out = crate::service::sign_outs::SignOuts::default();
         let session = open_session(&keys, &value, NOW).unwrap();
-        assert!(!signed_out.contains(&session));
-        signed_out.insert(&session);
-        assert!(signed_out.contains(&open_session(&keys, &value, NOW).unwrap()));
+        assert!(!signed_out.contains(session.id()));
+        signed_out.heard(*session.id());
+        assert!(signed_out.contains(open_session(&keys, &value, NOW).unwrap().id()));
         let other = open_session(&keys, &seal_session(&keys, TOKEN, NOW).unwrap(), NOW).unwrap();
-        assert!(!signed_out.contains(&other));
+        assert!(!signed_out.contains(other.id()));
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! whole body checked against its digest on the way out.
 //!
 //! Cache isolation: a cached blob is content, not permission. A caller is served one
-//! only with a grant — the upstream confirmed, within [`GRANT_FRESH_MS`], that the very
-//! credential this caller resolved (at its current secret version) may read that digest
-//! in that repository. Without a fresh grant the proxy asks the upstream with a `HEAD`
-//! first. So one workspace's cached content never reaches a caller who cannot pull it.
+//! only with a grant (`grants`) — the upstream confirmed, within [`GRANT_FRESH_MS`],
+//! that the very credential this caller resolved (at its current secret version) may
+//! read that digest in that repository. Without a fresh grant the proxy asks the
+//! upstream with a `HEAD` first. So one workspace's cached content never reaches a
+//! caller who cannot pull it, from the local-disk cache (`blob_cache`) or the shared
+//! one on S3 (`shared_cache`) alike.
 
 use std::sync::Arc;
 
@@ -23,14 +25,13 @@ use crate::metrics::{Metrics, SourceLabels};
 use crate::outbound::OutboundClient;
 
 use super::blob_cache::{BlobCache, CachedBlob};
-use super::digest_check::{verified, BodyError, Completion};
+use super::digest_check::{verified, BodyError, CacheCopy, Completion};
 use super::errors::ProxyError;
+use super::grants::{GrantKey, Grants, GRANT_FRESH_MS};
 use super::path::Digest;
 use super::upstream::{Session, UpstreamError, UpstreamRequest};
 use super::ProxyState;
 
-/// How long the upstream's word that a credential may read a digest is taken as is.
-pub const GRANT_FRESH_MS: i64 = 60_000;
 /// How much of a cached file is read at once.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -65,59 +66,6 @@ pub fn intact_files() -> IntactFiles {
     moka::sync::Cache::builder().max_capacity(1_000_000).build()
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct GrantKey {
-    digest: String,
-    credential_id: String,
-    secret_version: i64,
-    host: String,
-    repository: String,
-}
-
-impl GrantKey {
-    fn new(digest: &str, session: &Session) -> Self {
-        Self {
-            digest: digest.to_owned(),
-            credential_id: session.credential.id.clone(),
-            secret_version: session.credential.secret_version,
-            host: session.host.clone(),
-            repository: session.repository.clone(),
-        }
-    }
-}
-
-/// When the upstream last confirmed that a credential may read a digest in a
-/// repository (Unix milliseconds). Shared by blobs and manifests.
-#[derive(Clone)]
-pub struct Grants {
-    confirmed: moka::sync::Cache<GrantKey, i64>,
-}
-
-impl Grants {
-    pub fn new() -> Self {
-        Self {
-            confirmed: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_idle(std::time::Duration::from_secs(24 * 3_600))
-                .build(),
-        }
-    }
-
-    pub fn record(&self, digest: &str, session: &Session, now: i64) {
-        self.confirmed.insert(GrantKey::new(digest, session), now);
-    }
-
-    fn last(&self, digest: &str, session: &Session) -> Option<i64> {
-        self.confirmed.get(&GrantKey::new(digest, session))
-    }
-
-    /// Whether the upstream confirmed recently that this session may read `digest`.
-    pub fn fresh(&self, digest: &str, session: &Session, now: i64) -> bool {
-        self.last(digest, session)
-            .is_some_and(|confirmed| now - confirmed < GRANT_FRESH_MS)
-    }
-}
-
 pub async fn serve(
     state: &ProxyState,
     session: &mut Session,
@@ -126,7 +74,18 @@ pub async fn serve(
     headers: &HeaderMap,
 ) -> Result<Response, ProxyError> {
     let range = headers.get(header::RANGE).cloned();
-    if let Some(cache) = &state.cache {
+    if let Some(shared) = &state.shared {
+        if let Some(row) = shared.lookup(digest).await {
+            if may_serve_cached(state, session, digest).await? {
+                if let Some(response) =
+                    super::shared_cache::serve(state, shared, &row, digest, head, range.as_ref())
+                        .await?
+                {
+                    return Ok(response);
+                }
+            }
+        }
+    } else if let Some(cache) = &state.cache {
         if let Some(blob) = cache.get(digest.as_str()) {
             if may_serve_cached(state, session, digest).await? {
                 if let Some(response) =
@@ -150,7 +109,7 @@ async fn may_serve_cached(
     digest: &Digest,
 ) -> Result<bool, ProxyError> {
     let now = state.app.now();
-    let last = state.grants.last(digest.as_str(), session);
+    let last = state.grants.last(digest.as_str(), session, now).await;
     if last.is_some_and(|confirmed| now - confirmed < GRANT_FRESH_MS) {
         return Ok(true);
     }
@@ -194,7 +153,7 @@ async fn may_serve_cached(
     }
 }
 
-fn blob_unknown(session: &Session, digest: &Digest) -> ProxyError {
+pub(super) fn blob_unknown(session: &Session, digest: &Digest) -> ProxyError {
     ProxyError::NotFound {
         code: "BLOB_UNKNOWN",
         host: session.host.clone(),
@@ -202,7 +161,7 @@ fn blob_unknown(session: &Session, digest: &Digest) -> ProxyError {
     }
 }
 
-fn blob_headers(
+pub(super) fn blob_headers(
     builder: axum::http::response::Builder,
     digest: &Digest,
 ) -> axum::http::response::Builder {
@@ -328,10 +287,13 @@ async fn fetch(
             Ok(finish(builder.status(StatusCode::OK), Body::empty()))
         }
         StatusCode::OK => {
-            let copy = state
-                .cache
-                .as_ref()
-                .and_then(|cache| cache.begin(digest.as_str(), length));
+            let copy = match (&state.shared, &state.cache) {
+                (Some(shared), _) => shared.begin(digest, length).map(CacheCopy::Shared),
+                (None, Some(cache)) => cache
+                    .begin(digest.as_str(), length)
+                    .map(|writer| CacheCopy::Disk(Box::new(writer))),
+                (None, None) => None,
+            };
             let completion = Fetched {
                 intact: state.intact.clone(),
                 grants: state.grants.clone(),
@@ -377,7 +339,7 @@ async fn fetch(
     }
 }
 
-fn finish(builder: axum::http::response::Builder, body: Body) -> Response {
+pub(super) fn finish(builder: axum::http::response::Builder, body: Body) -> Response {
     builder
         .body(body)
         .unwrap_or_else(|_| Response::new(Body::empty()))
@@ -399,12 +361,12 @@ impl Completion for Fetched {
         // Hashed on its way in: the file as written is intact.
         if let Ok(metadata) = std::fs::metadata(&blob.path) {
             self.intact
-                .insert(self.key.digest.clone(), FileIdentity::of(&metadata));
+                .insert(self.key.digest().to_owned(), FileIdentity::of(&metadata));
         }
     }
 
     fn verified(self: Box<Self>, size: u64) {
-        self.grants.confirmed.insert(self.key, self.clock.now());
+        self.grants.record_key(self.key, self.clock.now());
         count_bytes(&self.metrics, "upstream", size);
     }
 
@@ -445,7 +407,7 @@ impl Completion for CacheRead {
 }
 
 /// Counts `size` bytes served from `source` (`upstream` or `cache`).
-fn count_bytes(metrics: &Metrics, source: &str, size: u64) {
+pub(super) fn count_bytes(metrics: &Metrics, source: &str, size: u64) {
     metrics
         .proxy_bytes
         .get_or_create(&SourceLabels {
@@ -457,7 +419,10 @@ fn count_bytes(metrics: &Metrics, source: &str, size: u64) {
 /// The one byte range of a `Range` header, inclusive, within `size`. `Ok(None)` means
 /// serve the whole blob (no range, several ranges, or a header that does not parse,
 /// which RFC 9110 lets a server ignore); an unsatisfiable range is an error.
-fn parse_range(value: &HeaderValue, size: u64) -> Result<Option<(u64, u64)>, ProxyError> {
+pub(super) fn parse_range(
+    value: &HeaderValue,
+    size: u64,
+) -> Result<Option<(u64, u64)>, ProxyError> {
     let Some(spec) = value
         .to_str()
         .ok()

@@ -12,6 +12,32 @@ use sha2::{Digest as _, Sha256, Sha512};
 
 use super::blob_cache::{BlobWriter, CachedBlob};
 use super::path::{Algorithm, Digest};
+use super::shared_cache::SharedUpload;
+
+/// Where a body is copied as it passes: the local-disk cache or the shared one.
+pub enum CacheCopy {
+    /// Boxed: a file writer is several times the size of an upload's channel.
+    Disk(Box<BlobWriter>),
+    Shared(SharedUpload),
+}
+
+impl CacheCopy {
+    async fn write(&mut self, chunk: &Bytes) -> io::Result<()> {
+        match self {
+            Self::Disk(writer) => writer.write(chunk).await,
+            Self::Shared(upload) => upload.write(chunk.clone()).await,
+        }
+    }
+
+    /// Stores the copy of a body verified as `computed`; the local file when there is
+    /// one.
+    async fn commit(self, computed: &str) -> io::Result<Option<CachedBlob>> {
+        match self {
+            Self::Disk(writer) => (*writer).commit(computed).await.map(Some),
+            Self::Shared(upload) => upload.commit(computed).await.map(|()| None),
+        }
+    }
+}
 
 /// A running hash in a digest's algorithm.
 pub enum Hasher {
@@ -83,7 +109,7 @@ impl From<BodyError> for io::Error {
 /// What happens when a verified body ends, for the caller's bookkeeping (metrics, the
 /// cache's grants).
 pub trait Completion: Send + 'static {
-    /// The copy in the cache was committed (before `verified`).
+    /// The copy in the local-disk cache was committed (before `verified`).
     fn committed(&mut self, _blob: &CachedBlob) {}
     fn verified(self: Box<Self>, size: u64);
     fn failed(self: Box<Self>, error: &BodyError);
@@ -96,8 +122,8 @@ struct State<S> {
     expected_length: Option<u64>,
     seen: u64,
     held: Option<Bytes>,
-    /// Where the bytes are also written (the blob cache), until a write fails.
-    copy: Option<BlobWriter>,
+    /// Where the bytes are also written (a blob cache), until a write fails.
+    copy: Option<CacheCopy>,
     completion: Option<Box<dyn Completion>>,
     finished: bool,
 }
@@ -109,7 +135,7 @@ pub fn verified<S, E>(
     chunks: S,
     expected: Digest,
     expected_length: Option<u64>,
-    copy: Option<BlobWriter>,
+    copy: Option<CacheCopy>,
     completion: Box<dyn Completion>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static
 where
@@ -208,11 +234,12 @@ impl<S> State<S> {
         }
         if let Some(copy) = self.copy.take() {
             match copy.commit(&computed).await {
-                Ok(blob) => {
+                Ok(Some(blob)) => {
                     if let Some(completion) = self.completion.as_mut() {
                         completion.committed(&blob);
                     }
                 }
+                Ok(None) => {}
                 Err(error) => tracing::warn!(error = %error, "proxy.cache_commit_failed"),
             }
         }

@@ -63,6 +63,7 @@ pub async fn serve(
             if state
                 .grants
                 .fresh(digest.as_str(), session, state.app.now())
+                .await
             {
                 return Ok(respond(&cached, digest.as_str(), head));
             }

@@ -124,6 +124,7 @@ impl Caches {
         match change {
             crate::store::Change::Identities => self.forget_identities(),
             crate::store::Change::Credentials => self.forget_credentials(),
+            crate::store::Change::SignOut(_) => {}
             crate::store::Change::Everything => {
                 self.forget_identities();
                 self.forget_credentials();

@@ -72,12 +72,21 @@ pub const INVALIDATE_CHANNEL: &str = "regkeeper_invalidate";
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// What a notification's payload (`KIND:TABLE/ID`) says to forget. Anything
-/// unrecognised forgets everything.
+/// What a notification's payload (`KIND:TABLE/ID`) says to forget, or (for
+/// `sign_outs:console_sign_outs/HEX`, migration 0015) which console session ended.
+/// Anything unrecognised forgets everything.
 pub fn parse_change(payload: &str) -> super::Change {
-    match payload.split_once(':').map(|(kind, _)| kind) {
-        Some("identities") => super::Change::Identities,
-        Some("credentials") => super::Change::Credentials,
+    match payload.split_once(':') {
+        Some(("identities", _)) => super::Change::Identities,
+        Some(("credentials", _)) => super::Change::Credentials,
+        Some(("sign_outs", row)) => row
+            .strip_prefix("console_sign_outs/")
+            .and_then(|hex_id| {
+                let mut id = [0u8; 16];
+                hex::decode_to_slice(hex_id, &mut id).ok()?;
+                Some(super::Change::SignOut(id))
+            })
+            .unwrap_or(super::Change::Everything),
         _ => super::Change::Everything,
     }
 }
@@ -161,6 +170,14 @@ mod tests {
             Change::Credentials
         );
         assert_eq!(parse_change("sync_targets:x"), Change::Everything);
+        assert_eq!(
+            parse_change("sign_outs:console_sign_outs/000102030405060708090a0b0c0d0e0f"),
+            Change::SignOut(std::array::from_fn(|index| index as u8))
+        );
+        assert_eq!(
+            parse_change("sign_outs:console_sign_outs/zz"),
+            Change::Everything
+        );
         assert_eq!(parse_change(""), Change::Everything);
     }
 }

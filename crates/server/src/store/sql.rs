@@ -9,11 +9,11 @@ use sqlx::{Database, Pool};
 use super::backend::{Backend, RowsAffected as _};
 use super::errors::OrDatabase;
 use super::{
-    audit_log, credentials, identity, keyring, keys, registry_tokens, roles, sync_targets,
-    ApiTokenRow, AuditQuery, CredentialFreshness, KeyCheck, KeyMigration, KeyringRecord, Limited,
-    MemberRow, NewUser, RoleGrantRow, RoleRow, SealedKind, SealedRef, Store, StoredToken,
-    SyncTargetFreshness, TokenOwner, TokenSubject,
-    TrustRow, UserRow, WorkspaceRow,
+    audit_log, credentials, identity, keyring, keys, registry_tokens, roles, shared_state,
+    sync_targets, ApiTokenRow, AuditQuery, CachedBlobRow, CredentialFreshness, KeyCheck,
+    KeyMigration, KeyringRecord, Limited, MemberRow, NewUser, RoleGrantRow, RoleRow, SealedKind,
+    SealedRef, Store, StoredToken, SyncTargetFreshness, TokenOwner, TokenSubject, TrustRow,
+    UserRow, WorkspaceRow,
 };
 use crate::audit::{AuditRecord, AuditRow};
 use crate::domain::credential::{Credential, SealedSecret, Timestamp};
@@ -554,5 +554,68 @@ impl<DB: Backend> Store for SqlStore<DB> {
 
     async fn prune_exchanged_tokens(&self, now: Timestamp, limit: i64) -> Result<u64> {
         roles::prune_exchanged_tokens(self, now, limit).await
+    }
+
+    async fn record_proxy_grant(&self, grant_key: &str, at: Timestamp) -> Result<()> {
+        shared_state::record_proxy_grant(self, grant_key, at).await
+    }
+
+    async fn proxy_grant(&self, grant_key: &str) -> Result<Option<Timestamp>> {
+        shared_state::proxy_grant(self, grant_key).await
+    }
+
+    async fn prune_proxy_grants(&self, before: Timestamp) -> Result<u64> {
+        shared_state::prune_proxy_grants(self, before).await
+    }
+
+    async fn cached_blob(&self, digest: &str) -> Result<Option<CachedBlobRow>> {
+        shared_state::cached_blob(self, digest).await
+    }
+
+    async fn put_cached_blob(&self, digest: &str, size: u64, at: Timestamp) -> Result<()> {
+        shared_state::put_cached_blob(self, digest, size, at).await
+    }
+
+    async fn touch_cached_blob(&self, digest: &str, at: Timestamp) -> Result<()> {
+        shared_state::touch_cached_blob(self, digest, at).await
+    }
+
+    async fn delete_cached_blob(
+        &self,
+        digest: &str,
+        last_used_at: Option<Timestamp>,
+    ) -> Result<bool> {
+        shared_state::delete_cached_blob(self, digest, last_used_at).await
+    }
+
+    async fn cached_blob_totals(&self) -> Result<(i64, i64)> {
+        shared_state::cached_blob_totals(self).await
+    }
+
+    async fn least_recently_used_blobs(&self, limit: i64) -> Result<Vec<CachedBlobRow>> {
+        shared_state::least_recently_used_blobs(self, limit).await
+    }
+
+    async fn claim_job_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool> {
+        shared_state::claim_job_lease(self, name, owner, now, until).await
+    }
+
+    async fn record_sign_out(
+        &self,
+        session_id: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<()> {
+        shared_state::record_sign_out(self, session_id, expires_at, now).await
+    }
+
+    async fn sign_outs(&self, now: Timestamp) -> Result<Vec<(String, Timestamp)>> {
+        shared_state::sign_outs(self, now).await
     }
 }

@@ -38,6 +38,7 @@ mod registry_trust;
 mod replicas;
 mod resolve_explain;
 mod roles;
+mod shared_cache;
 mod single_sign_on;
 mod startup;
 mod store_contract;

@@ -9,6 +9,7 @@
 
 pub mod aws_relay;
 pub mod blob_store;
+pub mod cut_relay;
 pub mod faulty_upstream;
 pub mod http_server;
 pub mod identity_provider;

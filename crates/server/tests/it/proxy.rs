@@ -22,7 +22,7 @@ use super::support::{add, ok, stderr, ServerOptions, TestServer, ADMIN_TOKEN};
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
-fn sha256(bytes: &[u8]) -> String {
+pub(super) fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
@@ -52,13 +52,19 @@ fn proxy_server(ca_file: &Path, extra: &[(&str, &str)]) -> TestServer {
     server
 }
 
-fn proxy_host(server: &TestServer) -> String {
+pub(super) fn proxy_host(server: &TestServer) -> String {
     let url = server.proxy_url.as_deref().expect("proxy URL");
     url.split_once("://").expect("scheme").1.to_owned()
 }
 
 /// Stores (and verifies) a docker login for `upstream` in the admin's workspace.
-fn store_login(server: &TestServer, name: &str, upstream: &str, username: &str, password: &str) {
+pub(super) fn store_login(
+    server: &TestServer,
+    name: &str,
+    upstream: &str,
+    username: &str,
+    password: &str,
+) {
     ok(&add(
         server,
         &[
@@ -75,7 +81,7 @@ fn store_login(server: &TestServer, name: &str, upstream: &str, username: &str, 
 
 /// `skopeo copy` of `PROXY/IMAGE` into an OCI layout, logged in with `username` and an
 /// API token as the password, and nothing else.
-fn skopeo_pull(
+pub(super) fn skopeo_pull(
     proxy: &str,
     image: &str,
     username: &str,
@@ -129,26 +135,26 @@ fn pull_ok(
     scratch
 }
 
-struct Reply {
-    status: u16,
+pub(super) struct Reply {
+    pub(super) status: u16,
     headers: Vec<(String, String)>,
     /// The body, or how reading it failed (and what arrived before).
-    body: Result<Vec<u8>, (String, usize)>,
+    pub(super) body: Result<Vec<u8>, (String, usize)>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
     }
 
-    fn bytes(&self) -> &[u8] {
+    pub(super) fn bytes(&self) -> &[u8] {
         self.body.as_ref().expect("a complete body")
     }
 
-    fn error_code(&self) -> String {
+    pub(super) fn error_code(&self) -> String {
         let body: serde_json::Value =
             serde_json::from_slice(self.bytes()).expect("an OCI error body");
         body["errors"][0]["code"]
@@ -159,7 +165,12 @@ impl Reply {
 }
 
 /// One request to the proxy, with Basic auth `username:token` when a token is given.
-fn call(method: &str, url: &str, login: Option<(&str, &str)>, headers: &[(&str, &str)]) -> Reply {
+pub(super) fn call(
+    method: &str,
+    url: &str,
+    login: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+) -> Reply {
     let agent = ureq::AgentBuilder::new().redirects(0).build();
     let mut request = agent.request(method, url);
     if let Some((username, token)) = login {
@@ -232,7 +243,7 @@ fn corrupt(path: &Path) -> Vec<u8> {
     original
 }
 
-fn metric(server: &TestServer, name: &str) -> f64 {
+pub(super) fn metric(server: &TestServer, name: &str) -> f64 {
     let text = ureq::get(&format!("{}/metrics", server.url))
         .call()
         .expect("metrics")

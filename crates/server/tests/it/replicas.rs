@@ -721,3 +721,59 @@ fn a_revoked_grant_and_a_disabled_user_stop_on_every_replica_within_a_second() {
         resolve(&role, "app.example.com/app:1").is_ok()
     });
 }
+
+#[test]
+fn a_console_sign_out_ends_the_cookie_on_every_replica() {
+    use super::console_http::{pair, request, sign_in};
+    let Some(replicas) = Replicas::start(3, &[]) else {
+        return;
+    };
+    // Signed in on A with a pasted API token, which signing out does not revoke: only
+    // the recorded sign-out can end the copies.
+    let (session, csrf) = sign_in(&replicas.servers[0], super::support::ADMIN_TOKEN, &[]);
+    let cookie = vec![pair(&session)];
+    let page = |replica: usize| {
+        request(
+            &replicas.servers[replica],
+            "GET",
+            "/console/workspaces",
+            &cookie,
+            &[],
+            None,
+        )
+        .status
+    };
+    for replica in 0..3 {
+        assert_eq!(
+            page(replica),
+            200,
+            "the copied cookie works on replica {replica}"
+        );
+    }
+    let signed_out = request(
+        &replicas.servers[1],
+        "POST",
+        "/console/sign-out",
+        &cookie,
+        &[],
+        Some(&format!("csrf={csrf}")),
+    );
+    assert_eq!(signed_out.status, 303, "{}", signed_out.body);
+    assert_eq!(page(1), 303, "refused at once where it was signed out");
+    for replica in [0, 2] {
+        eventually(NOTIFIED_WITHIN, POLL, "the copy refused", || {
+            page(replica) == 303
+        });
+    }
+    assert_eq!(
+        replicas.integers("SELECT COUNT(*) FROM console_sign_outs"),
+        vec![1],
+        "recorded with the session's expiry"
+    );
+    // A replica started afterwards (nothing to hear) reads it from the database.
+    let late = replicas.start_one();
+    let status = request(&late, "GET", "/console/workspaces", &cookie, &[], None).status;
+    assert_eq!(status, 303);
+    // The API token itself still works: only the session ended.
+    assert_eq!(me(&replicas.admin(0)), 200);
+}

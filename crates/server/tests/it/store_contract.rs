@@ -28,6 +28,7 @@ mod identity;
 mod keys;
 mod registry_tokens;
 mod roles;
+mod shared_state;
 mod sync_targets;
 mod token_leases;
 
@@ -342,6 +343,11 @@ macro_rules! contract {
             case!(keys::sealed_pages_name_every_value);
             // Backups.
             case!(backup::snapshots_copy_sqlite_and_refuse_postgres);
+            // What replicas share of the proxy and the console.
+            case!(shared_state::proxy_grants_keep_the_newest_confirmation);
+            case!(shared_state::the_cached_blob_index_orders_by_last_use);
+            case!(shared_state::a_job_lease_has_one_holder_until_it_runs_out);
+            case!(shared_state::sign_outs_last_until_their_session_expires);
         }
     };
 }

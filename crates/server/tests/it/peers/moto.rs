@@ -163,6 +163,47 @@ impl Moto {
         }
     }
 
+    /// An S3 object's status and body (`GET /BUCKET/KEY`, path style).
+    pub fn get_object(&self, bucket: &str, key: &str) -> (u16, Vec<u8>) {
+        let result = ureq::get(&format!("{}/{bucket}/{key}", self.endpoint_url))
+            .set("Authorization", &authorization("s3"))
+            .call();
+        let response = match result {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(error) => panic!("moto request failed: {error}"),
+        };
+        let status = response.status();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut response.into_reader(), &mut body).expect("object body");
+        (status, body)
+    }
+
+    /// Writes an S3 object (`PUT /BUCKET/KEY`), as another writer of the bucket would.
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        let result = ureq::put(&format!("{}/{bucket}/{key}", self.endpoint_url))
+            .set("Authorization", &authorization("s3"))
+            .send_bytes(body);
+        match result {
+            Ok(response) => assert_eq!(response.status(), 200, "put {bucket}/{key}"),
+            Err(error) => panic!("moto refused to put {bucket}/{key}: {error}"),
+        }
+    }
+
+    /// The keys under `prefix` in `bucket` (one ListObjectsV2 page).
+    pub fn list_objects(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let result = ureq::get(&format!("{}/{bucket}", self.endpoint_url))
+            .query("list-type", "2")
+            .query("prefix", prefix)
+            .set("Authorization", &authorization("s3"))
+            .call();
+        let (status, text) = crate::support::status_and_text(result, "moto list");
+        assert_eq!(status, 200, "list {bucket}: {text}");
+        text.split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</Key>").map(|(key, _)| key.to_owned()))
+            .collect()
+    }
+
     /// What moto_server has printed so far, for failure messages.
     pub fn log(&self) -> String {
         self.process.output()
