@@ -4,7 +4,8 @@
 //!
 //! The client commands are one or two REST calls each through `regkeeper_client`, one
 //! file per command group; `kubelet-credential-provider` is
-//! `regkeeper_consumers::kubelet::run`, called before any API token is required. No
+//! `regkeeper_consumers::kubelet::run`, called before any API token is required;
+//! `install-kubelet-provider` (`node_install`) only copies files onto a node. No
 //! command but `serve` opens the store or the key file.
 
 mod audit;
@@ -13,6 +14,7 @@ mod commands;
 mod credentials;
 mod federation;
 mod keys;
+mod node_install;
 mod output;
 mod roles;
 mod sync_targets;
@@ -90,6 +92,9 @@ enum Command {
     /// Kubelet image credential provider: reads a credentialprovider.kubelet.k8s.io/v1
     /// CredentialProviderRequest on stdin, prints the CredentialProviderResponse.
     KubeletCredentialProvider,
+    /// Install the kubelet credential provider, its CredentialProviderConfig and the
+    /// node token on a node (the Kubernetes DaemonSet's job), atomically.
+    InstallKubeletProvider(node_install::InstallArgs),
 }
 
 #[derive(Args)]
@@ -547,6 +552,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::InstallKubeletProvider(args) => node_install::run(args),
         other => commands::run(other),
     };
     match result {
@@ -572,13 +578,30 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // systemd's LoadCredential= files, if any (see `crate::systemd`).
+    let credentials = crate::systemd::credentials_directory(&|name| std::env::var(name).ok());
+    let credential_token = match &credentials {
+        Some(directory) => crate::systemd::bootstrap_token(directory)?,
+        None => None,
+    };
+    if credential_token.is_some()
+        && (args.bootstrap_token_stdin
+            || std::env::var_os(bootstrap_token::VARIABLE).is_some_and(|value| !value.is_empty()))
+    {
+        anyhow::bail!(
+            "the credential {} is set and so is {} or {}: give the bootstrap token one way only",
+            crate::systemd::BOOTSTRAP_TOKEN_CREDENTIAL,
+            bootstrap_token::VARIABLE,
+            bootstrap_token::STDIN_FLAG
+        );
+    }
     // First, while this is the only thread: a token in the environment would stay in
     // /proc/PID/environ for the server's whole life.
     bootstrap_token::move_out_of_environment(args.bootstrap_token_stdin)?;
     let bootstrap_token = if args.bootstrap_token_stdin {
         Some(bootstrap_token::read(&mut std::io::stdin().lock())?)
     } else {
-        None
+        credential_token
     };
     let overrides = Overrides {
         listen: args.listen,
@@ -592,6 +615,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &overrides,
     )?;
     crate::serve::init_logging(config.log_format)?;
+    if let Some(directory) = &credentials {
+        crate::systemd::seed_master_key(directory, &config.master_key_file)?;
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

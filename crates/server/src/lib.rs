@@ -17,6 +17,7 @@ pub mod registry_auth;
 pub mod serve;
 pub mod service;
 pub mod store;
+pub mod systemd;
 
 // The domain crate, under the names the server has always used for its parts.
 pub use regkeeper_domain as domain;

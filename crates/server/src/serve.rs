@@ -11,7 +11,9 @@
 //! sync pusher every 5 s (each with an owner id `replica-<random UUID>` for its
 //! leases; a slow cycle delays the next tick rather than overlapping it), and pruning
 //! expired exchanged tokens every minute. Both listeners are served by
-//! `connections::serve`, never `axum::serve`.
+//! `connections::serve`, never `axum::serve`. Under systemd (`Type=notify`) the
+//! manager hears `READY=1` right after the listening line and `STOPPING=1` on the
+//! shutdown signal (`crate::systemd`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -192,6 +194,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("Clients reach this server with: export REGKEEPER_URL={url}");
     println!("regkeeper listening on http://{address}");
     std::io::stdout().flush().ok();
+    crate::systemd::notify_ready(&url);
     tokio::spawn(reload_keys_periodically(Arc::clone(&app)));
     // The refresher keeps tokens fresh for resolves; the pusher delivers to targets that
     // are behind (a re-minted token, an updated credential, a new target) or due a retry.
@@ -396,6 +399,7 @@ fn shutdown_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
             _ = interrupt.recv() => {},
         }
         tracing::info!("server.shutting_down");
+        crate::systemd::notify_stopping();
         let _ = sender.send(true);
     });
     Ok(receiver)
