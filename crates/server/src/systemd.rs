@@ -77,8 +77,9 @@ pub fn bootstrap_token(directory: &Path) -> anyhow::Result<Option<SecretString>>
     if bytes.len() as u64 > TOKEN_LIMIT {
         bail!("credential {BOOTSTRAP_TOKEN_CREDENTIAL} holds more than {TOKEN_LIMIT} bytes, which is no token");
     }
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| anyhow::anyhow!("credential {BOOTSTRAP_TOKEN_CREDENTIAL} is not valid UTF-8"))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        anyhow::anyhow!("credential {BOOTSTRAP_TOKEN_CREDENTIAL} is not valid UTF-8")
+    })?;
     Ok(Some(SecretString::from(text.trim().to_owned())))
 }
 
@@ -173,6 +174,9 @@ mod tests {
         )
         .unwrap();
         let token = bootstrap_token(credentials.path()).unwrap().unwrap();
-        assert_eq!(token.expose_secret(), "rk_systemd_bootstrap_canary_0123456789");
+        assert_eq!(
+            token.expose_secret(),
+            "rk_systemd_bootstrap_canary_0123456789"
+        );
     }
 }

@@ -69,7 +69,11 @@ pub fn run(args: InstallArgs) -> anyhow::Result<()> {
             .iter()
             .filter_map(|placement| match is_current(placement) {
                 Ok(true) => None,
-                Ok(false) => Some(format!("{} ({})", placement.destination.display(), placement.label)),
+                Ok(false) => Some(format!(
+                    "{} ({})",
+                    placement.destination.display(),
+                    placement.label
+                )),
                 Err(error) => Some(format!("{error:#}")),
             })
             .collect();
@@ -245,30 +249,63 @@ mod tests {
             std::fs::create_dir(root.join(sub)).unwrap();
         }
         std::fs::write(root.join("source/provider"), b"\x7fELF provider v1").unwrap();
-        std::fs::write(root.join("source/config.yaml"), b"kind: CredentialProviderConfig\n").unwrap();
+        std::fs::write(
+            root.join("source/config.yaml"),
+            b"kind: CredentialProviderConfig\n",
+        )
+        .unwrap();
 
         // No token source: the provider and the configuration only.
         run(args(root)).unwrap();
-        assert_eq!(std::fs::read(root.join("bin").join(PROVIDER)).unwrap(), b"\x7fELF provider v1");
+        assert_eq!(
+            std::fs::read(root.join("bin").join(PROVIDER)).unwrap(),
+            b"\x7fELF provider v1"
+        );
         assert_eq!(mode(&root.join("bin").join(PROVIDER)), 0o755);
         assert_eq!(mode(&root.join("etc/credential-providers.yaml")), 0o644);
         assert!(!root.join("etc/node-token").exists());
-        run(InstallArgs { check: true, ..args(root) }).unwrap();
+        run(InstallArgs {
+            check: true,
+            ..args(root)
+        })
+        .unwrap();
 
         // A token appears and the binary changes: both are (re)installed.
         std::fs::write(root.join("source/token"), b"rk_node_token_canary").unwrap();
         std::fs::write(root.join("source/provider"), b"\x7fELF provider v2").unwrap();
-        let error = run(InstallArgs { check: true, ..args(root) }).unwrap_err().to_string();
-        assert!(error.contains(PROVIDER) && error.contains("node token"), "{error}");
+        let error = run(InstallArgs {
+            check: true,
+            ..args(root)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(PROVIDER) && error.contains("node token"),
+            "{error}"
+        );
         assert!(!error.contains("canary"), "{error}");
         run(args(root)).unwrap();
-        assert_eq!(std::fs::read(root.join("etc/node-token")).unwrap(), b"rk_node_token_canary");
+        assert_eq!(
+            std::fs::read(root.join("etc/node-token")).unwrap(),
+            b"rk_node_token_canary"
+        );
         assert_eq!(mode(&root.join("etc/node-token")), 0o600);
-        assert_eq!(std::fs::read(root.join("bin").join(PROVIDER)).unwrap(), b"\x7fELF provider v2");
+        assert_eq!(
+            std::fs::read(root.join("bin").join(PROVIDER)).unwrap(),
+            b"\x7fELF provider v2"
+        );
 
         // Someone loosened the token's mode: it differs, and is put right.
-        std::fs::set_permissions(root.join("etc/node-token"), std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(run(InstallArgs { check: true, ..args(root) }).is_err());
+        std::fs::set_permissions(
+            root.join("etc/node-token"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        assert!(run(InstallArgs {
+            check: true,
+            ..args(root)
+        })
+        .is_err());
         run(args(root)).unwrap();
         assert_eq!(mode(&root.join("etc/node-token")), 0o600);
 

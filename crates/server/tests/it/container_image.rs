@@ -110,7 +110,12 @@ fn size_of(directory: &Path) -> u64 {
 fn strings(value: &Value) -> Vec<String> {
     value
         .as_array()
-        .map(|items| items.iter().map(|item| item.as_str().unwrap().to_owned()).collect())
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| item.as_str().unwrap().to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -160,12 +165,16 @@ fn succeeded(output: &Output, what: &str) -> String {
 
 #[test]
 fn the_image_holds_what_it_should_and_nothing_more() {
-    let Some(archive) = image_archive() else { return };
+    let Some(archive) = image_archive() else {
+        return;
+    };
     let image = unpack(&archive);
     let config = &image.config["config"];
 
     let labels = &config["Labels"];
-    let revision = labels["org.opencontainers.image.revision"].as_str().unwrap();
+    let revision = labels["org.opencontainers.image.revision"]
+        .as_str()
+        .unwrap();
     let commit = revision.trim_end_matches("-dirty");
     assert!(
         commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit()),
@@ -173,7 +182,12 @@ fn the_image_holds_what_it_should_and_nothing_more() {
     );
     for label in ["title", "version", "created", "licenses", "description"] {
         let name = format!("org.opencontainers.image.{label}");
-        assert!(labels[&name].as_str().is_some_and(|value| !value.is_empty()), "{name} missing: {labels}");
+        assert!(
+            labels[&name]
+                .as_str()
+                .is_some_and(|value| !value.is_empty()),
+            "{name} missing: {labels}"
+        );
     }
     assert_eq!(config["User"], "65532:65532");
     assert!(config["Volumes"]
@@ -193,10 +207,19 @@ fn the_image_holds_what_it_should_and_nothing_more() {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755, "{}", path.display());
     }
-    assert!(image.rootfs.join("etc/ssl/certs/ca-certificates.crt").is_file());
-    assert!(!image.rootfs.join("bin/sh").exists(), "the image has a shell");
+    assert!(image
+        .rootfs
+        .join("etc/ssl/certs/ca-certificates.crt")
+        .is_file());
+    assert!(
+        !image.rootfs.join("bin/sh").exists(),
+        "the image has a shell"
+    );
     let data = std::fs::metadata(image.rootfs.join("var/lib/regkeeper")).unwrap();
-    assert_eq!((data.uid(), data.gid(), data.mode() & 0o777), (IMAGE_USER, IMAGE_USER, 0o700));
+    assert_eq!(
+        (data.uid(), data.gid(), data.mode() & 0o777),
+        (IMAGE_USER, IMAGE_USER, 0o700)
+    );
 
     let size = size_of(&image.rootfs);
     let layers: u64 = image.manifest["layers"]
@@ -210,12 +233,17 @@ fn the_image_holds_what_it_should_and_nothing_more() {
         size / 1024 / 1024,
         layers / 1024 / 1024
     );
-    assert!(size < MAX_IMAGE_BYTES, "the image is {size} bytes unpacked, over 60 MiB");
+    assert!(
+        size < MAX_IMAGE_BYTES,
+        "the image is {size} bytes unpacked, over 60 MiB"
+    );
 }
 
 #[test]
 fn the_images_server_starts_from_its_own_root_file_system_and_serves_a_resolve() {
-    let Some(archive) = image_archive() else { return };
+    let Some(archive) = image_archive() else {
+        return;
+    };
     let Some(registry) = Registry::htpasswd(&[("puller", "image-test-password")]) else {
         return;
     };
@@ -250,7 +278,9 @@ fn the_images_server_starts_from_its_own_root_file_system_and_serves_a_resolve()
 
     let client = |program: &str| {
         let mut command = in_image(&image, program);
-        command.env("REGKEEPER_URL", &url).env("REGKEEPER_TOKEN", TOKEN);
+        command
+            .env("REGKEEPER_URL", &url)
+            .env("REGKEEPER_TOKEN", TOKEN);
         command
     };
     let mut add = client("/usr/local/bin/regkeeper");
@@ -266,7 +296,10 @@ fn the_images_server_starts_from_its_own_root_file_system_and_serves_a_resolve()
         "--password-stdin",
     ]);
     let added = run(add, "image-test-password");
-    succeeded(&added, &format!("credentials add (registry log:\n{})", registry.log()));
+    succeeded(
+        &added,
+        &format!("credentials add (registry log:\n{})", registry.log()),
+    );
 
     let image_reference = registry.image("team/app:1");
     let mut resolve = client("/usr/local/bin/regkeeper");
@@ -288,8 +321,11 @@ fn the_images_server_starts_from_its_own_root_file_system_and_serves_a_resolve()
         "kind": "CredentialProviderRequest",
         "image": image_reference,
     });
-    let answer: Value =
-        serde_json::from_str(&succeeded(&run(provider, &request.to_string()), "kubelet provider")).unwrap();
+    let answer: Value = serde_json::from_str(&succeeded(
+        &run(provider, &request.to_string()),
+        "kubelet provider",
+    ))
+    .unwrap();
     let auth = &answer["auth"][registry.host_port()];
     assert_eq!(auth["username"], "puller", "{answer}");
     assert_eq!(auth["password"], "image-test-password", "{answer}");

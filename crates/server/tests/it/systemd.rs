@@ -44,7 +44,9 @@ fn serve_notifies_systemd_when_it_listens_and_when_it_stops() {
         "{ready:?}"
     );
     // Ready means serving: the health check answers now.
-    let health = ureq::get(&format!("{}/healthz", server.url)).call().unwrap();
+    let health = ureq::get(&format!("{}/healthz", server.url))
+        .call()
+        .unwrap();
     assert_eq!(health.status(), 200);
 
     let url = server.url.clone();
@@ -57,7 +59,11 @@ fn serve_notifies_systemd_when_it_listens_and_when_it_stops() {
 fn credentials(directory: &Path, token: &str, master_key: Option<&Path>) -> std::path::PathBuf {
     let credentials = directory.join("credentials");
     std::fs::create_dir(&credentials).unwrap();
-    std::fs::write(credentials.join("regkeeper.bootstrap-token"), format!("{token}\n")).unwrap();
+    std::fs::write(
+        credentials.join("regkeeper.bootstrap-token"),
+        format!("{token}\n"),
+    )
+    .unwrap();
     if let Some(master_key) = master_key {
         std::fs::copy(master_key, credentials.join("regkeeper.master-key")).unwrap();
     }
@@ -128,13 +134,20 @@ fn credentials_give_the_bootstrap_token_and_seed_a_key_file_that_rotation_can_re
 #[test]
 fn a_bootstrap_token_given_two_ways_is_refused() {
     let directory = tempfile::tempdir().unwrap();
-    let credentials = credentials(directory.path(), "rk_systemd_credential_one_0123456789", None);
+    let credentials = credentials(
+        directory.path(),
+        "rk_systemd_credential_one_0123456789",
+        None,
+    );
     let output = Command::new(binary())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_clear()
         .env("REGKEEPER_DATA_DIR", directory.path().join("data"))
         .env("CREDENTIALS_DIRECTORY", &credentials)
-        .env("REGKEEPER_BOOTSTRAP_TOKEN", "rk_systemd_environment_two_0123456789")
+        .env(
+            "REGKEEPER_BOOTSTRAP_TOKEN",
+            "rk_systemd_environment_two_0123456789",
+        )
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -145,5 +158,8 @@ fn a_bootstrap_token_given_two_ways_is_refused() {
         "{error}"
     );
     assert!(!error.contains("rk_systemd"), "{error}");
-    assert!(!directory.path().join("data").exists(), "nothing was started");
+    assert!(
+        !directory.path().join("data").exists(),
+        "nothing was started"
+    );
 }
