@@ -23,6 +23,8 @@ use super::peers::registry::Registry;
 const MAX_IMAGE_BYTES: u64 = 60 * 1024 * 1024;
 const IMAGE_USER: u32 = 65532;
 const TOKEN: &str = "rk_container_image_admin_0123456789";
+/// coreutils' chroot (Debian).
+const CHROOT: &str = "/usr/sbin/chroot";
 
 /// The archive `scripts/image` wrote, or `None` (skip) outside CI.
 fn image_archive() -> Option<PathBuf> {
@@ -121,7 +123,8 @@ fn strings(value: &Value) -> Vec<String> {
 
 /// A command run inside the image as its user, with the image's environment.
 fn in_image(image: &Unpacked, program: &str) -> Command {
-    let mut command = Command::new("chroot");
+    // By path: the command's environment is the image's, which names no host PATH.
+    let mut command = Command::new(CHROOT);
     command
         .arg(format!("--userspec={IMAGE_USER}:{IMAGE_USER}"))
         .arg(&image.rootfs)
