@@ -4,7 +4,8 @@
 //!
 //! The client commands are one or two REST calls each through `regkeeper_client`, one
 //! file per command group; `kubelet-credential-provider` is
-//! `regkeeper_consumers::kubelet::run`, called before any API token is required. No
+//! `regkeeper_consumers::kubelet::run`, called before any API token is required;
+//! `install-kubelet-provider` (`node_install`) only copies files onto a node. No
 //! command but `serve` and `restore` (which works on a stopped server's data
 //! directory, through `store::sqlite`) opens the store, and none but `serve` the key
 //! file. `completions` and `man` are generated from these clap definitions.
@@ -17,6 +18,7 @@ mod credentials;
 mod doctor;
 mod federation;
 mod keys;
+mod node_install;
 mod output;
 mod reference;
 mod roles;
@@ -134,6 +136,9 @@ enum Command {
         #[arg(value_name = "DIR")]
         directory: PathBuf,
     },
+    /// Install the kubelet credential provider, its CredentialProviderConfig and the
+    /// node token on a node (the Kubernetes DaemonSet's job), atomically.
+    InstallKubeletProvider(node_install::InstallArgs),
 }
 
 #[derive(Args)]
@@ -621,6 +626,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::InstallKubeletProvider(args) => node_install::run(args),
         other => commands::run(other),
     };
     match result {
@@ -646,13 +652,30 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // systemd's LoadCredential= files, if any (see `crate::systemd`).
+    let credentials = crate::systemd::credentials_directory(&|name| std::env::var(name).ok());
+    let credential_token = match &credentials {
+        Some(directory) => crate::systemd::bootstrap_token(directory)?,
+        None => None,
+    };
+    if credential_token.is_some()
+        && (args.bootstrap_token_stdin
+            || std::env::var_os(bootstrap_token::VARIABLE).is_some_and(|value| !value.is_empty()))
+    {
+        anyhow::bail!(
+            "the credential {} is set and so is {} or {}: give the bootstrap token one way only",
+            crate::systemd::BOOTSTRAP_TOKEN_CREDENTIAL,
+            bootstrap_token::VARIABLE,
+            bootstrap_token::STDIN_FLAG
+        );
+    }
     // First, while this is the only thread: a token in the environment would stay in
     // /proc/PID/environ for the server's whole life.
     bootstrap_token::move_out_of_environment(args.bootstrap_token_stdin)?;
     let bootstrap_token = if args.bootstrap_token_stdin {
         Some(bootstrap_token::read(&mut std::io::stdin().lock())?)
     } else {
-        None
+        credential_token
     };
     let overrides = Overrides {
         listen: args.listen,
@@ -666,6 +689,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &overrides,
     )?;
     let telemetry = crate::serve::init_logging(config.log_format)?;
+    if let Some(directory) = &credentials {
+        crate::systemd::seed_master_key(directory, &config.master_key_file)?;
+    }
     let served = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -19,6 +19,7 @@ pub mod serve;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod systemd;
 
 // The domain crate, under the names the server has always used for its parts.
 pub use regkeeper_domain as domain;

@@ -13,7 +13,9 @@
 //! than overlapping it), and pruning expired exchanged tokens every minute. Both
 //! listeners are served by `connections::serve`, never `axum::serve`. [`init_logging`]
 //! runs before the runtime starts and hands back the trace exporter (`telemetry`),
-//! which `cli` shuts down, flushing its last spans, after the runtime has stopped.
+//! which `cli` shuts down, flushing its last spans, after the runtime has stopped. Under
+//! systemd (`Type=notify`) the manager hears `READY=1` right after the listening line
+//! and `STOPPING=1` on the shutdown signal (`crate::systemd`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -215,6 +217,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("Clients reach this server with: export REGKEEPER_URL={url}");
     println!("regkeeper listening on http://{address}");
     std::io::stdout().flush().ok();
+    crate::systemd::notify_ready(&url);
     tokio::spawn(reload_keys_periodically(Arc::clone(&app)));
     // The refresher keeps tokens fresh for resolves; the pusher delivers to targets that
     // are behind (a re-minted token, an updated credential, a new target) or due a retry.
@@ -475,6 +478,7 @@ fn shutdown_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
             _ = interrupt.recv() => {},
         }
         tracing::info!("server.shutting_down");
+        crate::systemd::notify_stopping();
         let _ = sender.send(true);
     });
     Ok(receiver)

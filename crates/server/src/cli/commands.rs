@@ -41,6 +41,9 @@ pub(super) fn run(command: Command) -> anyhow::Result<()> {
     let client = Client::from_environment(&environment)?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled before the client starts"),
+        Command::InstallKubeletProvider(_) => {
+            unreachable!("install-kubelet-provider is handled before the client starts")
+        }
         Command::Credentials(command) => super::credentials::run(&client, *command),
         Command::Users(command) => super::users::run(&client, command),
         Command::Workspaces(command) => super::workspaces::run(&client, command),
