@@ -102,21 +102,23 @@ async fn last_audit<DB: Backend>(
         .or_db()
 }
 
-/// The INSERT for `count` audit rows.
+/// The INSERT for `count` audit rows, built into one string: it is built for every
+/// batch the audit writer commits.
 fn audit_insert_statement(count: usize) -> String {
-    let values = (0..count)
-        .map(|index| {
-            let placeholders: Vec<String> = (1..=11)
-                .map(|column| format!("${}", index * 11 + column))
-                .collect();
-            format!("({})", placeholders.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "INSERT INTO audit_log (seq, at, actor, action, workspace, workspace_id, target, \
-         outcome, detail, prev_hash, hash) VALUES {values}"
-    )
+    use std::fmt::Write as _;
+    const HEAD: &str = "INSERT INTO audit_log (seq, at, actor, action, workspace, workspace_id, \
+                        target, outcome, detail, prev_hash, hash) VALUES ";
+    let mut statement = String::with_capacity(HEAD.len() + count * 11 * 7);
+    statement.push_str(HEAD);
+    for index in 0..count {
+        statement.push_str(if index == 0 { "(" } else { ", (" });
+        for column in 1..=11 {
+            let separator = if column == 1 { "" } else { ", " };
+            let _ = write!(statement, "{separator}${}", index * 11 + column);
+        }
+        statement.push(')');
+    }
+    statement
 }
 
 /// That INSERT with the rows bound.
@@ -239,4 +241,22 @@ pub(super) async fn audit_entries<DB: Backend>(
         .await
         .or_db()?;
     Ok(entries.into_iter().map(AuditRow::from).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_insert_binds_eleven_placeholders_a_row_in_order() {
+        assert_eq!(
+            audit_insert_statement(2),
+            "INSERT INTO audit_log (seq, at, actor, action, workspace, workspace_id, target, \
+             outcome, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11), ($12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+        );
+        let largest = audit_insert_statement(AUDIT_ROWS_PER_STATEMENT);
+        assert_eq!(largest.matches('$').count(), AUDIT_ROWS_PER_STATEMENT * 11);
+        assert!(largest.ends_with(&format!("${})", AUDIT_ROWS_PER_STATEMENT * 11)));
+    }
 }

@@ -8,6 +8,13 @@
 //! an audit entry) far below what one connection can commit. Reads use their own pool
 //! and, in WAL mode, never wait for the writer.
 //!
+//! Neither pool pings a connection before handing it out (sqlx's
+//! `test_before_acquire`, on by default): every statement runs on the connection's
+//! worker thread, so the ping was one more round trip to that thread on every query
+//! and every audit append (half of each one's hand-offs), to detect a peer hanging up
+//! that an in-process database file does not have. A connection whose worker has
+//! stopped answers its next statement with an error all the same.
+//!
 //! The statements are shared with PostgreSQL (`store/sql.rs` and the aggregate
 //! modules); this file opens the pools and makes SQLite a [`Backend`].
 
@@ -69,6 +76,7 @@ impl SqlStore<Sqlite> {
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .after_release(|connection, _| Box::pin(async move { Ok(reusable(connection)) }))
             .connect_with(options.clone())
             .await?;
@@ -78,6 +86,7 @@ impl SqlStore<Sqlite> {
             .map_err(super::migration_error)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .after_release(|connection, _| Box::pin(async move { Ok(reusable(connection)) }))
             .connect_with(options)
             .await?;
