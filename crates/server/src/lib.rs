@@ -18,8 +18,8 @@ pub mod registry_auth;
 pub mod serve;
 pub mod service;
 pub mod store;
-pub mod telemetry;
 pub mod systemd;
+pub mod telemetry;
 
 // The domain crate, under the names the server has always used for its parts.
 pub use regkeeper_domain as domain;
