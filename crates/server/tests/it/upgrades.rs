@@ -393,7 +393,8 @@ fn regenerate_upgrade_fixtures() {
 
     let sqlite_blob = |bytes: &[u8]| format!("X'{}'", hex::encode(bytes));
     let postgres_blob = |bytes: &[u8]| format!("'\\x{}'::bytea", hex::encode(bytes));
-    let files: [(&str, &dyn Fn(&[u8]) -> String); 2] = [
+    type Blob<'a> = &'a dyn Fn(&[u8]) -> String;
+    let files: [(&str, Blob); 2] = [
         ("sqlite-0001.sql", &sqlite_blob),
         ("postgres-0001.sql", &postgres_blob),
     ];
