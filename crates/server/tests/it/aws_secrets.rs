@@ -564,9 +564,9 @@ fn source_flow(database_url: Option<String>) {
         }),
     )
     .unwrap();
-    let wrong_keys = server.cli(
-        ADMIN_TOKEN,
-        &[
+    // The same secret added without, then with, the key names it uses.
+    let add_keyed = |extra: &[&str]| {
+        let fixed = [
             "credentials",
             "add",
             "--name",
@@ -579,36 +579,21 @@ fn source_flow(database_url: Option<String>) {
             "team/other-keys",
             "--aws-identity",
             "aws",
-        ],
-        None,
-    );
+        ];
+        server.cli(ADMIN_TOKEN, &[&fixed[..], extra].concat(), None)
+    };
+    let wrong_keys = add_keyed(&[]);
     assert!(
         stderr(&wrong_keys).contains("no \"username\""),
         "{}",
         stderr(&wrong_keys)
     );
-    let keyed: wire::Credential = serde_json::from_str(&ok(&server.cli(
-        ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--name",
-            "keys",
-            "--registry",
-            &host,
-            "--path-prefix",
-            "team",
-            "--aws-secret",
-            "team/other-keys",
-            "--aws-identity",
-            "aws",
-            "--aws-secret-keys",
-            "user,token",
-            "--output",
-            "json",
-        ],
-        None,
-    )))
+    let keyed: wire::Credential = serde_json::from_str(&ok(&add_keyed(&[
+        "--aws-secret-keys",
+        "user,token",
+        "--output",
+        "json",
+    ])))
     .unwrap();
     assert_eq!(keyed.aws_secret_keys.as_deref(), Some("user,token"));
     let resolved = super::support::resolve(&server, &image);
