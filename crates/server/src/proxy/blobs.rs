@@ -187,33 +187,23 @@ async fn serve_cached(
     };
     let size = blob.size;
     let builder = blob_headers(Response::builder(), digest);
-    if head {
-        return Ok(Some(finish(
-            builder
-                .status(StatusCode::OK)
-                .header(header::CONTENT_LENGTH, size),
-            Body::empty(),
-        )));
-    }
-    if let Some((start, end)) = range
-        .map(|range| parse_range(range, size))
-        .transpose()?
-        .flatten()
-    {
-        // A part cannot be checked against the whole's digest; the file was when it
-        // entered the cache.
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(ProxyError::Cache)?;
-        let length = end - start + 1;
-        let stream = ReaderStream::with_capacity(file.take(length), READ_CHUNK);
-        return Ok(Some(finish(
-            builder
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_LENGTH, length)
-                .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
-            Body::from_stream(stream),
-        )));
+    match Requested::of(head, range, size)? {
+        Requested::Head => return Ok(Some(whole(builder, size, Body::empty()))),
+        Requested::Part { start, end } => {
+            // A part cannot be checked against the whole's digest; the file was when it
+            // entered the cache.
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(ProxyError::Cache)?;
+            let stream = ReaderStream::with_capacity(file.take(end - start + 1), READ_CHUNK);
+            return Ok(Some(part(
+                builder,
+                (start, end),
+                size,
+                Body::from_stream(stream),
+            )));
+        }
+        Requested::Whole => {}
     }
     let identity = file
         .metadata()
@@ -222,10 +212,9 @@ async fn serve_cached(
         .map_err(ProxyError::Cache)?;
     if state.intact.get(digest.as_str()) == Some(identity) && identity.size == size {
         count_bytes(&state.app.metrics, "cache", size);
-        return Ok(Some(finish(
-            builder
-                .status(StatusCode::OK)
-                .header(header::CONTENT_LENGTH, size),
+        return Ok(Some(whole(
+            builder,
+            size,
             Body::from_stream(ReaderStream::with_capacity(file, READ_CHUNK)),
         )));
     }
@@ -243,12 +232,7 @@ async fn serve_cached(
         None,
         Box::new(completion),
     );
-    Ok(Some(finish(
-        builder
-            .status(StatusCode::OK)
-            .header(header::CONTENT_LENGTH, size),
-        Body::from_stream(stream),
-    )))
+    Ok(Some(whole(builder, size, Body::from_stream(stream))))
 }
 
 /// Streams the blob from the upstream: a whole body verified (and copied into the
@@ -404,6 +388,64 @@ impl Completion for CacheRead {
             self.cache.remove(&self.digest);
         }
     }
+}
+
+/// What a request for a cached blob of a known size asks for.
+pub(super) enum Requested {
+    /// `HEAD`: the headers only.
+    Head,
+    /// One byte range, inclusive.
+    Part { start: u64, end: u64 },
+    /// The whole blob, checked against its digest on the way out.
+    Whole,
+}
+
+impl Requested {
+    pub(super) fn of(
+        head: bool,
+        range: Option<&HeaderValue>,
+        size: u64,
+    ) -> Result<Self, ProxyError> {
+        if head {
+            return Ok(Self::Head);
+        }
+        Ok(
+            match range
+                .map(|range| parse_range(range, size))
+                .transpose()?
+                .flatten()
+            {
+                Some((start, end)) => Self::Part { start, end },
+                None => Self::Whole,
+            },
+        )
+    }
+}
+
+/// A 200 answer for a whole blob of `size` bytes (an empty body for `HEAD`).
+pub(super) fn whole(builder: axum::http::response::Builder, size: u64, body: Body) -> Response {
+    finish(
+        builder
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, size),
+        body,
+    )
+}
+
+/// A 206 answer for bytes `start..=end` of a blob of `size` bytes.
+pub(super) fn part(
+    builder: axum::http::response::Builder,
+    (start, end): (u64, u64),
+    size: u64,
+    body: Body,
+) -> Response {
+    finish(
+        builder
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_LENGTH, end - start + 1)
+            .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
+        body,
+    )
 }
 
 /// Counts `size` bytes served from `source` (`upstream` or `cache`).

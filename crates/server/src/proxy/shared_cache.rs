@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use axum::body::Body;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::Response;
 use bytes::Bytes;
 
@@ -50,7 +50,7 @@ use crate::config::S3Location;
 use crate::metrics::Metrics;
 use crate::store::{CachedBlobRow, SharedStore};
 
-use super::blobs::{blob_headers, count_bytes, finish, parse_range};
+use super::blobs::{blob_headers, count_bytes, part, whole, Requested};
 use super::digest_check::{verified, BodyError, Completion};
 use super::errors::ProxyError;
 use super::grants::GRANT_KEPT_MS;
@@ -386,31 +386,18 @@ pub async fn serve(
 ) -> Result<Option<Response>, ProxyError> {
     let size = row.size;
     let builder = blob_headers(Response::builder(), digest);
-    if head {
-        return Ok(Some(finish(
-            builder
-                .status(StatusCode::OK)
-                .header(header::CONTENT_LENGTH, size),
-            Body::empty(),
-        )));
-    }
-    if let Some((start, end)) = range
-        .map(|range| parse_range(range, size))
-        .transpose()?
-        .flatten()
-    {
-        // A part cannot be checked against the whole's digest; the whole was when it
-        // was stored.
-        let Some(body) = cache.open(digest, Some((start, end))).await else {
-            return Ok(None);
-        };
-        return Ok(Some(finish(
-            builder
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_LENGTH, end - start + 1)
-                .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
-            Body::from_stream(chunks(body)),
-        )));
+    match Requested::of(head, range, size)? {
+        Requested::Head => return Ok(Some(whole(builder, size, Body::empty()))),
+        Requested::Part { start, end } => {
+            // A part cannot be checked against the whole's digest; the whole was when it
+            // was stored.
+            let Some(body) = cache.open(digest, Some((start, end))).await else {
+                return Ok(None);
+            };
+            let body = Body::from_stream(chunks(body));
+            return Ok(Some(part(builder, (start, end), size, body)));
+        }
+        Requested::Whole => {}
     }
     let Some(body) = cache.open(digest, None).await else {
         return Ok(None);
@@ -427,12 +414,7 @@ pub async fn serve(
         None,
         Box::new(completion),
     );
-    Ok(Some(finish(
-        builder
-            .status(StatusCode::OK)
-            .header(header::CONTENT_LENGTH, size),
-        Body::from_stream(stream),
-    )))
+    Ok(Some(whole(builder, size, Body::from_stream(stream))))
 }
 
 /// An S3 body as a stream of chunks, streamed as S3 sends them.
