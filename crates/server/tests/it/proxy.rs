@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use sha2::{Digest as _, Sha256};
 
 use super::peers::blob_store::BlobStore;
+use super::peers::image::ImageDigests;
 use super::peers::moto::{self, Moto};
 use super::peers::registry::Registry;
 use super::peers::token_issuer::{
@@ -612,8 +613,10 @@ fn an_ecr_login_minted_through_moto_pulls_through_the_proxy() {
     );
 }
 
-#[test]
-fn cached_blobs_reach_only_callers_whose_own_credential_may_pull_them() {
+/// A token-auth upstream holding `team/app:1`, with three logins: the pusher, a puller,
+/// and an outsider who may pull nothing. The issuer comes back too: it must outlive the
+/// registry.
+pub(super) fn upstream_with_an_outsider() -> Option<(TokenIssuer, Registry, ImageDigests)> {
     let issuer = TokenIssuer::start_with(TokenIssuerOptions {
         users: vec![
             TokenUser::new(PUSHER, PUSHER_PASSWORD, &["pull", "push"]),
@@ -623,10 +626,16 @@ fn cached_blobs_reach_only_callers_whose_own_credential_may_pull_them() {
         ],
         ..TokenIssuerOptions::default()
     });
-    let Some(registry) = Registry::token_auth(&issuer) else {
+    let registry = Registry::token_auth(&issuer)?;
+    let digests = registry.push_test_image("team/app", "1", PUSHER, PUSHER_PASSWORD);
+    Some((issuer, registry, digests))
+}
+
+#[test]
+fn cached_blobs_reach_only_callers_whose_own_credential_may_pull_them() {
+    let Some((_issuer, registry, digests)) = upstream_with_an_outsider() else {
         return;
     };
-    let digests = registry.push_test_image("team/app", "1", PUSHER, PUSHER_PASSWORD);
     let upstream = registry.host_port().to_owned();
     let alias = upstream.replace(':', "_");
     let cache = tempfile::tempdir().unwrap();

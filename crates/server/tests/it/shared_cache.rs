@@ -14,10 +14,10 @@ use sha2::{Digest as _, Sha256};
 use super::peers::cut_relay::CutRelay;
 use super::peers::moto::{self, Moto};
 use super::peers::registry::Registry;
-use super::peers::token_issuer::{
-    TokenIssuer, TokenIssuerOptions, TokenUser, PULLER, PULLER_PASSWORD, PUSHER, PUSHER_PASSWORD,
+use super::peers::token_issuer::{PULLER, PULLER_PASSWORD};
+use super::proxy::{
+    call, metric, proxy_host, sha256, skopeo_pull, store_login, upstream_with_an_outsider,
 };
-use super::proxy::{call, metric, proxy_host, sha256, skopeo_pull, store_login};
 use super::support::{
     eventually, ok, stderr, PostgresDatabase, ServerOptions, TestServer, ADMIN_TOKEN,
 };
@@ -129,19 +129,9 @@ fn three_replicas_fetch_a_layer_from_the_upstream_once_and_keep_workspaces_apart
         return;
     };
     moto.create_bucket(BUCKET);
-    let issuer = TokenIssuer::start_with(TokenIssuerOptions {
-        users: vec![
-            TokenUser::new(PUSHER, PUSHER_PASSWORD, &["pull", "push"]),
-            TokenUser::new(PULLER, PULLER_PASSWORD, &["pull"]),
-            // A valid login that may pull nothing.
-            TokenUser::new("outsider", "outsider-password", &[]),
-        ],
-        ..TokenIssuerOptions::default()
-    });
-    let Some(registry) = Registry::token_auth(&issuer) else {
+    let Some((_issuer, registry, digests)) = upstream_with_an_outsider() else {
         return;
     };
-    let digests = registry.push_test_image("team/app", "1", PUSHER, PUSHER_PASSWORD);
     let upstream = registry.host_port().to_owned();
     let alias = upstream.replace(':', "_");
     let Some((replicas, _database, _keys)) = replicas(
