@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::domain::identity::Principal;
 use crate::domain::Error;
+use crate::service::caches::CachedToken;
 use crate::service::identity;
 
 use super::error::ApiError;
@@ -63,6 +64,10 @@ impl AuthLimiter {
 /// The authenticated caller of a request.
 pub struct Caller(pub Principal);
 
+/// The authenticated caller with the token's row as the token cache holds it (see
+/// `identity::authenticated`), for `GET /api/v1/me`.
+pub struct CallerToken(pub Arc<CachedToken>);
+
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts
         .headers
@@ -74,6 +79,18 @@ fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 impl FromRequestParts<ApiState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let cached = CallerToken::from_request_parts(parts, state).await?.0;
+        Ok(Self(cached.principal.clone()))
+    }
+}
+
+impl FromRequestParts<ApiState> for CallerToken {
     type Rejection = Response;
 
     async fn from_request_parts(
@@ -98,8 +115,8 @@ impl FromRequestParts<ApiState> for Caller {
             ))
             .into_response());
         };
-        match identity::authenticate(&state.app, token).await {
-            Ok(principal) => Ok(Self(principal)),
+        match identity::authenticated(&state.app, token).await {
+            Ok(cached) => Ok(Self(cached)),
             Err(error @ Error::Unauthenticated(_)) => {
                 state.app.metrics.auth_failures.inc();
                 state.limiter.record_failure(address, now);

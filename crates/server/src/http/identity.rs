@@ -8,23 +8,21 @@ use secrecy::ExposeSecret;
 
 use crate::service::{identity, users};
 
-use super::auth::Caller;
+use super::auth::{Caller, CallerToken};
 use super::error::{ApiJson, ApiResult};
 use super::{views, ApiState};
 
 /// Who the API token belongs to.
 #[utoipa::path(get, path = "/api/v1/me", tag = "identity", responses((status = 200, body = wire::Me)))]
-pub async fn me(
-    State(state): State<ApiState>,
-    Caller(principal): Caller,
-) -> ApiResult<Json<wire::Me>> {
-    let token = crate::service::operations::current_token(&state.app, &principal).await?;
+pub async fn me(CallerToken(cached): CallerToken) -> ApiResult<Json<wire::Me>> {
+    // Answered from the token cache: the row authentication has just checked.
+    let (principal, token) = (&cached.principal, &cached.row);
     Ok(Json(wire::Me {
         personal_workspace: principal.personal_workspace(),
         role: principal.role.as_ref().map(|_| principal.user_name.clone()),
-        user: principal.user_name,
+        user: principal.user_name.clone(),
         admin: principal.admin,
-        token: token.as_ref().map(|token| wire::MeToken {
+        token: Some(wire::MeToken {
             id: token.id.clone(),
             name: token.name.clone(),
             prefix: token.display_prefix.clone(),

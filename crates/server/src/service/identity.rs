@@ -88,6 +88,13 @@ fn display_prefix(token: &str) -> String {
 
 /// Establishes who presents `token`: from the token cache, else the database.
 pub async fn authenticate(app: &App, token: &str) -> Result<Principal> {
+    Ok(authenticated(app, token).await?.principal.clone())
+}
+
+/// As [`authenticate`], with the token's row as the cache holds it (its `last_used_at`
+/// up to [`TOUCH_INTERVAL_MS`] old): for `GET /api/v1/me`, which shows the token and
+/// so costs no database read.
+pub async fn authenticated(app: &App, token: &str) -> Result<Arc<CachedToken>> {
     let hash = hash_token(token);
     let cached = match app.caches.tokens.get(&hash) {
         Some(cached) => cached,
@@ -119,12 +126,14 @@ pub async fn authenticate(app: &App, token: &str) -> Result<Principal> {
             Ok(()) => {
                 let mut touched = CachedToken::clone(&cached);
                 touched.row.last_used_at = Some(now);
-                app.caches.tokens.insert(hash, Arc::new(touched));
+                let touched = Arc::new(touched);
+                app.caches.tokens.insert(hash, Arc::clone(&touched));
+                return Ok(touched);
             }
             Err(error) => tracing::warn!(error.code = error.code(), "api_token.touch_failed"),
         }
     }
-    Ok(cached.principal.clone())
+    Ok(cached)
 }
 
 fn principal_of(row: &ApiTokenRow, subject: TokenSubject) -> Result<Principal> {

@@ -16,15 +16,9 @@ use std::path::{Path, PathBuf};
 use crate::config::Database;
 use crate::domain::identity::Principal;
 use crate::domain::{Error, Result};
-use crate::store::ApiTokenRow;
 
 use super::access::require_site_admin;
 use super::App;
-
-/// The API token `principal` authenticated with, if it is still stored.
-pub async fn current_token(app: &App, principal: &Principal) -> Result<Option<ApiTokenRow>> {
-    app.store.api_token_by_id(&principal.token_id).await
-}
 
 /// `sqlite` or `postgres`.
 pub fn database_kind(app: &App) -> &'static str {

@@ -103,8 +103,9 @@ async fn last_audit<DB: Backend>(
 }
 
 /// The INSERT for `count` audit rows, built into one string: it is built for every
-/// batch the audit writer commits.
-fn audit_insert_statement(count: usize) -> String {
+/// batch the audit writer commits. Its parameters are numbered where the backend needs
+/// that, else positional (see [`Backend::NUMBERED_PARAMETERS`]).
+fn audit_insert_statement<DB: Backend>(count: usize) -> String {
     use std::fmt::Write as _;
     const HEAD: &str = "INSERT INTO audit_log (seq, at, actor, action, workspace, workspace_id, \
                         target, outcome, detail, prev_hash, hash) VALUES ";
@@ -114,7 +115,11 @@ fn audit_insert_statement(count: usize) -> String {
         statement.push_str(if index == 0 { "(" } else { ", (" });
         for column in 1..=11 {
             let separator = if column == 1 { "" } else { ", " };
-            let _ = write!(statement, "{separator}${}", index * 11 + column);
+            if DB::NUMBERED_PARAMETERS {
+                let _ = write!(statement, "{separator}${}", index * 11 + column);
+            } else {
+                let _ = write!(statement, "{separator}?");
+            }
         }
         statement.push(')');
     }
@@ -149,7 +154,7 @@ async fn insert_audit_rows<DB: Backend>(
     transaction: &mut Transaction<DB>,
     rows: &[AuditRow],
 ) -> Result<()> {
-    let statement = audit_insert_statement(rows.len());
+    let statement = audit_insert_statement::<DB>(rows.len());
     audit_insert(&statement, rows)
         .execute(&mut **transaction)
         .await
@@ -213,7 +218,7 @@ pub(super) async fn append_audits_after<DB: Backend>(
         return Ok(None);
     }
     let (rows, newest) = chain_after(audits.to_vec(), Some(previous));
-    let statement = audit_insert_statement(rows.len());
+    let statement = audit_insert_statement::<DB>(rows.len());
     match audit_insert(&statement, &rows).execute(&store.writer).await {
         Ok(_) => Ok(newest),
         // Another entry took the next sequence number first: nothing was written, and
@@ -248,15 +253,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_insert_binds_eleven_placeholders_a_row_in_order() {
+    fn the_insert_binds_eleven_parameters_a_row_in_order() {
         assert_eq!(
-            audit_insert_statement(2),
+            audit_insert_statement::<sqlx::Postgres>(2),
             "INSERT INTO audit_log (seq, at, actor, action, workspace, workspace_id, target, \
              outcome, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
              $10, $11), ($12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
         );
-        let largest = audit_insert_statement(AUDIT_ROWS_PER_STATEMENT);
+        let largest = audit_insert_statement::<sqlx::Postgres>(AUDIT_ROWS_PER_STATEMENT);
         assert_eq!(largest.matches('$').count(), AUDIT_ROWS_PER_STATEMENT * 11);
         assert!(largest.ends_with(&format!("${})", AUDIT_ROWS_PER_STATEMENT * 11)));
+        let positional = audit_insert_statement::<sqlx::Sqlite>(AUDIT_ROWS_PER_STATEMENT);
+        assert_eq!(
+            positional.matches('?').count(),
+            AUDIT_ROWS_PER_STATEMENT * 11
+        );
+        assert!(!positional.contains('$'));
+        assert!(positional.ends_with(", ?)"));
     }
 }

@@ -60,6 +60,12 @@ pub trait Backend:
     /// write (SQLite's single writer connection; not PostgreSQL's pool).
     const ONE_WRITER_CONNECTION: bool;
 
+    /// Whether statements name their parameters by number (`$1`, PostgreSQL's only
+    /// form) rather than by position (`?`). SQLite takes both, but sqlx looks every
+    /// numbered parameter's name up in SQLite's list of names, one scan per parameter:
+    /// quadratic in a many-row INSERT such as an audit batch's 1,408 parameters.
+    const NUMBERED_PARAMETERS: bool;
+
     /// Starts a write transaction on `writes` that no other writer of the database can
     /// interleave with: every audited write reads the audit chain's head and appends
     /// after it, and every lease is a select-then-update.

@@ -29,6 +29,7 @@ pub type PostgresStore = SqlStore<Postgres>;
 impl Backend for Postgres {
     const LABEL: &'static str = "postgres";
     const ONE_WRITER_CONNECTION: bool = false;
+    const NUMBERED_PARAMETERS: bool = true;
 
     async fn begin_write(writes: &Pool<Self>) -> Result<sqlx::Transaction<'static, Self>> {
         let mut transaction = writes.begin().await.or_db()?;

@@ -35,6 +35,7 @@ pub type SqliteStore = SqlStore<Sqlite>;
 impl Backend for Sqlite {
     const LABEL: &'static str = "sqlite";
     const ONE_WRITER_CONNECTION: bool = true;
+    const NUMBERED_PARAMETERS: bool = false;
 
     async fn begin_write(writes: &Pool<Self>) -> Result<sqlx::Transaction<'static, Self>> {
         writes.begin_with("BEGIN IMMEDIATE").await.or_db()
