@@ -9,7 +9,8 @@
 #      same server, on a server with 10 credentials and on one with 100,000, each
 #      credential with its own path prefix.
 #   2. `docker-credential-regkeeper get` process latency (hyperfine, warm token) next to
-#      Debian's `docker-credential-ecr-login get` with a warm cache, and `/bin/true`.
+#      Debian's `docker-credential-ecr-login get` with a warm cache, `/bin/true`, and
+#      the same resolve from a bare client (consumers/bare-client.rs, built with rustc).
 #
 #   bench/consumers.sh [ROUNDS]     # default 3; the tables show medians over rounds
 #
@@ -386,6 +387,17 @@ EOF
         "$WORK/regkeeper-helper.json" >/dev/null ||
         die "docker-credential-regkeeper did not print the warm ECR token: $(jq -c '.Secret = "…"' "$WORK/regkeeper-helper.json")"
     say "both helpers answer $ECR_HOST from a warm token"
+
+    # The floor of the helper's `get`: a new process that sends the same resolve on a
+    # new connection with nothing else (bench/consumers/bare-client.rs).
+    BARE="$ROOT/target/bench-tools/bare-client"
+    if [[ ! -x "$BARE" || "$ROOT/bench/consumers/bare-client.rs" -nt "$BARE" ]]; then
+        mkdir -p "$ROOT/target/bench-tools"
+        rustc -O --edition 2021 -o "$BARE" "$ROOT/bench/consumers/bare-client.rs" || die "cannot build $BARE"
+    fi
+    helper_env "$BARE" <"$WORK/server-url.txt" >"$WORK/bare-client.json" || die "bare-client failed"
+    jq -e --slurpfile resolved "$WORK/small/ecr-resolved.json" '.secret == $resolved[0].secret' \
+        "$WORK/bare-client.json" >/dev/null || die "bare-client did not get the warm ECR token"
 }
 
 helper_round() { # ROUND
@@ -400,7 +412,8 @@ helper_round() { # ROUND
             -n true /bin/true \
             -n ecr-login "$ECR_LOGIN get" \
             -n regkeeper "$HELPER get" \
-            -n regkeeper-version "$HELPER version" >"$WORK/hyperfine-$round.txt" 2>&1; then
+            -n regkeeper-version "$HELPER version" \
+            -n bare-client "$BARE" >"$WORK/hyperfine-$round.txt" 2>&1; then
             break
         fi
         ((attempt == 2)) && { cat "$WORK/hyperfine-$round.txt" >&2; die "hyperfine failed twice"; }
@@ -411,7 +424,7 @@ helper_round() { # ROUND
                        median_s: .median, min_s: .min, max_s: .max, user_s: .user, system_s: .system,
                        runs: (.times | length)}' \
         "$WORK/hyperfine-$round.json" >>"$WORK/helper.jsonl"
-    say "  $(jq -r '"\(.command): mean \(.mean_s * 1e6 | floor) µs"' <<<"$(tail -n4 "$WORK/helper.jsonl")" | paste -sd ';')"
+    say "  $(jq -r '"\(.command): mean \(.mean_s * 1e6 | floor) µs"' <<<"$(tail -n5 "$WORK/helper.jsonl")" | paste -sd ';')"
 }
 
 # --- Run ------------------------------------------------------------------------

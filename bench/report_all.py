@@ -164,6 +164,11 @@ def consumers(path, rows):
         rows.add("helper `get` vs `docker-credential-ecr-login get` (warm cache)",
                  f"{rk['mean_ms']:.2f} ms", f"ecr-login: {ecr['mean_ms']:.2f} ms", ratio,
                  "≤ 0.33x (3x faster)", ecr["mean_ms"] / rk["mean_ms"] >= 3.0)
+        bare = helper.get("bare-client")
+        if bare:
+            rows.add("the same resolve from a bare client (a new process, no libraries: the floor of `get`) "
+                     "vs `/bin/true`", f"{bare['mean_ms']:.2f} ms", f"/bin/true: {true['mean_ms']:.2f} ms",
+                     bare["mean_ms"] / true["mean_ms"], "—", None)
     rest = s.get("rest") or {}
     small, large = rest.get("small", {}), rest.get("large", {})
     few = f"{meta['credentials']['small']:,}"

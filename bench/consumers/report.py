@@ -30,6 +30,7 @@ HELPER_LABELS = {
     "ecr-login": "`docker-credential-ecr-login get`, warm cache",
     "regkeeper": "`docker-credential-regkeeper get`, warm token",
     "regkeeper-version": "`docker-credential-regkeeper version` (diagnostic: start-up, no request)",
+    "bare-client": "bare client: the same resolve from a new process, no libraries (diagnostic: the floor of `get`)",
 }
 
 
