@@ -386,7 +386,7 @@ async fn run_regkeeper(
 
     // Initial cycle: each credential is used once, which mints one token per identity
     // and links every credential to its identity's token. By default through
-    // `tokens::login_for`, which is what a resolve calls once it has picked the
+    // `registry_tokens::login_for`, which is what a resolve calls once it has picked the
     // credential: a resolve itself reads every credential of the workspace to pick
     // one, so 10,000 resolves in one workspace take quadratic time (see README).
     let before = relay.snapshot();
@@ -407,7 +407,7 @@ async fn run_regkeeper(
                 .map_err(|error| format!("resolving {image}: {error}"))?
                 .login
         } else {
-            tokens::login_for(&app, credential)
+            registry_tokens::login_for(&app, credential)
                 .await
                 .map_err(|error| format!("login for {}: {error}", credential.name))?
         };
@@ -433,7 +433,7 @@ async fn run_regkeeper(
     let mut cycles = 0;
     let mut refresher_clock_ms = 0;
     loop {
-        let report = tokens::refresh_cycle(&app, "bench-replica")
+        let report = registry_tokens::refresh_cycle(&app, "bench-replica")
             .await
             .map_err(|error| format!("refresh cycle: {error}"))?;
         cycles += 1;
@@ -462,7 +462,7 @@ async fn run_regkeeper(
     let before = relay.snapshot();
     let refresh_started_at = start + 9 * HOUR_MS;
     for credential in created.iter().take(identities) {
-        let login = tokens::login_for(&app, credential)
+        let login = registry_tokens::login_for(&app, credential)
             .await
             .map_err(|error| format!("login for {} after refresh: {error}", credential.name))?;
         if login.issued_at < refresh_started_at {
@@ -524,8 +524,8 @@ async fn run_regkeeper(
         "mode": "regkeeper",
         "credentials": count,
         "identities": identities,
-        "concurrency": tokens::CONCURRENCY,
-        "cycle_batch": tokens::CYCLE_BATCH,
+        "concurrency": registry_tokens::CONCURRENCY,
+        "cycle_batch": registry_tokens::CYCLE_BATCH,
         "initial_by": if initial_by_resolve { "resolve" } else { "login_for" },
         "create_ms": create_ms,
         "initial_ms": initial_ms,
