@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::audit::AuditRecord;
 use crate::domain::credential::Credential;
 use crate::domain::identity::{Principal, Role};
 use crate::domain::policy::{credential_reference, Action, CredentialRef};
@@ -158,27 +159,11 @@ async fn resolve_inner(
     want_login: bool,
     audit_success: bool,
 ) -> Result<(Arc<Credential>, Option<RegistryLogin>)> {
-    let default_workspace = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
-    let named = request.reference.map(CredentialRef::parse).transpose();
-    // The workspace the request is aimed at, so a refusal is recorded where that
-    // workspace's admins see it.
-    let workspace_name = match &named {
-        Ok(Some(CredentialRef {
-            workspace: Some(workspace),
-            ..
-        })) => workspace.clone(),
-        _ => default_workspace,
-    };
-    let shown = request
-        .reference
-        .or(request.image)
-        .or(request.registry)
-        .unwrap_or_default();
-    // What was asked for, as typed, but never a password or token pasted into it.
-    let record = app
-        .record(Some(principal), action)
-        .workspace(None, &workspace_name)
-        .target(text::without_secrets(shown));
+    let Aim {
+        named,
+        workspace_name,
+        record,
+    } = aim(app, principal, workspace, &request, action);
     app.audited(record.clone(), async {
         let target = target(&request, &app.config.outbound.http_registries)?;
         let named = named?;
@@ -244,6 +229,49 @@ async fn resolve_inner(
         Ok((credential, login))
     })
     .await
+}
+
+/// What a request is aimed at, before any check: the reference it names (if it
+/// parses), the workspace, and its audit record begun for `action`.
+struct Aim {
+    named: Result<Option<CredentialRef>>,
+    /// The reference's workspace, else `workspace`, else the caller's personal one, so a
+    /// refusal is recorded where that workspace's admins see it.
+    workspace_name: String,
+    record: AuditRecord,
+}
+
+/// For [`resolve_inner`] and [`explain`].
+fn aim(
+    app: &App,
+    principal: &Principal,
+    workspace: Option<&str>,
+    request: &Request<'_>,
+    action: &'static str,
+) -> Aim {
+    let named = request.reference.map(CredentialRef::parse).transpose();
+    let workspace_name = match &named {
+        Ok(Some(CredentialRef {
+            workspace: Some(workspace),
+            ..
+        })) => workspace.clone(),
+        _ => workspace.map_or_else(|| principal.personal_workspace(), str::to_owned),
+    };
+    let shown = request
+        .reference
+        .or(request.image)
+        .or(request.registry)
+        .unwrap_or_default();
+    // What was asked for, as typed, but never a password or token pasted into it.
+    let record = app
+        .record(Some(principal), action)
+        .workspace(None, &workspace_name)
+        .target(text::without_secrets(shown));
+    Aim {
+        named,
+        workspace_name,
+        record,
+    }
 }
 
 /// The best credential for the target, through the cache. One row is read on a miss,

@@ -14,12 +14,11 @@ use std::sync::Arc;
 use crate::domain::credential::Credential;
 use crate::domain::identity::{Principal, WorkloadRole};
 use crate::domain::policy::{
-    credential_reference, role_reference, Action, CredentialFacts, CredentialRef, Decision,
+    credential_reference, role_reference, Action, CredentialFacts, Decision,
 };
 use crate::domain::Result;
-use crate::text;
 
-use super::{best_credential, named_credential, target, workspace_for, Request, Target};
+use super::{aim, best_credential, named_credential, target, workspace_for, Aim, Request, Target};
 use crate::service::App;
 
 /// What an explained resolve would do.
@@ -129,24 +128,11 @@ pub async fn explain(
     workspace: Option<&str>,
     request: Request<'_>,
 ) -> Result<Explanation> {
-    let default_workspace = workspace.map_or_else(|| principal.personal_workspace(), str::to_owned);
-    let named = request.reference.map(CredentialRef::parse).transpose();
-    let workspace_name = match &named {
-        Ok(Some(CredentialRef {
-            workspace: Some(workspace),
-            ..
-        })) => workspace.clone(),
-        _ => default_workspace,
-    };
-    let shown = request
-        .reference
-        .or(request.image)
-        .or(request.registry)
-        .unwrap_or_default();
-    let record = app
-        .record(Some(principal), "credential.explain")
-        .workspace(None, &workspace_name)
-        .target(text::without_secrets(shown));
+    let Aim {
+        named,
+        workspace_name,
+        record,
+    } = aim(app, principal, workspace, &request, "credential.explain");
     app.audited(record, async {
         let target = target(&request, &app.config.outbound.http_registries)?;
         let named = named?;
