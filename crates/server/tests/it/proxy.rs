@@ -631,6 +631,39 @@ pub(super) fn upstream_with_an_outsider() -> Option<(TokenIssuer, Registry, Imag
     Some((issuer, registry, digests))
 }
 
+/// Bob, a member of another workspace, `acme/other`, whose credential for `upstream`
+/// logs in as the upstream's `outsider` (see [`upstream_with_an_outsider`]) and so
+/// may pull nothing: his API token.
+pub(super) fn add_an_outsider(server: &TestServer, upstream: &str) -> String {
+    let bob = ok(&server.cli(ADMIN_TOKEN, &["users", "create", "bob"], None))
+        .trim()
+        .to_owned();
+    ok(&server.cli(ADMIN_TOKEN, &["workspaces", "create", "acme/other"], None));
+    ok(&server.cli(
+        ADMIN_TOKEN,
+        &["members", "add", "acme/other", "bob", "--role", "launch"],
+        None,
+    ));
+    ok(&server.cli(
+        ADMIN_TOKEN,
+        &[
+            "credentials",
+            "add",
+            "--workspace",
+            "acme/other",
+            "--name",
+            "outsider",
+            "--registry",
+            upstream,
+            "--username",
+            "outsider",
+            "--password-stdin",
+        ],
+        Some("outsider-password"),
+    ));
+    bob
+}
+
 #[test]
 fn cached_blobs_reach_only_callers_whose_own_credential_may_pull_them() {
     let Some((_issuer, registry, digests)) = upstream_with_an_outsider() else {
@@ -657,32 +690,7 @@ fn cached_blobs_reach_only_callers_whose_own_credential_may_pull_them() {
     assert!(cached.is_file(), "the verified layer is in the cache");
 
     // Bob works in another workspace whose credential logs in but may not pull.
-    let bob = ok(&server.cli(ADMIN_TOKEN, &["users", "create", "bob"], None))
-        .trim()
-        .to_owned();
-    ok(&server.cli(ADMIN_TOKEN, &["workspaces", "create", "acme/other"], None));
-    ok(&server.cli(
-        ADMIN_TOKEN,
-        &["members", "add", "acme/other", "bob", "--role", "launch"],
-        None,
-    ));
-    ok(&server.cli(
-        ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--workspace",
-            "acme/other",
-            "--name",
-            "outsider",
-            "--registry",
-            &upstream,
-            "--username",
-            "outsider",
-            "--password-stdin",
-        ],
-        Some("outsider-password"),
-    ));
+    let bob = add_an_outsider(&server, &upstream);
     let base = format!("http://{proxy}/v2/{alias}/team/app");
     let blob = format!("{base}/blobs/{}", digests.layer);
     let denied = call("GET", &blob, Some(("acme/other", &bob)), &[]);

@@ -16,10 +16,11 @@ use super::peers::moto::{self, Moto};
 use super::peers::registry::Registry;
 use super::peers::token_issuer::{PULLER, PULLER_PASSWORD};
 use super::proxy::{
-    call, metric, proxy_host, sha256, skopeo_pull, store_login, upstream_with_an_outsider,
+    add_an_outsider, call, metric, proxy_host, sha256, skopeo_pull, store_login,
+    upstream_with_an_outsider,
 };
 use super::support::{
-    eventually, ok, stderr, PostgresDatabase, ServerOptions, TestServer, ADMIN_TOKEN,
+    eventually, stderr, PostgresDatabase, ServerOptions, TestServer, ADMIN_TOKEN,
 };
 
 const BUCKET: &str = "regkeeper-cache";
@@ -171,32 +172,7 @@ fn three_replicas_fetch_a_layer_from_the_upstream_once_and_keep_workspaces_apart
 
     // Bob works in another workspace whose credential logs in but may not pull: no
     // replica serves him the cached layer, nor even says how large it is.
-    let bob = ok(&replicas[1].cli(ADMIN_TOKEN, &["users", "create", "bob"], None))
-        .trim()
-        .to_owned();
-    ok(&replicas[1].cli(ADMIN_TOKEN, &["workspaces", "create", "acme/other"], None));
-    ok(&replicas[1].cli(
-        ADMIN_TOKEN,
-        &["members", "add", "acme/other", "bob", "--role", "launch"],
-        None,
-    ));
-    ok(&replicas[1].cli(
-        ADMIN_TOKEN,
-        &[
-            "credentials",
-            "add",
-            "--workspace",
-            "acme/other",
-            "--name",
-            "outsider",
-            "--registry",
-            &upstream,
-            "--username",
-            "outsider",
-            "--password-stdin",
-        ],
-        Some("outsider-password"),
-    ));
+    let bob = add_an_outsider(&replicas[1], &upstream);
     for replica in &replicas {
         let url = blob_url(replica, &alias, "team/app", &digests.layer);
         let denied = call("GET", &url, Some(("acme/other", &bob)), &[]);
